@@ -1,0 +1,47 @@
+# Bastion — `make run` serves on http://127.0.0.1:8400, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8400
+
+.PHONY: run test lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test,lint]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/bastion init
+	@echo
+	@echo "Create your first organisation (in another terminal):"
+	@echo "  printf '%s\n' 'a-long-admin-password' | $(BIN)/bastion org create Acme --admin-email admin@example.com --admin-password-stdin"
+	@echo "  $(BIN)/bastion apikey create --org <org_id> --name first-key --role admin"
+	@echo
+	$(BIN)/bastion serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	bash scripts/test.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	BASTION_DATA_DIR=$$(mktemp -d) sh -c '$(BIN)/bastion init >/dev/null && $(BIN)/alembic check'
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

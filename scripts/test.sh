@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole suite: once on SQLite, then on PostgreSQL + Redis (mandatory under CI=true).
+# Exits non-zero on any failure, including pytest's "no tests ran" (exit 5).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PG_URL=${BASTION_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}
+REDIS_URL=${BASTION_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
+
+run_suite() {  # run_suite LABEL [env assignments...]
+  local label=$1; shift
+  echo "=== tests on $label"
+  env "$@" "$BIN/pytest" -q -p no:cacheprovider "${PYTEST_ARGS[@]}"
+  local rc=$?
+  if [ $rc -eq 5 ]; then echo "=== $label: no tests ran" >&2; return 1; fi
+  if [ $rc -ne 0 ]; then echo "=== $label: FAILED (exit $rc)" >&2; return 1; fi
+  echo "=== $label: passed"
+}
+
+PYTEST_ARGS=(-n 2 --dist loadfile)
+failed=0
+bash scripts/services.sh || failed=1
+
+run_suite "SQLite" BASTION_TEST_DATABASE_URL= BASTION_TEST_REDIS_URL= || failed=1
+
+if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && redis-cli ping 2>/dev/null | grep -q PONG; then
+  run_suite "PostgreSQL + Redis" BASTION_TEST_DATABASE_URL="$PG_URL" BASTION_TEST_REDIS_URL="$REDIS_URL" || failed=1
+elif [ "${CI:-}" = "true" ]; then
+  echo "=== PostgreSQL + Redis: unavailable under CI=true" >&2
+  failed=1
+else
+  echo "=== PostgreSQL + Redis: skipped (not running; start them, or run scripts/services.sh as root)"
+fi
+exit $failed

@@ -1,0 +1,1 @@
+"""HTTP edge: the app factory, middleware, problem documents and one router per domain."""

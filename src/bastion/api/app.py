@@ -1,0 +1,130 @@
+"""The application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+import structlog
+from fastapi import FastAPI
+
+from bastion import __version__
+from bastion.api import errors
+from bastion.api.middleware import BastionMiddleware
+from bastion.api.problems import ERROR_RESPONSES
+from bastion.api.routers import (
+    apikeys,
+    audit,
+    auth,
+    me,
+    meta,
+    orgs,
+    roles,
+    service_accounts,
+    teams,
+    users,
+)
+from bastion.api.state import AppState
+from bastion.audit import checkpoints
+from bastion.audit.checkpoints import Signer
+from bastion.core.config import Settings, load_settings
+from bastion.core.db import make_engine, make_sessionmaker
+from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, load_pepper, read_keyring
+from bastion.core.logging import configure_logging
+from bastion.core.ratelimit import RateLimiter
+from bastion.identity import passwords
+from bastion.identity.tokens import TokenHasher
+from bastion.tenancy import service as tenancy
+
+DESCRIPTION = """
+Bastion is the security and compliance control plane for AI agent platforms.
+
+Authenticate with `Authorization: Bearer <token>`: an API key (`bsk_…`) or a session
+token (`bss_…`) from `POST /v1/auth/login`. Errors are RFC 9457 problem documents.
+Lists take `limit` and `cursor` and return `{"data": [...], "next_cursor": ...}`.
+POST accepts an `Idempotency-Key` header.
+"""
+
+
+def build_state(settings: Settings) -> AppState:
+    pepper = load_pepper(settings)
+    passwords.configure(
+        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+    )
+    engine = make_engine(settings.resolved_database_url)
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        write_sessions=make_sessionmaker(engine, write=True),
+        hasher=TokenHasher(pepper),
+        limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
+        audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
+    )
+
+
+RETENTION_EVERY_SECONDS = 3600
+
+
+async def _maintain_audit(state: AppState) -> None:
+    """Every `audit_checkpoint_interval` seconds, sign each audit chain with new events;
+    about hourly, apply retention. Several workers may race: checkpoints are idempotent
+    per (chain, seq) and a purge only ever removes what a checkpoint anchors."""
+
+    def checkpoint() -> None:
+        with state.write_sessions() as db:
+            checkpoints.create_all(db, state.audit_signer)
+            db.commit()
+
+    def purge() -> None:
+        with state.write_sessions() as db:
+            tenancy.apply_audit_retention(db)
+            db.commit()
+
+    log = structlog.get_logger("bastion.audit")
+    since_purge = 0.0
+    while True:
+        await asyncio.sleep(state.settings.audit_checkpoint_interval)
+        since_purge += state.settings.audit_checkpoint_interval
+        try:
+            await anyio.to_thread.run_sync(checkpoint)
+            if since_purge >= RETENTION_EVERY_SECONDS:
+                since_purge = 0.0
+                await anyio.to_thread.run_sync(purge)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("audit maintenance round failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    state = build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_maintain_audit(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            state.engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Bastion",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.bastion = state
+    errors.install(app)
+    app.include_router(meta.router)
+    for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
+    app.add_middleware(BastionMiddleware, state=state)
+    return app

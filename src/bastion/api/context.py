@@ -1,0 +1,62 @@
+"""Per-request state shared by the middleware and the route dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.core.context import Actor
+from bastion.core.ratelimit import Quota
+
+if TYPE_CHECKING:
+    from bastion.authz.principal import Principal
+
+SCOPE_KEY = "bastion.ctx"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    ip: str | None
+    user_agent: str | None
+    method: str
+    path: str
+    sessions: sessionmaker[Session] = field(repr=False)
+    write_sessions: sessionmaker[Session] = field(repr=False)
+    principal: Principal | None = None
+    quota: Quota | None = None
+    failure_events: list[dict[str, Any]] = field(default_factory=list)
+    after_commit: list[Callable[[Session], None]] = field(default_factory=list)
+    _db: Session | None = field(default=None, repr=False)
+
+    @property
+    def actor(self) -> Actor:
+        if self.principal is not None:
+            return self.principal.actor
+        return Actor("anonymous", None, self.ip, self.user_agent, self.request_id)
+
+    @property
+    def db(self) -> Session:
+        """The request's unit of work, opened on first use; committed by the middleware."""
+        if self._db is None:
+            factory = self.sessions if self.method in SAFE_METHODS else self.write_sessions
+            self._db = factory()  # no I/O until the first statement
+        return self._db
+
+    def end_read(self) -> None:
+        """End a safe request's read transaction early (e.g. right after authentication),
+        so a route that needs no further data finishes without another database trip."""
+        if (
+            self._db is not None
+            and self.method in SAFE_METHODS
+            and not (self._db.new or self._db.dirty or self._db.deleted)
+        ):
+            self._db.commit()
+
+    @property
+    def db_opened(self) -> Session | None:
+        return self._db

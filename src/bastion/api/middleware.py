@@ -1,0 +1,406 @@
+"""One pure-ASGI middleware for every cross-cutting HTTP concern, in order:
+
+request id → body limit (413) and JSON content type (415) → per-address quota (429) →
+idempotent replay → the app → unit of work (commit on success, rollback on error, then
+the failure's audit events in their own transaction) → security and rate-limit headers.
+
+The transaction commits *before* the response starts, so a client never sees a 2xx for
+a change that was not durably written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from bastion.api import problems
+from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.state import AppState
+from bastion.audit import service as audit
+from bastion.core import idempotency
+from bastion.core.crypto import random_base32
+from bastion.core.errors import FieldError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = structlog.get_logger("bastion.http")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_RAW_BODY_PREFIXES = ("/v1/hooks/",)  # provider webhooks: any content type, raw bytes
+_DOCS_PREFIXES = ("/docs", "/redoc")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class BastionMiddleware:
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+        self._static = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cache-control", b"no-store"),
+        ]
+        if state.settings.tls_enabled:
+            self._static.append(
+                (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming_id = _header(scope, b"x-request-id")
+        request_id = (
+            incoming_id
+            if incoming_id and _REQUEST_ID.match(incoming_id)
+            else f"req_{random_base32(20)}"
+        )
+        client = scope.get("client")
+        path: str = scope["path"]
+        ctx = RequestContext(
+            request_id=request_id,
+            ip=client[0] if client else None,
+            user_agent=_header(scope, b"user-agent"),
+            method=scope["method"],
+            path=path,
+            sessions=self.state.sessions,
+            write_sessions=self.state.write_sessions,
+        )
+        scope[SCOPE_KEY] = ctx
+        is_api = path.startswith("/v1/")
+        respond = _Responder(self, ctx, send, is_api)
+
+        prepared = await self._prepare(scope, receive, ctx, respond, is_api)
+        if prepared is None:
+            return
+        receive = prepared
+
+        try:
+            await self.app(scope, receive, respond.send)
+        except Exception:
+            log.exception("unhandled error", request_id=request_id, path=path)
+            await anyio.to_thread.run_sync(self._discard, ctx)
+            if not respond.started:
+                await respond.problem(*problems.generic(500, "internal error", request_id))
+            return
+        finally:
+            if ctx.db_opened is not None:
+                ctx.db_opened.close()
+
+    async def _prepare(
+        self, scope: Scope, receive: Receive, ctx: RequestContext, respond: _Responder, is_api: bool
+    ) -> Receive | None:
+        """Checks before the app runs; None when a response was already sent."""
+        path = ctx.path
+        body = b""
+        if ctx.method in _BODY_METHODS:
+            try:
+                body = await self._read_body(scope, receive)
+            except BodyTooLarge:
+                await respond.problem(
+                    *problems.generic(
+                        413,
+                        f"request body exceeds {self.state.settings.body_limit_bytes} bytes",
+                        ctx.request_id,
+                    )
+                )
+                return None
+            if body and not path.startswith(_RAW_BODY_PREFIXES) and not _is_json(scope):
+                await respond.problem(
+                    *problems.generic(
+                        415, "send JSON with Content-Type: application/json", ctx.request_id
+                    )
+                )
+                return None
+            receive = _replay(body)
+
+        # Requests without a credential count against their address here; requests with
+        # one count against the credential once it is verified, or against the address
+        # when it is not (see `bastion.api.deps.get_principal`).
+        if is_api and _header(scope, b"authorization") is None:
+            allowed, quota = self.state.limiter.take(self.state.ip_quota, f"ip:{ctx.ip}")
+            ctx.quota = quota
+            if not allowed:
+                status, headers, payload = problems.generic(
+                    429, "too many requests from this address", ctx.request_id
+                )
+                headers["retry-after"] = str(quota.reset_after)
+                await respond.problem(status, headers, payload)
+                return None
+
+        scope_idem = None
+        if is_api and ctx.method == "POST":
+            key = _header(scope, b"idempotency-key")
+            credential = _header(scope, b"authorization")
+            if key is not None and credential:
+                if not 1 <= len(key) <= idempotency.MAX_KEY_LENGTH:
+                    await respond.problem(
+                        *problems.generic(
+                            422,
+                            "Idempotency-Key must be 1 to 255 characters",
+                            ctx.request_id,
+                            [FieldError("Idempotency-Key", "must be 1 to 255 characters")],
+                        )
+                    )
+                    return None
+                scope_idem = idempotency.scope_for(credential, key, ctx.method, path, body)
+                if await respond.replay(scope_idem):
+                    return None
+        respond.idempotency = scope_idem
+        return receive
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.state.settings.body_limit_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    # --- transaction outcome (run in a worker thread) --------------------------------
+
+    def _finish(
+        self,
+        ctx: RequestContext,
+        status: int,
+        record: tuple[idempotency.IdempotencyScope, idempotency.StoredResponse] | None,
+    ) -> int:
+        """Commit on success, else roll back and write the failure's audit events.
+        Returns the status to send (a failed commit turns success into an error)."""
+        db = ctx.db_opened
+        if status < 400:
+            if db is not None:
+                try:
+                    if record is not None:
+                        idempotency.store(
+                            db, record[0], record[1], self.state.settings.idempotency_ttl
+                        )
+                    db.commit()
+                except IntegrityError:
+                    db.rollback()
+                    return 409
+                except SQLAlchemyError:
+                    log.exception("commit failed", request_id=ctx.request_id)
+                    db.rollback()
+                    return 500
+            self._after_commit(ctx)
+            return status
+        if db is not None:
+            db.rollback()
+        if ctx.failure_events:
+            self._write_failure_events(ctx)
+        return status
+
+    def _discard(self, ctx: RequestContext) -> None:
+        if ctx.db_opened is not None:
+            ctx.db_opened.rollback()
+
+    def _write_failure_events(self, ctx: RequestContext) -> None:
+        try:
+            with self.state.write_sessions() as db:
+                for event in ctx.failure_events:
+                    audit.record(db, **event)
+                db.commit()
+        except SQLAlchemyError:
+            log.exception("could not write failure audit events", request_id=ctx.request_id)
+
+    def _after_commit(self, ctx: RequestContext) -> None:
+        if not ctx.after_commit:
+            return
+        try:
+            with self.state.write_sessions() as db:
+                for action in ctx.after_commit:
+                    action(db)
+                db.commit()
+        except SQLAlchemyError:
+            log.warning("bookkeeping write skipped", request_id=ctx.request_id)
+
+    def headers_for(
+        self, ctx: RequestContext, is_api: bool, path: str
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-request-id", ctx.request_id.encode()), *self._static]
+        if not path.startswith(_DOCS_PREFIXES):
+            headers.append(
+                (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+            )
+        if is_api and ctx.quota is not None:
+            q = ctx.quota
+            headers += [
+                (b"ratelimit-limit", str(q.limit).encode()),
+                (b"ratelimit-remaining", str(q.remaining).encode()),
+                (b"ratelimit-reset", str(q.reset_after).encode()),
+            ]
+        return headers
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class _Responder:
+    """Wraps `send`: finishes the transaction before the response starts, adds headers,
+    and buffers the response when it must be stored for idempotent replay."""
+
+    def __init__(
+        self, mw: BastionMiddleware, ctx: RequestContext, send: Send, is_api: bool
+    ) -> None:
+        self.mw = mw
+        self.ctx = ctx
+        self._send = send
+        self.is_api = is_api
+        self.started = False
+        self.idempotency: idempotency.IdempotencyScope | None = None
+        self._replaced = False
+        self._buffer: list[Message] = []
+
+    def _decorate(self, message: Message) -> Message:
+        headers = [
+            (k, v)
+            for k, v in message.get("headers", [])
+            if k.lower() not in (b"x-request-id", b"cache-control")
+        ]
+        headers += self.mw.headers_for(self.ctx, self.is_api, self.ctx.path)
+        return {**message, "headers": headers}
+
+    async def problem(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        self.started = True
+        await self._send(
+            self._decorate({"type": "http.response.start", "status": status, "headers": raw})
+        )
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def replay(self, scope: idempotency.IdempotencyScope) -> bool:
+        """Answer from a stored first response; True when the request is fully handled."""
+
+        def lookup() -> tuple[Any, Any] | None:
+            with self.mw.state.sessions() as db:
+                return idempotency.find(db, scope, self.mw.state.settings.idempotency_ttl)
+
+        found = await anyio.to_thread.run_sync(lookup)
+        if found is None:
+            return False
+        record, stored = found
+        rid = self.ctx.request_id
+        if record.request_digest != scope.request_digest or stored is None:
+            await self.problem(
+                *problems.generic(
+                    422,
+                    "this Idempotency-Key was used with a different request",
+                    rid,
+                    [FieldError("Idempotency-Key", "reused with a different request")],
+                )
+            )
+            return True
+        headers = [(k.encode(), v.encode()) for k, v in stored.headers]
+        headers.append((b"idempotent-replayed", b"true"))
+        self.started = True
+        await self._send(
+            self._decorate(
+                {"type": "http.response.start", "status": stored.status, "headers": headers}
+            )
+        )
+        await self._send({"type": "http.response.body", "body": stored.body, "more_body": False})
+        return True
+
+    async def send(self, message: Message) -> None:
+        if self._replaced:
+            return
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if self.idempotency is not None and status < 300:
+                self._buffer.append(message)
+                return
+            await self._start(message, status, None)
+            return
+        if self._buffer:
+            self._buffer.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self._flush_buffered()
+            return
+        await self._send(message)
+
+    async def _start(
+        self,
+        message: Message,
+        status: int,
+        record: tuple[idempotency.IdempotencyScope, idempotency.StoredResponse] | None,
+    ) -> bool:
+        ctx = self.ctx
+        db = ctx.db_opened
+        idle = (db is None or not db.in_transaction()) and record is None
+        if idle and not ctx.after_commit and not ctx.failure_events:
+            final = status  # nothing to commit, roll back or record: no trip to a thread
+        else:
+            final = await anyio.to_thread.run_sync(self.mw._finish, ctx, status, record)
+        self.started = True
+        if final != status:
+            self._replaced = True
+            detail = (
+                "the change conflicts with another one; retry" if final == 409 else "internal error"
+            )
+            code, headers, body = problems.generic(final, detail, self.ctx.request_id)
+            await self.problem(code, headers, body)
+            return False
+        await self._send(self._decorate(message))
+        return True
+
+    async def _flush_buffered(self) -> None:
+        start, *rest = self._buffer
+        self._buffer = []
+        body = b"".join(m.get("body", b"") for m in rest if m["type"] == "http.response.body")
+        keep = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        record = None
+        if self.idempotency is not None:
+            record = (self.idempotency, idempotency.StoredResponse(start["status"], keep, body))
+        if await self._start(start, start["status"], record):
+            for message in rest:
+                await self._send(message)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit
+from bastion.core.schemas import ListOf
+from bastion.identity import sessions
+from bastion.identity.schemas import MeOut, SessionOut
+
+router = APIRouter(prefix="/v1/me", tags=["me"])
+
+
+@router.get("", summary="Who the caller is and what it may do")
+async def me(principal: Caller) -> MeOut:
+    return MeOut(
+        principal_type=principal.principal_type,
+        id=principal.id,
+        org_id=principal.org_id,
+        role=principal.role,
+        permissions=sorted(principal.permissions),
+        user_id=principal.user_id,
+        session_id=principal.session_id,
+    )
+
+
+@router.get("/sessions", summary="The caller's active sessions")
+def list_sessions(
+    principal: Caller, db: DB, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+) -> ListOf[SessionOut]:
+    page = sessions.list_sessions(db, principal, limit=limit, cursor=cursor)
+    data = [
+        SessionOut.model_validate(s).model_copy(update={"current": s.id == principal.session_id})
+        for s in page.data
+    ]
+    return ListOf[SessionOut](data=data, next_cursor=page.next_cursor)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, summary="Revoke one session")
+def revoke_session(session_id: str, principal: Caller, db: DB) -> Response:
+    sessions.revoke_session(db, principal, session_id)
+    return Response(status_code=204)
+
+
+@router.delete("/sessions", status_code=204, summary="Revoke every session but the current one")
+def revoke_other_sessions(principal: Caller, db: DB) -> Response:
+    sessions.revoke_other_sessions(db, principal)
+    return Response(status_code=204)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from bastion.api.deps import DB, Caller
+from bastion.tenancy import service as tenancy
+from bastion.tenancy.schemas import OrgOut, OrgUpdate
+
+router = APIRouter(prefix="/v1/orgs/{org}", tags=["organizations"])
+
+
+@router.get("", summary="The organisation and its settings")
+def get_org(org: str, principal: Caller, db: DB) -> OrgOut:
+    return OrgOut.model_validate(tenancy.get_org(db, principal, org))
+
+
+@router.patch("", summary="Change the organisation's name or session timeouts")
+def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
+    updated = tenancy.update_org(
+        db,
+        principal,
+        org,
+        name=body.name,
+        session_idle_timeout=body.session_idle_timeout,
+        session_absolute_timeout=body.session_absolute_timeout,
+        fields_set=body.model_fields_set,
+        audit_retention_days=body.audit_retention_days,
+    )
+    return OrgOut.model_validate(updated)

@@ -1,0 +1,34 @@
+"""Everything the app factory builds once per process, reachable from each request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from limits import RateLimitItem
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.audit.checkpoints import Signer
+from bastion.core.config import Settings
+from bastion.core.ratelimit import RateLimiter, per_window
+from bastion.identity.tokens import TokenHasher
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine = field(repr=False)
+    sessions: sessionmaker[Session] = field(repr=False)
+    # Sessions for state-changing requests: on SQLite their transactions BEGIN IMMEDIATE.
+    write_sessions: sessionmaker[Session] = field(repr=False)
+    hasher: TokenHasher = field(repr=False)
+    limiter: RateLimiter = field(repr=False)
+    audit_signer: Signer = field(repr=False)
+    api_quota: RateLimitItem = field(init=False)
+    ip_quota: RateLimitItem = field(init=False)
+
+    def __post_init__(self) -> None:
+        per_minute = self.settings.api_requests_per_minute
+        self.api_quota = per_window(per_minute, 60)
+        # Anonymous and per-address ceiling: generous, it guards the sign-in surface.
+        self.ip_quota = per_window(per_minute * 4, 60)

@@ -1,0 +1,1 @@
+"""The audit trail: event catalogue, hash-chained log, search."""

@@ -1,0 +1,311 @@
+"""Append to and read the hash-chained audit log.
+
+Every event is written by `record` inside the caller's transaction, so a change and its
+event commit together or not at all. Each chain (one per organisation, plus `instance`)
+is a sequence where `hash = SHA-256(prev_hash || canonical(event))`; the head row is
+locked while appending so concurrent writers never fork a chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, String, cast, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.audit import checkpoints
+from bastion.audit.events import EventType, Outcome
+from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import rfc3339, utcnow
+from bastion.core.context import Actor
+from bastion.core.crypto import sha256_hex
+from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.pagination import Page, decode_cursor, page_of
+from bastion.core.redact import redact
+
+GENESIS = "0" * 64
+
+
+def canonical(event: AuditEvent) -> bytes:
+    body = {
+        "id": event.id,
+        "chain": event.chain,
+        "seq": event.seq,
+        "org_id": event.org_id,
+        "time": rfc3339(event.time),
+        "type": event.type,
+        "actor": [event.actor_type, event.actor_id, event.actor_ip, event.actor_user_agent],
+        "resource": [event.resource_type, event.resource_id],
+        "outcome": event.outcome,
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "metadata": event.event_metadata,
+        "prev_hash": event.prev_hash,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return sha256_hex(canonical(event))
+
+
+def _lock_head(db: Session, chain: str) -> AuditHead:
+    stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
+    head = db.execute(stmt).scalar_one_or_none()
+    if head is not None:
+        return head
+    try:
+        with db.begin_nested():
+            db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
+    except IntegrityError:
+        pass  # another writer created it first; lock theirs
+    return db.execute(stmt).scalar_one()
+
+
+def start_chain(db: Session, org_id: str) -> None:
+    """Create an organisation's chain head up front, so appends always lock a row."""
+    db.add(AuditHead(chain=org_id, seq=0, hash=GENESIS))
+
+
+def record(
+    db: Session,
+    *,
+    type: EventType,
+    actor: Actor,
+    org_id: str | None,
+    outcome: Outcome = Outcome.SUCCESS,
+    resource: tuple[str, str | None] | None = None,
+    reason: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    chain = org_id or INSTANCE_CHAIN
+    head = _lock_head(db, chain)
+    event = AuditEvent(
+        id=new_id("evt"),
+        chain=chain,
+        seq=head.seq + 1,
+        org_id=org_id,
+        time=utcnow(),
+        type=str(type),
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_ip=actor.ip,
+        actor_user_agent=(actor.user_agent or None) and actor.user_agent[:512],
+        resource_type=resource[0] if resource else None,
+        resource_id=resource[1] if resource else None,
+        outcome=str(outcome),
+        reason=reason[:500] if reason else None,
+        request_id=actor.request_id,
+        event_metadata=redact(metadata or {}),
+        prev_hash=head.hash,
+    )
+    event.hash = compute_hash(event)
+    head.seq = event.seq
+    head.hash = event.hash
+    db.add(event)
+    db.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    type: str | None = None
+    actor: str | None = None
+    resource: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None  # text searched in metadata and reason, case-insensitively
+
+
+def filtered(org_id: str, filters: EventFilter) -> Select[AuditEvent]:
+    """The organisation's events matching `filters` (every filter uses an index except
+    the text search, which scans within the other filters' range)."""
+    stmt = select(AuditEvent).where(AuditEvent.chain == org_id)
+    if filters.type:
+        stmt = stmt.where(AuditEvent.type == filters.type)
+    if filters.actor:
+        stmt = stmt.where(AuditEvent.actor_id == filters.actor)
+    if filters.resource:
+        stmt = stmt.where(AuditEvent.resource_id == filters.resource)
+    if filters.outcome:
+        stmt = stmt.where(AuditEvent.outcome == filters.outcome)
+    if filters.since:
+        stmt = stmt.where(AuditEvent.time >= filters.since)
+    if filters.until:
+        stmt = stmt.where(AuditEvent.time < filters.until)
+    if filters.q:
+        needle = (
+            "%"
+            + filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
+        text_of = (
+            func.lower(cast(AuditEvent.event_metadata, String))
+            + " "
+            + func.lower(func.coalesce(AuditEvent.reason, ""))
+        )
+        stmt = stmt.where(text_of.like(needle, escape="\\"))
+    return stmt
+
+
+def search(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    filters: EventFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Page[AuditEvent]:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    stmt = filtered(org_id, filters)
+    after = decode_cursor(cursor)
+    if after is not None:
+        if not isinstance(after, int):
+            raise InvalidInput.field("cursor", "is not a cursor this API issued")
+        stmt = stmt.where(AuditEvent.seq < after)
+    rows = list(db.execute(stmt.order_by(AuditEvent.seq.desc()).limit(limit + 1)).scalars())
+    return page_of(rows, limit, key=lambda e: e.seq)
+
+
+def get(db: Session, principal: Principal, org_id: str, event_id: str) -> AuditEvent:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    if not has_prefix(event_id, "evt"):
+        raise NotFound("audit event not found")
+    event = db.execute(
+        select(AuditEvent).where(AuditEvent.chain == org_id, AuditEvent.id == event_id)
+    ).scalar_one_or_none()
+    if event is None:
+        raise NotFound("audit event not found")
+    return event
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    checked: int
+    head_hash: str
+    first_invalid: str | None
+    problem: str | None
+    checkpoints: int = 0
+
+
+def iter_chain(db: Session, chain: str, after: int = 0, batch: int = 5000) -> Iterator[AuditEvent]:
+    last = after
+    while True:
+        rows = list(
+            db.execute(
+                select(AuditEvent)
+                .where(AuditEvent.chain == chain, AuditEvent.seq > last)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
+            ).scalars()
+        )
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        for row in rows:
+            db.expunge(row)
+
+
+def verify_org(
+    db: Session, principal: Principal, org_id: str, public_keys: Mapping[int, bytes] | None
+) -> Verification:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    return verify(db, org_id, public_keys)
+
+
+def _starting_point(
+    db: Session,
+    chain: str,
+    cps: list[AuditCheckpoint],
+    public_keys: Mapping[int, bytes] | None,
+) -> tuple[str, int] | Verification:
+    """(previous hash, first expected seq): genesis, or the checkpoint that anchors a
+    chain whose older events were purged by retention. A failed Verification when a
+    signature is bad or nothing anchors the first remaining event."""
+    if public_keys is not None:
+        for cp in cps:
+            if not checkpoints.checkpoint_valid(cp, public_keys):
+                return Verification(
+                    False, 0, GENESIS, None, f"checkpoint {cp.id} has a bad signature"
+                )
+    first = db.execute(
+        select(func.min(AuditEvent.seq)).where(AuditEvent.chain == chain)
+    ).scalar_one_or_none()
+    if first is None or first == 1:
+        return GENESIS, 1
+    anchor = next((cp for cp in cps if cp.seq == first - 1), None)
+    if anchor is None:
+        return Verification(False, 0, GENESIS, None, f"events before {first} are missing")
+    return anchor.hash, first
+
+
+def verify(
+    db: Session,
+    chain: str,
+    public_keys: Mapping[int, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Verification:
+    """Walk a chain: every link, sequence number and hash must hold; every checkpoint
+    must carry a valid signature (when keys are given) and still match its event; the
+    head row and the newest checkpoint must not point past the last event."""
+    cps = checkpoints.for_chain(db, chain)
+    signed = {cp.seq: cp for cp in cps}
+    start = _starting_point(db, chain, cps, public_keys)
+    if isinstance(start, Verification):
+        return start
+    prev, expected = start
+    checked = 0
+    for event in iter_chain(db, chain, after=expected - 1):
+        if event.seq != expected:
+            return Verification(False, checked, prev, event.id, f"sequence gap before {event.seq}")
+        if event.prev_hash != prev:
+            return Verification(False, checked, prev, event.id, "previous hash does not match")
+        if compute_hash(event) != event.hash:
+            return Verification(False, checked, prev, event.id, "event content was altered")
+        cp = signed.get(event.seq)
+        if cp is not None and cp.hash != event.hash:
+            return Verification(False, checked, prev, event.id, f"differs from checkpoint {cp.id}")
+        prev, expected, checked = event.hash, expected + 1, checked + 1
+        if progress is not None and checked % 10_000 == 0:
+            progress(10_000)
+    last_seq = expected - 1
+    if cps and cps[-1].seq > last_seq:
+        return Verification(False, checked, prev, None, f"events after {last_seq} are missing")
+    head = db.get(AuditHead, chain)
+    if head is not None and (head.seq != last_seq or head.hash != prev):
+        return Verification(False, checked, prev, None, f"events after {last_seq} are missing")
+    return Verification(True, checked, prev, None, None, len(cps))
+
+
+def checkpoint_org(
+    db: Session, principal: Principal, org_id: str, signer: checkpoints.Signer
+) -> AuditCheckpoint:
+    """Sign the organisation's chain now (or return the checkpoint that already covers it)."""
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    made = checkpoints.create(db, org_id, signer)
+    newest = made or checkpoints.latest(db, org_id)
+    if newest is None:
+        raise NotFound("the audit chain has no events to checkpoint")
+    return newest
+
+
+def list_checkpoints(db: Session, principal: Principal, org_id: str) -> list[AuditCheckpoint]:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    return list(reversed(checkpoints.for_chain(db, org_id)))

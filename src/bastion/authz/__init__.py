@@ -1,0 +1,1 @@
+"""Permission catalogue, roles, grants and the decision engine."""

@@ -1,0 +1,103 @@
+"""The closed permission catalogue and which credential kind may exercise what.
+
+Anything not listed here does not exist and is denied. Sorted; one file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    AGENTS_CREATE = "agents:create"
+    AGENTS_MANAGE = "agents:manage"
+    AGENTS_READ = "agents:read"
+    AGENTS_USE = "agents:use"
+    APIKEYS_MANAGE = "apikeys:manage"
+    APIKEYS_READ = "apikeys:read"
+    APPROVALS_DECIDE = "approvals:decide"
+    APPROVALS_READ = "approvals:read"
+    AUDIT_EXPORT = "audit:export"
+    AUDIT_READ = "audit:read"
+    AUTHZ_CHECK = "authz:check"
+    GRANTS_MANAGE = "grants:manage"
+    ORG_MANAGE = "org:manage"
+    ORG_READ = "org:read"
+    ROLES_MANAGE = "roles:manage"
+    ROLES_READ = "roles:read"
+    SECRETS_MANAGE = "secrets:manage"
+    SECRETS_READ = "secrets:read"
+    SECRETS_REVEAL = "secrets:reveal"
+    SERVICE_ACCOUNTS_MANAGE = "service_accounts:manage"
+    SERVICE_ACCOUNTS_READ = "service_accounts:read"
+    SOURCES_MANAGE = "sources:manage"
+    SOURCES_READ = "sources:read"
+    TEAMS_MANAGE = "teams:manage"
+    TEAMS_READ = "teams:read"
+    USERS_MANAGE = "users:manage"
+    USERS_READ = "users:read"
+    WEBHOOKS_MANAGE = "webhooks:manage"
+    WEBHOOKS_READ = "webhooks:read"
+
+
+DESCRIPTIONS: dict[Permission, str] = {
+    Permission.AGENTS_CREATE: "Register new agents.",
+    Permission.AGENTS_MANAGE: "Edit, share and delete every agent of the organisation.",
+    Permission.AGENTS_READ: "See agents visible to the caller.",
+    Permission.AGENTS_USE: "Start runs of agents visible to the caller.",
+    Permission.APIKEYS_MANAGE: "Create, rotate and revoke API keys.",
+    Permission.APIKEYS_READ: "List API keys (never their secret).",
+    Permission.APPROVALS_DECIDE: "Approve or deny pending agent actions.",
+    Permission.APPROVALS_READ: "See approval requests.",
+    Permission.AUDIT_EXPORT: "Export the audit trail.",
+    Permission.AUDIT_READ: "Search and read audit events.",
+    Permission.AUTHZ_CHECK: "Ask authorization questions about other subjects.",
+    Permission.GRANTS_MANAGE: "Give and revoke temporary role grants.",
+    Permission.ORG_MANAGE: "Change organisation security settings.",
+    Permission.ORG_READ: "Read organisation details and settings.",
+    Permission.ROLES_MANAGE: "Create, change and delete custom roles.",
+    Permission.ROLES_READ: "List roles and the permission catalogue.",
+    Permission.SECRETS_MANAGE: "Write and delete secrets.",
+    Permission.SECRETS_READ: "List secret names and versions (never values).",
+    Permission.SECRETS_REVEAL: "Reveal secret values (every reveal is audited).",
+    Permission.SERVICE_ACCOUNTS_MANAGE: "Create, change and delete service accounts.",
+    Permission.SERVICE_ACCOUNTS_READ: "List service accounts.",
+    Permission.SOURCES_MANAGE: "Manage data sources, documents and their ACLs.",
+    Permission.SOURCES_READ: "See data sources.",
+    Permission.TEAMS_MANAGE: "Create, change and delete teams and their members.",
+    Permission.TEAMS_READ: "List teams and members.",
+    Permission.USERS_MANAGE: "Invite, change, suspend and delete users.",
+    Permission.USERS_READ: "List users.",
+    Permission.WEBHOOKS_MANAGE: "Manage webhook endpoints and their secrets.",
+    Permission.WEBHOOKS_READ: "List webhook endpoints.",
+}
+
+ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)
+
+
+class CredentialKind(StrEnum):
+    AGENT_RUN = "agent_run"
+    API_KEY = "api_key"
+    SESSION = "session"
+
+
+# Which permissions each kind of credential may exercise at all; the principal's role
+# decides within this. A kind missing here exercises nothing (default deny). Agent run
+# tokens act only on their own run, through run endpoints, never through org permissions.
+CREDENTIAL_PERMISSIONS: dict[CredentialKind, frozenset[Permission]] = {
+    CredentialKind.SESSION: ALL_PERMISSIONS,
+    CredentialKind.API_KEY: ALL_PERMISSIONS,
+    CredentialKind.AGENT_RUN: frozenset(),
+}
+
+
+def parse_permissions(values: list[str]) -> tuple[frozenset[Permission], list[str]]:
+    """Split into known permissions and unknown names (which callers must reject)."""
+    known: set[Permission] = set()
+    unknown: list[str] = []
+    for value in values:
+        try:
+            known.add(Permission(value))
+        except ValueError:
+            unknown.append(value)
+    return frozenset(known), unknown

@@ -1,0 +1,105 @@
+"""`bastion` command line: bootstrap and operate an instance without HTTP."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from bastion.cli import apikey, audit, org
+from bastion.cli.common import EXIT_USAGE, err, fail, out, settings
+from bastion.core.config import ConfigError
+from bastion.core.keyring import (
+    AUDIT_SIGNING_KEY_FILE,
+    PEPPER_FILE,
+    ROOT_KEY_FILE,
+    create_keyring,
+    load_pepper,
+)
+
+app = typer.Typer(
+    help="Bastion: security and compliance control plane for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(org.app, name="org")
+app.add_typer(apikey.app, name="apikey")
+app.add_typer(audit.app, name="audit")
+
+
+@app.command()
+def init() -> None:
+    """Create the data directory, key files (mode 0600) and the database at schema head.
+    Safe to run again."""
+    from bastion.migrations.runner import upgrade
+
+    cfg = settings()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cfg.data_dir, 0o700)
+    for name in (PEPPER_FILE, ROOT_KEY_FILE, AUDIT_SIGNING_KEY_FILE):
+        if create_keyring(cfg.data_dir / name):
+            out.print(f"created {cfg.data_dir / name}")
+    try:
+        load_pepper(cfg)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    upgrade(cfg.resolved_database_url)
+    out.print(f"database ready at schema head in {cfg.data_dir}")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to head."""
+    from bastion.migrations.runner import upgrade
+
+    upgrade(settings().resolved_database_url)
+    out.print("database at schema head")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+    from sqlalchemy import create_engine
+
+    from bastion.migrations.runner import current_revision, head_revision
+
+    cfg = settings()
+    try:
+        load_pepper(cfg)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    engine = create_engine(cfg.resolved_database_url)
+    try:
+        with engine.connect() as conn:
+            at = current_revision(conn)
+    except Exception:
+        fail("database unreachable; check BASTION_DATABASE_URL and run `bastion init`")
+    finally:
+        engine.dispose()
+    if at != head_revision():
+        fail(f"database schema is at {at}, not head: run `bastion migrate`")
+    bind_host, bind_port = host or cfg.host, port or cfg.port
+    err.print(f"Bastion listening on http://{bind_host}:{bind_port} (docs at /docs)")
+    uvicorn.run(
+        "bastion.api.app:create_app",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers or cfg.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        ssl_certfile=str(cfg.tls_certfile) if cfg.tls_certfile else None,
+        ssl_keyfile=str(cfg.tls_keyfile) if cfg.tls_keyfile else None,
+    )
+
+
+if __name__ == "__main__":
+    app()

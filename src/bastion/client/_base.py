@@ -1,0 +1,189 @@
+"""What the sync and async clients share: request descriptions for every endpoint,
+headers, idempotency keys, retry policy and problem-document decoding. Only sending
+bytes differs between the two clients."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from bastion.client._errors import APIError, from_response
+
+JSON = dict[str, Any]
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+USER_AGENT = "bastion-python"
+
+
+@dataclass(frozen=True)
+class Req:
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    idempotency_key: str | None = None
+    expect_body: bool = True
+
+
+def _p(*parts: str) -> str:
+    return "/v1/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter; honours Retry-After. `sleep_scale` lets
+    tests run retries instantly."""
+
+    max_retries: int = 2
+    base: float = 0.25
+    cap: float = 8.0
+    sleep_scale: float = 1.0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap) * self.sleep_scale
+        return self._rng.uniform(0, min(self.cap, self.base * 2**attempt)) * self.sleep_scale
+
+
+def may_retry(req: Req) -> bool:
+    """GET/PUT/DELETE are idempotent by definition; a POST only with an idempotency key."""
+    return req.method != "POST" or req.idempotency_key is not None
+
+
+def headers_for(token: str | None, req: Req) -> dict[str, str]:
+    headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    if req.idempotency_key:
+        headers["idempotency-key"] = req.idempotency_key
+    return headers
+
+
+def decode(status: int, content: bytes, json_body: Any, retry_after: str | None) -> Any:
+    if status >= 400:
+        raise from_response(status, json_body, retry_after)
+    if not content:
+        return None
+    return json_body
+
+
+def error_of(exc: BaseException) -> APIError | None:
+    return exc if isinstance(exc, APIError) else None
+
+
+def post(path: str, body: Any, idempotency_key: str | None) -> Req:
+    return Req("POST", path, json=body, idempotency_key=idempotency_key or str(uuid.uuid4()))
+
+
+class Endpoints:
+    """Every endpoint the SDK speaks, as request descriptions."""
+
+    # auth and the caller
+    @staticmethod
+    def login(email: str, password: str) -> Req:
+        return Req("POST", _p("auth", "login"), json={"email": email, "password": password})
+
+    @staticmethod
+    def logout() -> Req:
+        return Req("POST", _p("auth", "logout"), expect_body=False)
+
+    @staticmethod
+    def setup(token: str, password: str) -> Req:
+        return Req("POST", _p("auth", "setup"), json={"token": token, "password": password})
+
+    @staticmethod
+    def me() -> Req:
+        return Req("GET", _p("me"))
+
+    @staticmethod
+    def sessions(limit: int | None = None) -> Req:
+        return Req("GET", _p("me", "sessions"), params=_clean({"limit": limit}))
+
+    @staticmethod
+    def revoke_session(session_id: str) -> Req:
+        return Req("DELETE", _p("me", "sessions", session_id), expect_body=False)
+
+    @staticmethod
+    def revoke_other_sessions() -> Req:
+        return Req("DELETE", _p("me", "sessions"), expect_body=False)
+
+    @staticmethod
+    def permissions() -> Req:
+        return Req("GET", _p("permissions"))
+
+    # organisations
+    @staticmethod
+    def get_org(org: str) -> Req:
+        return Req("GET", _p("orgs", org))
+
+    @staticmethod
+    def update_org(org: str, **changes: Any) -> Req:
+        return Req("PATCH", _p("orgs", org), json=_clean(changes))
+
+    # generic collection operations: users, teams, roles, api-keys, service-accounts
+    @staticmethod
+    def create(org: str, collection: str, body: JSON, idempotency_key: str | None = None) -> Req:
+        return post(_p("orgs", org, collection), _clean(body), idempotency_key)
+
+    @staticmethod
+    def list(org: str, collection: str, limit: int | None = None, **filters: Any) -> Req:
+        return Req("GET", _p("orgs", org, collection), params=_clean({"limit": limit, **filters}))
+
+    @staticmethod
+    def get(org: str, collection: str, item: str) -> Req:
+        return Req("GET", _p("orgs", org, collection, item))
+
+    @staticmethod
+    def update(org: str, collection: str, item: str, body: JSON) -> Req:
+        return Req("PATCH", _p("orgs", org, collection, item), json=_clean(body))
+
+    @staticmethod
+    def delete(org: str, collection: str, item: str) -> Req:
+        return Req("DELETE", _p("orgs", org, collection, item), expect_body=False)
+
+    # sub-resources
+    @staticmethod
+    def add_member(org: str, team: str, user: str) -> Req:
+        return Req("PUT", _p("orgs", org, "teams", team, "members", user), expect_body=False)
+
+    @staticmethod
+    def remove_member(org: str, team: str, user: str) -> Req:
+        return Req("DELETE", _p("orgs", org, "teams", team, "members", user), expect_body=False)
+
+    @staticmethod
+    def grant_role(org: str, user: str, body: JSON, idempotency_key: str | None = None) -> Req:
+        return post(_p("orgs", org, "users", user, "role-grants"), body, idempotency_key)
+
+    @staticmethod
+    def list_grants(org: str, user: str, limit: int | None = None) -> Req:
+        return Req(
+            "GET", _p("orgs", org, "users", user, "role-grants"), params=_clean({"limit": limit})
+        )
+
+    @staticmethod
+    def revoke_grant(org: str, user: str, grant: str) -> Req:
+        return Req(
+            "DELETE", _p("orgs", org, "users", user, "role-grants", grant), expect_body=False
+        )
+
+    @staticmethod
+    def rotate_key(
+        org: str, key: str, overlap_seconds: int, idempotency_key: str | None = None
+    ) -> Req:
+        return post(
+            _p("orgs", org, "api-keys", key, "rotate"),
+            {"overlap_seconds": overlap_seconds},
+            idempotency_key,
+        )
+
+    @staticmethod
+    def verify_audit(org: str) -> Req:
+        return post(_p("orgs", org, "audit-events", "verify"), None, None)

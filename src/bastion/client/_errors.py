@@ -1,0 +1,115 @@
+"""Typed errors built from RFC 9457 problem documents.
+
+BastionError
+├── TransportError                (the request never got an HTTP answer)
+└── APIError                      (status, code, title, detail, request_id, errors)
+    ├── AuthenticationError       401
+    ├── PermissionDeniedError     403
+    ├── NotFoundError             404
+    ├── ConflictError             409
+    ├── ValidationError           413, 415, 422 (and other 4xx)
+    ├── RateLimitError            429 (retry_after)
+    └── ServerError               5xx
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class BastionError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class TransportError(BastionError):
+    """No HTTP response: connection refused, reset, timed out."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class APIError(BastionError):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        request_id: str | None,
+        errors: list[FieldError],
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.request_id = request_id
+        self.errors = errors
+        self.retry_after = retry_after
+
+
+class AuthenticationError(APIError):
+    pass
+
+
+class PermissionDeniedError(APIError):
+    pass
+
+
+class NotFoundError(APIError):
+    pass
+
+
+class ConflictError(APIError):
+    pass
+
+
+class ValidationError(APIError):
+    pass
+
+
+class RateLimitError(APIError):
+    pass
+
+
+class ServerError(APIError):
+    pass
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitError,
+}
+
+
+def from_response(status: int, body: Any, retry_after: str | None) -> APIError:
+    doc = body if isinstance(body, dict) else {}
+    errors = [
+        FieldError(str(e.get("field", "")), str(e.get("message", "")))
+        for e in doc.get("errors") or []
+        if isinstance(e, dict)
+    ]
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ValidationError)
+    wait = None
+    if retry_after is not None:
+        try:
+            wait = float(retry_after)
+        except ValueError:
+            wait = None
+    return cls(
+        status,
+        str(doc.get("code", "error")),
+        str(doc.get("title", "")),
+        str(doc.get("detail", "")),
+        doc.get("request_id"),
+        errors,
+        wait,
+    )

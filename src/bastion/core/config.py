@@ -1,0 +1,104 @@
+"""Typed settings from the environment (`BASTION_*`) or a `.env`-style config file.
+
+Built once in the app factory or CLI command, never at import time. Fails closed: a
+placeholder or short secret stops the process with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_WORDS = ("changeme", "change-me", "placeholder", "secret", "password", "example", "xxx")
+MIN_SECRET_CHARS = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+def check_secret(name: str, value: str) -> None:
+    lowered = value.lower()
+    if len(value) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{name} is too short: use at least {MIN_SECRET_CHARS} characters")
+    if any(word in lowered for word in PLACEHOLDER_WORDS) or len(set(value)) < 8:
+        raise ConfigError(f"{name} looks like a placeholder: generate a random value")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BASTION_", env_file=os.environ.get("BASTION_CONFIG_FILE"), extra="ignore"
+    )
+
+    data_dir: Path = Path(".bastion")
+    database_url: str | None = Field(default=None, repr=False)
+    redis_url: SecretStr | None = None
+    # Prefix of rate-limit keys in Redis, so several instances can share one server.
+    rate_limit_namespace: str = "bastion"
+    host: str = "127.0.0.1"
+    port: int = 8400
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
+    pepper: SecretStr | None = None
+
+    body_limit_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    session_idle_timeout: Annotated[int, Field(ge=60)] = 30 * 60
+    session_absolute_timeout: Annotated[int, Field(ge=300)] = 12 * 60 * 60
+    setup_token_ttl: Annotated[int, Field(ge=300)] = 72 * 60 * 60
+
+    login_failures_per_account: Annotated[int, Field(ge=1)] = 10
+    login_failures_per_ip: Annotated[int, Field(ge=1)] = 50
+    login_failure_window: Annotated[int, Field(ge=1)] = 15 * 60
+    api_requests_per_minute: Annotated[int, Field(ge=1)] = 6000
+    idempotency_ttl: Annotated[int, Field(ge=60)] = 24 * 60 * 60
+
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, Field(ge=8, le=4 * 1024 * 1024)] = 64 * 1024
+    argon2_parallelism: Annotated[int, Field(ge=1, le=16)] = 2
+
+    # Seconds between automatic signed checkpoints of every audit chain with new events.
+    audit_checkpoint_interval: Annotated[int, Field(ge=5)] = 300
+
+    log_level: str = "info"
+    log_json: bool = True
+
+    @field_validator("pepper")
+    @classmethod
+    def _pepper_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_secret("BASTION_PEPPER", value.get_secret_value())
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_certfile is not None and self.tls_keyfile is not None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def redis_url_value(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

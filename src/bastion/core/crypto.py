@@ -1,0 +1,104 @@
+"""The only module that does security randomness, keyed hashes and secret comparison.
+
+Everything else imports these functions; no other module imports `hmac`, `hashlib`
+or `secrets` for security purposes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+
+
+def random_bytes(n: int) -> bytes:
+    return secrets.token_bytes(n)
+
+
+def random_token(nbytes: int = 32) -> str:
+    """URL-safe random text with `nbytes` of entropy."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def random_base32(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def random_int_bits(bits: int) -> int:
+    return secrets.randbits(bits)
+
+
+def hmac_sha256(key: bytes, message: bytes | str) -> bytes:
+    if isinstance(message, str):
+        message = message.encode()
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def hmac_sha256_hex(key: bytes, message: bytes | str) -> str:
+    return hmac_sha256(key, message).hex()
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def constant_time_equals(a: bytes | str, b: bytes | str) -> bool:
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return hmac.compare_digest(a, b)
+
+
+def derive_key(master: bytes, purpose: str, length: int = 32) -> bytes:
+    """A separate key per purpose (HKDF-SHA256), so one secret never serves two uses."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=None, info=b"bastion:" + purpose.encode()
+    ).derive(master)
+
+
+def aead_encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """AES-256-GCM with a random 96-bit nonce; returns nonce || ciphertext+tag."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
+
+
+def aead_decrypt(key: bytes, blob: bytes, associated_data: bytes) -> bytes:
+    """Raises `cryptography.exceptions.InvalidTag` when the key, data or blob is wrong."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key).decrypt(blob[:12], blob[12:], associated_data)
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_public_key(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

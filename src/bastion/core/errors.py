@@ -1,0 +1,104 @@
+"""Domain errors, rendered as RFC 9457 problem documents by one handler in `bastion.api`.
+
+    BastionError                       status  code
+    ├── InvalidInput                   422     validation_failed   (names each bad field)
+    ├── Unauthenticated                401     unauthenticated     (WWW-Authenticate: Bearer)
+    ├── Forbidden                      403     forbidden           (audited as `denied`)
+    ├── NotFound                       404     not_found           (also: not visible to caller)
+    ├── Conflict                       409     conflict
+    ├── PayloadTooLarge                413     payload_too_large
+    ├── UnsupportedMediaType           415     unsupported_media_type
+    └── TooManyRequests                429     rate_limited        (Retry-After)
+
+Services raise these; they never raise HTTP framework exceptions. Messages must never
+contain a secret: they are shown to callers verbatim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class BastionError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, errors: list[FieldError] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors or []
+        self.audit: dict[str, Any] | None = None
+
+    def with_audit(self, **event: Any) -> Self:
+        """Attach an audit event to be written after the failed change is rolled back
+        (a failed sign-in must be recorded even though its transaction is not kept)."""
+        self.audit = event
+        return self
+
+
+class InvalidInput(BastionError):
+    status = 422
+    code = "validation_failed"
+    title = "Validation failed"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> InvalidInput:
+        return cls(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+class Unauthenticated(BastionError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(BastionError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+    def __init__(self, detail: str | None = None, *, permission: str | None = None):
+        super().__init__(detail)
+        self.permission = permission
+
+
+class NotFound(BastionError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(BastionError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(BastionError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(BastionError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class TooManyRequests(BastionError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1):
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))

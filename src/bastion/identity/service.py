@@ -1,0 +1,323 @@
+"""Users: invite, create, change, suspend, delete; the one-time password setup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bastion.audit import service as audit
+from bastion.audit.events import EventType, Outcome
+from bastion.authz import service as authz
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import utcnow
+from bastion.core.context import Actor
+from bastion.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.pagination import Page, newest_first
+from bastion.identity import passwords
+from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
+from bastion.identity.tokens import TokenHasher, TokenKind, parse
+
+USER_STATUSES = ("active", "invited", "suspended")
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    user: User
+    setup_token: str | None  # shown once, only for invited users
+
+    def __repr__(self) -> str:
+        return f"CreatedUser(user={self.user.id})"
+
+
+def create_user(
+    db: Session,
+    actor: Actor,
+    org_id: str,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    password: str | None,
+    hasher: TokenHasher,
+    setup_ttl: int,
+    principal: Principal | None = None,
+) -> CreatedUser:
+    """Create a user. `principal` is None only for instance bootstrap (the CLI)."""
+    if principal is not None:
+        principal.require_org(org_id)
+        principal.require(Permission.USERS_MANAGE)
+    stored_role = authz.resolve_role(db, org_id, role)
+    if principal is not None:
+        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored_role))
+    normalized = normalize_email(email)
+    if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
+        raise Conflict("a user with this email already exists")
+    if password is not None:
+        passwords.check_policy(password)
+    user = User(
+        id=new_id("usr"),
+        org_id=org_id,
+        email=email.strip(),
+        email_normalized=normalized,
+        name=name,
+        role=stored_role,
+        status="active" if password else "invited",
+        password_hash=passwords.hash_password(password) if password else None,
+        attributes={},
+    )
+    db.add(user)
+    db.flush()
+    token = None
+    if password is None:
+        row_id = new_id("inv")
+        token, digest, version = hasher.issue(TokenKind.SETUP, row_id)
+        db.add(
+            SetupToken(
+                id=row_id,
+                org_id=org_id,
+                user_id=user.id,
+                token_hash=digest,
+                pepper_version=version,
+                expires_at=utcnow() + timedelta(seconds=setup_ttl),
+            )
+        )
+    audit.record(
+        db,
+        type=EventType.USER_CREATED,
+        actor=actor,
+        org_id=org_id,
+        resource=("user", user.id),
+        metadata={"email": user.email, "role": stored_role, "status": user.status},
+    )
+    return CreatedUser(user, token)
+
+
+def _find_user(db: Session, org_id: str, user_id: str) -> User:
+    if not has_prefix(user_id, "usr"):
+        raise NotFound("user not found")
+    user = db.execute(
+        select(User).where(User.org_id == org_id, User.id == user_id)
+    ).scalar_one_or_none()
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+def get_user(db: Session, principal: Principal, org_id: str, user_id: str) -> User:
+    principal.require_org(org_id)
+    if user_id != principal.user_id:
+        principal.require(Permission.USERS_READ)
+    return _find_user(db, org_id, user_id)
+
+
+def require_user_in_org(db: Session, org_id: str, user_id: str) -> User:
+    """For other domains (teams, grants): the user, or 404 when not in this org."""
+    return _find_user(db, org_id, user_id)
+
+
+def list_users(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    email: str | None = None,
+) -> Page[User]:
+    principal.require_org(org_id)
+    principal.require(Permission.USERS_READ)
+    stmt = select(User).where(User.org_id == org_id)
+    if status:
+        stmt = stmt.where(User.status == status)
+    if email:
+        stmt = stmt.where(User.email_normalized == normalize_email(email))
+    return newest_first(db, stmt, User.id, limit=limit, cursor=cursor)
+
+
+def _ensure_may_manage(db: Session, principal: Principal, target: User) -> None:
+    principal.require(Permission.USERS_MANAGE)
+    if target.id == principal.user_id:
+        raise Conflict("you cannot change your own role or status, or delete yourself")
+    # A manager cannot act on someone who holds more than they do.
+    authz.ensure_can_confer(principal, authz.permissions_of_role(db, target.org_id, target.role))
+
+
+def end_access(db: Session, user_id: str) -> None:
+    """Revoke every session of the user now; their API keys stop working because
+    authentication checks the owner's status on every request."""
+    db.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def update_user(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    user_id: str,
+    *,
+    name: str | None = None,
+    role: str | None = None,
+    status: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> User:
+    principal.require_org(org_id)
+    user = _find_user(db, org_id, user_id)
+    changes: dict[str, Any] = {}
+    if name is not None and name != user.name:
+        if user.id != principal.user_id:
+            principal.require(Permission.USERS_MANAGE)
+        user.name, changes["name"] = name, name
+    if role is not None or status is not None or attributes is not None:
+        _ensure_may_manage(db, principal, user)
+    if role is not None:
+        stored = authz.resolve_role(db, org_id, role)
+        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored))
+        if stored != user.role:
+            changes["role"] = {"from": user.role, "to": stored}
+            user.role = stored
+    if attributes is not None:
+        user.attributes, changes["attributes"] = attributes, sorted(attributes)
+    if status is not None and status != user.status:
+        if status not in ("active", "suspended"):
+            raise InvalidInput.field("status", "must be 'active' or 'suspended'")
+        if user.status == "invited":
+            raise Conflict("an invited user becomes active by completing setup")
+        changes["status"] = {"from": user.status, "to": status}
+        user.status = status
+        if status == "suspended":
+            end_access(db, user.id)
+    if changes:
+        user.updated_at = utcnow()
+        db.flush()
+        audit.record(
+            db,
+            type=EventType.USER_UPDATED,
+            actor=principal.actor,
+            org_id=org_id,
+            resource=("user", user.id),
+            metadata=changes,
+        )
+    return user
+
+
+def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) -> None:
+    principal.require_org(org_id)
+    user = _find_user(db, org_id, user_id)
+    _ensure_may_manage(db, principal, user)
+    end_access(db, user.id)
+    email = user.email
+    db.delete(user)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.USER_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("user", user_id),
+        metadata={"email": email},
+    )
+
+
+def complete_setup(
+    db: Session, actor: Actor, *, token: str, password: str, hasher: TokenHasher
+) -> User:
+    parsed = parse(token)
+    row = None
+    if parsed is not None and parsed.kind is TokenKind.SETUP:
+        row = db.get(SetupToken, parsed.row_id)
+    now = utcnow()
+    valid = (
+        row is not None
+        and parsed is not None
+        and hasher.matches(TokenKind.SETUP, parsed.secret, row.pepper_version, row.token_hash)
+        and row.used_at is None
+        and row.expires_at > now
+    )
+    if not valid or row is None:
+        raise Unauthenticated("setup token is invalid, used or expired")
+    passwords.check_policy(password)
+    user = db.get(User, row.user_id)
+    if user is None or user.status != "invited":
+        raise Unauthenticated("setup token is invalid, used or expired")
+    row.used_at = now
+    user.password_hash = passwords.hash_password(password)
+    user.status = "active"
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.AUTH_PASSWORD_SET,
+        actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        org_id=user.org_id,
+        resource=("user", user.id),
+        outcome=Outcome.SUCCESS,
+    )
+    return user
+
+
+def role_in_use(db: Session, org_id: str, role: str) -> bool:
+    for model in (User, ApiKey, ServiceAccount):
+        count = db.execute(
+            select(func.count())
+            .select_from(model)
+            .where(model.org_id == org_id, model.role == role)
+        ).scalar_one()
+        if count:
+            return True
+    return False
+
+
+def delete_custom_role(db: Session, principal: Principal, org_id: str, role_id: str) -> None:
+    authz.delete_role(db, principal, org_id, role_id, in_use=role_in_use(db, org_id, role_id))
+
+
+def grant_role(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    user_id: str,
+    *,
+    role: str,
+    expires_at: Any,
+    reason: str,
+) -> Any:
+    principal.require_org(org_id)
+    user = _find_user(db, org_id, user_id)
+    grant = authz.create_grant(
+        db, principal, org_id, user.id, role=role, expires_at=expires_at, reason=reason
+    )
+    if user.grants_until is None or user.grants_until < grant.expires_at:
+        user.grants_until = grant.expires_at
+    return grant
+
+
+def list_role_grants(
+    db: Session, principal: Principal, org_id: str, user_id: str, *, limit: int, cursor: str | None
+) -> Any:
+    principal.require_org(org_id)
+    if user_id != principal.user_id:
+        principal.require(Permission.USERS_READ)
+    _find_user(db, org_id, user_id)
+    return authz.list_grants(db, org_id, user_id, limit=limit, cursor=cursor)
+
+
+def revoke_role_grant(
+    db: Session, principal: Principal, org_id: str, user_id: str, grant_id: str
+) -> None:
+    principal.require_org(org_id)
+    user = _find_user(db, org_id, user_id)
+    authz.revoke_grant(db, principal, org_id, user.id, grant_id)
+    user.grants_until = authz.latest_grant_expiry(db, user.id)

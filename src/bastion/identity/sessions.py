@@ -1,0 +1,212 @@
+"""Sign-in, sessions (idle and absolute timeouts), sign-out and session revocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bastion.audit import service as audit
+from bastion.audit.events import EventType, Outcome
+from bastion.authz.principal import Principal
+from bastion.core.clock import utcnow
+from bastion.core.config import Settings
+from bastion.core.context import Actor
+from bastion.core.errors import NotFound, TooManyRequests, Unauthenticated
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.core.ratelimit import RateLimiter, per_window
+from bastion.identity import passwords
+from bastion.identity.models import User, UserSession
+from bastion.identity.service import normalize_email
+from bastion.identity.tokens import TokenHasher, TokenKind
+from bastion.tenancy.models import Organization
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    expires_at: datetime
+    user_id: str
+    session_id: str
+
+    def __repr__(self) -> str:
+        return f"LoginResult(user_id={self.user_id}, session_id={self.session_id})"
+
+
+def _throttle_keys(email: str, ip: str | None) -> list[str]:
+    keys = [f"login:acct:{email}"]
+    if ip:
+        keys.append(f"login:ip:{ip}")
+    return keys
+
+
+def login(
+    db: Session,
+    actor: Actor,
+    *,
+    email: str,
+    password: str,
+    hasher: TokenHasher,
+    limiter: RateLimiter,
+    settings: Settings,
+) -> LoginResult:
+    normalized = normalize_email(email)
+    items = [
+        per_window(settings.login_failures_per_account, settings.login_failure_window),
+        per_window(settings.login_failures_per_ip, settings.login_failure_window),
+    ]
+    checks = list(zip(items, _throttle_keys(normalized, actor.ip), strict=False))
+    user = db.execute(select(User).where(User.email_normalized == normalized)).scalar_one_or_none()
+    org_id = user.org_id if user else None
+    for item, key in checks:
+        quota = limiter.throttle_state(item, key)
+        if quota.exhausted:
+            raise TooManyRequests(
+                "too many failed sign-in attempts; try again later", retry_after=quota.reset_after
+            ).with_audit(
+                type=EventType.AUTH_LOGIN_THROTTLED,
+                actor=actor,
+                org_id=org_id,
+                outcome=Outcome.DENIED,
+                resource=("user", user.id) if user else None,
+                metadata={"scope": key.split(":")[1]},
+            )
+    ok, new_hash = passwords.verify_password(user.password_hash if user else None, password)
+    if not ok or user is None or user.status != "active":
+        for item, key in checks:
+            limiter.record_failure(item, key)
+        reason = "bad_credentials" if not ok or user is None else f"user_{user.status}"
+        raise Unauthenticated("invalid email or password").with_audit(
+            type=EventType.AUTH_LOGIN_FAILED,
+            actor=actor,
+            org_id=org_id,
+            outcome=Outcome.FAILURE,
+            resource=("user", user.id) if user else None,
+            reason=reason,
+        )
+    org = db.get(Organization, user.org_id)
+    if org is None or org.status != "active":
+        raise Unauthenticated("invalid email or password")
+    if new_hash:
+        user.password_hash = new_hash
+    now = utcnow()
+    idle = org.session_idle_timeout or settings.session_idle_timeout
+    absolute = org.session_absolute_timeout or settings.session_absolute_timeout
+    session_id = new_id("ses")
+    token, digest, version = hasher.issue(TokenKind.SESSION, session_id)
+    session = UserSession(
+        id=session_id,
+        org_id=user.org_id,
+        user_id=user.id,
+        token_hash=digest,
+        pepper_version=version,
+        idle_timeout=idle,
+        expires_at=now + timedelta(seconds=absolute),
+        last_seen_at=now,
+        ip=actor.ip,
+        user_agent=(actor.user_agent or "")[:512] or None,
+    )
+    db.add(session)
+    user.last_login_at = now
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.AUTH_LOGIN_SUCCEEDED,
+        actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        org_id=user.org_id,
+        resource=("session", session_id),
+    )
+    return LoginResult(token, session.expires_at, user.id, session_id)
+
+
+def logout(db: Session, principal: Principal) -> None:
+    if principal.session_id is None:
+        return
+    db.execute(
+        update(UserSession)
+        .where(UserSession.id == principal.session_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    audit.record(
+        db,
+        type=EventType.AUTH_LOGOUT,
+        actor=principal.actor,
+        org_id=principal.org_id,
+        resource=("session", principal.session_id),
+    )
+
+
+def is_active(session: UserSession, now: datetime) -> bool:
+    return (
+        session.revoked_at is None
+        and session.expires_at > now
+        and (now - session.last_seen_at).total_seconds() <= session.idle_timeout
+    )
+
+
+def list_sessions(
+    db: Session, principal: Principal, *, limit: int, cursor: str | None
+) -> Page[UserSession]:
+    if principal.user_id is None:
+        return Page([], None)
+    now = utcnow()
+    stmt = select(UserSession).where(
+        UserSession.user_id == principal.user_id,
+        UserSession.revoked_at.is_(None),
+        UserSession.expires_at > now,
+    )
+    after = decode_id_cursor(cursor)
+    if after:
+        stmt = stmt.where(UserSession.id < after)
+    rows = [
+        s for s in db.execute(stmt.order_by(UserSession.id.desc())).scalars() if is_active(s, now)
+    ]
+    return page_of(rows[: limit + 1], limit, key=lambda s: s.id)
+
+
+def revoke_session(db: Session, principal: Principal, session_id: str) -> None:
+    if principal.user_id is None or not has_prefix(session_id, "ses"):
+        raise NotFound("session not found")
+    session = db.execute(
+        select(UserSession).where(
+            UserSession.id == session_id, UserSession.user_id == principal.user_id
+        )
+    ).scalar_one_or_none()
+    if session is None:
+        raise NotFound("session not found")
+    if session.revoked_at is None:
+        session.revoked_at = utcnow()
+        audit.record(
+            db,
+            type=EventType.SESSION_REVOKED,
+            actor=principal.actor,
+            org_id=principal.org_id,
+            resource=("session", session_id),
+        )
+
+
+def revoke_other_sessions(db: Session, principal: Principal) -> int:
+    if principal.user_id is None:
+        return 0
+    result = db.execute(
+        update(UserSession)
+        .where(
+            UserSession.user_id == principal.user_id,
+            UserSession.id != (principal.session_id or ""),
+            UserSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    audit.record(
+        db,
+        type=EventType.SESSION_REVOKED,
+        actor=principal.actor,
+        org_id=principal.org_id,
+        resource=("user", principal.user_id),
+        metadata={"all_but_current": True, "count": count},
+    )
+    return count

@@ -1,0 +1,95 @@
+"""Credential formats and their keyed hashes.
+
+Every bearer credential is `<kind>_<row id>_<secret>`: the row id finds the row, the
+secret is compared as HMAC-SHA256 under a pepper-derived key of its own purpose, in
+constant time. A wrong secret and an unknown id give the same answer.
+
+    bsk_key_01J…_<secret>   API key         (purpose "api_key")
+    bss_ses_01J…_<secret>   session token   (purpose "session")
+    bsu_inv_01J…_<secret>   setup token     (purpose "setup", single use)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bastion.core.crypto import constant_time_equals, derive_key, hmac_sha256_hex, random_token
+from bastion.core.ids import has_prefix
+from bastion.core.keyring import Keyring
+
+
+class TokenKind(StrEnum):
+    API_KEY = "bsk"
+    SESSION = "bss"
+    SETUP = "bsu"
+    AGENT_RUN = "bat"
+
+
+ROW_PREFIX = {TokenKind.API_KEY: "key", TokenKind.SESSION: "ses", TokenKind.SETUP: "inv"}
+_ID_LEN = 26
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    kind: TokenKind
+    row_id: str
+    secret: str = ""
+
+    def __repr__(self) -> str:
+        return f"ParsedToken(kind={self.kind}, row_id={self.row_id})"
+
+
+def parse(token: str) -> ParsedToken | None:
+    """Split a bearer credential, or None when it is not one of ours."""
+    kind_text, sep, rest = token.partition("_")
+    if not sep:
+        return None
+    try:
+        kind = TokenKind(kind_text)
+    except ValueError:
+        return None
+    row_prefix = ROW_PREFIX.get(kind)
+    if row_prefix is None:
+        return ParsedToken(kind, "", rest)  # kinds handled elsewhere (agent runs)
+    id_len = len(row_prefix) + 1 + _ID_LEN
+    row_id, secret = rest[:id_len], rest[id_len + 1 :]
+    if rest[id_len : id_len + 1] != "_" or not secret or not has_prefix(row_id, row_prefix):
+        return None
+    return ParsedToken(kind, row_id, secret)
+
+
+class TokenHasher:
+    """Keyed hashes of credential secrets under the versioned pepper."""
+
+    def __init__(self, pepper: Keyring) -> None:
+        self._keys: dict[tuple[str, int], bytes] = {}
+        self._pepper = pepper
+
+    def __repr__(self) -> str:
+        return "TokenHasher(<pepper hidden>)"
+
+    @property
+    def active_version(self) -> int:
+        return self._pepper.active
+
+    def _key(self, purpose: str, version: int) -> bytes:
+        key = self._keys.get((purpose, version))
+        if key is None:
+            key = derive_key(self._pepper.key(version), f"token:{purpose}")
+            self._keys[(purpose, version)] = key
+        return key
+
+    def digest(self, kind: TokenKind, secret: str, version: int | None = None) -> str:
+        return hmac_sha256_hex(self._key(kind.value, version or self._pepper.active), secret)
+
+    def matches(self, kind: TokenKind, secret: str, version: int, stored: str) -> bool:
+        if version not in self._pepper.versions:
+            return False
+        return constant_time_equals(self.digest(kind, secret, version), stored)
+
+    def issue(self, kind: TokenKind, row_id: str) -> tuple[str, str, int]:
+        """A new credential for `row_id`: (token shown once, digest to store, pepper version)."""
+        secret = random_token(32)
+        version = self._pepper.active
+        return f"{kind.value}_{row_id}_{secret}", self.digest(kind, secret, version), version

@@ -1,0 +1,254 @@
+"""Organisations and teams. Every query is scoped by organisation."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from bastion.audit import retention
+from bastion.audit import service as audit
+from bastion.audit.events import EventType
+from bastion.audit.models import INSTANCE_CHAIN
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import utcnow
+from bastion.core.context import Actor
+from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.pagination import Page, newest_first
+from bastion.identity import service as identity
+from bastion.tenancy.models import DEFAULT_AUDIT_RETENTION_DAYS, Organization, Team, TeamMember
+
+
+def create_org(db: Session, actor: Actor, *, name: str) -> Organization:
+    """Instance bootstrap only (the CLI): organisations are not created over the API."""
+    if not name.strip():
+        raise InvalidInput.field("name", "must not be empty")
+    org = Organization(id=new_id("org"), name=name.strip())
+    db.add(org)
+    db.flush()
+    audit.start_chain(db, org.id)
+    audit.record(
+        db,
+        type=EventType.ORG_CREATED,
+        actor=actor,
+        org_id=org.id,
+        resource=("org", org.id),
+        metadata={"name": org.name},
+    )
+    return org
+
+
+def get_org(db: Session, principal: Principal, org_id: str) -> Organization:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_READ)
+    org = db.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization not found")
+    return org
+
+
+def update_org(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    *,
+    name: str | None,
+    session_idle_timeout: int | None,
+    session_absolute_timeout: int | None,
+    fields_set: set[str],
+    audit_retention_days: int | None = None,
+) -> Organization:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    org = db.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization not found")
+    changes: dict[str, object] = {}
+    if name is not None:
+        org.name, changes["name"] = name, name
+    if "session_idle_timeout" in fields_set:
+        org.session_idle_timeout = session_idle_timeout
+        changes["session_idle_timeout"] = session_idle_timeout
+    if "session_absolute_timeout" in fields_set:
+        org.session_absolute_timeout = session_absolute_timeout
+        changes["session_absolute_timeout"] = session_absolute_timeout
+    if audit_retention_days is not None:
+        org.audit_retention_days = audit_retention_days
+        changes["audit_retention_days"] = audit_retention_days
+    org.updated_at = utcnow()
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.ORG_UPDATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("org", org_id),
+        metadata=changes,
+    )
+    return org
+
+
+def apply_audit_retention(db: Session) -> list[retention.Purge]:
+    """Purge each organisation's audit events older than its retention period (and the
+    instance chain's, by the instance default), always through a signed checkpoint."""
+    results = []
+    for org_id, days in db.execute(
+        select(Organization.id, Organization.audit_retention_days)
+    ).all():
+        results.append(retention.purge_chain(db, org_id, days))
+    results.append(retention.purge_chain(db, INSTANCE_CHAIN, DEFAULT_AUDIT_RETENTION_DAYS))
+    return results
+
+
+# --- teams -------------------------------------------------------------------------
+
+
+def _find_team(db: Session, org_id: str, team_id: str) -> Team:
+    if not has_prefix(team_id, "team"):
+        raise NotFound("team not found")
+    team = db.execute(
+        select(Team).where(Team.org_id == org_id, Team.id == team_id)
+    ).scalar_one_or_none()
+    if team is None:
+        raise NotFound("team not found")
+    return team
+
+
+def _ensure_name_free(db: Session, org_id: str, name: str) -> None:
+    if db.execute(select(Team.id).where(Team.org_id == org_id, Team.name == name)).first():
+        raise Conflict(f"a team named {name!r} already exists")
+
+
+def create_team(
+    db: Session, principal: Principal, org_id: str, *, name: str, description: str
+) -> Team:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_MANAGE)
+    _ensure_name_free(db, org_id, name)
+    team = Team(id=new_id("team"), org_id=org_id, name=name, description=description)
+    db.add(team)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.TEAM_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("team", team.id),
+        metadata={"name": name},
+    )
+    return team
+
+
+def list_teams(
+    db: Session, principal: Principal, org_id: str, *, limit: int, cursor: str | None
+) -> Page[Team]:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_READ)
+    stmt = select(Team).where(Team.org_id == org_id)
+    return newest_first(db, stmt, Team.id, limit=limit, cursor=cursor)
+
+
+def get_team(db: Session, principal: Principal, org_id: str, team_id: str) -> Team:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_READ)
+    return _find_team(db, org_id, team_id)
+
+
+def team_member_ids(db: Session, org_id: str, team_id: str) -> list[str]:
+    rows = db.execute(
+        select(TeamMember.user_id)
+        .where(TeamMember.org_id == org_id, TeamMember.team_id == team_id)
+        .order_by(TeamMember.user_id)
+    ).scalars()
+    return list(rows)
+
+
+def update_team(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    team_id: str,
+    *,
+    name: str | None,
+    description: str | None,
+) -> Team:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_MANAGE)
+    team = _find_team(db, org_id, team_id)
+    changes: dict[str, object] = {}
+    if name is not None and name != team.name:
+        _ensure_name_free(db, org_id, name)
+        team.name, changes["name"] = name, name
+    if description is not None:
+        team.description, changes["description"] = description, description
+    team.updated_at = utcnow()
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.TEAM_UPDATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("team", team.id),
+        metadata=changes,
+    )
+    return team
+
+
+def delete_team(db: Session, principal: Principal, org_id: str, team_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_MANAGE)
+    team = _find_team(db, org_id, team_id)
+    db.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
+    db.delete(team)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.TEAM_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("team", team_id),
+        metadata={"name": team.name},
+    )
+
+
+def add_member(db: Session, principal: Principal, org_id: str, team_id: str, user_id: str) -> bool:
+    """Idempotent PUT: returns True when the membership was created."""
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_MANAGE)
+    team = _find_team(db, org_id, team_id)
+    user = identity.require_user_in_org(db, org_id, user_id)
+    if db.get(TeamMember, (team.id, user.id)) is not None:
+        return False
+    db.add(TeamMember(team_id=team.id, user_id=user.id, org_id=org_id))
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.TEAM_MEMBER_ADDED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("team", team.id),
+        metadata={"user_id": user.id},
+    )
+    return True
+
+
+def remove_member(
+    db: Session, principal: Principal, org_id: str, team_id: str, user_id: str
+) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.TEAMS_MANAGE)
+    team = _find_team(db, org_id, team_id)
+    membership = db.get(TeamMember, (team.id, user_id)) if has_prefix(user_id, "usr") else None
+    if membership is None or membership.org_id != org_id:
+        raise NotFound("membership not found")
+    db.delete(membership)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.TEAM_MEMBER_REMOVED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("team", team.id),
+        metadata={"user_id": user_id},
+    )

@@ -1,0 +1,126 @@
+"""Test fixtures shared by the whole suite.
+
+Backends: SQLite always. PostgreSQL when `BASTION_TEST_DATABASE_URL` is set (each xdist
+worker gets its own database, created on the fly); Redis when `BASTION_TEST_REDIS_URL`
+is set. `scripts/test.sh` runs the suite once per backend; under `CI=true` it insists on
+PostgreSQL and Redis.
+
+Isolation: every test builds its own organisations with unique emails (see `factories`),
+and every row belongs to an organisation, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bastion.api.app import create_app
+from bastion.core.clock import clock
+from bastion.core.config import Settings
+from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, PEPPER_FILE, ROOT_KEY_FILE, create_keyring
+from bastion.migrations.runner import upgrade
+from tests.factories import Factory
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _admin_sql(base: str, statement: str) -> None:
+    admin = create_engine(
+        make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
+def _postgres_database(base: str) -> tuple[str, str]:
+    """A database of this run and worker's own, created fresh: (url, name)."""
+    name = f"bastion_test_{_worker()}_{uuid.uuid4().hex[:8]}"
+    _admin_sql(base, f'CREATE DATABASE "{name}"')
+    url = make_url(base).set(drivername="postgresql+psycopg", database=name)
+    return url.render_as_string(hide_password=False), name
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bastion-data")
+    create_keyring(path / PEPPER_FILE)
+    create_keyring(path / ROOT_KEY_FILE)
+    create_keyring(path / AUDIT_SIGNING_KEY_FILE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    base = os.environ.get("BASTION_TEST_DATABASE_URL")
+    if not base:
+        url = f"sqlite:///{data_dir / 'bastion.db'}"
+        upgrade(url)
+        yield url
+        return
+    url, name = _postgres_database(base)
+    upgrade(url)
+    yield url
+    _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "redis_url": os.environ.get("BASTION_TEST_REDIS_URL") or None,
+        # Cheap hashing keeps the suite fast; production defaults are tested separately.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8,
+        "argon2_parallelism": 1,
+        "api_requests_per_minute": 1_000_000,
+        "login_failures_per_ip": 1_000_000,
+        "log_json": False,
+        # Each app gets its own rate-limit counters, even when they share one Redis.
+        "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, database_url: str) -> Settings:
+    return make_settings(data_dir, database_url)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def factory(app, client: TestClient) -> Factory:  # type: ignore[no-untyped-def]
+    return Factory(app.state.bastion, client)
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    yield
+    clock.reset()

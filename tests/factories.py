@@ -1,0 +1,120 @@
+"""Test data built through the real services (the same code paths the API uses)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from bastion.api.state import AppState
+from bastion.core.context import Actor
+from bastion.core.db import begin_write
+from bastion.identity import apikeys
+from bastion.identity import service as users
+from bastion.tenancy import service as tenancy
+
+PASSWORD = "correct horse battery staple"
+ACTOR = Actor(type="system", id="tests")
+_counter = itertools.count()
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}-{next(_counter)}@example.com"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Member:
+    user_id: str
+    email: str
+    role: str
+    token: str  # a session token from a real sign-in
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+@dataclass
+class Org:
+    id: str
+    admin: Member
+    admin_key: str
+    members: dict[str, Member] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.admin_key)
+
+
+class Factory:
+    def __init__(self, state: AppState, client: TestClient) -> None:
+        self.state = state
+        self.client = client
+
+    def _tx(self) -> Any:
+        db = self.state.sessions()
+        begin_write(db)
+        return db
+
+    def org(self, name: str = "Acme") -> Org:
+        email = unique_email("admin")
+        with self._tx() as db:
+            org = tenancy.create_org(db, ACTOR, name=name)
+            created = users.create_user(
+                db,
+                ACTOR,
+                org.id,
+                email=email,
+                name="Admin",
+                role="admin",
+                password=PASSWORD,
+                hasher=self.state.hasher,
+                setup_ttl=3600,
+            )
+            key = apikeys.create_key(
+                db,
+                ACTOR,
+                org.id,
+                name="admin-key",
+                role="admin",
+                expires_at=None,
+                hasher=self.state.hasher,
+            )
+            db.commit()
+        admin = Member(created.user.id, email, "admin", self.login(email))
+        return Org(org.id, admin, key.token)
+
+    def login(self, email: str, password: str = PASSWORD) -> str:
+        response = self.client.post("/v1/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        return str(response.json()["token"])
+
+    def member(self, org: Org, role: str = "member") -> Member:
+        email = unique_email(role)
+        response = self.client.post(
+            f"/v1/orgs/{org.id}/users",
+            json={"email": email, "name": role.title(), "role": role, "password": PASSWORD},
+            headers=org.headers,
+        )
+        assert response.status_code == 201, response.text
+        member = Member(response.json()["id"], email, role, self.login(email))
+        org.members[member.user_id] = member
+        return member
+
+    def api_key(
+        self, org: Org, role: str = "admin", headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            f"/v1/orgs/{org.id}/api-keys",
+            json={"name": f"key-{role}", "role": role},
+            headers=headers or org.headers,
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
