@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -91,8 +91,16 @@ async def on_integrity_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_data_error(request: Request, exc: Exception) -> Response:
+    # Defence in depth: validation at the edge should have refused the value already.
+    return _response(
+        *problems.generic(422, "a value cannot be stored (out of range or invalid)", _rid(request))
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(BastionError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(IntegrityError, on_integrity_error)
+    app.add_exception_handler(DataError, on_data_error)

@@ -113,6 +113,12 @@ class BastionMiddleware:
     ) -> Receive | None:
         """Checks before the app runs; None when a response was already sent."""
         path = ctx.path
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            # NUL is never part of an id or a filter, and PostgreSQL cannot store it.
+            await respond.problem(
+                *problems.generic(400, "the URL must not contain NUL bytes", ctx.request_id)
+            )
+            return None
         body = b""
         if ctx.method in _BODY_METHODS:
             try:
