@@ -1,0 +1,117 @@
+"""Revocation is effective on the very next request, on every worker: a real
+`bastion serve --workers 2` sharing the suite's database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import Server, server_env
+from tests.factories import Factory, Org, bearer
+
+pytestmark = pytest.mark.e2e
+
+TRIES = 12  # fresh connections per check, spread over the workers by the kernel
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path, database_url: str) -> Iterator[Server]:
+    extra = {}
+    if os.environ.get("BASTION_TEST_REDIS_URL"):
+        extra["BASTION_REDIS_URL"] = os.environ["BASTION_TEST_REDIS_URL"]
+    with Server(server_env(data_dir, database_url, **extra), workers=2) as running:
+        yield running
+
+
+def statuses(server: Server, method: str, path: str, headers: dict[str, str], **kw) -> set[int]:  # type: ignore[no-untyped-def]
+    seen = set()
+    for _ in range(TRIES):
+        with httpx.Client(base_url=server.url, timeout=10) as c:  # a new connection each time
+            seen.add(c.request(method, path, headers=headers, **kw).status_code)
+    return seen
+
+
+def test_suspending_a_user_ends_sessions_and_keys(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    member = factory.member(org, "admin")  # admins may create keys
+    key = factory.api_key(org, "viewer", headers=member.headers)["key"]
+    assert statuses(server, "GET", "/v1/me", member.headers) == {200}
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {200}
+    changed = httpx.patch(
+        f"{server.url}/v1/orgs/{org.id}/users/{member.user_id}",
+        json={"status": "suspended"},
+        headers=org.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert statuses(server, "GET", "/v1/me", member.headers) == {401}
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {401}
+
+
+def test_deleting_a_user_ends_sessions_and_keys(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    member = factory.member(org, "admin")  # admins may create keys
+    key = factory.api_key(org, "viewer", headers=member.headers)["key"]
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {200}
+    deleted = httpx.delete(
+        f"{server.url}/v1/orgs/{org.id}/users/{member.user_id}", headers=org.headers
+    )
+    assert deleted.status_code == 204, deleted.text
+    assert statuses(server, "GET", "/v1/me", member.headers) == {401}
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {401}
+
+
+def test_revoking_a_key_and_logging_out(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    created = factory.api_key(org, "viewer")
+    assert statuses(server, "GET", "/v1/me", bearer(created["key"])) == {200}
+    revoked = httpx.delete(
+        f"{server.url}/v1/orgs/{org.id}/api-keys/{created['id']}", headers=org.headers
+    )
+    assert revoked.status_code == 204, revoked.text
+    assert statuses(server, "GET", "/v1/me", bearer(created["key"])) == {401}
+
+    member = factory.member(org, "viewer")
+    assert statuses(server, "GET", "/v1/me", member.headers) == {200}
+    assert httpx.post(f"{server.url}/v1/auth/logout", headers=member.headers).status_code == 204
+    assert statuses(server, "GET", "/v1/me", member.headers) == {401}
+
+
+def test_key_expiry_is_checked_at_request_time(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    expires = datetime.now(UTC) + timedelta(seconds=2)
+    response = httpx.post(
+        f"{server.url}/v1/orgs/{org.id}/api-keys",
+        json={"name": "short", "role": "viewer", "expires_at": expires.isoformat()},
+        headers=org.headers,
+    )
+    assert response.status_code == 201, response.text
+    key = response.json()["key"]
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {200}
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
+    assert statuses(server, "GET", "/v1/me", bearer(key)) == {401}
+
+
+def test_role_change_applies_to_the_next_request(server: Server, factory: Factory) -> None:
+    org: Org = factory.org()
+    member = factory.member(org, "manager")
+    teams = f"/v1/orgs/{org.id}/teams"
+    made = statuses(server, "GET", teams, member.headers)
+    assert made == {200}
+    changed = httpx.patch(
+        f"{server.url}/v1/orgs/{org.id}/users/{member.user_id}",
+        json={"role": "viewer"},
+        headers=org.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    refused = set()
+    for i in range(TRIES):
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            refused.add(c.post(teams, json={"name": f"t{i}"}, headers=member.headers).status_code)
+    assert refused == {403}
+    assert statuses(server, "GET", teams, member.headers) == {200}  # viewers still read
