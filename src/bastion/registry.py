@@ -7,6 +7,7 @@ from sqlalchemy import MetaData
 import bastion.audit.models
 import bastion.authz.models
 import bastion.core.idempotency
+import bastion.identity.authcache
 import bastion.identity.models
 import bastion.tenancy.models  # noqa: F401
 from bastion.core.db import Base

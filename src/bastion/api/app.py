@@ -30,11 +30,12 @@ from bastion.api.state import AppState
 from bastion.audit import checkpoints
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings, load_settings
-from bastion.core.db import make_engine, make_sessionmaker
+from bastion.core.db import DirectReader, make_engine, make_sessionmaker
 from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, load_pepper, read_keyring
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
-from bastion.identity import passwords
+from bastion.identity import authcache, passwords
+from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.tenancy import service as tenancy
 
@@ -54,12 +55,14 @@ def build_state(settings: Settings) -> AppState:
         settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
     )
     engine = make_engine(settings.resolved_database_url)
+    authcache.install()
     return AppState(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         write_sessions=make_sessionmaker(engine, write=True),
         hasher=TokenHasher(pepper),
+        auth_cache=AuthCache(DirectReader(engine)),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
     )

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.state import AppState
 from bastion.authz.principal import Principal
 from bastion.core.errors import TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from bastion.identity.authenticate import authenticate
+from bastion.identity.authenticate import Authenticated, authenticate, authenticate_cached
 
 bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
 
@@ -39,14 +40,24 @@ async def get_db(ctx: Ctx) -> Session:
 DB = Annotated[Session, Depends(get_db)]
 
 
-def get_principal(
+async def get_principal(
     ctx: Ctx,
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials else None
+    if state.auth_cache.local and state.limiter.local:
+        # Embedded store and in-process counters: a cache hit is an HMAC and one local
+        # primary-key read, cheaper than the hop to a worker thread.
+        hit = authenticate_cached(token, ctx.actor, state.hasher, state.auth_cache)
+        if hit is not None:
+            return _admit(ctx, state, hit)
+    return await run_in_threadpool(_authenticate, ctx, state, token)
+
+
+def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Principal:
     try:
-        result = authenticate(ctx.db, token, ctx.actor, state.hasher)
+        result = authenticate(ctx.db, token, ctx.actor, state.hasher, state.auth_cache)
     except Unauthenticated:
         # Bad credentials count against the address, so guessing is throttled too.
         allowed, quota = state.limiter.take(state.ip_quota, f"ip:{ctx.ip}")
@@ -56,10 +67,15 @@ def get_principal(
                 "too many requests from this address", retry_after=quota.reset_after
             ) from None
         raise
+    ctx.end_read()
+    return _admit(ctx, state, result)
+
+
+def _admit(ctx: RequestContext, state: AppState, result: Authenticated) -> Principal:
+    """Record the caller and charge its request quota."""
     ctx.principal = result.principal
     if result.touch is not None:
         ctx.after_commit.append(result.touch)
-    ctx.end_read()
     allowed, quota = state.limiter.take(state.api_quota, f"principal:{result.principal.id}")
     ctx.quota = quota
     if not allowed:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings
 from bastion.core.ratelimit import RateLimiter, per_window
+from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 
 
@@ -22,6 +23,7 @@ class AppState:
     # Sessions for state-changing requests: on SQLite their transactions BEGIN IMMEDIATE.
     write_sessions: sessionmaker[Session] = field(repr=False)
     hasher: TokenHasher = field(repr=False)
+    auth_cache: AuthCache = field(repr=False)
     limiter: RateLimiter = field(repr=False)
     audit_signer: Signer = field(repr=False)
     api_quota: RateLimitItem = field(init=False)

@@ -9,6 +9,8 @@ The unit of work (one transaction per request) lives at the edges; services only
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -108,3 +110,51 @@ def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Se
 def begin_write(session: Session) -> None:
     """Mark the session's transaction as a writer (SQLite: BEGIN IMMEDIATE)."""
     session.connection(execution_options={WRITE_OPTION: True})
+
+
+class DirectReader:
+    """Tiny hot-path reads on autocommit DBAPI connections, one per thread and outside
+    the pool: for a one-row primary-key read, ORM and pool overhead cost ten times the
+    query. Write SQL with `?` placeholders. An error closes the thread's connection and
+    propagates; callers fall back to the ordinary path."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"DirectReader({self._engine.dialect.name})"
+
+    @property
+    def local(self) -> bool:
+        return self._sqlite
+
+    def _connect(self) -> Any:
+        dialect = self._engine.dialect
+        cargs, cparams = dialect.create_connect_args(self._engine.url)
+        conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
+        if self._sqlite:
+            conn.isolation_level = None  # autocommit: every read sees the latest commit
+            conn.execute("PRAGMA busy_timeout=10000")
+        else:
+            conn.autocommit = True
+            conn.execute("SET statement_timeout = 5000")
+        return conn
+
+    def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql if self._sqlite else sql.replace("?", "%s"), params)
+            rows = [tuple(row) for row in cursor.fetchall()]
+            cursor.close()
+            return rows
+        except Exception:
+            self._local.conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise

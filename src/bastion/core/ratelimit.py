@@ -30,12 +30,18 @@ class RateLimiter:
     def __init__(self, redis_url: str | None = None, namespace: str = "bastion") -> None:
         self._ns = namespace
         uri = redis_url if redis_url else "memory://"
+        self._local = redis_url is None
         self._storage = storage_from_string(uri)
         self._moving = MovingWindowRateLimiter(self._storage)
         self._fixed = FixedWindowRateLimiter(self._storage)
 
     def __repr__(self) -> str:
         return "RateLimiter(<storage>)"
+
+    @property
+    def local(self) -> bool:
+        """Counters in this process's memory: taking one never blocks on I/O."""
+        return self._local
 
     def _quota(
         self,

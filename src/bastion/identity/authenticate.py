@@ -1,21 +1,21 @@
 """Bearer credential → Principal. The hot path of every request.
 
-One indexed query per request joins the credential with its owner and organisation, so
-suspension, deletion, revocation, logout and expiry take effect on the very next request
-on every worker, with no cache to invalidate. What is cached is derived and keyed by
-version (pepper-derived HMAC keys, parsed custom-role permissions). Writes the hot path
-needs (`last_used_at`, `last_seen_at`) are coarse (at most once per minute per
-credential) and done after the response's transaction, never blocking it.
+A miss reads the credential, its owner, its organisation and their auth revisions in
+one indexed query. A hit (see `authcache`) re-checks the secret and reads only the two
+revision counters, so suspension, deletion, revocation, logout, role changes and expiry
+take effect on the very next request on every worker. Writes the hot path needs
+(`last_used_at`, `last_seen_at`) are coarse (at most once per minute per credential)
+and done after the response's transaction, never blocking it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
@@ -24,6 +24,7 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
+from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision, Entry
 from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy.models import Organization
@@ -37,6 +38,28 @@ Touch = Callable[[Session], None]
 class Authenticated:
     principal: Principal
     touch: Touch | None  # a coarse bookkeeping write to run after the request commits
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A miss's answer and what the cache needs to keep it."""
+
+    result: Authenticated
+    stored_hash: str
+    pepper_version: int
+    org_rev: int
+    instance_rev: int
+    valid_until: datetime | None
+    last_touched: datetime
+    touch_every: float
+
+
+_OrgRev = aliased(AuthRevision)
+_INSTANCE_REV = (
+    select(func.coalesce(func.max(AuthRevision.revision), 0))
+    .where(AuthRevision.org_id == INSTANCE)
+    .scalar_subquery()
+)
 
 
 _SESSION_QUERY = (
@@ -53,9 +76,12 @@ _SESSION_QUERY = (
         User.status,
         User.grants_until,
         Organization.status,
+        func.coalesce(_OrgRev.revision, 0),
+        _INSTANCE_REV,
     )
     .join(User, User.id == UserSession.user_id)
     .join(Organization, Organization.id == User.org_id)
+    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
 )
 
 _KEY_QUERY = (
@@ -75,10 +101,13 @@ _KEY_QUERY = (
         ServiceAccount.status,
         ServiceAccount.role,
         Organization.status,
+        func.coalesce(_OrgRev.revision, 0),
+        _INSTANCE_REV,
     )
     .outerjoin(User, User.id == ApiKey.user_id)
     .outerjoin(ServiceAccount, ServiceAccount.id == ApiKey.service_account_id)
     .join(Organization, Organization.id == ApiKey.org_id)
+    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
 )
 
 
@@ -96,7 +125,11 @@ def _rejected(
 
 
 def authenticate(
-    db: Session, token: str | None, actor: Actor, hasher: TokenHasher
+    db: Session,
+    token: str | None,
+    actor: Actor,
+    hasher: TokenHasher,
+    cache: AuthCache | None = None,
 ) -> Authenticated:
     if not token:
         raise Unauthenticated("a bearer credential is required")
@@ -105,14 +138,101 @@ def authenticate(
         # Unknown credential kinds are refused (fail closed); agent run tokens are
         # accepted only by run endpoints.
         raise _rejected(actor, "unknown_credential_kind")
+    if cache is not None:
+        hit = _cached(cache, parsed.kind, parsed.row_id, parsed.secret, actor, hasher)
+        if hit is not None:
+            return hit
     if parsed.kind is TokenKind.SESSION:
-        return _session(db, parsed.row_id, parsed.secret, actor, hasher)
-    return _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
+        loaded = _session(db, parsed.row_id, parsed.secret, actor, hasher)
+    else:
+        loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
+    if cache is not None:
+        cache.put(
+            parsed.row_id,
+            Entry(
+                kind=parsed.kind.value,
+                stored_hash=loaded.stored_hash,
+                pepper_version=loaded.pepper_version,
+                principal=loaded.result.principal,
+                org_rev=loaded.org_rev,
+                instance_rev=loaded.instance_rev,
+                valid_until=loaded.valid_until,
+                last_touched=utcnow() if loaded.result.touch else loaded.last_touched,
+                touch_every=loaded.touch_every,
+            ),
+        )
+    return loaded.result
+
+
+def authenticate_cached(
+    token: str | None, actor: Actor, hasher: TokenHasher, cache: AuthCache
+) -> Authenticated | None:
+    """The cache's answer alone (no ORM session, no refusal): None means "ask
+    `authenticate`", which alone decides refusals."""
+    parsed = parse(token) if token else None
+    if parsed is None or parsed.kind not in (TokenKind.API_KEY, TokenKind.SESSION):
+        return None
+    return _cached(cache, parsed.kind, parsed.row_id, parsed.secret, actor, hasher)
+
+
+def _cached(
+    cache: AuthCache,
+    kind: TokenKind,
+    row_id: str,
+    secret: str,
+    actor: Actor,
+    hasher: TokenHasher,
+) -> Authenticated | None:
+    """The cached answer when it still holds; None sends the caller to the database
+    (which alone decides refusals)."""
+    entry = cache.get(row_id)
+    if entry is None or entry.kind != kind.value:
+        cache.misses += 1
+        return None
+    if not hasher.matches(kind, secret, entry.pepper_version, entry.stored_hash):
+        return None
+    now = utcnow()
+    principal = entry.principal
+    if entry.valid_until is not None and now >= entry.valid_until:
+        cache.drop(row_id)
+        return None
+    if cache.revisions(principal.org_id) != (entry.org_rev, entry.instance_rev):
+        cache.drop(row_id)
+        cache.misses += 1
+        return None
+    cache.hits += 1
+    who = principal.actor
+    principal = replace(
+        principal,
+        actor=Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
+    )
+    touch = None
+    if (now - entry.last_touched).total_seconds() >= entry.touch_every:
+        touch = (
+            _touch_session(row_id, now)
+            if kind is TokenKind.SESSION
+            else _touch_key(row_id, now, actor.ip)
+        )
+        cache.update(row_id, lambda e: replace(e, last_touched=now))
+    return Authenticated(principal, touch)
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    present = [i for i in instants if i is not None]
+    return min(present) if present else None
+
+
+def _grants_limit(grants_until: datetime | None, now: datetime) -> datetime | None:
+    """While any grant may be in force, each grant's end changes the permissions: such
+    callers are not cached beyond this second."""
+    if grants_until is not None and grants_until > now:
+        return now + timedelta(seconds=1)
+    return None
 
 
 def _session(
     db: Session, session_id: str, secret: str, actor: Actor, hasher: TokenHasher
-) -> Authenticated:
+) -> _Loaded:
     row = db.execute(_SESSION_QUERY.where(UserSession.id == session_id)).first()
     now = utcnow()
     if row is None or not hasher.matches(TokenKind.SESSION, secret, row[1], row[0]):
@@ -130,6 +250,8 @@ def _session(
         status,
         grants_until,
         org_status,
+        org_rev,
+        instance_rev,
     ) = row
     if revoked_at is not None:
         raise _rejected(actor, "session_revoked", org_id, ("session", session_id))
@@ -150,15 +272,27 @@ def _session(
         credential_id=session_id,
         actor=Actor("user", user_id, actor.ip, actor.user_agent, actor.request_id),
     )
+    touch_every = min(TOUCH_INTERVAL_SECONDS, idle / 10)
     touch = None
-    if (now - last_seen).total_seconds() >= min(TOUCH_INTERVAL_SECONDS, idle / 10):
+    if (now - last_seen).total_seconds() >= touch_every:
         touch = _touch_session(session_id, now)
-    return Authenticated(principal, touch)
+    return _Loaded(
+        Authenticated(principal, touch),
+        stored_hash=row[0],
+        pepper_version=row[1],
+        org_rev=int(org_rev),
+        instance_rev=int(instance_rev),
+        valid_until=_earliest(
+            expires_at,
+            last_seen + timedelta(seconds=idle),
+            _grants_limit(grants_until, now),
+        ),
+        last_touched=last_seen,
+        touch_every=touch_every,
+    )
 
 
-def _api_key(
-    db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenHasher
-) -> Authenticated:
+def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> _Loaded:
     row = db.execute(_KEY_QUERY.where(ApiKey.id == key_id)).first()
     now = utcnow()
     if row is None or not hasher.matches(TokenKind.API_KEY, secret, row[1], row[0]):
@@ -179,6 +313,8 @@ def _api_key(
         sa_status,
         sa_role,
         org_status,
+        org_rev,
+        instance_rev,
     ) = row
     resource = ("api_key", key_id)
     if revoked_at is not None and revoked_at <= now:
@@ -213,7 +349,20 @@ def _api_key(
     touch = None
     if last_used is None or (now - last_used).total_seconds() >= TOUCH_INTERVAL_SECONDS:
         touch = _touch_key(key_id, now, actor.ip)
-    return Authenticated(principal, touch)
+    return _Loaded(
+        Authenticated(principal, touch),
+        stored_hash=row[0],
+        pepper_version=row[1],
+        org_rev=int(org_rev),
+        instance_rev=int(instance_rev),
+        valid_until=_earliest(
+            expires_at,
+            revoked_at,  # a rotated key's overlap ends
+            _grants_limit(grants_until if user_id is not None else None, now),
+        ),
+        last_touched=last_used or now,
+        touch_every=TOUCH_INTERVAL_SECONDS,
+    )
 
 
 def _touch_session(session_id: str, now: datetime) -> Touch:

@@ -19,7 +19,7 @@ from bastion.core.context import Actor
 from bastion.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
-from bastion.identity import passwords
+from bastion.identity import authcache, passwords
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 
@@ -153,13 +153,14 @@ def _ensure_may_manage(db: Session, principal: Principal, target: User) -> None:
     authz.ensure_can_confer(principal, authz.permissions_of_role(db, target.org_id, target.role))
 
 
-def end_access(db: Session, user_id: str) -> None:
+def end_access(db: Session, user: User) -> None:
     """Revoke every session of the user now; their API keys stop working because
     authentication checks the owner's status on every request."""
     db.execute(
         update(UserSession)
-        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow()),
+        execution_options=authcache.org_scoped(user.org_id),
     )
 
 
@@ -199,7 +200,7 @@ def update_user(
         changes["status"] = {"from": user.status, "to": status}
         user.status = status
         if status == "suspended":
-            end_access(db, user.id)
+            end_access(db, user)
     if changes:
         user.updated_at = utcnow()
         db.flush()
@@ -218,7 +219,7 @@ def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) ->
     principal.require_org(org_id)
     user = _find_user(db, org_id, user_id)
     _ensure_may_manage(db, principal, user)
-    end_access(db, user.id)
+    end_access(db, user)
     email = user.email
     db.delete(user)
     db.flush()

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (`python -m bench.run`). Results go to docs/benchmarks.md."""

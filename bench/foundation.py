@@ -1,0 +1,214 @@
+"""Foundation benchmark: `GET /v1/me` authenticated by API key and by session, through
+`bastion serve --workers 2` (SQLite, and PostgreSQL + Redis when reachable), against a
+bare Starlette endpoint served by uvicorn with the same workers in the same run.
+Goal: Bastion ≥ 0.5× the bare endpoint's requests per second."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from tests.e2e.server import BIN, Server, free_port, server_env
+
+from bench import load, report
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "bench-admin-password-long-enough"
+GOAL = 0.5
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> dict[str, str]:
+    out = subprocess.run(
+        [str(BIN / "bastion"), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out) if "--json" in args else {}
+
+
+@contextmanager
+def bare_server(workers: int) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(url + "/v1/me", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        time.sleep(1.0)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _postgres_url() -> str | None:
+    base = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        name = f"bastion_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(base, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return base.rsplit("/", 1)[0] + "/" + name
+    except Exception:
+        return None
+
+
+@contextmanager
+def bastion_server(
+    database_url: str | None, redis_url: str | None, workers: int
+) -> Iterator[tuple[str, dict[str, str]]]:
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        extra = {"BASTION_API_REQUESTS_PER_MINUTE": "100000000"}
+        if redis_url:
+            extra["BASTION_REDIS_URL"] = redis_url
+        env = server_env(Path(tmp), database_url, **extra)
+        subprocess.run([str(BIN / "bastion"), "init"], env=env, check=True, capture_output=True)
+        email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+        org = _cli(
+            env,
+            "org",
+            "create",
+            "Bench",
+            "--admin-email",
+            email,
+            "--admin-password-stdin",
+            "--json",
+            stdin=PASSWORD + "\n",
+        )
+        key = _cli(
+            env,
+            "apikey",
+            "create",
+            "--org",
+            org["org_id"],
+            "--name",
+            "bench",
+            "--role",
+            "admin",
+            "--json",
+        )["key"]
+        with Server(env, workers=workers) as server:
+            login = httpx.post(
+                f"{server.url}/v1/auth/login", json={"email": email, "password": PASSWORD}
+            )
+            login.raise_for_status()
+            tokens = {"api key": key, "session": login.json()["token"]}
+            yield server.url, tokens
+
+
+def _median(results: list[load.LoadResult]) -> load.LoadResult:
+    return load.LoadResult(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
+
+
+def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
+    tool = load.tool()
+    backends: list[tuple[str, str | None, str | None]] = [("SQLite", None, None)]
+    pg = _postgres_url()
+    if pg:
+        backends.append(
+            (
+                "PostgreSQL + Redis",
+                pg,
+                os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            )
+        )
+    rows: list[list[str]] = []
+    figures: dict[str, object] = {}
+    with bare_server(workers) as bare_url:
+        for label, database_url, redis_url in backends:
+            with bastion_server(database_url, redis_url, workers) as (url, tokens):
+                for credential, token in tokens.items():
+                    bastion_runs, bare_runs = [], []
+                    headers = {"Authorization": f"Bearer {token}"}
+                    for _ in range(runs):  # interleaved, so drift hits both peers alike
+                        bastion_runs.append(load.run(url + "/v1/me", headers, seconds))
+                        bare_runs.append(load.run(bare_url + "/v1/me", headers, seconds))
+                    b, s = _median(bastion_runs), _median(bare_runs)
+                    ratio = b.rps / s.rps
+                    name = f"{label}, {credential}"
+                    figures[name] = {"bastion": b.__dict__, "bare": s.__dict__, "ratio": ratio}
+                    rows.append(
+                        [
+                            name,
+                            f"{b.rps:,.0f}",
+                            f"{b.p50_ms:.2f}",
+                            f"{b.p99_ms:.2f}",
+                            f"{s.rps:,.0f}",
+                            f"{s.p50_ms:.2f}",
+                            f"{s.p99_ms:.2f}",
+                            f"{ratio:.2f}",
+                            "yes" if ratio >= GOAL else "**no**",
+                            str(b.errors),
+                        ]
+                    )
+                    print(f"  {name}: {b.rps:,.0f} req/s vs bare {s.rps:,.0f} → {ratio:.2f}×")
+    body = "\n".join(
+        [
+            "## Foundation: authenticated `GET /v1/me`",
+            "",
+            f"`bastion serve --workers {workers}` against a bare Starlette endpoint (bench/bare_app.py)"
+            f" under uvicorn with {workers} workers. Load: {tool}, 2 threads, 32 connections,"
+            f" {seconds} s per run, {runs} runs per peer interleaved; medians. Goal: ≥ {GOAL}×"
+            " the bare endpoint's requests/s. The load generator shares the machine's CPUs with"
+            " the servers. The per-credential rate limit is raised for the run (it is still"
+            " counted on every request).",
+            "",
+            report.table(
+                [
+                    "scenario",
+                    "Bastion req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "bare req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "ratio",
+                    "goal met",
+                    "Bastion errors",
+                ],
+                rows,
+            ),
+        ]
+    )
+    report.write_section("foundation", body)
+    return figures

@@ -1,0 +1,104 @@
+"""HTTP load generation: wrk (Debian package `wrk`) when present, else an asyncio httpx
+loop (slower; the report names the tool, so figures are compared within one tool only)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+
+import httpx
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def tool() -> str:
+    if shutil.which("wrk"):
+        return "wrk"
+    if shutil.which("apt-get") and _is_root():
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if shutil.which("wrk"):
+            return "wrk"
+    return "httpx"
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", value.strip())
+    if not match:
+        raise ValueError(f"cannot read wrk latency {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> LoadResult:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return LoadResult(rps, p50, p99, errors)
+
+
+def httpx_load(url: str, headers: dict[str, str], seconds: int, connections: int) -> LoadResult:
+    async def main() -> LoadResult:
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    start = time.perf_counter()
+                    response = await client.get(url)
+                    latencies.append((time.perf_counter() - start) * 1e3)
+                    if response.status_code >= 400:
+                        errors += 1
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            elapsed = time.perf_counter() - began
+        cuts = statistics.quantiles(latencies, n=100)
+        return LoadResult(len(latencies) / elapsed, cuts[49], cuts[98], errors)
+
+    return asyncio.run(main())
+
+
+def run(url: str, headers: dict[str, str], seconds: int, connections: int = 32) -> LoadResult:
+    if tool() == "wrk":
+        return wrk(url, headers, seconds, connections)
+    return httpx_load(url, headers, seconds, connections)
