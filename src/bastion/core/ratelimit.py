@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,8 @@ class RateLimiter:
         self._ns = namespace
         uri = redis_url if redis_url else "memory://"
         self._local = redis_url is None
-        self._storage = storage_from_string(uri)
+        self._storage: Storage = storage_from_string(uri)  # type: ignore[assignment]
         self._moving = MovingWindowRateLimiter(self._storage)
-        self._fixed = FixedWindowRateLimiter(self._storage)
 
     def __repr__(self) -> str:
         return "RateLimiter(<storage>)"
@@ -43,12 +42,7 @@ class RateLimiter:
         """Counters in this process's memory: taking one never blocks on I/O."""
         return self._local
 
-    def _quota(
-        self,
-        limiter: FixedWindowRateLimiter | MovingWindowRateLimiter,
-        item: RateLimitItem,
-        key: str,
-    ) -> Quota:
+    def _quota(self, limiter: MovingWindowRateLimiter, item: RateLimitItem, key: str) -> Quota:
         stats = limiter.get_window_stats(item, self._ns, key)
         reset_after = max(1, int(stats.reset_time - time.time() + 0.999))
         return Quota(item.amount, max(0, stats.remaining), reset_after)
@@ -63,10 +57,16 @@ class RateLimiter:
     def clear(self, item: RateLimitItem, key: str) -> None:
         self._moving.clear(item, self._ns, key)
 
-    # Request quotas count every request (fixed window, cheap).
+    # Request quotas count every request: windows aligned to the clock, so one atomic
+    # increment (one Redis round trip) both counts and tells what is left.
     def take(self, item: RateLimitItem, key: str) -> tuple[bool, Quota]:
-        allowed = self._fixed.hit(item, self._ns, key)
-        return allowed, self._quota(self._fixed, item, key)
+        period = item.get_expiry()
+        now = time.time()
+        window = int(now // period)
+        count = self._storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
+        reset_after = max(1, int((window + 1) * period - now + 0.999))
+        remaining = max(0, item.amount - count)
+        return count <= item.amount, Quota(item.amount, remaining, reset_after)
 
     def reset(self) -> None:
         self._storage.reset()
