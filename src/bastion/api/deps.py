@@ -41,10 +41,13 @@ DB = Annotated[Session, Depends(get_db)]
 
 
 async def get_principal(
-    ctx: Ctx,
-    state: State,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    # Context and state straight from the request: each dependency level costs as much
+    # as a cache-hit authentication on this path.
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    state: AppState = request.app.state.bastion
     token = credentials.credentials if credentials else None
     if state.auth_cache.local and state.limiter.local:
         # Embedded store and in-process counters: a cache hit is an HMAC and one local
