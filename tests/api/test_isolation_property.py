@@ -1,8 +1,8 @@
-"""Tenant isolation as a property: whatever two organisations do, neither can see,
-reach or change anything of the other's. Hypothesis generates interleaved sequences of
-writes in two orgs; after each sequence, every object of one org is a 404 for the
-other's admin (through both orgs' URLs), and every listing and audit trail holds only
-its own org's objects."""
+"""Tenant isolation as a property: whatever two organisations create, change or delete,
+neither can see, reach or change anything of the other's. Hypothesis generates
+interleaved sequences of writes in two orgs; after each sequence, every object of one
+org is a 404 for the other's admin (through both orgs' URLs), and every listing and
+audit trail holds only its own org's objects."""
 
 from __future__ import annotations
 
@@ -36,10 +36,16 @@ action = st.one_of(
     ),
     st.tuples(st.just("service-accounts"), st.sampled_from([0, 1]), st.sampled_from(ROLES)),
     st.tuples(st.just("member"), st.sampled_from([0, 1])),
+    st.tuples(st.just("rename"), st.sampled_from([0, 1])),
+    st.tuples(st.just("delete"), st.sampled_from([0, 1])),
 )
+DELETABLE = ("teams", "api-keys", "service-accounts")
 
 
-def _create(client: TestClient, org: Org, step: tuple[Any, ...]) -> tuple[str, str] | None:
+def _apply(
+    client: TestClient, org: Org, step: tuple[Any, ...], mine: list[tuple[str, str]]
+) -> tuple[str, str] | None:
+    """Perform one step in `org`; returns what it created, if anything."""
     kind = step[0]
     base = f"/v1/orgs/{org.id}"
     tag = uuid.uuid4().hex[:8]
@@ -53,6 +59,18 @@ def _create(client: TestClient, org: Org, step: tuple[Any, ...]) -> tuple[str, s
         body = {"name": f"role-{tag}", "permissions": step[2]}
     elif kind == "service-accounts":
         body = {"name": f"sa-{tag}", "role": step[2]}
+    elif kind in ("rename", "delete"):
+        targets = [(k, i) for k, i in mine if k in DELETABLE]
+        if targets:
+            target_kind, target_id = targets[-1]
+            url = f"{base}{KINDS[target_kind]}/{target_id}"
+            if kind == "delete" or target_kind != "teams":
+                response = client.delete(url, headers=org.headers)
+                assert response.status_code in (204, 404), response.text  # 404: already gone
+            else:
+                response = client.patch(url, json={"name": f"renamed-{tag}"}, headers=org.headers)
+                assert response.status_code in (200, 404), response.text
+        return None
     else:  # add the newest user to the newest team, when both exist
         teams = client.get(f"{base}/teams", headers=org.headers).json()["data"]
         users = client.get(f"{base}/users", headers=org.headers).json()["data"]
@@ -78,7 +96,7 @@ def _create(client: TestClient, org: Org, step: tuple[Any, ...]) -> tuple[str, s
 def _property(client: TestClient, orgs: tuple[Org, Org], steps: list[tuple[Any, ...]]) -> None:
     created: list[list[tuple[str, str]]] = [[], []]
     for step in steps:
-        made = _create(client, orgs[step[1]], step)
+        made = _apply(client, orgs[step[1]], step, created[step[1]])
         if made is not None:
             created[step[1]].append(made)
     for mine in (0, 1):
