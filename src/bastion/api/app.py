@@ -30,7 +30,7 @@ from bastion.api.state import AppState
 from bastion.audit import checkpoints
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings, load_settings
-from bastion.core.db import DirectReader, make_engine, make_sessionmaker
+from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
 from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, load_pepper, read_keyring
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
@@ -62,7 +62,10 @@ def build_state(settings: Settings) -> AppState:
         sessions=make_sessionmaker(engine),
         write_sessions=make_sessionmaker(engine, write=True),
         hasher=TokenHasher(pepper),
-        auth_cache=AuthCache(DirectReader(engine)),
+        auth_cache=AuthCache(
+            DirectReader(engine),
+            AsyncDirectReader(engine) if engine.dialect.name == "postgresql" else None,
+        ),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
     )
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             task.cancel()
+            await state.auth_cache.aclose()
             state.engine.dispose()
 
     app = FastAPI(

@@ -14,7 +14,13 @@ from bastion.api.state import AppState
 from bastion.authz.principal import Principal
 from bastion.core.errors import TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from bastion.identity.authenticate import Authenticated, authenticate, authenticate_cached
+from bastion.core.ratelimit import Quota
+from bastion.identity.authenticate import (
+    Authenticated,
+    authenticate,
+    authenticate_cached,
+    authenticate_cached_async,
+)
 
 bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
 
@@ -49,13 +55,21 @@ async def get_principal(
     ctx: RequestContext = request.scope[SCOPE_KEY]
     state: AppState = request.app.state.bastion
     token = credentials.credentials if credentials else None
-    if state.auth_cache.local and state.limiter.local:
-        # Embedded store and in-process counters: a cache hit is an HMAC and one local
-        # primary-key read, cheaper than the hop to a worker thread.
-        hit = authenticate_cached(token, ctx.actor, state.hasher, state.auth_cache)
-        if hit is not None:
-            return _admit(ctx, state, hit)
+    cache = state.auth_cache
+    # A cache hit costs an HMAC and one primary-key read, done on the event loop (a local
+    # file read for SQLite, an async query for PostgreSQL): no hop to a worker thread.
+    if cache.local:
+        hit = authenticate_cached(token, ctx.actor, state.hasher, cache)
+    else:
+        hit = await authenticate_cached_async(token, ctx.actor, state.hasher, cache)
+    if hit is not None:
+        verdict = await state.limiter.take_async(state.api_quota, _quota_key(hit))
+        return _admit(ctx, hit, verdict)
     return await run_in_threadpool(_authenticate, ctx, state, token)
+
+
+def _quota_key(result: Authenticated) -> str:
+    return f"principal:{result.principal.id}"
 
 
 def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Principal:
@@ -71,15 +85,15 @@ def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Pr
             ) from None
         raise
     ctx.end_read()
-    return _admit(ctx, state, result)
+    return _admit(ctx, result, state.limiter.take(state.api_quota, _quota_key(result)))
 
 
-def _admit(ctx: RequestContext, state: AppState, result: Authenticated) -> Principal:
-    """Record the caller and charge its request quota."""
+def _admit(ctx: RequestContext, result: Authenticated, verdict: tuple[bool, Quota]) -> Principal:
+    """Record the caller and its request quota; refuse when the quota is spent."""
     ctx.principal = result.principal
     if result.touch is not None:
         ctx.after_commit.append(result.touch)
-    allowed, quota = state.limiter.take(state.api_quota, f"principal:{result.principal.id}")
+    allowed, quota = verdict
     ctx.quota = quota
     if not allowed:
         raise TooManyRequests(

@@ -9,6 +9,7 @@ The unit of work (one transaction per request) lives at the edges; services only
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from datetime import datetime
@@ -158,3 +159,48 @@ class DirectReader:
             with contextlib.suppress(Exception):
                 conn.close()
             raise
+
+
+class AsyncDirectReader:
+    """`DirectReader` for PostgreSQL on the event loop: a few autocommit psycopg async
+    connections used in turn, opened lazily on the running loop. An error closes that
+    connection and propagates."""
+
+    def __init__(self, engine: Engine, size: int = 4) -> None:
+        _, self._params = engine.dialect.create_connect_args(engine.url)
+        self._size = size
+        self._slots: list[Any] = [None] * size
+        self._locks: list[asyncio.Lock] = [asyncio.Lock() for _ in range(size)]
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"AsyncDirectReader(size={self._size})"
+
+    async def aclose(self) -> None:
+        for slot, conn in enumerate(self._slots):
+            self._slots[slot] = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        slot = self._next
+        self._next = (slot + 1) % self._size
+        async with self._locks[slot]:
+            conn = self._slots[slot]
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(
+                        **self._params, autocommit=True, options="-c statement_timeout=5000"
+                    )
+                    self._slots[slot] = conn
+                cursor = await conn.execute(sql.replace("?", "%s"), params)
+                return [tuple(row) for row in await cursor.fetchall()]
+            except Exception:
+                self._slots[slot] = None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                raise

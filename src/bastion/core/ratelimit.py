@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import Storage, storage_from_string
@@ -31,6 +32,8 @@ class RateLimiter:
         self._ns = namespace
         uri = redis_url if redis_url else "memory://"
         self._local = redis_url is None
+        self._uri = uri
+        self._async_storage: Any = None
         self._storage: Storage = storage_from_string(uri)  # type: ignore[assignment]
         self._moving = MovingWindowRateLimiter(self._storage)
 
@@ -64,6 +67,29 @@ class RateLimiter:
         now = time.time()
         window = int(now // period)
         count = self._storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
+        return self._verdict(item, count, window, period, now)
+
+    async def take_async(self, item: RateLimitItem, key: str) -> tuple[bool, Quota]:
+        """`take` without blocking the event loop: in-process counters directly, Redis
+        through its asyncio client (one round trip, opened lazily on the running loop)."""
+        if self._local:
+            return self.take(item, key)
+        if self._async_storage is None:
+            self._async_storage = storage_from_string(
+                f"async+{self._uri}", implementation="redispy"
+            )
+        period = item.get_expiry()
+        now = time.time()
+        window = int(now // period)
+        count = await self._async_storage.incr(
+            f"{self._ns}/quota/{item.key_for(key)}/{window}", period
+        )
+        return self._verdict(item, count, window, period, now)
+
+    @staticmethod
+    def _verdict(
+        item: RateLimitItem, count: int, window: int, period: int, now: float
+    ) -> tuple[bool, Quota]:
         reset_after = max(1, int((window + 1) * period - now + 0.999))
         remaining = max(0, item.amount - count)
         return count <= item.amount, Quota(item.amount, remaining, reset_after)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from bastion.authz.models import Role, RoleGrant
 from bastion.authz.principal import Principal
-from bastion.core.db import Base, DirectReader
+from bastion.core.db import AsyncDirectReader, Base, DirectReader
 from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
 from bastion.tenancy.models import Organization
 
@@ -159,11 +159,22 @@ Revisions = tuple[int, int]
 _REVISIONS_SQL = "SELECT org_id, revision FROM auth_revisions WHERE org_id = ? OR org_id = ?"
 
 
+def _revisions(rows: list[tuple[Any, ...]], org_id: str) -> Revisions:
+    found = {row[0]: int(row[1]) for row in rows}
+    return found.get(org_id, 0), found.get(INSTANCE, 0)
+
+
 class AuthCache:
     """Bounded LRU of `Entry` by credential row id; thread-safe."""
 
-    def __init__(self, reader: DirectReader, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        reader: DirectReader,
+        async_reader: AsyncDirectReader | None = None,
+        max_entries: int = 10_000,
+    ) -> None:
         self._reader = reader
+        self._async_reader = async_reader
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
@@ -186,8 +197,21 @@ class AuthCache:
             rows = self._reader.fetchall(_REVISIONS_SQL, (org_id, INSTANCE))
         except Exception:  # any driver error: not a cache hit, never an allow
             return None
-        found = {row[0]: int(row[1]) for row in rows}
-        return found.get(org_id, 0), found.get(INSTANCE, 0)
+        return _revisions(rows, org_id)
+
+    async def aclose(self) -> None:
+        if self._async_reader is not None:
+            await self._async_reader.aclose()
+
+    async def revisions_async(self, org_id: str) -> Revisions | None:
+        """`revisions`, awaited on the event loop when an async reader is configured."""
+        if self._async_reader is None:
+            return self.revisions(org_id)
+        try:
+            rows = await self._async_reader.fetchall(_REVISIONS_SQL, (org_id, INSTANCE))
+        except Exception:  # any driver error: not a cache hit, never an allow
+            return None
+        return _revisions(rows, org_id)
 
     def get(self, row_id: str) -> Entry | None:
         with self._lock:

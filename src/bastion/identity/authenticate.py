@@ -24,7 +24,7 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
-from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision, Entry
+from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision, Entry, Revisions
 from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy.models import Organization
@@ -139,7 +139,7 @@ def authenticate(
         # accepted only by run endpoints.
         raise _rejected(actor, "unknown_credential_kind")
     if cache is not None:
-        hit = _cached(cache, parsed.kind, parsed.row_id, parsed.secret, actor, hasher)
+        hit = authenticate_cached(token, actor, hasher, cache)
         if hit is not None:
             return hit
     if parsed.kind is TokenKind.SESSION:
@@ -164,57 +164,80 @@ def authenticate(
     return loaded.result
 
 
-def authenticate_cached(
-    token: str | None, actor: Actor, hasher: TokenHasher, cache: AuthCache
-) -> Authenticated | None:
-    """The cache's answer alone (no ORM session, no refusal): None means "ask
-    `authenticate`", which alone decides refusals."""
+@dataclass(frozen=True)
+class _Candidate:
+    """A cached entry whose secret matched and whose time limits hold; it still needs
+    its revisions confirmed."""
+
+    row_id: str
+    kind: TokenKind
+    entry: Entry
+    now: datetime
+
+
+def _candidate(cache: AuthCache, token: str | None, hasher: TokenHasher) -> _Candidate | None:
     parsed = parse(token) if token else None
     if parsed is None or parsed.kind not in (TokenKind.API_KEY, TokenKind.SESSION):
         return None
-    return _cached(cache, parsed.kind, parsed.row_id, parsed.secret, actor, hasher)
-
-
-def _cached(
-    cache: AuthCache,
-    kind: TokenKind,
-    row_id: str,
-    secret: str,
-    actor: Actor,
-    hasher: TokenHasher,
-) -> Authenticated | None:
-    """The cached answer when it still holds; None sends the caller to the database
-    (which alone decides refusals)."""
-    entry = cache.get(row_id)
-    if entry is None or entry.kind != kind.value:
+    entry = cache.get(parsed.row_id)
+    if entry is None or entry.kind != parsed.kind.value:
         cache.misses += 1
         return None
-    if not hasher.matches(kind, secret, entry.pepper_version, entry.stored_hash):
+    if not hasher.matches(parsed.kind, parsed.secret, entry.pepper_version, entry.stored_hash):
         return None
     now = utcnow()
-    principal = entry.principal
     if entry.valid_until is not None and now >= entry.valid_until:
-        cache.drop(row_id)
+        cache.drop(parsed.row_id)
         return None
-    if cache.revisions(principal.org_id) != (entry.org_rev, entry.instance_rev):
+    return _Candidate(parsed.row_id, parsed.kind, entry, now)
+
+
+def _confirm(
+    cache: AuthCache, found: _Candidate, revisions: Revisions | None, actor: Actor
+) -> Authenticated | None:
+    entry, now, row_id = found.entry, found.now, found.row_id
+    if revisions != (entry.org_rev, entry.instance_rev):  # changed, or unreadable
         cache.drop(row_id)
         cache.misses += 1
         return None
     cache.hits += 1
-    who = principal.actor
+    who = entry.principal.actor
     principal = replace(
-        principal,
+        entry.principal,
         actor=Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
     )
     touch = None
     if (now - entry.last_touched).total_seconds() >= entry.touch_every:
         touch = (
             _touch_session(row_id, now)
-            if kind is TokenKind.SESSION
+            if found.kind is TokenKind.SESSION
             else _touch_key(row_id, now, actor.ip)
         )
         cache.update(row_id, lambda e: replace(e, last_touched=now))
     return Authenticated(principal, touch)
+
+
+def authenticate_cached(
+    token: str | None, actor: Actor, hasher: TokenHasher, cache: AuthCache
+) -> Authenticated | None:
+    """The cache's answer alone (no ORM session, no refusal): None means "ask
+    `authenticate`", which alone decides refusals."""
+    found = _candidate(cache, token, hasher)
+    if found is None:
+        return None
+    return _confirm(cache, found, cache.revisions(found.entry.principal.org_id), actor)
+
+
+async def authenticate_cached_async(
+    token: str | None, actor: Actor, hasher: TokenHasher, cache: AuthCache
+) -> Authenticated | None:
+    """`authenticate_cached` with the revision read awaited on the event loop (for a
+    networked database)."""
+    found = _candidate(cache, token, hasher)
+    if found is None:
+        return None
+    revisions = await cache.revisions_async(found.entry.principal.org_id)
+    return _confirm(cache, found, revisions, actor)
 
 
 def _earliest(*instants: datetime | None) -> datetime | None:
