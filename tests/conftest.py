@@ -28,6 +28,8 @@ from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, PEPPER_FILE, ROOT_KEY_F
 from bastion.migrations.runner import upgrade
 from tests.factories import Factory
 
+pytest_plugins = ["tests.receivers"]  # real syslog/HTTP receivers and a throwaway PKI
+
 
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -92,6 +94,9 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "api_requests_per_minute": 1_000_000,
         "login_failures_per_ip": 1_000_000,
         "log_json": False,
+        # Tests send to receivers on loopback; sink delivery runs when a test asks.
+        "outbound_allow": ["127.0.0.0/8"],
+        "audit_sink_poll_interval": 60,
         # Each app gets its own rate-limit counters, even when they share one Redis.
         "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
     }

@@ -52,6 +52,10 @@ class World:
         body = {"role": "member", "expires_at": _in_an_hour(), "reason": "matrix"}
         return str(self.post(f"users/{user}/role-grants", body)["id"])
 
+    def sink(self) -> str:
+        body = {"name": "siem", "type": "syslog", "format": "json", "host": "127.0.0.1", "port": 9}
+        return str(self.post("audit-sinks", body)["id"])
+
     def event(self) -> str:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
         return str(events.json()["data"][0]["id"])
@@ -297,6 +301,33 @@ ROWS: list[Row] = [
     ),
     Row("POST", "/v1/orgs/{org}/audit-checkpoints", P.AUDIT_READ, 201),
     Row("GET", "/v1/orgs/{org}/audit-checkpoints", P.AUDIT_READ, 200),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/audit-sinks",
+        P.ORG_MANAGE,
+        201,
+        body=lambda w: {
+            "name": "siem",
+            "type": "https",
+            "format": "ocsf",
+            "url": "https://127.0.0.1:9/ingest",
+        },
+    ),
+    Row("GET", "/v1/orgs/{org}/audit-sinks", P.AUDIT_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/audit-sinks/{sink}",
+        P.AUDIT_READ,
+        200,
+        params=lambda w: {"sink": w.sink()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/audit-sinks/{sink}",
+        P.ORG_MANAGE,
+        204,
+        params=lambda w: {"sink": w.sink()},
+    ),
 ]
 
 # Reachable without a credential by design.

@@ -27,11 +27,16 @@ from bastion.api.routers import (
     users,
 )
 from bastion.api.state import AppState
-from bastion.audit import checkpoints
+from bastion.audit import checkpoints, sinks
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
-from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, load_pepper, read_keyring
+from bastion.core.keyring import (
+    AUDIT_SIGNING_KEY_FILE,
+    ROOT_KEY_FILE,
+    load_pepper,
+    read_keyring,
+)
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
 from bastion.identity import authcache, passwords
@@ -68,6 +73,7 @@ def build_state(settings: Settings) -> AppState:
         ),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
+        root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
     )
 
 
@@ -103,6 +109,23 @@ async def _maintain_audit(state: AppState) -> None:
             log.exception("audit maintenance round failed")
 
 
+async def _deliver_audit_sinks(state: AppState) -> None:
+    """Every `audit_sink_poll_interval` seconds, send each due sink's new events. Leases
+    keep workers and replicas from sending one sink twice at once."""
+    stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
+    log = structlog.get_logger("bastion.audit")
+
+    def round_() -> int:
+        return sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
+
+    while True:
+        await asyncio.sleep(state.settings.audit_sink_poll_interval)
+        try:
+            await anyio.to_thread.run_sync(round_)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("audit sink delivery round failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -110,11 +133,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_maintain_audit(state))
+        tasks = [
+            asyncio.create_task(_maintain_audit(state)),
+            asyncio.create_task(_deliver_audit_sinks(state)),
+        ]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             await state.auth_cache.aclose()
             state.engine.dispose()
 
@@ -133,5 +160,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
+    app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings
+from bastion.core.keyring import Keyring
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
@@ -26,6 +27,7 @@ class AppState:
     auth_cache: AuthCache = field(repr=False)
     limiter: RateLimiter = field(repr=False)
     audit_signer: Signer = field(repr=False)
+    root_keys: Keyring = field(repr=False)
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
 

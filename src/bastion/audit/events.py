@@ -12,6 +12,8 @@ class EventType(StrEnum):
     API_KEY_ROTATED = "api_key.rotated"
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_PURGED = "audit.purged"
+    AUDIT_SINK_CREATED = "audit_sink.created"
+    AUDIT_SINK_DELETED = "audit_sink.deleted"
     AUTH_CREDENTIAL_REJECTED = "auth.credential_rejected"
     AUTH_LOGIN_FAILED = "auth.login_failed"
     AUTH_LOGIN_SUCCEEDED = "auth.login_succeeded"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.db import Base, JSONType, UTCDateTime
@@ -67,3 +67,34 @@ class AuditCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_version: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class AuditSink(Base):
+    """A SIEM destination for one organisation's events, with its delivery state: the
+    last delivered sequence number of the org's chain (`cursor`) only ever advances after
+    the receiver accepted the batch (at-least-once, nothing lost across restarts)."""
+
+    __tablename__ = "audit_sinks"
+    __table_args__ = (Index("ix_audit_sinks_org_id_id", "org_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(20))  # syslog | https | splunk_hec
+    format: Mapped[str] = mapped_column(String(20))  # json | ocsf | cef
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The destination's credential (HEC token, bearer token): AES-256-GCM under a key
+    # derived from the root key, bound to org and sink; never returned by the API.
+    secret_ciphertext: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True, info={"secret": True}
+    )
+    key_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)  # consecutive
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -234,7 +234,12 @@ def _structured_data(event: SiemEvent) -> str:
 
 
 def syslog_5424(
-    event: SiemEvent, *, hostname: str, app_name: str = "bastion", facility: int = 10
+    event: SiemEvent,
+    *,
+    hostname: str,
+    app_name: str = "bastion",
+    facility: int = 10,
+    message: bytes | None = None,
 ) -> bytes:
     """The event as one RFC 5424 message:
     `<PRI>1 TIMESTAMP HOSTNAME APP-NAME - MSGID [bastion@32473 ...] BOM{json}`.
@@ -243,7 +248,8 @@ def syslog_5424(
     (informational) for a success, 5 (notice) for a successful authz/role/role grant/API
     key change and 4 (warning) for a failure or denial. MSGID is the event type; the
     structured data repeats the searchable fields; MSG is the whole event as compact,
-    key-sorted UTF-8 JSON behind a byte-order mark. No trailing newline: frame the
+    key-sorted UTF-8 JSON behind a byte-order mark, unless `message` (e.g. a CEF record)
+    is given. No trailing newline: frame the
     result with `octet_frame` for TCP or TLS transport.
     """
     if not 0 <= facility <= 23:
@@ -260,7 +266,8 @@ def syslog_5424(
             _structured_data(event),
         ]
     )
-    return header.encode() + b" " + _BOM + _compact_json(event_json(event))
+    body = message if message is not None else _BOM + _compact_json(event_json(event))
+    return header.encode() + b" " + body
 
 
 def octet_frame(message: bytes) -> bytes:

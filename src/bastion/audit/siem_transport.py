@@ -122,6 +122,7 @@ class SyslogTransport:
         ca_file: str | None = None,
         server_hostname: str | None = None,
         timeout: float = 5.0,
+        ca_pem: str | None = None,
     ) -> None:
         if not host:
             raise ValueError("host must not be empty")
@@ -129,8 +130,8 @@ class SyslogTransport:
             raise ValueError(f"port must be 1..65535, not {port}")
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
-        if not tls and (ca_file is not None or server_hostname is not None):
-            raise ValueError("ca_file and server_hostname apply only with tls=True")
+        if not tls and (ca_file or server_hostname or ca_pem):
+            raise ValueError("ca_file, ca_pem and server_hostname apply only with tls=True")
         self._host = host
         self._port = port
         self._tls = tls
@@ -138,7 +139,7 @@ class SyslogTransport:
         self._timeout = timeout
         self._context: ssl.SSLContext | None = None
         if tls:
-            context = ssl.create_default_context(cafile=ca_file)
+            context = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.check_hostname = True
             context.verify_mode = ssl.CERT_REQUIRED
@@ -259,6 +260,7 @@ class HttpTransport:
         kind: Literal["ocsf", "splunk_hec"],
         timeout: float = 10.0,
         verify: str | bool = True,
+        ca_pem: str | None = None,
     ) -> None:
         if kind not in ("ocsf", "splunk_hec"):
             raise ValueError(f"kind must be 'ocsf' or 'splunk_hec', not {kind!r}")
@@ -274,7 +276,7 @@ class HttpTransport:
         self._client = httpx.Client(
             headers=dict(headers or {}),
             timeout=timeout,
-            verify=_ssl_verify(verify),
+            verify=_ssl_verify(verify, ca_pem),
             follow_redirects=False,
         )
 
@@ -345,8 +347,13 @@ def _compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _ssl_verify(verify: str | bool) -> ssl.SSLContext | bool:
-    """httpx's `verify`: a CA path becomes an SSL context (httpx deprecates paths)."""
+def _ssl_verify(verify: str | bool, ca_pem: str | None = None) -> ssl.SSLContext | bool:
+    """httpx's `verify`: a CA path or PEM text becomes an SSL context (httpx deprecates
+    paths)."""
+    if ca_pem is not None and verify is not False:
+        context = ssl.create_default_context(cadata=ca_pem)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
     if isinstance(verify, bool):
         return verify
     if os.path.isdir(verify):

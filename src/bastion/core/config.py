@@ -65,6 +65,11 @@ class Settings(BaseSettings):
 
     # Seconds between automatic signed checkpoints of every audit chain with new events.
     audit_checkpoint_interval: Annotated[int, Field(ge=5)] = 300
+    # Audit sinks: how often the delivery loop looks for work (seconds).
+    audit_sink_poll_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Outbound destinations that may be internal (host names or CIDRs), e.g.
+    # '["127.0.0.1/32", "siem.internal"]'. Everything else internal is refused (SSRF).
+    outbound_allow: list[str] = Field(default_factory=list)
 
     log_level: str = "info"
     log_json: bool = True

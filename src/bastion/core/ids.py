@@ -34,6 +34,7 @@ PREFIXES = frozenset(
         "evt",
         "req",
         "inv",
+        "snk",
     }
 )
 

@@ -3,17 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
-from bastion.audit import export
+from bastion.audit import export, sinks
 from bastion.audit import service as audit
 from bastion.audit.export import ExportFormat
-from bastion.audit.models import AuditCheckpoint, AuditEvent
+from bastion.audit.models import AuditCheckpoint, AuditEvent, AuditSink
 from bastion.audit.schemas import (
     ActorOut,
     AuditEventOut,
+    AuditSinkIn,
+    AuditSinkOut,
     CheckpointOut,
     ResourceOut,
     VerifyOut,
@@ -140,3 +142,71 @@ def list_checkpoints(org: str, principal: Caller, db: DB) -> dict[str, list[Chec
 @router.get("/{event}", summary="One audit event")
 def get_event(org: str, event: str, principal: Caller, db: DB) -> AuditEventOut:
     return event_out(audit.get(db, principal, org, event))
+
+
+sinks_router = APIRouter(prefix="/v1/orgs/{org}/audit-sinks", tags=["audit"])
+
+
+def _sink_out(sink: AuditSink, head_seq: int) -> AuditSinkOut:
+    config = sink.config
+    return AuditSinkOut(
+        id=sink.id,
+        name=sink.name,
+        type=sink.type,
+        format=sink.format,
+        host=config.get("host"),
+        port=config.get("port"),
+        tls=bool(config.get("tls")),
+        url=config.get("url"),
+        index=config.get("index"),
+        enabled=sink.enabled,
+        has_token=sink.secret_ciphertext is not None,
+        cursor=sink.cursor,
+        delivered=sink.delivered,
+        failures=sink.failures,
+        last_success_at=sink.last_success_at,
+        next_attempt_at=sink.next_attempt_at,
+        last_error=sink.last_error,
+        created_at=sink.created_at,
+        **sinks.health(sink, head_seq),
+    )
+
+
+@sinks_router.post("", status_code=201, summary="Stream the audit trail to a SIEM")
+def create_sink(
+    org: str, body: AuditSinkIn, principal: Caller, db: DB, state: State
+) -> AuditSinkOut:
+    spec = sinks.SinkSpec(
+        name=body.name,
+        type=body.type,
+        format=body.format,
+        host=body.host,
+        port=body.port,
+        tls=body.tls,
+        ca_pem=body.ca_pem,
+        url=body.url,
+        token=body.token.get_secret_value() if body.token else None,
+        index=body.index,
+        enabled=body.enabled,
+    )
+    settings = state.settings
+    sink = sinks.create_sink(db, principal, org, spec, state.root_keys, settings.outbound_allow)
+    return _sink_out(sink, sink.cursor)
+
+
+@sinks_router.get("", summary="Audit sinks with their health and lag")
+def list_sinks(org: str, principal: Caller, db: DB) -> dict[str, list[AuditSinkOut]]:
+    found, head = sinks.list_sinks(db, principal, org)
+    return {"data": [_sink_out(s, head) for s in found]}
+
+
+@sinks_router.get("/{sink}", summary="One audit sink with its health and lag")
+def get_sink(org: str, sink: str, principal: Caller, db: DB) -> AuditSinkOut:
+    found, head = sinks.get_sink(db, principal, org, sink)
+    return _sink_out(found, head)
+
+
+@sinks_router.delete("/{sink}", status_code=204, summary="Stop streaming to this sink")
+def delete_sink(org: str, sink: str, principal: Caller, db: DB) -> Response:
+    sinks.delete_sink(db, principal, org, sink)
+    return Response(status_code=204)

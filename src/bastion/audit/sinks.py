@@ -1,0 +1,416 @@
+"""Audit sinks: stream each organisation's events to SIEMs (syslog over TCP/TLS with
+RFC 5424 JSON, CEF or OCSF messages; OCSF or JSON over HTTPS; Splunk HEC).
+
+Delivery is at-least-once. A sink's `cursor` is the last sequence number of its org's
+chain that the receiver accepted; it advances only after a batch is accepted, in its own
+transaction, so a crash or restart resends at most one batch and loses nothing. A lease
+(`leased_until`) keeps two workers or replicas from sending the same sink at once.
+Failures back off exponentially with jitter; health and lag are read from the row.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from bastion import __version__
+from bastion.audit import service as audit
+from bastion.audit.events import EventType
+from bastion.audit.models import AuditEvent, AuditHead, AuditSink
+from bastion.audit.siem_formats import SiemEvent, cef, event_json, ocsf, splunk_hec, syslog_5424
+from bastion.audit.siem_transport import DeliveryError, HttpTransport, SyslogTransport
+from bastion.audit.siem_transport import backoff_delay as _backoff
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import utcnow
+from bastion.core.crypto import aead_decrypt, aead_encrypt, derive_key
+from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.keyring import Keyring
+from bastion.core.netguard import OutboundRefused, check_destination
+
+BATCH = 500
+LEASE_SECONDS = 60
+FORMATS = {
+    "syslog": ("json", "cef", "ocsf"),
+    "https": ("json", "ocsf"),
+    "splunk_hec": ("json", "ocsf"),
+}
+_HOSTNAME = socket.gethostname() or "bastion"
+Sessions = Callable[[], Session]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Read sessions, and write sessions (on SQLite their transactions BEGIN IMMEDIATE)."""
+
+    read: Sessions
+    write: Sessions
+
+
+# --- the destination's credential ---------------------------------------------------
+
+
+def _secret_key(keys: Keyring, version: int | None = None) -> tuple[int, bytes]:
+    version = keys.active if version is None else version
+    return version, derive_key(keys.key(version), "audit-sink-secret:v1")
+
+
+def _aad(org_id: str, sink_id: str) -> bytes:
+    return f"audit-sink|{org_id}|{sink_id}".encode()
+
+
+def _decrypt_secret(sink: AuditSink, keys: Keyring) -> str | None:
+    if sink.secret_ciphertext is None:
+        return None
+    _, key = _secret_key(keys, sink.key_version)
+    return aead_decrypt(key, sink.secret_ciphertext, _aad(sink.org_id, sink.id)).decode()
+
+
+# --- management ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    name: str
+    type: str
+    format: str
+    host: str | None = None
+    port: int | None = None
+    tls: bool = False
+    ca_pem: str | None = None
+    url: str | None = None
+    token: str | None = None
+    index: str | None = None
+    enabled: bool = True
+
+
+def _validate(spec: SinkSpec, allow: list[str]) -> dict[str, Any]:
+    if spec.format not in FORMATS.get(spec.type, ()):
+        raise InvalidInput.field(
+            "format", f"{spec.type} sinks take one of {', '.join(FORMATS[spec.type])}"
+        )
+    if spec.type == "syslog":
+        if not spec.host or not spec.port:
+            raise InvalidInput.field("host", "syslog sinks need host and port")
+        if spec.token:
+            raise InvalidInput.field("token", "syslog sinks take no token")
+        host, port = spec.host, spec.port
+        config: dict[str, Any] = {"host": host, "port": port, "tls": spec.tls}
+    else:
+        if not spec.url:
+            raise InvalidInput.field("url", f"{spec.type} sinks need a url")
+        parsed = _parse_url(spec.url)
+        host, port = parsed
+        config = {"url": spec.url}
+        if spec.type == "splunk_hec":
+            if not spec.token:
+                raise InvalidInput.field("token", "Splunk HEC sinks need the HEC token")
+            if spec.index:
+                config["index"] = spec.index
+    if spec.ca_pem:
+        config["ca_pem"] = spec.ca_pem
+    try:
+        check_destination(host, port, allow)
+    except OutboundRefused as exc:
+        raise InvalidInput.field("url" if spec.url else "host", str(exc)) from None
+    return config
+
+
+def _parse_url(url: str) -> tuple[str, int]:
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        raise InvalidInput.field("url", "not a valid URL") from None
+    if parsed.scheme not in ("https", "http") or not parsed.host:
+        raise InvalidInput.field("url", "must be an absolute https:// URL")
+    if parsed.userinfo:
+        raise InvalidInput.field("url", "put credentials in token, not in the URL")
+    return parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def create_sink(
+    db: Session, principal: Principal, org_id: str, spec: SinkSpec, keys: Keyring, allow: list[str]
+) -> AuditSink:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    config = _validate(spec, allow)
+    head = db.get(AuditHead, org_id)
+    sink = AuditSink(
+        id=new_id("snk"),
+        org_id=org_id,
+        name=spec.name,
+        type=spec.type,
+        format=spec.format,
+        config=config,
+        enabled=spec.enabled,
+        # A new sink starts with what happens from now on; history is in the export.
+        cursor=head.seq if head else 0,
+        delivered=0,
+        failures=0,
+        created_at=utcnow(),
+    )
+    if spec.token:
+        version, key = _secret_key(keys)
+        sink.secret_ciphertext = aead_encrypt(key, spec.token.encode(), _aad(org_id, sink.id))
+        sink.key_version = version
+    db.add(sink)
+    audit.record(
+        db,
+        type=EventType.AUDIT_SINK_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("audit_sink", sink.id),
+        metadata={"type": spec.type, "format": spec.format, "name": spec.name},
+    )
+    return sink
+
+
+def _get(db: Session, org_id: str, sink_id: str) -> AuditSink:
+    sink = db.get(AuditSink, sink_id) if has_prefix(sink_id, "snk") else None
+    if sink is None or sink.org_id != org_id:
+        raise NotFound("audit sink not found")
+    return sink
+
+
+def get_sink(db: Session, principal: Principal, org_id: str, sink_id: str) -> tuple[AuditSink, int]:
+    """The sink and its org's head sequence (for lag)."""
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    return _get(db, org_id, sink_id), _head_seq(db, org_id)
+
+
+def list_sinks(db: Session, principal: Principal, org_id: str) -> tuple[list[AuditSink], int]:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    sinks = db.execute(
+        select(AuditSink).where(AuditSink.org_id == org_id).order_by(AuditSink.id)
+    ).scalars()
+    return list(sinks), _head_seq(db, org_id)
+
+
+def delete_sink(db: Session, principal: Principal, org_id: str, sink_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    sink = _get(db, org_id, sink_id)
+    db.delete(sink)
+    audit.record(
+        db,
+        type=EventType.AUDIT_SINK_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("audit_sink", sink_id),
+        metadata={"type": sink.type, "name": sink.name},
+    )
+
+
+def _head_seq(db: Session, org_id: str) -> int:
+    return int(db.execute(select(AuditHead.seq).where(AuditHead.chain == org_id)).scalar() or 0)
+
+
+def health(sink: AuditSink, head_seq: int) -> dict[str, Any]:
+    """Status and lag as the API shows them."""
+    lag = max(0, head_seq - sink.cursor)
+    if not sink.enabled:
+        status = "disabled"
+    elif sink.failures:
+        status = "failing"
+    elif lag == 0:
+        status = "healthy"
+    else:
+        status = "delivering"
+    return {"status": status, "lag": lag}
+
+
+# --- delivery -----------------------------------------------------------------------
+
+
+def _encode(sink: AuditSink, events: list[SiemEvent]) -> tuple[str, list[Any]]:
+    if sink.type == "syslog":
+        if sink.format == "cef":
+            return "syslog", [
+                syslog_5424(e, hostname=_HOSTNAME, message=cef(e, version=__version__))
+                for e in events
+            ]
+        if sink.format == "ocsf":
+            return "syslog", [
+                syslog_5424(
+                    e,
+                    hostname=_HOSTNAME,
+                    message=b"\xef\xbb\xbf" + json.dumps(ocsf(e), separators=(",", ":")).encode(),
+                )
+                for e in events
+            ]
+        return "syslog", [syslog_5424(e, hostname=_HOSTNAME) for e in events]
+    if sink.type == "splunk_hec":
+        index = sink.config.get("index")
+        payloads = [splunk_hec(e, index=index) for e in events]
+        if sink.format == "ocsf":
+            for payload, e in zip(payloads, events, strict=True):
+                payload["event"] = ocsf(e)
+        return "splunk_hec", payloads
+    return "ocsf", [ocsf(e) if sink.format == "ocsf" else event_json(e) for e in events]
+
+
+@contextmanager
+def _transport(sink: AuditSink, secret: str | None) -> Iterator[Any]:
+    config = sink.config
+    ca_pem = config.get("ca_pem")
+    if sink.type == "syslog":
+        syslog = SyslogTransport(
+            config["host"], int(config["port"]), tls=bool(config.get("tls")), ca_pem=ca_pem
+        )
+        try:
+            yield syslog
+        finally:
+            syslog.close()
+        return
+    headers = {}
+    if secret:
+        headers["Authorization"] = (
+            f"Splunk {secret}" if sink.type == "splunk_hec" else f"Bearer {secret}"
+        )
+    http = HttpTransport(
+        config["url"],
+        headers=headers,
+        kind="splunk_hec" if sink.type == "splunk_hec" else "ocsf",
+        ca_pem=ca_pem,
+    )
+    try:
+        yield http
+    finally:
+        http.close()
+
+
+def _claim(db_: Stores, sink_id: str, now: datetime) -> bool:
+    with db_.write() as db:
+        claimed = db.execute(
+            update(AuditSink)
+            .where(
+                AuditSink.id == sink_id,
+                or_(AuditSink.leased_until.is_(None), AuditSink.leased_until < now),
+            )
+            .values(leased_until=now + timedelta(seconds=LEASE_SECONDS))
+        )
+        db.commit()
+        return bool(getattr(claimed, "rowcount", 0))
+
+
+def deliver(db_: Stores, sink_id: str, keys: Keyring, allow: list[str]) -> int:
+    """Send one sink's pending events in batches until caught up or a batch fails.
+    Returns how many events were accepted. Safe to call from several workers."""
+    now = utcnow()
+    if not _claim(db_, sink_id, now):
+        return 0
+    sent = 0
+    try:
+        with db_.read() as db:
+            sink = db.get(AuditSink, sink_id)
+            if sink is None or not sink.enabled:
+                return 0
+            secret = _decrypt_secret(sink, keys)
+            db.expunge(sink)
+        host = sink.config.get("host") or _parse_url(sink.config["url"])[0]
+        port = sink.config.get("port") or _parse_url(sink.config["url"])[1]
+        check_destination(str(host), int(port), allow)
+        with _transport(sink, secret) as transport:
+            cursor = sink.cursor
+            while True:
+                with db_.read() as db:
+                    rows = (
+                        db.execute(
+                            select(AuditEvent)
+                            .where(AuditEvent.chain == sink.org_id, AuditEvent.seq > cursor)
+                            .order_by(AuditEvent.seq)
+                            .limit(BATCH)
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    events = [SiemEvent.from_row(r) for r in rows]
+                if not events:
+                    break
+                _, payloads = _encode(sink, events)
+                transport.send(payloads)
+                cursor = events[-1].seq
+                sent += len(events)
+                _advance(db_, sink_id, cursor, len(events))
+                if len(events) < BATCH:
+                    break
+    except (DeliveryError, OutboundRefused, OSError, ValueError) as exc:
+        _failed(db_, sink_id, _describe(exc))
+    finally:
+        _release(db_, sink_id)
+    return sent
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, DeliveryError | OutboundRefused) else type(exc).__name__
+    return text[:500]
+
+
+def _advance(db_: Stores, sink_id: str, cursor: int, count: int) -> None:
+    with db_.write() as db:
+        db.execute(
+            update(AuditSink)
+            .where(AuditSink.id == sink_id)
+            .values(
+                cursor=cursor,
+                delivered=AuditSink.delivered + count,
+                failures=0,
+                last_error=None,
+                next_attempt_at=None,
+                last_success_at=utcnow(),
+                leased_until=utcnow() + timedelta(seconds=LEASE_SECONDS),
+            )
+        )
+        db.commit()
+
+
+def _failed(db_: Stores, sink_id: str, error: str) -> None:
+    with db_.write() as db:
+        sink = db.get(AuditSink, sink_id)
+        if sink is None:
+            return
+        sink.failures += 1
+        sink.last_error = error
+        sink.next_attempt_at = utcnow() + timedelta(seconds=_backoff(sink.failures - 1, cap=300))
+        db.commit()
+
+
+def _release(db_: Stores, sink_id: str) -> None:
+    with db_.write() as db:
+        db.execute(update(AuditSink).where(AuditSink.id == sink_id).values(leased_until=None))
+        db.commit()
+
+
+def due_sinks(db_: Stores) -> list[str]:
+    """Enabled sinks not waiting out a backoff and with events beyond their cursor."""
+    now = utcnow()
+    with db_.read() as db:
+        rows = db.execute(
+            select(AuditSink.id)
+            .join(AuditHead, AuditHead.chain == AuditSink.org_id)
+            .where(
+                AuditSink.enabled.is_(True),
+                AuditHead.seq > AuditSink.cursor,
+                or_(AuditSink.next_attempt_at.is_(None), AuditSink.next_attempt_at <= now),
+            )
+            .order_by(func.coalesce(AuditSink.last_success_at, AuditSink.created_at))
+        ).scalars()
+        return list(rows)
+
+
+def deliver_due(db_: Stores, keys: Keyring, allow: list[str]) -> int:
+    """One round over every due sink; returns events accepted."""
+    return sum(deliver(db_, sink_id, keys, allow) for sink_id in due_sinks(db_))
