@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -163,22 +164,33 @@ class DirectReader:
 
 class AsyncDirectReader:
     """`DirectReader` for PostgreSQL on the event loop: a few autocommit psycopg async
-    connections used in turn, opened lazily on the running loop. An error closes that
-    connection and propagates."""
+    connections used in turn, opened lazily, one set per running loop (asyncio
+    connections belong to the loop that made them). An error closes that connection and
+    propagates."""
 
     def __init__(self, engine: Engine, size: int = 4) -> None:
         _, self._params = engine.dialect.create_connect_args(engine.url)
         self._size = size
-        self._slots: list[Any] = [None] * size
-        self._locks: list[asyncio.Lock] = [asyncio.Lock() for _ in range(size)]
-        self._next = 0
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"AsyncDirectReader(size={self._size})"
 
+    def _slots(self) -> _LoopSlots:
+        loop = asyncio.get_running_loop()
+        slots = self._pools.get(loop)
+        if slots is None:
+            slots = _LoopSlots(self._size)
+            self._pools[loop] = slots
+        return slots
+
     async def aclose(self) -> None:
-        for slot, conn in enumerate(self._slots):
-            self._slots[slot] = None
+        """Close the running loop's connections."""
+        slots = self._slots()
+        for index, conn in enumerate(slots.conns):
+            slots.conns[index] = None
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -186,21 +198,29 @@ class AsyncDirectReader:
     async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         import psycopg
 
-        slot = self._next
-        self._next = (slot + 1) % self._size
-        async with self._locks[slot]:
-            conn = self._slots[slot]
+        slots = self._slots()
+        index = slots.next
+        slots.next = (index + 1) % self._size
+        async with slots.locks[index]:
+            conn = slots.conns[index]
             try:
                 if conn is None or conn.closed:
                     conn = await psycopg.AsyncConnection.connect(
                         **self._params, autocommit=True, options="-c statement_timeout=5000"
                     )
-                    self._slots[slot] = conn
+                    slots.conns[index] = conn
                 cursor = await conn.execute(sql.replace("?", "%s"), params)
                 return [tuple(row) for row in await cursor.fetchall()]
             except Exception:
-                self._slots[slot] = None
+                slots.conns[index] = None
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close()
                 raise
+
+
+class _LoopSlots:
+    def __init__(self, size: int) -> None:
+        self.conns: list[Any] = [None] * size
+        self.locks = [asyncio.Lock() for _ in range(size)]
+        self.next = 0

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,9 @@ class RateLimiter:
         uri = redis_url if redis_url else "memory://"
         self._local = redis_url is None
         self._uri = uri
-        self._async_storage: Any = None
+        self._async_storages: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         self._storage: Storage = storage_from_string(uri)  # type: ignore[assignment]
         self._moving = MovingWindowRateLimiter(self._storage)
 
@@ -74,16 +78,16 @@ class RateLimiter:
         through its asyncio client (one round trip, opened lazily on the running loop)."""
         if self._local:
             return self.take(item, key)
-        if self._async_storage is None:
-            self._async_storage = storage_from_string(
-                f"async+{self._uri}", implementation="redispy"
-            )
+        # asyncio clients belong to the loop that made them: one per running loop.
+        loop = asyncio.get_running_loop()
+        storage: Any = self._async_storages.get(loop)
+        if storage is None:
+            storage = storage_from_string(f"async+{self._uri}", implementation="redispy")
+            self._async_storages[loop] = storage
         period = item.get_expiry()
         now = time.time()
         window = int(now // period)
-        count = await self._async_storage.incr(
-            f"{self._ns}/quota/{item.key_for(key)}/{window}", period
-        )
+        count = await storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
         return self._verdict(item, count, window, period, now)
 
     @staticmethod
