@@ -3,6 +3,7 @@ benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -50,7 +51,11 @@ class Server:
         command = [str(BIN / "bastion"), "serve", "--port", str(self.port)]
         command += ["--workers", str(self.workers)]
         self.process = subprocess.Popen(
-            command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: `kill` reaches every worker
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,6 +81,14 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the server and all its workers at once, as a crash would."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def __enter__(self) -> Server:
         return self.start()
