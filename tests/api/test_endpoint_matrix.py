@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.api.app import notifier
+from bastion.audit import alerts
 from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from tests.factories import PASSWORD, Factory, Org, bearer, unique_email
@@ -55,6 +57,19 @@ class World:
     def sink(self) -> str:
         body = {"name": "siem", "type": "syslog", "format": "json", "host": "127.0.0.1", "port": 9}
         return str(self.post("audit-sinks", body)["id"])
+
+    def rule(self) -> str:
+        body = {"name": "exports", "kind": "data_export"}
+        return str(self.post("alert-rules", body)["id"])
+
+    def alert(self) -> str:
+        self.rule()
+        export = f"/v1/orgs/{self.org.id}/audit-events/export"
+        assert self.client.get(export, headers=self.org.headers).status_code == 200
+        state = self.factory.state
+        alerts.run_round(state.sessions, state.write_sessions, notifier(state))
+        found = self.client.get(f"/v1/orgs/{self.org.id}/alerts", headers=self.org.headers)
+        return str(found.json()["data"][0]["id"])
 
     def event(self) -> str:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
@@ -314,6 +329,43 @@ ROWS: list[Row] = [
         },
     ),
     Row("GET", "/v1/orgs/{org}/audit-sinks", P.AUDIT_READ, 200),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/alert-rules",
+        P.ORG_MANAGE,
+        201,
+        body=lambda w: {"name": "r", "kind": "failed_signins_ip", "params": {"threshold": 3}},
+    ),
+    Row("GET", "/v1/orgs/{org}/alert-rules", P.AUDIT_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/alert-rules/{rule}",
+        P.AUDIT_READ,
+        200,
+        params=lambda w: {"rule": w.rule()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/alert-rules/{rule}",
+        P.ORG_MANAGE,
+        204,
+        params=lambda w: {"rule": w.rule()},
+    ),
+    Row("GET", "/v1/orgs/{org}/alerts", P.AUDIT_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/alerts/{alert}",
+        P.AUDIT_READ,
+        200,
+        params=lambda w: {"alert": w.alert()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/alerts/{alert}/resolve",
+        P.ORG_MANAGE,
+        200,
+        params=lambda w: {"alert": w.alert()},
+    ),
     Row(
         "GET",
         "/v1/orgs/{org}/audit-sinks/{sink}",

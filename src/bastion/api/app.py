@@ -27,7 +27,7 @@ from bastion.api.routers import (
     users,
 )
 from bastion.api.state import AppState
-from bastion.audit import checkpoints, sinks
+from bastion.audit import alerts, checkpoints, sinks
 from bastion.audit.checkpoints import Signer
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
@@ -126,6 +126,36 @@ async def _deliver_audit_sinks(state: AppState) -> None:
             log.exception("audit sink delivery round failed")
 
 
+def notifier(state: AppState) -> alerts.Notifier:
+    s = state.settings
+    return alerts.Notifier(
+        keys=state.root_keys,
+        allow=s.outbound_allow,
+        smtp_host=s.smtp_host,
+        smtp_port=s.smtp_port,
+        smtp_from=s.smtp_from,
+        smtp_starttls=s.smtp_starttls,
+        smtp_username=s.smtp_username,
+        smtp_password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+    )
+
+
+async def _evaluate_alerts(state: AppState) -> None:
+    """Every `alert_poll_interval` seconds, evaluate alert rules and send notifications."""
+    log = structlog.get_logger("bastion.alerts")
+    outgoing = notifier(state)
+
+    def round_() -> int:
+        return alerts.run_round(state.sessions, state.write_sessions, outgoing)
+
+    while True:
+        await asyncio.sleep(state.settings.alert_poll_interval)
+        try:
+            await anyio.to_thread.run_sync(round_)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("alert round failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -136,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(_maintain_audit(state)),
             asyncio.create_task(_deliver_audit_sinks(state)),
+            asyncio.create_task(_evaluate_alerts(state)),
         ]
         try:
             yield
@@ -161,5 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
     app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
+    app.include_router(audit.alert_rules_router, responses=ERROR_RESPONSES)
+    app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

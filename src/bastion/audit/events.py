@@ -7,6 +7,9 @@ from enum import StrEnum
 
 
 class EventType(StrEnum):
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_RULE_CREATED = "alert_rule.created"
+    ALERT_RULE_DELETED = "alert_rule.deleted"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
     API_KEY_ROTATED = "api_key.rotated"

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # Outbound destinations that may be internal (host names or CIDRs), e.g.
     # '["127.0.0.1/32", "siem.internal"]'. Everything else internal is refused (SSRF).
     outbound_allow: list[str] = Field(default_factory=list)
+    # Alerts: how often rules are evaluated (seconds), and the SMTP server for email.
+    alert_poll_interval: Annotated[float, Field(gt=0, le=60)] = 5.0
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_from: str = "bastion@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
 
     log_level: str = "info"
     log_json: bool = True

@@ -35,6 +35,8 @@ PREFIXES = frozenset(
         "req",
         "inv",
         "snk",
+        "alr",
+        "alt",
     }
 )
 

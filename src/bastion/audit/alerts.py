@@ -1,0 +1,686 @@
+"""Alerts: rules over each organisation's event stream, incidents deduplicated, and
+notifications by outbound webhook (Standard Webhooks signature), Slack incoming webhook
+and email (SMTP).
+
+An evaluator reads each organisation's chain after its own cursor (`alert_cursors`) and,
+in the same transaction as it advances the cursor, opens or extends alerts, so an event
+is evaluated exactly once even across workers and restarts. One incident is one alert:
+a matching event for the same rule and subject while an alert is open and recent
+extends it (`count`, `last_at`) instead of raising another. Notifications are sent after
+that transaction commits, retried with backoff until every channel accepted.
+
+Rule kinds (parameters, defaults):
+- `failed_signins_account` — `threshold` (5) failed sign-ins for one user within
+  `window_seconds` (900).
+- `failed_signins_ip` — `threshold` (20) failed sign-ins from one address within
+  `window_seconds` (900).
+- `new_network_signin` — a user signs in from a network (IPv4 /24, IPv6 /48) none of
+  their sign-ins used in the last `lookback_days` (90); a first sign-in is no alert.
+- `access_spike` — `threshold` (100) data-access events (`event_types`) by one principal
+  within `window_seconds` (300).
+- `permission_change` — role, grant, key and user-role changes; a burst by one actor
+  within `window_seconds` (300) is one alert.
+- `data_export` — audit exports; a burst by one actor within `window_seconds` is one.
+- `sink_failing` — an audit sink (an integration) has failed for `after_seconds` (600);
+  resolved automatically when it delivers again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import smtplib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bastion.audit import service as audit
+from bastion.audit.events import EventType
+from bastion.audit.models import Alert, AlertCursor, AlertRule, AuditEvent, AuditHead, AuditSink
+from bastion.audit.siem_transport import backoff_delay
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import as_utc, rfc3339, utcnow
+from bastion.core.crypto import aead_decrypt, aead_encrypt, derive_key
+from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.keyring import Keyring
+from bastion.core.netguard import OutboundRefused, check_destination
+from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.webhooks import sign_standard
+
+Sessions = Callable[[], Session]
+BATCH = 1000
+MAX_NOTIFY_ATTEMPTS = 8
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "failed_signins_account": {"threshold": 5, "window_seconds": 900},
+    "failed_signins_ip": {"threshold": 20, "window_seconds": 900},
+    "new_network_signin": {"lookback_days": 90},
+    "access_spike": {
+        "threshold": 100,
+        "window_seconds": 300,
+        "event_types": ["audit.exported", "secret.revealed", "document.read"],
+    },
+    "permission_change": {"window_seconds": 300},
+    "data_export": {"window_seconds": 300},
+    "sink_failing": {"after_seconds": 600},
+}
+PERMISSION_EVENTS = frozenset(
+    {
+        "role.created",
+        "role.updated",
+        "role.deleted",
+        "role_grant.created",
+        "role_grant.revoked",
+        "api_key.created",
+        "api_key.rotated",
+        "service_account.created",
+        "service_account.updated",
+    }
+)
+EXPORT_EVENTS = frozenset({"audit.exported"})
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """Where notifications go out: SMTP for email, the SSRF allowlist, root keys."""
+
+    keys: Keyring
+    allow: Sequence[str]
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "bastion@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+
+
+# --- rules --------------------------------------------------------------------------
+
+
+def _secret_key(keys: Keyring, version: int | None = None) -> tuple[int, bytes]:
+    version = keys.active if version is None else version
+    return version, derive_key(keys.key(version), "alert-channel-secrets:v1")
+
+
+def _aad(org_id: str, rule_id: str) -> bytes:
+    return f"alert-rule|{org_id}|{rule_id}".encode()
+
+
+def _params(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = DEFAULTS[kind]
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise InvalidInput.field("params", f"{kind} takes no {', '.join(unknown)}")
+    params = {**defaults, **given}
+    for name in ("threshold", "window_seconds", "lookback_days", "after_seconds"):
+        if name in params and (not isinstance(params[name], int) or params[name] < 1):
+            raise InvalidInput.field(f"params.{name}", "must be a positive integer")
+    if "event_types" in params and (
+        not isinstance(params["event_types"], list)
+        or not all(isinstance(t, str) for t in params["event_types"])
+    ):
+        raise InvalidInput.field("params.event_types", "must be a list of event types")
+    return params
+
+
+def _channels(
+    channels: Sequence[Mapping[str, Any]], allow: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Validated channels without secrets, and the secrets by channel index."""
+    public: list[dict[str, Any]] = []
+    secrets: dict[str, str] = {}
+    for i, channel in enumerate(channels):
+        field = f"channels[{i}]"
+        kind = channel.get("type")
+        if kind in ("webhook", "slack"):
+            url = str(channel.get("url") or "")
+            parsed = httpx.URL(url) if url else None
+            if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
+                raise InvalidInput.field(f"{field}.url", "must be an absolute https:// URL")
+            try:
+                check_destination(parsed.host, parsed.port or 443, allow)
+            except OutboundRefused as exc:
+                raise InvalidInput.field(f"{field}.url", str(exc)) from None
+            entry: dict[str, Any] = {"type": kind, "url": url}
+            if kind == "webhook":
+                secret = channel.get("secret")
+                if not isinstance(secret, str) or not secret.startswith("whsec_"):
+                    raise InvalidInput.field(f"{field}.secret", "a whsec_… signing secret")
+                secrets[str(i)] = secret
+            public.append(entry)
+        elif kind == "email":
+            to = channel.get("to")
+            if not isinstance(to, list) or not to or not all("@" in str(a) for a in to):
+                raise InvalidInput.field(f"{field}.to", "a list of email addresses")
+            public.append({"type": "email", "to": [str(a) for a in to]})
+        else:
+            raise InvalidInput.field(f"{field}.type", "one of webhook, slack, email")
+    return public, secrets
+
+
+def create_rule(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    *,
+    name: str,
+    kind: str,
+    params: Mapping[str, Any],
+    channels: Sequence[Mapping[str, Any]],
+    enabled: bool,
+    keys: Keyring,
+    allow: Sequence[str],
+) -> AlertRule:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    if kind not in DEFAULTS:
+        raise InvalidInput.field("kind", f"one of {', '.join(sorted(DEFAULTS))}")
+    public, secrets = _channels(channels, allow)
+    rule = AlertRule(
+        id=new_id("alr"),
+        org_id=org_id,
+        name=name,
+        kind=kind,
+        params=_params(kind, params),
+        channels=public,
+        enabled=enabled,
+        created_at=utcnow(),
+    )
+    if secrets:
+        version, key = _secret_key(keys)
+        blob = json.dumps(secrets).encode()
+        rule.secrets_ciphertext = aead_encrypt(key, blob, _aad(org_id, rule.id))
+        rule.key_version = version
+    db.add(rule)
+    if db.get(AlertCursor, org_id) is None:
+        # Rules look forward: evaluation starts at the chain's head.
+        head = db.get(AuditHead, org_id)
+        db.add(AlertCursor(org_id=org_id, seq=head.seq if head else 0))
+    audit.record(
+        db,
+        type=EventType.ALERT_RULE_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("alert_rule", rule.id),
+        metadata={"kind": kind, "name": name, "channels": [c["type"] for c in public]},
+    )
+    return rule
+
+
+def _rule(db: Session, org_id: str, rule_id: str) -> AlertRule:
+    rule = db.get(AlertRule, rule_id) if has_prefix(rule_id, "alr") else None
+    if rule is None or rule.org_id != org_id:
+        raise NotFound("alert rule not found")
+    return rule
+
+
+def list_rules(db: Session, principal: Principal, org_id: str) -> list[AlertRule]:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    stmt = select(AlertRule).where(AlertRule.org_id == org_id).order_by(AlertRule.id)
+    return list(db.execute(stmt).scalars())
+
+
+def get_rule(db: Session, principal: Principal, org_id: str, rule_id: str) -> AlertRule:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    return _rule(db, org_id, rule_id)
+
+
+def delete_rule(db: Session, principal: Principal, org_id: str, rule_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    rule = _rule(db, org_id, rule_id)
+    db.delete(rule)
+    audit.record(
+        db,
+        type=EventType.ALERT_RULE_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("alert_rule", rule_id),
+        metadata={"kind": rule.kind, "name": rule.name},
+    )
+
+
+# --- alert history ------------------------------------------------------------------
+
+
+def list_alerts(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    *,
+    status: str | None,
+    rule_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Alert]:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    stmt = select(Alert).where(Alert.org_id == org_id)
+    if status:
+        stmt = stmt.where(Alert.status == status)
+    if rule_id:
+        stmt = stmt.where(Alert.rule_id == rule_id)
+    after = decode_id_cursor(cursor)
+    if after:
+        stmt = stmt.where(Alert.id < after)
+    rows = list(db.execute(stmt.order_by(Alert.id.desc()).limit(limit + 1)).scalars())
+    return page_of(rows, limit, key=lambda a: a.id)
+
+
+def _alert(db: Session, org_id: str, alert_id: str) -> Alert:
+    found = db.get(Alert, alert_id) if has_prefix(alert_id, "alt") else None
+    if found is None or found.org_id != org_id:
+        raise NotFound("alert not found")
+    return found
+
+
+def get_alert(db: Session, principal: Principal, org_id: str, alert_id: str) -> Alert:
+    principal.require_org(org_id)
+    principal.require(Permission.AUDIT_READ)
+    return _alert(db, org_id, alert_id)
+
+
+def resolve_alert(db: Session, principal: Principal, org_id: str, alert_id: str) -> Alert:
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    found = _alert(db, org_id, alert_id)
+    if found.status != "resolved":
+        found.status = "resolved"
+        found.resolved_at = utcnow()
+        audit.record(
+            db,
+            type=EventType.ALERT_RESOLVED,
+            actor=principal.actor,
+            org_id=org_id,
+            resource=("alert", alert_id),
+            metadata={"kind": found.kind},
+        )
+    return found
+
+
+# --- evaluation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    summary: str
+    window: int  # seconds an open alert keeps absorbing matching events
+    count: int = 1
+    details: Mapping[str, Any] | None = None
+
+
+def _count(db: Session, org_id: str, since: datetime, until: datetime, *conds: Any) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(
+            AuditEvent.chain == org_id, AuditEvent.time > since, AuditEvent.time <= until, *conds
+        )
+    )
+    return int(db.execute(stmt).scalar_one())
+
+
+def _network(ip: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
+def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type != "auth.login_failed":
+        return None
+    if rule.kind == "failed_signins_account":
+        if e.resource_type != "user" or not e.resource_id:
+            return None
+        subject, key, cond = (
+            f"user {e.resource_id}",
+            f"user:{e.resource_id}",
+            (AuditEvent.resource_id == e.resource_id),
+        )
+    else:
+        if not e.actor_ip:
+            return None
+        subject, key, cond = e.actor_ip, f"ip:{e.actor_ip}", AuditEvent.actor_ip == e.actor_ip
+    since = t - timedelta(seconds=window)
+    n = _count(db, e.chain, since, t, AuditEvent.type == e.type, cond)
+    if n < p["threshold"]:
+        return None
+    return Finding(key, f"{n} failed sign-ins for {subject} within {window} s", window, n)
+
+
+def _access_spike(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type not in p["event_types"] or not e.actor_id:
+        return None
+    since = t - timedelta(seconds=window)
+    n = _count(
+        db,
+        e.chain,
+        since,
+        t,
+        AuditEvent.type.in_(p["event_types"]),
+        AuditEvent.actor_id == e.actor_id,
+    )
+    if n < p["threshold"]:
+        return None
+    summary = f"{n} data-access events by {e.actor_type} {e.actor_id} within {window} s"
+    return Finding(f"actor:{e.actor_id}", summary, window, n)
+
+
+def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """Permission changes and exports: a burst by one actor is one alert."""
+    window = int(rule.params["window_seconds"])
+    if rule.kind == "data_export":
+        if e.type not in EXPORT_EVENTS:
+            return None
+        summary = f"audit trail exported by {e.actor_type} {e.actor_id}"
+    else:
+        role_change = e.type == "user.updated" and "role" in (e.event_metadata or {})
+        if e.type not in PERMISSION_EVENTS and not role_change:
+            return None
+        summary = f"permissions changed by {e.actor_type} {e.actor_id}: {e.type}"
+    return Finding(f"actor:{e.actor_id}", summary, window, details={"type": e.type})
+
+
+def _match(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    matcher = _MATCHERS.get(rule.kind)
+    return matcher(db, rule, e) if matcher is not None else None
+
+
+def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    if e.type != "auth.login_succeeded" or not e.actor_id or not e.actor_ip:
+        return None
+    network = _network(e.actor_ip)
+    if network is None:
+        return None
+    since = t - timedelta(days=int(p["lookback_days"]))
+    earlier = db.execute(
+        select(AuditEvent.actor_ip)
+        .where(
+            AuditEvent.chain == e.chain,
+            AuditEvent.type == "auth.login_succeeded",
+            AuditEvent.actor_id == e.actor_id,
+            AuditEvent.seq < e.seq,
+            AuditEvent.time > since,
+        )
+        .distinct()
+        .limit(1000)
+    ).scalars()
+    seen = {n for n in (_network(ip) for ip in earlier if ip) if n is not None}
+    if not seen:
+        return None  # a first sign-in has no baseline to differ from
+    if network in seen:
+        return None
+    summary = f"user {e.actor_id} signed in from a new network {network}"
+    return Finding(f"user:{e.actor_id}:net:{network}", summary, 86_400, details={"ip": e.actor_ip})
+
+
+_MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]] = {
+    "failed_signins_account": _failed_signins,
+    "failed_signins_ip": _failed_signins,
+    "new_network_signin": _new_network,
+    "access_spike": _access_spike,
+    "permission_change": _burst,
+    "data_export": _burst,
+}
+
+
+def _raise(db: Session, rule: AlertRule, found: Finding, e: AuditEvent | None) -> Alert | None:
+    """Open a new alert, or extend the open one for the same subject. Returns a new one."""
+    at = as_utc(e.time) if e is not None else utcnow()
+    open_alert = db.execute(
+        select(Alert)
+        .where(Alert.rule_id == rule.id, Alert.key == found.key, Alert.status == "open")
+        .order_by(Alert.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    fresh = open_alert is not None and (
+        found.window == 0 or as_utc(open_alert.last_at) >= at - timedelta(seconds=found.window)
+    )
+    if open_alert is not None and fresh:
+        open_alert.count += 1
+        open_alert.last_at = at
+        open_alert.last_event_id = e.id if e is not None else open_alert.last_event_id
+        return None
+    alert = Alert(
+        id=new_id("alt"),
+        org_id=rule.org_id,
+        rule_id=rule.id,
+        kind=rule.kind,
+        key=found.key,
+        status="open",
+        summary=found.summary[:500],
+        count=found.count,
+        first_event_id=e.id if e is not None else None,
+        last_event_id=e.id if e is not None else None,
+        first_at=at,
+        last_at=at,
+        details=dict(found.details or {}),
+        notify_attempts=0,
+        created_at=utcnow(),
+    )
+    db.add(alert)
+    return alert
+
+
+def _check_sinks(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
+    after = timedelta(seconds=int(rule.params["after_seconds"]))
+    raised = []
+    for sink in db.execute(select(AuditSink).where(AuditSink.org_id == rule.org_id)).scalars():
+        key = f"sink:{sink.id}"
+        healthy_since = as_utc(sink.last_success_at or sink.created_at)
+        if sink.enabled and sink.failures and now - healthy_since >= after:
+            summary = f"audit sink {sink.name} ({sink.type}) failing: {sink.last_error or ''}"
+            found = Finding(key, summary, 0, details={"sink_id": sink.id})
+            alert = _raise(db, rule, found, None)
+            if alert is not None:
+                raised.append(alert)
+        elif not sink.failures:
+            for alert in db.execute(
+                select(Alert).where(
+                    Alert.rule_id == rule.id, Alert.key == key, Alert.status == "open"
+                )
+            ).scalars():
+                alert.status, alert.resolved_at = "resolved", now
+    return raised
+
+
+def evaluate_org(db: Session, org_id: str) -> list[str]:
+    """Read the org's new events, raise or extend alerts, advance the cursor — one
+    transaction, which the caller commits. Returns new alert ids."""
+    rules = list(
+        db.execute(
+            select(AlertRule).where(AlertRule.org_id == org_id, AlertRule.enabled.is_(True))
+        ).scalars()
+    )
+    cursor = db.execute(
+        select(AlertCursor).where(AlertCursor.org_id == org_id).with_for_update()
+    ).scalar_one_or_none()
+    if cursor is None or not rules:
+        return []
+    raised: list[Alert] = []
+    events = list(
+        db.execute(
+            select(AuditEvent)
+            .where(AuditEvent.chain == org_id, AuditEvent.seq > cursor.seq)
+            .order_by(AuditEvent.seq)
+            .limit(BATCH)
+        ).scalars()
+    )
+    for e in events:
+        for rule in rules:
+            found = _match(db, rule, e)
+            if found is not None:
+                alert = _raise(db, rule, found, e)
+                if alert is not None:
+                    raised.append(alert)
+                db.flush()
+    if events:
+        cursor.seq = events[-1].seq
+    now = utcnow()
+    for rule in rules:
+        if rule.kind == "sink_failing":
+            raised.extend(_check_sinks(db, rule, now))
+    db.flush()
+    return [a.id for a in raised]
+
+
+def orgs_with_rules(db: Session) -> list[str]:
+    stmt = select(AlertRule.org_id).where(AlertRule.enabled.is_(True)).distinct()
+    return list(db.execute(stmt).scalars())
+
+
+# --- notification -------------------------------------------------------------------
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "rule_id": alert.rule_id,
+        "kind": alert.kind,
+        "key": alert.key,
+        "status": alert.status,
+        "summary": alert.summary,
+        "count": alert.count,
+        "first_at": rfc3339(alert.first_at),
+        "last_at": rfc3339(alert.last_at),
+        "first_event_id": alert.first_event_id,
+        "last_event_id": alert.last_event_id,
+        "details": alert.details,
+    }
+
+
+class NotifyError(Exception):
+    pass
+
+
+def _post(url: str, body: bytes, headers: Mapping[str, str], allow: Sequence[str]) -> None:
+    parsed = httpx.URL(url)
+    try:
+        check_destination(parsed.host, parsed.port or 443, allow)
+        response = httpx.post(
+            url, content=body, headers=dict(headers), timeout=10, follow_redirects=False
+        )
+    except (OutboundRefused, httpx.HTTPError) as exc:
+        raise NotifyError(f"{parsed.host}: {type(exc).__name__}") from None
+    if not 200 <= response.status_code < 300:
+        raise NotifyError(f"{parsed.host}: HTTP {response.status_code}")
+
+
+def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
+    secrets: dict[str, str] = {}
+    if rule.secrets_ciphertext is not None:
+        _, key = _secret_key(notifier.keys, rule.key_version)
+        plain = aead_decrypt(key, rule.secrets_ciphertext, _aad(rule.org_id, rule.id))
+        secrets = json.loads(plain)
+    payload = alert_json(alert)
+    for i, channel in enumerate(rule.channels):
+        if channel["type"] == "webhook":
+            body = json.dumps(
+                {"type": "alert.opened", "timestamp": rfc3339(utcnow()), "data": payload}
+            ).encode()
+            stamp = int(time.time())
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": alert.id,
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": sign_standard(secrets[str(i)], alert.id, stamp, body),
+            }
+            _post(channel["url"], body, headers, notifier.allow)
+        elif channel["type"] == "slack":
+            text = f":rotating_light: *Bastion alert* ({alert.kind}): {alert.summary}"
+            body = json.dumps({"text": text}).encode()
+            _post(channel["url"], body, {"content-type": "application/json"}, notifier.allow)
+        elif channel["type"] == "email":
+            _email(alert, channel["to"], notifier)
+
+
+def _email(alert: Alert, to: Sequence[str], notifier: Notifier) -> None:
+    if not notifier.smtp_host:
+        raise NotifyError("email channel but no SMTP server configured (BASTION_SMTP_HOST)")
+    message = EmailMessage()
+    message["From"] = notifier.smtp_from
+    message["To"] = ", ".join(to)
+    message["Subject"] = f"[Bastion alert] {alert.summary}"[:200]
+    message.set_content(json.dumps(alert_json(alert), indent=2))
+    try:
+        with smtplib.SMTP(notifier.smtp_host, notifier.smtp_port, timeout=10) as smtp:
+            if notifier.smtp_starttls:
+                smtp.starttls()
+            if notifier.smtp_username and notifier.smtp_password:
+                smtp.login(notifier.smtp_username, notifier.smtp_password)
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise NotifyError(f"SMTP: {type(exc).__name__}") from None
+
+
+def notify_pending(sessions: Sessions, notifier: Notifier) -> int:
+    """Send every alert not yet notified whose retry time has come; returns how many
+    were delivered to all their channels."""
+    now = utcnow()
+    with sessions() as db:
+        pending = list(
+            db.execute(
+                select(Alert, AlertRule)
+                .join(AlertRule, AlertRule.id == Alert.rule_id)
+                .where(
+                    Alert.notified_at.is_(None),
+                    Alert.notify_attempts < MAX_NOTIFY_ATTEMPTS,
+                    (Alert.next_notify_at.is_(None)) | (Alert.next_notify_at <= now),
+                )
+                .order_by(Alert.id)
+                .limit(100)
+            ).all()
+        )
+        db.expunge_all()
+    sent = 0
+    for alert, rule in pending:
+        error: str | None = None
+        try:
+            _send(alert, rule, notifier)
+        except NotifyError as exc:
+            error = str(exc)[:500]
+        with sessions() as db:
+            row = db.get(Alert, alert.id)
+            if row is None:
+                continue
+            row.notify_attempts += 1
+            if error is None:
+                row.notified_at, row.notify_error, row.next_notify_at = utcnow(), None, None
+                sent += 1
+            else:
+                row.notify_error = error
+                delay = backoff_delay(row.notify_attempts - 1, base=5, cap=900)
+                row.next_notify_at = utcnow() + timedelta(seconds=delay)
+            db.commit()
+    return sent
+
+
+def run_round(sessions: Sessions, write_sessions: Sessions, notifier: Notifier) -> int:
+    """Evaluate every organisation with rules, then notify; returns alerts delivered."""
+    with sessions() as db:
+        orgs = orgs_with_rules(db)
+    for org_id in orgs:
+        with write_sessions() as db:
+            evaluate_org(db, org_id)
+            db.commit()
+    return notify_pending(write_sessions, notifier)
