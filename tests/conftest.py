@@ -97,6 +97,7 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         # Tests send to receivers on loopback; sink delivery runs when a test asks.
         "outbound_allow": ["127.0.0.0/8"],
         "audit_sink_poll_interval": 60,
+        "alert_poll_interval": 60,
         # Each app gets its own rate-limit counters, even when they share one Redis.
         "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
     }

@@ -23,6 +23,7 @@ from bastion.audit.schemas import (
     ResourceOut,
     VerifyOut,
 )
+from bastion.core.db import begin_write
 from bastion.core.schemas import ListOf
 
 router = APIRouter(prefix="/v1/orgs/{org}/audit-events", tags=["audit"])
@@ -97,6 +98,7 @@ def export_events(
     filters: Filters,
     format: Annotated[ExportFormat, Query(description="jsonl or csv")] = ExportFormat.JSONL,
 ) -> StreamingResponse:
+    begin_write(db)  # a GET that writes (the export's own audit event): a writer from the start
     export.begin(db, principal, org, filters, format)
     return StreamingResponse(
         export.stream(state.sessions, org, filters, format),
