@@ -15,6 +15,7 @@ from bastion.api import errors
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
+    access,
     apikeys,
     audit,
     auth,
@@ -29,6 +30,7 @@ from bastion.api.routers import (
 from bastion.api.state import AppState
 from bastion.audit import alerts, checkpoints, sinks
 from bastion.audit.checkpoints import Signer
+from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
 from bastion.core.keyring import (
@@ -74,6 +76,7 @@ def build_state(settings: Settings) -> AppState:
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
+        authz=AuthzEngine(DirectReader(engine)),
     )
 
 
@@ -194,5 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
     app.include_router(audit.alert_rules_router, responses=ERROR_RESPONSES)
     app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)
+    app.include_router(access.sources_router, responses=ERROR_RESPONSES)
+    app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.checkpoints import Signer
+from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings
 from bastion.core.keyring import Keyring
 from bastion.core.ratelimit import RateLimiter, per_window
@@ -28,6 +29,7 @@ class AppState:
     limiter: RateLimiter = field(repr=False)
     audit_signer: Signer = field(repr=False)
     root_keys: Keyring = field(repr=False)
+    authz: AuthzEngine = field(repr=False)
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
 

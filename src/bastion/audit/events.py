@@ -7,6 +7,8 @@ from enum import StrEnum
 
 
 class EventType(StrEnum):
+    ACL_GRANTED = "acl.granted"
+    ACL_REVOKED = "acl.revoked"
     ALERT_RESOLVED = "alert.resolved"
     ALERT_RULE_CREATED = "alert_rule.created"
     ALERT_RULE_DELETED = "alert_rule.deleted"
@@ -24,6 +26,11 @@ class EventType(StrEnum):
     AUTH_LOGOUT = "auth.logout"
     AUTH_PASSWORD_SET = "auth.password_set"  # noqa: S105 - an event name
     AUTHZ_DENIED = "authz.denied"
+    AUTHZ_RULE_CREATED = "authz_rule.created"
+    AUTHZ_RULE_DELETED = "authz_rule.deleted"
+    DOCUMENT_CREATED = "document.created"
+    DOCUMENT_DELETED = "document.deleted"
+    DOCUMENT_UPDATED = "document.updated"
     ORG_CREATED = "org.created"
     ORG_UPDATED = "org.updated"
     ROLE_CREATED = "role.created"
@@ -35,6 +42,7 @@ class EventType(StrEnum):
     SERVICE_ACCOUNT_DELETED = "service_account.deleted"
     SERVICE_ACCOUNT_UPDATED = "service_account.updated"
     SESSION_REVOKED = "session.revoked"
+    SOURCE_CREATED = "source.created"
     TEAM_CREATED = "team.created"
     TEAM_DELETED = "team.deleted"
     TEAM_MEMBER_ADDED = "team.member_added"

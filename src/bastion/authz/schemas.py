@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from bastion.core.schemas import Description, In, Out
+from bastion.core.schemas import Description, In, Name, Out
 
 RoleName = Annotated[
     str,
@@ -35,3 +36,147 @@ class RoleOut(Out):
     description: str
     permissions: list[str]
     builtin: bool
+
+
+# --- sources, documents, rules and checks -------------------------------------------
+
+PrincipalId = Annotated[str, StringConstraints(min_length=3, max_length=40)]
+ResourceRef = Annotated[str, StringConstraints(min_length=3, max_length=60)]
+Action = Annotated[str, StringConstraints(min_length=1, max_length=20)]
+ResourceType = Literal["source", "document"]
+Relation = Literal["reader", "editor", "owner"]
+
+
+class SourceIn(In):
+    name: Name
+
+
+class SourceOut(Out):
+    id: str
+    name: str
+    created_by: str | None
+    created_at: datetime
+
+
+class AclIn(In):
+    relation: Relation
+    expires_at: datetime | None = Field(default=None, description="Stops counting then.")
+
+
+class AclEntryIn(In):
+    principal: PrincipalId
+    relation: Relation
+    expires_at: datetime | None = None
+
+
+class AclEntryOut(Out):
+    principal: str
+    relation: str
+    expires_at: datetime | None
+
+
+class DocumentAclIn(In):
+    inherit: bool = Field(default=True, description="Also apply the source's ACL.")
+    entries: Annotated[list[AclEntryIn], Field(max_length=500)] = Field(default_factory=list)
+
+
+class DocumentIn(In):
+    external_id: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    acl: DocumentAclIn | None = None
+
+
+class DocumentPatch(In):
+    metadata: dict[str, Any] | None = None
+    inherit: bool | None = None
+
+
+class DocumentOut(Out):
+    id: str
+    source_id: str
+    external_id: str
+    metadata: dict[str, Any]
+    inherit: bool
+    acl: list[AclEntryOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleIn(In):
+    effect: Literal["allow", "deny"]
+    action: Literal["read", "edit", "share", "delete", "manage"]
+    resource_type: ResourceType
+    condition: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = Field(
+        description="CEL over resource.metadata, subject.attributes, subject.teams."
+    )
+
+
+class RuleOut(Out):
+    id: str
+    effect: str
+    action: str
+    resource_type: str
+    condition: str
+    created_at: datetime
+
+
+class CheckIn(In):
+    subject: PrincipalId
+    action: Action
+    resource: ResourceRef = Field(description="`document:doc_…`, `source:src_…` or a bare id.")
+    explain: bool = False
+
+
+class CheckOut(Out):
+    allowed: bool
+    reason: str
+    trace: list[str] | None = None
+
+
+class CheckBatchIn(In):
+    checks: Annotated[list[CheckIn], Field(min_length=1, max_length=100)]
+
+
+class CheckBatchOut(Out):
+    results: list[CheckOut]
+
+
+class FilterIn(In):
+    subject: PrincipalId
+    action: Action
+    resource_type: ResourceType
+    resource_ids: Annotated[list[ResourceRef], Field(max_length=1000)]
+
+
+class FilterOut(Out):
+    allowed_ids: list[str]
+
+
+class ListIn(In):
+    subject: PrincipalId
+    action: Action
+    resource_type: ResourceType
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    cursor: Annotated[str, StringConstraints(max_length=60)] | None = None
+
+
+class SearchFilterIn(In):
+    subject: PrincipalId
+    action: Literal["read"] = "read"
+
+
+class RuleRef(Out):
+    id: str
+    condition: str
+
+
+class SearchFilterOut(Out):
+    acl_tokens: list[str]
+    allow_rules: list[RuleRef]
+    deny_rules: list[RuleRef]
+    subject: dict[str, Any] | None
+
+
+class TokensOut(Out):
+    tokens: list[str]
+    valid_until: datetime | None = Field(description="Re-index by then: an entry expires.")

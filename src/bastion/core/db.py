@@ -109,6 +109,16 @@ def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Se
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
 
 
+ORG_SCOPE_OPTION = "org_scope"
+
+
+def org_scoped(org_id: str) -> dict[str, Any]:
+    """Execution options naming the organisation a bulk UPDATE/DELETE touches, so
+    revision counters that watch the table (see `bastion.identity.authcache`) advance
+    for that org only; an unnamed bulk write advances the instance-wide counter."""
+    return {ORG_SCOPE_OPTION: org_id}
+
+
 def begin_write(session: Session) -> None:
     """Mark the session's transaction as a writer (SQLite: BEGIN IMMEDIATE)."""
     session.connection(execution_options={WRITE_OPTION: True})

@@ -37,6 +37,8 @@ PREFIXES = frozenset(
         "snk",
         "alr",
         "alt",
+        "acl",
+        "arl",
     }
 )
 

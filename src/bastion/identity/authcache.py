@@ -31,14 +31,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
-from bastion.authz.models import Role, RoleGrant
+from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.principal import Principal
-from bastion.core.db import AsyncDirectReader, Base, DirectReader
+from bastion.core.db import ORG_SCOPE_OPTION, AsyncDirectReader, Base, DirectReader
 from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
-from bastion.tenancy.models import Organization
+from bastion.tenancy.models import Organization, Team, TeamMember
 
 INSTANCE = "*"  # the instance-wide revision, bumped by changes not tied to one org
-_ORG_OPTION = "auth_org"  # execution option naming the org a bulk statement touches
 
 
 class AuthRevision(Base):
@@ -50,6 +49,18 @@ class AuthRevision(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class AuthzRevision(Base):
+    """One counter per organisation for the data-access model (teams, sources,
+    documents, ACLs, metadata rules); the authorization engine's indexes are valid
+    for one (auth, authz) revision pair."""
+
+    __tablename__ = "authz_revisions"
+
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+Counter = type[AuthRevision] | type[AuthzRevision]
 _AUTH_MODELS: tuple[type[Base], ...] = (
     ApiKey,
     UserSession,
@@ -59,7 +70,11 @@ _AUTH_MODELS: tuple[type[Base], ...] = (
     RoleGrant,
     Organization,
 )
-_AUTH_TABLES = frozenset(m.__table__.name for m in _AUTH_MODELS)  # type: ignore[attr-defined]
+_AUTHZ_MODELS: tuple[type[Base], ...] = (Team, TeamMember, Source, Document, AclEntry, AuthzRule)
+_COUNTERS: dict[str, Counter] = {
+    **{m.__table__.name: AuthRevision for m in _AUTH_MODELS},  # type: ignore[attr-defined]
+    **{m.__table__.name: AuthzRevision for m in _AUTHZ_MODELS},  # type: ignore[attr-defined]
+}
 # Columns whose change never alters what a credential may do.
 _BOOKKEEPING = frozenset({"last_seen_at", "last_used_at", "last_used_ip", "updated_at"})
 
@@ -67,62 +82,59 @@ _BOOKKEEPING = frozenset({"last_seen_at", "last_used_at", "last_used_ip", "updat
 # --- invalidation -------------------------------------------------------------------
 
 
-def bump(db: Session, org_ids: set[str]) -> None:
-    """Advance the revision of each org (in the caller's transaction)."""
+def bump(db: Session, org_ids: set[str], counter: Counter = AuthRevision) -> None:
+    """Advance `counter` for each org (in the caller's transaction)."""
     if not org_ids:
         return
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     connection = db.connection()
     for org_id in sorted(org_ids):  # a fixed order: concurrent bumps never deadlock
-        stmt = insert(AuthRevision).values(org_id=org_id, revision=1)
+        stmt = insert(counter).values(org_id=org_id, revision=1)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[AuthRevision.org_id],
-            set_={"revision": AuthRevision.revision + 1},
+            index_elements=[counter.org_id],
+            set_={"revision": counter.revision + 1},
         )
         connection.execute(stmt)
 
 
-def org_scoped(org_id: str) -> dict[str, Any]:
-    """Execution options for a bulk UPDATE/DELETE on a credential table, naming the org
-    it touches; without them such a statement bumps the instance-wide revision."""
-    return {_ORG_OPTION: org_id}
-
-
-def _changes_auth(obj: object, session: Session) -> bool:
-    if not isinstance(obj, _AUTH_MODELS):
-        return False
+def _counter_of(obj: object, session: Session) -> Counter | None:
+    counter = _COUNTERS.get(getattr(getattr(obj, "__table__", None), "name", ""))
+    if counter is None:
+        return None
     if obj in session.new or obj in session.deleted:
-        return True
+        return counter
     from sqlalchemy import inspect
 
     state = inspect(obj)
     changed = {attr.key for attr in state.attrs if attr.history.has_changes()}
-    return bool(changed - _BOOKKEEPING)
+    return counter if changed - _BOOKKEEPING else None
 
 
 def _after_flush(session: Session, _flush_context: Any) -> None:
-    orgs: set[str] = set()
+    touched: dict[Counter, set[str]] = {}
     for obj in (*session.new, *session.dirty, *session.deleted):
-        if _changes_auth(obj, session):
+        counter = _counter_of(obj, session)
+        if counter is not None:
             org_id = obj.id if isinstance(obj, Organization) else getattr(obj, "org_id", None)
-            orgs.add(org_id if isinstance(org_id, str) else INSTANCE)
-    bump(session, orgs)
+            touched.setdefault(counter, set()).add(org_id if isinstance(org_id, str) else INSTANCE)
+    for counter, orgs in touched.items():
+        bump(session, orgs, counter)
 
 
 def _on_execute(state: ORMExecuteState) -> Any:
     if not (state.is_update or state.is_delete):
         return None
     table = getattr(state.statement, "table", None)
-    name = getattr(table, "name", None)
-    if name not in _AUTH_TABLES:
+    counter = _COUNTERS.get(getattr(table, "name", None) or "")
+    if counter is None:
         return None
     values = getattr(state.statement, "_values", None) or {}
     columns = {getattr(k, "key", str(k)) for k in values}
     if state.is_update and columns and columns <= _BOOKKEEPING:
         return None
     result = state.invoke_statement()
-    org = state.execution_options.get(_ORG_OPTION)
-    bump(state.session, {org if isinstance(org, str) else INSTANCE})
+    org = state.execution_options.get(ORG_SCOPE_OPTION)
+    bump(state.session, {org if isinstance(org, str) else INSTANCE}, counter)
     return result
 
 

@@ -16,10 +16,11 @@ from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
+from bastion.core.db import org_scoped
 from bastion.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
-from bastion.identity import authcache, passwords
+from bastion.identity import passwords
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 
@@ -160,7 +161,7 @@ def end_access(db: Session, user: User) -> None:
         update(UserSession)
         .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
         .values(revoked_at=utcnow()),
-        execution_options=authcache.org_scoped(user.org_id),
+        execution_options=org_scoped(user.org_id),
     )
 
 

@@ -14,11 +14,12 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.config import Settings
 from bastion.core.context import Actor
+from bastion.core.db import org_scoped
 from bastion.core.errors import NotFound, TooManyRequests, Unauthenticated
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.core.ratelimit import RateLimiter, per_window
-from bastion.identity import authcache, passwords
+from bastion.identity import passwords
 from bastion.identity.models import User, UserSession
 from bastion.identity.service import normalize_email
 from bastion.identity.tokens import TokenHasher, TokenKind
@@ -129,7 +130,7 @@ def logout(db: Session, principal: Principal) -> None:
         update(UserSession)
         .where(UserSession.id == principal.session_id, UserSession.revoked_at.is_(None))
         .values(revoked_at=utcnow()),
-        execution_options=authcache.org_scoped(principal.org_id),
+        execution_options=org_scoped(principal.org_id),
     )
     audit.record(
         db,
@@ -200,7 +201,7 @@ def revoke_other_sessions(db: Session, principal: Principal) -> int:
             UserSession.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow()),
-        execution_options=authcache.org_scoped(principal.org_id),
+        execution_options=org_scoped(principal.org_id),
     )
     count = int(getattr(result, "rowcount", 0) or 0)
     audit.record(

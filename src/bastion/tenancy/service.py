@@ -13,6 +13,7 @@ from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
+from bastion.core.db import org_scoped
 from bastion.core.errors import Conflict, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
@@ -199,7 +200,10 @@ def delete_team(db: Session, principal: Principal, org_id: str, team_id: str) ->
     principal.require_org(org_id)
     principal.require(Permission.TEAMS_MANAGE)
     team = _find_team(db, org_id, team_id)
-    db.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
+    db.execute(
+        delete(TeamMember).where(TeamMember.team_id == team.id),
+        execution_options=org_scoped(team.org_id),
+    )
     db.delete(team)
     db.flush()
     audit.record(

@@ -1,0 +1,474 @@
+"""Sources, documents, their ACLs and metadata rules, and the questions asked of the
+engine (check, check-batch, filter, list, search-filter, acl-tokens)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.audit import service as audit
+from bastion.audit.events import EventType
+from bastion.authz import engine
+from bastion.authz.engine import Decision, Engine, OrgIndex, RuleError, Subject
+from bastion.authz.models import AclEntry, AuthzRule, Document, Source
+from bastion.authz.permissions import Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import utcnow
+from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+
+Sessions = Callable[[], Session]
+PRINCIPAL_PREFIXES = ("usr", "team", "sa")
+
+
+# --- sources ------------------------------------------------------------------------
+
+
+def create_source(db: Session, principal: Principal, org_id: str, name: str) -> Source:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    source = Source(id=new_id("src"), org_id=org_id, name=name, created_by=principal.id)
+    db.add(source)
+    audit.record(
+        db,
+        type=EventType.SOURCE_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("source", source.id),
+        metadata={"name": name},
+    )
+    return source
+
+
+def list_sources(db: Session, principal: Principal, org_id: str) -> list[Source]:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_READ)
+    stmt = select(Source).where(Source.org_id == org_id).order_by(Source.id)
+    return list(db.execute(stmt).scalars())
+
+
+def _source(db: Session, org_id: str, source_id: str) -> Source:
+    source = db.get(Source, source_id) if has_prefix(source_id, "src") else None
+    if source is None or source.org_id != org_id:
+        raise NotFound("source not found")
+    return source
+
+
+def _check_principal(db: Session, org_id: str, principal_id: str, field: str) -> None:
+    from bastion.identity.models import ServiceAccount, User
+    from bastion.tenancy.models import Team
+
+    model: dict[str, type[User] | type[Team] | type[ServiceAccount]] = {
+        "usr": User,
+        "team": Team,
+        "sa": ServiceAccount,
+    }
+    for prefix, cls in model.items():
+        if has_prefix(principal_id, prefix):
+            row = db.get(cls, principal_id)
+            if row is not None and getattr(row, "org_id", None) == org_id:
+                return
+            break
+    raise InvalidInput.field(field, "not a user, team or service account of this organisation")
+
+
+def put_acl(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    resource: tuple[str, str],
+    member: str,
+    relation: str,
+    expires_at: datetime | None,
+) -> AclEntry:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    kind, resource_id = resource
+    if kind == "source":
+        _source(db, org_id, resource_id)
+    else:
+        _document(db, org_id, resource_id)
+    _check_principal(db, org_id, member, "principal")
+    if relation not in engine.LEVELS:
+        raise InvalidInput.field("relation", "one of reader, editor, owner")
+    entry = db.execute(
+        select(AclEntry).where(AclEntry.resource_id == resource_id, AclEntry.principal == member)
+    ).scalar_one_or_none()
+    if entry is None:
+        entry = AclEntry(
+            id=new_id("acl"),
+            org_id=org_id,
+            resource_type=kind,
+            resource_id=resource_id,
+            principal=member,
+        )
+        db.add(entry)
+    entry.relation, entry.expires_at = relation, expires_at
+    audit.record(
+        db,
+        type=EventType.ACL_GRANTED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=(kind, resource_id),
+        metadata={"principal": member, "relation": relation, "expires_at": str(expires_at)},
+    )
+    return entry
+
+
+def delete_acl(
+    db: Session, principal: Principal, org_id: str, resource: tuple[str, str], member: str
+) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    kind, resource_id = resource
+    entry = db.execute(
+        select(AclEntry).where(
+            AclEntry.org_id == org_id,
+            AclEntry.resource_id == resource_id,
+            AclEntry.principal == member,
+        )
+    ).scalar_one_or_none()
+    if entry is None:
+        raise NotFound("no such ACL entry")
+    db.delete(entry)
+    audit.record(
+        db,
+        type=EventType.ACL_REVOKED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=(kind, resource_id),
+        metadata={"principal": member},
+    )
+
+
+def acl_of(db: Session, org_id: str, resource_id: str) -> list[AclEntry]:
+    stmt = select(AclEntry).where(AclEntry.org_id == org_id, AclEntry.resource_id == resource_id)
+    return list(db.execute(stmt.order_by(AclEntry.principal)).scalars())
+
+
+# --- documents ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AclSpec:
+    principal: str
+    relation: str
+    expires_at: datetime | None = None
+
+
+def _document(db: Session, org_id: str, document_id: str) -> Document:
+    doc = db.get(Document, document_id) if has_prefix(document_id, "doc") else None
+    if doc is None or doc.org_id != org_id:
+        raise NotFound("document not found")
+    return doc
+
+
+def create_document(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    source_id: str,
+    *,
+    external_id: str,
+    metadata: Mapping[str, Any],
+    inherit: bool,
+    entries: Sequence[AclSpec],
+) -> Document:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    _source(db, org_id, source_id)
+    taken = db.execute(
+        select(Document.id).where(
+            Document.source_id == source_id, Document.external_id == external_id
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict("a document with this external_id already exists in the source")
+    doc = Document(
+        id=new_id("doc"),
+        org_id=org_id,
+        source_id=source_id,
+        external_id=external_id,
+        doc_metadata=dict(metadata),
+        inherit=inherit,
+    )
+    db.add(doc)
+    for i, spec in enumerate(entries):
+        _check_principal(db, org_id, spec.principal, f"acl.entries[{i}].principal")
+        db.add(
+            AclEntry(
+                id=new_id("acl"),
+                org_id=org_id,
+                resource_type="document",
+                resource_id=doc.id,
+                principal=spec.principal,
+                relation=spec.relation,
+                expires_at=spec.expires_at,
+            )
+        )
+    audit.record(
+        db,
+        type=EventType.DOCUMENT_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("document", doc.id),
+        metadata={"source_id": source_id, "inherit": inherit, "acl_entries": len(entries)},
+    )
+    return doc
+
+
+def get_document(db: Session, principal: Principal, org_id: str, document_id: str) -> Document:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_READ)
+    return _document(db, org_id, document_id)
+
+
+def update_document(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    document_id: str,
+    *,
+    metadata: Mapping[str, Any] | None,
+    inherit: bool | None,
+) -> Document:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    doc = _document(db, org_id, document_id)
+    if metadata is not None:
+        doc.doc_metadata = dict(metadata)
+    if inherit is not None:
+        doc.inherit = inherit
+    audit.record(
+        db,
+        type=EventType.DOCUMENT_UPDATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("document", doc.id),
+        metadata={"metadata": metadata is not None, "inherit": inherit},
+    )
+    return doc
+
+
+def delete_document(db: Session, principal: Principal, org_id: str, document_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    doc = _document(db, org_id, document_id)
+    for entry in acl_of(db, org_id, doc.id):
+        db.delete(entry)
+    db.delete(doc)
+    audit.record(
+        db,
+        type=EventType.DOCUMENT_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("document", document_id),
+    )
+
+
+# --- rules --------------------------------------------------------------------------
+
+
+def create_rule(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    *,
+    effect: str,
+    action: str,
+    resource_type: str,
+    condition: str,
+) -> AuthzRule:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    try:
+        engine.compile_condition(condition)
+    except RuleError as exc:
+        raise InvalidInput.field("condition", f"does not compile: {exc}") from None
+    rule = AuthzRule(
+        id=new_id("arl"),
+        org_id=org_id,
+        effect=effect,
+        action=action,
+        resource_type=resource_type,
+        condition=condition,
+    )
+    db.add(rule)
+    audit.record(
+        db,
+        type=EventType.AUTHZ_RULE_CREATED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("authz_rule", rule.id),
+        metadata={"effect": effect, "action": action, "resource_type": resource_type},
+    )
+    return rule
+
+
+def list_rules(db: Session, principal: Principal, org_id: str) -> list[AuthzRule]:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_READ)
+    stmt = select(AuthzRule).where(AuthzRule.org_id == org_id).order_by(AuthzRule.id)
+    return list(db.execute(stmt).scalars())
+
+
+def delete_rule(db: Session, principal: Principal, org_id: str, rule_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_MANAGE)
+    rule = db.get(AuthzRule, rule_id) if has_prefix(rule_id, "arl") else None
+    if rule is None or rule.org_id != org_id:
+        raise NotFound("rule not found")
+    db.delete(rule)
+    audit.record(
+        db,
+        type=EventType.AUTHZ_RULE_DELETED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("authz_rule", rule_id),
+    )
+
+
+# --- questions ----------------------------------------------------------------------
+
+
+def parse_resource(value: str) -> tuple[str, str]:
+    """`document:doc_…`, `source:src_…`, or a bare `doc_…` / `src_…` id."""
+    kind, _, rest = value.partition(":")
+    if rest:
+        return kind, rest
+    if has_prefix(value, "doc"):
+        return "document", value
+    if has_prefix(value, "src"):
+        return "source", value
+    return "unknown", value
+
+
+def _asker(principal: Principal, org_id: str, subject: str) -> None:
+    """A caller may always ask about itself; about anyone else it needs authz:check."""
+    principal.require_org(org_id)
+    if subject not in (principal.id, principal.user_id):
+        principal.require(Permission.AUTHZ_CHECK)
+
+
+@dataclass(frozen=True)
+class Asked:
+    index: OrgIndex
+    subject: Subject | None
+    now: datetime
+
+
+def _ask(
+    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, subject_id: str
+) -> Asked:
+    _asker(principal, org_id, subject_id)
+    index = eng.index(sessions, org_id)
+    now = utcnow()
+    return Asked(index, engine.subject_of(index, subject_id, now), now)
+
+
+def check(
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    *,
+    subject: str,
+    action: str,
+    resource: str,
+    explain: bool = False,
+) -> Decision:
+    asked = _ask(eng, sessions, principal, org_id, subject)
+    kind, resource_id = parse_resource(resource)
+    return engine.decide(
+        asked.index, asked.subject, action, kind, resource_id, asked.now, eng.stats, explain
+    )
+
+
+def filter_ids(
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    *,
+    subject: str,
+    action: str,
+    resource_type: str,
+    ids: Sequence[str],
+) -> list[str]:
+    asked = _ask(eng, sessions, principal, org_id, subject)
+    return engine.filter_ids(
+        asked.index, asked.subject, action, resource_type, ids, asked.now, eng.stats
+    )
+
+
+def list_ids(
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    *,
+    subject: str,
+    action: str,
+    resource_type: str,
+    limit: int,
+    after: str | None,
+) -> tuple[list[str], str | None]:
+    asked = _ask(eng, sessions, principal, org_id, subject)
+    pool = asked.index.documents if resource_type == "document" else asked.index.sources
+    found: list[str] = []
+    for resource_id in sorted(pool):
+        if after is not None and resource_id <= after:
+            continue
+        decision = engine.decide(
+            asked.index, asked.subject, action, resource_type, resource_id, asked.now, eng.stats
+        )
+        if decision.allowed:
+            found.append(resource_id)
+            if len(found) > limit:
+                break
+    more = len(found) > limit
+    page = found[:limit]
+    return page, (page[-1] if more and page else None)
+
+
+def search_filter(
+    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, *, subject: str, action: str
+) -> dict[str, Any]:
+    """What a vector store or SQL query needs to pre-filter documents: a document may be
+    returned iff (its tokens intersect `acl_tokens` or an `allow_rules` condition holds)
+    and no `deny_rules` condition holds."""
+    if action != "read":
+        raise InvalidInput.field("action", "search filters are for read")
+    asked = _ask(eng, sessions, principal, org_id, subject)
+    if asked.subject is None:
+        return {"acl_tokens": [], "allow_rules": [], "deny_rules": [], "subject": None}
+    rules = [r for r in asked.index.rules if r.action == action and r.resource_type == "document"]
+    subject_ctx = {
+        "id": asked.subject.id,
+        "attributes": dict(asked.subject.attributes),
+        "teams": sorted(asked.subject.teams),
+    }
+    return {
+        "acl_tokens": engine.subject_tokens(asked.index, asked.subject),
+        "allow_rules": [
+            {"id": r.id, "condition": r.condition} for r in rules if r.effect == "allow"
+        ],
+        "deny_rules": [{"id": r.id, "condition": r.condition} for r in rules if r.effect == "deny"],
+        "subject": subject_ctx,
+    }
+
+
+def document_tokens(
+    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, document_id: str
+) -> tuple[list[str], datetime | None]:
+    principal.require_org(org_id)
+    principal.require(Permission.SOURCES_READ)
+    index = eng.index(sessions, org_id)
+    if document_id not in index.documents:
+        raise NotFound("document not found")
+    return engine.acl_tokens(index, document_id, utcnow())
