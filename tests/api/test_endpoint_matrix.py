@@ -71,6 +71,29 @@ class World:
         found = self.client.get(f"/v1/orgs/{self.org.id}/alerts", headers=self.org.headers)
         return str(found.json()["data"][0]["id"])
 
+    def source(self) -> str:
+        return str(self.post("sources", {"name": unique_name("src")})["id"])
+
+    def document(self) -> str:
+        body = {"external_id": unique_name("doc"), "metadata": {"k": "v"}}
+        return str(self.post(f"sources/{self.source()}/documents", body)["id"])
+
+    def source_acl(self) -> Params:
+        source, user = self.source(), self.user()
+        url = f"/v1/orgs/{self.org.id}/sources/{source}/acl/{user}"
+        response = self.client.put(url, json={"relation": "reader"}, headers=self.org.headers)
+        assert response.status_code == 200, response.text
+        return {"src": source, "member": user}
+
+    def authz_rule(self) -> str:
+        body = {
+            "effect": "deny",
+            "action": "read",
+            "resource_type": "document",
+            "condition": "resource.metadata.k == 'x'",
+        }
+        return str(self.post("authz/rules", body)["id"])
+
     def event(self) -> str:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
         return str(events.json()["data"][0]["id"])
@@ -379,6 +402,122 @@ ROWS: list[Row] = [
         P.ORG_MANAGE,
         204,
         params=lambda w: {"sink": w.sink()},
+    ),
+    Row("POST", "/v1/orgs/{org}/sources", P.SOURCES_MANAGE, 201, body=lambda w: {"name": "s"}),
+    Row("GET", "/v1/orgs/{org}/sources", P.SOURCES_READ, 200),
+    Row(
+        "PUT",
+        "/v1/orgs/{org}/sources/{src}/acl/{member}",
+        P.SOURCES_MANAGE,
+        200,
+        params=lambda w: {"src": w.source(), "member": w.user()},
+        body=lambda w: {"relation": "editor"},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/sources/{src}/acl/{member}",
+        P.SOURCES_MANAGE,
+        204,
+        params=lambda w: w.source_acl(),
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/sources/{src}/documents",
+        P.SOURCES_MANAGE,
+        201,
+        params=lambda w: {"src": w.source()},
+        body=lambda w: {"external_id": unique_name("d"), "metadata": {}},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/documents/{doc}",
+        P.SOURCES_READ,
+        200,
+        params=lambda w: {"doc": w.document()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/documents/{doc}",
+        P.SOURCES_MANAGE,
+        200,
+        params=lambda w: {"doc": w.document()},
+        body=lambda w: {"metadata": {"k": "w"}},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/documents/{doc}",
+        P.SOURCES_MANAGE,
+        204,
+        params=lambda w: {"doc": w.document()},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/documents/{doc}/acl-tokens",
+        P.SOURCES_READ,
+        200,
+        params=lambda w: {"doc": w.document()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/rules",
+        P.SOURCES_MANAGE,
+        201,
+        body=lambda w: {
+            "effect": "allow",
+            "action": "read",
+            "resource_type": "document",
+            "condition": "'eng' in subject.teams",
+        },
+    ),
+    Row("GET", "/v1/orgs/{org}/authz/rules", P.SOURCES_READ, 200),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/authz/rules/{rule}",
+        P.SOURCES_MANAGE,
+        204,
+        params=lambda w: {"rule": w.authz_rule()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/check",
+        P.AUTHZ_CHECK,
+        200,
+        body=lambda w: {"subject": w.user(), "action": "read", "resource": w.document()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/check-batch",
+        P.AUTHZ_CHECK,
+        200,
+        body=lambda w: {
+            "checks": [{"subject": w.user(), "action": "read", "resource": w.document()}]
+        },
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/filter",
+        P.AUTHZ_CHECK,
+        200,
+        body=lambda w: {
+            "subject": w.user(),
+            "action": "read",
+            "resource_type": "document",
+            "resource_ids": [w.document()],
+        },
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/list",
+        P.AUTHZ_CHECK,
+        200,
+        body=lambda w: {"subject": w.user(), "action": "read", "resource_type": "source"},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/authz/search-filter",
+        P.AUTHZ_CHECK,
+        200,
+        body=lambda w: {"subject": w.user()},
     ),
 ]
 
