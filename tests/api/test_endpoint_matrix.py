@@ -512,6 +512,7 @@ ROWS: list[Row] = [
         200,
         body=lambda w: {"subject": w.user(), "action": "read", "resource_type": "source"},
     ),
+    Row("GET", "/v1/orgs/{org}/authz/stats", P.AUTHZ_CHECK, 200),
     Row(
         "POST",
         "/v1/orgs/{org}/authz/search-filter",

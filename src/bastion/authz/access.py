@@ -472,3 +472,8 @@ def document_tokens(
     if document_id not in index.documents:
         raise NotFound("document not found")
     return engine.acl_tokens(index, document_id, utcnow())
+
+
+def require_stats(principal: Principal, org_id: str) -> None:
+    principal.require_org(org_id)
+    principal.require(Permission.AUTHZ_CHECK)

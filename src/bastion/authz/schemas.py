@@ -180,3 +180,14 @@ class SearchFilterOut(Out):
 class TokensOut(Out):
     tokens: list[str]
     valid_until: datetime | None = Field(description="Re-index by then: an entry expires.")
+
+
+class EngineStatsOut(Out):
+    """Counters of the answering worker's engine since it started."""
+
+    decisions: int
+    index_builds: int
+    rule_errors: int = Field(description="Rule evaluations that failed (and refused).")
+    orgs: int = Field(description="Organisation indexes held in memory.")
+    max_orgs: int
+    entries: int = Field(description="Users, sources, documents and ACL entries held.")

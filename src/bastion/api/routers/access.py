@@ -18,6 +18,7 @@ from bastion.authz.schemas import (
     DocumentIn,
     DocumentOut,
     DocumentPatch,
+    EngineStatsOut,
     FilterIn,
     FilterOut,
     ListIn,
@@ -217,3 +218,15 @@ def search_filter(
         state.authz, state.sessions, principal, org, subject=body.subject, action=body.action
     )
     return SearchFilterOut.model_validate(result)
+
+
+@authz_router.get("/stats", summary="Engine counters and memory (this worker)")
+def stats(org: str, principal: Caller, state: State) -> EngineStatsOut:
+    access.require_stats(principal, org)
+    engine = state.authz
+    return EngineStatsOut(
+        decisions=engine.stats.decisions,
+        index_builds=engine.stats.index_builds,
+        rule_errors=engine.stats.rule_errors,
+        **engine.memory(),
+    )
