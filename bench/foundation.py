@@ -21,6 +21,7 @@ import httpx
 from tests.e2e.server import BIN, Server, free_port, server_env
 
 from bench import load, report
+from bench import pg as pg_db
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
@@ -84,19 +85,6 @@ def bare_server(workers: int) -> Iterator[str]:
         process.wait(timeout=15)
 
 
-def _postgres_url() -> str | None:
-    base = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-
-        name = f"bastion_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(base, autocommit=True, connect_timeout=2) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return base.rsplit("/", 1)[0] + "/" + name
-    except Exception:
-        return None
-
-
 @contextmanager
 def bastion_server(
     database_url: str | None, redis_url: str | None, workers: int
@@ -152,7 +140,7 @@ def _median(results: list[load.LoadResult]) -> load.LoadResult:
 def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
     tool = load.tool()
     backends: list[tuple[str, str | None, str | None]] = [("SQLite", None, None)]
-    pg = _postgres_url()
+    pg = pg_db.create_database()
     if pg:
         backends.append(
             (
@@ -163,6 +151,23 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
         )
     rows: list[list[str]] = []
     figures: dict[str, object] = {}
+    try:
+        _measure(backends, workers, seconds, runs, rows, figures)
+    finally:
+        if pg:
+            pg_db.drop_database(pg)
+    _report(tool, workers, seconds, runs, rows)
+    return figures
+
+
+def _measure(
+    backends: list[tuple[str, str | None, str | None]],
+    workers: int,
+    seconds: int,
+    runs: int,
+    rows: list[list[str]],
+    figures: dict[str, object],
+) -> None:
     with bare_server(workers) as bare_url:
         for label, database_url, redis_url in backends:
             with bastion_server(database_url, redis_url, workers) as (url, tokens):
@@ -191,6 +196,9 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
                         ]
                     )
                     print(f"  {name}: {b.rps:,.0f} req/s vs bare {s.rps:,.0f} → {ratio:.2f}x")
+
+
+def _report(tool: str, workers: int, seconds: int, runs: int, rows: list[list[str]]) -> None:
     intro = (
         f"`bastion serve --workers {workers}` against a bare Starlette endpoint"
         f" (bench/bare_app.py) under uvicorn with {workers} workers. Load: {tool}, 2 threads,"
@@ -208,4 +216,3 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
     )  # fmt: skip
     body = "\n\n".join(["## Foundation: authenticated `GET /v1/me`", intro, table, NOTES.strip()])
     report.write_section("foundation", body)
-    return figures

@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import foundation
+from bench import audit, foundation
 
-SUITES = {"foundation": foundation.main}
+SUITES = {"foundation": foundation.main, "audit": audit.main}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -20,6 +20,10 @@ class AuditEvent(Base):
         UniqueConstraint("chain", "seq"),
         Index("ix_audit_events_org_id_id", "org_id", "id"),
         Index("ix_audit_events_org_type_id", "org_id", "type", "id"),
+        # Search by actor, resource or time, and the alert rules' window counts.
+        Index("ix_audit_events_chain_actor_seq", "chain", "actor_id", "seq"),
+        Index("ix_audit_events_chain_resource_seq", "chain", "resource_id", "seq"),
+        Index("ix_audit_events_chain_time", "chain", "time"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
