@@ -48,10 +48,9 @@ from bastion.audit.siem_transport import backoff_delay
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, rfc3339, utcnow
-from bastion.core.crypto import aead_decrypt, aead_encrypt, derive_key
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
-from bastion.core.keyring import Keyring
+from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import OutboundRefused, check_destination
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.webhooks import sign_standard
@@ -106,9 +105,7 @@ class Notifier:
 # --- rules --------------------------------------------------------------------------
 
 
-def _secret_key(keys: Keyring, version: int | None = None) -> tuple[int, bytes]:
-    version = keys.active if version is None else version
-    return version, derive_key(keys.key(version), "alert-channel-secrets:v1")
+_PURPOSE = "alert-channel-secrets:v1"
 
 
 def _aad(org_id: str, rule_id: str) -> bytes:
@@ -196,10 +193,9 @@ def create_rule(
         created_at=utcnow(),
     )
     if secrets:
-        version, key = _secret_key(keys)
-        blob = json.dumps(secrets).encode()
-        rule.secrets_ciphertext = aead_encrypt(key, blob, _aad(org_id, rule.id))
-        rule.key_version = version
+        rule.key_version, rule.secrets_ciphertext = seal(
+            keys, _PURPOSE, json.dumps(secrets).encode(), _aad(org_id, rule.id)
+        )
     db.add(rule)
     if db.get(AlertCursor, org_id) is None:
         # Rules look forward: evaluation starts at the chain's head.
@@ -589,8 +585,13 @@ def _post(url: str, body: bytes, headers: Mapping[str, str], allow: Sequence[str
 def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
     secrets: dict[str, str] = {}
     if rule.secrets_ciphertext is not None:
-        _, key = _secret_key(notifier.keys, rule.key_version)
-        plain = aead_decrypt(key, rule.secrets_ciphertext, _aad(rule.org_id, rule.id))
+        plain = unseal(
+            notifier.keys,
+            _PURPOSE,
+            rule.key_version,
+            rule.secrets_ciphertext,
+            _aad(rule.org_id, rule.id),
+        )
         secrets = json.loads(plain)
     payload = alert_json(alert)
     for i, channel in enumerate(rule.channels):

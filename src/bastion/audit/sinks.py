@@ -31,10 +31,9 @@ from bastion.audit.siem_transport import backoff_delay as _backoff
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
-from bastion.core.crypto import aead_decrypt, aead_encrypt, derive_key
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
-from bastion.core.keyring import Keyring
+from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import OutboundRefused, check_destination
 
 BATCH = 500
@@ -59,9 +58,7 @@ class Stores:
 # --- the destination's credential ---------------------------------------------------
 
 
-def _secret_key(keys: Keyring, version: int | None = None) -> tuple[int, bytes]:
-    version = keys.active if version is None else version
-    return version, derive_key(keys.key(version), "audit-sink-secret:v1")
+_PURPOSE = "audit-sink-secret:v1"
 
 
 def _aad(org_id: str, sink_id: str) -> bytes:
@@ -71,8 +68,8 @@ def _aad(org_id: str, sink_id: str) -> bytes:
 def _decrypt_secret(sink: AuditSink, keys: Keyring) -> str | None:
     if sink.secret_ciphertext is None:
         return None
-    _, key = _secret_key(keys, sink.key_version)
-    return aead_decrypt(key, sink.secret_ciphertext, _aad(sink.org_id, sink.id)).decode()
+    blob = sink.secret_ciphertext
+    return unseal(keys, _PURPOSE, sink.key_version, blob, _aad(sink.org_id, sink.id)).decode()
 
 
 # --- management ---------------------------------------------------------------------
@@ -161,9 +158,9 @@ def create_sink(
         created_at=utcnow(),
     )
     if spec.token:
-        version, key = _secret_key(keys)
-        sink.secret_ciphertext = aead_encrypt(key, spec.token.encode(), _aad(org_id, sink.id))
-        sink.key_version = version
+        sink.key_version, sink.secret_ciphertext = seal(
+            keys, _PURPOSE, spec.token.encode(), _aad(org_id, sink.id)
+        )
     db.add(sink)
     audit.record(
         db,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion.core.config import ConfigError, Settings, check_secret
-from bastion.core.crypto import random_bytes
+from bastion.core.crypto import aead_decrypt, aead_encrypt, derive_key, random_bytes
 
 PEPPER_FILE = "pepper.key"
 ROOT_KEY_FILE = "root.key"
@@ -74,3 +74,17 @@ def load_pepper(settings: Settings) -> Keyring:
         check_secret("BASTION_PEPPER", value)
         return Keyring(active=1, versions={1: value.encode()})
     return read_keyring(settings.data_dir / PEPPER_FILE)
+
+
+def seal(keys: Keyring, purpose: str, plaintext: bytes, associated: bytes) -> tuple[int, bytes]:
+    """Encrypt a small configuration secret (a destination's token, a signing secret)
+    under a key derived from the active root key for `purpose`, bound to `associated`
+    (e.g. org and row id) so it cannot be moved. Returns (key version, ciphertext)."""
+    key = derive_key(keys.key(), purpose)
+    return keys.active, aead_encrypt(key, plaintext, associated)
+
+
+def unseal(
+    keys: Keyring, purpose: str, version: int | None, blob: bytes, associated: bytes
+) -> bytes:
+    return aead_decrypt(derive_key(keys.key(version), purpose), blob, associated)
