@@ -341,3 +341,32 @@ def test_alert_events_are_not_secret_bearing(world: tuple[TestClient, Factory, A
     events = client.get(f"/v1/orgs/{org.id}/audit-events", headers=org.headers).text
     assert SECRET not in rules
     assert SECRET not in events
+
+
+def test_api_key_used_from_a_new_network(world: tuple[TestClient, Factory, Any]) -> None:
+    client, factory, state = world
+    org = factory.org()
+    _rule(client, org, "api_key_new_network")
+    key = factory.api_key(org, "viewer")
+
+    def use(ip: str) -> None:
+        from_ip = TestClient(client.app, client=(ip, 40000))
+        response = from_ip.get("/v1/me", headers={"Authorization": f"Bearer {key['key']}"})
+        assert response.status_code == 200
+
+    use("203.0.113.5")  # the first use sets the baseline
+    use("203.0.113.77")  # same network
+    _round(state)
+    assert _alerts(client, org) == []
+    use("198.51.100.9")
+    use("198.51.100.10")  # same new network: one event, one alert
+    _round(state)
+    [alert] = _alerts(client, org)
+    assert alert["kind"] == "api_key_new_network"
+    assert alert["details"]["network"] == "198.51.100.0/24"
+    events = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "api_key.new_network", "resource": key["id"]},
+        headers=org.headers,
+    ).json()["data"]
+    assert [e["metadata"]["first"] for e in events] == [False, True]

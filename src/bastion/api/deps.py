@@ -91,8 +91,7 @@ def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Pr
 def _admit(ctx: RequestContext, result: Authenticated, verdict: tuple[bool, Quota]) -> Principal:
     """Record the caller and its request quota; refuse when the quota is spent."""
     ctx.principal = result.principal
-    if result.touch is not None:
-        ctx.after_commit.append(result.touch)
+    ctx.after_commit.extend(result.after_commit)
     allowed, quota = verdict
     ctx.quota = quota
     if not allowed:

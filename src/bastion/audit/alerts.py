@@ -23,11 +23,12 @@ Rule kinds (parameters, defaults):
 - `data_export` — audit exports; a burst by one actor within `window_seconds` is one.
 - `sink_failing` — an audit sink (an integration) has failed for `after_seconds` (600);
   resolved automatically when it delivers again.
+- `api_key_new_network` — an API key is used from a network (IPv4 /24, IPv6 /48) it was
+  never used from before (its first use sets the baseline).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import smtplib
 import time
@@ -51,7 +52,7 @@ from bastion.core.clock import as_utc, rfc3339, utcnow
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.keyring import Keyring, seal, unseal
-from bastion.core.netguard import OutboundRefused, check_destination
+from bastion.core.netguard import OutboundRefused, check_destination, network_of
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.webhooks import sign_standard
 
@@ -71,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "permission_change": {"window_seconds": 300},
     "data_export": {"window_seconds": 300},
     "sink_failing": {"after_seconds": 600},
+    "api_key_new_network": {},
 }
 PERMISSION_EVENTS = frozenset(
     {
@@ -328,15 +330,6 @@ def _count(db: Session, org_id: str, since: datetime, until: datetime, *conds: A
     return int(db.execute(stmt).scalar_one())
 
 
-def _network(ip: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    prefix = 24 if address.version == 4 else 48
-    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-
-
 def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     window = int(p["window_seconds"])
@@ -396,6 +389,16 @@ def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     return Finding(f"actor:{e.actor_id}", summary, window, details={"type": e.type})
 
 
+def _key_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """An API key used from a network it never used before (not its very first use)."""
+    metadata = e.event_metadata or {}
+    if e.type != "api_key.new_network" or metadata.get("first", True):
+        return None
+    network = metadata.get("network")
+    summary = f"API key {e.resource_id} used from a new network {network} ({metadata.get('ip')})"
+    return Finding(f"key:{e.resource_id}:net:{network}", summary, 0, details=dict(metadata))
+
+
 def _match(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
@@ -405,7 +408,7 @@ def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     if e.type != "auth.login_succeeded" or not e.actor_id or not e.actor_ip:
         return None
-    network = _network(e.actor_ip)
+    network = network_of(e.actor_ip)
     if network is None:
         return None
     since = t - timedelta(days=int(p["lookback_days"]))
@@ -421,7 +424,7 @@ def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
         .distinct()
         .limit(1000)
     ).scalars()
-    seen = {n for n in (_network(ip) for ip in earlier if ip) if n is not None}
+    seen = {n for n in (network_of(ip) for ip in earlier) if n is not None}
     if not seen:
         return None  # a first sign-in has no baseline to differ from
     if network in seen:
@@ -437,6 +440,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]]
     "access_spike": _access_spike,
     "permission_change": _burst,
     "data_export": _burst,
+    "api_key_new_network": _key_network,
 }
 
 

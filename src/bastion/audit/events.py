@@ -13,6 +13,7 @@ class EventType(StrEnum):
     ALERT_RULE_CREATED = "alert_rule.created"
     ALERT_RULE_DELETED = "alert_rule.deleted"
     API_KEY_CREATED = "api_key.created"
+    API_KEY_NEW_NETWORK = "api_key.new_network"
     API_KEY_REVOKED = "api_key.revoked"
     API_KEY_ROTATED = "api_key.rotated"
     AUDIT_EXPORTED = "audit.exported"

@@ -112,6 +112,7 @@ class AlertRuleIn(In):
         "permission_change",
         "data_export",
         "sink_failing",
+        "api_key_new_network",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

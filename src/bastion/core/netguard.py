@@ -58,3 +58,16 @@ def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
                 f"{host!r} resolves to an internal address; allowlist it in "
                 "BASTION_OUTBOUND_ALLOW to send there"
             )
+
+
+def network_of(ip: str | None) -> str | None:
+    """The network an address belongs to for "new network" checks: IPv4 /24, IPv6 /48;
+    None for anything that is not an IP address."""
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

@@ -165,6 +165,7 @@ class Entry:
     valid_until: datetime | None  # the earliest instant a time-based limit applies
     last_touched: datetime
     touch_every: float  # seconds between bookkeeping writes (`last_seen_at`/`last_used_at`)
+    networks: frozenset[str] = frozenset()  # an API key's networks seen so far
 
 
 Revisions = tuple[int, int]

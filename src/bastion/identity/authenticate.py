@@ -15,8 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
+from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
 from bastion.authz.permissions import CredentialKind
@@ -24,8 +27,9 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
+from bastion.core.netguard import network_of
 from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision, Entry, Revisions
-from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
+from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy.models import Organization
 
@@ -38,6 +42,11 @@ Touch = Callable[[Session], None]
 class Authenticated:
     principal: Principal
     touch: Touch | None  # a coarse bookkeeping write to run after the request commits
+    extra: tuple[Touch, ...] = ()  # further after-commit writes (e.g. a new key network)
+
+    @property
+    def after_commit(self) -> tuple[Touch, ...]:
+        return (self.touch, *self.extra) if self.touch is not None else self.extra
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,12 @@ def authenticate(
         hit = authenticate_cached(token, actor, hasher, cache)
         if hit is not None:
             return hit
+    networks: frozenset[str] = frozenset()
     if parsed.kind is TokenKind.SESSION:
         loaded = _session(db, parsed.row_id, parsed.secret, actor, hasher)
     else:
         loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
+        networks = _key_networks(db, parsed.row_id)
     if cache is not None:
         cache.put(
             parsed.row_id,
@@ -159,9 +170,57 @@ def authenticate(
                 valid_until=loaded.valid_until,
                 last_touched=utcnow() if loaded.result.touch else loaded.last_touched,
                 touch_every=loaded.touch_every,
+                networks=networks,
             ),
         )
-    return loaded.result
+    return _watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
+
+
+def _key_networks(db: Session, key_id: str) -> frozenset[str]:
+    stmt = select(ApiKeyNetwork.network).where(ApiKeyNetwork.key_id == key_id)
+    return frozenset(db.execute(stmt).scalars())
+
+
+def _watch_network(
+    result: Authenticated,
+    kind: TokenKind,
+    key_id: str,
+    networks: frozenset[str],
+    actor: Actor,
+    cache: AuthCache | None,
+) -> Authenticated:
+    """An API key used from a network it was not used from before: record it (and audit
+    it) after the request commits."""
+    network = network_of(actor.ip) if kind is TokenKind.API_KEY else None
+    if network is None or network in networks:
+        return result
+    if cache is not None:
+        cache.update(key_id, lambda e: replace(e, networks=e.networks | {network}))
+    action = _record_network(result.principal, key_id, network, actor.ip, first=not networks)
+    return replace(result, extra=(*result.extra, action))
+
+
+def _record_network(
+    principal: Principal, key_id: str, network: str, ip: str | None, *, first: bool
+) -> Touch:
+    def run(db: Session) -> None:
+        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stmt = (
+            insert(ApiKeyNetwork)
+            .values(key_id=key_id, network=network, org_id=principal.org_id, first_seen=utcnow())
+            .on_conflict_do_nothing()
+        )
+        if getattr(db.execute(stmt), "rowcount", 0):  # another worker may have won
+            audit.record(
+                db,
+                type=EventType.API_KEY_NEW_NETWORK,
+                actor=principal.actor,
+                org_id=principal.org_id,
+                resource=("api_key", key_id),
+                metadata={"network": network, "ip": ip, "first": first},
+            )
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -214,7 +273,8 @@ def _confirm(
             else _touch_key(row_id, now, actor.ip)
         )
         cache.update(row_id, lambda e: replace(e, last_touched=now))
-    return Authenticated(principal, touch)
+    hit = Authenticated(principal, touch)
+    return _watch_network(hit, found.kind, row_id, entry.networks, actor, cache)
 
 
 def authenticate_cached(

@@ -109,3 +109,17 @@ class ApiKey(Base):
     rotated_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKeyNetwork(Base):
+    """A network (IPv4 /24, IPv6 /48) an API key has been used from; use from a network
+    not seen before is audited (`api_key.new_network`) and can raise an alert."""
+
+    __tablename__ = "api_key_networks"
+
+    key_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
