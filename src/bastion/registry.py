@@ -9,6 +9,7 @@ import bastion.authz.models
 import bastion.core.idempotency
 import bastion.identity.authcache
 import bastion.identity.models
+import bastion.secrets.models
 import bastion.tenancy.models  # noqa: F401
 from bastion.core.db import Base
 

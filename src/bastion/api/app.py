@@ -23,6 +23,7 @@ from bastion.api.routers import (
     meta,
     orgs,
     roles,
+    secrets,
     service_accounts,
     teams,
     users,
@@ -44,6 +45,7 @@ from bastion.core.ratelimit import RateLimiter
 from bastion.identity import authcache, passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
 
 DESCRIPTION = """
@@ -77,6 +79,7 @@ def build_state(settings: Settings) -> AppState:
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
         authz=AuthzEngine(DirectReader(engine)),
+        vault=Vault(LocalKeyProvider(settings.data_dir / ROOT_KEY_FILE)),
     )
 
 
@@ -198,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.alert_rules_router, responses=ERROR_RESPONSES)
     app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)
     app.include_router(access.sources_router, responses=ERROR_RESPONSES)
+    app.include_router(secrets.router, responses=ERROR_RESPONSES)
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

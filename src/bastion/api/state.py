@@ -15,6 +15,7 @@ from bastion.core.keyring import Keyring
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.secrets.vault import Vault
 
 
 @dataclass
@@ -30,6 +31,7 @@ class AppState:
     audit_signer: Signer = field(repr=False)
     root_keys: Keyring = field(repr=False)
     authz: AuthzEngine = field(repr=False)
+    vault: Vault = field(repr=False)
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
 

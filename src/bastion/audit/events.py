@@ -25,7 +25,7 @@ class EventType(StrEnum):
     AUTH_LOGIN_SUCCEEDED = "auth.login_succeeded"
     AUTH_LOGIN_THROTTLED = "auth.login_throttled"
     AUTH_LOGOUT = "auth.logout"
-    AUTH_PASSWORD_SET = "auth.password_set"  # noqa: S105 - an event name
+    AUTH_PASSWORD_SET = "auth.password_set"
     AUTHZ_DENIED = "authz.denied"
     AUTHZ_RULE_CREATED = "authz_rule.created"
     AUTHZ_RULE_DELETED = "authz_rule.deleted"
@@ -39,6 +39,9 @@ class EventType(StrEnum):
     ROLE_UPDATED = "role.updated"
     ROLE_GRANT_CREATED = "role_grant.created"
     ROLE_GRANT_REVOKED = "role_grant.revoked"
+    SECRET_DELETED = "secret.deleted"
+    SECRET_REVEALED = "secret.revealed"
+    SECRET_VERSION_CREATED = "secret.version_created"
     SERVICE_ACCOUNT_CREATED = "service_account.created"
     SERVICE_ACCOUNT_DELETED = "service_account.deleted"
     SERVICE_ACCOUNT_UPDATED = "service_account.updated"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli import apikey, audit, org
+from bastion.cli import apikey, audit, keys, org
 from bastion.cli.common import EXIT_USAGE, err, fail, out, settings
 from bastion.core.config import ConfigError
 from bastion.core.keyring import (
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(org.app, name="org")
 app.add_typer(apikey.app, name="apikey")
 app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
 
 
 @app.command()

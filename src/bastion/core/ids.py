@@ -39,6 +39,7 @@ PREFIXES = frozenset(
         "alt",
         "acl",
         "arl",
+        "sec",
     }
 )
 

@@ -50,6 +50,20 @@ def create_keyring(path: Path) -> bool:
     return True
 
 
+def rotate_keyring(path: Path) -> int:
+    """Add a new random key version and make it active (atomically, mode 0600).
+    Older versions stay, so what they protect still opens; returns the new version."""
+    current = read_keyring(path)
+    version = max(current.versions) + 1
+    versions = {str(v): base64.b64encode(k).decode() for v, k in current.versions.items()}
+    versions[str(version)] = base64.b64encode(random_bytes(KEY_BYTES)).decode()
+    staging = path.with_suffix(".rotating")
+    staging.unlink(missing_ok=True)
+    _write_private(staging, json.dumps({"active": version, "versions": versions}))
+    os.replace(staging, path)
+    return version
+
+
 def read_keyring(path: Path) -> Keyring:
     if not path.exists():
         raise ConfigError(f"{path} is missing: run `bastion init` first")

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Response
+
+from bastion.api.deps import DB, Caller, State
+from bastion.secrets import service as secrets
+from bastion.secrets.schemas import (
+    RevealIn,
+    RevealOut,
+    SecretName,
+    SecretOut,
+    SecretPut,
+    SecretScopeOut,
+    SecretSummary,
+    SecretVersionOut,
+    SecretWritten,
+)
+
+router = APIRouter(prefix="/v1/orgs/{org}/secrets", tags=["secrets"])
+Name = SecretName
+
+
+def _scope_id(value: str) -> str | None:
+    return value or None
+
+
+@router.put("/{name}", summary="Write a new version of a secret (creates it on first write)")
+def put_secret(
+    org: str,
+    body: SecretPut,
+    principal: Caller,
+    db: DB,
+    state: State,
+    name: Name = Path(description="Letters, digits and _ . : / -"),
+) -> SecretWritten:
+    scope = secrets.Scope.of(
+        body.scope.workflow_id if body.scope else None, body.scope.run_id if body.scope else None
+    )
+    secret, version = secrets.put_secret(
+        db,
+        state.vault,
+        principal,
+        org,
+        name,
+        body.value.get_secret_value(),
+        description=body.description,
+        scope=scope,
+    )
+    return SecretWritten(
+        name=name, version=version, scope=secret.scope_type, scope_id=_scope_id(secret.scope_id)
+    )
+
+
+@router.get("", summary="Secrets' metadata (never values)")
+def list_secrets(org: str, principal: Caller, db: DB) -> dict[str, list[SecretSummary]]:
+    return {
+        "data": [
+            SecretSummary(
+                name=s.name,
+                scope=s.scope_type,
+                scope_id=_scope_id(s.scope_id),
+                current_version=s.current_version,
+                description=s.description,
+                updated_at=s.updated_at,
+            )
+            for s in secrets.list_secrets(db, principal, org)
+        ]
+    }
+
+
+@router.get("/{name}", summary="One secret's scopes and versions (never values)")
+def get_secret(org: str, name: Name, principal: Caller, db: DB) -> SecretOut:
+    scopes = [
+        SecretScopeOut(
+            id=s.id,
+            scope=s.scope_type,
+            scope_id=_scope_id(s.scope_id),
+            description=s.description,
+            current_version=s.current_version,
+            versions=[SecretVersionOut.model_validate(v) for v in versions],
+            updated_at=s.updated_at,
+        )
+        for s, versions in secrets.describe(db, principal, org, name)
+    ]
+    return SecretOut(name=name, scopes=scopes)
+
+
+@router.post("/{name}/reveal", summary="Reveal a value (audited; needs secrets:reveal)")
+def reveal(
+    org: str, name: Name, body: RevealIn, principal: Caller, db: DB, state: State
+) -> RevealOut:
+    found = secrets.reveal(
+        db,
+        state.vault,
+        principal,
+        org,
+        name,
+        version=body.version,
+        workflow_id=body.workflow_id,
+        run_id=body.run_id,
+    )
+    return RevealOut(
+        value=found.value,
+        version=found.version,
+        scope=found.scope.type,
+        scope_id=_scope_id(found.scope.id),
+    )
+
+
+@router.delete("/{name}", status_code=204, summary="Delete a secret at every scope")
+def delete_secret(org: str, name: Name, principal: Caller, db: DB) -> Response:
+    secrets.delete_secret(db, principal, org, name)
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""The secrets vault: envelope encryption with per-organisation data keys."""

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bastion.core.clock import utcnow
+from bastion.core.db import Base, UTCDateTime
+
+
+class OrgKey(Base):
+    """An organisation's data key, stored only wrapped by a root-key version."""
+
+    __tablename__ = "org_keys"
+
+    org_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary, info={"secret": True})
+    root_version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Secret(Base):
+    """A named secret at one scope: the organisation, a workflow or a run."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (
+        UniqueConstraint("org_id", "name", "scope_type", "scope_id"),
+        Index("ix_secrets_org_id_name", "org_id", "name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    scope_type: Mapped[str] = mapped_column(String(20))  # org | workflow | run
+    scope_id: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    current_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SecretVersion(Base):
+    """One value of a secret: AES-256-GCM under the org's data key, bound by associated
+    data to org, secret and version."""
+
+    __tablename__ = "secret_versions"
+
+    secret_id: Mapped[str] = mapped_column(
+        ForeignKey("secrets.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, info={"secret": True})
+    key_version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
