@@ -21,6 +21,8 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.errors import Conflict, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
+from bastion.identity.models import ServiceAccount, User
+from bastion.tenancy.models import Team
 
 Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
@@ -60,9 +62,6 @@ def _source(db: Session, org_id: str, source_id: str) -> Source:
 
 
 def _check_principal(db: Session, org_id: str, principal_id: str, field: str) -> None:
-    from bastion.identity.models import ServiceAccount, User
-    from bastion.tenancy.models import Team
-
     model: dict[str, type[User] | type[Team] | type[ServiceAccount]] = {
         "usr": User,
         "team": Team,

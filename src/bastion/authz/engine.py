@@ -45,7 +45,7 @@ from bastion.authz.service import custom_role_permissions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.db import DirectReader
 from bastion.identity.models import ServiceAccount, User
-from bastion.tenancy.models import TeamMember
+from bastion.tenancy.models import Team, TeamMember
 
 LEVELS = {"reader": 1, "editor": 2, "owner": 3}
 MANAGE_LEVEL = 4
@@ -155,8 +155,6 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     ):
         teams.setdefault(user_id, set()).add(team_id)
         team_ids.add(team_id)
-    from bastion.tenancy.models import Team
-
     team_ids |= set(db.execute(select(Team.id).where(Team.org_id == org_id)).scalars())
     users = {
         u: (role, status)
