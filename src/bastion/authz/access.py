@@ -370,22 +370,37 @@ def _ask(
     return Asked(index, engine.subject_of(index, subject_id, now), now)
 
 
+@dataclass(frozen=True)
+class Question:
+    subject: str
+    action: str
+    resource: str
+    explain: bool = False
+
+
 def check(
     eng: Engine,
     sessions: Sessions,
     principal: Principal,
     org_id: str,
-    *,
-    subject: str,
-    action: str,
-    resource: str,
-    explain: bool = False,
-) -> Decision:
-    asked = _ask(eng, sessions, principal, org_id, subject)
-    kind, resource_id = parse_resource(resource)
-    return engine.decide(
-        asked.index, asked.subject, action, kind, resource_id, asked.now, eng.stats, explain
-    )
+    questions: Sequence[Question],
+) -> list[Decision]:
+    """Answer each question in order, against one index read (one revision read for
+    the whole batch) and each distinct subject resolved once."""
+    for subject_id in {q.subject for q in questions}:
+        _asker(principal, org_id, subject_id)
+    index = eng.index(sessions, org_id)
+    now = utcnow()
+    subjects = {q.subject: engine.subject_of(index, q.subject, now) for q in questions}
+    answers = []
+    for q in questions:
+        kind, resource_id = parse_resource(q.resource)
+        answers.append(
+            engine.decide(
+                index, subjects[q.subject], q.action, kind, resource_id, now, eng.stats, q.explain
+            )
+        )
+    return answers
 
 
 def filter_ids(

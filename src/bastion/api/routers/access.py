@@ -154,29 +154,23 @@ def delete_rule(org: str, rule: str, principal: Caller, db: DB) -> Response:
     return Response(status_code=204)
 
 
-def _check(org: str, body: CheckIn, principal: Caller, state: State) -> CheckOut:
-    decision = access.check(
-        state.authz,
-        state.sessions,
-        principal,
-        org,
-        subject=body.subject,
-        action=body.action,
-        resource=body.resource,
-        explain=body.explain,
-    )
-    trace = list(decision.trace) if body.explain else None
-    return CheckOut(allowed=decision.allowed, reason=decision.reason, trace=trace)
+def _answers(org: str, checks: list[CheckIn], principal: Caller, state: State) -> list[CheckOut]:
+    questions = [access.Question(c.subject, c.action, c.resource, c.explain) for c in checks]
+    decisions = access.check(state.authz, state.sessions, principal, org, questions)
+    return [
+        CheckOut(allowed=d.allowed, reason=d.reason, trace=list(d.trace) if c.explain else None)
+        for c, d in zip(checks, decisions, strict=True)
+    ]
 
 
 @authz_router.post("/check", summary="May the subject do the action to the resource?")
 def check(org: str, body: CheckIn, principal: Caller, state: State) -> CheckOut:
-    return _check(org, body, principal, state)
+    return _answers(org, [body], principal, state)[0]
 
 
 @authz_router.post("/check-batch", summary="Several checks, answered in order")
 def check_batch(org: str, body: CheckBatchIn, principal: Caller, state: State) -> CheckBatchOut:
-    return CheckBatchOut(results=[_check(org, c, principal, state) for c in body.checks])
+    return CheckBatchOut(results=_answers(org, body.checks, principal, state))
 
 
 @authz_router.post("/filter", summary="The ids the subject may act on, in input order")
