@@ -317,9 +317,11 @@ def deliver(db_: Stores, sink_id: str, keys: Keyring, allow: list[str]) -> int:
                 return 0
             secret = _decrypt_secret(sink, keys)
             db.expunge(sink)
-        host = sink.config.get("host") or _parse_url(sink.config["url"])[0]
-        port = sink.config.get("port") or _parse_url(sink.config["url"])[1]
-        check_destination(str(host), int(port), allow)
+        if sink.type == "syslog":
+            host, port = str(sink.config["host"]), int(sink.config["port"])
+        else:
+            host, port = _parse_url(sink.config["url"])
+        check_destination(host, port, allow)
         with _transport(sink, secret) as transport:
             cursor = sink.cursor
             while True:
