@@ -560,6 +560,8 @@ ROWS: list[Row] = [
         200,
         body=lambda w: {"subject": w.user()},
     ),
+    # ^ webhooks rows go above this line
+    # ^ agents and approvals rows go above this line
 ]
 
 # Reachable without a credential by design.
