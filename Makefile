@@ -40,7 +40,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 	BASTION_DATA_DIR=$$(mktemp -d) sh -c '$(BIN)/bastion init >/dev/null && $(BIN)/alembic check'
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: $(VENV)/.installed-dev pyproject.toml
+	$(BIN)/pip install -q -e '.[test,lint,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run
 
 clean:

@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import audit, foundation
+from bench import audit, authz, foundation
 
-SUITES = {"foundation": foundation.main, "audit": audit.main}
+SUITES = {"foundation": foundation.main, "audit": audit.main, "authz": authz.main}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -101,6 +101,14 @@ class World:
         assert response.status_code == 200, response.text
         return name
 
+    def webhook_endpoint(self) -> str:
+        body = {"name": "gh", "provider": "github", "secret": "matrix-provider-secret"}
+        return str(self.post("webhook-endpoints", body)["id"])
+
+    def webhook_subscription(self) -> str:
+        body = {"url": "http://127.0.0.1:9/hook", "events": ["approval.*"]}
+        return str(self.post("webhook-subscriptions", body)["id"])
+
     def event(self) -> str:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
         return str(events.json()["data"][0]["id"])
@@ -560,12 +568,92 @@ ROWS: list[Row] = [
         200,
         body=lambda w: {"subject": w.user()},
     ),
+    Row("GET", "/v1/orgs/{org}/secrets-key", P.SECRETS_READ, 200),
+    Row("POST", "/v1/orgs/{org}/secrets-key/rotate", P.SECRETS_MANAGE, 202),
+    Row("DELETE", "/v1/orgs/{org}", P.ORG_MANAGE, 204),  # a fresh org per case: safe to delete
+    Row(
+        "POST",
+        "/v1/orgs/{org}/webhook-endpoints",
+        P.WEBHOOKS_MANAGE,
+        201,
+        body=lambda w: {"name": "gh", "provider": "github", "secret": "matrix-provider-secret"},
+    ),
+    Row("GET", "/v1/orgs/{org}/webhook-endpoints", P.WEBHOOKS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/webhook-endpoints/{endpoint}",
+        P.WEBHOOKS_READ,
+        200,
+        params=lambda w: {"endpoint": w.webhook_endpoint()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/webhook-endpoints/{endpoint}",
+        P.WEBHOOKS_MANAGE,
+        204,
+        params=lambda w: {"endpoint": w.webhook_endpoint()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/webhook-endpoints/{endpoint}/rotate-secret",
+        P.WEBHOOKS_MANAGE,
+        200,
+        params=lambda w: {"endpoint": w.webhook_endpoint()},
+        body=lambda w: {"secret": "matrix-rotated-secret", "overlap_seconds": 60},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/webhook-endpoints/{endpoint}/events",
+        P.WEBHOOKS_READ,
+        200,
+        params=lambda w: {"endpoint": w.webhook_endpoint()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/webhook-subscriptions",
+        P.WEBHOOKS_MANAGE,
+        201,
+        body=lambda w: {"url": "http://127.0.0.1:9/hook", "events": ["approval.*"]},
+    ),
+    Row("GET", "/v1/orgs/{org}/webhook-subscriptions", P.WEBHOOKS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/webhook-subscriptions/{subscription}",
+        P.WEBHOOKS_READ,
+        200,
+        params=lambda w: {"subscription": w.webhook_subscription()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/webhook-subscriptions/{subscription}",
+        P.WEBHOOKS_MANAGE,
+        204,
+        params=lambda w: {"subscription": w.webhook_subscription()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/webhook-subscriptions/{subscription}/enable",
+        P.WEBHOOKS_MANAGE,
+        200,
+        params=lambda w: {"subscription": w.webhook_subscription()},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/webhook-subscriptions/{subscription}/deliveries",
+        P.WEBHOOKS_READ,
+        200,
+        params=lambda w: {"subscription": w.webhook_subscription()},
+    ),
     # ^ webhooks rows go above this line
     # ^ agents and approvals rows go above this line
 ]
 
 # Reachable without a credential by design.
-PUBLIC = {("POST", "/v1/auth/login"), ("POST", "/v1/auth/setup")}
+PUBLIC = {
+    ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/setup"),
+    ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
+}
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]
 
 

@@ -16,6 +16,8 @@ from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
     access,
+    agents,
+    approvals,
     apikeys,
     audit,
     auth,
@@ -27,8 +29,10 @@ from bastion.api.routers import (
     service_accounts,
     teams,
     users,
+    webhooks,
 )
 from bastion.api.state import AppState
+from bastion.approvals import service as approval_service
 from bastion.audit import alerts, checkpoints, sinks
 from bastion.audit.checkpoints import Signer
 from bastion.authz.engine import Engine as AuthzEngine
@@ -45,8 +49,10 @@ from bastion.core.ratelimit import RateLimiter
 from bastion.identity import authcache, passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.secrets import service as secrets_service
 from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
+from bastion.webhooks import outbound as webhook_outbound
 
 DESCRIPTION = """
 Bastion is the security and compliance control plane for AI agent platforms.
@@ -132,6 +138,24 @@ async def _deliver_audit_sinks(state: AppState) -> None:
             log.exception("audit sink delivery round failed")
 
 
+async def _sweep_approvals(state: AppState) -> None:
+    """Every `approval_sweep_interval` seconds, record expired approvals and announce
+    escalations. Expiry is already in force before this runs (evaluated at read time)."""
+    log = structlog.get_logger("bastion.approvals")
+
+    def round_() -> None:
+        with state.write_sessions() as db:
+            approval_service.sweep(db)
+            db.commit()
+
+    while True:
+        await asyncio.sleep(state.settings.approval_sweep_interval)
+        try:
+            await anyio.to_thread.run_sync(round_)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("approval sweep failed")
+
+
 def notifier(state: AppState) -> alerts.Notifier:
     s = state.settings
     return alerts.Notifier(
@@ -162,6 +186,49 @@ async def _evaluate_alerts(state: AppState) -> None:
             log.exception("alert round failed")
 
 
+async def _reencrypt_secrets(state: AppState) -> None:
+    """Every few seconds, move secret versions onto their organisation's newest data key
+    after a rotation (small batches, compare-and-set per row: several workers may run
+    it at once), then destroy the older keys."""
+    log = structlog.get_logger("bastion.secrets")
+
+    def round_() -> int:
+        return secrets_service.reencrypt_round(state.sessions, state.write_sessions, state.vault)
+
+    while True:
+        await asyncio.sleep(secrets_service.REENCRYPT_EVERY_SECONDS)
+        try:
+            await anyio.to_thread.run_sync(round_)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("secrets re-encryption round failed")
+
+
+async def _deliver_webhooks(state: AppState) -> None:
+    """Every `webhook_poll_interval` seconds, send due outbound webhook deliveries (leases
+    keep workers and replicas from sending one twice at once); about hourly, purge
+    webhook events, replay keys and delivery logs past their retention."""
+    log = structlog.get_logger("bastion.webhooks")
+    policy = webhook_outbound.DeliveryPolicy.from_settings(state.settings)
+
+    def round_() -> int:
+        return webhook_outbound.deliver_due(state.write_sessions, state.vault, policy)
+
+    def purge() -> None:
+        webhook_outbound.purge_expired(state.write_sessions, policy.retention_days)
+
+    since_purge = RETENTION_EVERY_SECONDS  # purge once soon after start
+    while True:
+        await asyncio.sleep(state.settings.webhook_poll_interval)
+        since_purge += state.settings.webhook_poll_interval
+        try:
+            await anyio.to_thread.run_sync(round_)
+            if since_purge >= RETENTION_EVERY_SECONDS:
+                since_purge = 0.0
+                await anyio.to_thread.run_sync(purge)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("webhook delivery round failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -171,8 +238,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(_maintain_audit(state)),
+            asyncio.create_task(_sweep_approvals(state)),
             asyncio.create_task(_deliver_audit_sinks(state)),
             asyncio.create_task(_evaluate_alerts(state)),
+            asyncio.create_task(_deliver_webhooks(state)),
+            asyncio.create_task(_reencrypt_secrets(state)),
         ]
         try:
             yield
@@ -202,6 +272,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)
     app.include_router(access.sources_router, responses=ERROR_RESPONSES)
     app.include_router(secrets.router, responses=ERROR_RESPONSES)
+    app.include_router(secrets.key_router, responses=ERROR_RESPONSES)
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)
+    app.include_router(agents.router, responses=ERROR_RESPONSES)
+    app.include_router(agents.hub_router, responses=ERROR_RESPONSES)
+    app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
+    app.include_router(agents.org_runs_router, responses=ERROR_RESPONSES)
+    app.include_router(approvals.policies_router, responses=ERROR_RESPONSES)
+    app.include_router(approvals.router, responses=ERROR_RESPONSES)
+    app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
+    app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
+    app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

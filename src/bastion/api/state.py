@@ -8,6 +8,7 @@ from limits import RateLimitItem
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.agents.waiting import Waiters
 from bastion.audit.checkpoints import Signer
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings
@@ -34,9 +35,11 @@ class AppState:
     vault: Vault = field(repr=False)
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
+    waiters: Waiters = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
         self.api_quota = per_window(per_minute, 60)
+        self.waiters = Waiters(self.sessions)
         # Anonymous and per-address ceiling: generous, it guards the sign-in surface.
         self.ip_quota = per_window(per_minute * 4, 60)

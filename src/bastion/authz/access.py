@@ -54,6 +54,13 @@ def list_sources(db: Session, principal: Principal, org_id: str) -> list[Source]
     return list(db.execute(stmt).scalars())
 
 
+def existing_source_ids(db: Session, org_id: str, source_ids: list[str]) -> set[str]:
+    if not source_ids:
+        return set()
+    stmt = select(Source.id).where(Source.org_id == org_id, Source.id.in_(source_ids))
+    return set(db.execute(stmt).scalars())
+
+
 def _source(db: Session, org_id: str, source_id: str) -> Source:
     source = db.get(Source, source_id) if has_prefix(source_id, "src") else None
     if source is None or source.org_id != org_id:

@@ -15,6 +15,7 @@ class Permission(StrEnum):
     AGENTS_USE = "agents:use"
     APIKEYS_MANAGE = "apikeys:manage"
     APIKEYS_READ = "apikeys:read"
+    APPROVAL_POLICIES_MANAGE = "approval_policies:manage"
     APPROVALS_DECIDE = "approvals:decide"
     APPROVALS_READ = "approvals:read"
     AUDIT_EXPORT = "audit:export"
@@ -47,6 +48,7 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.AGENTS_USE: "Start runs of agents visible to the caller.",
     Permission.APIKEYS_MANAGE: "Create, rotate and revoke API keys.",
     Permission.APIKEYS_READ: "List API keys (never their secret).",
+    Permission.APPROVAL_POLICIES_MANAGE: "Create, re-approve and delete approval policies.",
     Permission.APPROVALS_DECIDE: "Approve or deny pending agent actions.",
     Permission.APPROVALS_READ: "See approval requests.",
     Permission.AUDIT_EXPORT: "Export the audit trail.",

@@ -20,6 +20,8 @@ class Principal:
     user_id: str | None = None
     session_id: str | None = None
     credential_id: str | None = None
+    agent_id: str | None = None  # agent run tokens: the run's agent
+    on_behalf_of: str | None = None  # agent run tokens: the user the run acts for
     actor: Actor = field(default_factory=lambda: Actor(type="anonymous", id=None))
 
     @property

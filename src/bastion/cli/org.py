@@ -6,7 +6,9 @@ from typing import Annotated
 import typer
 
 from bastion.cli.common import CLI_ACTOR, emit, fail, hasher, settings, unit_of_work
+from bastion.core.keyring import ROOT_KEY_FILE
 from bastion.identity import service as users
+from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
 
 app = typer.Typer(help="Organisations.", no_args_is_help=True)
@@ -49,3 +51,24 @@ def create(
     if created.setup_token:
         human += f"\nsetup token (shown once, 72 h): {created.setup_token}"
     emit(data, json, human)
+
+
+@app.command("delete")
+def delete(
+    org_id: Annotated[str, typer.Argument(help="Organisation id (org_...).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete an organisation: every credential of it stops working at once and its data
+    keys are destroyed, so its secrets can never be decrypted again. Irreversible."""
+    if not yes and not typer.confirm(f"Delete {org_id} and shred its secrets for good?"):
+        fail("not confirmed")
+    cfg = settings()
+    vault = Vault(LocalKeyProvider(cfg.data_dir / ROOT_KEY_FILE))
+    with unit_of_work(cfg) as db:
+        shredded = tenancy.delete_org(db, vault, CLI_ACTOR, org_id)
+    emit(
+        {"org_id": org_id, "status": "deleted", "data_keys_destroyed": shredded},
+        json,
+        f"organisation {org_id} deleted; {shredded} data keys destroyed",
+    )

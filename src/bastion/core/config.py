@@ -72,12 +72,25 @@ class Settings(BaseSettings):
     outbound_allow: list[str] = Field(default_factory=list)
     # Alerts: how often rules are evaluated (seconds), and the SMTP server for email.
     alert_poll_interval: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Approvals: how often expiries are recorded and escalations announced (seconds).
+    approval_sweep_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_from: str = "bastion@localhost"
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # Webhooks: how often outbound deliveries are sent (seconds); attempts per delivery;
+    # consecutive failed attempts after which a subscription is disabled; retry backoff
+    # (exponential with full jitter) base and cap in seconds; the per-request timeout;
+    # and how long inbound events and the outbound delivery log are kept (days).
+    webhook_poll_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    webhook_disable_after_failures: Annotated[int, Field(ge=1)] = 20
+    webhook_retry_base_seconds: Annotated[float, Field(gt=0)] = 10.0
+    webhook_retry_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    webhook_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
     log_level: str = "info"
     log_json: bool = True

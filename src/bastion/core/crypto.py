@@ -86,6 +86,29 @@ def aead_decrypt(key: bytes, blob: bytes, associated_data: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:12], blob[12:], associated_data)
 
 
+class Aead:
+    """AES-256-GCM bound to one key, for a key used many times (the vault's cached data
+    keys): the cipher is set up once. Same format as `aead_encrypt`: nonce || ct+tag."""
+
+    __slots__ = ("_cipher",)
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._cipher = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "Aead(<key>)"
+
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._cipher.encrypt(nonce, plaintext, associated_data)
+
+    def decrypt(self, blob: bytes, associated_data: bytes) -> bytes:
+        """Raises `cryptography.exceptions.InvalidTag` when the key, data or blob is wrong."""
+        return self._cipher.decrypt(blob[:12], blob[12:], associated_data)
+
+
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -28,6 +28,7 @@ PREFIXES = frozenset(
         "run",
         "call",
         "apr",
+        "apl",
         "src",
         "doc",
         "whe",
@@ -40,6 +41,9 @@ PREFIXES = frozenset(
         "acl",
         "arl",
         "sec",
+        "wev",
+        "whs",
+        "whd",
     }
 )
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
+from bastion.agents.models import Agent, Run
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
@@ -143,10 +144,11 @@ def authenticate(
     if not token:
         raise Unauthenticated("a bearer credential is required")
     parsed = parse(token)
+    if parsed is not None and parsed.kind is TokenKind.AGENT_RUN:
+        # Never cached: a run's token is short-lived and used for few, costly calls.
+        return Authenticated(_agent_run(db, parsed.row_id, parsed.secret, actor, hasher), None)
     if parsed is None or parsed.kind not in (TokenKind.API_KEY, TokenKind.SESSION):
-        # Unknown credential kinds are refused (fail closed); agent run tokens are
-        # accepted only by run endpoints.
-        raise _rejected(actor, "unknown_credential_kind")
+        raise _rejected(actor, "unknown_credential_kind")  # fail closed
     if cache is not None:
         hit = authenticate_cached(token, actor, hasher, cache)
         if hit is not None:
@@ -445,6 +447,57 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         ),
         last_touched=last_used or now,
         touch_every=TOUCH_INTERVAL_SECONDS,
+    )
+
+
+_RUN_QUERY = (
+    select(
+        Run.token_hash,
+        Run.pepper_version,
+        Run.expires_at,
+        Run.revoked_at,
+        Run.org_id,
+        Run.agent_id,
+        Run.on_behalf_of,
+        Organization.status,
+        User.status,
+    )
+    .join(Agent, Agent.id == Run.agent_id)
+    .join(Organization, Organization.id == Run.org_id)
+    .outerjoin(User, User.id == Run.on_behalf_of)
+)
+
+
+def _agent_run(
+    db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenHasher
+) -> Principal:
+    """A run's token: valid until the run expires or is revoked, while its agent exists,
+    its organisation is active and the user it acts for is active. It carries no
+    organisation permission: it acts only on its own run (and the secrets its agent
+    was given)."""
+    row = db.execute(_RUN_QUERY.where(Run.id == run_id)).first()
+    if row is None or not hasher.matches(TokenKind.AGENT_RUN, secret, row[1], row[0]):
+        raise _rejected(actor, "unknown_or_wrong_secret")
+    _, _, expires_at, revoked_at, org_id, agent_id, on_behalf_of, org_status, user_status = row
+    resource = ("run", run_id)
+    now = utcnow()
+    if revoked_at is not None:
+        raise _rejected(actor, "run_revoked", org_id, resource)
+    if expires_at <= now:
+        raise _rejected(actor, "run_expired", org_id, resource)
+    if org_status != "active" or (on_behalf_of is not None and user_status != "active"):
+        raise _rejected(actor, "run_inactive", org_id, resource)
+    return Principal(
+        principal_type="agent_run",
+        id=run_id,
+        org_id=org_id,
+        role="agent_run",
+        credential=CredentialKind.AGENT_RUN,
+        role_permissions=frozenset(),
+        credential_id=run_id,
+        agent_id=agent_id,
+        on_behalf_of=on_behalf_of,
+        actor=Actor("agent_run", run_id, actor.ip, actor.user_agent, actor.request_id),
     )
 
 

@@ -7,6 +7,7 @@ constant time. A wrong secret and an unknown id give the same answer.
     bsk_key_01J…_<secret>   API key         (purpose "api_key")
     bss_ses_01J…_<secret>   session token   (purpose "session")
     bsu_inv_01J…_<secret>   setup token     (purpose "setup", single use)
+    bat_run_01J…_<secret>   agent run token (purpose "bat", one run, short-lived)
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ class TokenKind(StrEnum):
     AGENT_RUN = "bat"
 
 
-ROW_PREFIX = {TokenKind.API_KEY: "key", TokenKind.SESSION: "ses", TokenKind.SETUP: "inv"}
+ROW_PREFIX = {
+    TokenKind.API_KEY: "key",
+    TokenKind.SESSION: "ses",
+    TokenKind.SETUP: "inv",
+    TokenKind.AGENT_RUN: "run",
+}
 _ID_LEN = 26
 
 
@@ -51,7 +57,7 @@ def parse(token: str) -> ParsedToken | None:
         return None
     row_prefix = ROW_PREFIX.get(kind)
     if row_prefix is None:
-        return ParsedToken(kind, "", rest)  # kinds handled elsewhere (agent runs)
+        return None
     id_len = len(row_prefix) + 1 + _ID_LEN
     row_id, secret = rest[:id_len], rest[id_len + 1 :]
     if rest[id_len : id_len + 1] != "_" or not secret or not has_prefix(row_id, row_prefix):

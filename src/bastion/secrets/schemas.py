@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, StringConstraints
 
@@ -73,3 +73,24 @@ class RevealOut(Out):
     version: int
     scope: str
     scope_id: str | None
+
+
+class DataKeyOut(Out):
+    """The organisation's data key (`/v1/orgs/{org}/secrets-key`): never key material."""
+
+    active_version: int | None = Field(
+        description="The data-key version new secret versions are encrypted under "
+        "(null until the first secret is written)."
+    )
+    older_versions: list[int] = Field(
+        description="Older data-key versions still kept: some secret versions are still "
+        "encrypted under them. Destroyed when none is."
+    )
+    pending: int = Field(
+        description="Secret versions still encrypted under an older data key; the "
+        "servers re-encrypt them in the background."
+    )
+    total: int = Field(description="Secret versions of the organisation, at every scope.")
+    status: Literal["current", "reencrypting"] = Field(
+        description="`reencrypting` while an older data key is still kept."
+    )

@@ -3,21 +3,33 @@ value; reveal needs `secrets:reveal` and is audited (without the value)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
+from bastion.audit.events import EventType, Outcome
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
+from bastion.core.context import Actor
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.ids import new_id
-from bastion.secrets.models import Secret, SecretVersion
-from bastion.secrets.vault import Vault
+from bastion.secrets import vault as vaults
+from bastion.secrets.errors import SecretUnreadable
+from bastion.secrets.models import OrgKey, Secret, SecretVersion
+from bastion.secrets.vault import KeyState, Vault
 
 MAX_VALUE_BYTES = 64 * 1024
+# Background re-encryption after an org data-key rotation: rows per transaction, and
+# how often each server looks for unfinished rotations (seconds).
+REENCRYPT_BATCH = 200
+REENCRYPT_EVERY_SECONDS = 2.0
+REENCRYPT_ACTOR = Actor(type="system", id="secrets.reencrypt")
+
+log = structlog.get_logger("bastion.secrets")
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,23 @@ def describe(
     return out
 
 
+def _decrypt(db: Session, vault: Vault, row: SecretVersion) -> bytes:
+    """Decrypt one version. If its data key was destroyed between reading the row and
+    the key (a finished re-encryption, seen by a non-snapshot read on PostgreSQL), the
+    row has been re-encrypted meanwhile: read it again once."""
+    args = (row.org_id, row.secret_id, row.version)
+    try:
+        return vault.decrypt(db, *args, row.key_version, row.ciphertext)
+    except SecretUnreadable as exc:
+        if exc.reason != "data_key_destroyed":
+            raise
+        before = row.key_version
+        db.refresh(row)
+        if row.key_version == before:
+            raise
+        return vault.decrypt(db, *args, row.key_version, row.ciphertext)
+
+
 @dataclass(frozen=True)
 class Revealed:
     value: str = ""
@@ -162,7 +191,31 @@ def reveal(
         row = db.get(SecretVersion, (secret.id, wanted))
         if row is None:
             raise NotFound("no such version")
-        value = vault.decrypt(db, org_id, secret.id, wanted, row.key_version, row.ciphertext)
+        try:
+            value = _decrypt(db, vault, row)
+        except SecretUnreadable as exc:
+            log.warning(
+                "secret unreadable",
+                org_id=org_id,
+                secret_id=secret.id,
+                version=wanted,
+                key_version=row.key_version,
+                cause=exc.reason,
+            )
+            raise exc.with_audit(
+                type=EventType.SECRET_REVEALED,
+                actor=principal.actor,
+                org_id=org_id,
+                outcome=Outcome.FAILURE,
+                resource=("secret", secret.id),
+                reason="secret_unreadable",
+                metadata={
+                    "name": name,
+                    "version": wanted,
+                    "scope": scope.type,
+                    "cause": exc.reason,
+                },
+            ) from None
         audit.record(
             db,
             type=EventType.SECRET_REVEALED,
@@ -194,3 +247,127 @@ def delete_secret(db: Session, principal: Principal, org_id: str, name: str) -> 
         metadata={"name": name, "scopes": len(found)},
     )
     return len(found)
+
+
+# --- org data-key rotation and crypto-shredding ---------------------------------------
+
+
+def data_key_state(db: Session, principal: Principal, org_id: str) -> KeyState:
+    principal.require_org(org_id)
+    principal.require(Permission.SECRETS_READ)
+    return vaults.key_state(db, org_id)
+
+
+def rotate_data_key(
+    db: Session, vault: Vault, actor: Actor, org_id: str, principal: Principal | None = None
+) -> KeyState:
+    """Add a new data-key version for the organisation: new writes use it at once; the
+    servers' background task re-encrypts existing versions under it and then destroys
+    the older keys. `principal` is None only for the CLI (instance operator)."""
+    if principal is not None:
+        principal.require_org(org_id)
+        principal.require(Permission.SECRETS_MANAGE)
+    version = vault.rotate(db, org_id)
+    state = vaults.key_state(db, org_id)
+    audit.record(
+        db,
+        type=EventType.DATA_KEY_ROTATED,
+        actor=actor,
+        org_id=org_id,
+        resource=("data_key", str(version)),
+        metadata={
+            "version": version,
+            "older_versions": list(state.older_versions),
+            "pending": state.pending,
+        },
+    )
+    return state
+
+
+@dataclass(frozen=True)
+class Reencrypted:
+    moved: int = 0
+    unreadable: int = 0
+    destroyed: tuple[int, ...] = ()
+
+
+def reencrypt_org(
+    sessions: Callable[[], Session],
+    vault: Vault,
+    org_id: str,
+    *,
+    batch: int = REENCRYPT_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> Reencrypted:
+    """Move the org's secret versions onto its newest data key, `batch` rows per
+    transaction (`sessions` must open write transactions), then destroy the older keys
+    when none is used any more. Idempotent and safe with other workers doing the same;
+    reads keep working throughout (each row names the key version it is under)."""
+    with sessions() as db:
+        active = db.execute(
+            select(func.max(OrgKey.version)).where(OrgKey.org_id == org_id)
+        ).scalar()
+    if active is None:
+        return Reencrypted()
+    moved = unreadable = 0
+    after = ("", 0)
+    while True:
+        with sessions() as db:
+            done = vaults.reencrypt_batch(db, vault, org_id, int(active), after=after, limit=batch)
+            db.commit()
+        moved += done.moved
+        unreadable += done.unreadable
+        if progress is not None:
+            progress(done.moved + done.unreadable)
+        if done.cursor is None:
+            break
+        after = done.cursor
+    if unreadable:
+        log.warning(
+            "secret versions unreadable under their data key; older key kept",
+            org_id=org_id,
+            rows=unreadable,
+        )
+        return Reencrypted(moved, unreadable)
+    with sessions() as db:
+        try:
+            destroyed = vaults.destroy_older_keys(db, vault, org_id, int(active))
+        except vaults.KeysStillInUse:  # a write under an older key committed meanwhile
+            db.rollback()
+            return Reencrypted(moved, 0)
+        if destroyed:
+            audit.record(
+                db,
+                type=EventType.DATA_KEY_DESTROYED,
+                actor=REENCRYPT_ACTOR,
+                org_id=org_id,
+                resource=("data_key", ",".join(str(v) for v in destroyed)),
+                metadata={
+                    "versions": destroyed,
+                    "active_version": int(active),
+                    "reencrypted": moved,
+                },
+            )
+        db.commit()
+    return Reencrypted(moved, 0, tuple(destroyed))
+
+
+def reencrypt_round(
+    read: Callable[[], Session],
+    write: Callable[[], Session],
+    vault: Vault,
+    *,
+    batch: int | None = None,
+) -> int:
+    """One pass of the background task over every unfinished rotation; returns the rows
+    re-encrypted."""
+    with read() as db:
+        orgs = vaults.orgs_rotating(db)
+    size = batch or REENCRYPT_BATCH
+    return sum(reencrypt_org(write, vault, org_id, batch=size).moved for org_id in orgs)
+
+
+def shred_org(db: Session, vault: Vault | None, org_id: str) -> int:
+    """Crypto-shredding, for the organisation's deletion (in the caller's transaction):
+    destroy its data keys. Returns the number of keys destroyed."""
+    return vaults.shred_org(db, org_id, vault)

@@ -18,7 +18,11 @@ from bastion.core.errors import Conflict, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.identity import service as identity
+from bastion.secrets import service as secrets
+from bastion.secrets.vault import Vault
 from bastion.tenancy.models import DEFAULT_AUDIT_RETENTION_DAYS, Organization, Team, TeamMember
+
+ORG_DELETED = "deleted"  # Organization.status: credentials refused, data keys destroyed
 
 
 def create_org(db: Session, actor: Actor, *, name: str) -> Organization:
@@ -88,6 +92,35 @@ def update_org(
         metadata=changes,
     )
     return org
+
+
+def delete_org(
+    db: Session, vault: Vault, actor: Actor, org_id: str, principal: Principal | None = None
+) -> int:
+    """Delete an organisation, in one transaction: mark it deleted (the row change bumps
+    its auth revision, so every session and API key of it is refused on the very next
+    request on every worker) and destroy its data keys (crypto-shredding: its secrets can
+    no longer be decrypted). The event closes the organisation's own chain. `principal`
+    is None only for the CLI. Returns the number of data keys destroyed."""
+    if principal is not None:
+        principal.require_org(org_id)
+        principal.require(Permission.ORG_MANAGE)
+    org = db.get(Organization, org_id) if has_prefix(org_id, "org") else None
+    if org is None or org.status == ORG_DELETED:
+        raise NotFound("organization not found")
+    org.status = ORG_DELETED
+    org.updated_at = utcnow()
+    db.flush()
+    shredded = secrets.shred_org(db, vault, org_id)
+    audit.record(
+        db,
+        type=EventType.ORG_DELETED,
+        actor=actor,
+        org_id=org_id,
+        resource=("org", org_id),
+        metadata={"name": org.name, "data_keys_destroyed": shredded},
+    )
+    return shredded
 
 
 def apply_audit_retention(db: Session) -> list[retention.Purge]:
@@ -163,6 +196,23 @@ def team_member_ids(db: Session, org_id: str, team_id: str) -> list[str]:
         .order_by(TeamMember.user_id)
     ).scalars()
     return list(rows)
+
+
+def teams_of(db: Session, org_id: str, user_id: str | None) -> frozenset[str]:
+    """The teams a user belongs to (none for anyone who is not a user)."""
+    if user_id is None:
+        return frozenset()
+    rows = db.execute(
+        select(TeamMember.team_id).where(TeamMember.org_id == org_id, TeamMember.user_id == user_id)
+    ).scalars()
+    return frozenset(rows)
+
+
+def existing_team_ids(db: Session, org_id: str, team_ids: list[str]) -> set[str]:
+    if not team_ids:
+        return set()
+    rows = db.execute(select(Team.id).where(Team.org_id == org_id, Team.id.in_(team_ids)))
+    return set(rows.scalars())
 
 
 def update_team(

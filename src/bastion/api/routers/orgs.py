@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from bastion.api.deps import DB, Caller
+from bastion.api.deps import DB, Caller, State
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.schemas import OrgOut, OrgUpdate
 
@@ -27,3 +27,13 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         audit_retention_days=body.audit_retention_days,
     )
     return OrgOut.model_validate(updated)
+
+
+@router.delete(
+    "",
+    status_code=204,
+    summary="Delete the organisation: its credentials stop working, its secrets are shredded",
+)
+def delete_org(org: str, principal: Caller, db: DB, state: State) -> Response:
+    tenancy.delete_org(db, state.vault, principal.actor, org, principal)
+    return Response(status_code=204)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Path, Response
 from bastion.api.deps import DB, Caller, State
 from bastion.secrets import service as secrets
 from bastion.secrets.schemas import (
+    DataKeyOut,
     RevealIn,
     RevealOut,
     SecretName,
@@ -15,8 +16,10 @@ from bastion.secrets.schemas import (
     SecretVersionOut,
     SecretWritten,
 )
+from bastion.secrets.vault import KeyState
 
 router = APIRouter(prefix="/v1/orgs/{org}/secrets", tags=["secrets"])
+key_router = APIRouter(prefix="/v1/orgs/{org}/secrets-key", tags=["secrets"])
 Name = SecretName
 
 
@@ -111,3 +114,27 @@ def reveal(
 def delete_secret(org: str, name: Name, principal: Caller, db: DB) -> Response:
     secrets.delete_secret(db, principal, org, name)
     return Response(status_code=204)
+
+
+def _key_out(state: KeyState) -> DataKeyOut:
+    return DataKeyOut(
+        active_version=state.active_version,
+        older_versions=list(state.older_versions),
+        pending=state.pending,
+        total=state.total,
+        status="reencrypting" if state.older_versions else "current",
+    )
+
+
+@key_router.get("", summary="The organisation's data-key version and re-encryption progress")
+def get_data_key(org: str, principal: Caller, db: DB) -> DataKeyOut:
+    return _key_out(secrets.data_key_state(db, principal, org))
+
+
+@key_router.post(
+    "/rotate",
+    status_code=202,
+    summary="Rotate the organisation's data key (secrets are re-encrypted in the background)",
+)
+def rotate_data_key(org: str, principal: Caller, db: DB, state: State) -> DataKeyOut:
+    return _key_out(secrets.rotate_data_key(db, state.vault, principal.actor, org, principal))

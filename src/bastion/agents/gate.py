@@ -1,0 +1,318 @@
+"""Runs and the tool-call gate.
+
+A run is started by someone allowed to `use` the agent, for a user who may use it too
+(the run's rights are the intersection), and gets a `bat_` token that can do only run
+things: ask the gate, read its own calls and status, reveal the secrets its agent was
+given.
+
+The gate decides each call in order: the run's budget, a declared tool, a connection
+the agent was given, arguments valid against the tool's JSON Schema, then the approval
+policies (`bastion.approvals.service.evaluate`). Every decision is recorded and
+audited with the arguments' digest, never their values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bastion.agents import service as agents
+from bastion.agents.models import Agent, Run, ToolCall
+from bastion.agents.schemas import RunIn
+from bastion.approvals import service as approvals
+from bastion.approvals.models import Approval
+from bastion.audit import service as audit
+from bastion.audit.events import EventType, Outcome
+from bastion.authz import service as authz
+from bastion.authz.permissions import CredentialKind, Permission
+from bastion.authz.principal import Principal
+from bastion.core.clock import as_utc, utcnow
+from bastion.core.crypto import sha256_hex
+from bastion.core.errors import Forbidden, InvalidInput, NotFound
+from bastion.core.ids import has_prefix, new_id
+from bastion.core.pagination import Page, newest_first
+from bastion.identity import service as identity
+from bastion.identity.tokens import TokenHasher, TokenKind
+from bastion.tenancy import service as tenancy
+
+# --- runs -----------------------------------------------------------------------------
+
+
+def start_run(
+    db: Session,
+    hasher: TokenHasher,
+    principal: Principal,
+    org_id: str,
+    agent_id: str,
+    body: RunIn,
+) -> tuple[Run, str]:
+    """A run of the agent acting for `on_behalf_of` (default: the caller). Acting for
+    someone else needs `agents:manage`; the user must be allowed to use the agent too."""
+    if principal.credential is CredentialKind.AGENT_RUN:
+        raise Forbidden("agent run tokens cannot start runs", permission="agents:use")
+    agent = agents.get_for(db, principal, org_id, agent_id, "use")
+    user_id = body.on_behalf_of or principal.user_id
+    if user_id is None:
+        raise InvalidInput.field("on_behalf_of", "required when the caller is not a person")
+    if user_id != principal.user_id:
+        principal.require(Permission.AGENTS_MANAGE)
+    try:
+        user = identity.require_user_in_org(db, org_id, user_id)
+    except NotFound:
+        raise InvalidInput.field("on_behalf_of", "no such user in this organisation") from None
+    if user.status != "active":
+        raise InvalidInput.field("on_behalf_of", "the user is not active")
+    user_side = agents.Asker(
+        user.id,
+        tenancy.teams_of(db, org_id, user.id),
+        authz.user_permissions(db, org_id, user.role, user.id, user.grants_until),
+    )
+    verdict = agents.decide(user_side, agent, "use")
+    if not verdict.allowed:
+        raise Forbidden(
+            f"{user.id} may not use this agent ({verdict.reason})", permission="agents:use"
+        )
+    now = utcnow()
+    run = Run(
+        id=new_id("run"),
+        org_id=org_id,
+        agent_id=agent.id,
+        started_by=principal.id,
+        on_behalf_of=user.id,
+        workflow_id=body.workflow_id,
+        expires_at=now + timedelta(seconds=body.ttl_seconds),
+        max_tool_calls=body.max_tool_calls,
+        max_pending_approvals=body.max_pending_approvals,
+        tool_calls=0,
+        created_at=now,
+    )
+    token, run.token_hash, run.pepper_version = hasher.issue(TokenKind.AGENT_RUN, run.id)
+    db.add(run)
+    audit.record(
+        db,
+        type=EventType.RUN_STARTED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("run", run.id),
+        metadata={
+            "agent_id": agent.id,
+            "on_behalf_of": user.id,
+            "workflow_id": body.workflow_id,
+            "ttl_seconds": body.ttl_seconds,
+        },
+    )
+    return run, token
+
+
+def run_status(run: Run, now: datetime) -> str:
+    if run.revoked_at is not None:
+        return "revoked"
+    return "expired" if as_utc(run.expires_at) <= now else "active"
+
+
+def get_run(db: Session, principal: Principal, run_id: str) -> Run:
+    """The run's own token, or a member of its organisation who may read its agent."""
+    run = db.get(Run, run_id) if has_prefix(run_id, "run") else None
+    if run is None or run.org_id != principal.org_id:
+        raise NotFound("run not found")
+    if principal.credential is CredentialKind.AGENT_RUN:
+        if principal.id != run.id:
+            raise NotFound("run not found")
+        return run
+    agents.get_for(db, principal, run.org_id, run.agent_id, "read")
+    return run
+
+
+def _own_run(principal: Principal, run_id: str) -> None:
+    """Only the run's own token acts as the run; anyone else finds nothing."""
+    if principal.credential is not CredentialKind.AGENT_RUN or principal.id != run_id:
+        raise NotFound("run not found")
+
+
+def revoke_run(db: Session, principal: Principal, org_id: str, run_id: str) -> Run:
+    principal.require_org(org_id)
+    run = get_run(db, principal, run_id)
+    if principal.credential is not CredentialKind.AGENT_RUN:
+        agents.get_for(db, principal, org_id, run.agent_id, "use")
+        if run.started_by != principal.id and run.on_behalf_of != principal.user_id:
+            principal.require(Permission.AGENTS_MANAGE)
+    if run.revoked_at is None:
+        run.revoked_at = utcnow()
+        audit.record(
+            db,
+            type=EventType.RUN_REVOKED,
+            actor=principal.actor,
+            org_id=org_id,
+            resource=("run", run.id),
+            metadata={"agent_id": run.agent_id},
+        )
+    return run
+
+
+def list_runs(
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    agent_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Page[Run]:
+    agent = agents.get_for(db, principal, org_id, agent_id, "read")
+    stmt = select(Run).where(Run.org_id == org_id, Run.agent_id == agent.id)
+    return newest_first(db, stmt, Run.id, limit=limit, cursor=cursor)
+
+
+# --- the gate -------------------------------------------------------------------------
+
+
+def arguments_digest(arguments: Any) -> str:
+    return sha256_hex(json.dumps(arguments, sort_keys=True, separators=(",", ":")))
+
+
+_validators: dict[str, Draft202012Validator] = {}
+
+
+def _schema_error(tool: dict[str, Any], arguments: Any) -> str | None:
+    """Where and why the arguments fail the tool's schema (never their values)."""
+    validator = _validators.get(tool["digest"])
+    if validator is None:
+        validator = Draft202012Validator(tool.get("input_schema") or {})
+        if len(_validators) > 5000:
+            _validators.clear()
+        _validators[tool["digest"]] = validator
+    error = next(iter(validator.iter_errors(arguments)), None)
+    if error is None:
+        return None
+    return f"invalid_arguments at {error.json_path} ({error.validator})"
+
+
+def request_tool_call(
+    db: Session,
+    principal: Principal,
+    run_id: str,
+    *,
+    tool_name: str,
+    arguments: dict[str, Any],
+    connection: str | None,
+) -> ToolCall:
+    _own_run(principal, run_id)
+    run = db.get(Run, run_id)
+    if run is None:
+        raise NotFound("run not found")
+    agent = db.get(Agent, run.agent_id)
+    if agent is None:  # cannot happen: runs cascade with their agent
+        raise NotFound("run not found")
+    now = utcnow()
+    tool = next((t for t in agent.tools if t["name"] == tool_name), None)
+    verdict = _verdict(db, run, agent, tool, arguments, connection, now)
+    call = ToolCall(
+        id=new_id("call"),
+        org_id=run.org_id,
+        run_id=run.id,
+        agent_id=agent.id,
+        tool=tool_name,
+        arguments=arguments,
+        arguments_digest=arguments_digest(arguments),
+        decision=verdict.decision,
+        reason=verdict.reason,
+        policy_id=verdict.policy.id if verdict.policy is not None else None,
+        created_at=now,
+        decided_at=None if verdict.decision == "pending" else now,
+    )
+    db.add(call)
+    db.flush()
+    if verdict.decision == "pending":
+        call.approval_id = approvals.open_approval(db, call, run, verdict.policy, now).id
+    audit.record(
+        db,
+        type=EventType.TOOL_CALL_DECIDED,
+        actor=principal.actor,
+        org_id=run.org_id,
+        resource=("tool_call", call.id),
+        outcome=Outcome.DENIED if verdict.decision == "deny" else Outcome.SUCCESS,
+        reason=verdict.reason,
+        metadata={
+            "run_id": run.id,
+            "agent_id": agent.id,
+            "tool": tool_name,
+            "decision": verdict.decision,
+            "policy_id": call.policy_id,
+            "approval_id": call.approval_id,
+            "arguments_digest": call.arguments_digest,
+        },
+    )
+    return call
+
+
+def _verdict(
+    db: Session,
+    run: Run,
+    agent: Agent,
+    tool: dict[str, Any] | None,
+    arguments: dict[str, Any],
+    connection: str | None,
+    now: datetime,
+) -> approvals.Verdict:
+    spent = db.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.tool_calls < Run.max_tool_calls)
+        .values(tool_calls=Run.tool_calls + 1)
+    )
+    if not getattr(spent, "rowcount", 0):
+        return approvals.Verdict("deny", "budget_exhausted")
+    if tool is None:
+        return approvals.Verdict("deny", "undeclared_tool")
+    for needed in {connection, tool.get("connection")} - {None}:
+        if needed not in agent.connections:
+            return approvals.Verdict("deny", f"connection_not_granted:{needed}")
+    error = _schema_error(tool, arguments)
+    if error is not None:
+        return approvals.Verdict("deny", error)
+    verdict = approvals.evaluate(db, agent, tool, arguments, _user_context(db, run))
+    pending = verdict.decision == "pending"
+    if pending and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals:
+        return approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)
+    return verdict
+
+
+def _user_context(db: Session, run: Run) -> dict[str, Any]:
+    if run.on_behalf_of is None:
+        return {"id": None, "role": None, "teams": []}
+    user = identity.require_user_in_org(db, run.org_id, run.on_behalf_of)
+    teams = sorted(tenancy.teams_of(db, run.org_id, user.id))
+    return {"id": user.id, "role": user.role, "teams": teams}
+
+
+# --- reading a call -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallState:
+    call: ToolCall
+    decision: str  # allow | deny | pending, with expiry applied
+    reason: str
+
+
+def call_state(db: Session, call: ToolCall, now: datetime) -> CallState:
+    if call.decision != "pending" or call.approval_id is None:
+        return CallState(call, call.decision, call.reason)
+    approval = db.get(Approval, call.approval_id)
+    if approval is not None and approvals.effective_status(approval, now) == "expired":
+        return CallState(call, "deny", "approval_expired")
+    return CallState(call, "pending", call.reason)
+
+
+def get_tool_call(db: Session, principal: Principal, run_id: str, call_id: str) -> CallState:
+    """The call, to its own run's token or to an org member who may see the agent."""
+    run = get_run(db, principal, run_id)
+    call = db.get(ToolCall, call_id) if has_prefix(call_id, "call") else None
+    if call is None or call.run_id != run.id:
+        raise NotFound("tool call not found")
+    return call_state(db, call, utcnow())

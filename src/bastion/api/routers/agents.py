@@ -1,0 +1,211 @@
+"""Agents, the hub, runs and the tool-call gate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from bastion.agents import gate
+from bastion.agents import service as agents
+from bastion.agents.models import Agent, Run
+from bastion.agents.schemas import (
+    AgentIn,
+    AgentOut,
+    AgentPatch,
+    HubAgentOut,
+    RunIn,
+    RunOut,
+    RunStarted,
+    ToolCallIn,
+    ToolCallOut,
+)
+from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
+from bastion.approvals.models import Approval
+from bastion.core.clock import as_utc, utcnow
+from bastion.core.schemas import ListOf
+
+router = APIRouter(prefix="/v1/orgs/{org}/agents", tags=["agents"])
+hub_router = APIRouter(prefix="/v1/hub", tags=["agents"])
+runs_router = APIRouter(prefix="/v1/runs", tags=["runs"])
+org_runs_router = APIRouter(prefix="/v1/orgs/{org}/runs", tags=["runs"])
+
+MAX_WAIT_SECONDS = 60
+
+
+def _agent(agent: Agent) -> AgentOut:
+    return AgentOut.model_validate(agent)
+
+
+@router.post("", status_code=201, summary="Register an agent, or clone one from the hub")
+def create_agent(org: str, body: AgentIn, principal: Caller, db: DB) -> AgentOut:
+    agent = agents.create_agent(db, principal, org, body)
+    db.flush()
+    return _agent(agent)
+
+
+@router.get("", summary="Agents the caller may see, newest first")
+def list_agents(
+    org: str, principal: Caller, db: DB, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+) -> ListOf[AgentOut]:
+    page = agents.list_agents(db, principal, org, limit=limit, cursor=cursor)
+    return ListOf[AgentOut](data=[_agent(a) for a in page.data], next_cursor=page.next_cursor)
+
+
+@router.get("/{agt}", summary="One agent")
+def get_agent(org: str, agt: str, principal: Caller, db: DB) -> AgentOut:
+    return _agent(agents.get_agent(db, principal, org, agt))
+
+
+@router.patch(
+    "/{agt}",
+    summary="Change an agent (owner or agents:manage); a changed tool gets a new digest",
+)
+def update_agent(org: str, agt: str, body: AgentPatch, principal: Caller, db: DB) -> AgentOut:
+    agent = agents.update_agent(db, principal, org, agt, body)
+    db.flush()
+    return _agent(agent)
+
+
+@router.delete("/{agt}", status_code=204, summary="Delete an agent and its runs")
+def delete_agent(org: str, agt: str, principal: Caller, db: DB) -> Response:
+    agents.delete_agent(db, principal, org, agt)
+    return Response(status_code=204)
+
+
+@hub_router.get("/agents", summary="Public agents of every organisation (read-only)")
+def list_hub(
+    principal: Caller, db: DB, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+) -> ListOf[HubAgentOut]:
+    page = agents.list_hub(db, principal, limit=limit, cursor=cursor)
+    return ListOf[HubAgentOut](
+        data=[HubAgentOut.model_validate(a) for a in page.data], next_cursor=page.next_cursor
+    )
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+def _run(run: Run) -> RunOut:
+    return RunOut(
+        id=run.id,
+        org_id=run.org_id,
+        agent_id=run.agent_id,
+        started_by=run.started_by,
+        on_behalf_of=run.on_behalf_of,
+        workflow_id=run.workflow_id,
+        status=gate.run_status(run, utcnow()),
+        expires_at=run.expires_at,
+        revoked_at=run.revoked_at,
+        max_tool_calls=run.max_tool_calls,
+        max_pending_approvals=run.max_pending_approvals,
+        tool_calls=run.tool_calls,
+        created_at=run.created_at,
+    )
+
+
+@router.post(
+    "/{agt}/runs",
+    status_code=201,
+    summary="Start a run: a short-lived `bat_` token scoped to this run",
+)
+def start_run(
+    org: str, agt: str, body: RunIn, principal: Caller, db: DB, state: State
+) -> RunStarted:
+    run, token = gate.start_run(db, state.hasher, principal, org, agt, body)
+    return RunStarted(run_id=run.id, token=token, expires_at=run.expires_at)
+
+
+@router.get("/{agt}/runs", summary="An agent's runs, newest first")
+def list_runs(
+    org: str,
+    agt: str,
+    principal: Caller,
+    db: DB,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+) -> ListOf[RunOut]:
+    page = gate.list_runs(db, principal, org, agt, limit=limit, cursor=cursor)
+    return ListOf[RunOut](data=[_run(r) for r in page.data], next_cursor=page.next_cursor)
+
+
+@org_runs_router.post("/{run}/revoke", summary="End a run: its token stops working at once")
+def revoke_run(org: str, run: str, principal: Caller, db: DB) -> RunOut:
+    return _run(gate.revoke_run(db, principal, org, run))
+
+
+@runs_router.get("/{run}", summary="A run's status (its own token, or a member)")
+def get_run(run: str, principal: Caller, db: DB) -> RunOut:
+    return _run(gate.get_run(db, principal, run))
+
+
+def _call(found: gate.CallState) -> ToolCallOut:
+    call = found.call
+    return ToolCallOut(
+        id=call.id,
+        run_id=call.run_id,
+        tool=call.tool,
+        decision=found.decision,
+        approval_id=call.approval_id,
+        reason=found.reason,
+        arguments_digest=call.arguments_digest,
+        created_at=call.created_at,
+        decided_at=call.decided_at,
+    )
+
+
+@runs_router.post(
+    "/{run}/tool-calls",
+    status_code=201,
+    summary="Ask the gate: allow, deny, or pending a human approval (agent token)",
+)
+def request_tool_call(run: str, body: ToolCallIn, principal: Caller, db: DB) -> ToolCallOut:
+    call = gate.request_tool_call(
+        db,
+        principal,
+        run,
+        tool_name=body.tool,
+        arguments=body.arguments,
+        connection=body.connection,
+    )
+    return _call(gate.CallState(call, call.decision, call.reason))
+
+
+@runs_router.get(
+    "/{run}/tool-calls/{call}",
+    summary="A tool call's decision; with `wait`, long-poll until it is decided",
+)
+async def get_tool_call(
+    run: str,
+    call: str,
+    principal: Caller,
+    request: Request,
+    state: State,
+    wait: float = Query(
+        0, ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for a pending decision."
+    ),
+) -> ToolCallOut:
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    found = await run_in_threadpool(gate.get_tool_call, ctx.db, principal, run, call)
+    ctx.end_read()  # no transaction is held while waiting
+    if found.decision != "pending" or wait <= 0:
+        return _call(found)
+    deadline = min(wait, await run_in_threadpool(_until_expiry, state, found) + 0.05)
+    await state.waiters.wait(call, deadline)
+
+    def reread() -> gate.CallState:
+        with state.sessions() as db:
+            return gate.get_tool_call(db, principal, run, call)
+
+    return _call(await run_in_threadpool(reread))
+
+
+def _until_expiry(state: State, found: gate.CallState) -> float:
+    with state.sessions() as db:
+        approval = db.get(Approval, found.call.approval_id) if found.call.approval_id else None
+        if approval is None:
+            return MAX_WAIT_SECONDS
+        expires: datetime = as_utc(approval.expires_at)
+    return max(0.0, (expires - utcnow()).total_seconds())

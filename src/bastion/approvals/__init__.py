@@ -1,0 +1,1 @@
+"""Approval policies and human approval of agents' tool calls."""

@@ -1,0 +1,29 @@
+"""Errors of the secrets vault (rendered by the one problem-document handler).
+
+    BastionError
+    └── SecretUnreadable   500  secret_unreadable   a stored value fails to decrypt
+
+A value that fails to decrypt has been tampered with, moved to another row, or its
+data key has been destroyed. It is a server-side integrity failure the caller cannot
+fix, hence 500; the problem document names no key, row or library internals.
+"""
+
+from __future__ import annotations
+
+from bastion.core.errors import BastionError
+
+UNREADABLE_DETAIL = (
+    "the stored value cannot be decrypted (altered, or its data key is gone); "
+    "write a new version from the value's source"
+)
+
+
+class SecretUnreadable(BastionError):
+    status = 500
+    code = "secret_unreadable"
+    title = "Secret unreadable"
+
+    def __init__(self, reason: str = "authentication_failed") -> None:
+        super().__init__(UNREADABLE_DETAIL)
+        # "authentication_failed" (the AEAD tag does not verify) or "data_key_destroyed"
+        self.reason = reason

@@ -1,0 +1,234 @@
+"""The inbound gateway: `POST /v1/hooks/{id}` verifies a provider's delivery, refuses a
+replay, stores the event, audits the outcome and queues the forward.
+
+The provider's signature is the only credential. A delivery is accepted once: the
+delivery key goes into `webhook_replay_keys`, whose primary key (endpoint, key) lets
+exactly one transaction insert it, across workers and replicas. The key is taken from
+signed material only, so a replayer cannot vary it: Standard Webhooks' `webhook-id`
+(it is signed); for every other provider, the SHA-256 of the exact bytes the signature
+covers (Slack: `v0:{ts}:{body}`, Stripe: `{t}.{body}`, GitHub, Linear and generic: the
+body). Headers like `X-GitHub-Delivery` are not signed, so they cannot be the key.
+Rejections (401 bad, missing or stale signature; 409 replay) are audited after the
+request's transaction rolls back; the audit metadata carries a digest of the body,
+never the body or a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.audit import service as audit
+from bastion.audit.events import EventType, Outcome
+from bastion.core.clock import utcnow
+from bastion.core.context import Actor
+from bastion.core.crypto import sha256_hex
+from bastion.core.errors import Conflict, NotFound, Unauthenticated
+from bastion.core.ids import has_prefix, new_id
+from bastion.secrets.models import SecretVersion
+from bastion.secrets.vault import Vault
+from bastion.webhooks import outbound, sealing
+from bastion.webhooks.models import (
+    WebhookEndpoint,
+    WebhookEndpointSecret,
+    WebhookEvent,
+    WebhookReplayKey,
+)
+from bastion.webhooks.service import PROVIDERS
+from bastion.webhooks.verify import Provider, WebhookVerificationError, verify
+
+REJECTED = "the webhook signature is missing, invalid or expired"
+REPLAYED = "this delivery was already accepted"
+# Headers kept with a stored event (never a signature).
+KEPT_HEADERS = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "x-github-event",
+        "x-github-delivery",
+        "x-github-hook-id",
+        "x-slack-request-timestamp",
+        "linear-event",
+        "linear-delivery",
+        "webhook-id",
+        "webhook-timestamp",
+    }
+)
+_DEFAULT_WINDOW = 300
+_WINDOWS = {Provider.LINEAR: 60}
+_TIMESTAMPED = frozenset({Provider.SLACK, Provider.STRIPE, Provider.LINEAR, Provider.STANDARD})
+_MAX_KEY = 200
+log = structlog.get_logger("bastion.webhooks")
+
+
+@dataclass(frozen=True)
+class Received:
+    event_id: str
+    endpoint_id: str
+    org_id: str
+    forwarded: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value.strip()
+    return ""
+
+
+def delivery_key(provider: Provider, headers: Mapping[str, str], body: bytes) -> str:
+    """The replay key of an authentic delivery, from signed material only."""
+    if provider is Provider.STANDARD:
+        msg_id = _header(headers, "webhook-id")
+        return "id:" + msg_id if len(msg_id) + 3 <= _MAX_KEY else "id#" + sha256_hex(msg_id)
+    if provider is Provider.SLACK:
+        signed = f"v0:{_header(headers, 'X-Slack-Request-Timestamp')}:".encode() + body
+    elif provider is Provider.STRIPE:
+        parts = dict(
+            item.strip().partition("=")[::2]
+            for item in _header(headers, "Stripe-Signature").split(",")
+        )
+        signed = f"{parts.get('t', '')}.".encode() + body
+    else:
+        signed = body
+    return "sha256:" + sha256_hex(signed)
+
+
+def _secrets(db: Session, vault: Vault, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    """The endpoint's secrets that verify now. One that cannot be decrypted is left out
+    (and logged): fewer secrets can only refuse more, never accept more."""
+    rows = db.execute(
+        select(SecretVersion)
+        .join(
+            WebhookEndpointSecret,
+            (WebhookEndpointSecret.endpoint_id == endpoint.id)
+            & (WebhookEndpointSecret.version == SecretVersion.version),
+        )
+        .where(
+            SecretVersion.secret_id == endpoint.secret_id,
+            or_(
+                WebhookEndpointSecret.expires_at.is_(None),
+                WebhookEndpointSecret.expires_at > now,
+            ),
+        )
+        .order_by(SecretVersion.version.desc())
+    ).scalars()
+    found = []
+    for row in rows:
+        try:
+            found.append(sealing.reveal(db, vault, row))
+        except sealing.Unreadable:
+            log.error("webhook secret unreadable", endpoint_id=endpoint.id, version=row.version)
+    return found
+
+
+def _remember(
+    db: Session, endpoint: WebhookEndpoint, provider: Provider, key: str, now: datetime
+) -> bool:
+    """Record the delivery key; False when it was already recorded (a replay)."""
+    expires_at = None
+    if provider in _TIMESTAMPED:
+        window = endpoint.tolerance_seconds
+        if window is None:
+            window = _WINDOWS.get(provider, _DEFAULT_WINDOW)
+        # An authentic timestamp is at most `window` ahead of now and is refused once it
+        # is `window` behind: after that the window has closed for this key for good.
+        expires_at = now + timedelta(seconds=2 * window + 60)
+    try:
+        with db.begin_nested():
+            db.add(
+                WebhookReplayKey(endpoint_id=endpoint.id, delivery_key=key, expires_at=expires_at)
+            )
+    except IntegrityError:
+        existing = db.get(WebhookReplayKey, (endpoint.id, key))
+        if existing is None or existing.expires_at is None or existing.expires_at >= now:
+            return False
+        existing.expires_at = expires_at  # a key left over from a closed window
+    return True
+
+
+def receive(
+    db: Session,
+    vault: Vault,
+    endpoint_id: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    actor: Actor,
+) -> Received:
+    """Verify, de-duplicate, store, audit and forward one delivery.
+
+    Raises NotFound (unknown or deleted endpoint, wrong id type), Unauthenticated (bad,
+    missing or stale signature) or Conflict (replay); the last two carry their audit
+    event, written after the rollback."""
+    endpoint = db.get(WebhookEndpoint, endpoint_id) if has_prefix(endpoint_id, "whe") else None
+    if endpoint is None:
+        raise NotFound("webhook endpoint not found")
+    provider = PROVIDERS[endpoint.provider]
+    now = utcnow()
+    digest = sha256_hex(body)
+    facts: dict[str, Any] = {
+        "provider": endpoint.provider,
+        "body_bytes": len(body),
+        "body_sha256": digest,
+    }
+
+    def rejected(reason: str) -> dict[str, Any]:
+        return {
+            "type": EventType.WEBHOOK_EVENT_REJECTED,
+            "actor": actor,
+            "org_id": endpoint.org_id,
+            "outcome": Outcome.FAILURE,
+            "resource": ("webhook_endpoint", endpoint.id),
+            "reason": reason,
+            "metadata": facts,
+        }
+
+    secrets = _secrets(db, vault, endpoint, now)
+    try:
+        verify(
+            provider,
+            secrets,
+            headers,
+            body,
+            now=now,
+            tolerance=endpoint.tolerance_seconds,
+        )
+    except WebhookVerificationError as exc:
+        raise Unauthenticated(REJECTED).with_audit(**rejected(exc.reason)) from None
+    key = delivery_key(provider, headers, body)
+    if not _remember(db, endpoint, provider, key, now):
+        raise Conflict(REPLAYED).with_audit(**rejected("replayed"))
+    event = WebhookEvent(
+        id=new_id("wev"),
+        org_id=endpoint.org_id,
+        endpoint_id=endpoint.id,
+        delivery_key=key,
+        headers={k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+        body=body,
+        body_sha256=digest,
+        received_at=now,
+        expires_at=now + timedelta(days=endpoint.retention_days),
+    )
+    db.add(event)
+    forwarded = None
+    if endpoint.forward_url is not None:
+        content_type = _header(headers, "content-type") or "application/octet-stream"
+        forwarded = outbound.enqueue_forward(db, endpoint, body, content_type)
+    audit.record(
+        db,
+        type=EventType.WEBHOOK_EVENT_ACCEPTED,
+        actor=actor,
+        org_id=endpoint.org_id,
+        resource=("webhook_endpoint", endpoint.id),
+        metadata={**facts, "event_id": event.id, "forwarded": forwarded is not None},
+    )
+    return Received(event.id, endpoint.id, endpoint.org_id, forwarded, facts)

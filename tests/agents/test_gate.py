@@ -1,0 +1,390 @@
+"""The agent registry, runs, the tool-call gate and approvals, over HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bastion.approvals import service as approvals
+from bastion.core.clock import clock
+from tests.factories import Factory, Member, Org, bearer
+
+REFUND_SCHEMA = {
+    "type": "object",
+    "properties": {"amount": {"type": "number", "minimum": 0}, "order": {"type": "string"}},
+    "required": ["amount", "order"],
+    "additionalProperties": False,
+}
+
+
+def _tools() -> list[dict[str, Any]]:
+    return [
+        {"name": "lookup_order", "input_schema": {"type": "object"}, "risk": "low"},
+        {
+            "name": "refund_payment",
+            "description": "Refund an order",
+            "input_schema": REFUND_SCHEMA,
+            "risk": "high",
+        },
+        {"name": "push_code", "risk": "medium", "connection": "github"},
+    ]
+
+
+class World:
+    def __init__(self, client: TestClient, factory: Factory) -> None:
+        self.client = client
+        self.factory = factory
+        self.org: Org = factory.org()
+        self.user: Member = factory.member(self.org, "member")
+        self.managers = [factory.member(self.org, "manager") for _ in range(3)]
+        self.agent = self.post(
+            "agents", {"name": "support", "visibility": "org", "tools": _tools()}
+        )["id"]
+
+    def url(self, path: str) -> str:
+        return f"/v1/orgs/{self.org.id}/{path}"
+
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        response = self.client.post(self.url(path), json=body, headers=headers or self.org.headers)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def policy(self, **body: Any) -> str:
+        return str(self.post("approval-policies", {"name": "p", **body})["id"])
+
+    def run(self, **body: Any) -> tuple[str, dict[str, str]]:
+        started = self.post(f"agents/{self.agent}/runs", body, headers=self.user.headers)
+        assert started["token"].startswith("bat_run_")
+        return started["run_id"], bearer(started["token"])
+
+    def call(self, run: tuple[str, dict[str, str]], tool: str, arguments: Any = None) -> Any:
+        response = self.client.post(
+            f"/v1/runs/{run[0]}/tool-calls",
+            json={"tool": tool, "arguments": arguments or {}},
+            headers=run[1],
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def decide(self, approval: str, who: Member, decision: str = "approve") -> Any:
+        return self.client.post(
+            self.url(f"approvals/{approval}/decisions"),
+            json={"decision": decision, "comment": "looked at it"},
+            headers=who.headers,
+        )
+
+    def poll(self, run: tuple[str, dict[str, str]], call: str, wait: float = 0) -> Any:
+        response = self.client.get(
+            f"/v1/runs/{run[0]}/tool-calls/{call}", params={"wait": wait}, headers=run[1]
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def events(self, type_: str) -> list[dict[str, Any]]:
+        found = self.client.get(
+            self.url("audit-events"), params={"type": type_}, headers=self.org.headers
+        )
+        return list(found.json()["data"])
+
+
+@pytest.fixture
+def w(client: TestClient, factory: Factory) -> World:
+    return World(client, factory)
+
+
+def test_low_risk_declared_tool_is_allowed_and_audited_by_digest(w: World) -> None:
+    run = w.run()
+    decided = w.call(run, "lookup_order", {"order": "A-1", "note": "secret-ish"})
+    assert decided["decision"] == "allow"
+    assert w.poll(run, decided["id"])["decision"] == "allow"
+    [event] = [e for e in w.events("tool_call.decided") if e["resource"]["id"] == decided["id"]]
+    assert event["metadata"]["arguments_digest"] == decided["arguments_digest"]
+    assert "A-1" not in str(event) and "secret-ish" not in str(event)
+
+
+def test_undeclared_tool_and_schema_failure_are_denied(w: World) -> None:
+    run = w.run()
+    assert w.call(run, "drop_database")["reason"] == "undeclared_tool"
+    bad = w.call(run, "refund_payment", {"amount": "lots", "order": "A-1"})
+    assert bad["decision"] == "deny"
+    assert bad["reason"].startswith("invalid_arguments at $.amount")
+    assert "lots" not in bad["reason"]
+
+
+def test_connection_not_given_is_denied(w: World) -> None:
+    run = w.run()
+    denied = w.call(run, "push_code")
+    assert (denied["decision"], denied["reason"]) == ("deny", "connection_not_granted:github")
+    w.client.patch(
+        w.url(f"agents/{w.agent}"), json={"connections": ["github"]}, headers=w.org.headers
+    )
+    assert w.call(run, "push_code")["decision"] == "allow"
+
+
+def test_deny_policy_wins_and_its_condition_sees_the_arguments(w: World) -> None:
+    w.policy(
+        match={"tools": ["lookup_order"], "condition": "arguments.order.startsWith('VIP')"},
+        decision="deny",
+    )
+    run = w.run()
+    assert w.call(run, "lookup_order", {"order": "VIP-1"})["decision"] == "deny"
+    assert w.call(run, "lookup_order", {"order": "A-1"})["decision"] == "allow"
+
+
+def test_a_policy_condition_that_fails_at_evaluation_denies(w: World) -> None:
+    w.policy(match={"condition": "arguments.missing.field == 1"}, decision="allow")
+    run = w.run()
+    denied = w.call(run, "lookup_order", {"order": "A-1"})
+    assert denied["decision"] == "deny" and denied["reason"].startswith("policy_error:")
+
+
+def test_a_policy_that_does_not_compile_is_a_422(w: World) -> None:
+    response = w.client.post(
+        w.url("approval-policies"),
+        json={"name": "bad", "match": {"condition": "arguments.("}, "decision": "deny"},
+        headers=w.org.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "match.condition"
+
+
+def test_high_risk_without_policy_waits_for_approval(w: World) -> None:
+    run = w.run()
+    pending = w.call(run, "refund_payment", {"amount": 5, "order": "A-1"})
+    assert (pending["decision"], pending["reason"]) == ("pending", "high_risk_default")
+    assert w.decide(pending["approval_id"], w.managers[0]).status_code == 200
+    assert w.poll(run, pending["id"])["decision"] == "allow"
+
+
+def test_quorum_of_two_distinct_approvers(w: World) -> None:
+    w.policy(
+        match={"tools": ["refund_payment"], "condition": "arguments.amount > 100"},
+        decision="require_approval",
+        approvers={"roles": ["manager"]},
+        quorum=2,
+    )
+    run = w.run()
+    small = w.call(run, "refund_payment", {"amount": 20, "order": "A-1"})
+    assert small["reason"] == "high_risk_default"  # the policy does not match below 100
+    call = w.call(run, "refund_payment", {"amount": 250, "order": "A-2"})
+    assert call["decision"] == "pending"
+    approval = call["approval_id"]
+    inbox = w.client.get(
+        w.url("approvals"),
+        params={"status": "pending", "mine": "true"},
+        headers=w.managers[0].headers,
+    ).json()["data"]
+    assert approval in [a["id"] for a in inbox]
+    shown = w.client.get(w.url(f"approvals/{approval}"), headers=w.managers[0].headers).json()
+    assert shown["arguments"] == {"amount": 250, "order": "A-2"} and shown["quorum"] == 2
+    first = w.decide(approval, w.managers[0])
+    assert first.json()["status"] == "pending" and first.json()["approvals"] == 1
+    assert w.decide(approval, w.managers[0]).status_code == 409  # the same person twice
+    assert w.poll(run, call["id"])["decision"] == "pending"
+    assert w.decide(approval, w.managers[1]).json()["status"] == "approved"
+    assert w.poll(run, call["id"])["decision"] == "allow"
+    assert w.decide(approval, w.managers[2]).status_code == 409  # already decided
+    assert w.events("approval.approved")[0]["resource"]["id"] == approval
+
+
+def test_one_deny_ends_it(w: World) -> None:
+    w.policy(match={"tools": ["refund_payment"]}, decision="require_approval", quorum=2)
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 250, "order": "A-2"})
+    w.decide(call["approval_id"], w.managers[0])
+    assert w.decide(call["approval_id"], w.managers[1], "deny").json()["status"] == "denied"
+    polled = w.poll(run, call["id"])
+    assert (polled["decision"], polled["reason"]) == ("deny", "approval_denied")
+
+
+def test_the_user_the_run_acts_for_cannot_approve_unless_the_policy_allows(w: World) -> None:
+    approver = w.factory.member(w.org, "manager")
+    w.user = approver  # the run acts for a manager, who could otherwise approve
+    w.policy(match={"tools": ["refund_payment"]}, decision="require_approval")
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 250, "order": "A-2"})
+    refused = w.decide(call["approval_id"], approver)
+    assert refused.status_code == 403
+    assert w.events("authz.denied")[0]["actor"]["id"] == approver.user_id
+    w.policy(
+        match={"tools": ["lookup_order"]},
+        decision="require_approval",
+        allow_self_approval=True,
+    )
+    own = w.call(run, "lookup_order", {"order": "A-3"})
+    assert w.decide(own["approval_id"], approver).json()["status"] == "approved"
+
+
+def test_only_named_approvers_decide(w: World) -> None:
+    chosen = w.managers[0]
+    w.policy(
+        match={"tools": ["refund_payment"]},
+        decision="require_approval",
+        approvers={"users": [chosen.user_id]},
+    )
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A-2"})
+    assert w.decide(call["approval_id"], w.managers[1]).status_code == 403
+    assert w.decide(call["approval_id"], w.user).status_code == 403  # lacks approvals:decide
+    assert w.decide(call["approval_id"], chosen).json()["status"] == "approved"
+
+
+def test_expiry_denies_at_the_deadline_and_the_sweeper_records_it(w: World) -> None:
+    w.policy(match={"tools": ["refund_payment"]}, decision="require_approval", expires_in=60)
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A-2"})
+    clock.advance(61)
+    polled = w.poll(run, call["id"])
+    assert (polled["decision"], polled["reason"]) == ("deny", "approval_expired")
+    assert w.decide(call["approval_id"], w.managers[0]).status_code == 409
+    with w.factory.state.write_sessions() as db:
+        approvals.sweep(db)
+        db.commit()
+    assert [e["resource"]["id"] for e in w.events("approval.expired")] == [call["approval_id"]]
+    shown = w.client.get(w.url(f"approvals/{call['approval_id']}"), headers=w.org.headers)
+    assert shown.json()["status"] == "expired"
+
+
+def test_escalation_lets_other_approvers_decide_after_the_delay(w: World) -> None:
+    first, backup = w.managers[0], w.managers[1]
+    w.policy(
+        match={"tools": ["refund_payment"]},
+        decision="require_approval",
+        approvers={"users": [first.user_id]},
+        expires_in=3600,
+        escalate_after=600,
+        escalate_to={"users": [backup.user_id]},
+    )
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A-2"})
+    assert w.decide(call["approval_id"], backup).status_code == 403
+    clock.advance(601)
+    with w.factory.state.write_sessions() as db:
+        approvals.sweep(db)
+        db.commit()
+    assert w.events("approval.escalated")[0]["resource"]["id"] == call["approval_id"]
+    assert w.decide(call["approval_id"], backup).json()["status"] == "approved"
+
+
+def test_a_changed_tool_definition_needs_re_approval(w: World) -> None:
+    policy = w.policy(match={"tools": ["refund_payment"]}, decision="allow")
+    run = w.run()
+    assert w.call(run, "refund_payment", {"amount": 1, "order": "A"})["decision"] == "allow"
+    tools = _tools()
+    tools[1]["input_schema"] = {"type": "object"}  # now accepts anything
+    changed = w.client.patch(
+        w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers
+    )
+    assert changed.json()["version"] == 2
+    after = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    assert (after["decision"], after["reason"]) == ("pending", "tool_changed_since_approved")
+    w.post(f"approval-policies/{policy}/reapprove", {})
+    assert w.call(run, "refund_payment", {"amount": 1, "order": "A"})["decision"] == "allow"
+
+
+def test_budgets_of_calls_and_pending_approvals(w: World) -> None:
+    run = w.run(max_tool_calls=2)
+    assert w.call(run, "lookup_order")["decision"] == "allow"
+    assert w.call(run, "lookup_order")["decision"] == "allow"
+    assert w.call(run, "lookup_order")["reason"] == "budget_exhausted"
+    other = w.run(max_pending_approvals=1)
+    assert w.call(other, "refund_payment", {"amount": 1, "order": "A"})["decision"] == "pending"
+    blocked = w.call(other, "refund_payment", {"amount": 2, "order": "B"})
+    assert blocked["reason"] == "too_many_pending_approvals"
+
+
+def test_long_poll_wakes_when_the_approver_decides(w: World) -> None:
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    timer = threading.Timer(0.5, lambda: w.decide(call["approval_id"], w.managers[0]))
+    started = time.monotonic()
+    timer.start()
+    polled = w.poll(run, call["id"], wait=10)
+    waited = time.monotonic() - started
+    timer.join()
+    assert polled["decision"] == "allow"
+    assert 0.4 < waited < 3
+
+
+def test_long_poll_returns_after_wait_when_nobody_decides(w: World) -> None:
+    run = w.run()
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    started = time.monotonic()
+    assert w.poll(run, call["id"], wait=0.5)["decision"] == "pending"
+    assert time.monotonic() - started >= 0.45
+
+
+def test_run_token_acts_only_on_its_own_run(w: World, client: TestClient) -> None:
+    run = w.run()
+    other = w.run()
+    mine = w.call(run, "lookup_order")
+    # Another run's calls and status are invisible.
+    assert client.get(f"/v1/runs/{other[0]}", headers=run[1]).status_code == 404
+    assert (
+        client.post(
+            f"/v1/runs/{other[0]}/tool-calls", json={"tool": "lookup_order"}, headers=run[1]
+        ).status_code
+        == 404
+    )
+    assert (
+        client.get(f"/v1/runs/{run[0]}/tool-calls/{mine['id']}", headers=other[1]).status_code
+        == 404
+    )
+    # Its own status works; nothing of the organisation does.
+    assert client.get(f"/v1/runs/{run[0]}", headers=run[1]).json()["status"] == "active"
+    me = client.get("/v1/me", headers=run[1]).json()
+    assert (me["principal_type"], me["permissions"]) == ("agent_run", [])
+    for path in ("users", "agents", "approvals", "secrets", f"agents/{w.agent}"):
+        assert client.get(w.url(path), headers=run[1]).status_code == 403
+    assert client.post(w.url("agents"), json={"name": "x"}, headers=run[1]).status_code == 403
+    assert client.post(w.url(f"agents/{w.agent}/runs"), json={}, headers=run[1]).status_code == 403
+    # Revoked: the token stops at once.
+    assert client.post(w.url(f"runs/{run[0]}/revoke"), headers=w.user.headers).status_code == 200
+    assert client.get(f"/v1/runs/{run[0]}", headers=run[1]).status_code == 401
+
+
+def test_run_token_expires(w: World, client: TestClient) -> None:
+    run = w.run(ttl_seconds=60)
+    clock.advance(61)
+    assert client.get(f"/v1/runs/{run[0]}", headers=run[1]).status_code == 401
+
+
+def test_a_token_of_org_a_is_useless_in_org_b(
+    w: World, client: TestClient, factory: Factory
+) -> None:
+    run = w.run()
+    b = World(client, factory)
+    b_run = b.run()
+    assert client.get(f"/v1/runs/{b_run[0]}", headers=run[1]).status_code == 404
+    assert (
+        client.post(
+            f"/v1/runs/{b_run[0]}/tool-calls", json={"tool": "lookup_order"}, headers=run[1]
+        ).status_code
+        == 404
+    )
+    assert client.get(b.url("agents"), headers=run[1]).status_code == 404
+    # And B's people cannot see A's runs or approvals.
+    assert client.get(f"/v1/runs/{run[0]}", headers=b.org.headers).status_code == 404
+    call = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    assert w.decide(call["approval_id"], b.managers[0]).status_code == 404
+
+
+def test_runs_act_for_a_user_who_may_use_the_agent(w: World, client: TestClient) -> None:
+    viewer = w.factory.member(w.org, "viewer")
+    refused = client.post(
+        w.url(f"agents/{w.agent}/runs"),
+        json={"on_behalf_of": viewer.user_id},
+        headers=w.org.headers,
+    )
+    assert refused.status_code == 403  # viewers read agents but do not use them
+    # A member may not start runs for someone else.
+    other = client.post(
+        w.url(f"agents/{w.agent}/runs"),
+        json={"on_behalf_of": w.managers[0].user_id},
+        headers=w.user.headers,
+    )
+    assert other.status_code == 403
