@@ -216,7 +216,7 @@ async def _deliver_webhooks(state: AppState) -> None:
     def purge() -> None:
         webhook_outbound.purge_expired(state.write_sessions, policy.retention_days)
 
-    since_purge = RETENTION_EVERY_SECONDS  # purge once soon after start
+    since_purge = float(RETENTION_EVERY_SECONDS)  # purge once soon after start
     while True:
         await asyncio.sleep(state.settings.webhook_poll_interval)
         since_purge += state.settings.webhook_poll_interval
