@@ -583,6 +583,7 @@ def main(seconds: int, runs: int) -> dict[str, object]:
         with Server(env, workers=2) as server:
             figures["http"] = _http(server.url, key, world, tmp, seconds, runs, rng)
     figures["workload"] = _workload(world)
+    figures["loadavg"] = list(os.getloadavg())  # other work on the machine skews the figures
     _report(figures, seconds, runs)
     return figures
 
@@ -709,9 +710,19 @@ def _report(f: dict[str, Any], seconds: int, runs: int) -> None:
     table = report.table(["metric", "Bastion", "casbin", "cedar", "goal", "met"], rows)
     body = "\n\n".join(
         ["## Authorization engine: check, filter, list (issue 6)", intro, table, peers_text,
-         http, NOTES.strip()]
+         http, NOTES.strip() + _load_note(f)]
     )  # fmt: skip
     report.write_section("authz", body)
+
+
+def _load_note(f: dict[str, Any]) -> str:
+    if "loadavg" not in f:
+        return ""
+    one, five, _ = f["loadavg"]
+    return (
+        f" Load average at the end of this run: {one:.1f} (1 min), {five:.1f} (5 min) on 2"
+        " CPUs: other work shared the machine, which shows most in the p99 figures."
+    )
 
 
 def _peer_filter(filt: dict[str, float], name: str) -> str:
