@@ -31,6 +31,7 @@ class World:
     client: TestClient
     factory: Factory
     org: Org
+    run_token: str = ""
 
     def user(self) -> str:
         body = {"email": unique_email(), "role": "viewer", "password": PASSWORD}
@@ -113,6 +114,35 @@ class World:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
         return str(events.json()["data"][0]["id"])
 
+    def agent(self) -> str:
+        tool = {"name": "refund", "input_schema": {"type": "object"}, "risk": "high"}
+        body = {"name": unique_name("agent"), "visibility": "org", "tools": [tool]}
+        return str(self.post("agents", body)["id"])
+
+    def run(self) -> Params:
+        """A run acting for a member; its token is kept for the run's own calls."""
+        member = self.factory.member(self.org, "member")
+        started = self.client.post(
+            f"/v1/orgs/{self.org.id}/agents/{self.agent()}/runs", json={}, headers=member.headers
+        )
+        assert started.status_code == 201, started.text
+        self.run_token = str(started.json()["token"])
+        return {"run": str(started.json()["run_id"])}
+
+    def tool_call(self) -> Params:
+        params = self.run()
+        response = self.client.post(
+            f"/v1/runs/{params['run']}/tool-calls",
+            json={"tool": "refund", "arguments": {}},
+            headers=bearer(self.run_token),
+        )
+        assert response.status_code == 201, response.text
+        return {**params, "call": response.json()["id"], "apr": response.json()["approval_id"]}
+
+    def approval_policy(self) -> str:
+        body = {"name": "refunds", "match": {"tools": ["refund"]}, "decision": "deny"}
+        return str(self.post("approval-policies", body)["id"])
+
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.client.post(
             f"/v1/orgs/{self.org.id}/{path}", json=body, headers=self.org.headers
@@ -139,7 +169,9 @@ class Row:
     body: Callable[[World], Any] = lambda w: None
     org_scoped: bool = True
     creates_by_name: bool = False  # PUT by name: under another org's path it creates there
-    extra: dict[str, Any] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    # The permitted caller, when it is not the org's admin key (a run token, a person).
+    caller: Callable[[World], dict[str, str]] | None = None
 
 
 def _user_and_grant(w: World) -> Params:
@@ -645,6 +677,111 @@ ROWS: list[Row] = [
         params=lambda w: {"subscription": w.webhook_subscription()},
     ),
     # ^ webhooks rows go above this line
+    Row("POST", "/v1/orgs/{org}/agents", P.AGENTS_CREATE, 201, body=lambda w: {"name": "a"}),
+    Row("GET", "/v1/orgs/{org}/agents", P.AGENTS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/agents/{agt}",
+        P.AGENTS_READ,
+        200,
+        params=lambda w: {"agt": w.agent()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/agents/{agt}",
+        P.AGENTS_MANAGE,
+        200,
+        params=lambda w: {"agt": w.agent()},
+        body=lambda w: {"description": "changed"},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/agents/{agt}",
+        P.AGENTS_MANAGE,
+        204,
+        params=lambda w: {"agt": w.agent()},
+    ),
+    Row("GET", "/v1/hub/agents", None, 200, org_scoped=False),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/agents/{agt}/runs",
+        P.AGENTS_USE,
+        201,
+        params=lambda w: {"agt": w.agent()},
+        body=lambda w: {"on_behalf_of": w.org.admin.user_id},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/agents/{agt}/runs",
+        P.AGENTS_READ,
+        200,
+        params=lambda w: {"agt": w.agent()},
+    ),
+    Row("POST", "/v1/orgs/{org}/runs/{run}/revoke", P.AGENTS_USE, 200, params=lambda w: w.run()),
+    Row("GET", "/v1/runs/{run}", P.AGENTS_READ, 200, params=lambda w: w.run()),
+    Row(
+        "POST",
+        "/v1/runs/{run}/tool-calls",
+        None,
+        201,
+        params=lambda w: w.run(),
+        body=lambda w: {"tool": "refund", "arguments": {}},
+        caller=lambda w: bearer(w.run_token),
+    ),
+    Row(
+        "GET",
+        "/v1/runs/{run}/tool-calls/{call}",
+        P.AGENTS_READ,
+        200,
+        params=lambda w: w.tool_call(),
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/approval-policies",
+        P.APPROVAL_POLICIES_MANAGE,
+        201,
+        body=lambda w: {"name": "p", "decision": "require_approval"},
+    ),
+    Row("GET", "/v1/orgs/{org}/approval-policies", P.APPROVALS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/approval-policies/{policy}",
+        P.APPROVALS_READ,
+        200,
+        params=lambda w: {"policy": w.approval_policy()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/approval-policies/{policy}/reapprove",
+        P.APPROVAL_POLICIES_MANAGE,
+        200,
+        params=lambda w: {"policy": w.approval_policy()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/approval-policies/{policy}",
+        P.APPROVAL_POLICIES_MANAGE,
+        204,
+        params=lambda w: {"policy": w.approval_policy()},
+    ),
+    Row("GET", "/v1/orgs/{org}/approvals", P.APPROVALS_READ, 200),
+    Row("GET", "/v1/orgs/{org}/approvals/stream", P.APPROVALS_READ, 200, query={"duration": 1}),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/approvals/{apr}",
+        P.APPROVALS_READ,
+        200,
+        params=lambda w: {"apr": w.tool_call()["apr"]},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/approvals/{apr}/decisions",
+        P.APPROVALS_DECIDE,
+        200,
+        params=lambda w: {"apr": w.tool_call()["apr"]},
+        body=lambda w: {"decision": "approve"},
+        caller=lambda w: w.org.admin.headers,
+    ),
     # ^ agents and approvals rows go above this line
 ]
 
@@ -673,7 +810,7 @@ def _call(
     client: TestClient, row: Row, org_id: str, params: Params, headers: dict[str, str], body: Any
 ) -> Any:
     path = row.path.format(org=org_id, **params)
-    return client.request(row.method, path, json=body, headers=headers)
+    return client.request(row.method, path, json=body, headers=headers, params=row.query)
 
 
 def _world(client: TestClient, factory: Factory) -> World:
@@ -749,5 +886,36 @@ def test_a_role_without_the_permission_gets_403_and_it_is_audited(
 def test_the_permitted_caller_succeeds(client: TestClient, factory: Factory, row: Row) -> None:
     w = _world(client, factory)
     headers = w.org.headers if row.org_scoped else bearer(factory.login(w.org.admin.email))
-    response = _call(client, row, w.org.id, row.params(w), headers, row.body(w))
+    params = row.params(w)
+    if row.caller is not None:
+        headers = row.caller(w)
+    response = _call(client, row, w.org.id, params, headers, row.body(w))
     assert response.status_code == row.ok, response.text
+
+
+_RUN_TOKEN_OPERATIONS = {
+    ("GET", "/v1/me"),
+    ("GET", "/v1/runs/{run}"),
+    ("POST", "/v1/runs/{run}/tool-calls"),
+    ("GET", "/v1/runs/{run}/tool-calls/{call}"),
+    ("POST", "/v1/orgs/{org}/secrets/{name}/reveal"),
+}
+
+
+@pytest.mark.parametrize(
+    "row",
+    [r for r in ROWS if (r.method, r.path) not in _RUN_TOKEN_OPERATIONS],
+    ids=[
+        i
+        for r, i in zip(ROWS, ROW_IDS, strict=True)
+        if (r.method, r.path) not in _RUN_TOKEN_OPERATIONS
+    ],
+)
+def test_an_agent_run_token_can_call_nothing_outside_its_run(
+    client: TestClient, factory: Factory, row: Row
+) -> None:
+    w = _world(client, factory)
+    params = row.params(w)
+    w.run()  # a fresh run of this organisation, whose token tries the operation
+    response = _call(client, row, w.org.id, params, bearer(w.run_token), row.body(w))
+    assert response.status_code == 403, f"{response.status_code}: {response.text}"

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.state import AppState
+from bastion.authz.permissions import CredentialKind
 from bastion.authz.principal import Principal
-from bastion.core.errors import TooManyRequests, Unauthenticated
+from bastion.core.errors import Forbidden, TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bastion.core.ratelimit import Quota
 from bastion.identity.authenticate import (
@@ -65,7 +66,25 @@ async def get_principal(
     if hit is not None:
         verdict = await state.limiter.take_async(state.api_quota, _quota_key(hit))
         return _admit(ctx, hit, verdict)
-    return await run_in_threadpool(_authenticate, ctx, state, token)
+    principal = await run_in_threadpool(_authenticate, ctx, state, token)
+    if principal.credential is CredentialKind.AGENT_RUN:
+        route = getattr(request.scope.get("route"), "path", "")
+        if route not in RUN_TOKEN_ROUTES:
+            raise Forbidden("agent run tokens act only on their own run")
+    return principal
+
+
+# The only operations an agent run token may call (default deny); each checks that the
+# run is the token's own, and reveal checks the secret was given to the run's agent.
+RUN_TOKEN_ROUTES = frozenset(
+    {
+        "/v1/me",
+        "/v1/runs/{run}",
+        "/v1/runs/{run}/tool-calls",
+        "/v1/runs/{run}/tool-calls/{call}",
+        "/v1/orgs/{org}/secrets/{name}/reveal",
+    }
+)
 
 
 def _quota_key(result: Authenticated) -> str:

@@ -3,7 +3,7 @@ engine (check, check-batch, filter, list, search-filter, acl-tokens)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -343,14 +343,13 @@ def delete_rule(db: Session, principal: Principal, org_id: str, rule_id: str) ->
 
 
 def parse_resource(value: str) -> tuple[str, str]:
-    """`document:doc_…`, `source:src_…`, or a bare `doc_…` / `src_…` id."""
+    """`document:doc_…`, `source:src_…`, `agent:agt_…`, or a bare id of those types."""
     kind, _, rest = value.partition(":")
     if rest:
         return kind, rest
-    if has_prefix(value, "doc"):
-        return "document", value
-    if has_prefix(value, "src"):
-        return "source", value
+    for prefix, kind in (("doc", "document"), ("src", "source"), ("agt", "agent")):
+        if has_prefix(value, prefix):
+            return kind, value
     return "unknown", value
 
 
@@ -363,18 +362,41 @@ def _asker(principal: Principal, org_id: str, subject: str) -> None:
 
 @dataclass(frozen=True)
 class Asked:
+    """One question's subject (and the user it acts for) against one index read."""
+
     index: OrgIndex
     subject: Subject | None
+    user: Subject | None
+    acting: bool  # an agent acting for a user: both must allow
     now: datetime
+    stats: engine.Stats
+
+    def decide(
+        self, action: str, resource_type: str, resource_id: str, explain: bool = False
+    ) -> Decision:
+        args = (action, resource_type, resource_id, self.now, self.stats, explain)
+        own = engine.decide(self.index, self.subject, *args)
+        if not self.acting:
+            return own
+        return engine.on_behalf(own, engine.decide(self.index, self.user, *args))
 
 
 def _ask(
-    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, subject_id: str
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    subject_id: str,
+    on_behalf_of: str | None = None,
 ) -> Asked:
     _asker(principal, org_id, subject_id)
+    if on_behalf_of is not None:
+        _asker(principal, org_id, on_behalf_of)
     index = eng.index(sessions, org_id)
     now = utcnow()
-    return Asked(index, engine.subject_of(index, subject_id, now), now)
+    subject = engine.subject_of(index, subject_id, now)
+    user = engine.subject_of(index, on_behalf_of, now) if on_behalf_of else None
+    return Asked(index, subject, user, on_behalf_of is not None, now, eng.stats)
 
 
 @dataclass(frozen=True)
@@ -383,6 +405,7 @@ class Question:
     action: str
     resource: str
     explain: bool = False
+    on_behalf_of: str | None = None
 
 
 def check(
@@ -394,19 +417,20 @@ def check(
 ) -> list[Decision]:
     """Answer each question in order, against one index read (one revision read for
     the whole batch) and each distinct subject resolved once."""
-    for subject_id in {q.subject for q in questions}:
-        _asker(principal, org_id, subject_id)
+    for q in questions:
+        _asker(principal, org_id, q.subject)
+        if q.on_behalf_of is not None:
+            _asker(principal, org_id, q.on_behalf_of)
     index = eng.index(sessions, org_id)
     now = utcnow()
-    subjects = {q.subject: engine.subject_of(index, q.subject, now) for q in questions}
+    ids = {q.subject for q in questions} | {q.on_behalf_of for q in questions if q.on_behalf_of}
+    subjects = {i: engine.subject_of(index, i, now) for i in ids}
     answers = []
     for q in questions:
+        user = subjects[q.on_behalf_of] if q.on_behalf_of else None
+        asked = Asked(index, subjects[q.subject], user, q.on_behalf_of is not None, now, eng.stats)
         kind, resource_id = parse_resource(q.resource)
-        answers.append(
-            engine.decide(
-                index, subjects[q.subject], q.action, kind, resource_id, now, eng.stats, q.explain
-            )
-        )
+        answers.append(asked.decide(q.action, kind, resource_id, q.explain))
     return answers
 
 
@@ -420,11 +444,14 @@ def filter_ids(
     action: str,
     resource_type: str,
     ids: Sequence[str],
+    on_behalf_of: str | None = None,
 ) -> list[str]:
-    asked = _ask(eng, sessions, principal, org_id, subject)
-    return engine.filter_ids(
-        asked.index, asked.subject, action, resource_type, ids, asked.now, eng.stats
-    )
+    asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
+    if not asked.acting:
+        return engine.filter_ids(
+            asked.index, asked.subject, action, resource_type, ids, asked.now, eng.stats
+        )
+    return [i for i in ids if asked.decide(action, resource_type, i).allowed]
 
 
 def list_ids(
@@ -438,17 +465,19 @@ def list_ids(
     resource_type: str,
     limit: int,
     after: str | None,
+    on_behalf_of: str | None = None,
 ) -> tuple[list[str], str | None]:
-    asked = _ask(eng, sessions, principal, org_id, subject)
-    pool = asked.index.documents if resource_type == "document" else asked.index.sources
+    asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
+    pools: dict[str, Iterable[str]] = {
+        "document": asked.index.documents,
+        "source": asked.index.sources,
+        "agent": asked.index.agents,
+    }
     found: list[str] = []
-    for resource_id in sorted(pool):
+    for resource_id in sorted(pools.get(resource_type, ())):
         if after is not None and resource_id <= after:
             continue
-        decision = engine.decide(
-            asked.index, asked.subject, action, resource_type, resource_id, asked.now, eng.stats
-        )
-        if decision.allowed:
+        if asked.decide(action, resource_type, resource_id).allowed:
             found.append(resource_id)
             if len(found) > limit:
                 break
@@ -457,31 +486,50 @@ def list_ids(
     return page, (page[-1] if more and page else None)
 
 
+def _context(subject: Subject) -> dict[str, Any]:
+    return {
+        "id": subject.id,
+        "attributes": dict(subject.attributes),
+        "teams": sorted(subject.teams),
+    }
+
+
 def search_filter(
-    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, *, subject: str, action: str
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    *,
+    subject: str,
+    action: str,
+    on_behalf_of: str | None = None,
 ) -> dict[str, Any]:
     """What a vector store or SQL query needs to pre-filter documents: a document may be
     returned iff (its tokens intersect `acl_tokens` or an `allow_rules` condition holds)
-    and no `deny_rules` condition holds."""
+    and no `deny_rules` condition holds. With `on_behalf_of` the filter is the user's,
+    and the document's tokens must also intersect `required_tokens` (the agent's
+    connected sources) with no `deny_rules` condition holding for the `agent` context."""
     if action != "read":
         raise InvalidInput.field("action", "search filters are for read")
-    asked = _ask(eng, sessions, principal, org_id, subject)
-    if asked.subject is None:
+    asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
+    person = asked.user if asked.acting else asked.subject
+    if person is None or asked.subject is None:
         return {"acl_tokens": [], "allow_rules": [], "deny_rules": [], "subject": None}
     rules = [r for r in asked.index.rules if r.action == action and r.resource_type == "document"]
-    subject_ctx = {
-        "id": asked.subject.id,
-        "attributes": dict(asked.subject.attributes),
-        "teams": sorted(asked.subject.teams),
-    }
-    return {
-        "acl_tokens": engine.subject_tokens(asked.index, asked.subject),
+    found: dict[str, Any] = {
+        "acl_tokens": engine.subject_tokens(asked.index, person),
         "allow_rules": [
-            {"id": r.id, "condition": r.condition} for r in rules if r.effect == "allow"
+            {"id": r.id, "condition": r.condition}
+            for r in rules
+            if r.effect == "allow" and person.kind != "agent"  # rules never grant agents
         ],
         "deny_rules": [{"id": r.id, "condition": r.condition} for r in rules if r.effect == "deny"],
-        "subject": subject_ctx,
+        "subject": _context(person),
     }
+    if asked.acting:
+        found["required_tokens"] = sorted(f"s:{s}" for s in asked.subject.sources)
+        found["agent"] = _context(asked.subject)
+    return found
 
 
 def document_tokens(

@@ -38,6 +38,7 @@ import cel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bastion.agents.models import Agent
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
@@ -95,10 +96,12 @@ class Rule:
 @dataclass(frozen=True)
 class Subject:
     id: str
-    kind: str  # user | service_account | team
+    kind: str  # user | service_account | team | agent
     teams: frozenset[str]
     attributes: Mapping[str, Any]
     manage_all: bool
+    perms: frozenset[Permission] = frozenset()
+    sources: frozenset[str] = frozenset()  # agents: the data sources connected to them
 
     @property
     def principals(self) -> frozenset[str]:
@@ -172,6 +175,8 @@ class OrgIndex:
     sources: dict[str, tuple[Entry, ...]]
     documents: dict[str, Doc]
     rules: tuple[Rule, ...]
+    agents: dict[str, AgentFacts] = field(default_factory=dict)
+    agent_sources: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def size(self) -> int:
         return (
@@ -247,6 +252,15 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
             select(AuthzRule).where(AuthzRule.org_id == org_id).order_by(AuthzRule.id)
         ).scalars()
     )
+    agents: dict[str, AgentFacts] = {}
+    agent_sources: dict[str, frozenset[str]] = {}
+    for agent_id, owner, visibility, agent_teams, connections in db.execute(
+        select(Agent.id, Agent.owner_id, Agent.visibility, Agent.team_ids, Agent.connections).where(
+            Agent.org_id == org_id
+        )
+    ):
+        agents[agent_id] = AgentFacts(owner, visibility, frozenset(agent_teams or ()))
+        agent_sources[agent_id] = frozenset(c for c in connections or () if c in sources)
     return OrgIndex(
         org_id=org_id,
         revisions=revisions,
@@ -259,6 +273,8 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
         sources=sources,
         documents=documents,
         rules=rules,
+        agents=agents,
+        agent_sources=agent_sources,
     )
 
 
@@ -289,6 +305,7 @@ def subject_of(index: OrgIndex, subject_id: str, now: datetime) -> Subject | Non
             teams,
             {"role": role, "type": "user"},
             Permission.SOURCES_MANAGE in perms,
+            perms,
         )
     if subject_id in index.accounts:
         role, status = index.accounts[subject_id]
@@ -302,9 +319,13 @@ def subject_of(index: OrgIndex, subject_id: str, now: datetime) -> Subject | Non
             frozenset(),
             attributes,
             Permission.SOURCES_MANAGE in perms,
+            perms,
         )
     if subject_id in index.teams:
         return Subject(subject_id, "team", frozenset(), {"type": "team"}, False)
+    if subject_id in index.agents:
+        sources = index.agent_sources.get(subject_id, frozenset())
+        return Subject(subject_id, "agent", frozenset(), {"type": "agent"}, False, sources=sources)
     return None
 
 
@@ -333,6 +354,32 @@ class Stats:
         self.index_builds = 0
 
 
+def _level(
+    index: OrgIndex,
+    subject: Subject,
+    resource_type: str,
+    resource_id: str,
+    acl: tuple[Entry, ...],
+    now: datetime,
+) -> tuple[int, str]:
+    """The highest live relation the subject holds, and where it comes from. An
+    agent's own grants are the sources connected to it: reader on them and their
+    documents (metadata rules may still deny it, never grant it more)."""
+    if subject.kind == "agent":
+        source = (
+            resource_id if resource_type == "source" else index.documents[resource_id].source_id
+        )
+        if source in subject.sources:
+            return LEVELS["reader"], f"connection:{source}"
+        return 0, "no_grant"
+    level, reason = 0, "no_grant"
+    principals = subject.principals
+    for entry in acl:
+        if entry.principal in principals and entry.live(now) and entry.level > level:
+            level, reason = entry.level, f"acl:{entry.principal}"
+    return level, reason
+
+
 def decide(
     index: OrgIndex,
     subject: Subject | None,
@@ -347,6 +394,8 @@ def decide(
         stats.decisions += 1
     if subject is None:
         return Decision(False, "unknown_subject")
+    if resource_type == "agent":
+        return _decide_agent(index, subject, action, resource_id)
     if action not in NEEDS:
         return Decision(False, "unknown_action")
     if resource_type not in RESOURCE_TYPES:
@@ -355,17 +404,15 @@ def decide(
     if acl is None:
         return Decision(False, "unknown_resource")
     trace: list[str] = []
-    level, reason = 0, "no_grant"
-    principals = subject.principals
-    for entry in acl:
-        if entry.principal in principals and entry.live(now) and entry.level > level:
-            level, reason = entry.level, f"acl:{entry.principal}"
+    level, reason = _level(index, subject, resource_type, resource_id, acl, now)
     if subject.manage_all:
         level, reason = MANAGE_LEVEL, "permission:sources:manage"
     allowed = level >= NEEDS[action]
     if explain:
         trace.append(f"relation level {level} via {reason}; {action} needs {NEEDS[action]}")
     rules = [r for r in index.rules if r.action == action and r.resource_type == resource_type]
+    if subject.kind == "agent":
+        rules = [r for r in rules if r.effect == "deny"]
     if not rules:  # no context to build (what _apply_rules answers without rules)
         return Decision(allowed, reason if allowed else "no_grant", tuple(trace))
     context = {
@@ -381,6 +428,25 @@ def decide(
         },
     }
     return _apply_rules(rules, context, allowed, reason, trace, stats, explain)
+
+
+def _decide_agent(index: OrgIndex, subject: Subject, action: str, agent_id: str) -> Decision:
+    agent = index.agents.get(agent_id)
+    if agent is None:
+        return Decision(False, "unknown_resource")
+    if subject.kind not in ("user", "service_account"):
+        return Decision(False, "not_a_person_or_account")
+    return agent_decision(agent, subject.id, subject.teams, subject.perms, action)
+
+
+def on_behalf(agent: Decision, user: Decision) -> Decision:
+    """An agent acting for a user: allowed only when both are."""
+    trace = (*(f"agent: {t}" for t in agent.trace), *(f"user: {t}" for t in user.trace))
+    if not agent.allowed:
+        return Decision(False, f"agent:{agent.reason}", trace)
+    if not user.allowed:
+        return Decision(False, f"on_behalf_of:{user.reason}", trace)
+    return Decision(True, f"agent:{agent.reason}+on_behalf_of:{user.reason}", trace)
 
 
 def _apply_rules(
@@ -421,12 +487,16 @@ def acl_tokens(
     org's managers) and when they next change (the earliest expiry), or None."""
     acl = _acl_for(index, "document", document_id) or ()
     live = [e for e in acl if e.live(now) and e.level >= NEEDS["read"]]
-    tokens = sorted({_token(e.principal) for e in live} | {f"manage:{index.org_id}"})
+    doc = index.documents.get(document_id)
+    extra = {f"manage:{index.org_id}"} | ({f"s:{doc.source_id}"} if doc else set())
+    tokens = sorted({_token(e.principal) for e in live} | extra)
     expiries = [e.expires_at for e in live if e.expires_at is not None]
     return tokens, min(expiries) if expiries else None
 
 
 def subject_tokens(index: OrgIndex, subject: Subject) -> list[str]:
+    if subject.kind == "agent":  # an agent reads the documents of its connected sources
+        return sorted(f"s:{source}" for source in subject.sources)
     tokens = {_token(p) for p in subject.principals}
     if subject.manage_all:
         tokens.add(f"manage:{index.org_id}")

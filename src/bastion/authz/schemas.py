@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from bastion.core.schemas import Description, In, Name, Out
 
@@ -44,6 +44,7 @@ PrincipalId = Annotated[str, StringConstraints(min_length=3, max_length=40)]
 ResourceRef = Annotated[str, StringConstraints(min_length=3, max_length=60)]
 Action = Annotated[str, StringConstraints(min_length=1, max_length=20)]
 ResourceType = Literal["source", "document"]
+QueryType = Literal["source", "document", "agent"]
 Relation = Literal["reader", "editor", "owner"]
 
 
@@ -120,10 +121,25 @@ class RuleOut(Out):
     created_at: datetime
 
 
-class CheckIn(In):
+class _OnBehalf(In):
     subject: PrincipalId
+    on_behalf_of: PrincipalId | None = Field(
+        default=None,
+        description="The user an agent `subject` acts for: allowed only if both are.",
+    )
+
+    @model_validator(mode="after")
+    def _agent_acts_for_a_user(self) -> Self:
+        if self.on_behalf_of is not None and not self.subject.startswith("agt_"):
+            raise ValueError("on_behalf_of needs an agent (`agt_…`) as the subject")
+        return self
+
+
+class CheckIn(_OnBehalf):
     action: Action
-    resource: ResourceRef = Field(description="`document:doc_…`, `source:src_…` or a bare id.")
+    resource: ResourceRef = Field(
+        description="`document:doc_…`, `source:src_…`, `agent:agt_…` or a bare id."
+    )
     explain: bool = False
 
 
@@ -141,10 +157,9 @@ class CheckBatchOut(Out):
     results: list[CheckOut]
 
 
-class FilterIn(In):
-    subject: PrincipalId
+class FilterIn(_OnBehalf):
     action: Action
-    resource_type: ResourceType
+    resource_type: QueryType
     resource_ids: Annotated[list[ResourceRef], Field(max_length=1000)]
 
 
@@ -152,16 +167,14 @@ class FilterOut(Out):
     allowed_ids: list[str]
 
 
-class ListIn(In):
-    subject: PrincipalId
+class ListIn(_OnBehalf):
     action: Action
-    resource_type: ResourceType
+    resource_type: QueryType
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     cursor: Annotated[str, StringConstraints(max_length=60)] | None = None
 
 
-class SearchFilterIn(In):
-    subject: PrincipalId
+class SearchFilterIn(_OnBehalf):
     action: Literal["read"] = "read"
 
 
@@ -175,6 +188,16 @@ class SearchFilterOut(Out):
     allow_rules: list[RuleRef]
     deny_rules: list[RuleRef]
     subject: dict[str, Any] | None
+    required_tokens: list[str] | None = Field(
+        default=None,
+        description="With `on_behalf_of`: a document's tokens must also intersect these "
+        "(the sources connected to the agent).",
+    )
+    agent: dict[str, Any] | None = Field(
+        default=None,
+        description="With `on_behalf_of`: the agent's context; `deny_rules` must not "
+        "match it either.",
+    )
 
 
 class TokensOut(Out):

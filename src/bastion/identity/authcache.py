@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
+from bastion.agents.models import Agent
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.principal import Principal
 from bastion.core.db import ORG_SCOPE_OPTION, AsyncDirectReader, Base, DirectReader
@@ -70,7 +71,15 @@ _AUTH_MODELS: tuple[type[Base], ...] = (
     RoleGrant,
     Organization,
 )
-_AUTHZ_MODELS: tuple[type[Base], ...] = (Team, TeamMember, Source, Document, AclEntry, AuthzRule)
+_AUTHZ_MODELS: tuple[type[Base], ...] = (
+    Team,
+    TeamMember,
+    Source,
+    Document,
+    AclEntry,
+    AuthzRule,
+    Agent,
+)
 _COUNTERS: dict[str, Counter] = {
     **{m.__table__.name: AuthRevision for m in _AUTH_MODELS},  # type: ignore[attr-defined]
     **{m.__table__.name: AuthzRevision for m in _AUTHZ_MODELS},  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from bastion.agents.models import ToolCall
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
 from bastion.approvals import service as approvals
-from bastion.approvals.models import Approval, ApprovalDecision
+from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.schemas import (
     ApprovalOut,
     DecisionIn,
@@ -36,7 +36,7 @@ STREAM_POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 
 
-def _policy(policy: approvals.ApprovalPolicy) -> PolicyOut:
+def _policy(policy: ApprovalPolicy) -> PolicyOut:
     out = PolicyOut.model_validate(policy)
     return out.model_copy(update={"escalate_to": policy.escalate_to or None})
 
