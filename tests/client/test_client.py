@@ -29,7 +29,9 @@ def anyio_backend() -> str:
 def test_public_surface_is_pinned() -> None:
     assert bastion.client.__all__ == [
         "APIError",
+        "ActionDenied",
         "AsyncClient",
+        "AsyncRun",
         "AuthenticationError",
         "BastionError",
         "Client",
@@ -40,6 +42,7 @@ def test_public_surface_is_pinned() -> None:
         "PermissionDeniedError",
         "RateLimitError",
         "RetryPolicy",
+        "Run",
         "ServerError",
         "TransportError",
         "ValidationError",

@@ -9,11 +9,21 @@
 Errors are typed (`NotFoundError`, `PermissionDeniedError`, …) and carry the problem
 document's fields. Lists iterate lazily over every page. POSTs carry an idempotency key,
 so they are retried safely on 429/502/503/504 and connection errors.
+
+Agents ask before they act: `client.runs.start(agent, on_behalf_of=user)` returns a
+`Run` whose `guard` asks the tool-call gate before a function runs, waits for human
+approval, and raises `ActionDenied` unless the call is allowed:
+
+    run = bastion.runs.start(agent_id, on_behalf_of=user_id)
+
+    @run.guard(timeout=120)
+    def refund_payment(order: str, amount: float) -> None: ...
 """
 
-from bastion.client._async import AsyncClient
+from bastion.client._async import AsyncClient, AsyncRun
 from bastion.client._base import RetryPolicy
 from bastion.client._errors import (
+    ActionDenied,
     APIError,
     AuthenticationError,
     BastionError,
@@ -27,11 +37,13 @@ from bastion.client._errors import (
     ValidationError,
 )
 from bastion.client._mock import MockBastion
-from bastion.client._sync import Client
+from bastion.client._sync import Client, Run
 
 __all__ = [
     "APIError",
+    "ActionDenied",
     "AsyncClient",
+    "AsyncRun",
     "AuthenticationError",
     "BastionError",
     "Client",
@@ -42,6 +54,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RetryPolicy",
+    "Run",
     "ServerError",
     "TransportError",
     "ValidationError",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any, cast
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast, overload
 
 import httpx
 
+from bastion.client import _runs
 from bastion.client._base import (
     JSON,
     RETRY_STATUSES,
@@ -18,7 +21,8 @@ from bastion.client._base import (
     headers_for,
     may_retry,
 )
-from bastion.client._errors import TransportError
+from bastion.client._errors import BastionError, TransportError
+from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
 
 E = Endpoints
 
@@ -60,6 +64,10 @@ class AsyncClient:
         self.api_keys = _ApiKeys(self, "api-keys")
         self.service_accounts = _Collection(self, "service-accounts")
         self.audit_events = _Audit(self, "audit-events")
+        self.agents = _Agents(self, "agents")
+        self.approval_policies = _Policies(self, "approval-policies")
+        self.approvals = _Approvals(self)
+        self.runs = _Runs(self)
 
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
@@ -98,6 +106,7 @@ class AsyncClient:
                     params=req.params,
                     json=req.json,
                     headers=headers_for(self._token, req),
+                    timeout=httpx.USE_CLIENT_DEFAULT if req.timeout is None else req.timeout,
                 )
             except httpx.TransportError as exc:
                 if attempt < self.retry.max_retries and may_retry(req):
@@ -254,3 +263,258 @@ class _ApiKeys(_Collection):
 class _Audit(_Collection):
     async def verify(self, org: str) -> JSON:
         return await self._c._call(E.verify_audit(org))
+
+
+class _Agents(_Collection):
+    def hub(self, *, page_size: int | None = None) -> AsyncIterator[JSON]:
+        """Public agents of every organisation (their published definitions)."""
+        return self._c._pages(E.hub_agents(page_size))
+
+
+class _Policies(_Collection):
+    async def reapprove(self, org: str, policy: str) -> JSON:
+        """Re-pin an `allow` policy to the current definitions of the tools it matches."""
+        return await self._c._call(E.reapprove_policy(org, policy))
+
+
+class _Approvals:
+    def __init__(self, c: AsyncClient) -> None:
+        self._c = c
+
+    def list(
+        self,
+        org: str,
+        *,
+        status: str | None = None,
+        mine: bool | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[JSON]:
+        """Approvals, newest first; `mine=True` is the caller's inbox (those they may
+        decide now), `status` one of pending, approved, denied, expired."""
+        return self._c._pages(E.list(org, "approvals", page_size, status=status, mine=mine))
+
+    async def get(self, org: str, approval: str) -> JSON:
+        return await self._c._call(E.get(org, "approvals", approval))
+
+    async def approve(self, org: str, approval: str, *, comment: str = "") -> JSON:
+        return await self._c._call(E.decide_approval(org, approval, "approve", comment))
+
+    async def deny(self, org: str, approval: str, *, comment: str = "") -> JSON:
+        return await self._c._call(E.decide_approval(org, approval, "deny", comment))
+
+
+class _Runs:
+    def __init__(self, c: AsyncClient) -> None:
+        self._c = c
+
+    async def start(
+        self,
+        agent: str | Mapping[str, Any],
+        *,
+        on_behalf_of: str | None = None,
+        org: str | None = None,
+        workflow_id: str | None = None,
+        ttl_seconds: int | None = None,
+        max_tool_calls: int | None = None,
+        max_pending_approvals: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncRun:
+        """Start a run of `agent` (its id, or the agent object) acting for `on_behalf_of`
+        (default: the caller). `org` defaults to the agent object's, else the caller's."""
+        org_id, agent_id = _runs.org_and_agent(agent, org)
+        if org_id is None:
+            org_id = str((await self._c.me())["org_id"])
+        body = _runs.run_body(
+            on_behalf_of, workflow_id, ttl_seconds, max_tool_calls, max_pending_approvals
+        )
+        started = await self._c._call(E.start_run(org_id, agent_id, body, idempotency_key))
+        return AsyncRun(self._c, org_id, agent_id, started)
+
+    async def get(self, run: str) -> JSON:
+        return await self._c._call(E.get_run(run))
+
+    def list(self, org: str, agent: str, *, page_size: int | None = None) -> AsyncIterator[JSON]:
+        return self._c._pages(E.list_runs(org, agent, page_size))
+
+    async def revoke(self, org: str, run: str) -> JSON:
+        return await self._c._call(E.revoke_run(org, run))
+
+
+class AsyncRun:
+    """A started run (async): it talks to the gate with its own `bat_…` token over the
+    parent client's connection (closing the run never closes that connection).
+
+        run = await bastion.runs.start(agent_id, on_behalf_of=user_id)
+
+        @run.guard(timeout=120)
+        async def refund_payment(order: str, amount: float) -> str: ...
+
+        await refund_payment("A-1", 250)   # ActionDenied unless the gate allows it
+
+    As an async context manager (`async with run:`) the run is revoked on exit.
+    """
+
+    def __init__(self, parent: AsyncClient, org_id: str, agent_id: str, started: JSON) -> None:
+        self.id: str = started["run_id"]
+        self.token: str = started["token"]
+        self.expires_at = _runs.parse_time(started["expires_at"])
+        self.org_id = org_id
+        self.agent_id = agent_id
+        self._parent = parent
+        self._c = AsyncClient(http_client=parent._http, token=self.token, retry=parent.retry)
+
+    def __repr__(self) -> str:
+        return _runs.run_repr("AsyncRun", self.id, self.agent_id, self.expires_at)
+
+    async def __aenter__(self) -> AsyncRun:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            await self.revoke()
+        except BastionError:
+            if exc_type is None:
+                raise
+
+    async def status(self) -> JSON:
+        """The run as the server sees it: `status` (active, expired, revoked), counts…"""
+        return await self._c._call(E.get_run(self.id))
+
+    async def revoke(self) -> JSON:
+        """End the run (with the parent client's credentials)."""
+        return await self._parent._call(E.revoke_run(self.org_id, self.id))
+
+    async def tool_call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        connection: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Ask the gate once: the call with `decision` allow, deny or pending."""
+        body = {"tool": tool, "arguments": dict(arguments or {}), "connection": connection}
+        return await self._c._call(E.tool_call(self.id, body, idempotency_key))
+
+    async def wait(self, call_id: str, timeout: float | None = 60.0) -> JSON:  # noqa: ASYNC109 - the server waits, not a cancellation
+        """The call once decided, or still pending after `timeout` seconds (None: until
+        decided; an approval's expiry bounds that). Long-polls in chunks of ≤ 60 s."""
+        deadline = _runs.deadline_of(timeout)
+        while True:
+            req = E.get_tool_call(self.id, call_id, _runs.next_wait(deadline))
+            call = await self._c._call(req)
+            if _runs.waited_enough(call, deadline):
+                return call
+
+    async def authorize(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - how long to wait for people
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> JSON:
+        """Ask the gate and wait for a pending approval: the allowed call, or
+        `ActionDenied` (denied, or still pending after `timeout` seconds). `on_pending`
+        is called with the pending call (its `approval_id`) before waiting."""
+        call = await self.tool_call(tool, arguments, connection=connection)
+        if call["decision"] == "pending":
+            if on_pending is not None:
+                await _runs.maybe_await(on_pending(call))
+            call = await self.wait(call["id"], timeout)
+        return _runs.settle(tool, call)
+
+    @overload
+    def guard(self, tool: F) -> F: ...
+
+    @overload
+    def guard(
+        self,
+        tool: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        arguments: Arguments = None,
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> AsyncGuard: ...
+
+    def guard(
+        self,
+        tool: str | Callable[..., Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        arguments: Arguments = None,
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> AsyncGuard | Callable[..., Any]:
+        """Gate an `async def` function or an `async with` block behind the tool-call
+        gate. `tool` defaults to the function's name; `arguments` to the function's
+        bound arguments (defaults applied) — or give an object, or a function of the
+        bound arguments. `on_pending(call)` is told when the call waits for people.
+        Used bare (`@run.guard`) it decorates directly."""
+        if callable(tool):
+            return AsyncGuard(self, None, timeout, arguments, connection, on_pending)(tool)
+        return AsyncGuard(self, tool, timeout, arguments, connection, on_pending)
+
+
+class AsyncGuard:
+    """`async_run.guard(...)`: a decorator for `async def` functions and an `async with`
+    context manager. The gate is asked before the code runs; it runs only when allowed,
+    else `ActionDenied` is raised."""
+
+    def __init__(
+        self,
+        run: AsyncRun,
+        tool: str | None,
+        timeout: float | None,
+        arguments: Arguments,
+        connection: str | None,
+        on_pending: OnPending = None,
+    ) -> None:
+        self._run = run
+        self._on_pending = on_pending
+        self._tool = tool
+        self._timeout = timeout
+        self._arguments = arguments
+        self._connection = connection
+        self.call: JSON | None = None  # the allowed call, once entered as a context manager
+
+    async def _authorize(self, tool: str, arguments: dict[str, Any]) -> JSON:
+        return await self._run.authorize(
+            tool,
+            arguments,
+            timeout=self._timeout,
+            connection=self._connection,
+            on_pending=self._on_pending,
+        )
+
+    def __call__(self, fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                "AsyncRun.guard decorates `async def` functions; use Client's Run.guard "
+                "for sync ones"
+            )
+        tool = _runs.tool_name(self._tool, fn)
+
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            arguments = _runs.arguments_of(tool, self._arguments, _runs.bind(fn, args, kwargs))
+            await self._authorize(tool, arguments)
+            return await fn(*args, **kwargs)
+
+        return cast(F, guarded)
+
+    def __enter__(self) -> JSON:
+        raise TypeError("use `async with run.guard(...)` with an AsyncRun")
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    async def __aenter__(self) -> JSON:
+        tool = _runs.tool_name(self._tool)
+        self.call = await self._authorize(tool, _runs.fixed_arguments(tool, self._arguments))
+        return self.call
+
+    async def __aexit__(self, *_: object) -> None:
+        return None

@@ -14,6 +14,8 @@ from urllib.parse import quote
 from bastion.client._errors import APIError, from_response
 
 JSON = dict[str, Any]
+MAX_WAIT_SECONDS = 60.0  # the server's longest long-poll
+LONG_POLL_MARGIN = 15.0  # read timeout beyond the long-poll's own wait
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 USER_AGENT = "bastion-python"
 
@@ -26,6 +28,7 @@ class Req:
     json: Any = None
     idempotency_key: str | None = None
     expect_body: bool = True
+    timeout: float | None = None  # seconds for this request; None: the client's default
 
 
 def _p(*parts: str) -> str:
@@ -187,3 +190,55 @@ class Endpoints:
     @staticmethod
     def verify_audit(org: str) -> Req:
         return post(_p("orgs", org, "audit-events", "verify"), None, None)
+
+    # agents, runs and the tool-call gate
+    @staticmethod
+    def hub_agents(limit: int | None = None) -> Req:
+        return Req("GET", _p("hub", "agents"), params=_clean({"limit": limit}))
+
+    @staticmethod
+    def start_run(org: str, agent: str, body: JSON, idempotency_key: str | None = None) -> Req:
+        return post(_p("orgs", org, "agents", agent, "runs"), _clean(body), idempotency_key)
+
+    @staticmethod
+    def list_runs(org: str, agent: str, limit: int | None = None) -> Req:
+        return Req("GET", _p("orgs", org, "agents", agent, "runs"), params=_clean({"limit": limit}))
+
+    @staticmethod
+    def get_run(run: str) -> Req:
+        return Req("GET", _p("runs", run))
+
+    @staticmethod
+    def revoke_run(org: str, run: str) -> Req:
+        return post(_p("orgs", org, "runs", run, "revoke"), None, None)
+
+    @staticmethod
+    def tool_call(run: str, body: JSON, idempotency_key: str | None = None) -> Req:
+        return post(_p("runs", run, "tool-calls"), _clean(body), idempotency_key)
+
+    @staticmethod
+    def get_tool_call(run: str, call: str, wait: float = 0) -> Req:
+        """With `wait` > 0 the server holds the request until the call is decided or
+        `wait` seconds (at most 60) have passed; the read timeout allows for that."""
+        wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
+        return Req(
+            "GET",
+            _p("runs", run, "tool-calls", call),
+            params={"wait": round(wait, 3)} if wait else None,
+            timeout=wait + LONG_POLL_MARGIN if wait else None,
+        )
+
+    # approval policies and approvals
+    @staticmethod
+    def reapprove_policy(org: str, policy: str) -> Req:
+        return post(_p("orgs", org, "approval-policies", policy, "reapprove"), None, None)
+
+    @staticmethod
+    def decide_approval(
+        org: str, approval: str, decision: str, comment: str, idempotency_key: str | None = None
+    ) -> Req:
+        return post(
+            _p("orgs", org, "approvals", approval, "decisions"),
+            {"decision": decision, "comment": comment},
+            idempotency_key,
+        )

@@ -2,6 +2,7 @@
 
 BastionError
 ├── TransportError                (the request never got an HTTP answer)
+├── ActionDenied                  (the tool-call gate did not allow a guarded action)
 └── APIError                      (status, code, title, detail, request_id, errors)
     ├── AuthenticationError       401
     ├── PermissionDeniedError     403
@@ -24,6 +25,30 @@ class BastionError(Exception):
 
 class TransportError(BastionError):
     """No HTTP response: connection refused, reset, timed out."""
+
+
+class ActionDenied(BastionError):
+    """The gate did not allow a tool call: it denied it (`decision == "deny"`, with the
+    gate's `reason`: `approval_denied`, `approval_expired`, `undeclared_tool`, `policy:…`,
+    …), or nobody decided within the guard's timeout (`decision == "pending"`,
+    `reason == "approval_timeout"`). The wrapped function did not run."""
+
+    def __init__(
+        self,
+        tool: str,
+        *,
+        call_id: str | None,
+        approval_id: str | None,
+        decision: str,
+        reason: str,
+    ) -> None:
+        where = f" (approval {approval_id})" if approval_id else ""
+        super().__init__(f"{tool}: {decision}, {reason}{where}")
+        self.tool = tool
+        self.call_id = call_id
+        self.approval_id = approval_id
+        self.decision = decision
+        self.reason = reason
 
 
 @dataclass(frozen=True)

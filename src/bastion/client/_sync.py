@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import time
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast, overload
 
 import httpx
 
+from bastion.client import _runs
 from bastion.client._base import (
     JSON,
     RETRY_STATUSES,
@@ -18,7 +22,8 @@ from bastion.client._base import (
     headers_for,
     may_retry,
 )
-from bastion.client._errors import TransportError
+from bastion.client._errors import BastionError, TransportError
+from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
 
 E = Endpoints
 
@@ -60,6 +65,10 @@ class Client:
         self.api_keys = _ApiKeys(self, "api-keys")
         self.service_accounts = _Collection(self, "service-accounts")
         self.audit_events = _Audit(self, "audit-events")
+        self.agents = _Agents(self, "agents")
+        self.approval_policies = _Policies(self, "approval-policies")
+        self.approvals = _Approvals(self)
+        self.runs = _Runs(self)
 
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
@@ -98,6 +107,7 @@ class Client:
                     params=req.params,
                     json=req.json,
                     headers=headers_for(self._token, req),
+                    timeout=httpx.USE_CLIENT_DEFAULT if req.timeout is None else req.timeout,
                 )
             except httpx.TransportError as exc:
                 if attempt < self.retry.max_retries and may_retry(req):
@@ -249,3 +259,266 @@ class _ApiKeys(_Collection):
 class _Audit(_Collection):
     def verify(self, org: str) -> JSON:
         return self._c._call(E.verify_audit(org))
+
+
+class _Agents(_Collection):
+    def hub(self, *, page_size: int | None = None) -> Iterator[JSON]:
+        """Public agents of every organisation (their published definitions)."""
+        return self._c._pages(E.hub_agents(page_size))
+
+
+class _Policies(_Collection):
+    def reapprove(self, org: str, policy: str) -> JSON:
+        """Re-pin an `allow` policy to the current definitions of the tools it matches."""
+        return self._c._call(E.reapprove_policy(org, policy))
+
+
+class _Approvals:
+    def __init__(self, c: Client) -> None:
+        self._c = c
+
+    def list(
+        self,
+        org: str,
+        *,
+        status: str | None = None,
+        mine: bool | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[JSON]:
+        """Approvals, newest first; `mine=True` is the caller's inbox (those they may
+        decide now), `status` one of pending, approved, denied, expired."""
+        return self._c._pages(E.list(org, "approvals", page_size, status=status, mine=mine))
+
+    def get(self, org: str, approval: str) -> JSON:
+        return self._c._call(E.get(org, "approvals", approval))
+
+    def approve(self, org: str, approval: str, *, comment: str = "") -> JSON:
+        return self._c._call(E.decide_approval(org, approval, "approve", comment))
+
+    def deny(self, org: str, approval: str, *, comment: str = "") -> JSON:
+        return self._c._call(E.decide_approval(org, approval, "deny", comment))
+
+
+class _Runs:
+    def __init__(self, c: Client) -> None:
+        self._c = c
+
+    def start(
+        self,
+        agent: str | Mapping[str, Any],
+        *,
+        on_behalf_of: str | None = None,
+        org: str | None = None,
+        workflow_id: str | None = None,
+        ttl_seconds: int | None = None,
+        max_tool_calls: int | None = None,
+        max_pending_approvals: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Start a run of `agent` (its id, or the agent object) acting for `on_behalf_of`
+        (default: the caller). `org` defaults to the agent object's, else the caller's."""
+        org_id, agent_id = _runs.org_and_agent(agent, org)
+        if org_id is None:
+            org_id = str(self._c.me()["org_id"])
+        body = _runs.run_body(
+            on_behalf_of, workflow_id, ttl_seconds, max_tool_calls, max_pending_approvals
+        )
+        started = self._c._call(E.start_run(org_id, agent_id, body, idempotency_key))
+        return Run(self._c, org_id, agent_id, started)
+
+    def get(self, run: str) -> JSON:
+        return self._c._call(E.get_run(run))
+
+    def list(self, org: str, agent: str, *, page_size: int | None = None) -> Iterator[JSON]:
+        return self._c._pages(E.list_runs(org, agent, page_size))
+
+    def revoke(self, org: str, run: str) -> JSON:
+        return self._c._call(E.revoke_run(org, run))
+
+
+class Run:
+    """A started run: it talks to the gate with its own `bat_…` token over the parent
+    client's connection (closing the run never closes that connection).
+
+        run = bastion.runs.start(agent_id, on_behalf_of=user_id)
+
+        @run.guard(timeout=120)
+        def refund_payment(order: str, amount: float) -> str: ...
+
+        refund_payment("A-1", 250)   # asks the gate first; ActionDenied unless allowed
+
+    As a context manager (`with bastion.runs.start(...) as run:`) the run is revoked on
+    exit, so its token stops working at once.
+    """
+
+    def __init__(self, parent: Client, org_id: str, agent_id: str, started: JSON) -> None:
+        self.id: str = started["run_id"]
+        self.token: str = started["token"]
+        self.expires_at = _runs.parse_time(started["expires_at"])
+        self.org_id = org_id
+        self.agent_id = agent_id
+        self._parent = parent
+        self._c = Client(http_client=parent._http, token=self.token, retry=parent.retry)
+
+    def __repr__(self) -> str:
+        return _runs.run_repr("Run", self.id, self.agent_id, self.expires_at)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            self.revoke()
+        except BastionError:
+            if exc_type is None:
+                raise
+
+    def status(self) -> JSON:
+        """The run as the server sees it: `status` (active, expired, revoked), counts…"""
+        return self._c._call(E.get_run(self.id))
+
+    def revoke(self) -> JSON:
+        """End the run (with the parent client's credentials)."""
+        return self._parent._call(E.revoke_run(self.org_id, self.id))
+
+    def tool_call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        connection: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Ask the gate once: the call with `decision` allow, deny or pending."""
+        body = {"tool": tool, "arguments": dict(arguments or {}), "connection": connection}
+        return self._c._call(E.tool_call(self.id, body, idempotency_key))
+
+    def wait(self, call_id: str, timeout: float | None = 60.0) -> JSON:
+        """The call once decided, or still pending after `timeout` seconds (None: until
+        decided; an approval's expiry bounds that). Long-polls in chunks of ≤ 60 s."""
+        deadline = _runs.deadline_of(timeout)
+        while True:
+            call = self._c._call(E.get_tool_call(self.id, call_id, _runs.next_wait(deadline)))
+            if _runs.waited_enough(call, deadline):
+                return call
+
+    def authorize(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> JSON:
+        """Ask the gate and wait for a pending approval: the allowed call, or
+        `ActionDenied` (denied, or still pending after `timeout` seconds). `on_pending`
+        is called with the pending call (its `approval_id`) before waiting."""
+        call = self.tool_call(tool, arguments, connection=connection)
+        if call["decision"] == "pending":
+            if on_pending is not None:
+                on_pending(call)
+            call = self.wait(call["id"], timeout)
+        return _runs.settle(tool, call)
+
+    @overload
+    def guard(self, tool: F) -> F: ...
+
+    @overload
+    def guard(
+        self,
+        tool: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        arguments: Arguments = None,
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> Guard: ...
+
+    def guard(
+        self,
+        tool: str | Callable[..., Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        arguments: Arguments = None,
+        connection: str | None = None,
+        on_pending: OnPending = None,
+    ) -> Guard | Callable[..., Any]:
+        """Gate a function (sync or `async def`) or a block of code behind the tool-call
+        gate. `tool` defaults to the function's name; `arguments` to the function's
+        bound arguments (defaults applied) — or give an object, or a function of the
+        bound arguments. `on_pending(call)` is told when the call waits for people.
+        Used bare (`@run.guard`) it decorates directly."""
+        if callable(tool):
+            return Guard(self, None, timeout, arguments, connection, on_pending)(tool)
+        return Guard(self, tool, timeout, arguments, connection, on_pending)
+
+
+class Guard:
+    """`run.guard(...)`: a decorator for sync and async functions, and a context manager
+    (`with` and `async with`). The gate is asked before the code runs; it runs only when
+    allowed, else `ActionDenied` is raised. An `async def` waits in a worker thread."""
+
+    def __init__(
+        self,
+        run: Run,
+        tool: str | None,
+        timeout: float | None,
+        arguments: Arguments,
+        connection: str | None,
+        on_pending: OnPending = None,
+    ) -> None:
+        self._run = run
+        self._on_pending = on_pending
+        self._tool = tool
+        self._timeout = timeout
+        self._arguments = arguments
+        self._connection = connection
+        self.call: JSON | None = None  # the allowed call, once entered as a context manager
+
+    def _authorize(self, tool: str, arguments: dict[str, Any]) -> JSON:
+        return self._run.authorize(
+            tool,
+            arguments,
+            timeout=self._timeout,
+            connection=self._connection,
+            on_pending=self._on_pending,
+        )
+
+    def __call__(self, fn: F) -> F:
+        tool = _runs.tool_name(self._tool, fn)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                arguments = _runs.arguments_of(tool, self._arguments, _runs.bind(fn, args, kwargs))
+                await asyncio.to_thread(self._authorize, tool, arguments)
+                return await fn(*args, **kwargs)
+
+            return cast(F, guarded_async)
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            arguments = _runs.arguments_of(tool, self._arguments, _runs.bind(fn, args, kwargs))
+            self._authorize(tool, arguments)
+            return fn(*args, **kwargs)
+
+        return cast(F, guarded)
+
+    def __enter__(self) -> JSON:
+        tool = _runs.tool_name(self._tool)
+        self.call = self._authorize(tool, _runs.fixed_arguments(tool, self._arguments))
+        return self.call
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    async def __aenter__(self) -> JSON:
+        tool = _runs.tool_name(self._tool)
+        arguments = _runs.fixed_arguments(tool, self._arguments)
+        self.call = await asyncio.to_thread(self._authorize, tool, arguments)
+        return self.call
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
