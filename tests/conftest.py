@@ -94,10 +94,11 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "api_requests_per_minute": 1_000_000,
         "login_failures_per_ip": 1_000_000,
         "log_json": False,
-        # Tests send to receivers on loopback; sink delivery runs when a test asks.
+        # Tests send to receivers on loopback; sink and webhook delivery run when a test asks.
         "outbound_allow": ["127.0.0.0/8"],
         "audit_sink_poll_interval": 60,
         "alert_poll_interval": 60,
+        "webhook_poll_interval": 60,
         # Each app gets its own rate-limit counters, even when they share one Redis.
         "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
     }

@@ -343,7 +343,12 @@ def _record(
         else:
             delay = backoff_delay(row.attempts - 1, base=policy.retry_base, cap=policy.retry_cap)
             row.next_attempt_at = now + timedelta(seconds=delay)
-        sub = db.get(WebhookSubscription, row.subscription_id) if row.subscription_id else None
+        sub = (
+            # Locked: concurrent senders count this subscription's failures without loss.
+            db.get(WebhookSubscription, row.subscription_id, with_for_update=True)
+            if row.subscription_id
+            else None
+        )
         if sub is not None:
             _account(db, sub, outcome, policy)
         db.commit()
