@@ -370,3 +370,47 @@ def test_api_key_used_from_a_new_network(world: tuple[TestClient, Factory, Any])
         headers=org.headers,
     ).json()["data"]
     assert [e["metadata"]["first"] for e in events] == [False, True]
+
+
+def test_approvals_pending_too_long_alert_by_email_and_resolve(
+    world: tuple[TestClient, Factory, Any], smtp: tuple[Mailbox, int]
+) -> None:
+    client, factory, state = world
+    org = factory.org()
+    box, _ = smtp
+    email = [{"type": "email", "to": ["approvers@example.com"]}]
+    _rule(client, org, "approval_pending", params={"after_seconds": 600}, channels=email)
+    manager, member = factory.member(org, "manager"), factory.member(org, "member")
+    tool = {"name": "refund", "risk": "high"}
+    base = f"/v1/orgs/{org.id}"
+    agent = client.post(
+        f"{base}/agents",
+        json={"name": "a", "visibility": "org", "tools": [tool]},
+        headers=org.headers,
+    ).json()["id"]
+    run = client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers).json()
+    call = client.post(
+        f"/v1/runs/{run['run_id']}/tool-calls",
+        json={"tool": "refund", "arguments": {}},
+        headers={"Authorization": f"Bearer {run['token']}"},
+    ).json()
+    assert call["decision"] == "pending"
+    clock.advance(599)
+    _round(state)
+    assert _alerts(client, org) == []  # below the threshold
+    clock.advance(2)
+    _round(state)
+    _round(state)  # still pending: still one alert
+    [alert] = _alerts(client, org, status="open")
+    assert alert["details"]["approval_id"] == call["approval_id"]
+    [(rcpt, content)] = box.messages
+    assert rcpt == ["approvers@example.com"]
+    assert b"pending" in content
+    decided = client.post(
+        f"{base}/approvals/{call['approval_id']}/decisions",
+        json={"decision": "deny"},
+        headers=manager.headers,
+    )
+    assert decided.status_code == 200, decided.text
+    _round(state)
+    assert _alerts(client, org, status="open") == []

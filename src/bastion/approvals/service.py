@@ -332,6 +332,22 @@ def pending_count(db: Session, run_id: str, now: datetime) -> int:
 # --- reading --------------------------------------------------------------------------
 
 
+def overdue(db: Session, org_id: str, requested_before: datetime, now: datetime) -> list[Approval]:
+    """Approvals still open (not past expiry) that were requested before the instant."""
+    stmt = (
+        select(Approval)
+        .where(
+            Approval.org_id == org_id,
+            Approval.status == "pending",
+            Approval.expires_at > now,
+            Approval.created_at <= requested_before,
+        )
+        .order_by(Approval.id)
+        .limit(1000)
+    )
+    return list(db.execute(stmt).scalars())
+
+
 def effective_status(approval: Approval, now: datetime) -> str:
     if approval.status == "pending" and as_utc(approval.expires_at) <= now:
         return "expired"

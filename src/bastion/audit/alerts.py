@@ -25,6 +25,8 @@ Rule kinds (parameters, defaults):
   resolved automatically when it delivers again.
 - `api_key_new_network` — an API key is used from a network (IPv4 /24, IPv6 /48) it was
   never used from before (its first use sets the baseline).
+- `approval_pending` — an agent's tool call has waited for human approval longer than
+  `after_seconds` (900); one alert per approval, resolved when it is decided or expires.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bastion.approvals import service as approvals
 from bastion.audit import service as audit
 from bastion.audit.events import EventType
 from bastion.audit.models import Alert, AlertCursor, AlertRule, AuditEvent, AuditHead, AuditSink
@@ -73,6 +76,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data_export": {"window_seconds": 300},
     "sink_failing": {"after_seconds": 600},
     "api_key_new_network": {},
+    "approval_pending": {"after_seconds": 900},
 }
 PERMISSION_EVENTS = frozenset(
     {
@@ -504,6 +508,40 @@ def _check_sinks(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
     return raised
 
 
+def _check_approvals(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
+    """One alert per approval pending longer than `after_seconds`; resolved once it is
+    no longer pending."""
+    after = int(rule.params["after_seconds"])
+    overdue = approvals.overdue(db, rule.org_id, now - timedelta(seconds=after), now)
+    opened = {
+        a.key: a
+        for a in db.execute(
+            select(Alert).where(Alert.rule_id == rule.id, Alert.status == "open")
+        ).scalars()
+    }
+    raised = []
+    for approval in overdue:
+        key = f"approval:{approval.id}"
+        if key in opened:
+            continue
+        summary = f"approval {approval.id} for tool {approval.tool} pending over {after} s"
+        details = {"approval_id": approval.id, "tool": approval.tool, "run_id": approval.run_id}
+        alert = _raise(db, rule, Finding(key, summary, 0, details=details), None)
+        if alert is not None:
+            raised.append(alert)
+    waiting = {f"approval:{a.id}" for a in overdue}
+    for key, alert in opened.items():
+        if key not in waiting:
+            alert.status, alert.resolved_at = "resolved", now
+    return raised
+
+
+_PERIODIC: dict[str, Callable[[Session, AlertRule, datetime], list[Alert]]] = {
+    "sink_failing": _check_sinks,
+    "approval_pending": _check_approvals,
+}
+
+
 def evaluate_org(db: Session, org_id: str) -> list[str]:
     """Read the org's new events, raise or extend alerts, advance the cursor — one
     transaction, which the caller commits. Returns new alert ids."""
@@ -538,8 +576,9 @@ def evaluate_org(db: Session, org_id: str) -> list[str]:
         cursor.seq = events[-1].seq
     now = utcnow()
     for rule in rules:
-        if rule.kind == "sink_failing":
-            raised.extend(_check_sinks(db, rule, now))
+        check = _PERIODIC.get(rule.kind)
+        if check is not None:
+            raised.extend(check(db, rule, now))
     db.flush()
     return [a.id for a in raised]
 

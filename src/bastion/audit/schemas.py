@@ -113,6 +113,7 @@ class AlertRuleIn(In):
         "data_export",
         "sink_failing",
         "api_key_new_network",
+        "approval_pending",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)
