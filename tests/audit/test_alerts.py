@@ -372,17 +372,11 @@ def test_api_key_used_from_a_new_network(world: tuple[TestClient, Factory, Any])
     assert [e["metadata"]["first"] for e in events] == [False, True]
 
 
-def test_approvals_pending_too_long_alert_by_email_and_resolve(
-    world: tuple[TestClient, Factory, Any], smtp: tuple[Mailbox, int]
-) -> None:
-    client, factory, state = world
-    org = factory.org()
-    box, _ = smtp
-    email = [{"type": "email", "to": ["approvers@example.com"]}]
-    _rule(client, org, "approval_pending", params={"after_seconds": 600}, channels=email)
-    manager, member = factory.member(org, "manager"), factory.member(org, "member")
-    tool = {"name": "refund", "risk": "high"}
+def _pending_approval(client: TestClient, factory: Factory, org: Org) -> dict[str, Any]:
+    """A member's agent run asks for a high-risk tool: an approval is requested."""
+    member = factory.member(org, "member")
     base = f"/v1/orgs/{org.id}"
+    tool = {"name": "refund", "risk": "high"}
     agent = client.post(
         f"{base}/agents",
         json={"name": "a", "visibility": "org", "tools": [tool]},
@@ -395,6 +389,36 @@ def test_approvals_pending_too_long_alert_by_email_and_resolve(
         headers={"Authorization": f"Bearer {run['token']}"},
     ).json()
     assert call["decision"] == "pending"
+    return dict(call)
+
+
+def test_approval_requests_reach_approvers_on_slack(
+    world: tuple[TestClient, Factory, Any], start_http: StartHttp
+) -> None:
+    client, factory, state = world
+    org = factory.org()
+    slack = start_http()
+    channels = [{"type": "slack", "url": slack.url("/services/T/B/x")}]
+    _rule(client, org, "approval_requested", channels=channels)
+    call = _pending_approval(client, factory, org)
+    _round(state)
+    [post] = slack.requests
+    text = json.loads(post.body)["text"]
+    assert call["approval_id"] in text
+    assert "refund" in text
+
+
+def test_approvals_pending_too_long_alert_by_email_and_resolve(
+    world: tuple[TestClient, Factory, Any], smtp: tuple[Mailbox, int]
+) -> None:
+    client, factory, state = world
+    org = factory.org()
+    box, _ = smtp
+    email = [{"type": "email", "to": ["approvers@example.com"]}]
+    _rule(client, org, "approval_pending", params={"after_seconds": 600}, channels=email)
+    manager = factory.member(org, "manager")
+    call = _pending_approval(client, factory, org)
+    base = f"/v1/orgs/{org.id}"
     clock.advance(599)
     _round(state)
     assert _alerts(client, org) == []  # below the threshold

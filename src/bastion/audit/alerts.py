@@ -25,6 +25,8 @@ Rule kinds (parameters, defaults):
   resolved automatically when it delivers again.
 - `api_key_new_network` — an API key is used from a network (IPv4 /24, IPv6 /48) it was
   never used from before (its first use sets the baseline).
+- `approval_requested` — an agent's tool call needs human approval (one alert per
+  request): how approvers hear of it by email or Slack.
 - `approval_pending` — an agent's tool call has waited for human approval longer than
   `after_seconds` (900); one alert per approval, resolved when it is decided or expires.
 """
@@ -77,6 +79,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sink_failing": {"after_seconds": 600},
     "api_key_new_network": {},
     "approval_pending": {"after_seconds": 900},
+    "approval_requested": {},
 }
 PERMISSION_EVENTS = frozenset(
     {
@@ -403,6 +406,18 @@ def _key_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     return Finding(f"key:{e.resource_id}:net:{network}", summary, 0, details=dict(metadata))
 
 
+def _approval_requested(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    if e.type != "approval.requested" or not e.resource_id:
+        return None
+    metadata = e.event_metadata or {}
+    summary = (
+        f"agent {metadata.get('agent_id')} asks to run {metadata.get('tool')}: "
+        f"approval {e.resource_id} needs {metadata.get('quorum', 1)} approver(s)"
+    )
+    details = {k: metadata.get(k) for k in ("agent_id", "tool", "call_id", "quorum")}
+    return Finding(f"approval:{e.resource_id}", summary, 0, details=details)
+
+
 def _match(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
@@ -445,6 +460,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]]
     "permission_change": _burst,
     "data_export": _burst,
     "api_key_new_network": _key_network,
+    "approval_requested": _approval_requested,
 }
 
 

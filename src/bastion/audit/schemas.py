@@ -114,6 +114,7 @@ class AlertRuleIn(In):
         "sink_failing",
         "api_key_new_network",
         "approval_pending",
+        "approval_requested",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)
