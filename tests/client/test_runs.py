@@ -206,8 +206,9 @@ def test_pending_then_two_managers_approve_from_another_thread(w: World) -> None
     w.small_refunds_allowed()
     run = w.start()
     refunded: list[float] = []
+    told: list[dict[str, Any]] = []
 
-    @run.guard(timeout=30)
+    @run.guard(timeout=30, on_pending=told.append)
     def refund_payment(order: str, amount: float) -> str:
         refunded.append(amount)
         return f"refunded {amount} on {order}"
@@ -218,6 +219,10 @@ def test_pending_then_two_managers_approve_from_another_thread(w: World) -> None
     assert refund_payment("A-2", amount=250) == "refunded 250 on A-2"
     assert time.monotonic() - started >= 0.3
     assert refunded == [40, 250]
+    [pending] = told  # once, for the 250 only
+    assert pending["decision"] == "pending"
+    assert pending["reason"].startswith("policy:")
+    assert pending["approval_id"]
 
 
 def test_pending_then_denied(w: World) -> None:
@@ -372,7 +377,12 @@ async def test_async_run_with_async_with_and_a_decorated_function(
         async with run.guard("lookup_order", arguments={"order": "B-1"}) as call:
             assert call["decision"] == "allow"
 
-        @run.guard(timeout=30)
+        told: list[str] = []
+
+        async def waiting(call: dict[str, Any]) -> None:
+            told.append(call["approval_id"])
+
+        @run.guard(timeout=30, on_pending=waiting)
         async def refund_payment(order: str, amount: float) -> str:
             return f"refunded {amount} on {order}"
 
@@ -380,6 +390,8 @@ async def test_async_run_with_async_with_and_a_decorated_function(
             AsyncClient("http://bastion.test", token=m.token, transport=transport)
             for m in w.managers[:2]
         ]
+
+        found_id: list[str] = []
 
         async def approve_later() -> None:
             while True:
@@ -391,6 +403,7 @@ async def test_async_run_with_async_with_and_a_decorated_function(
                 if found:
                     break
                 await asyncio.sleep(0.05)
+            found_id.append(found[0]["id"])
             await asyncio.sleep(0.3)
             for manager in managers:
                 await manager.approvals.approve(w.org.id, found[0]["id"])
@@ -398,6 +411,7 @@ async def test_async_run_with_async_with_and_a_decorated_function(
         approver = asyncio.create_task(approve_later())
         assert await refund_payment("B-2", 150) == "refunded 150 on B-2"
         await approver
+        assert told == [found_id[0]]
 
         deny = asyncio.create_task(_deny_first_pending(managers[1], w.org.id, run.id))
         with pytest.raises(ActionDenied) as denied:
