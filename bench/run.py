@@ -8,9 +8,16 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import audit, authz, foundation
+from bench import agents, audit, authz, foundation, secrets, webhooks
 
-SUITES = {"foundation": foundation.main, "audit": audit.main, "authz": authz.main}
+SUITES = {
+    "foundation": foundation.main,
+    "audit": audit.main,
+    "authz": authz.main,
+    "secrets": secrets.main,
+    "webhooks": webhooks.main,
+    "agents": agents.main,
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -43,7 +43,7 @@ def random_int_bits(bits: int) -> int:
 def hmac_sha256(key: bytes, message: bytes | str) -> bytes:
     if isinstance(message, str):
         message = message.encode()
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return hmac.digest(key, message, "sha256")  # one-shot OpenSSL call
 
 
 def hmac_sha256_hex(key: bytes, message: bytes | str) -> str:

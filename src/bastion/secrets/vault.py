@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Select, delete, func, select, text, tuple_, update
+from sqlalchemy import Select, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from bastion.core.crypto import Aead, aead_decrypt, aead_encrypt, derive_key, random_bytes
@@ -74,6 +74,16 @@ class LocalKeyProvider:
 
     def unwrap(self, version: int, blob: bytes, associated: bytes) -> bytes:
         return aead_decrypt(self._key(version), blob, associated)
+
+
+# Built once: it runs on every write (the statement, not the read, was most of its cost).
+_NEWEST_KEY = (
+    select(OrgKey.version)
+    .where(OrgKey.org_id == bindparam("org_id"))
+    .order_by(OrgKey.version.desc())
+    .limit(1)
+    .with_for_update(read=True, key_share=True)
+)
 
 
 def _key_aad(org_id: str, version: int) -> bytes:
@@ -143,13 +153,7 @@ class Vault:
         (PostgreSQL: FOR KEY SHARE) until the caller's transaction ends, so background
         re-encryption cannot destroy a key a concurrent write is still using; SQLite
         serialises writers anyway."""
-        version = db.execute(
-            select(OrgKey.version)
-            .where(OrgKey.org_id == org_id)
-            .order_by(OrgKey.version.desc())
-            .limit(1)
-            .with_for_update(read=True, key_share=True)
-        ).scalar()
+        version = db.execute(_NEWEST_KEY, {"org_id": org_id}).scalar()
         if version is None:
             key = random_bytes(32)
             root_version, wrapped = self.provider.wrap(key, _key_aad(org_id, 1))
