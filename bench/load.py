@@ -4,12 +4,14 @@ loop (slower; the report names the tool, so figures are compared within one tool
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -40,8 +42,6 @@ def tool() -> str:
 
 
 def _is_root() -> bool:
-    import os
-
     return os.geteuid() == 0
 
 
@@ -52,11 +52,33 @@ def _ms(value: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> LoadResult:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+def wrk(
+    url: str,
+    headers: dict[str, str],
+    seconds: int,
+    connections: int,
+    *,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
+    threads: int = 2,
+) -> LoadResult:
+    """wrk against `url`; `script` (a Lua file, e.g. one that POSTs bodies) and `env`
+    (variables the script reads) are optional."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
+    environment = {**os.environ, **(env or {})}
+    out = subprocess.run(
+        [*command, url], check=True, capture_output=True, text=True, env=environment
+    ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> LoadResult:
+    """Requests/s, p50 and p99 (ms) and errors (non-2xx plus socket errors) from wrk's
+    `--latency` summary."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
