@@ -203,12 +203,12 @@ def request_tool_call(
     connection: str | None,
 ) -> ToolCall:
     _own_run(principal, run_id)
-    run = db.get(Run, run_id)
-    if run is None:
+    found = db.execute(
+        select(Run, Agent).join(Agent, Agent.id == Run.agent_id).where(Run.id == run_id)
+    ).first()
+    if found is None:
         raise NotFound("run not found")
-    agent = db.get(Agent, run.agent_id)
-    if agent is None:  # cannot happen: runs cascade with their agent
-        raise NotFound("run not found")
+    run, agent = found
     now = utcnow()
     tool = next((t for t in agent.tools if t["name"] == tool_name), None)
     verdict = _verdict(db, run, agent, tool, arguments, connection, now)
@@ -275,7 +275,7 @@ def _verdict(
     error = _schema_error(tool, arguments)
     if error is not None:
         return approvals.Verdict("deny", error)
-    verdict = approvals.evaluate(db, agent, tool, arguments, _user_context(db, run))
+    verdict = approvals.evaluate(db, agent, tool, arguments, lambda: _user_context(db, run))
     pending = verdict.decision == "pending"
     if pending and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals:
         return approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)

@@ -15,6 +15,7 @@ running; the sweeper only records and announces it. After `escalate_at` the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -213,14 +214,14 @@ class Verdict:
 
 
 def evaluate(
-    db: Session, agent: Agent, tool: dict[str, Any], arguments: Any, user: dict[str, Any]
+    db: Session,
+    agent: Agent,
+    tool: dict[str, Any],
+    arguments: Any,
+    user: Callable[[], dict[str, Any]],
 ) -> Verdict:
-    context = {
-        "arguments": arguments,
-        "agent": {"id": agent.id, "name": agent.name},
-        "tool": {"name": tool["name"], "risk": tool.get("risk", "low")},
-        "user": user,
-    }
+    """`user` gives the run's user (id, role, teams) when a condition needs it."""
+    context: dict[str, Any] = {}
     policies = db.execute(
         select(ApprovalPolicy)
         .where(ApprovalPolicy.org_id == agent.org_id)
@@ -235,6 +236,13 @@ def evaluate(
             continue
         condition = policy.match.get("condition")
         if condition:
+            if not context:
+                context = {
+                    "arguments": arguments,
+                    "agent": {"id": agent.id, "name": agent.name},
+                    "tool": {"name": tool["name"], "risk": tool.get("risk", "low")},
+                    "user": user(),
+                }
             try:
                 matched = _program(condition).execute(context) is True
             except Exception:  # an error in a policy denies (fail closed)
