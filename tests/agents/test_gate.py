@@ -392,3 +392,44 @@ def test_runs_act_for_a_user_who_may_use_the_agent(w: World, client: TestClient)
         headers=w.user.headers,
     )
     assert other.status_code == 403
+
+
+def test_run_token_reveals_only_its_agents_secrets_inside_its_run(
+    w: World, client: TestClient, factory: Factory
+) -> None:
+    def put(name: str, value: str, **scope: str) -> None:
+        body: dict[str, Any] = {"value": value, **({"scope": scope} if scope else {})}
+        response = client.put(w.url(f"secrets/{name}"), json=body, headers=w.org.headers)
+        assert response.status_code == 200, response.text
+
+    put("github-token", "org-value")
+    put("stripe-key", "not-for-agents")
+    changed = client.patch(
+        w.url(f"agents/{w.agent}"), json={"secrets": ["github-token"]}, headers=w.org.headers
+    )
+    assert changed.status_code == 200
+    run, other = w.run(workflow_id="wf-1"), w.run()
+
+    def reveal(token: dict[str, str], name: str, **body: Any) -> Any:
+        return client.post(w.url(f"secrets/{name}/reveal"), json=body, headers=token)
+
+    assert reveal(run[1], "github-token").json()["value"] == "org-value"
+    put("github-token", "workflow-value", workflow_id="wf-1")
+    assert reveal(run[1], "github-token").json()["value"] == "workflow-value"
+    put("github-token", "run-value", run_id=run[0])
+    answer = reveal(run[1], "github-token").json()
+    assert (answer["value"], answer["scope"]) == ("run-value", "run")
+    assert reveal(other[1], "github-token").json()["value"] == "org-value"
+    assert reveal(run[1], "stripe-key").status_code == 403  # not given to the agent
+    assert reveal(other[1], "github-token", run_id=run[0]).status_code == 404  # another run
+    assert reveal(run[1], "github-token", workflow_id="wf-2").status_code == 404
+    b = factory.org()
+    assert (
+        client.post(
+            f"/v1/orgs/{b.id}/secrets/github-token/reveal", json={}, headers=run[1]
+        ).status_code
+        == 404
+    )
+    revealed = [e for e in w.events("secret.revealed") if e["actor"]["type"] == "agent_run"]
+    assert {e["actor"]["id"] for e in revealed} == {run[0], other[0]}
+    assert "run-value" not in str(revealed)

@@ -39,6 +39,8 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.identity import service as identity
 from bastion.identity.tokens import TokenHasher, TokenKind
+from bastion.secrets import service as secrets
+from bastion.secrets.vault import Vault
 from bastion.tenancy import service as tenancy
 
 # --- runs -----------------------------------------------------------------------------
@@ -288,6 +290,47 @@ def _user_context(db: Session, run: Run) -> dict[str, Any]:
     user = identity.require_user_in_org(db, run.org_id, run.on_behalf_of)
     teams = sorted(tenancy.teams_of(db, run.org_id, user.id))
     return {"id": user.id, "role": user.role, "teams": teams}
+
+
+# --- secrets --------------------------------------------------------------------------
+
+
+def reveal_secret(
+    db: Session,
+    vault: Vault,
+    principal: Principal,
+    org_id: str,
+    name: str,
+    *,
+    version: int | None,
+    workflow_id: str | None,
+    run_id: str | None,
+) -> secrets.Revealed:
+    """An agent run reveals a secret its agent was given, inside its own run: the
+    run's own value, else its workflow's, else the organisation's. Asking for another
+    run's or workflow's scope finds nothing."""
+    if principal.credential is not CredentialKind.AGENT_RUN or principal.org_id != org_id:
+        raise NotFound("organization not found")
+    found = db.execute(
+        select(Run, Agent).join(Agent, Agent.id == Run.agent_id).where(Run.id == principal.id)
+    ).first()
+    if found is None:
+        raise NotFound("run not found")
+    run, agent = found
+    if run_id not in (None, run.id) or workflow_id not in (None, run.workflow_id):
+        raise NotFound("secret not found")
+    if name not in agent.secrets:
+        raise Forbidden(f"secret {name!r} was not given to this agent")
+    return secrets.reveal_granted(
+        db,
+        vault,
+        principal.actor,
+        org_id,
+        name,
+        version=version,
+        workflow_id=run.workflow_id,
+        run_id=run.id,
+    )
 
 
 # --- reading a call -------------------------------------------------------------------

@@ -179,6 +179,32 @@ def reveal(
     """The value at the most specific scope that has one: run > workflow > org."""
     principal.require_org(org_id)
     principal.require(Permission.SECRETS_REVEAL)
+    return reveal_granted(
+        db,
+        vault,
+        principal.actor,
+        org_id,
+        name,
+        version=version,
+        workflow_id=workflow_id,
+        run_id=run_id,
+    )
+
+
+def reveal_granted(
+    db: Session,
+    vault: Vault,
+    actor: Actor,
+    org_id: str,
+    name: str,
+    *,
+    version: int | None,
+    workflow_id: str | None,
+    run_id: str | None,
+) -> Revealed:
+    """Reveal for a caller whose right to this secret was already decided (people and
+    keys: `secrets:reveal`; agent runs: the secrets granted to their agent, see
+    `bastion.agents.gate.reveal_secret`). Audited, success or failure, never the value."""
     candidates = [Scope("run", run_id)] if run_id else []
     if workflow_id:
         candidates.append(Scope("workflow", workflow_id))
@@ -204,7 +230,7 @@ def reveal(
             )
             raise exc.with_audit(
                 type=EventType.SECRET_REVEALED,
-                actor=principal.actor,
+                actor=actor,
                 org_id=org_id,
                 outcome=Outcome.FAILURE,
                 resource=("secret", secret.id),
@@ -219,7 +245,7 @@ def reveal(
         audit.record(
             db,
             type=EventType.SECRET_REVEALED,
-            actor=principal.actor,
+            actor=actor,
             org_id=org_id,
             resource=("secret", secret.id),
             metadata={"name": name, "version": wanted, "scope": scope.type},

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Response
 
+from bastion.agents import gate
 from bastion.api.deps import DB, Caller, State
+from bastion.authz.permissions import CredentialKind
 from bastion.secrets import service as secrets
 from bastion.secrets.schemas import (
     DataKeyOut,
@@ -92,7 +94,11 @@ def get_secret(org: str, name: Name, principal: Caller, db: DB) -> SecretOut:
 def reveal(
     org: str, name: Name, body: RevealIn, principal: Caller, db: DB, state: State
 ) -> RevealOut:
-    found = secrets.reveal(
+    # Agent run tokens reveal only what their agent was given, inside their run.
+    reveal = (
+        gate.reveal_secret if principal.credential is CredentialKind.AGENT_RUN else secrets.reveal
+    )
+    found = reveal(
         db,
         state.vault,
         principal,
