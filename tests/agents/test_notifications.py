@@ -1,0 +1,61 @@
+"""Approval requests and decisions reach webhook subscribers, signed per Standard
+Webhooks, through the outbox (nothing is announced unless the change commits)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from bastion.api.state import AppState
+from bastion.webhooks import outbound, verify
+from tests.factories import Factory, bearer
+from tests.receivers import StartHttp
+
+
+def _deliver(state: AppState) -> int:
+    policy = outbound.DeliveryPolicy.from_settings(state.settings)
+    return outbound.deliver_due(state.write_sessions, state.vault, policy)
+
+
+def test_approval_lifecycle_is_announced_to_subscribers(
+    client: TestClient, factory: Factory, start_http: StartHttp
+) -> None:
+    org = factory.org()
+    base = f"/v1/orgs/{org.id}"
+    receiver = start_http()
+    sub = client.post(
+        f"{base}/webhook-subscriptions",
+        json={"url": receiver.url("/approvals"), "events": ["approval.*"]},
+        headers=org.headers,
+    ).json()
+    member, manager = factory.member(org, "member"), factory.member(org, "manager")
+    tool = {"name": "refund", "risk": "high"}
+    agent = client.post(
+        f"{base}/agents",
+        json={"name": "a", "visibility": "org", "tools": [tool]},
+        headers=org.headers,
+    ).json()["id"]
+    run = client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers).json()
+    call = client.post(
+        f"/v1/runs/{run['run_id']}/tool-calls",
+        json={"tool": "refund", "arguments": {"amount": 5}},
+        headers=bearer(run["token"]),
+    ).json()
+    decided = client.post(
+        f"{base}/approvals/{call['approval_id']}/decisions",
+        json={"decision": "approve"},
+        headers=manager.headers,
+    )
+    assert decided.status_code == 200
+    while _deliver(factory.state):  # until nothing is due
+        pass
+    bodies: list[dict[str, Any]] = []
+    for request in receiver.requests:
+        at = float(request.headers["webhook-timestamp"])
+        verify("standard", sub["secret"], request.headers, request.body, now=at)
+        bodies.append(json.loads(request.body))
+    assert [b["type"] for b in bodies] == ["approval.requested", "approval.approved"]
+    assert {b["data"]["id"] for b in bodies} == {call["approval_id"]}
+    assert "amount" not in json.dumps(bodies)  # the arguments stay in Bastion
