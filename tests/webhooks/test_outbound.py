@@ -21,8 +21,9 @@ from bastion.api.app import create_app
 from bastion.api.state import AppState
 from bastion.core.clock import clock, utcnow
 from bastion.core.db import begin_write
+from bastion.secrets.models import SecretVersion
 from bastion.webhooks import outbound
-from bastion.webhooks.models import WebhookDelivery, WebhookEvent
+from bastion.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from bastion.webhooks.verify import SignatureMismatch, verify
 from tests.conftest import make_settings
 from tests.factories import Factory, Org
@@ -369,13 +370,33 @@ def test_retention_purges_old_events_and_finished_deliveries(
     enqueue(state, org.id, "approval.requested", {"id": "apr_6"})
     assert deliver(state) == 1
 
+    rotated_secret = new_secret("github")
+    rotated = client.post(
+        f"/v1/orgs/{org.id}/webhook-endpoints/{endpoint['id']}/rotate-secret",
+        json={"secret": rotated_secret, "overlap_seconds": 60},
+        headers=org.headers,
+    )
+    assert rotated.status_code == 200
+
     clock.advance(2 * 86_400)
     outbound.purge_expired(state.write_sessions, retention_days=30)
+    with state.sessions() as db:
+        row = db.get(WebhookEndpoint, endpoint["id"])
+        assert row is not None
+        versions = db.execute(
+            select(SecretVersion.version).where(SecretVersion.secret_id == row.secret_id)
+        ).scalars()
+        assert list(versions) == [2]  # the rotated-out secret is destroyed after its overlap
+    shown = client.get(f"/v1/orgs/{org.id}/webhook-endpoints/{endpoint['id']}", headers=org.headers)
+    assert [v["version"] for v in shown.json()["secret_versions"]] == [2]
     events_url = f"/v1/orgs/{org.id}/webhook-endpoints/{endpoint['id']}/events"
     assert client.get(events_url, headers=org.headers).json()["data"] == []
     assert len(deliveries(client, org, sub["id"])) == 1  # 30 days not yet over
-    # The replay key of a provider without timestamps outlives the event.
-    assert post_hook(client, endpoint["url"], body, sign("github", secret, body)).status_code == 409
+    # The old secret no longer verifies anything; and the replay key of a provider
+    # without timestamps outlives the event, whichever secret signs the replay.
+    assert post_hook(client, endpoint["url"], body, sign("github", secret, body)).status_code == 401
+    resent = post_hook(client, endpoint["url"], body, sign("github", rotated_secret, body))
+    assert resent.status_code == 409
 
     clock.advance(31 * 86_400)
     outbound.purge_expired(state.write_sessions, retention_days=30)

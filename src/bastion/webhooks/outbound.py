@@ -431,11 +431,18 @@ def deliver_due(sessions: Sessions, vault: Vault, policy: DeliveryPolicy) -> int
 
 def purge_expired(sessions: Sessions, retention_days: int) -> dict[str, int]:
     """Remove stored events past their endpoint's retention, replay keys whose timestamp
-    window has closed, rotated-out secrets past their overlap, and finished deliveries
+    window has closed, rotated-out secrets past their overlap (their vault versions too),
+    and finished deliveries
     (with their attempt log) older than `retention_days`. Returns rows removed per kind."""
     now = utcnow()
     cutoff = now - timedelta(days=retention_days)
     with sessions() as db:
+        rotated_out = db.execute(
+            select(WebhookEndpoint.secret_id, WebhookEndpointSecret.version)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookEndpointSecret.endpoint_id)
+            .where(WebhookEndpointSecret.expires_at <= now)
+        ).all()
+        sealing.destroy_versions(db, [(secret_id, version) for secret_id, version in rotated_out])
         counts = {
             "events": _deleted(db, delete(WebhookEvent).where(WebhookEvent.expires_at < now)),
             "replay_keys": _deleted(

@@ -105,6 +105,17 @@ def destroy(db: Session, *secret_ids: str | None) -> None:
         db.execute(delete(Secret).where(Secret.id.in_(ids)))
 
 
+def destroy_versions(db: Session, versions: list[tuple[str, int]]) -> None:
+    """Delete single versions (secret id, version), e.g. rotated-out ones past their
+    overlap: the old secret's ciphertext does not outlive its use."""
+    for secret_id, version in versions:
+        db.execute(
+            delete(SecretVersion).where(
+                SecretVersion.secret_id == secret_id, SecretVersion.version == version
+            )
+        )
+
+
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
     return STANDARD_PREFIX + base64.b64encode(random_bytes(32)).decode("ascii")
