@@ -3,6 +3,7 @@ engine (check, check-batch, filter, list, search-filter, acl-tokens)."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -468,22 +469,35 @@ def list_ids(
     on_behalf_of: str | None = None,
 ) -> tuple[list[str], str | None]:
     asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
-    pools: dict[str, Iterable[str]] = {
-        "document": asked.index.documents,
-        "source": asked.index.sources,
-        "agent": asked.index.agents,
-    }
-    found: list[str] = []
-    for resource_id in sorted(pools.get(resource_type, ())):
-        if after is not None and resource_id <= after:
-            continue
-        if asked.decide(action, resource_type, resource_id).allowed:
-            found.append(resource_id)
-            if len(found) > limit:
-                break
-    more = len(found) > limit
-    page = found[:limit]
+    ids: Sequence[str]
+    if resource_type == "document":
+        ids = _listed(asked, action)
+    else:
+        pools: dict[str, Iterable[str]] = {
+            "source": asked.index.sources,
+            "agent": asked.index.agents,
+        }
+        ids = [
+            i
+            for i in sorted(pools.get(resource_type, ()))
+            if asked.decide(action, resource_type, i).allowed
+        ]
+    start = bisect_right(ids, after) if after is not None else 0
+    page = list(ids[start : start + limit])
+    more = len(ids) - start > limit
     return page, (page[-1] if more and page else None)
+
+
+def _listed(asked: Asked, action: str) -> Sequence[str]:
+    """Every document the subject (and, acting for a user, the user too) may act on, in
+    id order: the engine's list, kept in the index, so later pages are a bisect."""
+    if asked.subject is None or (asked.acting and asked.user is None):
+        return []
+    own = engine.list_documents(asked.index, asked.subject, action, asked.now, asked.stats)
+    if not asked.acting or asked.user is None:
+        return own
+    theirs = set(engine.list_documents(asked.index, asked.user, action, asked.now, asked.stats))
+    return [i for i in own if i in theirs]
 
 
 def _context(subject: Subject) -> dict[str, Any]:
