@@ -17,8 +17,8 @@ from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
     access,
     agents,
-    approvals,
     apikeys,
+    approvals,
     audit,
     auth,
     me,
