@@ -424,14 +424,24 @@ def check(
             _asker(principal, org_id, q.on_behalf_of)
     index = eng.index(sessions, org_id)
     now = utcnow()
-    ids = {q.subject for q in questions} | {q.on_behalf_of for q in questions if q.on_behalf_of}
-    subjects = {i: engine.subject_of(index, i, now) for i in ids}
+    subjects: dict[str, Subject | None] = {}
+
+    def resolve(subject_id: str) -> Subject | None:
+        if subject_id not in subjects:
+            subjects[subject_id] = engine.subject_of(index, subject_id, now)
+        return subjects[subject_id]
+
     answers = []
     for q in questions:
-        user = subjects[q.on_behalf_of] if q.on_behalf_of else None
-        asked = Asked(index, subjects[q.subject], user, q.on_behalf_of is not None, now, eng.stats)
         kind, resource_id = parse_resource(q.resource)
-        answers.append(asked.decide(q.action, kind, resource_id, q.explain))
+        subject = resolve(q.subject)
+        own = engine.decide(index, subject, q.action, kind, resource_id, now, eng.stats, q.explain)
+        if q.on_behalf_of is None:
+            answers.append(own)
+            continue
+        user = resolve(q.on_behalf_of)
+        theirs = engine.decide(index, user, q.action, kind, resource_id, now, eng.stats, q.explain)
+        answers.append(engine.on_behalf(own, theirs))
     return answers
 
 
