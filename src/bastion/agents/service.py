@@ -26,6 +26,7 @@ from bastion.authz.engine import AgentFacts, Decision, agent_decision
 from bastion.authz.permissions import CredentialKind, Permission
 from bastion.authz.principal import Principal
 from bastion.core.crypto import sha256_hex
+from bastion.core.db import get_in_org
 from bastion.core.errors import Forbidden, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
@@ -107,10 +108,7 @@ def decide(who: Asker, agent: Agent, action: str) -> Decision:
 
 
 def _find(db: Session, org_id: str, agent_id: str) -> Agent:
-    agent = db.get(Agent, agent_id) if has_prefix(agent_id, "agt") else None
-    if agent is None or agent.org_id != org_id:
-        raise NotFound("agent not found")
-    return agent
+    return get_in_org(db, Agent, agent_id, org_id, prefix="agt", noun="agent")
 
 
 def get_for(db: Session, principal: Principal, org_id: str, agent_id: str, action: str) -> Agent:

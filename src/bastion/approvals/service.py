@@ -34,8 +34,9 @@ from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
+from bastion.core.db import get_in_org
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from bastion.core.ids import has_prefix, new_id
+from bastion.core.ids import new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.identity import service as identity
 from bastion.tenancy import service as tenancy
@@ -56,10 +57,7 @@ def notify(db: Session, org_id: str, event: str, payload: dict[str, Any]) -> Non
 
 
 def _find_policy(db: Session, org_id: str, policy_id: str) -> ApprovalPolicy:
-    policy = db.get(ApprovalPolicy, policy_id) if has_prefix(policy_id, "apl") else None
-    if policy is None or policy.org_id != org_id:
-        raise NotFound("approval policy not found")
-    return policy
+    return get_in_org(db, ApprovalPolicy, policy_id, org_id, prefix="apl", noun="approval policy")
 
 
 def _matches_target(match: dict[str, Any], agent: Agent, tool: dict[str, Any]) -> bool:
@@ -363,10 +361,7 @@ def effective_status(approval: Approval, now: datetime) -> str:
 
 
 def _find(db: Session, org_id: str, approval_id: str) -> Approval:
-    approval = db.get(Approval, approval_id) if has_prefix(approval_id, "apr") else None
-    if approval is None or approval.org_id != org_id:
-        raise NotFound("approval not found")
-    return approval
+    return get_in_org(db, Approval, approval_id, org_id, prefix="apr", noun="approval")
 
 
 def get_approval(

@@ -54,8 +54,9 @@ from bastion.audit.siem_transport import backoff_delay
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, rfc3339, utcnow
-from bastion.core.errors import InvalidInput, NotFound
-from bastion.core.ids import has_prefix, new_id
+from bastion.core.db import get_in_org
+from bastion.core.errors import InvalidInput
+from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import OutboundRefused, check_destination, network_of
 from bastion.core.pagination import Page, decode_id_cursor, page_of
@@ -222,10 +223,7 @@ def create_rule(
 
 
 def _rule(db: Session, org_id: str, rule_id: str) -> AlertRule:
-    rule = db.get(AlertRule, rule_id) if has_prefix(rule_id, "alr") else None
-    if rule is None or rule.org_id != org_id:
-        raise NotFound("alert rule not found")
-    return rule
+    return get_in_org(db, AlertRule, rule_id, org_id, prefix="alr", noun="alert rule")
 
 
 def list_rules(db: Session, principal: Principal, org_id: str) -> list[AlertRule]:
@@ -284,10 +282,7 @@ def list_alerts(
 
 
 def _alert(db: Session, org_id: str, alert_id: str) -> Alert:
-    found = db.get(Alert, alert_id) if has_prefix(alert_id, "alt") else None
-    if found is None or found.org_id != org_id:
-        raise NotFound("alert not found")
-    return found
+    return get_in_org(db, Alert, alert_id, org_id, prefix="alt", noun="alert")
 
 
 def get_alert(db: Session, principal: Principal, org_id: str, alert_id: str) -> Alert:

@@ -31,8 +31,9 @@ from bastion.audit.siem_transport import backoff_delay as _backoff
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
-from bastion.core.errors import InvalidInput, NotFound
-from bastion.core.ids import has_prefix, new_id
+from bastion.core.db import get_in_org
+from bastion.core.errors import InvalidInput
+from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import OutboundRefused, check_destination
 
@@ -174,10 +175,7 @@ def create_sink(
 
 
 def _get(db: Session, org_id: str, sink_id: str) -> AuditSink:
-    sink = db.get(AuditSink, sink_id) if has_prefix(sink_id, "snk") else None
-    if sink is None or sink.org_id != org_id:
-        raise NotFound("audit sink not found")
-    return sink
+    return get_in_org(db, AuditSink, sink_id, org_id, prefix="snk", noun="audit sink")
 
 
 def get_sink(db: Session, principal: Principal, org_id: str, sink_id: str) -> tuple[AuditSink, int]:

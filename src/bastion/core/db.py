@@ -14,7 +14,7 @@ import contextlib
 import threading
 import weakref
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -24,6 +24,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from bastion.core.clock import as_utc
+from bastion.core.errors import NotFound
+from bastion.core.ids import has_prefix
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -234,3 +236,17 @@ class _LoopSlots:
         self.conns: list[Any] = [None] * size
         self.locks = [asyncio.Lock() for _ in range(size)]
         self.next = 0
+
+
+M = TypeVar("M", bound=Base)
+
+
+def get_in_org(
+    db: Session, model: type[M], object_id: str, org_id: str, *, prefix: str, noun: str
+) -> M:
+    """The row of `model` with this `prefix`-typed id in this organisation, or NotFound:
+    an id of another type, a missing row and another organisation's row answer alike."""
+    found = db.get(model, object_id) if has_prefix(object_id, prefix) else None
+    if found is None or getattr(found, "org_id", None) != org_id:
+        raise NotFound(f"{noun} not found")
+    return found

@@ -16,8 +16,9 @@ from bastion.audit.events import EventType
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
+from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput, NotFound
-from bastion.core.ids import has_prefix, new_id
+from bastion.core.ids import new_id
 from bastion.core.netguard import OutboundRefused, check_destination
 from bastion.core.pagination import Page, newest_first
 from bastion.secrets.vault import Vault
@@ -131,10 +132,9 @@ def create_endpoint(
 
 
 def _endpoint(db: Session, org_id: str, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = db.get(WebhookEndpoint, endpoint_id) if has_prefix(endpoint_id, "whe") else None
-    if endpoint is None or endpoint.org_id != org_id:
-        raise NotFound("webhook endpoint not found")
-    return endpoint
+    return get_in_org(
+        db, WebhookEndpoint, endpoint_id, org_id, prefix="whe", noun="webhook endpoint"
+    )
 
 
 def secret_versions(db: Session, endpoint_ids: list[str]) -> dict[str, list[WebhookEndpointSecret]]:
@@ -294,10 +294,9 @@ def create_subscription(
 
 
 def _subscription(db: Session, org_id: str, sub_id: str) -> WebhookSubscription:
-    sub = db.get(WebhookSubscription, sub_id) if has_prefix(sub_id, "whs") else None
-    if sub is None or sub.org_id != org_id:
-        raise NotFound("webhook subscription not found")
-    return sub
+    return get_in_org(
+        db, WebhookSubscription, sub_id, org_id, prefix="whs", noun="webhook subscription"
+    )
 
 
 def get_subscription(
