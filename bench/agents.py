@@ -242,18 +242,7 @@ def _gate(
             )
     finally:
         bodies.unlink(missing_ok=True)
-    b = load.LoadResult(
-        statistics.median(r.rps for r in ours),
-        statistics.median(r.p50_ms for r in ours),
-        statistics.median(r.p99_ms for r in ours),
-        sum(r.errors for r in ours),
-    )
-    p = load.LoadResult(
-        statistics.median(r.rps for r in bare),
-        statistics.median(r.p50_ms for r in bare),
-        statistics.median(r.p99_ms for r in bare),
-        sum(r.errors for r in bare),
-    )
+    b, p = load.median(ours), load.median(bare)
     ratio = b.rps / p.rps
     figures[f"{label}, allow path"] = {"bastion": b.__dict__, "bare": p.__dict__, "ratio": ratio}
     rows.append(

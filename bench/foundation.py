@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,15 +127,6 @@ def bastion_server(
             yield server.url, tokens
 
 
-def _median(results: list[load.LoadResult]) -> load.LoadResult:
-    return load.LoadResult(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results),
-        sum(r.errors for r in results),
-    )
-
-
 def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
     tool = load.tool()
     backends: list[tuple[str, str | None, str | None]] = [("SQLite", None, None)]
@@ -177,7 +167,7 @@ def _measure(
                     for _ in range(runs):  # interleaved, so drift hits both peers alike
                         bastion_runs.append(load.run(url + "/v1/me", headers, seconds))
                         bare_runs.append(load.run(bare_url + "/v1/me", headers, seconds))
-                    b, s = _median(bastion_runs), _median(bare_runs)
+                    b, s = load.median(bastion_runs), load.median(bare_runs)
                     ratio = b.rps / s.rps
                     name = f"{label}, {credential}"
                     figures[name] = {"bastion": b.__dict__, "bare": s.__dict__, "ratio": ratio}

@@ -26,6 +26,16 @@ class LoadResult:
     errors: int
 
 
+def median(results: list[LoadResult]) -> LoadResult:
+    """The medians of several runs (errors are summed)."""
+    return LoadResult(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
+
+
 def tool() -> str:
     if shutil.which("wrk"):
         return "wrk"
@@ -61,10 +71,14 @@ def wrk(
     script: Path | None = None,
     env: dict[str, str] | None = None,
     threads: int = 2,
+    timeout_seconds: int | None = None,
 ) -> LoadResult:
-    """wrk against `url`; `script` (a Lua file, e.g. one that POSTs bodies) and `env`
-    (variables the script reads) are optional."""
+    """wrk against `url`; `script` (a Lua file, e.g. one that POSTs bodies), `env`
+    (variables the script reads) and a request timeout (wrk's default is 2 s, after
+    which a slow answer counts as an error) are optional."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if timeout_seconds is not None:
+        command += ["--timeout", f"{timeout_seconds}s"]
     if script is not None:
         command += ["-s", str(script)]
     for name, value in headers.items():

@@ -16,9 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -182,24 +180,10 @@ def _reveal_load(url: str, token: str, seconds: int) -> load.LoadResult:
         return _httpx_post(url, headers, seconds)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_LUA)
-    command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "10s", "--latency"]
-    command += ["-s", script.name]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
     try:
-        out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
+        return load.wrk(url, headers, seconds, 32, script=Path(script.name), timeout_seconds=10)
     finally:
         os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = load._ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = load._ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
-    errors += sum(int(g) for g in sockets.groups()) if sockets else 0
-    return load.LoadResult(rps, p50, p99, errors)
 
 
 def _httpx_post(url: str, headers: dict[str, str], seconds: int) -> load.LoadResult:

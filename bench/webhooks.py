@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -119,12 +118,7 @@ def _measure(
                     lines = generate(secret, PER_SECOND * seconds, int(time.time()))
                     requests.write_text("\n".join(lines) + "\n")
                     results.append(_wrk(target, requests, seconds))
-            result = load.LoadResult(
-                statistics.median(r.rps for r in results),
-                statistics.median(r.p50_ms for r in results),
-                statistics.median(r.p99_ms for r in results),
-                sum(r.errors for r in results),
-            )
+            result = load.median(results)
             name = f"{label}, {provider}"
             print(f"  {name}: {result.rps:,.0f} accepted/s, p99 {result.p99_ms:.1f} ms")
             out.append((name, result))
