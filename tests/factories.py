@@ -118,3 +118,19 @@ class Factory:
         )
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+    def pending_tool_call(self, org: Org, tool: str = "refund") -> dict[str, Any]:
+        """A member's run of an org-wide agent asks for a high-risk tool: with no policy,
+        an approval is requested. The call's JSON (with `approval_id`, `run_id`)."""
+        member = self.member(org, "member")
+        base = f"/v1/orgs/{org.id}"
+        body = {"name": "agent", "visibility": "org", "tools": [{"name": tool, "risk": "high"}]}
+        agent = self.client.post(f"{base}/agents", json=body, headers=org.headers).json()["id"]
+        run = self.client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers)
+        call = self.client.post(
+            f"/v1/runs/{run.json()['run_id']}/tool-calls",
+            json={"tool": tool, "arguments": {"amount": 5}},
+            headers=bearer(run.json()["token"]),
+        ).json()
+        assert call["decision"] == "pending", call
+        return dict(call)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from bastion.api.state import AppState
 from bastion.webhooks import outbound, verify
-from tests.factories import Factory, bearer
+from tests.factories import Factory
 from tests.receivers import StartHttp
 
 
@@ -30,19 +30,8 @@ def test_approval_lifecycle_is_announced_to_subscribers(
         json={"url": receiver.url("/approvals"), "events": ["approval.*"]},
         headers=org.headers,
     ).json()
-    member, manager = factory.member(org, "member"), factory.member(org, "manager")
-    tool = {"name": "refund", "risk": "high"}
-    agent = client.post(
-        f"{base}/agents",
-        json={"name": "a", "visibility": "org", "tools": [tool]},
-        headers=org.headers,
-    ).json()["id"]
-    run = client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers).json()
-    call = client.post(
-        f"/v1/runs/{run['run_id']}/tool-calls",
-        json={"tool": "refund", "arguments": {"amount": 5}},
-        headers=bearer(run["token"]),
-    ).json()
+    manager = factory.member(org, "manager")
+    call = factory.pending_tool_call(org)
     decided = client.post(
         f"{base}/approvals/{call['approval_id']}/decisions",
         json={"decision": "approve"},

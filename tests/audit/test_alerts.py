@@ -372,26 +372,6 @@ def test_api_key_used_from_a_new_network(world: tuple[TestClient, Factory, Any])
     assert [e["metadata"]["first"] for e in events] == [False, True]
 
 
-def _pending_approval(client: TestClient, factory: Factory, org: Org) -> dict[str, Any]:
-    """A member's agent run asks for a high-risk tool: an approval is requested."""
-    member = factory.member(org, "member")
-    base = f"/v1/orgs/{org.id}"
-    tool = {"name": "refund", "risk": "high"}
-    agent = client.post(
-        f"{base}/agents",
-        json={"name": "a", "visibility": "org", "tools": [tool]},
-        headers=org.headers,
-    ).json()["id"]
-    run = client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers).json()
-    call = client.post(
-        f"/v1/runs/{run['run_id']}/tool-calls",
-        json={"tool": "refund", "arguments": {}},
-        headers={"Authorization": f"Bearer {run['token']}"},
-    ).json()
-    assert call["decision"] == "pending"
-    return dict(call)
-
-
 def test_approval_requests_reach_approvers_on_slack(
     world: tuple[TestClient, Factory, Any], start_http: StartHttp
 ) -> None:
@@ -400,7 +380,7 @@ def test_approval_requests_reach_approvers_on_slack(
     slack = start_http()
     channels = [{"type": "slack", "url": slack.url("/services/T/B/x")}]
     _rule(client, org, "approval_requested", channels=channels)
-    call = _pending_approval(client, factory, org)
+    call = factory.pending_tool_call(org)
     _round(state)
     [post] = slack.requests
     text = json.loads(post.body)["text"]
@@ -417,7 +397,7 @@ def test_approvals_pending_too_long_alert_by_email_and_resolve(
     email = [{"type": "email", "to": ["approvers@example.com"]}]
     _rule(client, org, "approval_pending", params={"after_seconds": 600}, channels=email)
     manager = factory.member(org, "manager")
-    call = _pending_approval(client, factory, org)
+    call = factory.pending_tool_call(org)
     base = f"/v1/orgs/{org.id}"
     clock.advance(599)
     _round(state)
