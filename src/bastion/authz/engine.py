@@ -452,7 +452,9 @@ class RuleSet:
         self._interned: dict[Any, int] = {}
         self._parts: dict[int, tuple[int, ...]] = {}
         self._samples: dict[int, tuple[str, Mapping[str, Any]]] = {}
-        self._resource_sigs: dict[Any, int | None] = {}
+        # key -> (signature, the metadata): holding the object keeps its id from being
+        # reused by another while this rule set lives.
+        self._resource_sigs: dict[Any, tuple[int | None, Mapping[str, Any]]] = {}
         self._rule_memo: list[dict[tuple[int, int], Any]] = [{} for _ in self.rules]
         self._holders: weakref.WeakValueDictionary[int, Subject] = weakref.WeakValueDictionary()
         self._remembered = 0
@@ -482,17 +484,18 @@ class RuleSet:
     def resource_sig(self, resource_id: str, metadata: Mapping[str, Any]) -> int | None:
         """None when the resource's values cannot be keyed on (evaluate directly)."""
         key = self.key(resource_id, metadata)
-        sig = self._resource_sigs.get(key, _UNSEEN)
-        if sig is not _UNSEEN:
-            return sig  # type: ignore[return-value]
+        found = self._resource_sigs.get(key)
+        if found is not None:
+            return found[0]
         context = {"id": resource_id, "type": self.resource_type, "metadata": metadata}
+        sig: int | None
         with self._lock:
             try:
                 sig = self._sig("r", context, self._resource_paths)
                 self._samples.setdefault(sig, (resource_id, metadata))
             except _Unhashable:
                 sig = None
-            self._resource_sigs[key] = sig
+            self._resource_sigs[key] = (sig, metadata)
         return sig
 
     def sample(self, sig: int) -> tuple[str, Mapping[str, Any]]:
