@@ -370,6 +370,10 @@ def _in_process(b: Bastion, peers: list[Any], runs: int, rng: random.Random) -> 
     def decide(user: str, doc: str) -> bool:
         return engine.decide(index, subjects[user], "read", "document", doc, now).allowed
 
+    figures["decide_cold"] = _cold(b, rng)
+    print(f"  decide, first pass after a build: {figures['decide_cold']['per_s']:,.0f}/s",
+          flush=True)  # fmt: skip
+
     # agreement on a sample, every peer against the engine
     sample = _pairs(world, AGREEMENT_SAMPLE, rng)
     truth = [decide(u, d) for u, d in sample]
@@ -425,9 +429,24 @@ def _in_process(b: Bastion, peers: list[Any], runs: int, rng: random.Random) -> 
         list_times.append((time.perf_counter() - began) * 1000)
         list_sizes.append(len(found))
     figures["list_ms"] = statistics.median(list_times)
+    figures["list_runs_ms"] = list_times
     figures["list_sizes"] = list_sizes
+    figures["engine_memory"] = b.eng.memory()
     print(f"  list all readable: {figures['list_ms']:.0f} ms ({list_sizes} documents)")
     return figures
+
+
+def _cold(b: Bastion, rng: random.Random) -> dict[str, float]:
+    """`decide` over fresh pairs on a freshly built index, subjects resolved as they come:
+    every memo starts empty (rule outcomes are memoized per subject and metadata)."""
+    with b.sessions() as db:
+        index = engine.build_index(db, b.world.org_id, (-2,))
+    now = utcnow()
+    pairs = _pairs(b.world, CHECKS, rng)
+    began = time.perf_counter()
+    for user, doc in pairs:
+        engine.decide(index, engine.subject_of(index, user, now), "read", "document", doc, now)
+    return {"per_s": len(pairs) / (time.perf_counter() - began)}
 
 
 def _filters(b: Bastion, peers: list[Any]) -> list[tuple[str, Callable[[str, list[str]], Any]]]:
@@ -612,6 +631,7 @@ def _met(ok: bool) -> str:
 
 def _report(f: dict[str, Any], seconds: int, runs: int) -> None:
     checks, filt, b = f["checks"], f["filter_ms"], f["bastion"]
+    mem = f["engine_memory"]
     dec, svc = checks["decide"], checks["service"]
     peer_names = [p for p in ("casbin", "cedar") if p in checks]
 
@@ -623,6 +643,8 @@ def _report(f: dict[str, Any], seconds: int, runs: int) -> None:
          peer("casbin", lambda c: f"{c['per_s']:,.0f}"),
          peer("cedar", lambda c: f"{c['per_s']:,.0f}"),
          f"≥ {GOALS['checks_per_s']:,}", _met(dec["per_s"] >= GOALS["checks_per_s"])],
+        ["checks/s, `decide` on a freshly built index (first pass, memos empty)",
+         f"{f['decide_cold']['per_s']:,.0f}", "", "", "", ""],
         ["checks/s, service `access.check` (+ revision read)", f"{svc['per_s']:,.0f}", "", "",
          f"≥ {GOALS['checks_per_s']:,}", _met(svc["per_s"] >= GOALS["checks_per_s"])],
         ["check p50 / p99 µs, `decide`", f"{dec['p50_us']:.1f} / {dec['p99_us']:.1f}",
@@ -653,6 +675,8 @@ def _report(f: dict[str, Any], seconds: int, runs: int) -> None:
          _met(b["build_s"] <= GOALS["build_s"])],
         ["index memory, MB (tracemalloc, retained)", f"{b['memory_mb']:.0f}", "", "",
          f"≤ {GOALS['memory_mb']}", _met(b["memory_mb"] <= GOALS["memory_mb"])],
+        ["held after the run: memoized rule outcomes and results / listed ids (cached lists)",
+         f"{mem['memoized']:,} / {mem['listed_ids']:,}", "", "", "bounded", ""],
     ]  # fmt: skip
     for name, h in f.get("http", {}).items():
         o, s = h["bastion"], h["bare"]
@@ -737,10 +761,29 @@ def _peer_build(f: dict[str, Any], name: str) -> str:
 
 
 NOTES = """
-Where the time goes. Every `read` of a document evaluates the three CEL rules, and the
-`cel` package (common-expression-language) converts the Python context to CEL values on
-each evaluation: about 3 µs per string, list or map, so 20-40 µs for the decision's
-context, whatever the rule. That conversion, not the ACL walk, sets the per-check cost;
-the list scans every document of the organisation (`list_ids` sorts and decides each
-one, rules included), so it grows with the organisation, not with the answer.
+How it is fast (`bastion.authz.engine`; answers unchanged, checked by the property test
+against a naive reference and by a memo-versus-CEL test). The index precomputes each
+document's effective ACL (its own entries, then its source's), entries without expiry
+folded into a dict principal -> (level, position, reason), so a grant is a few lookups.
+Rule outcomes are memoized: a conservative scan of each condition finds what it reads
+(`resource.metadata.level`, `subject.attributes.role`, and for `'team' in subject.teams`
+standing alone only that membership; anything unclear reads everything), and a rule
+set's outcome is kept per (subject, metadata object); documents with equal metadata
+share one parsed dict, so CEL (the `cel` package converts the context on every call,
+about 3 µs per value) runs only for a combination not seen before in the index. The
+first pass over a fresh index pays that (row "freshly built index"). Filter finds the
+sources that grant the subject once and then costs a lookup or two per id; list uses
+inverted ACLs (principal -> sources and documents) and the outcome per metadata class,
+kept per (subject, action, expiry epoch) so later pages are a bisect. The build reads
+columns with Core, not ORM objects. Every cache lives in the index, which a revision
+change replaces; memos are bounded (`MEMO_MAX`, `LIST_CACHE_MAX_IDS`) and reported by
+`GET …/authz/stats`.
+
+What still costs. `access.check` reads the revision pair before every decision (one
+SQLite statement, about 10 µs here), which caps the service figure far below `decide`.
+Over HTTP, `/authz/check` and `/authz/filter` now answer on the event loop when the
+index is current (SQLite), but the request pipeline shared with every route dominates:
+authenticated `GET /v1/me` itself reaches well under 0.5x of bare Starlette (see the
+foundation section), and FastAPI's router walks the routes registered before the authz
+router on every request, so the HTTP goal is out of reach of the authz code alone.
 """

@@ -62,6 +62,27 @@ RULES: list[tuple[str, str, str, str, Any]] = [
         "subject.attributes.role == 'member'",
         lambda md, subj: subj["role"] == "member",
     ),
+    (
+        "deny",
+        "read",
+        "document",
+        "resource.metadata.tag == 'internal' && !('{team}' in subject.teams)",
+        lambda md, subj: md["tag"] == "internal" and subj["team0"] not in subj["teams"],
+    ),
+    (
+        "allow",
+        "share",
+        "document",
+        "resource.metadata.level == 0 && subject.attributes.role == 'viewer'",
+        lambda md, subj: md["level"] == 0 and subj["role"] == "viewer",
+    ),
+    (
+        "allow",
+        "read",
+        "source",
+        "size(subject.teams) > 1",
+        lambda md, subj: len(subj["teams"]) > 1,
+    ),
 ]
 
 
@@ -117,7 +138,7 @@ def worlds(draw: st.DrawFn) -> World:
                 st.sampled_from(["public", "internal"]),
             ),
             min_size=1,
-            max_size=4,
+            max_size=6,
         )
     )
     doc_acl = [
@@ -125,7 +146,7 @@ def worlds(draw: st.DrawFn) -> World:
         for d in range(len(docs))
         for e in draw(st.lists(entry, max_size=2, unique_by=lambda x: x[0]))
     ]
-    rules = draw(st.lists(st.integers(0, len(RULES) - 1), max_size=3, unique=True))
+    rules = draw(st.lists(st.integers(0, len(RULES) - 1), max_size=4, unique=True))
     return World(users, memberships, source_acl, docs, doc_acl, rules)
 
 
@@ -237,7 +258,7 @@ def reference(world: World, u: int, action: str, rtype: str, r: int) -> bool:
 
 @given(world=worlds())
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     database=None,
