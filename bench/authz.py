@@ -777,7 +777,7 @@ inverted ACLs (principal -> sources and documents) and the outcome per metadata 
 kept per (subject, action, expiry epoch) so later pages are a bisect. The build reads
 columns with Core, not ORM objects. Every cache lives in the index, which a revision
 change replaces; memos are bounded (`MEMO_MAX`, `LIST_CACHE_MAX_IDS`) and reported by
-`GET …/authz/stats`.
+`Engine.memory()`.
 
 What still costs. `access.check` reads the revision pair before every decision (one
 SQLite statement, about 10 µs here), which caps the service figure far below `decide`.
