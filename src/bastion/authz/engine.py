@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import weakref
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -140,6 +139,9 @@ class Doc(NamedTuple):
     metadata: Mapping[str, Any]
     acl: tuple[Entry, ...]  # its own entries
     effective: Acl  # what decides: its own entries, then its source's if it inherits
+    # Without entries of its own: the source whose entries decide ("" when it does not
+    # inherit: nothing does); None when it has entries of its own.
+    plain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -431,9 +433,10 @@ class Outcome(NamedTuple):
 
 class RuleSet:
     """The rules of one (action, resource type), in id order (for agent subjects, its
-    deny rules only). Their outcome for a (subject, resource) is memoized on the subject,
-    per resource key (the metadata object, or the resource id when a rule reads the id
-    or the whole resource); each rule's result is memoized by signature: what it reads
+    deny rules only). Their outcome for a (subject, resource) is memoized per subject
+    signature (a dict every subject with that signature points to) and resource key
+    (the metadata object, or the resource id when a rule reads the id or the whole
+    resource); each rule's result is memoized by signature: what it reads
     of the resource and of the subject, interned to small ints, so CEL runs only for a
     combination no rule has seen. Thread-safe: hits are plain dict reads, misses compute
     under a lock. At most `MEMO_MAX` outcomes are held (then they are all dropped), and
@@ -456,7 +459,7 @@ class RuleSet:
         # reused by another while this rule set lives.
         self._resource_sigs: dict[Any, tuple[int | None, Mapping[str, Any]]] = {}
         self._rule_memo: list[dict[tuple[int, int], Any]] = [{} for _ in self.rules]
-        self._holders: weakref.WeakValueDictionary[int, Subject] = weakref.WeakValueDictionary()
+        self._by_subject: dict[int, dict[Any, Outcome]] = {}
         self._remembered = 0
         self._failed = [
             Decision(False, f"rule_error:{r.id}", (f"rule {r.id} failed",)) for r in self.rules
@@ -527,20 +530,26 @@ class RuleSet:
         with self._lock:
             if resource_sig is None or subject_sig is None:  # values we cannot key on
                 return self._apply(None, None, resource_id, metadata, subject)
-            found = self._apply(
-                self._parts[resource_sig], self._parts[subject_sig], resource_id, metadata, subject
-            )
-            if self._remembered >= MEMO_MAX:
-                for holder in list(self._holders.values()):
-                    holder.outcomes.pop(self, None)
-                self._holders.clear()
-                self._remembered = 0
-            memo = subject.outcomes.get(self)
-            if memo is None:
-                memo = subject.outcomes[self] = {}
-                self._holders[id(subject)] = subject
-            memo[key] = found
-            self._remembered += 1
+            # One memo per subject signature, shared by every subject that has it.
+            shared = self._by_subject.get(subject_sig)
+            if shared is None:
+                shared = self._by_subject[subject_sig] = {}
+            subject.outcomes[self] = shared
+            found = shared.get(key)
+            if found is None:
+                found = self._apply(
+                    self._parts[resource_sig],
+                    self._parts[subject_sig],
+                    resource_id,
+                    metadata,
+                    subject,
+                )
+                if self._remembered >= MEMO_MAX:
+                    for held in self._by_subject.values():
+                        held.clear()
+                    self._remembered = 0
+                shared[key] = found
+                self._remembered += 1
         return found
 
     def _apply(
@@ -797,7 +806,8 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
             effective = source_acls.get(source_id, _NO_ACL) if inherit else _NO_ACL
         else:
             effective = _acl(own + inherited)
-        documents[doc_id] = Doc(source_id, inherit, metadata, own, effective)
+        plain = None if own else (source_id if inherit else "")
+        documents[doc_id] = Doc(source_id, inherit, metadata, own, effective, plain)
     del parsed
     rules = tuple(
         Rule(r.id, r.effect, r.action, r.resource_type, r.condition, compile_condition(r.condition))
@@ -1164,44 +1174,56 @@ def filter_ids(  # noqa: PLR0912 - a tight loop, kept in one frame on purpose
     """The ids `decide` allows, in input order. For documents (and a person, account or
     team) one tight loop: the sources whose entries grant the subject are found once,
     the rule outcome once per distinct metadata, and a document without entries of its
-    own is one set lookup."""
+    own is a set lookup."""
     need = NEEDS.get(action)
-    if subject is None or need is None or resource_type != "document" or subject.kind == "agent":
+    rules = index.rule_sets.get((action, "document", False))
+    if (
+        subject is None
+        or need is None
+        or resource_type != "document"
+        or subject.kind == "agent"
+        or (rules is not None and rules.per_resource)
+    ):
         return [
             i for i in ids if decide(index, subject, action, resource_type, i, now, stats).allowed
         ]
     if stats is not None:
         stats.decisions += len(ids)
-    documents = index.documents
-    rules = index.rule_sets.get((action, "document", False))
-    per_resource = rules is not None and rules.per_resource
+    get = index.documents.get
     manage_all = subject.manage_all
     granting = _granting_sources(index.listing(), subject, need, now)
-    verdicts: dict[Any, int] = {}  # resource key -> what the rules do
     allowed: list[str] = []
+
+    def _acl_grants(doc: Doc, i: str) -> bool:
+        return _granted(index, doc.effective, subject, need, "document", i, now) is not None
+
+    if rules is None:
+        for i in ids:
+            doc = get(i)
+            if doc is not None and (
+                manage_all
+                or (doc.plain in granting if doc.plain is not None else _acl_grants(doc, i))
+            ):
+                allowed.append(i)
+        return allowed
+    verdicts: dict[int, int] = {}  # id(metadata) -> what the rules do
     failures = 0
     for i in ids:
-        doc = documents.get(i)
+        doc = get(i)
         if doc is None:
             continue
-        if rules is not None:
-            key = i if per_resource else id(doc.metadata)
-            verdict = verdicts.get(key)
-            if verdict is None:
-                verdict = verdicts[key] = _verdict(rules.outcome(subject, i, doc.metadata))
-            if verdict == _RULE_ALLOWS:
+        verdict = verdicts.get(id(doc.metadata))
+        if verdict is None:
+            verdict = _verdict(rules.outcome(subject, i, doc.metadata))
+            verdicts[id(doc.metadata)] = verdict
+        if verdict == _TO_ACL:
+            plain = doc.plain
+            if manage_all or (plain in granting if plain is not None else _acl_grants(doc, i)):
                 allowed.append(i)
-                continue
-            if verdict != _TO_ACL:
-                failures += verdict == _FAILED_RULE
-                continue
-        if manage_all:
+        elif verdict == _RULE_ALLOWS:
             allowed.append(i)
-        elif doc.acl:  # entries of its own: walk them (and its source's)
-            if _granted(index, doc.effective, subject, need, "document", i, now) is not None:
-                allowed.append(i)
-        elif doc.inherit and doc.source_id in granting:
-            allowed.append(i)
+        elif verdict == _FAILED_RULE:
+            failures += 1
     if failures and stats is not None:
         stats.rule_errors += failures
     return allowed
