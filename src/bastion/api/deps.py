@@ -93,7 +93,11 @@ def _quota_key(result: Authenticated) -> str:
 
 def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Principal:
     try:
-        result = authenticate(ctx.db, token, ctx.actor, state.hasher, state.auth_cache)
+        # Credentials are read on a reader of their own: a state-changing request's
+        # transaction (a writer: on SQLite, BEGIN IMMEDIATE) starts only when the route
+        # needs it, so the single writer slot is held for the work, not the sign-in.
+        with state.sessions() as db:
+            result = authenticate(db, token, ctx.actor, state.hasher, state.auth_cache)
     except Unauthenticated:
         # Bad credentials count against the address, so guessing is throttled too.
         allowed, quota = state.limiter.take(state.ip_quota, f"ip:{ctx.ip}")
@@ -103,7 +107,6 @@ def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Pr
                 "too many requests from this address", retry_after=quota.reset_after
             ) from None
         raise
-    ctx.end_read()
     return _admit(ctx, result, state.limiter.take(state.api_quota, _quota_key(result)))
 
 
