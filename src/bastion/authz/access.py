@@ -389,11 +389,13 @@ def _ask(
     org_id: str,
     subject_id: str,
     on_behalf_of: str | None = None,
+    index: OrgIndex | None = None,
 ) -> Asked:
     _asker(principal, org_id, subject_id)
     if on_behalf_of is not None:
         _asker(principal, org_id, on_behalf_of)
-    index = eng.index(sessions, org_id)
+    if index is None:
+        index = eng.index(sessions, org_id)
     now = utcnow()
     subject = engine.subject_of(index, subject_id, now)
     user = engine.subject_of(index, on_behalf_of, now) if on_behalf_of else None
@@ -415,14 +417,17 @@ def check(
     principal: Principal,
     org_id: str,
     questions: Sequence[Question],
+    index: OrgIndex | None = None,
 ) -> list[Decision]:
     """Answer each question in order, against one index read (one revision read for
-    the whole batch) and each distinct subject resolved once."""
+    the whole batch, none when the caller passes the current `index`) and each distinct
+    subject resolved once."""
     for q in questions:
         _asker(principal, org_id, q.subject)
         if q.on_behalf_of is not None:
             _asker(principal, org_id, q.on_behalf_of)
-    index = eng.index(sessions, org_id)
+    if index is None:
+        index = eng.index(sessions, org_id)
     now = utcnow()
     subjects: dict[str, Subject | None] = {}
 
@@ -456,8 +461,9 @@ def filter_ids(
     resource_type: str,
     ids: Sequence[str],
     on_behalf_of: str | None = None,
+    index: OrgIndex | None = None,
 ) -> list[str]:
-    asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
+    asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of, index)
     if not asked.acting:
         return engine.filter_ids(
             asked.index, asked.subject, action, resource_type, ids, asked.now, eng.stats
@@ -479,7 +485,7 @@ def list_ids(
     on_behalf_of: str | None = None,
 ) -> tuple[list[str], str | None]:
     asked = _ask(eng, sessions, principal, org_id, subject, on_behalf_of)
-    ids: Sequence[str]
+    ids: list[str]
     if resource_type == "document":
         ids = _listed(asked, action)
     else:
@@ -493,12 +499,12 @@ def list_ids(
             if asked.decide(action, resource_type, i).allowed
         ]
     start = bisect_right(ids, after) if after is not None else 0
-    page = list(ids[start : start + limit])
+    page = ids[start : start + limit]
     more = len(ids) - start > limit
     return page, (page[-1] if more and page else None)
 
 
-def _listed(asked: Asked, action: str) -> Sequence[str]:
+def _listed(asked: Asked, action: str) -> list[str]:
     """Every document the subject (and, acting for a user, the user too) may act on, in
     id order: the engine's list, kept in the index, so later pages are a bisect."""
     if asked.subject is None or (asked.acting and asked.user is None):

@@ -72,6 +72,7 @@ NEEDS = {"read": 1, "edit": 2, "share": 3, "delete": 3, "manage": MANAGE_LEVEL}
 RESOURCE_TYPES = ("source", "document")
 MEMO_MAX = 500_000  # memoized rule outcomes per rule set (and per rule) before a reset
 LIST_CACHE_MAX_IDS = 2_000_000  # ids held by an index's cache of listed ids
+MERGED_MAX = 16  # merged rank lists of document classes kept per index
 
 
 class RuleError(ValueError):
@@ -714,12 +715,30 @@ class _Listing:
                 self.class_ranks.append([])
             self.class_of.append(c)
             self.class_ranks[c].append(r)
+        self._merged: OrderedDict[tuple[int, ...], list[int]] = OrderedDict()
+        self._lock = threading.Lock()
         self.on_sources: dict[str, list[tuple[str, int, datetime | None]]] = {}
         for source_id, entries in index.sources.items():
             for e in entries:
                 self.on_sources.setdefault(e.principal, []).append(
                     (source_id, e.level, e.expires_at)
                 )
+
+    def ranks_of(self, classes: tuple[int, ...]) -> list[int]:
+        """The ranks of the documents of these classes, in order; the last few such
+        merges are kept (subjects with the same rule outcomes share one)."""
+        key = tuple(sorted(classes))
+        with self._lock:
+            found = self._merged.get(key)
+            if found is not None:
+                self._merged.move_to_end(key)
+                return found
+        found = sorted(chain.from_iterable(map(self.class_ranks.__getitem__, key)))
+        with self._lock:
+            self._merged[key] = found
+            while len(self._merged) > MERGED_MAX:
+                self._merged.popitem(last=False)
+        return found
 
 
 def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, tuple[Entry, ...]]:
@@ -1254,7 +1273,7 @@ def list_documents(
     """Every document id the subject may act on, in order: exactly the ids for which
     `decide` allows, found from the inverted ACLs and the rule outcome of each distinct
     metadata instead of one decision per document. Kept in the index per (subject,
-    action, epoch). Counted as one decision per document of the organisation, and one
+    action, epoch): the list returned is the cached one, not to be changed. Counted as one decision per document of the organisation, and one
     rule error per document a failing rule refuses, when computed."""
     key = (subject.id, subject.kind, action, index.epoch(now))
     found = index.cached_list(key)
@@ -1282,14 +1301,15 @@ def _list_documents(
     if subject.manage_all:
         if all(neutral):
             return list(listing.order)
-        classes = [*(c for c, ok in enumerate(neutral) if ok), *granting]
-        ranks = list(chain.from_iterable(map(listing.class_ranks.__getitem__, classes)))
+        ranks = listing.ranks_of((*(c for c, ok in enumerate(neutral) if ok), *granting))
     else:
         held = _held(listing, subject, need, now)
-        ranks = list(chain.from_iterable(map(listing.class_ranks.__getitem__, granting)))
         class_of = listing.class_of
-        ranks += [r for r in held if neutral[class_of[r]]]
-    ranks.sort()
+        extra = sorted(r for r in held if neutral[class_of[r]])
+        ranks = listing.ranks_of(tuple(granting))
+        if extra:
+            ranks = [*ranks, *extra]
+            ranks.sort()  # two sorted runs: one linear merge
     return list(map(listing.order.__getitem__, ranks))
 
 
