@@ -57,17 +57,32 @@ def compute_hash(event: AuditEvent) -> str:
     return sha256_hex(canonical(event))
 
 
+_HEADS = "bastion.audit.locked_heads"
+
+
 def _lock_head(db: Session, chain: str) -> AuditHead:
-    stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
-    head = db.execute(stmt).scalar_one_or_none()
+    """The chain's head row, locked for the rest of the transaction. Locked once per
+    transaction: later appends in it reuse the row (a rolled-back savepoint expires it,
+    so it reloads)."""
+    transaction = db.get_transaction()
+    held = db.info.get(_HEADS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        db.info[_HEADS] = held
+    head: AuditHead | None = held[1].get(chain)
     if head is not None:
         return head
-    try:
-        with db.begin_nested():
-            db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
-    except IntegrityError:
-        pass  # another writer created it first; lock theirs
-    return db.execute(stmt).scalar_one()
+    stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
+    head = db.execute(stmt).scalar_one_or_none()
+    if head is None:
+        try:
+            with db.begin_nested():
+                db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
+        except IntegrityError:
+            pass  # another writer created it first; lock theirs
+        head = db.execute(stmt).scalar_one()
+    held[1][chain] = head
+    return head
 
 
 def start_chain(db: Session, org_id: str) -> None:
@@ -110,8 +125,7 @@ def record(
     event.hash = compute_hash(event)
     head.seq = event.seq
     head.hash = event.hash
-    db.add(event)
-    db.flush()
+    db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
     return event
 
 
