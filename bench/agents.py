@@ -161,7 +161,9 @@ def _wake_latencies(s: Setup, samples: int) -> tuple[list[float], list[float]]:
 
 
 def _pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
