@@ -1273,8 +1273,9 @@ def list_documents(
     """Every document id the subject may act on, in order: exactly the ids for which
     `decide` allows, found from the inverted ACLs and the rule outcome of each distinct
     metadata instead of one decision per document. Kept in the index per (subject,
-    action, epoch): the list returned is the cached one, not to be changed. Counted as one decision per document of the organisation, and one
-    rule error per document a failing rule refuses, when computed."""
+    action, epoch): the list returned is the cached one, not to be changed. Counted as
+    one decision per document of the organisation, and one rule error per document a
+    failing rule refuses, when computed."""
     key = (subject.id, subject.kind, action, index.epoch(now))
     found = index.cached_list(key)
     if found is None:
