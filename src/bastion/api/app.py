@@ -264,6 +264,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bastion = state
     errors.install(app)
     app.include_router(meta.router)
+    # Routes are matched in order: the hot authorization questions come first.
+    app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
@@ -273,7 +275,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(access.sources_router, responses=ERROR_RESPONSES)
     app.include_router(secrets.router, responses=ERROR_RESPONSES)
     app.include_router(secrets.key_router, responses=ERROR_RESPONSES)
-    app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(agents.hub_router, responses=ERROR_RESPONSES)
     app.include_router(agents.runs_router, responses=ERROR_RESPONSES)

@@ -65,11 +65,11 @@ def _lock_head(db: Session, chain: str) -> AuditHead:
     transaction: later appends in it reuse the row (a rolled-back savepoint expires it,
     so it reloads)."""
     transaction = db.get_transaction()
-    held = db.info.get(_HEADS)
+    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
     if held is None or held[0] is not transaction:
         held = (transaction, {})
         db.info[_HEADS] = held
-    head: AuditHead | None = held[1].get(chain)
+    head = held[1].get(chain)
     if head is not None:
         return head
     stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()

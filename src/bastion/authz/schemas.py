@@ -210,7 +210,9 @@ class EngineStatsOut(Out):
 
     decisions: int
     index_builds: int
-    rule_errors: int = Field(description="Rule evaluations that failed (and refused).")
+    rule_errors: int = Field(description="Decisions refused by a rule that failed to evaluate.")
     orgs: int = Field(description="Organisation indexes held in memory.")
     max_orgs: int
     entries: int = Field(description="Users, sources, documents and ACL entries held.")
+    memoized: int = Field(0, description="Rule outcomes remembered by the indexes held.")
+    listed_ids: int = Field(0, description="Resource ids held in cached list answers.")
