@@ -1,6 +1,7 @@
-"""`examples/refund_agent.py` end to end: a real `bastion serve` (sharing the suite's
-database, SQLite or PostgreSQL), an organisation and admin key made with the CLI as the
-README says, then the example run twice (its setup is idempotent)."""
+"""The examples end to end: a real `bastion serve` (sharing the suite's database, SQLite
+or PostgreSQL), an organisation and admin key made with the CLI as the README says, then
+`examples/refund_agent.py` run twice (its setup is idempotent) and
+`examples/rag_prefilter.py` (its pre-filtered answers must agree with the engine)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests.e2e.server import BIN, Server, server_env
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "refund_agent.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = EXAMPLES / "refund_agent.py"
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,44 @@ def test_the_refund_example_tells_the_expected_story(env: dict[str, str], server
         assert key["key"] not in out + done.stderr
         agents.add(out.split("support-bot (", 1)[1].split(")", 1)[0])
     assert len(agents) == 1
+
+
+def test_the_rag_example_agrees_with_the_engine(env: dict[str, str], server: Server) -> None:
+    org = _cli(
+        env,
+        "org",
+        "create",
+        "Example Docs",
+        "--admin-email",
+        f"admin-{uuid.uuid4().hex[:10]}@example.com",
+        "--admin-password-stdin",
+        stdin="a-long-admin-password\n",
+    )["org_id"]
+    key = _cli(env, "apikey", "create", "--org", org, "--name", "rag", "--role", "admin")
+    run_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+        "BASTION_URL": server.url,
+        "BASTION_API_KEY": key["key"],
+    }
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "rag_prefilter.py")],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "all answers agree" in out
+    lines = {line.split("│")[0].strip(): line for line in out.splitlines() if "│" in line}
+    # Bob reads the finance drive (not the restricted forecast) and the wiki, including
+    # the payroll run book whose own ACL names finance; Ann only the wiki's open pages;
+    # the wiki bot acting for Bob only what both may read: the wiki's, not the drive's.
+    assert "Expense policy" in lines["bob"]
+    assert "Q3 forecast" not in lines["bob"]
+    assert "Payroll run book" in lines["bob"]
+    assert "Payroll run book" not in lines["ann"]
+    assert "Onboarding guide" in lines["ann"]
+    assert "Expense policy" not in lines["wiki-bot for bob"]
+    assert "Payroll run book" in lines["wiki-bot for bob"]
