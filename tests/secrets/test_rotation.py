@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from bastion.tenancy.models import Organization
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, Org
+from tests.secrets.seeding import seed_secrets
 
 DEADLINE = 90.0
 
@@ -45,35 +45,6 @@ def _put(client: TestClient, org: Org, name: str, value: str) -> None:
 
 def _reveal(client: TestClient, org: Org, name: str, **body: Any) -> Any:
     return client.post(f"/v1/orgs/{org.id}/secrets/{name}/reveal", json=body, headers=org.headers)
-
-
-def _seed(state: Any, org: Org, count: int, prefix: str = "s") -> None:
-    """`count` secrets written straight through the vault (fast; the API path is
-    covered by the other tests)."""
-    with state.write_sessions() as db:
-        for i in range(count):
-            secret = Secret(
-                id=f"sec_{uuid.uuid4().hex[:26].upper()}",
-                org_id=org.id,
-                name=f"{prefix}{i}",
-                scope_type="org",
-                scope_id="",
-                current_version=1,
-            )
-            db.add(secret)
-            key_version, blob = state.vault.encrypt(
-                db, org.id, secret.id, 1, f"value-{org.id}-{i}".encode()
-            )
-            db.add(
-                SecretVersion(
-                    secret_id=secret.id,
-                    version=1,
-                    org_id=org.id,
-                    ciphertext=blob,
-                    key_version=key_version,
-                )
-            )
-        db.commit()
 
 
 def _key_versions(state: Any, org_id: str) -> list[int]:
@@ -161,7 +132,7 @@ def test_rotation_reencrypts_in_the_background_while_reveals_keep_working(
     state = app.state.bastion
     org = factory.org()
     count = 400
-    _seed(state, org, count)
+    seed_secrets(state, org.id, count)
     _put(client, org, "api", "written-before")
     url = f"/v1/orgs/{org.id}/secrets-key"
     before = client.get(url, headers=org.headers).json()
@@ -240,7 +211,7 @@ def test_two_workers_reencrypting_the_same_org_are_harmless(
 ) -> None:
     state = app.state.bastion
     org = factory.org()
-    _seed(state, org, 300)
+    seed_secrets(state, org.id, 300)
     with state.write_sessions() as db:
         secrets_service.rotate_data_key(db, state.vault, secrets_service.REENCRYPT_ACTOR, org.id)
         db.commit()
@@ -289,7 +260,7 @@ def test_an_older_key_still_used_by_a_row_is_not_destroyed(
     write that committed late) rolls the deletion back."""
     state = app.state.bastion
     org = factory.org()
-    _seed(state, org, 3)
+    seed_secrets(state, org.id, 3)
     with state.write_sessions() as db:
         state.vault.rotate(db, org.id)
         db.commit()

@@ -26,6 +26,7 @@ from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from tests.conftest import _admin_sql, _postgres_database, make_settings
 from tests.e2e.server import BIN, server_env
 from tests.factories import Factory, Org
+from tests.secrets.seeding import seed_secrets
 
 SENTINEL = "Vlt5ntnl"
 
@@ -118,36 +119,6 @@ def test_a_ciphertext_moved_to_another_row_or_org_does_not_decrypt(
 ORGS, PER_ORG = 50, 200  # 10,000 secrets
 
 
-def _seed(state: Any, org: Org) -> None:
-    """PER_ORG secrets for one org, written straight through the vault (fast seeding;
-    the API path is covered above)."""
-    with state.sessions() as db:
-        begin_write(db)
-        for i in range(PER_ORG):
-            secret = Secret(
-                id=f"sec_{uuid.uuid4().hex[:26].upper()}",
-                org_id=org.id,
-                name=f"s{i}",
-                scope_type="org",
-                scope_id="",
-                current_version=1,
-            )
-            db.add(secret)
-            key_version, blob = state.vault.encrypt(
-                db, org.id, secret.id, 1, f"value-{org.id}-{i}".encode()
-            )
-            db.add(
-                SecretVersion(
-                    secret_id=secret.id,
-                    version=1,
-                    org_id=org.id,
-                    ciphertext=blob,
-                    key_version=key_version,
-                )
-            )
-        db.commit()
-
-
 def test_rotate_and_rewrap_while_serving(tmp_path: Path) -> None:
     """10,000 secrets in 50 orgs reveal before, during and after `bastion keys rotate`
     and `bastion keys rewrap` run in another process; no request fails."""
@@ -174,7 +145,7 @@ def _rotate_under_load(data_dir: Path, url: str) -> None:
         factory = Factory(app.state.bastion, client)
         orgs = [factory.org(f"O{i}") for i in range(ORGS)]
         for org in orgs:
-            _seed(app.state.bastion, org)
+            seed_secrets(app.state.bastion, org.id, PER_ORG)
         failures: list[str] = []
         stop = threading.Event()
 
