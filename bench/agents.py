@@ -28,7 +28,7 @@ from bench import pg as pg_db
 from bench.foundation import PASSWORD, bare_server, bastion_server
 
 ROOT = Path(__file__).resolve().parent
-SCRIPT = ROOT / "authz_post.lua"  # POSTs the bodies of BENCH_BODIES, cycling
+SCRIPT = ROOT / "post_bodies.lua"  # POSTs the bodies of BENCH_BODIES, cycling
 GOAL_RATIO = 0.4
 GOAL_WAKE_P99_MS = 100.0
 WAKE_SAMPLES = 60

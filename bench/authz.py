@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import tempfile
@@ -62,7 +61,7 @@ FILTER_REPEATS = 20
 LIST_PAGE = 1_000  # the API's largest page
 PEER_SECONDS = 3.0  # time budget of one peer check run (pycasbin is slow)
 PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
-SCRIPT = Path(__file__).resolve().parent / "authz_post.lua"
+SCRIPT = Path(__file__).resolve().parent / "post_bodies.lua"
 CLASSIFICATIONS = [("public", 10), ("internal", 70), ("confidential", 15), ("restricted", 5)]
 LEVELS = [(0, 40), (1, 35), (2, 20), (3, 5)]
 GOALS = {
@@ -478,23 +477,7 @@ def _peer_builds(world: World) -> tuple[list[Any], dict[str, float]]:
 
 
 def _wrk(url: str, headers: dict[str, str], bodies: Path, seconds: int) -> load.LoadResult:
-    command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(SCRIPT)]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    env = {**os.environ, "BENCH_BODIES": str(bodies)}
-    out = subprocess.run([*command, url], check=True, capture_output=True, text=True, env=env)
-    text = out.stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    p50 = load._ms(re.search(r"\s50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
-    p99 = load._ms(re.search(r"\s99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
-    errors = 0
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    if non2xx:
-        errors += int(non2xx.group(1))
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if sock:
-        errors += sum(int(g) for g in sock.groups())
-    return load.LoadResult(rps, p50, p99, errors)
+    return load.wrk(url, headers, seconds, 32, script=SCRIPT, env={"BENCH_BODIES": str(bodies)})
 
 
 def _bodies(tmp: Path, world: World, rng: random.Random) -> dict[str, Path]:
@@ -547,20 +530,11 @@ def _http(
             for _ in range(runs):  # interleaved, so drift hits both alike
                 ours.append(_wrk(f"{base}/{name}", auth, bodies[name], seconds))
                 bare.append(_wrk(f"{bare_url}/tool-calls", auth, bodies[name], seconds))
-            o, s = _median_load(ours), _median_load(bare)
+            o, s = load.median(ours), load.median(bare)
             figures[name] = {"bastion": o.__dict__, "bare": s.__dict__, "ratio": o.rps / s.rps}
             print(f"  HTTP {name}: {o.rps:,.0f} req/s vs bare {s.rps:,.0f} → {o.rps / s.rps:.2f}x"
                   f" ({o.errors} errors)", flush=True)  # fmt: skip
     return figures
-
-
-def _median_load(results: list[load.LoadResult]) -> load.LoadResult:
-    return load.LoadResult(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results),
-        sum(r.errors for r in results),
-    )
 
 
 # --- the suite ----------------------------------------------------------------------------
@@ -729,7 +703,7 @@ def _report(f: dict[str, Any], seconds: int, runs: int) -> None:
     http = (
         "HTTP: `bastion serve --workers 2` on the same database against the bare Starlette"
         " endpoint (bench/bare_app.py, `POST /tool-calls`, which reads the body) under uvicorn"
-        f" with 2 workers, wrk with bench/authz_post.lua cycling through 1,000 check bodies"
+        f" with 2 workers, wrk with bench/post_bodies.lua cycling through 1,000 check bodies"
         f" (and 50 filter bodies of {FILTER_IDS:,} ids), 2 threads, 32 connections, {seconds} s"
         f" per run, {runs} runs per peer, interleaved; medians. An admin API key authenticates"
         " every request. The load generator shares the 2 CPUs with the servers."

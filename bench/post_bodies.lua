@@ -1,4 +1,4 @@
--- wrk script for the authorization benchmark (bench/authz.py): POSTs the JSON bodies of
+-- wrk script for the HTTP benchmarks (bench/authz.py, bench/agents.py): POSTs the JSON bodies of
 -- the file named by BENCH_BODIES (one per line), cycling through them. Requests are
 -- formatted once per thread, so the load generator does no per-request work.
 local requests = {}
