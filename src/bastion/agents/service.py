@@ -32,7 +32,7 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.tenancy import service as tenancy
 
-HUB_PAGE_SCAN = 500
+LIST_SCAN_BATCH = 500  # agents read per query while listing the visible ones
 
 
 def tool_digest(tool: dict[str, Any]) -> str:
@@ -200,12 +200,12 @@ def list_agents(
     after = decode_id_cursor(cursor)
     found: list[Agent] = []
     while len(found) <= limit:
-        batch_stmt = stmt.order_by(Agent.id.desc()).limit(HUB_PAGE_SCAN)
+        batch_stmt = stmt.order_by(Agent.id.desc()).limit(LIST_SCAN_BATCH)
         if after:
             batch_stmt = batch_stmt.where(Agent.id < after)
         batch = list(db.execute(batch_stmt).scalars())
         found.extend(a for a in batch if decide(who, a, "read").allowed)
-        if len(batch) < HUB_PAGE_SCAN:
+        if len(batch) < LIST_SCAN_BATCH:
             break
         after = batch[-1].id
     return page_of(found[: limit + 1], limit, key=lambda a: a.id)

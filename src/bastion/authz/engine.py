@@ -191,7 +191,6 @@ MANAGES = Decision(True, "permission:sources:manage")
 # --- agents ---------------------------------------------------------------------------
 
 AGENT_ACTIONS = frozenset({"read", "use", "edit", "share", "delete"})
-VISIBILITIES = ("private", "team", "org", "public")
 
 
 @dataclass(frozen=True)
