@@ -6,13 +6,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
+from bastion.core.db import make_engine
 from bastion.migrations.runner import alembic_config, head_revision
 from bastion.registry import metadata
+from bastion.secrets.models import OrgKey, Secret, SecretVersion
+from bastion.tenancy.models import Organization
 from tests.conftest import _admin_sql, _postgres_database
 
 
@@ -40,6 +45,55 @@ def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
         finally:
             engine.dispose()
     finally:
+        if pg_name is not None:
+            _admin_sql(
+                os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'
+            )
+
+
+def test_0013_keeps_readable_versions_drops_shredded_ones_and_holds_keys(tmp_path: Path) -> None:
+    """Secret versions get a foreign key to the data key they name: rows whose key was
+    already destroyed (organisations shredded before 0013) are dropped, the rest kept,
+    and from then on a key still named by a row cannot be deleted."""
+    url, pg_name = _fresh_url(tmp_path)
+    engine = make_engine(url)  # SQLite with foreign keys on, as the app runs it
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "0012")
+        with engine.begin() as conn:
+            conn.execute(insert(Organization.__table__).values(id="org_A", name="A"))
+            conn.execute(
+                insert(OrgKey.__table__).values(
+                    org_id="org_A", version=1, wrapped=b"wrapped", root_version=1
+                )
+            )
+            for secret_id, key_version in (("sec_KEPT", 1), ("sec_SHREDDED", 7)):
+                conn.execute(
+                    insert(Secret.__table__).values(
+                        id=secret_id, org_id="org_A", name=secret_id, scope_type="org"
+                    )
+                )
+                conn.execute(
+                    insert(SecretVersion.__table__).values(
+                        secret_id=secret_id,
+                        version=1,
+                        org_id="org_A",
+                        ciphertext=b"sealed",
+                        key_version=key_version,
+                    )
+                )
+        command.upgrade(config, "0013")
+        with engine.connect() as conn:
+            kept = conn.execute(select(SecretVersion.secret_id, SecretVersion.key_version)).all()
+            assert [tuple(row) for row in kept] == [("sec_KEPT", 1)]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(delete(OrgKey.__table__))
+        with engine.begin() as conn:  # a version's own deletion frees its key
+            conn.execute(delete(SecretVersion.__table__))
+            conn.execute(delete(OrgKey.__table__))
+        command.downgrade(config, "0012")
+    finally:
+        engine.dispose()
         if pg_name is not None:
             _admin_sql(
                 os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'

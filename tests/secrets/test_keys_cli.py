@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bastion.cli.main import app
 from bastion.core.keyring import ROOT_KEY_FILE, read_keyring
+from bastion.secrets import vault as vault_mod
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from bastion.secrets.vault import LocalKeyProvider, Vault
 
@@ -117,7 +118,11 @@ def test_retire_refuses_the_active_version_and_versions_still_wrapping_keys(env:
     assert _read_all(env, org) == {"s0": "v0", "s1": "v1"}  # still opens without version 1
 
 
-def test_rotate_org_reencrypts_and_destroys_the_old_key(env: Path) -> None:
+def test_rotate_org_reencrypts_and_destroys_the_old_key(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command waits until no server can still hold the old version as active.
+    monkeypatch.setattr(vault_mod, "DESTROY_AFTER_SECONDS", 0.5)
     org, other = _org("A"), _org("B")
     _write_secrets(env, org, 120)
     _write_secrets(env, other, 3)

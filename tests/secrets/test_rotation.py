@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from bastion.api.app import create_app
 from bastion.audit.models import AuditEvent
+from bastion.core.clock import clock
 from bastion.core.crypto import Aead, derive_key
 from bastion.core.keyring import (
     AUDIT_SIGNING_KEY_FILE,
@@ -129,6 +130,7 @@ def test_rotation_reencrypts_in_the_background_while_reveals_keep_working(
     background task re-encrypts in small batches; at the end every secret reveals, none
     uses the old key version and the old wrapped key is gone."""
     monkeypatch.setattr(secrets_service, "REENCRYPT_BATCH", 10)
+    monkeypatch.setattr(vault_mod, "DESTROY_AFTER_SECONDS", 1.0)
     state = app.state.bastion
     org = factory.org()
     count = 400
@@ -208,7 +210,9 @@ def test_rotation_reencrypts_in_the_background_while_reveals_keep_working(
 def test_two_workers_reencrypting_the_same_org_are_harmless(
     factory: Factory,
     app,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(vault_mod, "DESTROY_AFTER_SECONDS", 0.5)  # each worker waits it out
     state = app.state.bastion
     org = factory.org()
     seed_secrets(state, org.id, 300)
@@ -255,19 +259,43 @@ def test_two_workers_reencrypting_the_same_org_are_harmless(
 def test_an_older_key_still_used_by_a_row_is_not_destroyed(
     factory: Factory,
     app,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The destroy step re-counts after deleting: a row still under the older key (a
-    write that committed late) rolls the deletion back."""
+    """The database refuses to delete a key a row still names (foreign key): the
+    destroy step fails, and the caller rolls back."""
     state = app.state.bastion
     org = factory.org()
     seed_secrets(state, org.id, 3)
     with state.write_sessions() as db:
         state.vault.rotate(db, org.id)
         db.commit()
+    monkeypatch.setattr(vault_mod, "DESTROY_AFTER_SECONDS", 0.0)
     with state.write_sessions() as db, pytest.raises(vault_mod.KeysStillInUse):
         vault_mod.destroy_older_keys(db, state.vault, org.id, 2)
-    assert _key_versions(state, org.id)[0] == 1
+    assert _key_versions(state, org.id) == [1, 2]
     secrets_service.reencrypt_org(state.write_sessions, state.vault, org.id)
+    assert _key_versions(state, org.id) == [2]
+
+
+def test_older_keys_outlive_the_cached_active_version(
+    factory: Factory,
+    app,  # type: ignore[no-untyped-def]
+) -> None:
+    """Until the rotation is older than any worker's cached active version, the older
+    key is kept even with nothing left under it; then a later pass destroys it."""
+    state = app.state.bastion
+    org = factory.org()
+    seed_secrets(state, org.id, 3)
+    with state.write_sessions() as db:
+        state.vault.rotate(db, org.id)
+        db.commit()
+    assert vault_mod.DESTROY_AFTER_SECONDS > vault_mod.ACTIVE_VERSION_TTL_SECONDS
+    young = secrets_service.reencrypt_org(state.write_sessions, state.vault, org.id, wait=False)
+    assert (young.moved, young.destroyed) == (3, ())
+    assert _key_versions(state, org.id) == [1, 2]
+    clock.advance(vault_mod.DESTROY_AFTER_SECONDS)
+    settled = secrets_service.reencrypt_org(state.write_sessions, state.vault, org.id, wait=False)
+    assert (settled.moved, settled.destroyed) == (0, (1,))
     assert _key_versions(state, org.id) == [2]
 
 
@@ -283,6 +311,9 @@ def test_deleting_an_organisation_stops_its_credentials_and_shreds_its_secrets(
     org, bystander = factory.org(), factory.org()
     _put(client, org, "one", "gone-with-the-org")
     _put(client, bystander, "one", "still-here")
+    with state.sessions() as db:
+        kept = db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).scalar_one()
+        db.expunge(kept)  # a copy of the ciphertext, as an attacker's older dump would hold
     session = org.admin.headers
     assert client.get(f"/v1/orgs/{org.id}", headers=session).status_code == 200
     manager = factory.member(org, "manager")
@@ -301,11 +332,14 @@ def test_deleting_an_organisation_stops_its_credentials_and_shreds_its_secrets(
     deleted = _events(state, org.id, "org.deleted")
     assert len(deleted) == 1
     assert deleted[0].event_metadata["data_keys_destroyed"] == 1
-    # Nothing left in the database opens the kept ciphertext: not this org's keys (gone),
-    # not any other org's key (bound to its org by the associated data).
+    # Its secret versions are gone with its keys, and nothing left in the database opens
+    # a copy of a ciphertext: not this org's keys (gone), not any other org's key (bound
+    # to its org by the associated data).
     state.vault.forget()
     with state.sessions() as db:
-        row = db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).scalar_one()
+        left = db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).all()
+        assert left == []
+        row = kept
         with pytest.raises(SecretUnreadable):
             state.vault.decrypt(
                 db, org.id, row.secret_id, row.version, row.key_version, row.ciphertext
@@ -339,25 +373,30 @@ def test_a_backup_taken_after_deletion_holds_no_usable_key(tmp_path: Path) -> No
             db.commit()
         with state.sessions() as db:
             wrapped = [k.wrapped for k in db.execute(select(OrgKey)).scalars()]
+            rows = db.execute(
+                select(SecretVersion.secret_id, SecretVersion.version, SecretVersion.ciphertext)
+            ).all()
         assert len(wrapped) == 2
+        assert len(rows) == 1
         assert client.delete(f"/v1/orgs/{org.id}", headers=org.headers).status_code == 204
     backup = tmp_path / "backup.db"
     with sqlite3.connect(db_file) as live, sqlite3.connect(backup) as copy:
         live.backup(copy)
     with sqlite3.connect(db_file) as live:  # what a file copy sees once the WAL is folded in
         live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    secret_id, version, ciphertext = rows[0]
     for path in (backup, db_file):
         blob = path.read_bytes()
         for key in wrapped:
             assert key not in blob, path.name
+        assert ciphertext not in blob, path.name
     with sqlite3.connect(backup) as copy:
         assert copy.execute("SELECT count(*) FROM org_keys").fetchone() == (0,)
-        rows = copy.execute("SELECT secret_id, version, ciphertext FROM secret_versions").fetchall()
-    assert len(rows) == 1
-    # Every root-key version of the data dir, every key row of the backup: nothing opens it.
+        assert copy.execute("SELECT count(*) FROM secret_versions").fetchone() == (0,)
+    # Every root-key version of the data dir, every key row of the backup: nothing opens
+    # a copy of the ciphertext taken before the deletion.
     keys = read_keyring(data_dir / ROOT_KEY_FILE)
     assert keys.versions  # the root keys are there; what is missing is the data key
-    secret_id, version, ciphertext = rows[0]
     assert b"shred-me-please" not in ciphertext
     aad = vault_mod.value_aad(org.id, secret_id, version)
     for root in keys.versions.values():

@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
@@ -84,6 +88,18 @@ def aead_decrypt(key: bytes, blob: bytes, associated_data: bytes) -> bytes:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key).decrypt(blob[:12], blob[12:], associated_data)
+
+
+def aes256_gcm(key: bytes) -> AESGCM:
+    """A ready AES-256-GCM cipher for a key used on a hot path (the vault's cached data
+    keys), called as `.encrypt(nonce, data, aad)` / `.decrypt(nonce, ct_and_tag, aad)`
+    with a fresh `random_bytes(12)` nonce per encryption, in `Aead`'s format
+    (nonce || ct+tag). `Aead` does the same behind one more call; this skips it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if len(key) != 32:
+        raise ValueError("AES-256-GCM takes a 32-byte key")
+    return AESGCM(key)
 
 
 class Aead:

@@ -1,7 +1,9 @@
 """Errors of the secrets vault (rendered by the one problem-document handler).
 
     BastionError
-    └── SecretUnreadable   500  secret_unreadable   a stored value fails to decrypt
+    ├── SecretUnreadable   500  secret_unreadable   a stored value fails to decrypt
+    └── DataKeyChanged     503  data_key_changed    a write raced a data-key destruction
+                                                    (Retry-After: 1; nothing was written)
 
 A value that fails to decrypt has been tampered with, moved to another row, or its
 data key has been destroyed. It is a server-side integrity failure the caller cannot
@@ -27,3 +29,21 @@ class SecretUnreadable(BastionError):
         super().__init__(UNREADABLE_DETAIL)
         # "authentication_failed" (the AEAD tag does not verify) or "data_key_destroyed"
         self.reason = reason
+
+
+class DataKeyChanged(BastionError):
+    """A write encrypted under a data-key version that a finishing rotation destroyed
+    meanwhile (this worker's cached active version was stale). The database refused the
+    row, nothing was written, and the worker now reads the newest version: retrying the
+    request succeeds. The SDK retries 503 with Retry-After on its own."""
+
+    status = 503
+    code = "data_key_changed"
+    title = "Try again"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the organisation's data key changed while this value was written; nothing"
+            " was stored, retry the request"
+        )
+        self.retry_after = 1

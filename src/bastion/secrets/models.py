@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
@@ -45,9 +53,15 @@ class Secret(Base):
 
 class SecretVersion(Base):
     """One value of a secret: AES-256-GCM under the org's data key, bound by associated
-    data to org, secret and version."""
+    data to org, secret and version. The data key it names cannot be deleted while the
+    row exists (composite foreign key, no action on delete): destroying an older key
+    after a rotation fails instead of orphaning a value written under it meanwhile."""
 
     __tablename__ = "secret_versions"
+    __table_args__ = (
+        ForeignKeyConstraint(["org_id", "key_version"], ["org_keys.org_id", "org_keys.version"]),
+        Index("ix_secret_versions_org_id_key_version", "org_id", "key_version"),
+    )
 
     secret_id: Mapped[str] = mapped_column(
         ForeignKey("secrets.id", ondelete="CASCADE"), primary_key=True

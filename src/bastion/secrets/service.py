@@ -3,6 +3,7 @@ value; reveal needs `secrets:reveal` and is audited (without the value)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,16 +92,7 @@ def put_secret(
     elif description is not None:
         secret.description = description
     version = secret.current_version + 1
-    key_version, blob = vault.encrypt(db, org_id, secret.id, version, raw)
-    db.add(
-        SecretVersion(
-            secret_id=secret.id,
-            version=version,
-            org_id=org_id,
-            ciphertext=blob,
-            key_version=key_version,
-        )
-    )
+    vaults.add_version(db, vault, org_id, secret.id, version, raw)
     secret.current_version = version
     audit.record(
         db,
@@ -317,6 +309,30 @@ class Reencrypted:
     destroyed: tuple[int, ...] = ()
 
 
+def _reencrypt_pass(
+    sessions: Callable[[], Session],
+    vault: Vault,
+    org_id: str,
+    active: int,
+    batch: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int]:
+    """Every row under an older key, `batch` per transaction: (moved, unreadable)."""
+    moved = unreadable = 0
+    after = ("", 0)
+    while True:
+        with sessions() as db:
+            done = vaults.reencrypt_batch(db, vault, org_id, active, after=after, limit=batch)
+            db.commit()
+        moved += done.moved
+        unreadable += done.unreadable
+        if progress is not None:
+            progress(done.moved + done.unreadable)
+        if done.cursor is None:
+            return moved, unreadable
+        after = done.cursor
+
+
 def reencrypt_org(
     sessions: Callable[[], Session],
     vault: Vault,
@@ -324,30 +340,32 @@ def reencrypt_org(
     *,
     batch: int = REENCRYPT_BATCH,
     progress: Callable[[int], None] | None = None,
+    wait: bool = True,
 ) -> Reencrypted:
     """Move the org's secret versions onto its newest data key, `batch` rows per
     transaction (`sessions` must open write transactions), then destroy the older keys
     when none is used any more. Idempotent and safe with other workers doing the same;
-    reads keep working throughout (each row names the key version it is under)."""
+    reads keep working throughout (each row names the key version it is under).
+
+    Older keys are destroyed only once the rotation is `vault.DESTROY_AFTER_SECONDS`
+    old, when no worker still writes under a cached older version. With `wait` (the
+    CLI) this call sleeps until then and re-encrypts what such workers wrote meanwhile;
+    without it (the servers' background task) a later pass destroys them."""
     with sessions() as db:
         active = db.execute(
             select(func.max(OrgKey.version)).where(OrgKey.org_id == org_id)
         ).scalar()
     if active is None:
         return Reencrypted()
-    moved = unreadable = 0
-    after = ("", 0)
-    while True:
+    active = int(active)
+    moved, unreadable = _reencrypt_pass(sessions, vault, org_id, active, batch, progress)
+    if wait and not unreadable:
         with sessions() as db:
-            done = vaults.reencrypt_batch(db, vault, org_id, int(active), after=after, limit=batch)
-            db.commit()
-        moved += done.moved
-        unreadable += done.unreadable
-        if progress is not None:
-            progress(done.moved + done.unreadable)
-        if done.cursor is None:
-            break
-        after = done.cursor
+            remaining = vaults.settling_seconds(db, org_id, active)
+        if remaining > 0:
+            time.sleep(remaining)
+            more, unreadable = _reencrypt_pass(sessions, vault, org_id, active, batch, progress)
+            moved += more
     if unreadable:
         log.warning(
             "secret versions unreadable under their data key; older key kept",
@@ -357,7 +375,7 @@ def reencrypt_org(
         return Reencrypted(moved, unreadable)
     with sessions() as db:
         try:
-            destroyed = vaults.destroy_older_keys(db, vault, org_id, int(active))
+            destroyed = vaults.destroy_older_keys(db, vault, org_id, active)
         except vaults.KeysStillInUse:  # a write under an older key committed meanwhile
             db.rollback()
             return Reencrypted(moved, 0)
@@ -370,7 +388,7 @@ def reencrypt_org(
                 resource=("data_key", ",".join(str(v) for v in destroyed)),
                 metadata={
                     "versions": destroyed,
-                    "active_version": int(active),
+                    "active_version": active,
                     "reencrypted": moved,
                 },
             )
@@ -390,10 +408,11 @@ def reencrypt_round(
     with read() as db:
         orgs = vaults.orgs_rotating(db)
     size = batch or REENCRYPT_BATCH
-    return sum(reencrypt_org(write, vault, org_id, batch=size).moved for org_id in orgs)
+    return sum(reencrypt_org(write, vault, org_id, batch=size, wait=False).moved for org_id in orgs)
 
 
 def shred_org(db: Session, vault: Vault | None, org_id: str) -> int:
     """Crypto-shredding, for the organisation's deletion (in the caller's transaction):
-    destroy its data keys. Returns the number of keys destroyed."""
+    delete its secret versions and destroy its data keys. Returns the number of keys
+    destroyed."""
     return vaults.shred_org(db, org_id, vault)

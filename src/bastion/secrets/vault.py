@@ -19,18 +19,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Select, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import Select, bindparam, delete, event, func, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.core.crypto import Aead, aead_decrypt, aead_encrypt, derive_key, random_bytes
+from bastion.core.clock import utcnow
+from bastion.core.crypto import (
+    Aead,
+    aead_decrypt,
+    aead_encrypt,
+    aes256_gcm,
+    derive_key,
+    random_bytes,
+)
 from bastion.core.keyring import Keyring, read_keyring
-from bastion.secrets.errors import SecretUnreadable
-from bastion.secrets.models import OrgKey, Secret, SecretVersion
+from bastion.secrets.errors import DataKeyChanged, SecretUnreadable
+from bastion.secrets.models import OrgKey, SecretVersion
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 DATA_KEY_TTL_SECONDS = 60.0
+# How long a worker writes under the active data-key version it last read, and how old
+# a rotation must be before its older keys are destroyed: longer than any cached copy
+# lives, with room for a slow rotation commit and modest clock skew between replicas.
+ACTIVE_VERSION_TTL_SECONDS = 5.0
+DESTROY_AFTER_SECONDS = 3 * ACTIVE_VERSION_TTL_SECONDS
 _WRAP_PURPOSE = "org-data-key-wrap:v1"
 
 
@@ -76,14 +93,17 @@ class LocalKeyProvider:
         return aead_decrypt(self._key(version), blob, associated)
 
 
-# Built once: it runs on every write (the statement, not the read, was most of its cost).
+# The newest data-key version, read when the cached one is missing or too old.
 _NEWEST_KEY = (
     select(OrgKey.version)
     .where(OrgKey.org_id == bindparam("org_id"))
     .order_by(OrgKey.version.desc())
     .limit(1)
-    .with_for_update(read=True, key_share=True)
 )
+# Keys created by a transaction not yet committed, per session (`Session.info`): used
+# by that transaction only, cached for everyone once it commits, dropped if it rolls back.
+_PENDING = "bastion.vault.pending_keys"
+_LISTENING = "bastion.vault.listening"
 
 
 def _key_aad(org_id: str, version: int) -> bytes:
@@ -95,19 +115,36 @@ def value_aad(org_id: str, secret_id: str, version: int) -> bytes:
 
 
 class Vault:
-    """Data keys per organisation, created on first use and cached briefly (as ready
-    AEAD ciphers: a reveal that hits the cache does no database read for the key)."""
+    """Data keys per organisation, created on first use and cached briefly as ready
+    AES-GCM ciphers (a reveal that hits the cache does no database read for the key),
+    and each organisation's active data-key version, cached for `active_ttl` seconds
+    (a write that hits it does no database read at all).
 
-    def __init__(self, provider: KeyProvider, ttl: float = DATA_KEY_TTL_SECONDS) -> None:
+    A write under a cached active version that a rotation elsewhere has since replaced
+    is still sound: the older key stays until re-encryption has moved every row off it,
+    and the database refuses to delete a key a row still names (foreign key), so the
+    row either keeps its key or the write fails (`DataKeyChanged`, retryable). Older keys
+    are destroyed only once the rotation is older than `DESTROY_AFTER_SECONDS`, longer
+    than any worker keeps the old version cached, so that failure needs a clock skew."""
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        ttl: float = DATA_KEY_TTL_SECONDS,
+        active_ttl: float = ACTIVE_VERSION_TTL_SECONDS,
+    ) -> None:
         self.provider = provider
         self._ttl = ttl
-        self._cache: dict[tuple[str, int], tuple[float, bytes, Aead]] = {}
+        self.active_ttl = active_ttl
+        # (org, version) -> (expires, key, AESGCM); org -> (expires, version, AESGCM)
+        self._cache: dict[tuple[str, int], tuple[float, bytes, AESGCM]] = {}
+        self._active: dict[str, tuple[float, int, AESGCM]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Vault({self.provider!r})"
 
-    def _cached(self, org_id: str, version: int) -> tuple[bytes, Aead] | None:
+    def _cached(self, org_id: str, version: int) -> tuple[bytes, AESGCM] | None:
         hit = self._cache.get((org_id, version))  # a dict read is atomic under the GIL
         if hit is not None and hit[0] >= time.monotonic():
             return hit[1], hit[2]
@@ -116,25 +153,42 @@ class Vault:
                 self._cache.pop((org_id, version), None)
         return None
 
-    def _remember(self, org_id: str, version: int, key: bytes) -> Aead:
-        cipher = Aead(key)
+    def _remember(self, org_id: str, version: int, key: bytes) -> AESGCM:
+        cipher = aes256_gcm(key)
         with self._lock:
             self._cache[(org_id, version)] = (time.monotonic() + self._ttl, key, cipher)
         return cipher
 
     def forget(self, org_id: str | None = None) -> None:
+        """Drop cached data keys and active versions (all, or one organisation's)."""
         with self._lock:
             for cached in [k for k in self._cache if org_id is None or k[0] == org_id]:
                 del self._cache[cached]
+            if org_id is None:
+                self._active.clear()
+            else:
+                self._active.pop(org_id, None)
 
     def forget_version(self, org_id: str, version: int) -> None:
         with self._lock:
             self._cache.pop((org_id, version), None)
+            active = self._active.get(org_id)
+            if active is not None and active[1] == version:
+                del self._active[org_id]
 
-    def _load(self, db: Session, org_id: str, version: int) -> tuple[bytes, Aead]:
+    def forget_active(self, org_id: str) -> None:
+        """Drop the cached active version: the next write reads the newest one."""
+        with self._lock:
+            self._active.pop(org_id, None)
+
+    def _load(self, db: Session, org_id: str, version: int) -> tuple[bytes, AESGCM]:
         cached = self._cached(org_id, version)
         if cached is not None:
             return cached
+        pending = db.info.get(_PENDING)
+        if pending and (org_id, version) in pending:
+            key = pending[(org_id, version)]
+            return key, aes256_gcm(key)
         row = db.get(OrgKey, (org_id, version))
         if row is None:
             raise SecretUnreadable("data_key_destroyed")
@@ -146,47 +200,89 @@ class Vault:
         return self._load(db, org_id, version)[0]
 
     def cipher(self, db: Session, org_id: str, version: int) -> Aead:
-        return self._load(db, org_id, version)[1]
+        return Aead(self._load(db, org_id, version)[0])
 
-    def _active(self, db: Session, org_id: str) -> tuple[int, Aead]:
-        """The org's newest data key, created (wrapped) on first use. The row is held
-        (PostgreSQL: FOR KEY SHARE) until the caller's transaction ends, so background
-        re-encryption cannot destroy a key a concurrent write is still using; SQLite
-        serialises writers anyway."""
-        version = db.execute(_NEWEST_KEY, {"org_id": org_id}).scalar()
-        if version is None:
-            key = random_bytes(32)
-            root_version, wrapped = self.provider.wrap(key, _key_aad(org_id, 1))
-            db.add(OrgKey(org_id=org_id, version=1, wrapped=wrapped, root_version=root_version))
-            db.flush()
-            return 1, self._remember(org_id, 1, key)
-        return int(version), self._load(db, org_id, int(version))[1]
-
-    def active_key(self, db: Session, org_id: str) -> tuple[int, bytes]:
-        version, _ = self._active(db, org_id)
-        return version, self.data_key(db, org_id, version)
-
-    def rotate(self, db: Session, org_id: str) -> int:
-        """Add data-key version N+1 (wrapped by the active root-key version). New writes
-        use it at once; older secret versions keep reading under the key they name until
-        `reencrypt_batch` moves them. Two concurrent rotations conflict on the primary
-        key (one of them fails), never both win."""
-        current = db.execute(
-            select(func.max(OrgKey.version)).where(OrgKey.org_id == org_id)
-        ).scalar()
-        version = int(current or 0) + 1
+    def _create(self, db: Session, org_id: str, version: int) -> AESGCM:
+        """Add data-key version `version` in the caller's transaction. It is shared with
+        other transactions (cached) only once this one commits: a rolled-back key must
+        never be used, nor confused with the same version created by someone else."""
         key = random_bytes(32)
         root_version, wrapped = self.provider.wrap(key, _key_aad(org_id, version))
         db.add(OrgKey(org_id=org_id, version=version, wrapped=wrapped, root_version=root_version))
         db.flush()
-        self._remember(org_id, version, key)
+        if _LISTENING not in db.info:
+            db.info[_LISTENING] = True
+            event.listen(db, "after_commit", self._on_commit)
+            event.listen(db, "after_soft_rollback", _on_rollback)
+        db.info.setdefault(_PENDING, {})[(org_id, version)] = key
+        return aes256_gcm(key)
+
+    def _on_commit(self, db: Session) -> None:
+        pending: dict[tuple[str, int], bytes] | None = db.info.pop(_PENDING, None)
+        if not pending:
+            return
+        newest: dict[str, int] = {}
+        for (org_id, version), key in pending.items():
+            self._remember(org_id, version, key)
+            newest[org_id] = max(version, newest.get(org_id, 0))
+        for org_id, version in newest.items():
+            self._set_active(org_id, version, self._cache[(org_id, version)][2])
+
+    def _set_active(self, org_id: str, version: int, cipher: AESGCM) -> None:
+        with self._lock:
+            self._active[org_id] = (time.monotonic() + self.active_ttl, version, cipher)
+
+    def _newest(self, db: Session, org_id: str) -> tuple[int, AESGCM]:
+        """The org's newest data key, read from the database (created on first use)."""
+        version = db.execute(_NEWEST_KEY, {"org_id": org_id}).scalar()
+        if version is None:
+            return 1, self._create(db, org_id, 1)
+        version = int(version)
+        pending = db.info.get(_PENDING)
+        if pending and (org_id, version) in pending:  # created by this transaction
+            return version, aes256_gcm(pending[(org_id, version)])
+        cipher = self._load(db, org_id, version)[1]
+        self._set_active(org_id, version, cipher)
+        return version, cipher
+
+    def active_version(self, db: Session, org_id: str) -> int:
+        """The version new writes use (cached for up to `active_ttl` seconds)."""
+        hit = self._active.get(org_id)
+        if hit is not None and hit[0] >= time.monotonic():
+            return hit[1]
+        return self._newest(db, org_id)[0]
+
+    def active_key(self, db: Session, org_id: str) -> tuple[int, bytes]:
+        version = self.active_version(db, org_id)
+        return version, self.data_key(db, org_id, version)
+
+    def rotate(self, db: Session, org_id: str) -> int:
+        """Add data-key version N+1 (wrapped by the active root-key version). New writes
+        in this process use it as soon as the transaction commits, in other processes
+        within `active_ttl` seconds; older secret versions keep reading under the key
+        they name until `reencrypt_batch` moves them. Two concurrent rotations conflict
+        on the primary key (one of them fails), never both win."""
+        current = db.execute(
+            select(func.max(OrgKey.version)).where(OrgKey.org_id == org_id)
+        ).scalar()
+        version = int(current or 0) + 1
+        self._create(db, org_id, version)
         return version
 
     def encrypt(
         self, db: Session, org_id: str, secret_id: str, version: int, value: bytes
     ) -> tuple[int, bytes]:
-        key_version, cipher = self._active(db, org_id)
-        return key_version, cipher.encrypt(value, value_aad(org_id, secret_id, version))
+        """AES-256-GCM under the org's active data key: (key version, nonce || ct+tag).
+        Store it with `add_version`, which turns a key destroyed meanwhile into
+        `DataKeyChanged`."""
+        hit = self._active.get(org_id)
+        if hit is not None and hit[0] >= time.monotonic():
+            key_version, cipher = hit[1], hit[2]
+        else:
+            key_version, cipher = self._newest(db, org_id)
+        nonce = random_bytes(12)
+        aad = f"secret|{org_id}|{secret_id}|{version}".encode()  # value_aad, inlined
+        return key_version, nonce + cipher.encrypt(nonce, value, aad)
 
     def decrypt(
         self,
@@ -199,15 +295,65 @@ class Vault:
     ) -> bytes:
         """The plaintext, or `SecretUnreadable` (never a library error) when the blob was
         altered or moved, or its data key is gone."""
-        cached = self._cache.get((org_id, key_version))
-        if cached is not None and cached[0] >= time.monotonic():
-            cipher = cached[2]
+        hit = self._cache.get((org_id, key_version))
+        if hit is not None and hit[0] >= time.monotonic():
+            cipher = hit[2]
         else:
             cipher = self._load(db, org_id, key_version)[1]
         try:
-            return cipher.decrypt(blob, value_aad(org_id, secret_id, version))
+            return cipher.decrypt(
+                blob[:12], blob[12:], f"secret|{org_id}|{secret_id}|{version}".encode()
+            )
         except (InvalidTag, ValueError):
             raise SecretUnreadable("authentication_failed") from None
+
+
+def _on_rollback(db: Session, _previous: object) -> None:
+    """Keys created by a transaction that rolled back never existed. (A savepoint's
+    rollback drops them all too: a key kept by the outer transaction is then merely
+    read back from the database when next needed.)"""
+    db.info.pop(_PENDING, None)
+
+
+def add_version(
+    db: Session, vault: Vault, org_id: str, secret_id: str, version: int, value: bytes
+) -> SecretVersion:
+    """Encrypt `value` as version `version` of the secret and store it (flushed now).
+    If the data key it was encrypted under has been destroyed meanwhile (this worker's
+    cached active version was stale past a finished re-encryption), the database refuses
+    the row: the cached version is dropped and `DataKeyChanged` (503, retry) raised, so
+    the caller's transaction rolls back and the retry uses the newest key."""
+    key_version, blob = vault.encrypt(db, org_id, secret_id, version, value)
+    row = SecretVersion(
+        secret_id=secret_id,
+        version=version,
+        org_id=org_id,
+        ciphertext=blob,
+        key_version=key_version,
+    )
+    db.add(row)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        if not _key_missing(exc):
+            raise
+        vault.forget_active(org_id)
+        raise DataKeyChanged() from None
+    return row
+
+
+def _key_missing(exc: IntegrityError) -> bool:
+    """Whether a flush failed on the secret version's data-key foreign key. PostgreSQL
+    names the constraint; SQLite only says a foreign key failed, and there the others a
+    version insert could break (its secret, the secret's organisation) cannot: writers
+    are serialised and organisations are never deleted, only marked deleted."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:
+        return getattr(diag, "constraint_name", None) == _KEY_FK
+    return "FOREIGN KEY constraint failed" in str(exc.orig)
+
+
+_KEY_FK = "fk_secret_versions_org_id_org_keys"
 
 
 # --- org data-key rotation ---------------------------------------------------------
@@ -225,22 +371,17 @@ class KeyState:
 
 
 def _under_older(org_id: str, active: int) -> Select[str, int, int]:
-    """Secret versions of `org_id` encrypted under a data key older than `active` (reached
-    through the secrets' org index, then the versions' primary key)."""
-    return (
-        select(SecretVersion.secret_id, SecretVersion.version, SecretVersion.key_version)
-        .join(Secret, Secret.id == SecretVersion.secret_id)
-        .where(Secret.org_id == org_id, SecretVersion.key_version < active)
+    """Secret versions of `org_id` encrypted under a data key older than `active` (the
+    versions' (org_id, key_version) index)."""
+    return select(SecretVersion.secret_id, SecretVersion.version, SecretVersion.key_version).where(
+        SecretVersion.org_id == org_id, SecretVersion.key_version < active
     )
 
 
 def key_state(db: Session, org_id: str) -> KeyState:
     versions = sorted(db.execute(select(OrgKey.version).where(OrgKey.org_id == org_id)).scalars())
     total = db.execute(
-        select(func.count())
-        .select_from(SecretVersion)
-        .join(Secret, Secret.id == SecretVersion.secret_id)
-        .where(Secret.org_id == org_id)
+        select(func.count()).select_from(SecretVersion).where(SecretVersion.org_id == org_id)
     ).scalar_one()
     if not versions:
         return KeyState(None, (), 0, int(total))
@@ -313,12 +454,34 @@ def reencrypt_batch(
     return Batch(moved, unreadable, cursor)
 
 
+def settling_seconds(db: Session, org_id: str, active: int) -> float:
+    """How long until the rotation to data-key version `active` is old enough for the
+    older keys to be destroyed (0 when it is; `DESTROY_AFTER_SECONDS` is read at each
+    call). Measured on the `created_at` of the key, from this process's clock."""
+    rotated = db.execute(
+        select(OrgKey.created_at).where(OrgKey.org_id == org_id, OrgKey.version == active)
+    ).scalar()
+    if rotated is None:
+        return 0.0
+    age = (utcnow() - rotated).total_seconds()
+    return max(0.0, DESTROY_AFTER_SECONDS - age)
+
+
 def destroy_older_keys(db: Session, vault: Vault, org_id: str, active: int) -> list[int]:
-    """Destroy the org's data keys older than `active` if no secret version uses them any
-    more, in the caller's transaction; returns the versions destroyed ([] when some row
-    still needs one, or another worker destroyed them first). The DELETE comes first: on
-    PostgreSQL it waits for any writer still holding an old key, and the count after it
-    then sees that writer's row. SQLite overwrites the deleted bytes (secure_delete)."""
+    """Destroy the org's data keys older than `active`, in the caller's transaction;
+    returns the versions destroyed. [] while the rotation to `active` is younger than
+    `DESTROY_AFTER_SECONDS` (a worker may still write under its cached older version: a
+    later pass does it), or when another worker destroyed them first.
+
+    The database decides whether a key is still used: a secret version names its key
+    by foreign key, so the DELETE fails while any row needs an older key, and
+    `KeysStillInUse` tells the caller to roll back and try on a later pass. On
+    PostgreSQL a concurrent write holds the key row it inserts under (the foreign-key
+    check's share lock) until it commits, so the DELETE waits for it and then fails,
+    and a write arriving after the DELETE waits and then fails (`DataKeyChanged`).
+    SQLite serialises writers and overwrites the deleted bytes (secure_delete)."""
+    if settling_seconds(db, org_id, active) > 0:
+        return []
     older = list(
         db.execute(
             select(OrgKey.version).where(OrgKey.org_id == org_id, OrgKey.version < active)
@@ -326,26 +489,26 @@ def destroy_older_keys(db: Session, vault: Vault, org_id: str, active: int) -> l
     )
     if not older:
         return []
-    with _secure_delete(db):
-        gone = db.execute(delete(OrgKey).where(OrgKey.org_id == org_id, OrgKey.version.in_(older)))
+    try:
+        with _secure_delete(db):
+            gone = db.execute(
+                delete(OrgKey).where(OrgKey.org_id == org_id, OrgKey.version.in_(older))
+            )
+    except IntegrityError:
+        raise KeysStillInUse() from None
     if not getattr(gone, "rowcount", 0):
         return []
-    still = db.execute(
-        select(func.count()).select_from(_under_older(org_id, active).subquery())
-    ).scalar_one()
-    if still:
-        raise KeysStillInUse(int(still))
     for version in older:
         vault.forget_version(org_id, version)
     return sorted(older)
 
 
 class KeysStillInUse(Exception):
-    """Raised inside `destroy_older_keys` so the caller rolls the deletion back."""
+    """Raised by `destroy_older_keys` when a secret version still uses an older key;
+    the caller rolls its transaction back."""
 
-    def __init__(self, rows: int) -> None:
-        super().__init__(f"{rows} secret versions still use an older data key")
-        self.rows = rows
+    def __init__(self) -> None:
+        super().__init__("a secret version still uses an older data key")
 
 
 class _secure_delete:  # noqa: N801 - used as a context manager
@@ -397,11 +560,13 @@ def rewrap(
 
 
 def shred_org(db: Session, org_id: str, vault: Vault | None = None) -> int:
-    """Destroy every data key of an organisation (in the caller's transaction): its
-    secrets can never be decrypted again from this database, nor from a backup taken
-    afterwards (an older backup still needs the root key, which is not in the
+    """Crypto-shredding (in the caller's transaction): delete every secret version of an
+    organisation, then every data key (the versions hold their keys by foreign key).
+    Nothing of its secrets can be decrypted from this database again, nor from a backup
+    taken afterwards (an older backup still needs the root key, which is not in the
     database). On SQLite the deleted bytes are overwritten. Returns keys destroyed."""
     with _secure_delete(db):
+        db.execute(delete(SecretVersion).where(SecretVersion.org_id == org_id))
         gone = db.execute(delete(OrgKey).where(OrgKey.org_id == org_id))
     if vault is not None:
         vault.forget(org_id)

@@ -17,6 +17,7 @@ from bastion.core.errors import BastionError
 from bastion.core.ids import new_id
 from bastion.secrets.models import Secret, SecretVersion
 from bastion.secrets.vault import Vault
+from bastion.secrets.vault import add_version as add_secret_version
 
 STANDARD_PREFIX = "whsec_"
 SCOPE = "webhook"
@@ -45,16 +46,7 @@ def create(db: Session, vault: Vault, org_id: str, owner: str, value: str) -> st
 
 def add_version(db: Session, vault: Vault, secret: Secret, value: str) -> int:
     version = secret.current_version + 1
-    key_version, blob = vault.encrypt(db, secret.org_id, secret.id, version, value.encode())
-    db.add(
-        SecretVersion(
-            secret_id=secret.id,
-            version=version,
-            org_id=secret.org_id,
-            ciphertext=blob,
-            key_version=key_version,
-        )
-    )
+    add_secret_version(db, vault, secret.org_id, secret.id, version, value.encode())
     secret.current_version = version
     return version
 
