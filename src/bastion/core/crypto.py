@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
 
 
 def random_bytes(n: int) -> bytes:
-    return secrets.token_bytes(n)
+    return os.urandom(n)  # what secrets.token_bytes calls, two Python calls shorter
 
 
 def random_token(nbytes: int = 32) -> str:

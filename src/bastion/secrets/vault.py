@@ -42,6 +42,9 @@ from bastion.secrets.models import OrgKey, SecretVersion
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+Opener = Callable[[bytes, bytes, bytes], bytes]  # AESGCM.decrypt(nonce, ct_and_tag, aad)
+_monotonic = time.monotonic
+
 DATA_KEY_TTL_SECONDS = 60.0
 # How long a worker writes under the active data-key version it last read, and how old
 # a rotation must be before its older keys are destroyed: longer than any cached copy
@@ -136,8 +139,12 @@ class Vault:
         self.provider = provider
         self._ttl = ttl
         self.active_ttl = active_ttl
-        # (org, version) -> (expires, key, AESGCM); org -> (expires, version, AESGCM)
+        # (org, version) -> (expires, key, AESGCM): every cached data key;
+        # org -> (expires, version, AESGCM.decrypt): the org's last cached data key, so a
+        # reveal finds it with one lookup on the org id (no tuple key to build and hash);
+        # org -> (expires, version, AESGCM): the org's active version, for writes.
         self._cache: dict[tuple[str, int], tuple[float, bytes, AESGCM]] = {}
+        self._recent: dict[str, tuple[float, int, Opener]] = {}
         self._active: dict[str, tuple[float, int, AESGCM]] = {}
         self._lock = threading.Lock()
 
@@ -146,7 +153,7 @@ class Vault:
 
     def _cached(self, org_id: str, version: int) -> tuple[bytes, AESGCM] | None:
         hit = self._cache.get((org_id, version))  # a dict read is atomic under the GIL
-        if hit is not None and hit[0] >= time.monotonic():
+        if hit is not None and hit[0] >= _monotonic():
             return hit[1], hit[2]
         if hit is not None:
             with self._lock:
@@ -155,8 +162,10 @@ class Vault:
 
     def _remember(self, org_id: str, version: int, key: bytes) -> AESGCM:
         cipher = aes256_gcm(key)
+        expires = _monotonic() + self._ttl
         with self._lock:
-            self._cache[(org_id, version)] = (time.monotonic() + self._ttl, key, cipher)
+            self._cache[(org_id, version)] = (expires, key, cipher)
+            self._recent[org_id] = (expires, version, cipher.decrypt)
         return cipher
 
     def forget(self, org_id: str | None = None) -> None:
@@ -165,16 +174,19 @@ class Vault:
             for cached in [k for k in self._cache if org_id is None or k[0] == org_id]:
                 del self._cache[cached]
             if org_id is None:
+                self._recent.clear()
                 self._active.clear()
             else:
+                self._recent.pop(org_id, None)
                 self._active.pop(org_id, None)
 
     def forget_version(self, org_id: str, version: int) -> None:
         with self._lock:
             self._cache.pop((org_id, version), None)
-            active = self._active.get(org_id)
-            if active is not None and active[1] == version:
-                del self._active[org_id]
+            for by_org in (self._recent, self._active):
+                entry = by_org.get(org_id)
+                if entry is not None and entry[1] == version:
+                    del by_org[org_id]
 
     def forget_active(self, org_id: str) -> None:
         """Drop the cached active version: the next write reads the newest one."""
@@ -230,7 +242,7 @@ class Vault:
 
     def _set_active(self, org_id: str, version: int, cipher: AESGCM) -> None:
         with self._lock:
-            self._active[org_id] = (time.monotonic() + self.active_ttl, version, cipher)
+            self._active[org_id] = (_monotonic() + self.active_ttl, version, cipher)
 
     def _newest(self, db: Session, org_id: str) -> tuple[int, AESGCM]:
         """The org's newest data key, read from the database (created on first use)."""
@@ -248,7 +260,7 @@ class Vault:
     def active_version(self, db: Session, org_id: str) -> int:
         """The version new writes use (cached for up to `active_ttl` seconds)."""
         hit = self._active.get(org_id)
-        if hit is not None and hit[0] >= time.monotonic():
+        if hit is not None and hit[0] >= _monotonic():
             return hit[1]
         return self._newest(db, org_id)[0]
 
@@ -276,7 +288,7 @@ class Vault:
         Store it with `add_version`, which turns a key destroyed meanwhile into
         `DataKeyChanged`."""
         hit = self._active.get(org_id)
-        if hit is not None and hit[0] >= time.monotonic():
+        if hit is not None and hit[0] >= _monotonic():
             key_version, cipher = hit[1], hit[2]
         else:
             key_version, cipher = self._newest(db, org_id)
@@ -295,15 +307,13 @@ class Vault:
     ) -> bytes:
         """The plaintext, or `SecretUnreadable` (never a library error) when the blob was
         altered or moved, or its data key is gone."""
-        hit = self._cache.get((org_id, key_version))
-        if hit is not None and hit[0] >= time.monotonic():
-            cipher = hit[2]
+        hit = self._recent.get(org_id)
+        if hit is not None and hit[1] == key_version and hit[0] >= _monotonic():
+            open_ = hit[2]
         else:
-            cipher = self._load(db, org_id, key_version)[1]
-        try:
-            return cipher.decrypt(
-                blob[:12], blob[12:], f"secret|{org_id}|{secret_id}|{version}".encode()
-            )
+            open_ = self._load(db, org_id, key_version)[1].decrypt
+        try:  # value_aad, inlined
+            return open_(blob[:12], blob[12:], f"secret|{org_id}|{secret_id}|{version}".encode())
         except (InvalidTag, ValueError):
             raise SecretUnreadable("authentication_failed") from None
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from bastion.core.crypto import constant_time_equals, hmac_sha256, hmac_sha256_hex
+from bastion.core.crypto import constant_time_equals, hmac_sha256
 
 __all__ = [
     "InvalidSecret",
@@ -101,51 +100,66 @@ class InvalidSecret(WebhookVerificationError):
 
 
 # --------------------------------------------------------------------------- helpers
+#
+# Each verifier takes (secrets, headers, body, now, tolerance) as plain arguments: a
+# delivery object, header-name lower-casing, regexes and exceptions cost more than the
+# HMAC on a small body, so the success path builds none of them.
 
 Secret = str | bytes
+Verifier = Callable[[tuple[Secret, ...], Mapping[str, str], bytes, float, "int | None"], None]
 
 _DEFAULT_TOLERANCE = 300
 _LINEAR_DEFAULT_TOLERANCE = 60
 _STANDARD_PREFIX = "whsec_"
-_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _SHA256_BYTES = 32
+_SHA256_HEX = 2 * _SHA256_BYTES
+_UNIX_SECONDS_DIGITS = 12
+_DECODED_SECRETS = 256  # Standard Webhooks secrets kept decoded (a bounded LRU)
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass costs ~2 us to build per delivery
-class _Delivery:
-    secrets: tuple[Secret, ...]
-    headers: Mapping[str, str]
-    body: bytes
-    now: float
-    tolerance: int | None
+def _header(headers: Mapping[str, str], name: str, lower: str) -> str:
+    """The value of header `name` (`lower`: the same in lower case), looked up
+    case-insensitively; conflicting duplicates fail, and so does an empty value."""
+    found: str | None = None
+    for key, raw in headers.items():
+        if key.lower() == lower:
+            value = raw.strip()
+            if found is None:
+                found = value
+            elif value != found:
+                raise MalformedSignature(f"header {name} is present more than once")
+    if not found:
+        raise MissingHeader(name)
+    return found
 
-    def header(self, name: str) -> str:
-        """The header's value, looked up case-insensitively; conflicting duplicates fail."""
-        wanted = name.lower()
-        values = {value.strip() for key, value in self.headers.items() if key.lower() == wanted}
-        if len(values) > 1:
-            raise MalformedSignature(f"header {name} is present more than once")
-        value = values.pop() if values else ""
-        if not value:
+
+def _headers(headers: Mapping[str, str], names: Mapping[str, str]) -> list[str]:
+    """`_header` for several names (`names`: lower case -> as shown) in one pass over the
+    headers; values in the order of `names`."""
+    found: dict[str, str] = {}
+    for key, raw in headers.items():
+        lower = key.lower()
+        if lower in names:
+            value = raw.strip()
+            if found.setdefault(lower, value) != value:
+                raise MalformedSignature(f"header {names[lower]} is present more than once")
+    values = []
+    for lower, name in names.items():
+        got = found.get(lower)
+        if not got:
             raise MissingHeader(name)
-        return value
-
-    def check_window(self, timestamp: float, default_tolerance: int) -> None:
-        tolerance = default_tolerance if self.tolerance is None else self.tolerance
-        age = self.now - timestamp
-        if age > tolerance:
-            raise TimestampOutOfWindow(f"timestamp is more than {tolerance} s in the past")
-        if -age > tolerance:
-            raise TimestampOutOfWindow(f"timestamp is more than {tolerance} s in the future")
+        values.append(got)
+    return values
 
 
 def _utf8_keys(secrets: Sequence[Secret]) -> list[bytes]:
     return [s.encode() if isinstance(s, str) else s for s in secrets]
 
 
+@functools.lru_cache(maxsize=_DECODED_SECRETS)
 def _standard_key(secret: Secret) -> bytes:
-    """The HMAC key of a "whsec_<base64>" (or bare base64) secret, given as str or bytes."""
+    """The HMAC key of a "whsec_<base64>" (or bare base64) secret, given as str or bytes;
+    decoded once per secret (a bounded cache: a few endpoints' secrets, not a store)."""
     try:
         text = secret.decode("ascii") if isinstance(secret, bytes) else secret
         key = base64.b64decode(text.removeprefix(_STANDARD_PREFIX), validate=True)
@@ -156,65 +170,133 @@ def _standard_key(secret: Secret) -> bytes:
     return key
 
 
-def _hex_signature(value: str, header: str) -> str:
-    if not _HEX_SHA256.fullmatch(value):
-        raise MalformedSignature(f"{header} does not carry a hex SHA-256 signature")
-    return value.lower()
+def _hex_signature(value: str, header: str) -> bytes:
+    """Exactly 64 hex digits (either case), as the 32 bytes they spell. (`fromhex` skips
+    whitespace, so the decoded length is checked too.)"""
+    if len(value) == _SHA256_HEX:
+        try:
+            decoded = bytes.fromhex(value)
+        except ValueError:
+            pass
+        else:
+            if len(decoded) == _SHA256_BYTES:
+                return decoded
+    raise MalformedSignature(f"{header} does not carry a hex SHA-256 signature")
 
 
 def _unix_seconds(value: str, header: str) -> int:
-    if not _UNIX_SECONDS.fullmatch(value):
-        raise MalformedSignature(f"{header} is not a Unix timestamp in seconds")
-    return int(value)
+    """1 to 12 ASCII digits (`isdigit` alone also takes other scripts' digits)."""
+    if len(value) <= _UNIX_SECONDS_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    raise MalformedSignature(f"{header} is not a Unix timestamp in seconds")
 
 
-def _require_hex_match(keys: Sequence[bytes], message: bytes, candidates: Sequence[str]) -> None:
-    """Pass when any key's hex HMAC equals any candidate (lower-case hex)."""
+def _require_match(keys: Sequence[bytes], message: bytes, candidates: Sequence[bytes]) -> None:
+    """Pass when any key's HMAC-SHA256 of `message` equals any candidate. Every pair is
+    compared (constant-time), whichever matches first."""
     matched = False
     for key in keys:
-        expected = hmac_sha256_hex(key, message)
+        expected = hmac_sha256(key, message)
         for candidate in candidates:
             matched |= constant_time_equals(expected, candidate)
     if not matched:
         raise SignatureMismatch("signature does not match")
 
 
+def _require_utf8_match(
+    secrets: Sequence[Secret], message: bytes, candidates: Sequence[bytes]
+) -> None:
+    """`_require_match` with the secrets used as UTF-8 keys (every provider but Standard
+    Webhooks). One secret and one signature, the usual case, skip the lists and loops."""
+    if len(secrets) == 1 and len(candidates) == 1:
+        secret = secrets[0]
+        key = secret.encode() if isinstance(secret, str) else secret
+        if not constant_time_equals(hmac_sha256(key, message), candidates[0]):
+            raise SignatureMismatch("signature does not match")
+        return
+    _require_match(_utf8_keys(secrets), message, candidates)
+
+
+def _check_window(now: float, timestamp: float, tolerance: int) -> None:
+    age = now - timestamp
+    if age > tolerance:
+        raise TimestampOutOfWindow(f"timestamp is more than {tolerance} s in the past")
+    if -age > tolerance:
+        raise TimestampOutOfWindow(f"timestamp is more than {tolerance} s in the future")
+
+
 # --------------------------------------------------------------------------- providers
 
+_GITHUB = ("X-Hub-Signature-256", "x-hub-signature-256")
+_HMAC = ("X-Signature", "x-signature")
+_SLACK = {
+    "x-slack-request-timestamp": "X-Slack-Request-Timestamp",
+    "x-slack-signature": "X-Slack-Signature",
+}
+_STRIPE = ("Stripe-Signature", "stripe-signature")
+_LINEAR = ("Linear-Signature", "linear-signature")
+_STANDARD = {
+    "webhook-id": "webhook-id",
+    "webhook-timestamp": "webhook-timestamp",
+    "webhook-signature": "webhook-signature",
+}
 
-def _github(d: _Delivery) -> None:
-    header = "X-Hub-Signature-256"
-    value = d.header(header)
+
+def _github(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    header = _GITHUB[0]
+    value = _header(headers, *_GITHUB)
     if not value.startswith("sha256="):
         raise MalformedSignature(f"{header} must start with 'sha256='")
-    signature = _hex_signature(value.removeprefix("sha256="), header)
-    _require_hex_match(_utf8_keys(d.secrets), d.body, [signature])
+    _require_utf8_match(secrets, body, [_hex_signature(value[7:], header)])
 
 
-def _hmac_sha256(d: _Delivery) -> None:
-    header = "X-Signature"
-    signature = _hex_signature(d.header(header).removeprefix("sha256="), header)
-    _require_hex_match(_utf8_keys(d.secrets), d.body, [signature])
+def _hmac_sha256(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    header = _HMAC[0]
+    signature = _hex_signature(_header(headers, *_HMAC).removeprefix("sha256="), header)
+    _require_utf8_match(secrets, body, [signature])
 
 
-def _slack(d: _Delivery) -> None:
-    ts_header, sig_header = "X-Slack-Request-Timestamp", "X-Slack-Signature"
-    raw_ts = d.header(ts_header)
+def _slack(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    ts_header, sig_header = _SLACK.values()
+    raw_ts, value = _headers(headers, _SLACK)
     timestamp = _unix_seconds(raw_ts, ts_header)
-    value = d.header(sig_header)
     if not value.startswith("v0="):
         raise MalformedSignature(f"{sig_header} must start with 'v0='")
-    signature = _hex_signature(value.removeprefix("v0="), sig_header)
-    signed = f"v0:{raw_ts}:".encode() + d.body
-    _require_hex_match(_utf8_keys(d.secrets), signed, [signature])
-    d.check_window(timestamp, _DEFAULT_TOLERANCE)
+    signature = _hex_signature(value[3:], sig_header)
+    signed = f"v0:{raw_ts}:".encode() + body
+    _require_utf8_match(secrets, signed, [signature])
+    _check_window(now, timestamp, _DEFAULT_TOLERANCE if tolerance is None else tolerance)
 
 
-def _stripe(d: _Delivery) -> None:
-    header = "Stripe-Signature"
+def _stripe(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    header = _STRIPE[0]
     timestamps: list[str] = []
-    signatures: list[str] = []
-    for item in d.header(header).split(","):
+    signatures: list[bytes] = []
+    for item in _header(headers, *_STRIPE).split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
             raise MalformedSignature(f"{header} has an element without '='")
@@ -228,59 +310,69 @@ def _stripe(d: _Delivery) -> None:
     timestamp = _unix_seconds(timestamps[0], header)
     if not signatures:
         raise MalformedSignature(f"{header} carries no v1 signature")
-    signed = f"{timestamps[0]}.".encode() + d.body
-    _require_hex_match(_utf8_keys(d.secrets), signed, signatures)
-    d.check_window(timestamp, _DEFAULT_TOLERANCE)
+    signed = f"{timestamps[0]}.".encode() + body
+    _require_utf8_match(secrets, signed, signatures)
+    _check_window(now, timestamp, _DEFAULT_TOLERANCE if tolerance is None else tolerance)
 
 
-def _linear(d: _Delivery) -> None:
-    header = "Linear-Signature"
-    signature = _hex_signature(d.header(header), header)
-    _require_hex_match(_utf8_keys(d.secrets), d.body, [signature])
+def _linear(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    header = _LINEAR[0]
+    signature = _hex_signature(_header(headers, *_LINEAR), header)
+    _require_utf8_match(secrets, body, [signature])
     # Parsed only after the body is authenticated.
     try:
-        document = json.loads(d.body)
+        document = json.loads(body)
     except (ValueError, RecursionError):
         raise MalformedSignature("body is not JSON, so webhookTimestamp is missing") from None
     millis = document.get("webhookTimestamp") if isinstance(document, dict) else None
     if isinstance(millis, bool) or not isinstance(millis, int):
         raise MalformedSignature("body has no integer webhookTimestamp")
-    d.check_window(millis / 1000, _LINEAR_DEFAULT_TOLERANCE)
+    window = _LINEAR_DEFAULT_TOLERANCE if tolerance is None else tolerance
+    _check_window(now, millis / 1000, window)
 
 
-def _standard(d: _Delivery) -> None:
-    id_header, ts_header, sig_header = "webhook-id", "webhook-timestamp", "webhook-signature"
-    msg_id = d.header(id_header)
-    raw_ts = d.header(ts_header)
+def _standard(
+    secrets: tuple[Secret, ...],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: int | None,
+) -> None:
+    _, ts_header, sig_header = _STANDARD.values()
+    msg_id, raw_ts, value = _headers(headers, _STANDARD)
     timestamp = _unix_seconds(raw_ts, ts_header)
     signatures: list[bytes] = []
-    for entry in d.header(sig_header).split():
+    for entry in value.split():
         version, sep, encoded = entry.partition(",")
         if not sep:
             raise MalformedSignature(f"{sig_header} has an entry without a version")
         if version != "v1":
             continue  # other schemes (e.g. v1a, asymmetric) are not ours to check
         try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
+            decoded = binascii.a2b_base64(encoded, strict_mode=True)
+        except ValueError:  # binascii.Error is one; so is non-ASCII text
             raise MalformedSignature(f"{sig_header} has a v1 entry that is not base64") from None
         if len(decoded) != _SHA256_BYTES:
             raise MalformedSignature(f"{sig_header} has a v1 entry of the wrong length")
         signatures.append(decoded)
     if not signatures:
         raise MalformedSignature(f"{sig_header} carries no v1 signature")
-    signed = f"{msg_id}.{raw_ts}.".encode() + d.body
-    matched = False
-    for key in [_standard_key(s) for s in d.secrets]:
-        expected = hmac_sha256(key, signed)
-        for candidate in signatures:
-            matched |= constant_time_equals(expected, candidate)
-    if not matched:
-        raise SignatureMismatch("signature does not match")
-    d.check_window(timestamp, _DEFAULT_TOLERANCE)
+    signed = f"{msg_id}.{raw_ts}.".encode() + body
+    if len(secrets) == 1 and len(signatures) == 1:  # the usual case, without the loops
+        if not constant_time_equals(hmac_sha256(_standard_key(secrets[0]), signed), signatures[0]):
+            raise SignatureMismatch("signature does not match")
+    else:
+        _require_match([_standard_key(s) for s in secrets], signed, signatures)
+    _check_window(now, timestamp, _DEFAULT_TOLERANCE if tolerance is None else tolerance)
 
 
-_VERIFIERS: dict[Provider, Callable[[_Delivery], None]] = {
+_VERIFIERS: dict[Provider, Verifier] = {
     Provider.GITHUB: _github,
     Provider.SLACK: _slack,
     Provider.STRIPE: _stripe,
@@ -288,7 +380,7 @@ _VERIFIERS: dict[Provider, Callable[[_Delivery], None]] = {
     Provider.STANDARD: _standard,
     Provider.HMAC_SHA256: _hmac_sha256,
 }
-_BY_NAME: dict[str, Callable[[_Delivery], None]] = {p.value: f for p, f in _VERIFIERS.items()}
+_BY_NAME: dict[str, Verifier] = {p.value: f for p, f in _VERIFIERS.items()}
 
 
 # --------------------------------------------------------------------------- public API
@@ -351,12 +443,15 @@ def verify(
     verifier = _BY_NAME.get(provider) if isinstance(provider, str) else None  # fast path
     if verifier is None:
         verifier = _VERIFIERS[_provider(provider)]
-    secrets = _secrets(secret)
+    # The common case first: one secret, as text.
+    secrets = (secret,) if type(secret) is str and secret else _secrets(secret)
     if tolerance is not None and tolerance < 0:
         raise ValueError("tolerance must not be negative")
-    if not isinstance(body, (bytes, bytearray, memoryview)):  # a tuple: faster than a union
-        raise TypeError("body must be the raw request bytes")
-    verifier(_Delivery(secrets, headers, bytes(body), _now(now), tolerance))
+    if type(body) is not bytes:
+        if not isinstance(body, (bytes, bytearray, memoryview)):  # a tuple: faster
+            raise TypeError("body must be the raw request bytes")
+        body = bytes(body)
+    verifier(secrets, headers, body, time.time() if now is None else _now(now), tolerance)
 
 
 def sign_standard(secret: Secret, msg_id: str, timestamp: int, body: bytes) -> str:
