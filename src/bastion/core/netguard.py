@@ -1,11 +1,24 @@
 """Outbound destinations: refuse loopback, private, link-local, reserved and metadata
-addresses (SSRF) unless the operator allowlists them (`BASTION_OUTBOUND_ALLOW`)."""
+addresses (SSRF) unless the operator allowlists them (`BASTION_OUTBOUND_ALLOW`).
+
+Checking a host name and then letting an HTTP client resolve it again to connect leaves
+a DNS-rebinding window: the name can resolve to a public address for the check and to
+an internal one for the connection. `GuardedTransport` (an httpx transport) closes it:
+it resolves each host once, when it opens the connection, vets every address, and
+connects to a vetted address. The URL is unchanged, so the Host header, TLS SNI and the
+certificate check still name the host. `check_destination` alone (at creation time,
+for a clear validation error) is not a guard for the connection that follows."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import typing
 from collections.abc import Sequence
+
+import httpcore
+import httpx
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -37,20 +50,29 @@ def _internal(ip: Address) -> bool:
     )  # fmt: skip
 
 
-def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
-    """Resolve `host` and refuse it when any address is internal and not allowlisted.
-    Allowlist entries are host names (exact) or CIDR networks."""
-    if host in allow:
-        return
-    networks = _allowed_networks(allow)
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, as text (an IPv6 scope kept), in resolver order.
+    The one place names are resolved for outbound connections."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise OutboundRefused(f"cannot resolve {host!r}") from exc
-    if not infos:
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
         raise OutboundRefused(f"cannot resolve {host!r}")
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+    return addresses
+
+
+def vetted_addresses(host: str, port: int, allow: Sequence[str]) -> list[str] | None:
+    """Resolve `host` once and return its addresses, or raise `OutboundRefused` when any
+    of them is internal and not allowlisted. None when the host name itself is
+    allowlisted (exact entry): any address, resolved by whoever connects."""
+    if host in allow:
+        return None
+    networks = _allowed_networks(allow)
+    addresses = _resolve(host, port)
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
         if any(ip in network for network in networks):
             continue
         if _internal(ip):
@@ -58,6 +80,66 @@ def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
                 f"{host!r} resolves to an internal address; allowlist it in "
                 "BASTION_OUTBOUND_ALLOW to send there"
             )
+    return addresses
+
+
+def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
+    """Resolve `host` and refuse it when any address is internal and not allowlisted.
+    Allowlist entries are host names (exact) or CIDR networks. For validating input;
+    to send, connect through `GuardedTransport`, which checks the address it uses."""
+    vetted_addresses(host, port, allow)
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Opens TCP connections only to addresses vetted in the same call."""
+
+    def __init__(self, allow: Sequence[str]) -> None:
+        self._allow = tuple(allow)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = vetted_addresses(host, port, self._allow)
+        if addresses is None:  # an allowlisted host name
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        for address in addresses[:-1]:  # the next address when one does not answer
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                continue
+        return super().connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """An httpx transport for outbound requests to user-chosen URLs: each new connection
+    goes to an address vetted by the SSRF policy at that moment (`vetted_addresses`), so
+    a name that re-resolves between a check and the connection gains nothing. Requests
+    refused by the policy raise `OutboundRefused` (not an httpx error). Environment
+    proxies do not apply to a client given a transport, so the connection is direct."""
+
+    def __init__(
+        self,
+        allow: Sequence[str],
+        *,
+        verify: ssl.SSLContext | bool = True,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        super().__init__(verify=verify)
+        limits = limits or httpx.Limits()
+        # httpx builds its pool with the default network backend and offers no option to
+        # choose one; the same pool with the guarded backend replaces it.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_GuardedBackend(allow),
+        )
 
 
 def network_of(ip: str | None) -> str | None:

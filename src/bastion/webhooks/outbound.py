@@ -10,8 +10,9 @@ a lease, so several workers or replicas never send one row at once, and sends th
 transport error is a failed attempt, retried with exponential backoff and full jitter up
 to `max_attempts`. A subscription that fails `disable_after` attempts in a row is
 disabled (and audited) until someone re-enables it. Every attempt is logged with its
-status code, error and duration. Destinations pass the SSRF guard at creation and again
-before every attempt.
+status code, error and duration. Destinations pass the SSRF guard at creation, and every
+connection goes to an address the guard vetted when it was opened (no second DNS lookup
+between the check and the connection: see `bastion.core.netguard.GuardedTransport`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from bastion.core.clock import rfc3339, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import SYSTEM
 from bastion.core.ids import new_id
-from bastion.core.netguard import OutboundRefused, check_destination
+from bastion.core.netguard import GuardedTransport, OutboundRefused
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
 from bastion.webhooks.models import (
@@ -289,9 +290,8 @@ def _send(client: httpx.Client, message: _Message, policy: DeliveryPolicy) -> _O
         return int((time.monotonic() - started) * 1000)
 
     try:
-        host, port = destination(message.url)
-        check_destination(host, port, policy.allow)
-    except (ValueError, OutboundRefused):
+        host, _ = destination(message.url)
+    except ValueError:
         return _Outcome(None, "destination refused (SSRF guard)", took())
     stamp = int(utcnow().timestamp())
     headers = {
@@ -305,8 +305,10 @@ def _send(client: httpx.Client, message: _Message, policy: DeliveryPolicy) -> _O
     }
     if message.endpoint_id is not None:
         headers["bastion-webhook-endpoint"] = message.endpoint_id
-    try:
+    try:  # the client's transport vets the address it connects to (GuardedTransport)
         response = client.post(message.url, content=message.body, headers=headers)
+    except OutboundRefused:
+        return _Outcome(None, "destination refused (SSRF guard)", took())
     except httpx.HTTPError as exc:
         return _Outcome(None, f"{host}: {type(exc).__name__}", took())
     if 200 <= response.status_code < 300:
@@ -416,7 +418,11 @@ def deliver_due(sessions: Sessions, vault: Vault, policy: DeliveryPolicy) -> int
     ids = due(sessions)
     if not ids:
         return 0
-    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+    with httpx.Client(
+        transport=GuardedTransport(policy.allow),
+        timeout=policy.timeout,
+        follow_redirects=False,
+    ) as client:
         if len(ids) == 1:
             return int(deliver_one(sessions, vault, ids[0], policy, client))
         with ThreadPoolExecutor(max_workers=min(SENDERS, len(ids))) as pool:
