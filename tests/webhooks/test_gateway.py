@@ -376,6 +376,27 @@ def test_the_hook_needs_no_bearer_and_ignores_one(client: TestClient, factory: F
     assert base64.b64decode(event["body_base64"]) == body
 
 
+def test_a_refused_hook_challenges_for_a_signature_not_a_bearer_token(
+    client: TestClient, factory: Factory
+) -> None:
+    """The signature is the credential: the 401 names that scheme, never `Bearer` (which
+    would invite a caller to send a token the endpoint ignores). Other routes keep
+    challenging for a bearer token."""
+    org = factory.org()
+    endpoint = create_endpoint(client, org, "github", new_secret("github"))
+    body = b'{"zen": "hi"}'
+    forged = post_hook(client, endpoint["url"], body, sign("github", new_secret("github"), body))
+    unsigned = post_hook(client, endpoint["url"], body, {"content-type": "application/json"})
+    for refused in (forged, unsigned):
+        assert_refused(refused)
+        challenge = refused.headers["www-authenticate"]
+        assert challenge == 'WebhookSignature realm="bastion"'
+        assert "bearer" not in challenge.lower()
+    anonymous = client.get(f"/v1/orgs/{org.id}/webhook-endpoints")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="bastion"'
+
+
 def test_validation(client: TestClient, factory: Factory) -> None:
     org = factory.org()
     url = f"/v1/orgs/{org.id}/webhook-endpoints"

@@ -8,6 +8,7 @@ from typing import Any
 from bastion.core.errors import BastionError, FieldError
 
 PROBLEM_TYPE_BASE = "https://bastion.dev/problems/"
+BEARER_CHALLENGE = 'Bearer realm="bastion"'
 
 
 def problem_body(
@@ -31,8 +32,8 @@ def problem_body(
 
 def problem_headers(error: BastionError | None, status: int) -> dict[str, str]:
     headers = {"content-type": "application/problem+json"}
-    if status == 401:
-        headers["www-authenticate"] = 'Bearer realm="bastion"'
+    if status == 401:  # the error names its scheme when it is not a bearer token
+        headers["www-authenticate"] = getattr(error, "challenge", None) or BEARER_CHALLENGE
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["retry-after"] = str(retry_after)

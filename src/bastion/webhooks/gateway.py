@@ -30,11 +30,12 @@ from bastion.audit.events import EventType, Outcome
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
-from bastion.core.errors import Conflict, NotFound, Unauthenticated
+from bastion.core.errors import Conflict, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.secrets.models import SecretVersion
 from bastion.secrets.vault import Vault
 from bastion.webhooks import outbound, sealing
+from bastion.webhooks.errors import SignatureRejected
 from bastion.webhooks.models import (
     WebhookEndpoint,
     WebhookEndpointSecret,
@@ -166,7 +167,7 @@ def receive(
 ) -> Received:
     """Verify, de-duplicate, store, audit and forward one delivery.
 
-    Raises NotFound (unknown or deleted endpoint, wrong id type), Unauthenticated (bad,
+    Raises NotFound (unknown or deleted endpoint, wrong id type), SignatureRejected (bad,
     missing or stale signature) or Conflict (replay); the last two carry their audit
     event, written after the rollback."""
     endpoint = db.get(WebhookEndpoint, endpoint_id) if has_prefix(endpoint_id, "whe") else None
@@ -203,7 +204,7 @@ def receive(
             tolerance=endpoint.tolerance_seconds,
         )
     except WebhookVerificationError as exc:
-        raise Unauthenticated(REJECTED).with_audit(**rejected(exc.reason)) from None
+        raise SignatureRejected(REJECTED).with_audit(**rejected(exc.reason)) from None
     key = delivery_key(provider, headers, body)
     if not _remember(db, endpoint, provider, key, now):
         raise Conflict(REPLAYED).with_audit(**rejected("replayed"))
