@@ -8,7 +8,6 @@ locked while appending so concurrent writers never fork a chain.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from sqlalchemy import Select, String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.audit import checkpoints
+from bastion.audit import chainwalk, checkpoints
 from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
 from bastion.authz.permissions import Permission
@@ -35,22 +34,30 @@ GENESIS = "0" * 64
 
 
 def canonical(event: AuditEvent) -> bytes:
-    body = {
-        "id": event.id,
-        "chain": event.chain,
-        "seq": event.seq,
-        "org_id": event.org_id,
-        "time": rfc3339(event.time),
-        "type": event.type,
-        "actor": [event.actor_type, event.actor_id, event.actor_ip, event.actor_user_agent],
-        "resource": [event.resource_type, event.resource_id],
-        "outcome": event.outcome,
-        "reason": event.reason,
-        "request_id": event.request_id,
-        "metadata": event.event_metadata,
-        "prev_hash": event.prev_hash,
-    }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes an event's hash covers: the JSON object of its fields (`actor`,
+    `chain`, `id`, `metadata`, `org_id`, `outcome`, `prev_hash`, `reason`,
+    `request_id`, `resource`, `seq`, `time`, `type`) with sorted keys, no spaces and
+    UTF-8 text, as `json.dumps(body, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` writes it."""
+    return chainwalk.canonical_bytes(
+        event.id,
+        event.chain,
+        event.seq,
+        event.org_id,
+        rfc3339(event.time),
+        event.type,
+        event.actor_type,
+        event.actor_id,
+        event.actor_ip,
+        event.actor_user_agent,
+        event.resource_type,
+        event.resource_id,
+        event.outcome,
+        event.reason,
+        event.request_id,
+        chainwalk.encode_json(event.event_metadata),
+        event.prev_hash,
+    )
 
 
 def compute_hash(event: AuditEvent) -> str:
@@ -239,27 +246,21 @@ def verify_org(
 ) -> Verification:
     principal.require_org(org_id)
     principal.require(Permission.AUDIT_READ)
-    return verify(db, org_id, public_keys)
+    return verify(db, org_id, public_keys, workers=chainwalk.default_workers())
 
 
 def _starting_point(
-    db: Session,
-    chain: str,
-    cps: list[AuditCheckpoint],
-    public_keys: Mapping[int, bytes] | None,
+    cps: list[AuditCheckpoint], public_keys: Mapping[int, bytes] | None, first: int | None
 ) -> tuple[str, int] | Verification:
     """(previous hash, first expected seq): genesis, or the checkpoint that anchors a
     chain whose older events were purged by retention. A failed Verification when a
-    signature is bad or nothing anchors the first remaining event."""
+    signature is bad or nothing anchors the first remaining event (`first`)."""
     if public_keys is not None:
         for cp in cps:
             if not checkpoints.checkpoint_valid(cp, public_keys):
                 return Verification(
                     False, 0, GENESIS, None, f"checkpoint {cp.id} has a bad signature"
                 )
-    first = db.execute(
-        select(func.min(AuditEvent.seq)).where(AuditEvent.chain == chain)
-    ).scalar_one_or_none()
     if first is None or first == 1:
         return GENESIS, 1
     anchor = next((cp for cp in cps if cp.seq == first - 1), None)
@@ -268,40 +269,78 @@ def _starting_point(
     return anchor.hash, first
 
 
+def _source(db: Session, chain: str) -> chainwalk.Source | None:
+    """Where worker processes can read the chain, or None when they cannot see what
+    this session sees: an in-memory database, or a transaction that appended to the
+    chain (its events are not committed yet)."""
+    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
+    if held is not None and held[0] is db.get_transaction() and chain in held[1]:
+        return None
+    engine = db.get_bind().engine
+    url = engine.url
+    if engine.dialect.name == "postgresql":
+        target = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return chainwalk.Source("postgresql", target)
+    if engine.dialect.name != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    uri = url.query.get("uri") == "true"
+    if uri and "mode=memory" in str(url.database):
+        return None
+    return chainwalk.Source("sqlite", str(url.database), uri)
+
+
 def verify(
     db: Session,
     chain: str,
     public_keys: Mapping[int, bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    workers: int = 1,
 ) -> Verification:
     """Walk a chain: every link, sequence number and hash must hold; every checkpoint
     must carry a valid signature (when keys are given) and still match its event; the
-    head row and the newest checkpoint must not point past the last event."""
+    head row and the newest checkpoint must not point past the last event.
+
+    The walk covers the events up to the newest one when it starts (read in the same
+    statement as the head row). With `workers` > 1 a long chain is checked in that many
+    processes at once (see `chainwalk`); the verdict is the same."""
     cps = checkpoints.for_chain(db, chain)
-    signed = {cp.seq: cp for cp in cps}
-    start = _starting_point(db, chain, cps, public_keys)
+    head = select(AuditHead.seq, AuditHead.hash).where(AuditHead.chain == chain)
+    first, last, head_seq, head_hash = db.execute(
+        select(
+            func.min(AuditEvent.seq),
+            func.max(AuditEvent.seq),
+            head.with_only_columns(AuditHead.seq).scalar_subquery(),
+            head.with_only_columns(AuditHead.hash).scalar_subquery(),
+        ).where(AuditEvent.chain == chain)
+    ).one()
+    start = _starting_point(cps, public_keys, first)
     if isinstance(start, Verification):
         return start
     prev, expected = start
     checked = 0
-    for event in iter_chain(db, chain, after=expected - 1):
-        if event.seq != expected:
-            return Verification(False, checked, prev, event.id, f"sequence gap before {event.seq}")
-        if event.prev_hash != prev:
-            return Verification(False, checked, prev, event.id, "previous hash does not match")
-        if compute_hash(event) != event.hash:
-            return Verification(False, checked, prev, event.id, "event content was altered")
-        cp = signed.get(event.seq)
-        if cp is not None and cp.hash != event.hash:
-            return Verification(False, checked, prev, event.id, f"differs from checkpoint {cp.id}")
-        prev, expected, checked = event.hash, expected + 1, checked + 1
-        if progress is not None and checked % 10_000 == 0:
-            progress(10_000)
+    if last is not None and last >= expected:
+        source = _source(db, chain) if workers > 1 else None
+        walked = chainwalk.walk(
+            db.connection().connection.dbapi_connection,
+            db.get_bind().dialect.name,
+            source,
+            chain,
+            expected,
+            last,
+            prev,
+            {cp.seq: (cp.id, cp.hash) for cp in cps},
+            workers=workers,
+            progress=progress,
+        )
+        if walked.problem is not None:
+            bad_id, problem = walked.problem
+            return Verification(False, walked.checked, walked.prev, bad_id, problem)
+        prev, expected, checked = walked.prev, walked.last_seq + 1, walked.checked
     last_seq = expected - 1
     if cps and cps[-1].seq > last_seq:
         return Verification(False, checked, prev, None, f"events after {last_seq} are missing")
-    head = db.get(AuditHead, chain)
-    if head is not None and (head.seq != last_seq or head.hash != prev):
+    if head_seq is not None and (head_seq != last_seq or head_hash != prev):
         return Verification(False, checked, prev, None, f"events after {last_seq} are missing")
     return Verification(True, checked, prev, None, None, len(cps))
 

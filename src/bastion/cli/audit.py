@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from sqlalchemy import func, select
 
-from bastion.audit import checkpoints, export
+from bastion.audit import chainwalk, checkpoints, export
 from bastion.audit import service as audit
 from bastion.audit.events import EventType
 from bastion.audit.export import ExportFormat
@@ -62,7 +62,9 @@ def verify(
                 def advance(n: int, task: TaskID = task) -> None:
                     bar.advance(task, n)
 
-                result = audit.verify(db, chain, keys, progress=advance)
+                result = audit.verify(
+                    db, chain, keys, progress=advance, workers=chainwalk.default_workers()
+                )
                 results.append(
                     {
                         "chain": chain,
