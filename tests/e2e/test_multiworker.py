@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,3 +117,81 @@ def test_role_change_applies_to_the_next_request(server: Server, factory: Factor
             refused.add(c.post(teams, json={"name": f"t{i}"}, headers=member.headers).status_code)
     assert refused == {403}
     assert statuses(server, "GET", teams, member.headers) == {200}  # viewers still read
+
+
+def _agent_run(server: Server, org: Org, member_headers: dict[str, str], **limits: int) -> Any:
+    base = f"{server.url}/v1/orgs/{org.id}"
+    tools = [{"name": "lookup_order", "input_schema": {"type": "object"}, "risk": "low"}]
+    agent = httpx.post(
+        f"{base}/agents",
+        json={"name": "a", "visibility": "org", "tools": tools},
+        headers=org.headers,
+    )
+    assert agent.status_code == 201, agent.text
+    run = httpx.post(
+        f"{base}/agents/{agent.json()['id']}/runs", json=limits, headers=member_headers
+    )
+    assert run.status_code == 201, run.text
+    return agent.json()["id"], run.json()["run_id"], bearer(run.json()["token"])
+
+
+def test_a_revoked_run_or_deleted_agent_stops_its_token_on_every_worker(
+    server: Server, factory: Factory
+) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    call = {"json": {"tool": "lookup_order"}}
+    for end in ("revoke", "delete agent"):
+        agent, run, token = _agent_run(server, org, member.headers)
+        path = f"/v1/runs/{run}/tool-calls"
+        assert statuses(server, "POST", path, token, **call) == {201}  # cached on both workers
+        if end == "revoke":
+            ended = httpx.post(
+                f"{server.url}/v1/orgs/{org.id}/runs/{run}/revoke", headers=member.headers
+            )
+        else:
+            ended = httpx.delete(
+                f"{server.url}/v1/orgs/{org.id}/agents/{agent}", headers=org.headers
+            )
+        assert ended.status_code in (200, 204), ended.text
+        assert statuses(server, "POST", path, token, **call) == {401}
+        assert statuses(server, "GET", f"/v1/runs/{run}", token) == {401}
+
+
+def test_concurrent_tool_calls_keep_budgets_exact_and_the_chain_whole(
+    server: Server, factory: Factory
+) -> None:
+    """Many agents' calls at once on both workers (committed in groups): each run allows
+    exactly its budget, every decision has its audit event, and the chain verifies."""
+    org = factory.org()
+    member = factory.member(org)
+    runs = [_agent_run(server, org, member.headers, max_tool_calls=15)[1:] for _ in range(3)]
+    decisions: dict[str, list[str]] = {run: [] for run, _ in runs}
+    lock = threading.Lock()
+
+    def agent(run: str, token: dict[str, str]) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for _ in range(5):
+                answer = c.post(
+                    f"/v1/runs/{run}/tool-calls", json={"tool": "lookup_order"}, headers=token
+                )
+                assert answer.status_code == 201, answer.text
+                with lock:
+                    decisions[run].append(answer.json()["reason"])
+
+    threads = [threading.Thread(target=agent, args=run) for run in runs for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for run, reasons in decisions.items():
+        assert len(reasons) == 20
+        assert reasons.count("budget_exhausted") == 5, (run, reasons)
+    events = httpx.get(
+        f"{server.url}/v1/orgs/{org.id}/audit-events",
+        params={"type": "tool_call.decided", "limit": 100},
+        headers=org.headers,
+    ).json()["data"]
+    assert len(events) == 60
+    verified = httpx.post(f"{server.url}/v1/orgs/{org.id}/audit-events/verify", headers=org.headers)
+    assert verified.json()["valid"] is True, verified.text

@@ -14,19 +14,23 @@ audited with the arguments' digest, never their values.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import anyio.to_thread
 from jsonschema import Draft202012Validator
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bastion.agents import service as agents
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.agents.schemas import RunIn
 from bastion.approvals import service as approvals
-from bastion.approvals.models import Approval
+from bastion.approvals.models import Approval, ApprovalPolicy
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
@@ -35,6 +39,7 @@ from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Forbidden, InvalidInput, NotFound
+from bastion.core.groupcommit import GroupCommit
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.identity import service as identity
@@ -204,16 +209,95 @@ def request_tool_call(
     arguments: dict[str, Any],
     connection: str | None,
 ) -> ToolCall:
+    """Decide and record one call in the caller's transaction (see `Gate.request` for
+    the hot path, which decides the same way)."""
     _own_run(principal, run_id)
+    view = _load_view(db, run_id, principal.org_id, None)
+    now = utcnow()
+    verdict = _verdict(view, tool_name, arguments, connection)
+    return _record(db, principal, view, tool_name, arguments, verdict, now)
+
+
+@dataclass(frozen=True)
+class _View:
+    """What deciding a run's calls needs to read: the run, its agent, the organisation's
+    approval policies and the user the run acts for. Kept per process while the
+    organisation's revisions are unchanged (an agent, policy, membership, role or run
+    change bumps them); nothing in it changes per call."""
+
+    revisions: tuple[int, ...] | None
+    run: Run
+    agent: Agent
+    policies: tuple[ApprovalPolicy, ...]
+    user: dict[str, Any]
+
+
+def _load_view(db: Session, run_id: str, org_id: str | None, revisions: Any) -> _View:
     found = db.execute(
         select(Run, Agent).join(Agent, Agent.id == Run.agent_id).where(Run.id == run_id)
     ).first()
-    if found is None:
+    if found is None or found[0].org_id != org_id:
         raise NotFound("run not found")
     run, agent = found
-    now = utcnow()
+    return _View(
+        revisions,
+        run,
+        agent,
+        tuple(approvals.policies_of(db, run.org_id)),
+        _user_context(db, run),
+    )
+
+
+def _verdict(
+    view: _View, tool_name: str, arguments: dict[str, Any], connection: str | None
+) -> approvals.Verdict:
+    """The decision before the run's budget and pending approvals are counted (which
+    `_record` does, in the writing transaction)."""
+    agent = view.agent
     tool = next((t for t in agent.tools if t["name"] == tool_name), None)
-    verdict = _verdict(db, run, agent, tool, arguments, connection, now)
+    if tool is None:
+        return approvals.Verdict("deny", "undeclared_tool")
+    for needed in {connection, tool.get("connection")} - {None}:
+        if needed not in agent.connections:
+            return approvals.Verdict("deny", f"connection_not_granted:{needed}")
+    error = _schema_error(tool, arguments)
+    if error is not None:
+        return approvals.Verdict("deny", error)
+    return approvals.evaluate(view.policies, agent, tool, arguments, lambda: view.user)
+
+
+# A Core statement on the session's connection: no ORM bookkeeping, and no autoflush,
+# so a batch's rows are inserted together at commit (`tool_calls` is a counter that
+# never changes what the run's token may do: no revision to bump).
+_runs = cast(Table, Run.__table__)
+_SPEND = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("run_id"), _runs.c.tool_calls < _runs.c.max_tool_calls)
+    .values(tool_calls=_runs.c.tool_calls + 1)
+)
+
+
+def _record(
+    db: Session,
+    principal: Principal,
+    view: _View,
+    tool_name: str,
+    arguments: dict[str, Any],
+    verdict: approvals.Verdict,
+    now: datetime,
+) -> ToolCall:
+    """Spend the run's budget (every call does, whatever its decision), hold a pending
+    call to the run's limit of open approvals, write the call, its approval and its
+    audit event. Safe to run again in a fresh transaction (see `GroupCommit`)."""
+    run, agent = view.run, view.agent
+    spent = db.connection().execute(_SPEND, {"run_id": run.id})
+    if not getattr(spent, "rowcount", 0):
+        verdict = approvals.Verdict("deny", "budget_exhausted")
+    elif (
+        verdict.decision == "pending"
+        and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals
+    ):
+        verdict = approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)
     call = ToolCall(
         id=new_id("call"),
         org_id=run.org_id,
@@ -229,8 +313,8 @@ def request_tool_call(
         decided_at=None if verdict.decision == "pending" else now,
     )
     db.add(call)
-    db.flush()
     if verdict.decision == "pending":
+        db.flush()
         call.approval_id = approvals.open_approval(db, call, run, verdict.policy, now).id
     audit.record(
         db,
@@ -253,43 +337,101 @@ def request_tool_call(
     return call
 
 
-def _verdict(
-    db: Session,
-    run: Run,
-    agent: Agent,
-    tool: dict[str, Any] | None,
-    arguments: dict[str, Any],
-    connection: str | None,
-    now: datetime,
-) -> approvals.Verdict:
-    spent = db.execute(
-        update(Run)
-        .where(Run.id == run.id, Run.tool_calls < Run.max_tool_calls)
-        .values(tool_calls=Run.tool_calls + 1)
-    )
-    if not getattr(spent, "rowcount", 0):
-        return approvals.Verdict("deny", "budget_exhausted")
-    if tool is None:
-        return approvals.Verdict("deny", "undeclared_tool")
-    for needed in {connection, tool.get("connection")} - {None}:
-        if needed not in agent.connections:
-            return approvals.Verdict("deny", f"connection_not_granted:{needed}")
-    error = _schema_error(tool, arguments)
-    if error is not None:
-        return approvals.Verdict("deny", error)
-    verdict = approvals.evaluate(db, agent, tool, arguments, lambda: _user_context(db, run))
-    pending = verdict.decision == "pending"
-    if pending and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals:
-        return approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)
-    return verdict
-
-
 def _user_context(db: Session, run: Run) -> dict[str, Any]:
     if run.on_behalf_of is None:
         return {"id": None, "role": None, "teams": []}
-    user = identity.require_user_in_org(db, run.org_id, run.on_behalf_of)
+    try:
+        user = identity.require_user_in_org(db, run.org_id, run.on_behalf_of)
+    except NotFound:  # gone: its run's token no longer authenticates either
+        return {"id": run.on_behalf_of, "role": None, "teams": []}
     teams = sorted(tenancy.teams_of(db, run.org_id, user.id))
     return {"id": user.id, "role": user.role, "teams": teams}
+
+
+class Gate:
+    """The gate's hot path in one process. A run's `_View` is read once per revision
+    tuple of its organisation (checked with one primary-key read per call), the
+    decision is made outside any transaction, and the writes of concurrent calls are
+    committed together (`GroupCommit`): each call's row, budget and audit event still
+    commit together or not at all."""
+
+    MAX_VIEWS = 4096
+
+    def __init__(
+        self,
+        sessions: Callable[[], Session],
+        write_sessions: Callable[[], Session],
+        revisions: Callable[[str], tuple[int, ...] | None],
+        *,
+        local: bool,
+    ) -> None:
+        self._sessions = sessions
+        self._revisions = revisions
+        self._local = local  # the revision read is a local file read: fine on the loop
+        self._views: OrderedDict[str, _View] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.writes = GroupCommit(write_sessions)
+
+    def __repr__(self) -> str:
+        return f"Gate(views={len(self._views)}, writes={self.writes!r})"
+
+    def close(self) -> None:
+        self.writes.close()
+
+    async def request(
+        self,
+        principal: Principal,
+        run_id: str,
+        *,
+        tool_name: str,
+        arguments: dict[str, Any],
+        connection: str | None,
+    ) -> ToolCall:
+        _own_run(principal, run_id)
+        org_id = principal.org_id
+        view = self._fresh(run_id, org_id, self._revisions(org_id)) if self._local else None
+        if view is None:
+            view = await anyio.to_thread.run_sync(self._view, run_id, org_id)
+        now = utcnow()
+        verdict = _verdict(view, tool_name, arguments, connection)
+        return await self.writes.run(
+            lambda db: _record(db, principal, view, tool_name, arguments, verdict, now),
+            order=f"{view.run.org_id}:{run_id}",
+        )
+
+    def _fresh(self, run_id: str, org_id: str | None, revisions: Any) -> _View | None:
+        if revisions is None:
+            return None
+        with self._lock:
+            view = self._views.get(run_id)
+            if view is None or view.revisions != revisions or view.run.org_id != org_id:
+                return None
+            self._views.move_to_end(run_id)
+            return view
+
+    def _view(self, run_id: str, org_id: str | None) -> _View:
+        """The run's current view, read once however many calls ask at the same time."""
+        with self._lock:
+            loading = self._loading.setdefault(run_id, threading.Lock())
+        try:
+            with loading:
+                revisions = self._revisions(org_id) if org_id else None
+                view = self._fresh(run_id, org_id, revisions)
+                if view is not None:
+                    return view
+                with self._sessions() as db:
+                    view = _load_view(db, run_id, org_id, revisions)
+                if revisions is not None:
+                    with self._lock:
+                        self._views[run_id] = view
+                        self._views.move_to_end(run_id)
+                        while len(self._views) > self.MAX_VIEWS:
+                            self._views.popitem(last=False)
+                return view
+        finally:
+            with self._lock:
+                self._loading.pop(run_id, None)
 
 
 # --- secrets --------------------------------------------------------------------------

@@ -249,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            await anyio.to_thread.run_sync(state.gate.close)
             await state.auth_cache.aclose()
             state.engine.dispose()
 
@@ -264,8 +265,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bastion = state
     errors.install(app)
     app.include_router(meta.router)
-    # Routes are matched in order: the hot authorization questions come first.
+    # Routes are matched in order: the hot paths (authorization questions, the
+    # tool-call gate) come first.
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)
+    app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
     for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
@@ -277,7 +280,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(secrets.key_router, responses=ERROR_RESPONSES)
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(agents.hub_router, responses=ERROR_RESPONSES)
-    app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
     app.include_router(agents.org_runs_router, responses=ERROR_RESPONSES)
     app.include_router(approvals.policies_router, responses=ERROR_RESPONSES)
     app.include_router(approvals.router, responses=ERROR_RESPONSES)

@@ -65,8 +65,9 @@ async def get_principal(
         hit = await authenticate_cached_async(token, ctx.actor, state.hasher, cache)
     if hit is not None:
         verdict = await state.limiter.take_async(state.api_quota, _quota_key(hit))
-        return _admit(ctx, hit, verdict)
-    principal = await run_in_threadpool(_authenticate, ctx, state, token)
+        principal = _admit(ctx, hit, verdict)
+    else:
+        principal = await run_in_threadpool(_authenticate, ctx, state, token)
     if principal.credential is CredentialKind.AGENT_RUN:
         route = getattr(request.scope.get("route"), "path", "")
         if route not in RUN_TOKEN_ROUTES:

@@ -15,7 +15,7 @@ running; the sweeper only records and announces it. After `escalate_at` the
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,20 +211,22 @@ class Verdict:
     policy: ApprovalPolicy | None = None
 
 
+def policies_of(db: Session, org_id: str) -> list[ApprovalPolicy]:
+    """The organisation's approval policies, in the order `evaluate` applies them."""
+    stmt = select(ApprovalPolicy).where(ApprovalPolicy.org_id == org_id)
+    return list(db.execute(stmt.order_by(ApprovalPolicy.id)).scalars())
+
+
 def evaluate(
-    db: Session,
+    policies: Iterable[ApprovalPolicy],
     agent: Agent,
     tool: dict[str, Any],
     arguments: Any,
     user: Callable[[], dict[str, Any]],
 ) -> Verdict:
-    """`user` gives the run's user (id, role, teams) when a condition needs it."""
+    """The policies' answer for one call (see `policies_of`); `user` gives the run's
+    user (id, role, teams) when a condition needs it."""
     context: dict[str, Any] = {}
-    policies = db.execute(
-        select(ApprovalPolicy)
-        .where(ApprovalPolicy.org_id == agent.org_id)
-        .order_by(ApprovalPolicy.id)
-    ).scalars()
     approval: ApprovalPolicy | None = None
     allow: ApprovalPolicy | None = None
     changed = False

@@ -1412,7 +1412,10 @@ class Engine:
         event loop."""
         return bool(getattr(self._reader, "local", False))
 
-    def _revisions(self, org_id: str) -> tuple[int, ...] | None:
+    def revisions(self, org_id: str) -> tuple[int, ...] | None:
+        """The organisation's (auth, instance auth, authz, instance authz) revisions, or
+        None when they cannot be read: anything cached per organisation and keyed by
+        them is current exactly when they are equal."""
         try:
             (row,) = self._reader.fetchall(_REVISIONS_SQL, (org_id, "*", org_id, "*"))
         except Exception:  # unreadable: rebuild from the database
@@ -1421,7 +1424,7 @@ class Engine:
 
     def cached(self, org_id: str) -> OrgIndex | None:
         """The index when it is current (one revision read), else None."""
-        revisions = self._revisions(org_id)
+        revisions = self.revisions(org_id)
         if revisions is None:
             return None
         with self._lock:
@@ -1432,7 +1435,7 @@ class Engine:
         return None
 
     def index(self, sessions: Callable[[], Session], org_id: str) -> OrgIndex:
-        revisions = self._revisions(org_id)
+        revisions = self.revisions(org_id)
         with self._lock:
             cached = self._indexes.get(org_id)
             if cached is not None and revisions is not None and cached.revisions == revisions:

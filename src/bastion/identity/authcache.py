@@ -31,7 +31,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
-from bastion.agents.models import Agent
+from bastion.agents.models import Agent, Run
+from bastion.approvals.models import ApprovalPolicy
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.principal import Principal
 from bastion.core.db import ORG_SCOPE_OPTION, AsyncDirectReader, Base, DirectReader
@@ -70,6 +71,7 @@ _AUTH_MODELS: tuple[type[Base], ...] = (
     Role,
     RoleGrant,
     Organization,
+    Run,
 )
 _AUTHZ_MODELS: tuple[type[Base], ...] = (
     Team,
@@ -78,14 +80,28 @@ _AUTHZ_MODELS: tuple[type[Base], ...] = (
     Document,
     AclEntry,
     AuthzRule,
-    Agent,
+    ApprovalPolicy,
 )
-_COUNTERS: dict[str, Counter] = {
-    **{m.__table__.name: AuthRevision for m in _AUTH_MODELS},  # type: ignore[attr-defined]
-    **{m.__table__.name: AuthzRevision for m in _AUTHZ_MODELS},  # type: ignore[attr-defined]
+
+
+def _table(model: type[Base]) -> str:
+    return str(model.__table__.name)  # type: ignore[attr-defined]
+
+
+_COUNTERS: dict[str, tuple[Counter, ...]] = {
+    **{_table(m): (AuthRevision,) for m in _AUTH_MODELS},
+    **{_table(m): (AuthzRevision,) for m in _AUTHZ_MODELS},
+    # An agent is part of the data-access model, and its run tokens live only as long
+    # as it does: a change to it invalidates both.
+    _table(Agent): (AuthzRevision, AuthRevision),
 }
+# Tables whose new rows cannot change any cached answer (a run's token is not cached
+# before it is first used), so inserting them bumps nothing.
+_INSERTS_HARMLESS = frozenset({_table(Run)})
 # Columns whose change never alters what a credential may do.
-_BOOKKEEPING = frozenset({"last_seen_at", "last_used_at", "last_used_ip", "updated_at"})
+_BOOKKEEPING = frozenset(
+    {"last_seen_at", "last_used_at", "last_used_ip", "updated_at", "tool_calls"}
+)
 
 
 # --- invalidation -------------------------------------------------------------------
@@ -106,24 +122,26 @@ def bump(db: Session, org_ids: set[str], counter: Counter = AuthRevision) -> Non
         connection.execute(stmt)
 
 
-def _counter_of(obj: object, session: Session) -> Counter | None:
-    counter = _COUNTERS.get(getattr(getattr(obj, "__table__", None), "name", ""))
-    if counter is None:
-        return None
-    if obj in session.new or obj in session.deleted:
-        return counter
+def _counters_of(obj: object, session: Session) -> tuple[Counter, ...]:
+    table = getattr(getattr(obj, "__table__", None), "name", "")
+    counters = _COUNTERS.get(table, ())
+    if not counters:
+        return ()
+    if obj in session.new:
+        return () if table in _INSERTS_HARMLESS else counters
+    if obj in session.deleted:
+        return counters
     from sqlalchemy import inspect
 
     state = inspect(obj)
     changed = {attr.key for attr in state.attrs if attr.history.has_changes()}
-    return counter if changed - _BOOKKEEPING else None
+    return counters if changed - _BOOKKEEPING else ()
 
 
 def _after_flush(session: Session, _flush_context: Any) -> None:
     touched: dict[Counter, set[str]] = {}
     for obj in (*session.new, *session.dirty, *session.deleted):
-        counter = _counter_of(obj, session)
-        if counter is not None:
+        for counter in _counters_of(obj, session):
             org_id = obj.id if isinstance(obj, Organization) else getattr(obj, "org_id", None)
             touched.setdefault(counter, set()).add(org_id if isinstance(org_id, str) else INSTANCE)
     for counter, orgs in touched.items():
@@ -134,8 +152,8 @@ def _on_execute(state: ORMExecuteState) -> Any:
     if not (state.is_update or state.is_delete):
         return None
     table = getattr(state.statement, "table", None)
-    counter = _COUNTERS.get(getattr(table, "name", None) or "")
-    if counter is None:
+    counters = _COUNTERS.get(getattr(table, "name", None) or "", ())
+    if not counters:
         return None
     values = getattr(state.statement, "_values", None) or {}
     columns = {getattr(k, "key", str(k)) for k in values}
@@ -143,7 +161,8 @@ def _on_execute(state: ORMExecuteState) -> Any:
         return None
     result = state.invoke_statement()
     org = state.execution_options.get(ORG_SCOPE_OPTION)
-    bump(state.session, {org if isinstance(org, str) else INSTANCE}, counter)
+    for counter in counters:
+        bump(state.session, {org if isinstance(org, str) else INSTANCE}, counter)
     return result
 
 

@@ -10,6 +10,7 @@ and done after the response's transaction, never blocking it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -144,10 +145,7 @@ def authenticate(
     if not token:
         raise Unauthenticated("a bearer credential is required")
     parsed = parse(token)
-    if parsed is not None and parsed.kind is TokenKind.AGENT_RUN:
-        # Never cached: a run's token is short-lived and used for few, costly calls.
-        return Authenticated(_agent_run(db, parsed.row_id, parsed.secret, actor, hasher), None)
-    if parsed is None or parsed.kind not in (TokenKind.API_KEY, TokenKind.SESSION):
+    if parsed is None or parsed.kind not in _CACHED_KINDS:
         raise _rejected(actor, "unknown_credential_kind")  # fail closed
     if cache is not None:
         hit = authenticate_cached(token, actor, hasher, cache)
@@ -156,6 +154,8 @@ def authenticate(
     networks: frozenset[str] = frozenset()
     if parsed.kind is TokenKind.SESSION:
         loaded = _session(db, parsed.row_id, parsed.secret, actor, hasher)
+    elif parsed.kind is TokenKind.AGENT_RUN:
+        loaded = _agent_run(db, parsed.row_id, parsed.secret, actor, hasher)
     else:
         loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
         networks = _key_networks(db, parsed.row_id)
@@ -236,9 +236,12 @@ class _Candidate:
     now: datetime
 
 
+_CACHED_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION, TokenKind.AGENT_RUN})
+
+
 def _candidate(cache: AuthCache, token: str | None, hasher: TokenHasher) -> _Candidate | None:
     parsed = parse(token) if token else None
-    if parsed is None or parsed.kind not in (TokenKind.API_KEY, TokenKind.SESSION):
+    if parsed is None or parsed.kind not in _CACHED_KINDS:
         return None
     entry = cache.get(parsed.row_id)
     if entry is None or entry.kind != parsed.kind.value:
@@ -461,24 +464,38 @@ _RUN_QUERY = (
         Run.on_behalf_of,
         Organization.status,
         User.status,
+        func.coalesce(_OrgRev.revision, 0),
+        _INSTANCE_REV,
     )
     .join(Agent, Agent.id == Run.agent_id)
     .join(Organization, Organization.id == Run.org_id)
     .outerjoin(User, User.id == Run.on_behalf_of)
+    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
 )
 
 
-def _agent_run(
-    db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenHasher
-) -> Principal:
+def _agent_run(db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> _Loaded:
     """A run's token: valid until the run expires or is revoked, while its agent exists,
     its organisation is active and the user it acts for is active. It carries no
     organisation permission: it acts only on its own run (and the secrets its agent
-    was given)."""
+    was given). Cached like the others: revoking the run, changing or deleting its
+    agent, suspending its user or organisation all bump the revision."""
     row = db.execute(_RUN_QUERY.where(Run.id == run_id)).first()
     if row is None or not hasher.matches(TokenKind.AGENT_RUN, secret, row[1], row[0]):
         raise _rejected(actor, "unknown_or_wrong_secret")
-    _, _, expires_at, revoked_at, org_id, agent_id, on_behalf_of, org_status, user_status = row
+    (
+        _,
+        _,
+        expires_at,
+        revoked_at,
+        org_id,
+        agent_id,
+        on_behalf_of,
+        org_status,
+        user_status,
+        org_rev,
+        instance_rev,
+    ) = row
     resource = ("run", run_id)
     now = utcnow()
     if revoked_at is not None:
@@ -487,7 +504,7 @@ def _agent_run(
         raise _rejected(actor, "run_expired", org_id, resource)
     if org_status != "active" or (on_behalf_of is not None and user_status != "active"):
         raise _rejected(actor, "run_inactive", org_id, resource)
-    return Principal(
+    principal = Principal(
         principal_type="agent_run",
         id=run_id,
         org_id=org_id,
@@ -498,6 +515,16 @@ def _agent_run(
         agent_id=agent_id,
         on_behalf_of=on_behalf_of,
         actor=Actor("agent_run", run_id, actor.ip, actor.user_agent, actor.request_id),
+    )
+    return _Loaded(
+        Authenticated(principal, None),
+        stored_hash=row[0],
+        pepper_version=row[1],
+        org_rev=int(org_rev),
+        instance_rev=int(instance_rev),
+        valid_until=expires_at,
+        last_touched=now,
+        touch_every=math.inf,  # nothing to keep up to date
     )
 
 

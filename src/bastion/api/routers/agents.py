@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from bastion.agents.schemas import (
 )
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
+from bastion.api.state import AppState
 from bastion.approvals.models import Approval
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.schemas import ListOf
@@ -161,15 +163,31 @@ def _call(found: gate.CallState) -> ToolCallOut:
     status_code=201,
     summary="Ask the gate: allow, deny, or pending a human approval (agent token)",
 )
-def request_tool_call(run: str, body: ToolCallIn, principal: Caller, db: DB) -> ToolCallOut:
-    call = gate.request_tool_call(
-        db,
-        principal,
-        run,
-        tool_name=body.tool,
-        arguments=body.arguments,
-        connection=body.connection,
-    )
+async def request_tool_call(
+    run: str, body: ToolCallIn, principal: Caller, request: Request
+) -> ToolCallOut:
+    if request.headers.get("idempotency-key") is None:
+        state: AppState = request.app.state.bastion
+        call = await state.gate.request(
+            principal,
+            run,
+            tool_name=body.tool,
+            arguments=body.arguments,
+            connection=body.connection,
+        )
+    else:  # in the request's transaction, which also keeps the answer for a replay
+        ctx: RequestContext = request.scope[SCOPE_KEY]
+        call = await run_in_threadpool(
+            partial(
+                gate.request_tool_call,
+                ctx.db,
+                principal,
+                run,
+                tool_name=body.tool,
+                arguments=body.arguments,
+                connection=body.connection,
+            )
+        )
     return _call(gate.CallState(call, call.decision, call.reason))
 
 

@@ -1,0 +1,146 @@
+"""Group commit: many small units of work from concurrent requests in one transaction.
+
+A hot write path whose requests each change a few rows (the tool-call gate: a budget
+counter, the call, its audit event) spends most of its time beginning and committing,
+and with one writer at a time (SQLite; a chain head on any database) concurrent
+requests queue on the writer lock with a thread each. Here one writer thread per
+process takes whatever units of work are waiting, runs them in one transaction and
+commits once: each unit's changes (and its audit event) still commit together or not
+at all, and a unit sees the units before it in the same batch.
+
+If a batch fails, its units are run again one per transaction, so one faulty unit
+fails alone. Units must therefore be safe to run again from scratch: they compute
+their writes from their inputs and what they read in the transaction, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import structlog
+from sqlalchemy.orm import Session
+
+from bastion.core.errors import BastionError
+
+T = TypeVar("T")
+Work = Callable[[Session], T]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Unit(Generic[T]):
+    work: Work[T]
+    order: str  # units of a batch run sorted by it: row locks taken in one order
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    future: asyncio.Future[T] = field(repr=False)
+
+
+_STOP = object()
+
+
+class GroupCommit:
+    """`await group.run(work, order=…)` runs `work(session)` in the writer thread's
+    next transaction and returns its result once that transaction has committed."""
+
+    def __init__(
+        self, sessions: Callable[[], Session], *, max_batch: int = 256, linger: float = 0.0005
+    ) -> None:
+        self._sessions = sessions
+        self._max = max_batch
+        self._linger = linger
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batches = 0
+        self.units = 0
+
+    def __repr__(self) -> str:
+        return f"GroupCommit(batches={self.batches}, units={self.units})"
+
+    async def run(self, work: Work[T], *, order: str = "") -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:  # nothing is queued after `close` has queued the stop
+            if self._closed:
+                raise RuntimeError("group commit is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="bastion-group-commit", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(_Unit(work, order, loop, future))
+        # Shielded: a client that goes away does not un-ask; its unit still commits.
+        return await asyncio.shield(future)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop the writer thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Unit[Any]] = [first]
+            stop = False
+            while len(batch) < self._max:
+                try:
+                    # A short linger lets concurrent requests join the batch: under load
+                    # it costs far less than the transaction it saves.
+                    unit = self._queue.get(timeout=self._linger)
+                except queue.Empty:
+                    break
+                if unit is _STOP:
+                    stop = True
+                    break
+                batch.append(unit)
+            batch.sort(key=lambda u: u.order)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Unit[Any]]) -> None:
+        try:
+            with self._sessions() as db:
+                results = [unit.work(db) for unit in batch]
+                db.commit()
+        except Exception as error:
+            if len(batch) == 1:
+                if not isinstance(error, BastionError):
+                    log.warning("group commit unit failed", error=type(error).__name__)
+                _settle(batch[0], error=error)
+                return
+            for unit in batch:  # one per transaction: only the faulty unit fails
+                self._commit([unit])
+            return
+        self.batches += 1
+        self.units += len(batch)
+        for unit, result in zip(batch, results, strict=True):
+            _settle(unit, result=result)
+
+
+def _settle(unit: _Unit[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    def done() -> None:
+        if unit.future.done():
+            return
+        if error is not None:
+            unit.future.set_exception(error)
+        else:
+            unit.future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody left to tell
+        unit.loop.call_soon_threadsafe(done)

@@ -1,0 +1,80 @@
+"""Group commit: units of work from concurrent callers share transactions, and a
+faulty unit fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.core.groupcommit import GroupCommit
+
+metadata = MetaData()
+rows = Table("rows", metadata, Column("id", Integer, primary_key=True), Column("v", String))
+
+
+@pytest.fixture
+def engine(tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    engine = create_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _insert(row_id: int):  # type: ignore[no-untyped-def]
+    def work(db: Session) -> int:
+        db.execute(rows.insert().values(id=row_id, v=str(row_id)))
+        return row_id
+
+    return work
+
+
+def _stored(engine: Engine) -> list[int]:
+    with engine.connect() as c:
+        return sorted(c.execute(select(rows.c.id)).scalars())
+
+
+def test_concurrent_units_commit_together_and_each_gets_its_result(engine: Engine) -> None:
+    group = GroupCommit(sessionmaker(engine), linger=0.01)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(group.run(_insert(i), order=str(i)) for i in range(50)))
+
+    assert asyncio.run(main()) == list(range(50))
+    group.close()
+    assert _stored(engine) == list(range(50))
+    assert group.units == 50
+    assert group.batches < 50  # they were grouped
+
+
+def test_a_faulty_unit_fails_alone(engine: Engine) -> None:
+    group = GroupCommit(sessionmaker(engine), linger=0.01)
+
+    async def main() -> list[object]:
+        units = [group.run(_insert(i)) for i in (1, 2, 3)]
+        units.append(group.run(_insert(2)))  # a duplicate key: this one fails
+        units += [group.run(_insert(i)) for i in (4, 5)]
+        return await asyncio.gather(*units, return_exceptions=True)
+
+    results = asyncio.run(main())
+    group.close()
+    assert [r for r in results if not isinstance(r, Exception)] == [1, 2, 3, 4, 5]
+    assert [type(r) for r in results if isinstance(r, Exception)] == [IntegrityError]
+    assert _stored(engine) == [1, 2, 3, 4, 5]
+
+
+def test_a_closed_group_refuses_new_work(engine: Engine) -> None:
+    group = GroupCommit(sessionmaker(engine))
+
+    async def main() -> int:
+        return await group.run(_insert(1))
+
+    assert asyncio.run(main()) == 1
+    group.close()
+    with pytest.raises(RuntimeError):
+        asyncio.run(main())
