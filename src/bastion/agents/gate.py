@@ -9,6 +9,11 @@ The gate decides each call in order: the run's budget, a declared tool, a connec
 the agent was given, arguments valid against the tool's JSON Schema, then the approval
 policies (`bastion.approvals.service.evaluate`). Every decision is recorded and
 audited with the arguments' digest, never their values.
+
+The hot path (`Gate`) reads what a decision needs once per revision tuple of the
+organisation, decides outside any transaction, and commits concurrent decisions in
+groups (`bastion.core.groupcommit`); the budget and the pending-approval limit are
+counted in the writing transaction, so they stay exact.
 """
 
 from __future__ import annotations
