@@ -8,8 +8,9 @@
 - Each secret version is AES-256-GCM under the org's data key with a random 96-bit nonce
   and associated data binding org, secret and version: a ciphertext copied to another
   row or organisation does not decrypt.
-- Unwrapped data keys are cached in memory for a short time; nothing decrypted is
-  written to disk or logs.
+- Unwrapped data keys are cached in memory for a short time, and each organisation's
+  active data-key version for a few seconds; nothing decrypted is written to disk or
+  logs. A secret version holds the data key it names by foreign key.
 """
 
 from __future__ import annotations
@@ -320,8 +321,9 @@ class Vault:
 
 def _on_rollback(db: Session, _previous: object) -> None:
     """Keys created by a transaction that rolled back never existed. (A savepoint's
-    rollback drops them all too: a key kept by the outer transaction is then merely
-    read back from the database when next needed.)"""
+    rollback drops them all too: a key the outer transaction keeps is then read back
+    from the database, and cached, when next needed, which is early only if that outer
+    transaction later rolls back as well.)"""
     db.info.pop(_PENDING, None)
 
 
