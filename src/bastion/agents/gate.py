@@ -237,7 +237,9 @@ class _View:
     user: dict[str, Any]
 
 
-def _load_view(db: Session, run_id: str, org_id: str | None, revisions: Any) -> _View:
+def _load_view(
+    db: Session, run_id: str, org_id: str | None, revisions: tuple[int, ...] | None
+) -> _View:
     found = db.execute(
         select(Run, Agent).join(Agent, Agent.id == Run.agent_id).where(Run.id == run_id)
     ).first()
@@ -405,7 +407,9 @@ class Gate:
             order=f"{view.run.org_id}:{run_id}",
         )
 
-    def _fresh(self, run_id: str, org_id: str | None, revisions: Any) -> _View | None:
+    def _fresh(
+        self, run_id: str, org_id: str | None, revisions: tuple[int, ...] | None
+    ) -> _View | None:
         if revisions is None:
             return None
         with self._lock:
