@@ -198,7 +198,9 @@ def _build_chain(
             db.execute(insert(AuditEvent).execution_options(render_nulls=True), rows)
             if seq + count > events:
                 db.execute(
-                    update(AuditHead).where(AuditHead.chain == org_id).values(seq=events, hash=prev)
+                    update(AuditHead)
+                    .where(AuditHead.chain == org_id)
+                    .values(seq=events, hash=prev, time=start + STEP * events)
                 )
         seq += count
         if (seq - 2) % (10 * BATCH) == 0 or seq > events:

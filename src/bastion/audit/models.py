@@ -47,13 +47,24 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """The newest link of each chain; locked while appending so chains never fork."""
+    """The newest link of each chain; locked while appending so chains never fork.
+
+    Event times never decrease along a chain: an event is stamped no earlier than the
+    one before it (`time`, the newest event's), whatever the appending worker's clock
+    says. So a time range is a seq range, which search finds with two index probes.
+    Events recorded before that rule (revision 0014) may be out of order: the last one
+    that is earlier than its predecessor is `unordered_seq` (0: none), and the latest
+    time among the events up to it is `unordered_time`; a search starting after that
+    time still translates, an older one filters the plain way."""
 
     __tablename__ = "audit_heads"
 
     chain: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unordered_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unordered_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AuditCheckpoint(Base):

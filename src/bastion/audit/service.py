@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, String, case, cast, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from bastion.audit import chainwalk, checkpoints
 from bastion.audit.events import EventType, Outcome
@@ -110,12 +110,19 @@ def record(
 ) -> AuditEvent:
     chain = org_id or INSTANCE_CHAIN
     head = _lock_head(db, chain)
+    now, before = utcnow(), head.time
+    if before is None and head.seq > 0:  # a head last moved before revision 0014
+        before = db.execute(
+            select(AuditEvent.time).where(AuditEvent.chain == chain, AuditEvent.seq == head.seq)
+        ).scalar_one_or_none()
+    if before is not None and now < before:
+        now = before  # never earlier than the event before it (see AuditHead)
     event = AuditEvent(
         id=new_id("evt"),
         chain=chain,
         seq=head.seq + 1,
         org_id=org_id,
-        time=utcnow(),
+        time=now,
         type=str(type),
         actor_type=actor.type,
         actor_id=actor.id,
@@ -132,6 +139,7 @@ def record(
     event.hash = compute_hash(event)
     head.seq = event.seq
     head.hash = event.hash
+    head.time = now
     db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
     return event
 
@@ -145,6 +153,61 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = None  # text searched in metadata and reason, case-insensitively
+
+
+_NO_SEQ = 2**62  # past any seq: a bound that matches nothing
+
+
+def _seq_range(
+    chain: str, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """Conditions on seq equivalent to `since <= time < until`, for the index on
+    (chain, seq): times never decrease along a chain (see `AuditHead`), so the range
+    runs from the first event at or after `since` to the last event before `until`,
+    each found by one probe of the (chain, time) index. When the chain has older events
+    out of order that the range could include (it starts no later than the latest of
+    them), there is no bound and the time conditions alone decide."""
+    probe = aliased(AuditEvent)
+    heads = aliased(AuditHead)
+    in_order = heads.unordered_seq == 0
+    if since is not None:
+        in_order = in_order | (heads.unordered_time < since)
+
+    def edge(time: ColumnElement[bool], descending: bool) -> ScalarSelect[Any]:
+        """The seq of the first event (or last, `descending`) that meets `time`."""
+        order = (probe.time.desc(), probe.seq.desc()) if descending else (probe.time, probe.seq)
+        return (
+            select(probe.seq)
+            .where(probe.chain == chain, time)
+            .order_by(*order)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    bounds: list[ColumnElement[bool]] = []
+    if since is not None:
+        low = edge(probe.time >= since, descending=False)
+        bounds.append(
+            AuditEvent.seq
+            >= func.coalesce(
+                select(case((in_order, func.coalesce(low, _NO_SEQ)), else_=0))
+                .where(heads.chain == chain)
+                .scalar_subquery(),
+                0,
+            )
+        )
+    if until is not None:
+        high = edge(probe.time < until, descending=True)
+        bounds.append(
+            AuditEvent.seq
+            <= func.coalesce(
+                select(case((in_order, func.coalesce(high, -1)), else_=_NO_SEQ))
+                .where(heads.chain == chain)
+                .scalar_subquery(),
+                _NO_SEQ,
+            )
+        )
+    return bounds
 
 
 def filtered(org_id: str, filters: EventFilter) -> Select[AuditEvent]:
@@ -163,12 +226,16 @@ def filtered(org_id: str, filters: EventFilter) -> Select[AuditEvent]:
         stmt = stmt.where(AuditEvent.time >= filters.since)
     if filters.until:
         stmt = stmt.where(AuditEvent.time < filters.until)
+    if filters.since or filters.until:
+        stmt = stmt.where(*_seq_range(org_id, filters.since, filters.until))
     if filters.q:
         needle = (
             "%"
             + filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             + "%"
         )
+        # On PostgreSQL, revision 0014 keeps statistics on exactly this expression (how
+        # common a word is decides the plan): change both together.
         text_of = (
             func.lower(cast(AuditEvent.event_metadata, String))
             + " "
