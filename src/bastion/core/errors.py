@@ -2,7 +2,8 @@
 
     BastionError                       status  code
     ├── InvalidInput                   422     validation_failed   (names each bad field)
-    ├── Unauthenticated                401     unauthenticated     (WWW-Authenticate: Bearer)
+    ├── Unauthenticated                401     unauthenticated     (WWW-Authenticate: the
+    │                                                              error's `challenge`, else Bearer)
     ├── Forbidden                      403     forbidden           (audited as `denied`)
     ├── NotFound                       404     not_found           (also: not visible to caller)
     ├── Conflict                       409     conflict
@@ -10,7 +11,9 @@
     ├── UnsupportedMediaType           415     unsupported_media_type
     └── TooManyRequests                429     rate_limited        (Retry-After)
 
-Services raise these; they never raise HTTP framework exceptions. Messages must never
+Domains subclass these for their own cases (e.g. `bastion.secrets.errors`,
+`bastion.webhooks.errors`). Services raise these; they never raise HTTP framework
+exceptions. Messages must never
 contain a secret: they are shown to callers verbatim.
 """
 
