@@ -13,8 +13,7 @@
 
 Domains subclass these for their own cases (e.g. `bastion.secrets.errors`,
 `bastion.webhooks.errors`). Services raise these; they never raise HTTP framework
-exceptions. Messages must never
-contain a secret: they are shown to callers verbatim.
+exceptions. Messages must never contain a secret: they are shown to callers verbatim.
 """
 
 from __future__ import annotations
