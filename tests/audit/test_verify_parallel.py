@@ -344,7 +344,7 @@ def test_rows_as_stored_in_sqlite_encode_as_the_orm_reads_them(
         f"{when.year:04d}-{when.month:02d}-{when.day:02d} {when.hour:02d}:{when.minute:02d}:"
         f"{when.second:02d}.{when.microsecond:06d}"
     )
-    assert chainwalk._sqlite_time(stored) == rfc3339(when)
+    assert chainwalk.sqlite_time(stored) == rfc3339(when)
     assert chainwalk._metadata_json(json.dumps(metadata)) == chainwalk.encode_json(
         json.loads(json.dumps(metadata))
     )

@@ -190,7 +190,7 @@ def _batches(conn: Any, dialect: str, chain: str, low: int, high: int) -> Iterat
         low = rows[-1][2] + 1
 
 
-def _sqlite_time(text: Any) -> str | None:
+def sqlite_time(text: Any) -> str | None:
     """RFC 3339 text of a time as SQLAlchemy stores it in SQLite ("2026-12-02
     06:12:00.123456", UTC) without building a datetime; any other shape is read the
     way the ORM reads it."""
@@ -245,7 +245,7 @@ def check_range(
     """Check the rows with low <= seq <= high: the links between them, each row's hash
     and each signed checkpoint (`signed`: seq -> (checkpoint id, hash)). The first row's
     own link is left to the caller (see `Segment`)."""
-    to_time = _sqlite_time if dialect == "sqlite" else _pg_time
+    to_time = sqlite_time if dialect == "sqlite" else _pg_time
     encode, metadata_json, digest = canonical_bytes, _metadata_json, sha256_hex
     first: tuple[int, str, str] | None = None
     prev, expected, checked = "", 0, 0

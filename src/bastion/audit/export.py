@@ -10,12 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from _json import make_encoder
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii
+from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import String, cast, func, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.audit import chainwalk
 from bastion.audit import service as audit
 from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent
@@ -128,6 +133,131 @@ def begin(
     )
 
 
+# The exported columns, read without the ORM: `time` and `metadata` as the driver hands
+# them over, SQLite's stored text, PostgreSQL's naive UTC time and JSON text.
+def _columns(dialect: str) -> tuple[Any, ...]:
+    time = AuditEvent.time if dialect == "sqlite" else func.timezone("UTC", AuditEvent.time)
+    return (
+        AuditEvent.id,
+        AuditEvent.seq,
+        type_coerce(time, String),
+        AuditEvent.type,
+        AuditEvent.actor_type,
+        AuditEvent.actor_id,
+        AuditEvent.actor_ip,
+        AuditEvent.actor_user_agent,
+        AuditEvent.resource_type,
+        AuditEvent.resource_id,
+        AuditEvent.outcome,
+        AuditEvent.reason,
+        AuditEvent.request_id,
+        cast(AuditEvent.event_metadata, String),
+        AuditEvent.hash,
+        AuditEvent.prev_hash,
+    )
+
+
+# json.dumps(value, separators=(",", ":")) and the same with sort_keys=True, built once.
+_compact = make_encoder(
+    None, json.JSONEncoder().default, encode_basestring_ascii, None, ":", ",", False, False, True
+)
+_compact_sorted = make_encoder(
+    None, json.JSONEncoder().default, encode_basestring_ascii, None, ":", ",", True, False, True
+)
+
+
+def _text(value: Any) -> str | None:
+    """RFC 3339 text of a time as the driver returned it (naive means UTC)."""
+    if type(value) is str:
+        return chainwalk.sqlite_time(value)
+    if value is not None and value.tzinfo is None:
+        return f"{value.isoformat()}Z"
+    return rfc3339(value)
+
+
+def _loaded(value: Any) -> Any:
+    """Metadata as the ORM would hold it, from its JSON text."""
+    return None if value is None else json.loads(value)
+
+
+def _event(row: Any) -> SimpleNamespace:
+    """A row as the attributes `as_dict` and `_csv_row` read."""
+    return SimpleNamespace(
+        **dict(zip(_EVENT_FIELDS, row, strict=True)),
+    )
+
+
+_EVENT_FIELDS = (
+    "id", "seq", "time", "type", "actor_type", "actor_id", "actor_ip", "actor_user_agent",
+    "resource_type", "resource_id", "outcome", "reason", "request_id", "event_metadata",
+    "hash", "prev_hash",
+)  # fmt: skip
+
+
+def _jsonl(rows: Sequence[Any]) -> bytes:
+    """`json.dumps(as_dict(event), separators=(",", ":"))` per row, one per line."""
+    e = encode_basestring_ascii
+    lines = []
+    for row in rows:
+        (id_, seq, time, type_, actor_type, actor_id, actor_ip, actor_user_agent,
+         resource_type, resource_id, outcome, reason, request_id, metadata, hash_,
+         prev_hash) = row  # fmt: skip
+        t, m = _text(time), _loaded(metadata)
+        try:
+            lines.append(
+                f'{{"id":{e(id_)},"seq":{int.__repr__(seq)},'
+                f'"time":{"null" if t is None else e(t)},"type":{e(type_)},'
+                f'"actor":{{"type":{e(actor_type)},'
+                f'"id":{"null" if actor_id is None else e(actor_id)},'
+                f'"ip":{"null" if actor_ip is None else e(actor_ip)},'
+                f'"user_agent":{"null" if actor_user_agent is None else e(actor_user_agent)}}},'
+                f'"resource":{{"type":{"null" if resource_type is None else e(resource_type)},'
+                f'"id":{"null" if resource_id is None else e(resource_id)}}},'
+                f'"outcome":{e(outcome)},"reason":{"null" if reason is None else e(reason)},'
+                f'"request_id":{"null" if request_id is None else e(request_id)},'
+                f'"metadata":{"".join(_compact(m, 0))},'
+                f'"hash":{e(hash_)},"prev_hash":{e(prev_hash)}}}\n'
+            )
+        except TypeError:  # not text where text belongs (a hand-edited row)
+            event = _event((*row[:2], None, *row[3:13], m, *row[14:]))
+            body = {**as_dict(event), "time": t}  # type: ignore[arg-type]
+            lines.append(json.dumps(body, separators=(",", ":")) + "\n")
+    return "".join(lines).encode()
+
+
+# Where a cell that starts with a formula character would show in CSV text: at a line
+# start or after a comma, maybe after the opening quote. Cells inside quotes (JSON with
+# commas, text with newlines) may show them too; a batch that has any is written cell
+# by cell instead.
+_FORMULA_MARKS = tuple(
+    before + quote + char for before in (",", "\n") for quote in ("", '"') for char in "=+-@\t\r"
+)
+
+
+def _may_hold_formula(text: str) -> bool:
+    return (
+        text.startswith(_FORMULA_START)
+        or text.startswith(tuple('"' + c for c in _FORMULA_START))
+        or any(mark in text for mark in _FORMULA_MARKS)
+    )
+
+
+def _csv(rows: Sequence[Any]) -> bytes:
+    """`_csv_line(_csv_row(event))` per row."""
+    values = [
+        (*row[:2], _text(row[2]), *row[3:13], "".join(_compact_sorted(_loaded(row[13]), 0)),
+         *row[14:])
+        for row in rows
+    ]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(values)  # None is written as an empty cell, as _safe_cell does
+    text = buffer.getvalue()
+    if not _may_hold_formula(text):
+        return text.encode()
+    return b"".join(_csv_line(list(row)) for row in values)
+
+
 def stream(
     sessions: sessionmaker[Session],
     org_id: str,
@@ -137,20 +267,16 @@ def stream(
 ) -> Iterator[bytes]:
     if fmt is ExportFormat.CSV:
         yield _csv_line(COLUMNS)
+    render = _csv if fmt is ExportFormat.CSV else _jsonl
     last = 0
     with sessions() as db:
+        columns = _columns(db.get_bind().dialect.name)
+        query = audit.filtered(org_id, filters).with_only_columns(*columns)
         while True:
-            stmt = audit.filtered(org_id, filters).where(AuditEvent.seq > last)
-            rows = list(db.execute(stmt.order_by(AuditEvent.seq).limit(batch)).scalars())
+            stmt = query.where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+            rows = db.connection().execute(stmt).all()  # Core rows, no ORM loading
+            db.rollback()  # end the read transaction between batches
             if not rows:
                 return
-            if fmt is ExportFormat.CSV:
-                chunk = b"".join(_csv_line(_csv_row(e)) for e in rows)
-            else:
-                chunk = b"".join(
-                    json.dumps(as_dict(e), separators=(",", ":")).encode() + b"\n" for e in rows
-                )
-            last = rows[-1].seq
-            db.expunge_all()
-            db.rollback()  # end the read transaction between batches
-            yield chunk
+            last = rows[-1][1]
+            yield render(rows)

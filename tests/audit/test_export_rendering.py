@@ -1,0 +1,89 @@
+"""The streamed export renders rows read without the ORM exactly as the ORM-based
+rendering (`as_dict` / `_csv_row`) would: every field, awkward text, formulas in any
+cell, hand-edited rows, on the suite's backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from bastion.audit import export
+from bastion.audit import service as audit
+from bastion.audit.events import EventType, Outcome
+from bastion.audit.models import AuditEvent
+from bastion.core.context import Actor
+from bastion.core.db import begin_write
+from tests.factories import Factory
+
+AWKWARD = [
+    "plain",
+    "=SUM(A1)",
+    "+1",
+    "-2",
+    "@here",
+    "\tindented",
+    "\rcarriage",
+    'quote " and, comma',
+    "new\nline",
+    "é ☃ \u2028 \x01",
+    "",
+]
+
+
+def _reference(app: Any, org_id: str, fmt: export.ExportFormat) -> bytes:  # type: ignore[no-untyped-def]
+    with app.state.bastion.sessions() as db:
+        events = list(
+            db.execute(
+                select(AuditEvent).where(AuditEvent.chain == org_id).order_by(AuditEvent.seq)
+            ).scalars()
+        )
+    if fmt is export.ExportFormat.CSV:
+        return export._csv_line(export.COLUMNS) + b"".join(
+            export._csv_line(export._csv_row(e)) for e in events
+        )
+    return b"".join(
+        json.dumps(export.as_dict(e), separators=(",", ":")).encode() + b"\n" for e in events
+    )
+
+
+@pytest.mark.parametrize("fmt", list(export.ExportFormat))
+def test_the_stream_renders_as_the_orm_rendering_does(app, factory: Factory, fmt) -> None:  # type: ignore[no-untyped-def]
+    org = factory.org()
+    with app.state.bastion.write_sessions() as db:
+        begin_write(db)
+        for i, value in enumerate(AWKWARD):
+            audit.record(
+                db,
+                type=EventType.TEAM_UPDATED,
+                actor=Actor("user", value or None, ip=value or None, user_agent=value or None),
+                org_id=org.id,
+                outcome=Outcome.FAILURE,
+                resource=("team", value or None),
+                reason=value or None,
+                metadata={"text": value, "n": -i, "f": 1.5, "list": [value, None, True], value: i},
+            )
+        db.commit()
+    if app.state.bastion.engine.dialect.name == "sqlite":  # a time stored in another shape
+        with app.state.bastion.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE audit_events SET time = '2026-01-02 03:04:05'"
+                    " WHERE chain = :c AND seq = 4"
+                ),
+                {"c": org.id},
+            )
+    streamed = b"".join(
+        export.stream(app.state.bastion.sessions, org.id, audit.EventFilter(), fmt, batch=4)
+    )
+    assert streamed == _reference(app, org.id, fmt)
+
+
+def test_a_batch_without_formulas_is_written_in_one_go() -> None:
+    assert not export._may_hold_formula("evt_1,2,2026-01-01T00:00:00Z\nevt_2,3,x\n")
+    for cell in ["=1", "+1", "-1", "@1", "\t1", '"\r1"']:
+        assert export._may_hold_formula(f"a,b\nc,{cell}\n"), cell
+        assert export._may_hold_formula(f"{cell},b\n"), cell
+        assert export._may_hold_formula(f"a,b\n{cell},d\n"), cell
