@@ -223,7 +223,7 @@ def _reveal_rows(seconds: int, runs: int, workers: int) -> list[tuple[str, load.
                 for _ in range(20):  # warm up: each worker unwraps the data key once
                     httpx.post(target, json={}, headers=auth, timeout=30).raise_for_status()
                 results = [_reveal_load(target, token, seconds) for _ in range(runs)]
-                out.append((label, foundation._median(results)))
+                out.append((label, load.median(results)))
     finally:
         if pg:
             pg_db.drop_database(pg)
