@@ -271,7 +271,7 @@ def stream(
     last = 0
     with sessions() as db:
         columns = _columns(db.get_bind().dialect.name)
-        query = audit.filtered(org_id, filters).with_only_columns(*columns)
+        query = audit.bounded(db, org_id, filters).with_only_columns(*columns)
         while True:
             stmt = query.where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
             rows = db.connection().execute(stmt).all()  # Core rows, no ORM loading

@@ -117,7 +117,7 @@ def export_events(
             if db.get(Organization, org) is None:
                 fail(f"organisation {org} not found")
             total = db.execute(
-                select(func.count()).select_from(audit.filtered(org, filters).subquery())
+                select(func.count()).select_from(audit.bounded(db, org, filters).subquery())
             ).scalar_one()
         with unit_of_work(cfg) as db:
             audit.record(
