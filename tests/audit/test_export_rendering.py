@@ -81,9 +81,10 @@ def test_the_stream_renders_as_the_orm_rendering_does(app, factory: Factory, fmt
     assert streamed == _reference(app, org.id, fmt)
 
 
-def test_a_batch_without_formulas_is_written_in_one_go() -> None:
-    assert not export._may_hold_formula("evt_1,2,2026-01-01T00:00:00Z\nevt_2,3,x\n")
-    for cell in ["=1", "+1", "-1", "@1", "\t1", '"\r1"']:
-        assert export._may_hold_formula(f"a,b\nc,{cell}\n"), cell
-        assert export._may_hold_formula(f"{cell},b\n"), cell
-        assert export._may_hold_formula(f"a,b\n{cell},d\n"), cell
+def test_only_plain_cells_skip_the_csv_module() -> None:
+    assert export._plain_cells("evt_1,2,,2026-01-01T00:00:00Z,a-b", 4) == (
+        "evt_1,2,,2026-01-01T00:00:00Z,a-b"
+    )
+    for cell in ["=1", "+1", "-1", "@1", "\t1", "\r1", "a\nb", 'a"b', "a,b"]:
+        assert export._plain_cells(f"x,{cell}", 1) is None, cell
+        assert export._plain_cells(f"{cell},x", 1) is None, cell

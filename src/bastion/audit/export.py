@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from _json import make_encoder
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
@@ -225,37 +226,50 @@ def _jsonl(rows: Sequence[Any]) -> bytes:
     return "".join(lines).encode()
 
 
-# Where a cell that starts with a formula character would show in CSV text: at a line
-# start or after a comma, maybe after the opening quote. Cells inside quotes (JSON with
-# commas, text with newlines) may show them too; a batch that has any is written cell
-# by cell instead.
-_FORMULA_MARKS = tuple(
-    before + quote + char for before in (",", "\n") for quote in ("", '"') for char in "=+-@\t\r"
-)
+# CSV rows are written by hand when that is plainly what the csv module would write:
+# cells joined by commas when none holds a comma, quote or line break and none starts
+# with a formula character; the metadata cell (compact JSON: no line breaks) quoted
+# with its quotes doubled when it holds a quote or comma. Any other row goes through
+# `_csv_line`.
+_NEEDS_CARE = re.compile(r'["\r\n]|(?:^|,)[=+\-@\t]')
 
 
-def _may_hold_formula(text: str) -> bool:
-    return (
-        text.startswith(_FORMULA_START)
-        or text.startswith(tuple('"' + c for c in _FORMULA_START))
-        or any(mark in text for mark in _FORMULA_MARKS)
-    )
+def _plain_cells(text: str, commas: int) -> str | None:
+    """`text`, cells joined by commas, when they need no quotes or formula guard."""
+    if text.count(",") != commas or _NEEDS_CARE.search(text) is not None:
+        return None
+    return text
 
 
 def _csv(rows: Sequence[Any]) -> bytes:
     """`_csv_line(_csv_row(event))` per row."""
-    values = [
-        (*row[:2], _text(row[2]), *row[3:13], "".join(_compact_sorted(_loaded(row[13]), 0)),
-         *row[14:])
-        for row in rows
-    ]  # fmt: skip
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows(values)  # None is written as an empty cell, as _safe_cell does
-    text = buffer.getvalue()
-    if not _may_hold_formula(text):
-        return text.encode()
-    return b"".join(_csv_line(list(row)) for row in values)
+    lines = []
+    for row in rows:
+        (id_, seq, time, type_, actor_type, actor_id, actor_ip, actor_user_agent,
+         resource_type, resource_id, outcome, reason, request_id, metadata, hash_,
+         prev_hash) = row  # fmt: skip
+        t = _text(time)
+        m = "".join(_compact_sorted(_loaded(metadata), 0))
+        # Every column is text (NULL: an empty cell) but seq, an integer.
+        head = _plain_cells(
+            f"{id_},{seq},{t},{type_},{actor_type},{actor_id or ''},{actor_ip or ''},"
+            f"{actor_user_agent or ''},{resource_type or ''},{resource_id or ''},{outcome},"
+            f"{reason or ''},{request_id or ''}",
+            12,
+        )
+        tail = _plain_cells(f"{hash_},{prev_hash}", 1)
+        if (
+            head is None
+            or tail is None
+            or None in (id_, t, type_, actor_type, outcome, hash_, prev_hash)
+            or m.startswith(_FORMULA_START)
+        ):
+            lines.append(_csv_line([*row[:2], t, *row[3:13], m, *row[14:]]).decode())
+            continue
+        if '"' in m or "," in m:
+            m = '"' + m.replace('"', '""') + '"'
+        lines.append(f"{head},{m},{tail}\n")
+    return "".join(lines).encode()
 
 
 def stream(
