@@ -66,6 +66,13 @@ def test_the_stream_renders_as_the_orm_rendering_does(app, factory: Factory, fmt
                 metadata={"text": value, "n": -i, "f": 1.5, "list": [value, None, True], value: i},
             )
         db.commit()
+    with app.state.bastion.engine.begin() as conn:  # hand-edited metadata: a bare -5
+        sql = (
+            "UPDATE audit_events SET metadata = CAST(:m AS JSONB) WHERE chain = :c AND seq = 5"
+            if conn.dialect.name == "postgresql"
+            else "UPDATE audit_events SET metadata = :m WHERE chain = :c AND seq = 5"
+        )
+        conn.execute(text(sql), {"m": "-5", "c": org.id})
     if app.state.bastion.engine.dialect.name == "sqlite":  # a time stored in another shape
         with app.state.bastion.engine.begin() as conn:
             conn.execute(
