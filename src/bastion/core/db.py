@@ -117,16 +117,19 @@ class _WriterLock:
     """Hands SQLite's single writer slot from process to process without its busy
     handler's sleeps (which grow to 100 ms and collapse throughput with several
     workers): writers queue on an advisory lock file beside the database, held from
-    BEGIN IMMEDIATE to COMMIT or ROLLBACK. Waiting polls every 2 ms at most; after
-    10 s the writer goes ahead and SQLite's own busy timeout decides, as before."""
+    BEGIN IMMEDIATE to COMMIT or ROLLBACK. Inside a process, writers first queue on a
+    mutex (blocked, not polling: many polling threads starve the holder of the GIL),
+    so only one thread per process polls the file, every 2 ms at most. After 10 s a
+    writer goes ahead and SQLite's own busy timeout decides, as before."""
 
     WAIT_SECONDS = 10.0
 
     def __init__(self, database: str | None) -> None:
         memory = not database or database == ":memory:" or database.startswith("file::memory")
         self._path = None if memory else f"{database}-writer.lock"
-        self._held: dict[int, int] = {}  # id(DBAPI connection) -> locked file descriptor
-        self._mutex = threading.Lock()
+        self._held: dict[int, tuple[int | None, bool]] = {}  # connection -> (fd, mutex held)
+        self._mutex = threading.Lock()  # guards `_held`
+        self._turn = threading.Lock()  # this process's writer turn
 
     @staticmethod
     def _key(connection: Any) -> int:
@@ -137,26 +140,31 @@ class _WriterLock:
         key = self._key(connection)
         if self._path is None or key in self._held:
             return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline, pause = time.monotonic() + self.WAIT_SECONDS, 0.0002
-        while True:
+        deadline = time.monotonic() + self.WAIT_SECONDS
+        turn = self._turn.acquire(timeout=self.WAIT_SECONDS)
+        fd: int | None = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        pause = 0.0002
+        while fd is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    return
+                    fd = None
+                    break
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
         with self._mutex:
-            self._held[key] = fd
+            self._held[key] = (fd, turn)
 
     def release(self, connection: Any) -> None:
         with self._mutex:
-            fd = self._held.pop(self._key(connection), None)
+            fd, turn = self._held.pop(self._key(connection), (None, False))
         if fd is not None:
             os.close(fd)  # closing the descriptor releases its lock
+        if turn:
+            self._turn.release()
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:

@@ -1,9 +1,14 @@
 """Rate limits and throttles on the `limits` library: in memory by default, Redis when
-`BASTION_REDIS_URL` is set (then every worker and replica shares the counters)."""
+`BASTION_REDIS_URL` is set (then every worker and replica shares the counters).
+
+Request quotas kept in memory are plain per-key window counters (`_LocalWindows`):
+`limits`' memory storage starts a timer thread to expire keys whenever its last one
+has ended, which on the path of every request costs more than the count itself."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -29,6 +34,30 @@ def per_window(amount: int, seconds: int) -> RateLimitItem:
     return RateLimitItemPerSecond(amount, seconds)
 
 
+class _LocalWindows:
+    """Fixed-window counters in this process: key -> (window, count). A key's count
+    restarts when its window changes; stale keys are dropped when the table grows."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, key: str, window: int) -> int:
+        with self._lock:
+            seen, count = self._counts.get(key, (window, 0))
+            count = count + 1 if seen == window else 1
+            self._counts[key] = (window, count)
+            if len(self._counts) > self.MAX_KEYS:
+                self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
+            return count
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None = None, namespace: str = "bastion") -> None:
         self._ns = namespace
@@ -40,6 +69,7 @@ class RateLimiter:
         )
         self._storage: Storage = storage_from_string(uri)  # type: ignore[assignment]
         self._moving = MovingWindowRateLimiter(self._storage)
+        self._windows = _LocalWindows()
 
     def __repr__(self) -> str:
         return "RateLimiter(<storage>)"
@@ -70,7 +100,10 @@ class RateLimiter:
         period = item.get_expiry()
         now = time.time()
         window = int(now // period)
-        count = self._storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
+        if self._local:
+            count = self._windows.incr(f"{period}/{item.key_for(key)}", window)
+        else:
+            count = self._storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
         return self._verdict(item, count, window, period, now)
 
     async def take_async(self, item: RateLimitItem, key: str) -> tuple[bool, Quota]:
@@ -100,3 +133,4 @@ class RateLimiter:
 
     def reset(self) -> None:
         self._storage.reset()
+        self._windows.reset()
