@@ -95,3 +95,67 @@ def test_only_plain_cells_skip_the_csv_module() -> None:
     for cell in ["=1", "+1", "-1", "@1", "\t1", "\r1", "a\nb", 'a"b', "a,b"]:
         assert export._plain_cells(f"x,{cell}", 1) is None, cell
         assert export._plain_cells(f"{cell},x", 1) is None, cell
+
+
+@pytest.fixture
+def many(app, factory: Factory) -> str:  # type: ignore[no-untyped-def]
+    org = factory.org()
+    with app.state.bastion.write_sessions() as db:
+        begin_write(db)
+        for i in range(120):
+            audit.record(
+                db,
+                type=EventType.TEAM_UPDATED if i % 3 else EventType.TEAM_CREATED,
+                actor=Actor("user", f"usr_{i}", user_agent="=calc" if i % 7 == 0 else None),
+                org_id=org.id,
+                metadata={"i": i, "text": 'a,b "c"' if i % 5 == 0 else "plain"},
+            )
+        db.commit()
+    return org.id
+
+
+def _export(app: Any, org_id: str, f: audit.EventFilter, fmt: Any, workers: int) -> bytes:  # type: ignore[no-untyped-def]
+    return b"".join(
+        export.stream(app.state.bastion.sessions, org_id, f, fmt, batch=7, workers=workers)
+    )
+
+
+@pytest.mark.parametrize("fmt", list(export.ExportFormat))
+def test_worker_processes_send_the_same_export(
+    app, many: str, fmt, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    with app.state.bastion.sessions() as db:
+        times = list(
+            db.execute(
+                select(AuditEvent.time).where(AuditEvent.chain == many).order_by(AuditEvent.seq)
+            ).scalars()
+        )
+    cases = [
+        audit.EventFilter(),
+        audit.EventFilter(type="team.created"),
+        audit.EventFilter(since=times[30], until=times[90]),
+    ]
+    for f in cases:
+        alone = _export(app, many, f, fmt, workers=1)
+        monkeypatch.setattr(export, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(export, "CHUNK", 16)
+        monkeypatch.setattr(export, "log", _NoFallback())
+        assert _export(app, many, f, fmt, workers=2) == alone, f
+        assert _export(app, many, f, fmt, workers=3) == alone, f
+        monkeypatch.undo()
+
+
+class _NoFallback:
+    def warning(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the workers did not run")
+
+
+def test_an_export_goes_on_in_process_when_workers_fail(
+    app, many: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    fmt = export.ExportFormat.JSONL
+    alone = _export(app, many, audit.EventFilter(), fmt, workers=1)
+    monkeypatch.setattr(export, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(export, "CHUNK", 16)
+    monkeypatch.setattr(export.sys, "executable", "/bin/false")
+    assert _export(app, many, audit.EventFilter(), fmt, workers=2) == alone

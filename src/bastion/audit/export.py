@@ -10,15 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
+import subprocess
+import sys
 from _json import make_encoder
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from enum import StrEnum
 from json.encoder import encode_basestring_ascii
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import String, cast, func, type_coerce
+import structlog
+from sqlalchemy import String, cast, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit import chainwalk
@@ -28,6 +31,8 @@ from bastion.audit.models import AuditEvent
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import rfc3339
+
+log = structlog.get_logger("bastion.audit")
 
 BATCH = 2000
 COLUMNS = [
@@ -231,12 +236,20 @@ def _jsonl(rows: Sequence[Any]) -> bytes:
 # with a formula character; the metadata cell (compact JSON: no line breaks) quoted
 # with its quotes doubled when it holds a quote or comma. Any other row goes through
 # `_csv_line`.
-_NEEDS_CARE = re.compile(r'["\r\n]|(?:^|,)[=+\-@\t]')
-
-
 def _plain_cells(text: str, commas: int) -> str | None:
     """`text`, cells joined by commas, when they need no quotes or formula guard."""
-    if text.count(",") != commas or _NEEDS_CARE.search(text) is not None:
+    if (
+        text.count(",") != commas
+        or '"' in text
+        or "\n" in text
+        or "\r" in text
+        or text.startswith(_FORMULA_START)
+        or ",=" in text
+        or ",+" in text
+        or ",-" in text
+        or ",@" in text
+        or ",\t" in text
+    ):
         return None
     return text
 
@@ -278,14 +291,59 @@ def stream(
     filters: audit.EventFilter,
     fmt: ExportFormat,
     batch: int = BATCH,
+    workers: int | None = None,
 ) -> Iterator[bytes]:
+    """The export, oldest event first. An export that spans `PARALLEL_MIN` seq numbers
+    or more is rendered by worker processes (`workers`, default one per CPU up to 4),
+    a range of `CHUNK` seq numbers each, and sent in order; should they fail, the rest
+    is rendered here."""
     if fmt is ExportFormat.CSV:
         yield _csv_line(COLUMNS)
+    with sessions() as db:
+        engine = db.get_bind().engine
+        low, high = db.execute(
+            select(func.min(AuditEvent.seq), func.max(AuditEvent.seq)).where(
+                AuditEvent.chain == org_id
+            )
+        ).one()
+        bounds = audit.seq_range(db, org_id, filters)
+    if bounds is not None:
+        low, high = max(low or 0, bounds[0]), min(high or 0, bounds[1])
+    if low is None or high < low:
+        return
+    workers = chainwalk.default_workers() if workers is None else workers
+    memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    start = low
+    if workers > 1 and high - low + 1 >= PARALLEL_MIN and not memory:
+        url = engine.url.render_as_string(hide_password=False)
+        done = [low]
+        try:
+            yield from _parallel(url, org_id, filters, fmt, batch, low, high, workers, done)
+            return
+        except (_WorkerFailed, OSError):
+            log.warning("audit export falls back to one process", exc_info=True)
+            start = done[0]
+    yield from _rendered(sessions, org_id, filters, fmt, batch, start, high)
+
+
+def _rendered(
+    sessions: sessionmaker[Session],
+    org_id: str,
+    filters: audit.EventFilter,
+    fmt: ExportFormat,
+    batch: int,
+    low: int,
+    high: int | None,
+) -> Iterator[bytes]:
+    """The events with low <= seq <= high, rendered `batch` at a time, each batch read
+    in a transaction of its own."""
     render = _csv if fmt is ExportFormat.CSV else _jsonl
-    last = 0
+    last = low - 1
     with sessions() as db:
         columns = _columns(db.get_bind().dialect.name)
         query = audit.bounded(db, org_id, filters).with_only_columns(*columns)
+        if high is not None:
+            query = query.where(AuditEvent.seq <= high)
         while True:
             stmt = query.where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
             rows = db.connection().execute(stmt).all()  # Core rows, no ORM loading
@@ -294,3 +352,94 @@ def stream(
                 return
             last = rows[-1][1]
             yield render(rows)
+
+
+# --- worker processes ------------------------------------------------------------------
+
+PARALLEL_MIN = 200_000  # seq numbers an export spans to be rendered by worker processes
+CHUNK = 50_000  # seq numbers per worker task (about 25 MB of JSONL)
+_PIECE = 1 << 20  # bytes sent on at a time
+
+
+class _WorkerFailed(Exception):
+    """An export worker process did not answer."""
+
+
+def _parallel(
+    url: str,
+    org_id: str,
+    filters: audit.EventFilter,
+    fmt: ExportFormat,
+    batch: int,
+    low: int,
+    high: int,
+    workers: int,
+    done: list[int],
+) -> Iterator[bytes]:
+    """Chunk k is rendered by worker k mod `workers` (`python -m bastion.audit.export`,
+    which renders a whole chunk before sending it, so the others work meanwhile) and
+    sent on in order; `done[0]` is the first seq not sent yet."""
+    chunks = [(start, min(start + CHUNK - 1, high)) for start in range(low, high + 1, CHUNK)]
+    wanted = {k: str(v) if isinstance(v, datetime) else v for k, v in vars(filters).items()}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for slot in range(min(workers, len(chunks))):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bastion.audit.export"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            procs.append(proc)
+            order = [url, org_id, wanted, str(fmt), batch, chunks[slot::workers]]
+            if proc.stdin is None:  # pragma: no cover
+                raise _WorkerFailed("an export worker has no pipes")
+            proc.stdin.write(json.dumps(order).encode() + b"\n")
+            proc.stdin.close()
+        for k, (_, end) in enumerate(chunks):
+            out = procs[k % len(procs)].stdout
+            size = _read(out, 8)
+            left = int.from_bytes(size, "big")
+            while left:
+                piece = _read(out, min(left, _PIECE))
+                left -= len(piece)
+                yield piece
+            done[0] = end + 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _read(out: Any, n: int) -> bytes:
+    data = out.read(n) if out is not None else b""
+    if len(data) != n:
+        raise _WorkerFailed("an export worker stopped")
+    return bytes(data)
+
+
+def _serve() -> None:
+    """An export worker: render the chunks named on stdin, each sent on stdout as an
+    8-byte length and the bytes."""
+    from bastion.core.db import make_engine, make_sessionmaker
+
+    url, org_id, wanted, fmt, batch, chunks = json.loads(sys.stdin.buffer.readline())
+    given: dict[str, Any] = {
+        k: datetime.fromisoformat(v) if k in ("since", "until") and v else v
+        for k, v in wanted.items()
+    }
+    filters = audit.EventFilter(**given)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    out = sys.stdout.buffer
+    for low, high in chunks:
+        data = b"".join(_rendered(sessions, org_id, filters, ExportFormat(fmt), batch, low, high))
+        out.write(len(data).to_bytes(8, "big"))
+        out.write(data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()

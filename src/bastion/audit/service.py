@@ -256,13 +256,19 @@ def filtered(
     return stmt
 
 
-def bounded(db: Session, org_id: str, filters: EventFilter) -> Select[AuditEvent]:
-    """`filtered`, with a time range's seq bounds looked up first (one query of two
-    index probes): what search and export run."""
+def seq_range(db: Session, org_id: str, filters: EventFilter) -> tuple[int, int] | None:
+    """The seq bounds of `filters`' time range (one query of two index probes), or None
+    without a time range."""
     if not (filters.since or filters.until):
-        return filtered(org_id, filters)
+        return None
     low, high = db.execute(select(*_seq_edges(org_id, filters.since, filters.until))).one()
-    return filtered(org_id, filters, (int(low), int(high)))
+    return int(low), int(high)
+
+
+def bounded(db: Session, org_id: str, filters: EventFilter) -> Select[AuditEvent]:
+    """`filtered`, with a time range's seq bounds looked up first: what search and
+    export run."""
+    return filtered(org_id, filters, seq_range(db, org_id, filters))
 
 
 def search(
