@@ -14,6 +14,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, select, text
 
+from bastion.audit import checkpoints, retention
 from bastion.audit import service as audit
 from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent, AuditHead
@@ -201,3 +202,26 @@ def test_revision_0014_marks_what_is_out_of_order(tmp_path: Path) -> None:
             _admin_sql(
                 os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{name}" WITH (FORCE)'
             )
+
+
+def test_retention_past_the_last_step_back_leaves_the_chain_in_order(app, factory: Factory) -> None:  # type: ignore[no-untyped-def]
+    org = factory.org()
+    state = app.state.bastion
+    with state.sessions() as db:
+        have = db.execute(select(AuditHead.seq).where(AuditHead.chain == org.id)).scalar_one()
+    _append(app, org.id, len(LEGACY) - have)
+    _set_times(app, org.id, LEGACY)
+    with state.write_sessions() as db:
+        begin_write(db)
+        assert checkpoints.create(db, org.id, state.audit_signer) is not None
+        db.commit()
+    clock.advance(400 * 86400)
+    with state.write_sessions() as db:
+        begin_write(db)
+        assert retention.purge_chain(db, org.id, 365).purged == len(LEGACY)
+        db.commit()
+    with state.sessions() as db:
+        head = db.get(AuditHead, org.id)
+        assert head is not None
+        assert (head.unordered_seq, head.unordered_time) == (0, None)
+        assert audit.verify(db, org.id).valid

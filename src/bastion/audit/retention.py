@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
-from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent
+from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
 from bastion.core.clock import utcnow
 from bastion.core.context import SYSTEM
 
@@ -56,6 +56,10 @@ def purge_chain(db: Session, chain: str, retention_days: int) -> Purge:
         )
     )
     purged = int(getattr(result, "rowcount", 0) or 0)
+    head = db.get(AuditHead, chain)
+    if head is not None and 0 < head.unordered_seq <= anchor.seq:
+        # The events out of order are gone: what remains is in time order throughout.
+        head.unordered_seq, head.unordered_time = 0, None
     if purged:
         audit.record(
             db,
