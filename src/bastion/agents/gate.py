@@ -297,6 +297,10 @@ def _record(
     call to the run's limit of open approvals, write the call, its approval and its
     audit event. Safe to run again in a fresh transaction (see `GroupCommit`)."""
     run, agent = view.run, view.agent
+    # The chain head before the run's row: every gate transaction locks in this order
+    # (a group sorts its calls by organisation, then run), so none waits on another's
+    # locks in the opposite order.
+    audit.lock_chain(db, run.org_id)
     spent = db.connection().execute(_SPEND, {"run_id": run.id})
     if not getattr(spent, "rowcount", 0):
         verdict = approvals.Verdict("deny", "budget_exhausted")

@@ -103,6 +103,13 @@ def _lock_head(db: Session, chain: str) -> AuditHead:
     return head
 
 
+def lock_chain(db: Session, org_id: str | None) -> None:
+    """Lock the organisation's chain head now, for the rest of the transaction. A writer
+    that takes other row locks before it appends takes this one first, so that two
+    transactions never wait on each other's locks in opposite orders."""
+    _lock_head(db, org_id or INSTANCE_CHAIN)
+
+
 def start_chain(db: Session, org_id: str) -> None:
     """Create an organisation's chain head up front, so appends always lock a row."""
     db.add(AuditHead(chain=org_id, seq=0, hash=GENESIS))
