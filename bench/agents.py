@@ -183,7 +183,8 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
             for label, database_url, redis_url in backends:
                 with bastion_server(database_url, redis_url, workers) as (url, tokens):
                     s = Setup(url, tokens)
-                    _gate(label, s, bare_url, seconds, runs, figures, rows)
+                    # Wake-up first: after the gate's load the workers are still busy
+                    # with its aftermath (alert rules over thousands of new events).
                     woke, decide = _wake_latencies(s, WAKE_SAMPLES)
                     p50, p99 = _pct(woke, 50), _pct(woke, 99)
                     figures[f"{label}, wake-up"] = {"p50_ms": p50, "p99_ms": p99}
@@ -199,6 +200,7 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
                         ]
                     )
                     print(f"  {label}: wake-up p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                    _gate(label, s, bare_url, seconds, runs, figures, rows)
     finally:
         if pg:
             pg_db.drop_database(pg)
@@ -262,6 +264,27 @@ def _gate(
     print(f"  {label}: {b.rps:,.0f} decisions/s vs bare {p.rps:,.0f} → {ratio:.2f}x")
 
 
+COST = """What a decision costs. The run's token is checked from the credential cache (an
+HMAC and one revision read); what deciding needs to read (the run, its agent's tools,
+the organisation's policies, the user's role and teams) comes from a per-worker view
+checked by one more revision read; the decision (schema, policies) is made on the event
+loop; and the call, the run's budget and the chained audit event are committed by the
+worker's group-commit writer, many calls per transaction (`bastion.core.groupcommit`).
+Before that change every call was its own transaction, holding SQLite's writer slot
+while competing for the GIL with thirty other request threads: 123 decisions/s on
+SQLite and 101 on PostgreSQL in the previous run of this benchmark.
+
+Why the goal is far: the bare endpoint answers 20,000+ requests/s on this machine, so
+0.4x would leave about 0.1 ms of CPU per decision, less than one authenticated FastAPI
+request costs here before any work (`GET /v1/me`, the foundation benchmark above, stays
+near 0.2x). Measured in process, the writer's share per call is about 0.3 ms of CPU
+on SQLite, mostly the audit event (an ORM row, its canonical hash, five search
+indexes), and the request's share through routing, dependency resolution, body and
+response models and our middleware is larger still. Reaching the goal would mean
+answering this route outside FastAPI and writing the call and its event without the ORM.
+"""
+
+
 def _report(
     seconds: int, runs: int, workers: int, rows: list[list[str]], wake_rows: list[list[str]]
 ) -> None:
@@ -288,6 +311,7 @@ def _report(
         " 0.3 s later a manager approves on another fresh connection (either worker). The"
         " figure is from sending the decision to the waiter's answer, so it includes the"
         " decision's own request. Waiters are woken by a per-worker poller every 25 ms."
+        " Measured on a fresh server, before the gate's load."
         f" Goal: p99 at most {GOAL_WAKE_P99_MS:.0f} ms."
     )
     wake = report.table(
@@ -295,6 +319,13 @@ def _report(
         wake_rows,
     )
     body = "\n\n".join(
-        ["## Agents: the tool-call gate and approval wake-up", intro, gate, wake_intro, wake]
+        [
+            "## Agents: the tool-call gate and approval wake-up",
+            intro,
+            gate,
+            COST,
+            wake_intro,
+            wake,
+        ]
     )
     report.write_section("agents", body)
