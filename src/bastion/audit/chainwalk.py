@@ -63,6 +63,26 @@ _encode_value = make_encoder(
 )
 
 
+# What `json.loads` runs underneath its argument checks and its skipping of whitespace:
+# the C scanner of a default decoder, which reads one JSON value from an offset.
+# (typeshed leaves out the attribute, which `JSONDecoder.__init__` sets.)
+_scan_value: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def load_json(text: str) -> Any:
+    """`json.loads(text)`, for the text of a JSON column: the scanner straight away when
+    the value fills the text (no whitespace around it), else `json.loads` itself."""
+    if type(text) is str:
+        try:
+            value, end = _scan_value(text, 0)
+        except StopIteration:  # nothing at the start: whitespace, or not JSON
+            pass
+        else:
+            if end == len(text):  # else whitespace or more after the value
+                return value
+    return json.loads(text)
+
+
 def encode_json(value: Any) -> str:
     """`json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`."""
     return "".join(_encode_value(value, 0))
@@ -213,7 +233,7 @@ def _metadata_json(text: str | None) -> str:
     """The canonical encoding of metadata stored as JSON text (NULL: null)."""
     if text == "{}":
         return "{}"
-    return encode_json(None if text is None else json.loads(text))
+    return encode_json(None if text is None else load_json(text))
 
 
 # --- checking a range ---------------------------------------------------------------

@@ -183,7 +183,7 @@ def _text(value: Any) -> str | None:
 
 def _loaded(value: Any) -> Any:
     """Metadata as the ORM would hold it, from its JSON text."""
-    return None if value is None else json.loads(value)
+    return None if value is None else chainwalk.load_json(value)
 
 
 def _event(row: Any) -> SimpleNamespace:
@@ -264,16 +264,16 @@ def _csv(rows: Sequence[Any]) -> bytes:
         t = _text(time)
         m = "".join(_compact_sorted(_loaded(metadata), 0))
         # Every column is text (NULL: an empty cell) but seq, an integer.
-        head = _plain_cells(
+        head = (
             f"{id_},{seq},{t},{type_},{actor_type},{actor_id or ''},{actor_ip or ''},"
             f"{actor_user_agent or ''},{resource_type or ''},{resource_id or ''},{outcome},"
-            f"{reason or ''},{request_id or ''}",
-            12,
+            f"{reason or ''},{request_id or ''}"
         )
-        tail = _plain_cells(f"{hash_},{prev_hash}", 1)
+        tail = f"{hash_},{prev_hash}"
+        # Both parts checked at once: the cells of `head` and of `tail` joined by a comma
+        # are plain exactly when each part's are.
         if (
-            head is None
-            or tail is None
+            _plain_cells(f"{head},{tail}", 14) is None
             or None in (id_, t, type_, actor_type, outcome, hash_, prev_hash)
             or m.startswith(_FORMULA_START)
         ):

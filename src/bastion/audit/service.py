@@ -135,28 +135,42 @@ def record(
         ).scalar_one_or_none()
     if before is not None and now < before:
         now = before  # never earlier than the event before it (see AuditHead)
+    # The hash is computed from the values the event is built with (what `canonical`
+    # would read back from it), so the mapped object is written to once per column.
+    id_, seq, type_, outcome_ = new_id("evt"), head.seq + 1, str(type), str(outcome)
+    user_agent = (actor.user_agent or None) and actor.user_agent[:512]
+    resource_type, resource_id = resource if resource else (None, None)
+    reason = reason[:500] if reason else None
+    event_metadata = redact(metadata or {})
+    hash_ = sha256_hex(
+        chainwalk.canonical_bytes(
+            id_, chain, seq, org_id, rfc3339(now), type_, actor.type, actor.id, actor.ip,
+            user_agent, resource_type, resource_id, outcome_, reason, actor.request_id,
+            chainwalk.encode_json(event_metadata), head.hash,
+        )
+    )  # fmt: skip
     event = AuditEvent(
-        id=new_id("evt"),
+        id=id_,
         chain=chain,
-        seq=head.seq + 1,
+        seq=seq,
         org_id=org_id,
         time=now,
-        type=str(type),
+        type=type_,
         actor_type=actor.type,
         actor_id=actor.id,
         actor_ip=actor.ip,
-        actor_user_agent=(actor.user_agent or None) and actor.user_agent[:512],
-        resource_type=resource[0] if resource else None,
-        resource_id=resource[1] if resource else None,
-        outcome=str(outcome),
-        reason=reason[:500] if reason else None,
+        actor_user_agent=user_agent,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        outcome=outcome_,
+        reason=reason,
         request_id=actor.request_id,
-        event_metadata=redact(metadata or {}),
+        event_metadata=event_metadata,
         prev_hash=head.hash,
+        hash=hash_,
     )
-    event.hash = compute_hash(event)
-    head.seq = event.seq
-    head.hash = event.hash
+    head.seq = seq
+    head.hash = hash_
     head.time = now
     db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
     return event
