@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -27,7 +28,11 @@ def machine() -> str:
 def write_section(name: str, body: str) -> None:
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = f"{start}\n{body.rstrip()}\n\n_Measured {stamp} on {machine()}._\n{end}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    block = (
+        f"{start}\n{body.rstrip()}\n\n_Measured {stamp} on {machine()};"
+        f" load average at the end {load}._\n{end}"
+    )
     text = DOC.read_text() if DOC.exists() else HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     text = (

@@ -270,7 +270,6 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
         f" over the same headers and 1 KiB body (standard: base64 secret and signature decoded,"
         f" timestamp window checked). Goal: at least {GOAL}x the raw peer."
     )
-    load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     body = "\n\n".join(
         [
             "## Secrets: reveal over HTTP, vault and webhook verification in process",
@@ -279,8 +278,6 @@ def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
             intro_inproc,
             report.table(["operation", "ops/s", "raw ops/s", "ratio", "goal met"], rows),
             NOTES.strip(),
-            f"Load average when the run ended: {load_avg} (other work shared the machine;"
-            " ratios compare peers measured interleaved in the same run).",
         ]
     )
     report.write_section("secrets", body)
