@@ -7,7 +7,10 @@ in the same transaction as it advances the cursor, opens or extends alerts, so a
 is evaluated exactly once even across workers and restarts. One incident is one alert:
 a matching event for the same rule and subject while an alert is open and recent
 extends it (`count`, `last_at`) instead of raising another. Notifications are sent after
-that transaction commits, retried with backoff until every channel accepted.
+that transaction commits, retried with backoff until every channel accepted. Webhook and
+Slack destinations pass the SSRF guard when the rule is saved, and every send connects to
+an address the guard vetted when the connection was opened (`netguard.GuardedTransport`:
+no second DNS lookup between the check and the connection).
 
 Rule kinds (parameters, defaults):
 - `failed_signins_account` — `threshold` (5) failed sign-ins for one user within
@@ -58,7 +61,12 @@ from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
 from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
-from bastion.core.netguard import OutboundRefused, check_destination, network_of
+from bastion.core.netguard import (
+    GuardedTransport,
+    OutboundRefused,
+    check_destination,
+    network_of,
+)
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.webhooks import sign_standard
 
@@ -624,12 +632,15 @@ class NotifyError(Exception):
 
 
 def _post(url: str, body: bytes, headers: Mapping[str, str], allow: Sequence[str]) -> None:
+    """POST to a webhook or Slack channel. The transport resolves the host once per
+    connection and connects only to an address `allow` permits (`OutboundRefused`
+    otherwise), so the destination cannot re-resolve after a check."""
     parsed = httpx.URL(url)
     try:
-        check_destination(parsed.host, parsed.port or 443, allow)
-        response = httpx.post(
-            url, content=body, headers=dict(headers), timeout=10, follow_redirects=False
-        )
+        with httpx.Client(
+            transport=GuardedTransport(allow), timeout=10, follow_redirects=False
+        ) as client:
+            response = client.post(url, content=body, headers=dict(headers))
     except (OutboundRefused, httpx.HTTPError) as exc:
         raise NotifyError(f"{parsed.host}: {type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:

@@ -13,6 +13,14 @@ de-duplicate: delivery is at least once.
 
 The transports hold one connection each, start no threads, keep no global state and are not
 thread-safe: give each worker its own transport.
+
+Given `allow` (the `BASTION_OUTBOUND_ALLOW` entries), a transport applies the SSRF policy
+of `bastion.core.netguard` to each connection it opens: the host is resolved once, every
+address is vetted, and the connection goes to a vetted address, so a name re-resolving
+between a check and the connection (DNS rebinding) gains nothing. TLS still names the host
+(SNI and certificate check). A refused destination raises `OutboundRefused`. Without
+`allow` the transport connects by name with no policy: only for destinations the caller
+trusts (tests, a fixed receiver).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any, Final, Literal, Self
 import httpx
 
 from bastion.audit.siem_formats import octet_frame
+from bastion.core.netguard import GuardedTransport, vetted_addresses
 
 __all__ = [
     "DeliveryError",
@@ -111,6 +120,10 @@ class SyslogTransport:
     for having been closed by the receiver, and reopened if so. Syslog over TCP has no
     application-level acknowledgement: a successful `send` means the kernel accepted
     the bytes, not that the SIEM stored them.
+
+    With `allow`, each connection goes to an address `netguard.vetted_addresses` returned
+    for `host` (tried in resolver order), never to a second lookup of the name; the TLS
+    host name check still uses `server_hostname`.
     """
 
     def __init__(
@@ -123,6 +136,7 @@ class SyslogTransport:
         server_hostname: str | None = None,
         timeout: float = 5.0,
         ca_pem: str | None = None,
+        allow: Sequence[str] | None = None,
     ) -> None:
         if not host:
             raise ValueError("host must not be empty")
@@ -137,6 +151,7 @@ class SyslogTransport:
         self._tls = tls
         self._server_hostname = server_hostname or host
         self._timeout = timeout
+        self._allow = tuple(allow) if allow is not None else None
         self._context: ssl.SSLContext | None = None
         if tls:
             context = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
@@ -154,7 +169,8 @@ class SyslogTransport:
 
         An empty batch is a no-op. On any socket or TLS error the connection is closed and
         `DeliveryError(retryable=True)` is raised; part of the batch may have been written,
-        so the caller resends the whole batch.
+        so the caller resends the whole batch. A destination the SSRF policy refuses (with
+        `allow`) raises `OutboundRefused` before anything is sent.
         """
         if not messages:
             return
@@ -199,7 +215,7 @@ class SyslogTransport:
         return self._sock
 
     def _connect(self) -> socket.socket:
-        raw = socket.create_connection((self._host, self._port), timeout=self._timeout)
+        raw = self._open_tcp()
         if self._context is None:
             return raw
         try:
@@ -207,6 +223,21 @@ class SyslogTransport:
         except BaseException:
             raw.close()
             raise
+
+    def _open_tcp(self) -> socket.socket:
+        """A TCP connection to the host: by name without `allow`; else to the first vetted
+        address that answers (one resolution, which is also the one vetted)."""
+        if self._allow is None:
+            return socket.create_connection((self._host, self._port), timeout=self._timeout)
+        addresses = vetted_addresses(self._host, self._port, self._allow)
+        if addresses is None:  # the host name itself is allowlisted
+            return socket.create_connection((self._host, self._port), timeout=self._timeout)
+        for address in addresses[:-1]:  # the next address when one does not answer
+            try:
+                return socket.create_connection((address, self._port), timeout=self._timeout)
+            except OSError:
+                continue
+        return socket.create_connection((addresses[-1], self._port), timeout=self._timeout)
 
 
 def _peer_closed(sock: socket.socket, timeout: float) -> bool:
@@ -246,7 +277,9 @@ class HttpTransport:
     `headers={"Authorization": "Splunk <token>"}`.
 
     `verify` is True for the default trust store, a CA bundle file (or directory) path,
-    or False to skip certificate checks (for tests only). Redirects are not followed: a
+    or False to skip certificate checks (for tests only). With `allow`, requests go
+    through `netguard.GuardedTransport` (each connection to a vetted address, directly:
+    environment proxies do not apply). Redirects are not followed: a
     collector that redirects is misconfigured, and following could carry the token to
     another host. The headers, which carry tokens, never appear in `repr()` or in a
     `DeliveryError` message.
@@ -261,6 +294,7 @@ class HttpTransport:
         timeout: float = 10.0,
         verify: str | bool = True,
         ca_pem: str | None = None,
+        allow: Sequence[str] | None = None,
     ) -> None:
         if kind not in ("ocsf", "splunk_hec"):
             raise ValueError(f"kind must be 'ocsf' or 'splunk_hec', not {kind!r}")
@@ -273,11 +307,13 @@ class HttpTransport:
         self._kind: Literal["ocsf", "splunk_hec"] = kind
         self._safe_url = _safe_url(parsed)
         self._secrets = _secrets(headers or {}, parsed)
+        ssl_verify = _ssl_verify(verify, ca_pem)
         self._client = httpx.Client(
             headers=dict(headers or {}),
             timeout=timeout,
-            verify=_ssl_verify(verify, ca_pem),
+            verify=ssl_verify,
             follow_redirects=False,
+            transport=GuardedTransport(allow, verify=ssl_verify) if allow is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -288,7 +324,8 @@ class HttpTransport:
 
         A 2xx answer is success. 408, 429, 5xx and transport failures (refused, reset,
         timed out, TLS) raise `DeliveryError(retryable=True)`; any other answer raises
-        `DeliveryError(retryable=False)`.
+        `DeliveryError(retryable=False)`. A destination the SSRF policy refuses (with
+        `allow`) raises `OutboundRefused` before anything is sent.
         """
         if not payloads:
             return

@@ -6,6 +6,10 @@ chain that the receiver accepted; it advances only after a batch is accepted, in
 transaction, so a crash or restart resends at most one batch and loses nothing. A lease
 (`leased_until`) keeps two workers or replicas from sending the same sink at once.
 Failures back off exponentially with jitter; health and lag are read from the row.
+Destinations pass the SSRF guard at creation, and every delivery connection goes to an
+address the guard vetted when it was opened (no second DNS lookup between the check and
+the connection): HTTP sinks through `netguard.GuardedTransport`, syslog to an address from
+`netguard.vetted_addresses`.
 """
 
 from __future__ import annotations
@@ -258,12 +262,17 @@ def _encode(sink: AuditSink, events: list[SiemEvent]) -> tuple[str, list[Any]]:
 
 
 @contextmanager
-def _transport(sink: AuditSink, secret: str | None) -> Iterator[Any]:
+def _transport(sink: AuditSink, secret: str | None, allow: list[str]) -> Iterator[Any]:
+    """The sink's transport, vetting each connection's address against `allow`."""
     config = sink.config
     ca_pem = config.get("ca_pem")
     if sink.type == "syslog":
         syslog = SyslogTransport(
-            config["host"], int(config["port"]), tls=bool(config.get("tls")), ca_pem=ca_pem
+            config["host"],
+            int(config["port"]),
+            tls=bool(config.get("tls")),
+            ca_pem=ca_pem,
+            allow=allow,
         )
         try:
             yield syslog
@@ -280,6 +289,7 @@ def _transport(sink: AuditSink, secret: str | None) -> Iterator[Any]:
         headers=headers,
         kind="splunk_hec" if sink.type == "splunk_hec" else "ocsf",
         ca_pem=ca_pem,
+        allow=allow,
     )
     try:
         yield http
@@ -315,12 +325,11 @@ def deliver(db_: Stores, sink_id: str, keys: Keyring, allow: list[str]) -> int:
                 return 0
             secret = _decrypt_secret(sink, keys)
             db.expunge(sink)
-        if sink.type == "syslog":
-            host, port = str(sink.config["host"]), int(sink.config["port"])
-        else:
-            host, port = _parse_url(sink.config["url"])
-        check_destination(host, port, allow)
-        with _transport(sink, secret) as transport:
+        if sink.type != "syslog":
+            _parse_url(sink.config["url"])  # still a URL we send to (as at creation)
+        # No check by name here: that would be a lookup of its own, and the connection
+        # could get another answer. The transport vets the address of each connection.
+        with _transport(sink, secret, allow) as transport:
             cursor = sink.cursor
             while True:
                 with db_.read() as db:
