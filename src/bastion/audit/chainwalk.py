@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 from _json import make_encoder
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
@@ -424,12 +424,17 @@ def _parallel(
                 progress(segment.checked)
             yield segment
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_workers(procs)
+
+
+def stop_workers(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """End worker processes (killed if still running) and close their output."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _serve() -> None:

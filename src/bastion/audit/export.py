@@ -405,12 +405,7 @@ def _parallel(
                 yield piece
             done[0] = end + 1
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        chainwalk.stop_workers(procs)
 
 
 def _read(out: Any, n: int) -> bytes:
