@@ -68,13 +68,15 @@ def test_a_faulty_unit_fails_alone(engine: Engine) -> None:
     assert _stored(engine) == [1, 2, 3, 4, 5]
 
 
-def test_a_closed_group_refuses_new_work(engine: Engine) -> None:
-    group = GroupCommit(sessionmaker(engine))
+def test_a_closed_group_finishes_its_work_and_starts_again_when_asked(engine: Engine) -> None:
+    """An app's shutdown closes it; the same app started again (as tests do) uses it."""
+    group = GroupCommit(sessionmaker(engine), linger=0.01)
 
-    async def main() -> int:
-        return await group.run(_insert(1))
+    async def main(row_id: int) -> int:
+        return await group.run(_insert(row_id))
 
-    assert asyncio.run(main()) == 1
+    assert asyncio.run(main(1)) == 1
     group.close()
-    with pytest.raises(RuntimeError):
-        asyncio.run(main())
+    assert asyncio.run(main(2)) == 2
+    group.close()
+    assert _stored(engine) == [1, 2]

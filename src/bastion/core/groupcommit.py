@@ -58,7 +58,6 @@ class GroupCommit:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._closed = False
         self.batches = 0
         self.units = 0
 
@@ -68,9 +67,7 @@ class GroupCommit:
     async def run(self, work: Work[T], *, order: str = "") -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:  # nothing is queued after `close` has queued the stop
-            if self._closed:
-                raise RuntimeError("group commit is closed")
+        with self._lock:  # a unit is never queued behind the stop of a closing thread
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="bastion-group-commit", daemon=True
@@ -81,10 +78,10 @@ class GroupCommit:
         return await asyncio.shield(future)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, then stop the writer thread."""
+        """Finish what is queued, then stop the writer thread (as an app shuts down). A
+        later `run` starts a new one: an app may be started again."""
         with self._lock:
-            self._closed = True
-            thread = self._thread
+            thread, self._thread = self._thread, None
             if thread is not None:
                 self._queue.put(_STOP)
         if thread is not None:
