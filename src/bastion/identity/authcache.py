@@ -1,9 +1,9 @@
 """A per-process cache of authenticated credentials that never outlives a change.
 
 Every write that can change what a credential may do (a key, session, user, service
-account, custom role, grant or organisation row) bumps its organisation's *auth
-revision* in the same transaction, from SQLAlchemy session events, so no service has to
-remember to. A cached answer is used only while
+account, custom role, grant or organisation row; an agent run's revocation; any change
+to an agent) bumps its organisation's *auth revision* in the same transaction, from
+SQLAlchemy session events, so no service has to remember to. A cached answer is used only while
 
 - the bearer's secret still matches (checked on every request, constant time),
 - the organisation's revision and the instance-wide revision are unchanged (one
