@@ -173,3 +173,30 @@ def test_canonical_encoding_covers_every_field(client: TestClient, factory: Fact
             setattr(event, field, saved)
         assert audit.compute_hash(event) == original
         db.rollback()
+
+
+def test_an_append_after_an_unlocked_read_of_the_head_continues_the_chain(
+    factory: Factory, app, backend: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A transaction that read the head before another writer appended (a checkpoint
+    does) must append after that writer's event, not after the one it first saw."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers from their first statement: no stale read")
+    from bastion.audit.events import EventType
+    from bastion.audit.models import AuditHead
+    from bastion.core.context import Actor
+
+    org = factory.org()
+    state = app.state.bastion
+    system = Actor("system", None, None, None, None)
+    with state.write_sessions() as first:
+        seen = first.get(AuditHead, org.id)  # unlocked, now in the session
+        assert seen is not None
+        with state.write_sessions() as second:
+            audit.record(second, type=EventType.TEAM_CREATED, actor=system, org_id=org.id)
+            second.commit()
+        event = audit.record(first, type=EventType.TEAM_CREATED, actor=system, org_id=org.id)
+        first.commit()
+    assert event.seq == seen.seq  # the head it wrote is the locked one, one past the other
+    with state.sessions() as db:
+        assert audit.verify(db, org.id).valid

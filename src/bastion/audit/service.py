@@ -90,7 +90,15 @@ def _lock_head(db: Session, chain: str) -> AuditHead:
     head = held[1].get(chain)
     if head is not None:
         return head
-    stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
+    # populate_existing: the session may hold the head from an earlier, unlocked read
+    # (a checkpoint); the values must be the ones read under the lock, or two writers
+    # would both append after the same event.
+    stmt = (
+        select(AuditHead)
+        .where(AuditHead.chain == chain)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     head = db.execute(stmt).scalar_one_or_none()
     if head is None:
         try:
