@@ -112,6 +112,18 @@ def _new_org(writer: sessionmaker[Session]) -> str:
 # --- 1. append -----------------------------------------------------------------------
 
 
+def _rate(work: Callable[[int, float], None], counts: list[int], seconds: float) -> float:
+    """Run `work(slot, stop)` in one thread per slot of `counts` for `seconds`; events/s
+    from what the threads counted."""
+    with ThreadPoolExecutor(len(counts)) as pool:
+        start = time.perf_counter()
+        futures = [pool.submit(work, slot, start + seconds) for slot in range(len(counts))]
+        for future in futures:
+            future.result()
+        elapsed = time.perf_counter() - start
+    return sum(counts) / elapsed
+
+
 def _append(writer: sessionmaker[Session], org_id: str, seconds: float, threads: int) -> float:
     """Events/s appended by `threads` writers (own session each) for `seconds`."""
     counts = [0] * threads
@@ -131,13 +143,7 @@ def _append(writer: sessionmaker[Session], org_id: str, seconds: float, threads:
                     )
             counts[slot] += COMMIT_EVERY
 
-    with ThreadPoolExecutor(threads) as pool:
-        start = time.perf_counter()
-        futures = [pool.submit(work, slot, start + seconds) for slot in range(threads)]
-        for future in futures:
-            future.result()
-        elapsed = time.perf_counter() - start
-    return sum(counts) / elapsed
+    return _rate(work, counts, seconds)
 
 
 def _plain(writer: sessionmaker[Session], org_id: str, seconds: float, threads: int) -> float:
@@ -178,13 +184,7 @@ def _plain(writer: sessionmaker[Session], org_id: str, seconds: float, threads: 
                     )
             counts[slot] += COMMIT_EVERY
 
-    with ThreadPoolExecutor(threads) as pool:
-        start = time.perf_counter()
-        futures = [pool.submit(work, slot, start + seconds) for slot in range(threads)]
-        for future in futures:
-            future.result()
-        elapsed = time.perf_counter() - start
-    return sum(counts) / elapsed
+    return _rate(work, counts, seconds)
 
 
 def _check_chain(reader: sessionmaker[Session], org_id: str) -> int:
