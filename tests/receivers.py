@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -238,13 +239,14 @@ class Recorded:
 
 
 class HttpReceiver:
-    """A ThreadingHTTPServer that records every POST and answers `status`. With
-    `echo_headers` the response body repeats the request headers (as a careless or
-    debugging collector might)."""
+    """A ThreadingHTTPServer that records every POST and answers `status`, after `delay`
+    seconds (a slow collector). With `echo_headers` the response body repeats the request
+    headers (as a careless or debugging collector might)."""
 
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         self.requests: list[Recorded] = []
         self.status = 200
+        self.delay = 0.0
         self.response_headers: dict[str, str] = {}
         self.echo_headers = False
         receiver = self
@@ -255,6 +257,7 @@ class HttpReceiver:
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.requests.append(Recorded(self.path, headers, body))
+                time.sleep(receiver.delay)
                 answer = (
                     json.dumps(headers).encode()
                     if receiver.echo_headers

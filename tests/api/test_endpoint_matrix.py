@@ -68,7 +68,7 @@ class World:
         export = f"/v1/orgs/{self.org.id}/audit-events/export"
         assert self.client.get(export, headers=self.org.headers).status_code == 200
         state = self.factory.state
-        alerts.run_round(state.sessions, state.write_sessions, notifier(state))
+        alerts.run_round(state.sessions, state.write_sessions, notifier(state), self.org.id)
         found = self.client.get(f"/v1/orgs/{self.org.id}/alerts", headers=self.org.headers)
         return str(found.json()["data"][0]["id"])
 

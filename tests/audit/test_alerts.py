@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,10 @@ def world(
         yield c, Factory(app.state.bastion, c), app.state.bastion
 
 
-def _round(state: Any) -> int:
-    return alerts.run_round(state.sessions, state.write_sessions, notifier(state))
+def _round(state: Any, org: Org) -> int:
+    """One evaluation and notification round for `org` alone: under PostgreSQL the suite's
+    workers share one database, and another's round must not send this test's alerts."""
+    return alerts.run_round(state.sessions, state.write_sessions, notifier(state), org.id)
 
 
 def _rule(client: TestClient, org: Org, kind: str, **body: Any) -> dict[str, Any]:
@@ -101,11 +104,11 @@ def test_failed_signins_per_account_webhook_and_dedup(
     wrong = {"email": org.admin.email, "password": "not the password at all"}
     for _ in range(2):
         assert client.post("/v1/auth/login", json=wrong).status_code == 401
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []  # below the threshold
     for _ in range(3):
         client.post("/v1/auth/login", json=wrong)
-    assert _round(state) == 1
+    assert _round(state, org) == 1
     [alert] = _alerts(client, org)
     assert alert["kind"] == "failed_signins_account"
     assert alert["key"] == f"user:{org.admin.user_id}"
@@ -115,7 +118,7 @@ def test_failed_signins_per_account_webhook_and_dedup(
     verify("standard", SECRET, delivery.headers, delivery.body)
     assert json.loads(delivery.body)["data"]["id"] == alert["id"]
     client.post("/v1/auth/login", json=wrong)
-    _round(state)
+    _round(state, org)
     assert len(_alerts(client, org)) == 1
     assert len(hooks.requests) == 1
 
@@ -127,10 +130,10 @@ def test_failed_signins_per_address(world: tuple[TestClient, Factory, Any]) -> N
     users = [factory.member(org, "viewer") for _ in range(3)]
     for user in users:  # three accounts, one address: below the threshold of four
         client.post("/v1/auth/login", json={"email": user.email, "password": "wrong-password-x"})
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []
     client.post("/v1/auth/login", json={"email": users[0].email, "password": "wrong-again-xx"})
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org)
     assert alert["key"] == "ip:testclient"
 
@@ -152,10 +155,10 @@ def test_sign_in_from_a_new_network_by_email(
 
     signin("203.0.113.10")  # a first sign-in sets the baseline, no alert
     signin("203.0.113.77")  # same /24
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []
     signin("198.51.100.5")  # a new network
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org)
     assert alert["details"]["ip"] == "198.51.100.5"
     [(rcpt, content)] = box.messages
@@ -171,10 +174,10 @@ def test_access_spike_per_principal(world: tuple[TestClient, Factory, Any]) -> N
     export = f"/v1/orgs/{org.id}/audit-events/export"
     for _ in range(2):
         client.get(export, headers=org.headers)
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []
     client.get(export, headers=org.headers)
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org)
     assert alert["kind"] == "access_spike"
     assert alert["count"] == 3
@@ -184,10 +187,10 @@ def test_permission_changes_burst_is_one_alert(world: tuple[TestClient, Factory,
     client, factory, state = world
     org = factory.org()
     _rule(client, org, "permission_change", params={"window_seconds": 600})
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []  # creating a team is not a permission change
     client.post(f"/v1/orgs/{org.id}/teams", json={"name": "t"}, headers=org.headers)
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []
     roles = f"/v1/orgs/{org.id}/roles"
     client.post(roles, json={"name": "r1", "permissions": ["users:read"]}, headers=org.headers)
@@ -195,12 +198,12 @@ def test_permission_changes_burst_is_one_alert(world: tuple[TestClient, Factory,
     client.patch(
         f"/v1/orgs/{org.id}/users/{member.user_id}", json={"role": "member"}, headers=org.headers
     )
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org)
     assert alert["count"] == 2
     clock.advance(601)  # a change after the window is a new incident
     client.post(roles, json={"name": "r2", "permissions": ["users:read"]}, headers=org.headers)
-    _round(state)
+    _round(state, org)
     assert len(_alerts(client, org)) == 2
 
 
@@ -216,10 +219,10 @@ def test_data_export_to_slack(
         "data_export",
         channels=[{"type": "slack", "url": slack.url("/services/T/B/x")}],
     )
-    _round(state)
+    _round(state, org)
     assert slack.requests == []
     client.get(f"/v1/orgs/{org.id}/audit-events/export?format=csv", headers=org.headers)
-    _round(state)
+    _round(state, org)
     [post] = slack.requests
     assert "exported" in json.loads(post.body)["text"]
 
@@ -244,16 +247,16 @@ def test_failing_sink_alerts_and_resolves(
     )
     stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
     sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []  # failing, but not for long enough
     clock.advance(301)
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org, status="open")
     assert alert["kind"] == "sink_failing"
     start_syslog(port=port)
     clock.advance(900)
     sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org, status="open") == []
     assert _alerts(client, org, status="resolved")[0]["id"] == alert["id"]
 
@@ -267,19 +270,47 @@ def test_notification_retries_until_accepted(
     hooks.status = 503
     _rule(client, org, "data_export", channels=[_webhook(hooks)])
     client.get(f"/v1/orgs/{org.id}/audit-events/export", headers=org.headers)
-    assert _round(state) == 0
+    assert _round(state, org) == 0
     [alert] = _alerts(client, org)
     assert alert["notified_at"] is None
     assert alert["notify_attempts"] == 1
     assert "503" in alert["notify_error"]
     hooks.status = 200
-    assert _round(state) == 0  # waiting out the backoff
+    assert _round(state, org) == 0  # waiting out the backoff
     clock.advance(60)
-    assert _round(state) == 1
+    assert _round(state, org) == 1
     [alert] = _alerts(client, org)
     assert alert["notified_at"] is not None
     ids = {r.headers["webhook-id"] for r in hooks.requests}
     assert ids == {alert["id"]}  # retries carry the same id, so receivers can dedupe
+
+
+def test_concurrent_workers_send_an_alert_once(
+    world: tuple[TestClient, Factory, Any], start_http: StartHttp
+) -> None:
+    """Two workers' notification rounds at once (a slow receiver keeps the first send
+    open while the second reads): the alert is claimed by one, sent once."""
+    client, factory, state = world
+    org = factory.org()
+    hooks = start_http()
+    hooks.delay = 0.5
+    _rule(client, org, "data_export", channels=[_webhook(hooks)])
+    client.get(f"/v1/orgs/{org.id}/audit-events/export", headers=org.headers)
+    with state.write_sessions() as db:
+        alerts.evaluate_org(db, org.id)
+        db.commit()
+    outgoing = notifier(state)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(alerts.notify_pending, state.write_sessions, outgoing, org.id)
+            for _ in range(2)
+        ]
+        sent = sorted(run.result() for run in runs)
+    assert sent == [0, 1]
+    assert len(hooks.requests) == 1
+    [alert] = _alerts(client, org)
+    assert (alert["notify_attempts"], alert["notify_error"]) == (1, None)
+    assert alert["notified_at"] is not None
 
 
 def test_resolve_history_and_validation(world: tuple[TestClient, Factory, Any]) -> None:
@@ -287,7 +318,7 @@ def test_resolve_history_and_validation(world: tuple[TestClient, Factory, Any]) 
     org = factory.org()
     rule = _rule(client, org, "data_export")
     client.get(f"/v1/orgs/{org.id}/audit-events/export", headers=org.headers)
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org, status="open")
     resolved = client.post(f"/v1/orgs/{org.id}/alerts/{alert['id']}/resolve", headers=org.headers)
     assert resolved.json()["status"] == "resolved"
@@ -356,11 +387,11 @@ def test_api_key_used_from_a_new_network(world: tuple[TestClient, Factory, Any])
 
     use("203.0.113.5")  # the first use sets the baseline
     use("203.0.113.77")  # same network
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []
     use("198.51.100.9")
     use("198.51.100.10")  # same new network: one event, one alert
-    _round(state)
+    _round(state, org)
     [alert] = _alerts(client, org)
     assert alert["kind"] == "api_key_new_network"
     assert alert["details"]["network"] == "198.51.100.0/24"
@@ -381,7 +412,7 @@ def test_approval_requests_reach_approvers_on_slack(
     channels = [{"type": "slack", "url": slack.url("/services/T/B/x")}]
     _rule(client, org, "approval_requested", channels=channels)
     call = factory.pending_tool_call(org)
-    _round(state)
+    _round(state, org)
     [post] = slack.requests
     text = json.loads(post.body)["text"]
     assert call["approval_id"] in text
@@ -400,11 +431,11 @@ def test_approvals_pending_too_long_alert_by_email_and_resolve(
     call = factory.pending_tool_call(org)
     base = f"/v1/orgs/{org.id}"
     clock.advance(599)
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org) == []  # below the threshold
     clock.advance(2)
-    _round(state)
-    _round(state)  # still pending: still one alert
+    _round(state, org)
+    _round(state, org)  # still pending: still one alert
     [alert] = _alerts(client, org, status="open")
     assert alert["details"]["approval_id"] == call["approval_id"]
     [(rcpt, content)] = box.messages
@@ -416,5 +447,5 @@ def test_approvals_pending_too_long_alert_by_email_and_resolve(
         headers=manager.headers,
     )
     assert decided.status_code == 200, decided.text
-    _round(state)
+    _round(state, org)
     assert _alerts(client, org, status="open") == []

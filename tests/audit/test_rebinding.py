@@ -244,7 +244,7 @@ def test_an_alert_channel_to_a_rebound_name_is_refused(
     assert exported.status_code == 200
 
     strict = dataclasses.replace(notifier(state), allow=())
-    alerts.run_round(state.sessions, state.write_sessions, strict)
+    alerts.run_round(state.sessions, state.write_sessions, strict, org.id)
     assert rebinding.answers == [PUBLIC, LOOPBACK]
     refused = _alert(client, org)
     assert (refused["notified_at"], refused["notify_attempts"]) == (None, 1)
@@ -252,7 +252,7 @@ def test_an_alert_channel_to_a_rebound_name_is_refused(
 
     clock.advance(60)  # past the retry backoff
     rebinding.rebind()  # public to the send's first lookup, loopback after
-    alerts.run_round(state.sessions, state.write_sessions, strict)
+    alerts.run_round(state.sessions, state.write_sessions, strict, org.id)
     assert rebinding.answers == [PUBLIC, LOOPBACK, PUBLIC]
     assert rebinding.dialled == [PUBLIC]
     failed = _alert(client, org)
@@ -261,7 +261,9 @@ def test_an_alert_channel_to_a_rebound_name_is_refused(
     assert receiver.requests == []
 
     clock.advance(60)
-    alerts.run_round(state.sessions, state.write_sessions, notifier(state))  # loopback allowed
+    alerts.run_round(
+        state.sessions, state.write_sessions, notifier(state), org.id
+    )  # loopback allowed
     assert rebinding.answers == [PUBLIC, LOOPBACK, PUBLIC, LOOPBACK]
     delivered = _alert(client, org)
     assert delivered["notified_at"] is not None

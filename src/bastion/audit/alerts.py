@@ -7,7 +7,8 @@ in the same transaction as it advances the cursor, opens or extends alerts, so a
 is evaluated exactly once even across workers and restarts. One incident is one alert:
 a matching event for the same rule and subject while an alert is open and recent
 extends it (`count`, `last_at`) instead of raising another. Notifications are sent after
-that transaction commits, retried with backoff until every channel accepted. Webhook and
+that transaction commits, each claimed by one worker at a time (a lease on its retry
+time), retried with backoff until every channel accepted. Webhook and
 Slack destinations pass the SSRF guard when the rule is saved, and every send connects to
 an address the guard vetted when the connection was opened (`netguard.GuardedTransport`:
 no second DNS lookup between the check and the connection).
@@ -46,7 +47,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bastion.approvals import service as approvals
@@ -73,6 +74,7 @@ from bastion.webhooks import sign_standard
 Sessions = Callable[[], Session]
 BATCH = 1000
 MAX_NOTIFY_ATTEMPTS = 8
+NOTIFY_LEASE_SECONDS = 120  # one send's time to finish before another worker retries it
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "failed_signins_account": {"threshold": 5, "window_seconds": 900},
@@ -699,16 +701,44 @@ def _email(alert: Alert, to: Sequence[str], notifier: Notifier) -> None:
         raise NotifyError(f"SMTP: {type(exc).__name__}") from None
 
 
-def notify_pending(sessions: Sessions, notifier: Notifier) -> int:
-    """Send every alert not yet notified whose retry time has come; returns how many
-    were delivered to all their channels."""
+def _claim(sessions: Sessions, alert: Alert, now: datetime) -> bool:
+    """Take `alert` for one send: a compare-and-set on what was read moves its retry time
+    a lease ahead, so another worker or replica reading it meanwhile skips it; a worker
+    that dies mid-send leaves it to be retried when the lease ends (at least once)."""
+    with sessions() as db:
+        due = (
+            Alert.next_notify_at.is_(None)
+            if alert.next_notify_at is None
+            else Alert.next_notify_at == alert.next_notify_at
+        )
+        claimed = db.execute(
+            update(Alert)
+            .where(
+                Alert.id == alert.id,
+                Alert.notified_at.is_(None),
+                Alert.notify_attempts == alert.notify_attempts,
+                due,
+            )
+            .values(next_notify_at=now + timedelta(seconds=NOTIFY_LEASE_SECONDS))
+            .execution_options(synchronize_session=False)
+        )
+        db.commit()
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def notify_pending(sessions: Sessions, notifier: Notifier, org_id: str | None = None) -> int:
+    """Send every alert not yet notified whose retry time has come (of `org_id` alone
+    when given); returns how many were delivered to all their channels. Each alert is
+    claimed before it is sent, so concurrent workers do not send it twice."""
     now = utcnow()
+    scope = () if org_id is None else (Alert.org_id == org_id,)
     with sessions() as db:
         pending = list(
             db.execute(
                 select(Alert, AlertRule)
                 .join(AlertRule, AlertRule.id == Alert.rule_id)
                 .where(
+                    *scope,
                     Alert.notified_at.is_(None),
                     Alert.notify_attempts < MAX_NOTIFY_ATTEMPTS,
                     (Alert.next_notify_at.is_(None)) | (Alert.next_notify_at <= now),
@@ -720,6 +750,8 @@ def notify_pending(sessions: Sessions, notifier: Notifier) -> int:
         db.expunge_all()
     sent = 0
     for alert, rule in pending:
+        if not _claim(sessions, alert, now):
+            continue
         error: str | None = None
         try:
             _send(alert, rule, notifier)
@@ -741,12 +773,18 @@ def notify_pending(sessions: Sessions, notifier: Notifier) -> int:
     return sent
 
 
-def run_round(sessions: Sessions, write_sessions: Sessions, notifier: Notifier) -> int:
-    """Evaluate every organisation with rules, then notify; returns alerts delivered."""
-    with sessions() as db:
-        orgs = orgs_with_rules(db)
-    for org_id in orgs:
+def run_round(
+    sessions: Sessions, write_sessions: Sessions, notifier: Notifier, org_id: str | None = None
+) -> int:
+    """Evaluate every organisation with rules (or `org_id` alone), then notify; returns
+    alerts delivered."""
+    if org_id is None:
+        with sessions() as db:
+            orgs = orgs_with_rules(db)
+    else:
+        orgs = [org_id]
+    for org in orgs:
         with write_sessions() as db:
-            evaluate_org(db, org_id)
+            evaluate_org(db, org)
             db.commit()
-    return notify_pending(write_sessions, notifier)
+    return notify_pending(write_sessions, notifier, org_id)
