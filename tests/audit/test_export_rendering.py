@@ -1,5 +1,5 @@
 """The streamed export renders rows read without the ORM exactly as the ORM-based
-rendering (`as_dict` / `_csv_row`) would: every field, awkward text, formulas in any
+rendering (`render.as_dict` / `render.csv_row`) would: every field, awkward text, formulas in any
 cell, hand-edited rows, on the suite's backend."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from bastion.audit import export
+from bastion.audit import export, render
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import AuditEvent
@@ -41,11 +41,11 @@ def _reference(app: Any, org_id: str, fmt: export.ExportFormat) -> bytes:  # typ
             ).scalars()
         )
     if fmt is export.ExportFormat.CSV:
-        return export._csv_line(export.COLUMNS) + b"".join(
-            export._csv_line(export._csv_row(e)) for e in events
+        return render.csv_line(render.COLUMNS) + b"".join(
+            render.csv_line(render.csv_row(e)) for e in events
         )
     return b"".join(
-        json.dumps(export.as_dict(e), separators=(",", ":")).encode() + b"\n" for e in events
+        json.dumps(render.as_dict(e), separators=(",", ":")).encode() + b"\n" for e in events
     )
 
 
@@ -89,12 +89,12 @@ def test_the_stream_renders_as_the_orm_rendering_does(app, factory: Factory, fmt
 
 
 def test_only_plain_cells_skip_the_csv_module() -> None:
-    assert export._plain_cells("evt_1,2,,2026-01-01T00:00:00Z,a-b", 4) == (
+    assert render.plain_cells("evt_1,2,,2026-01-01T00:00:00Z,a-b", 4) == (
         "evt_1,2,,2026-01-01T00:00:00Z,a-b"
     )
     for cell in ["=1", "+1", "-1", "@1", "\t1", "\r1", "a\nb", 'a"b', "a,b"]:
-        assert export._plain_cells(f"x,{cell}", 1) is None, cell
-        assert export._plain_cells(f"{cell},x", 1) is None, cell
+        assert render.plain_cells(f"x,{cell}", 1) is None, cell
+        assert render.plain_cells(f"{cell},x", 1) is None, cell
 
 
 @pytest.fixture
@@ -134,6 +134,9 @@ def test_worker_processes_send_the_same_export(
         audit.EventFilter(),
         audit.EventFilter(type="team.created"),
         audit.EventFilter(since=times[30], until=times[90]),
+        audit.EventFilter(since=times[50]),
+        audit.EventFilter(q='"c"', actor="usr_10"),  # text search: a LIKE with escapes
+        audit.EventFilter(q="100%_\\", outcome="success"),
     ]
     for f in cases:
         alone = _export(app, many, f, fmt, workers=1)

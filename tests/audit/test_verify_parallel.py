@@ -248,9 +248,9 @@ def test_workers_that_cannot_run_fall_back_to_one_process(
     app, factory: Factory, small_ranges: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     chain = _chain(app, factory)
-    monkeypatch.setattr(chainwalk, "log", chainwalk.structlog.get_logger("test"))
+    monkeypatch.setattr(chainwalk, "log", chainwalk._Log())  # small_ranges forbade it
     nowhere = chainwalk.Source("sqlite", "/nonexistent/bastion.db")
-    monkeypatch.setattr(audit, "_source", lambda db, chain: nowhere)
+    monkeypatch.setattr(audit, "worker_source", lambda db, chain: nowhere)
     with app.state.bastion.sessions() as db:
         result = audit.verify(db, chain, workers=2)
     assert result.valid, result.problem
@@ -263,9 +263,9 @@ def test_a_transaction_that_appended_verifies_in_process(app, factory: Factory) 
     chain = _chain(app, factory)
     with app.state.bastion.write_sessions() as db:
         begin_write(db)
-        assert audit._source(db, chain) is not None
+        assert audit.worker_source(db, chain) is not None
         audit.record(db, type=EventType.TEAM_UPDATED, actor=Actor("system", "t"), org_id=chain)
-        assert audit._source(db, chain) is None
+        assert audit.worker_source(db, chain) is None
         db.rollback()
 
 

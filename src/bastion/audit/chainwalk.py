@@ -29,11 +29,20 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-import structlog
-
 from bastion.core.crypto import sha256_hex
 
-log = structlog.get_logger("bastion.audit")
+
+class _Log:
+    """The `bastion.audit` logger, structlog imported on first use: worker processes
+    import this module and never log, and structlog's import is most of their start."""
+
+    def warning(self, event: str, **kwargs: Any) -> None:
+        import structlog
+
+        structlog.get_logger("bastion.audit").warning(event, **kwargs)
+
+
+log = _Log()
 
 BATCH = 5000  # rows per query
 CHUNK = 50_000  # seq numbers per task handed to a worker process

@@ -391,7 +391,7 @@ def _starting_point(
     return anchor.hash, first
 
 
-def _source(db: Session, chain: str) -> chainwalk.Source | None:
+def worker_source(db: Session, chain: str) -> chainwalk.Source | None:
     """Where worker processes can read the chain, or None when they cannot see what
     this session sees: an in-memory database, or a transaction that appended to the
     chain (its events are not committed yet)."""
@@ -442,7 +442,7 @@ def verify(
     prev, expected = start
     checked = 0
     if last is not None and last >= expected:
-        source = _source(db, chain) if workers > 1 else None
+        source = worker_source(db, chain) if workers > 1 else None
         walked = chainwalk.walk(
             db.connection().connection.dbapi_connection,
             db.get_bind().dialect.name,
