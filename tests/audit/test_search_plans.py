@@ -1,7 +1,7 @@
 """The plans behind search's first page: a time range walks the (chain, seq) index
-between two probed bounds, and on PostgreSQL a common word in a text search walks the
-newest events (the planner knows how common the word is) instead of scanning the
-table."""
+between two probed bounds, a rare type the (chain, type, seq) index, and on PostgreSQL
+a common word in a text search walks the newest events (the planner knows how common
+the word is) instead of scanning the table."""
 
 from __future__ import annotations
 
@@ -78,6 +78,23 @@ def test_a_time_range_walks_the_seq_index_between_probed_bounds(app, busy_org: s
         assert '"Index Name": "uq_audit_events_chain_seq"' in plan, plan
         assert '"Scan Direction": "Backward"' in plan, plan
         assert "Sort" not in plan, plan
+        assert "Seq Scan" not in plan, plan
+
+
+def test_a_rare_type_is_found_from_the_type_index(app, busy_org: str) -> None:  # type: ignore[no-untyped-def]
+    """The organisation's one `org.created` event is its first: found by walking
+    (chain, type, seq), not the whole chain backwards."""
+    with app.state.bastion.sessions() as db:
+        f = audit.EventFilter(type=str(EventType.ORG_CREATED))
+        stmt = audit.bounded(db, busy_org, f).order_by(AuditEvent.seq.desc()).limit(51)
+        plan = _plan(db, stmt)
+        page = [(e.seq, e.type) for e in db.execute(stmt).scalars()]
+    assert page == [(1, "org.created")]
+    if app.state.bastion.engine.dialect.name == "sqlite":
+        assert "ix_audit_events_chain_type_seq (chain=? AND type=?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    else:
+        assert '"Index Name": "ix_audit_events_chain_type_seq"' in plan, plan
         assert "Seq Scan" not in plan, plan
 
 

@@ -18,9 +18,8 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         UniqueConstraint("chain", "seq"),
-        Index("ix_audit_events_org_id_id", "org_id", "id"),
-        Index("ix_audit_events_org_type_id", "org_id", "type", "id"),
-        # Search by actor, resource or time, and the alert rules' window counts.
+        # Search by type, actor, resource or time, and the alert rules' window counts.
+        Index("ix_audit_events_chain_type_seq", "chain", "type", "seq"),
         Index("ix_audit_events_chain_actor_seq", "chain", "actor_id", "seq"),
         Index("ix_audit_events_chain_resource_seq", "chain", "resource_id", "seq"),
         Index("ix_audit_events_chain_time", "chain", "time"),
