@@ -205,11 +205,15 @@ class Source:
 
 def _batches(conn: Any, dialect: str, chain: str, low: int, high: int) -> Iterator[list[Any]]:
     """The rows with low <= seq <= high, oldest first, `BATCH` at a time (keyset)."""
-    sql = _RANGE_SQLITE if dialect == "sqlite" else _RANGE_PG
+    sqlite = dialect == "sqlite"
+    sql = _RANGE_SQLITE if sqlite else _RANGE_PG
     while low <= high:
         cursor = conn.cursor()
         try:
-            cursor.execute(sql, (chain, low, high, BATCH))
+            if sqlite:
+                cursor.execute(sql, (chain, low, high, BATCH))
+            else:  # binary: no formatting of numbers and times by the server, no parsing here
+                cursor.execute(sql, (chain, low, high, BATCH), binary=True)
             rows = cursor.fetchall()
         finally:
             cursor.close()
