@@ -701,7 +701,7 @@ def _email(alert: Alert, to: Sequence[str], notifier: Notifier) -> None:
         raise NotifyError(f"SMTP: {type(exc).__name__}") from None
 
 
-def _claim(sessions: Sessions, alert: Alert, now: datetime) -> bool:
+def _claim(sessions: Sessions, alert: Alert) -> bool:
     """Take `alert` for one send: a compare-and-set on what was read moves its retry time
     a lease ahead, so another worker or replica reading it meanwhile skips it; a worker
     that dies mid-send leaves it to be retried when the lease ends (at least once)."""
@@ -719,7 +719,7 @@ def _claim(sessions: Sessions, alert: Alert, now: datetime) -> bool:
                 Alert.notify_attempts == alert.notify_attempts,
                 due,
             )
-            .values(next_notify_at=now + timedelta(seconds=NOTIFY_LEASE_SECONDS))
+            .values(next_notify_at=utcnow() + timedelta(seconds=NOTIFY_LEASE_SECONDS))
             .execution_options(synchronize_session=False)
         )
         db.commit()
@@ -750,7 +750,7 @@ def notify_pending(sessions: Sessions, notifier: Notifier, org_id: str | None = 
         db.expunge_all()
     sent = 0
     for alert, rule in pending:
-        if not _claim(sessions, alert, now):
+        if not _claim(sessions, alert):
             continue
         error: str | None = None
         try:
