@@ -101,7 +101,7 @@ def _nth(client: TestClient, org: Org, seq: int) -> str:
 
 @pytest.mark.parametrize(
     "how",
-    ["edit", "delete", "reorder", "insert", "truncate"],
+    ["edit", "delete", "reorder", "insert", "truncate", "not_json", "bytes"],
 )
 def test_tampering_is_detected_at_the_right_event(
     client: TestClient, factory: Factory, app, how: str
@@ -134,6 +134,14 @@ def test_tampering_is_detected_at_the_right_event(
             id=target,
         )
         expected = "evt_FORGED"
+    elif how in ("not_json", "bytes"):  # what no event is written as: SQLite only
+        if app.state.bastion.engine.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's column types refuse such values")
+        sql = {
+            "not_json": "UPDATE audit_events SET metadata = 'not json {' WHERE id = :id",
+            "bytes": "UPDATE audit_events SET reason = X'00ff' WHERE id = :id",
+        }[how]
+        _tamper(app, sql, id=target)
     elif how == "truncate":
         last = max(int(e["seq"]) for e in _events(client, org, limit=200))
         _tamper(
