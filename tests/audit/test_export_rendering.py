@@ -88,6 +88,26 @@ def test_the_stream_renders_as_the_orm_rendering_does(app, factory: Factory, fmt
     assert streamed == _reference(app, org.id, fmt)
 
 
+@pytest.mark.parametrize("fmt", list(export.ExportFormat))
+def test_metadata_that_is_not_json_is_exported_as_its_text(app, factory: Factory, fmt) -> None:  # type: ignore[no-untyped-def]
+    """A hand-edited row (SQLite keeps any text) does not cut the export short."""
+    if app.state.bastion.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's jsonb column refuses text that is not JSON")
+    org = factory.org()
+    with app.state.bastion.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_events SET metadata = 'not json {' WHERE chain = :c AND seq = 1"),
+            {"c": org.id},
+        )
+    streamed = b"".join(
+        export.stream(app.state.bastion.sessions, org.id, audit.EventFilter(), fmt)
+    ).decode()
+    if fmt is export.ExportFormat.JSONL:
+        assert json.loads(streamed.splitlines()[0])["metadata"] == "not json {"
+    else:
+        assert streamed.splitlines()[1].split(",")[13] == '"""not json {"""'
+
+
 def test_only_plain_cells_skip_the_csv_module() -> None:
     assert render.plain_cells("evt_1,2,,2026-01-01T00:00:00Z,a-b", 4) == (
         "evt_1,2,,2026-01-01T00:00:00Z,a-b"

@@ -123,8 +123,14 @@ def _text(value: Any) -> str | None:
 
 
 def _loaded(value: Any) -> Any:
-    """Metadata as the ORM would hold it, from its JSON text."""
-    return None if value is None else chainwalk.load_json(value)
+    """Metadata as the ORM would hold it, from its JSON text; text that is not JSON (a
+    hand-edited row, which verification reports) is exported as that text."""
+    if value is None:
+        return None
+    try:
+        return chainwalk.load_json(value)
+    except ValueError:
+        return str(value)
 
 
 def _event(row: Any) -> SimpleNamespace:
