@@ -48,17 +48,19 @@ BATCH = 5000  # rows per query
 CHUNK = 50_000  # seq numbers per task handed to a worker process
 PARALLEL_MIN = 200_000  # fewer events than this are checked in the calling process
 
-# An event's columns in `canonical_bytes`'s order, then its hash. Rows come back as
-# the DBAPI hands them over: SQLite's time as stored text, PostgreSQL's as naive UTC
-# (its isoformat() plus "Z" is `rfc3339()` of the aware value); metadata as JSON text.
+# An event's columns in `canonical_bytes`'s order, then its hash, less `chain`: the query
+# selects rows whose chain equals the one asked for (a row whose chain was edited drops
+# out of its chain, a gap). Rows come back as the DBAPI hands them over: SQLite's time
+# as stored text, PostgreSQL's as naive UTC (its isoformat() plus "Z" is `rfc3339()` of
+# the aware value); metadata as JSON text.
 _RANGE_SQLITE = (
-    "SELECT id, chain, seq, org_id, time, type, actor_type, actor_id, actor_ip,"
+    "SELECT id, seq, org_id, time, type, actor_type, actor_id, actor_ip,"
     " actor_user_agent, resource_type, resource_id, outcome, reason, request_id,"
     " metadata, prev_hash, hash FROM audit_events"
     " WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?"
 )
 _RANGE_PG = (
-    "SELECT id, chain, seq, org_id, time AT TIME ZONE 'UTC', type, actor_type, actor_id,"
+    "SELECT id, seq, org_id, time AT TIME ZONE 'UTC', type, actor_type, actor_id,"
     " actor_ip, actor_user_agent, resource_type, resource_id, outcome, reason, request_id,"
     " metadata::text, prev_hash, hash FROM audit_events"
     " WHERE chain = %s AND seq >= %s AND seq <= %s ORDER BY seq LIMIT %s"
@@ -220,7 +222,7 @@ def _batches(conn: Any, dialect: str, chain: str, low: int, high: int) -> Iterat
         if not rows:
             return
         yield rows
-        low = rows[-1][2] + 1
+        low = rows[-1][1] + 1
 
 
 def sqlite_time(text: Any) -> str | None:
@@ -285,7 +287,7 @@ def check_range(
     problem: tuple[str, str, str | None]
     for rows in _batches(conn, dialect, chain, low, high):
         for row in rows:
-            (id_, chain_, seq, org_id, time, type_, actor_type, actor_id, actor_ip,
+            (id_, seq, org_id, time, type_, actor_type, actor_id, actor_ip,
              actor_user_agent, resource_type, resource_id, outcome, reason, request_id,
              metadata, prev_hash, hash_) = row  # fmt: skip
             if first is None:
@@ -298,7 +300,7 @@ def check_range(
                 return Segment(first, expected - 1, prev, checked, problem)
             try:
                 body = encode(
-                    id_, chain_, seq, org_id, to_time(time), type_, actor_type, actor_id,
+                    id_, chain, seq, org_id, to_time(time), type_, actor_type, actor_id,
                     actor_ip, actor_user_agent, resource_type, resource_id, outcome, reason,
                     request_id, metadata_json(metadata), prev_hash,
                 )  # fmt: skip
