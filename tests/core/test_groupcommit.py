@@ -80,3 +80,25 @@ def test_a_closed_group_finishes_its_work_and_starts_again_when_asked(engine: En
     assert asyncio.run(main(2)) == 2
     group.close()
     assert _stored(engine) == [1, 2]
+
+
+class _Halt(BaseException):
+    """Not an Exception: what would end a thread (as SystemExit does)."""
+
+
+def test_a_writer_thread_that_ends_tells_its_callers_and_another_takes_over(
+    engine: Engine,
+) -> None:
+    group = GroupCommit(sessionmaker(engine), linger=0.01)
+
+    def halt(db: Session) -> int:
+        raise _Halt
+
+    async def main(work) -> int:  # type: ignore[no-untyped-def]
+        return await asyncio.wait_for(group.run(work), timeout=5)  # never a hang
+
+    with pytest.raises(RuntimeError, match="writer stopped"):
+        asyncio.run(main(halt))
+    assert asyncio.run(main(_insert(7))) == 7
+    group.close()
+    assert _stored(engine) == [7]

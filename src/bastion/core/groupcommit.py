@@ -68,7 +68,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:  # a unit is never queued behind the stop of a closing thread
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="bastion-group-commit", daemon=True
                 )
@@ -106,7 +106,16 @@ class GroupCommit:
                     break
                 batch.append(unit)
             batch.sort(key=lambda u: u.order)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except BaseException as error:
+                # Not an Exception (SystemExit, a KeyboardInterrupt delivered here): the
+                # thread ends, its callers are told, and the next `run` starts another.
+                log.error("group commit writer stopped", error=type(error).__name__)
+                stopped = RuntimeError("the group commit writer stopped")
+                for unit in batch:
+                    _settle(unit, error=stopped)
+                return
             if stop:
                 return
 
