@@ -110,8 +110,8 @@ def stream(
             return
         workers = chainwalk.default_workers() if workers is None else workers
         source = audit.worker_source(db, org_id)
-        parallel = source is not None and workers > 1 and high - low + 1 >= PARALLEL_MIN
-        query = _driver_query(db, org_id, filters, batch) if parallel else None
+        parallel = workers > 1 and high - low + 1 >= PARALLEL_MIN
+        query = _driver_query(db, org_id, filters, batch) if source and parallel else None
     start = low
     if source is not None and query is not None:
         done = [low]
@@ -163,10 +163,10 @@ PARALLEL_MIN = 200_000  # seq numbers an export spans to be rendered by worker p
 CHUNK = 50_000  # seq numbers per worker task (about 25 MB of JSONL)
 _PIECE = 1 << 20  # bytes sent on at a time
 
-DriverQuery = tuple[str, list[str], dict[str, Any]]
 
-
-def _driver_query(db: Session, org_id: str, filters: audit.EventFilter, batch: int) -> DriverQuery:
+def _driver_query(
+    db: Session, org_id: str, filters: audit.EventFilter, batch: int
+) -> render.DriverQuery:
     """The batch query as the database driver runs it: (SQL, parameter names in
     placeholder order for a positional driver, else empty; parameters as the driver
     takes them, each through its type's bind processing). A batch sets the parameters
@@ -195,7 +195,7 @@ class _WorkerFailed(Exception):
 
 def _parallel(
     source: chainwalk.Source,
-    query: DriverQuery,
+    query: render.DriverQuery,
     fmt: ExportFormat,
     low: int,
     high: int,

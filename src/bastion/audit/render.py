@@ -236,11 +236,14 @@ def csv_rows(rows: Sequence[Any]) -> bytes:
 
 AFTER, HIGH = "export_after", "export_high"  # the bind parameters of a batch's seq range
 _TIME = "$datetime"  # a time parameter in an order: {"$datetime": its ISO 8601 text}
+# The batch query as the driver runs it: SQL, parameter names in placeholder order (for a
+# positional driver, else empty), parameters.
+DriverQuery = tuple[str, list[str], dict[str, Any]]
 
 
 def order(
     source: chainwalk.Source,
-    query: tuple[str, list[str], dict[str, Any]],
+    query: DriverQuery,
     fmt: str,
     ranges: list[tuple[int, int]],
 ) -> bytes:
