@@ -100,5 +100,9 @@ def test_a_writer_thread_that_ends_tells_its_callers_and_another_takes_over(
     with pytest.raises(RuntimeError, match="writer stopped"):
         asyncio.run(main(halt))
     assert asyncio.run(main(_insert(7))) == 7
+    with pytest.raises(RuntimeError, match="writer stopped"):
+        asyncio.run(main(halt))
+    group.close()  # after its thread ended: leaves no stop behind for the next thread
+    assert asyncio.run(main(_insert(8))) == 8
     group.close()
-    assert _stored(engine) == [7]
+    assert _stored(engine) == [7, 8]

@@ -82,8 +82,8 @@ class GroupCommit:
         later `run` starts a new one: an app may be started again."""
         with self._lock:
             thread, self._thread = self._thread, None
-            if thread is not None:
-                self._queue.put(_STOP)
+            if thread is not None and thread.is_alive():  # a stop left for a thread that
+                self._queue.put(_STOP)  # has ended would stop the next one instead
         if thread is not None:
             thread.join(timeout)
 
