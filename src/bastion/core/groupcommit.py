@@ -69,13 +69,15 @@ class GroupCommit:
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:  # a unit is never queued behind the stop of a closing thread
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="bastion-group-commit", daemon=True
-                )
-                self._thread.start()
+                self._start()
             self._queue.put(_Unit(work, order, loop, future))
         # Shielded: a client that goes away does not un-ask; its unit still commits.
         return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        """A new writer thread (the caller holds `_lock`)."""
+        self._thread = threading.Thread(target=self._loop, name="bastion-group-commit", daemon=True)
+        self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the writer thread (as an app shuts down). A
@@ -112,6 +114,11 @@ class GroupCommit:
                 # Not an Exception (SystemExit, a KeyboardInterrupt delivered here): the
                 # thread ends, its callers are told, and the next `run` starts another.
                 log.error("group commit writer stopped", error=type(error).__name__)
+                with self._lock:  # before its callers hear: their next units need a thread
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                        if not self._queue.empty():  # queued meanwhile: not left waiting
+                            self._start()
                 stopped = RuntimeError("the group commit writer stopped")
                 for unit in batch:
                     _settle(unit, error=stopped)
