@@ -433,3 +433,67 @@ def test_run_token_reveals_only_its_agents_secrets_inside_its_run(
     revealed = [e for e in w.events("secret.revealed") if e["actor"]["type"] == "agent_run"]
     assert {e["actor"]["id"] for e in revealed} == {run[0], other[0]}
     assert "run-value" not in str(revealed)
+
+
+# The gate validates arguments with a compiled validator (jsonschema-rs) and falls back
+# to `jsonschema` for a schema the former cannot compile; both name the first error the
+# same way: "invalid_arguments at <JSON path> (<keyword>)".
+SCHEMA_CASES: list[tuple[dict[str, Any], list[Any]]] = [
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "minimum": 1}},
+            "required": ["a"],
+            "additionalProperties": False,
+        },
+        [{}, {"a": 0}, {"a": 1, "b": 2}, {"a": "x"}, {"a": 3}, [], None],
+    ),
+    (
+        {
+            "$defs": {"p": {"type": "string", "maxLength": 3}},
+            "properties": {"n": {"$ref": "#/$defs/p"}},
+        },
+        [{"n": "abcd"}, {"n": "ab"}, {"n": 5}],
+    ),
+    ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, ["a", 1, 1.5, None]),
+    (
+        {"properties": {"e": {"enum": ["x", "y"]}, "c": {"const": 3}, "a b": {"type": "string"}}},
+        [{"e": "z"}, {"c": 4}, {"e": "x", "c": 3}, {"a b": 1}, {"a b": "ok"}],
+    ),
+    (
+        {
+            "properties": {
+                "xs": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}}
+            }
+        },
+        [{"xs": ["ab", "Cd"]}, {"xs": ["ab", 2]}, {"xs": []}],
+    ),
+    # `\Z` is Python's, not ECMA-262's: jsonschema-rs refuses it, `jsonschema` is used
+    ({"properties": {"s": {"type": "string", "pattern": "a\\Z"}}}, [{"s": "ba"}, {"s": "ab"}]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("schema", "instances"), SCHEMA_CASES)
+def test_argument_validation_agrees_with_the_reference_validator(
+    schema: dict[str, Any], instances: list[Any]
+) -> None:
+    from jsonschema import Draft202012Validator
+
+    from bastion.agents.gate import _checker
+
+    check, reference = _checker(schema), Draft202012Validator(schema)
+    for instance in instances:
+        error = next(iter(reference.iter_errors(instance)), None)
+        expected = (
+            None if error is None else f"invalid_arguments at {error.json_path} ({error.validator})"
+        )
+        assert check(instance) == expected, instance
+
+
+def test_a_tool_schema_no_validator_can_use_denies() -> None:
+    # Saving refuses such a pattern (422); one stored before that check, or edited in the
+    # database, fails closed instead of failing the request.
+    from bastion.agents.gate import _checker
+
+    check = _checker({"properties": {"s": {"pattern": "(?P=n)"}}})
+    assert check({"s": "x"}) == "invalid_tool_schema"

@@ -19,16 +19,18 @@ counted in the writing transaction, so they stay exact.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import anyio.to_thread
+import jsonschema_rs
 from jsonschema import Draft202012Validator
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from bastion.agents import service as agents
@@ -188,21 +190,65 @@ def arguments_digest(arguments: Any) -> str:
     return sha256_hex(json.dumps(arguments, sort_keys=True, separators=(",", ":")))
 
 
-_validators: dict[str, Draft202012Validator] = {}
+_validators: dict[str, Callable[[Any], str | None]] = {}
 
 
 def _schema_error(tool: dict[str, Any], arguments: Any) -> str | None:
     """Where and why the arguments fail the tool's schema (never their values)."""
-    validator = _validators.get(tool["digest"])
-    if validator is None:
-        validator = Draft202012Validator(tool.get("input_schema") or {})
+    check = _validators.get(tool["digest"])
+    if check is None:
+        check = _checker(tool.get("input_schema") or {})
         if len(_validators) > 5000:
             _validators.clear()
-        _validators[tool["digest"]] = validator
-    error = next(iter(validator.iter_errors(arguments)), None)
-    if error is None:
-        return None
-    return f"invalid_arguments at {error.json_path} ({error.validator})"
+        _validators[tool["digest"]] = check
+    return check(arguments)
+
+
+def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
+    """A compiled Draft 2020-12 validator (jsonschema-rs, about a hundred times faster
+    than `jsonschema` on a call's arguments), or `jsonschema`'s for a schema the former
+    cannot compile (a pattern in a regex dialect it lacks). Both name the first error
+    the same way: its path in the arguments and the failing keyword."""
+    try:
+        fast = jsonschema_rs.Draft202012Validator(schema)
+    except Exception:  # any compile failure: the reference validator
+        slow = Draft202012Validator(schema)
+
+        def reference(arguments: Any) -> str | None:
+            try:
+                error = next(iter(slow.iter_errors(arguments)), None)
+            except Exception:  # e.g. a pattern `re` cannot compile: deny
+                return "invalid_tool_schema"
+            if error is None:
+                return None
+            return _reason(error.absolute_path, str(error.validator))
+
+        return reference
+
+    def compiled(arguments: Any) -> str | None:
+        if fast.is_valid(arguments):
+            return None
+        error = next(iter(fast.iter_errors(arguments)))
+        return _reason(error.instance_path, str(error.schema_path[-1]))
+
+    return compiled
+
+
+_NAME = re.compile("[a-zA-Z][a-zA-Z0-9_]*")
+
+
+def _reason(path: Iterable[str | int], keyword: str) -> str:
+    """`invalid_arguments at $.a[0]['b c'] (type)`: the JSON path as `jsonschema` writes
+    it, and the keyword that failed."""
+    at = "$"
+    for part in path:
+        if isinstance(part, int):
+            at += f"[{part}]"
+        elif _NAME.fullmatch(part):
+            at += f".{part}"
+        else:
+            at += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    return f"invalid_arguments at {at} ({keyword})"
 
 
 def request_tool_call(
@@ -220,7 +266,9 @@ def request_tool_call(
     view = _load_view(db, run_id, principal.org_id, None)
     now = utcnow()
     verdict = _verdict(view, tool_name, arguments, connection)
-    return _record(db, principal, view, tool_name, arguments, verdict, now)
+    call = _record(db, principal, view, tool_name, arguments, verdict, now)
+    write_decided(db)
+    return call
 
 
 @dataclass(frozen=True)
@@ -320,14 +368,18 @@ def _record(
         decision=verdict.decision,
         reason=verdict.reason,
         policy_id=verdict.policy.id if verdict.policy is not None else None,
+        approval_id=None,
         created_at=now,
         decided_at=None if verdict.decision == "pending" else now,
     )
-    db.add(call)
     if verdict.decision == "pending":
+        db.add(call)
         db.flush()
         call.approval_id = approvals.open_approval(db, call, run, verdict.policy, now).id
-    audit.record(
+    # A decided call is written with its transaction's other decided calls, one
+    # statement per table (`write_decided`): nothing in the transaction reads it before.
+    decided = verdict.decision != "pending"
+    event = (audit.event_row if decided else audit.record)(
         db,
         type=EventType.TOOL_CALL_DECIDED,
         actor=principal.actor,
@@ -345,7 +397,26 @@ def _record(
             "arguments_digest": call.arguments_digest,
         },
     )
+    if decided:
+        calls, events = db.info.setdefault(_DECIDED, ([], []))
+        calls.append({c: getattr(call, c) for c in _CALL_COLUMNS})
+        events.append(event)
     return call
+
+
+_DECIDED = "bastion.gate.decided"
+_calls = cast(Table, ToolCall.__table__)
+_CALL_COLUMNS = tuple(c.key for c in _calls.columns)
+_INSERT_CALLS = insert(_calls)
+
+
+def write_decided(db: Session) -> None:
+    """Insert the transaction's decided calls and their audit events (see `_record`);
+    called before it commits."""
+    calls, events = db.info.pop(_DECIDED, ([], []))
+    if calls:
+        db.connection().execute(_INSERT_CALLS, calls)
+        audit.insert_events(db, events)
 
 
 def _user_context(db: Session, run: Run) -> dict[str, Any]:
@@ -382,7 +453,7 @@ class Gate:
         self._views: OrderedDict[str, _View] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self.writes = GroupCommit(write_sessions)
+        self.writes = GroupCommit(write_sessions, before_commit=write_decided)
 
     def __repr__(self) -> str:
         return f"Gate(views={len(self._views)}, writes={self.writes!r})"

@@ -18,10 +18,12 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     String,
+    Table,
     bindparam,
     case,
     cast,
     func,
+    insert,
     literal,
     select,
 )
@@ -134,6 +136,37 @@ def record(
     reason: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
+    values = event_row(
+        db,
+        type=type,
+        actor=actor,
+        org_id=org_id,
+        outcome=outcome,
+        resource=resource,
+        reason=reason,
+        metadata=metadata,
+    )
+    values["event_metadata"] = values.pop("metadata")
+    event = AuditEvent(**values)
+    db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
+    return event
+
+
+def event_row(
+    db: Session,
+    *,
+    type: EventType,
+    actor: Actor,
+    org_id: str | None,
+    outcome: Outcome = Outcome.SUCCESS,
+    resource: tuple[str, str | None] | None = None,
+    reason: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The next event of the chain as a row of `audit_events` (column names), with the
+    chain's head moved past it: `record` adds it to the session; a hot path that writes
+    many events per transaction inserts the rows together (`insert_events`), before the
+    transaction commits and before anything in it reads the audit log."""
     chain = org_id or INSTANCE_CHAIN
     head = _lock_head(db, chain)
     now, before = utcnow(), head.time
@@ -144,7 +177,7 @@ def record(
     if before is not None and now < before:
         now = before  # never earlier than the event before it (see AuditHead)
     # The hash is computed from the values the event is built with (what `canonical`
-    # would read back from it), so the mapped object is written to once per column.
+    # would read back from it).
     id_, seq, type_, outcome_ = new_id("evt"), head.seq + 1, str(type), str(outcome)
     user_agent = (actor.user_agent or None) and actor.user_agent[:512]
     resource_type, resource_id = resource if resource else (None, None)
@@ -157,31 +190,40 @@ def record(
             chainwalk.encode_json(event_metadata), head.hash,
         )
     )  # fmt: skip
-    event = AuditEvent(
-        id=id_,
-        chain=chain,
-        seq=seq,
-        org_id=org_id,
-        time=now,
-        type=type_,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_ip=actor.ip,
-        actor_user_agent=user_agent,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        outcome=outcome_,
-        reason=reason,
-        request_id=actor.request_id,
-        event_metadata=event_metadata,
-        prev_hash=head.hash,
-        hash=hash_,
-    )
+    values = {
+        "id": id_,
+        "chain": chain,
+        "seq": seq,
+        "org_id": org_id,
+        "time": now,
+        "type": type_,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_ip": actor.ip,
+        "actor_user_agent": user_agent,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "outcome": outcome_,
+        "reason": reason,
+        "request_id": actor.request_id,
+        "metadata": event_metadata,
+        "prev_hash": head.hash,
+        "hash": hash_,
+    }
     head.seq = seq
     head.hash = hash_
     head.time = now
-    db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
-    return event
+    return values
+
+
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
+_INSERT_EVENTS = insert(_EVENTS)
+
+
+def insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert rows made by `event_row`, in one statement."""
+    if rows:
+        db.connection().execute(_INSERT_EVENTS, rows)
 
 
 @dataclass(frozen=True)

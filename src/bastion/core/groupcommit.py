@@ -47,12 +47,20 @@ _STOP = object()
 
 class GroupCommit:
     """`await group.run(work, order=…)` runs `work(session)` in the writer thread's
-    next transaction and returns its result once that transaction has committed."""
+    next transaction and returns its result once that transaction has committed.
+    `before_commit(session)`, if given, runs after a batch's units, before it commits:
+    units may leave rows there for it to write together."""
 
     def __init__(
-        self, sessions: Callable[[], Session], *, max_batch: int = 256, linger: float = 0.0005
+        self,
+        sessions: Callable[[], Session],
+        *,
+        before_commit: Callable[[Session], None] | None = None,
+        max_batch: int = 256,
+        linger: float = 0.0005,
     ) -> None:
         self._sessions = sessions
+        self._before_commit = before_commit
         self._max = max_batch
         self._linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -130,6 +138,8 @@ class GroupCommit:
         try:
             with self._sessions() as db:
                 results = [unit.work(db) for unit in batch]
+                if self._before_commit is not None:
+                    self._before_commit(db)
                 db.commit()
         except Exception as error:
             if len(batch) == 1:
