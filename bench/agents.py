@@ -292,7 +292,7 @@ call through the ORM, 123 (SQLite) and 101 (PostgreSQL) decisions/s; group commi
 
 Why the goal is far: the bare endpoint answers 25,000+ requests/s on this machine, and
 the API's own floor, the same run token's `GET /v1/me` on the same server (route,
-dependencies, authentication, rate limit, middleware, no work), answers about a quarter
+dependencies, authentication, rate limit, middleware, no work), answers about a fifth
 of that on SQLite and a tenth on PostgreSQL + Redis (column "GET /v1/me req/s"). A
 decision cannot be cheaper than that floor; 0.4x the bare endpoint would be above it.
 Sampled with py-spy under this load (SQLite), about three quarters of a worker's CPU
