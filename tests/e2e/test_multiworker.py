@@ -167,6 +167,7 @@ def test_concurrent_tool_calls_keep_budgets_exact_and_the_chain_whole(
     member = factory.member(org)
     runs = [_agent_run(server, org, member.headers, max_tool_calls=15)[1:] for _ in range(3)]
     decisions: dict[str, list[str]] = {run: [] for run, _ in runs}
+    calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
     lock = threading.Lock()
 
     def agent(run: str, token: dict[str, str]) -> None:
@@ -178,6 +179,7 @@ def test_concurrent_tool_calls_keep_budgets_exact_and_the_chain_whole(
                 assert answer.status_code == 201, answer.text
                 with lock:
                     decisions[run].append(answer.json()["reason"])
+                    calls.append((run, token, answer.json()))
 
     threads = [threading.Thread(target=agent, args=run) for run in runs for _ in range(4)]
     for thread in threads:
@@ -193,5 +195,13 @@ def test_concurrent_tool_calls_keep_budgets_exact_and_the_chain_whole(
         headers=org.headers,
     ).json()["data"]
     assert len(events) == 60
+    assert {e["resource"]["id"] for e in events} == {call["id"] for _, _, call in calls}
+    for run, token, call in calls:  # each decided call was written, as it was answered
+        stored = httpx.get(f"{server.url}/v1/runs/{run}/tool-calls/{call['id']}", headers=token)
+        assert stored.status_code == 200, stored.text
+        assert (stored.json()["decision"], stored.json()["reason"]) == (
+            call["decision"],
+            call["reason"],
+        )
     verified = httpx.post(f"{server.url}/v1/orgs/{org.id}/audit-events/verify", headers=org.headers)
     assert verified.json()["valid"] is True, verified.text
