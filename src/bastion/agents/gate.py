@@ -207,29 +207,36 @@ def _schema_error(tool: dict[str, Any], arguments: Any) -> str | None:
 def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
     """A compiled Draft 2020-12 validator (jsonschema-rs, about a hundred times faster
     than `jsonschema` on a call's arguments), or `jsonschema`'s for a schema the former
-    cannot compile (a pattern in a regex dialect it lacks). Both name the first error
-    the same way: its path in the arguments and the failing keyword."""
+    cannot compile (a pattern in a regex dialect it lacks) and for arguments it cannot
+    take (nested too deeply). Both name the first error the same way: its path in the
+    arguments and the failing keyword. Whatever fails while checking denies."""
+    slow = Draft202012Validator(schema)
+
+    def reference(arguments: Any) -> str | None:
+        try:
+            error = next(iter(slow.iter_errors(arguments)), None)
+        except RecursionError:
+            return "invalid_arguments at $ (nesting)"
+        except Exception:  # e.g. a pattern `re` cannot compile
+            return "invalid_tool_schema"
+        if error is None:
+            return None
+        return _reason(error.absolute_path, str(error.validator))
+
     try:
         fast = jsonschema_rs.Draft202012Validator(schema)
     except Exception:  # any compile failure: the reference validator
-        slow = Draft202012Validator(schema)
-
-        def reference(arguments: Any) -> str | None:
-            try:
-                error = next(iter(slow.iter_errors(arguments)), None)
-            except Exception:  # e.g. a pattern `re` cannot compile: deny
-                return "invalid_tool_schema"
-            if error is None:
-                return None
-            return _reason(error.absolute_path, str(error.validator))
-
         return reference
 
     def compiled(arguments: Any) -> str | None:
-        if fast.is_valid(arguments):
-            return None
-        error = next(iter(fast.iter_errors(arguments)))
-        return _reason(error.instance_path, str(error.schema_path[-1]))
+        try:
+            if fast.is_valid(arguments):
+                return None
+            error = next(iter(fast.iter_errors(arguments)))
+        except ValueError:  # arguments it cannot convert: the reference decides
+            return reference(arguments)
+        keyword = error.schema_path[-1] if error.schema_path else "false"
+        return _reason(error.instance_path, str(keyword))
 
     return compiled
 
