@@ -501,14 +501,19 @@ def test_a_tool_schema_no_validator_can_use_denies() -> None:
 
 def test_arguments_nested_too_deeply_for_the_compiled_validator_are_still_decided() -> None:
     # jsonschema-rs cannot describe an error in a value nested this deep (ValueError
-    # "Recursion limit reached"): the reference validator decides instead.
+    # "Recursion limit reached"): the reference validator decides instead, and denies
+    # even when describing the value is too deep for Python too (how deep the stack
+    # already is decides that).
     from bastion.agents.gate import _checker
 
     deep: Any = []
     for _ in range(950):
         deep = [deep]
     check = _checker({"properties": {"a": {"type": "integer"}}})
-    assert check({"a": deep}) == "invalid_arguments at $.a (type)"
+    assert check({"a": deep}) in (
+        "invalid_arguments at $.a (type)",
+        "invalid_arguments at $ (nesting)",
+    )
     assert check({"a": 1}) is None
     recursive = {"$defs": {"n": {"items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
     assert _checker(recursive)(deep) in (None, "invalid_arguments at $ (nesting)")
