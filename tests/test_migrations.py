@@ -98,3 +98,40 @@ def test_0013_keeps_readable_versions_drops_shredded_ones_and_holds_keys(tmp_pat
             _admin_sql(
                 os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'
             )
+
+
+def test_0015_builds_its_index_concurrently_and_replaces_an_invalid_one(tmp_path: Path) -> None:
+    """On PostgreSQL the audit index is built CONCURRENTLY (appends go on meanwhile); an
+    INVALID index left by a failed concurrent build is dropped and built again."""
+    if not os.environ.get("BASTION_TEST_DATABASE_URL"):
+        pytest.skip("PostgreSQL only: set BASTION_TEST_DATABASE_URL (make test does in CI)")
+    url, pg_name = _fresh_url(tmp_path)
+    engine = make_engine(url)
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "0014")
+        with engine.begin() as conn:  # what a failed concurrent build leaves: INVALID
+            conn.exec_driver_sql(
+                "CREATE INDEX ix_audit_events_chain_type_seq ON audit_events (chain, type, seq)"
+            )
+            conn.exec_driver_sql(
+                "UPDATE pg_index SET indisvalid = false"
+                " WHERE indexrelid = 'ix_audit_events_chain_type_seq'::regclass"
+            )
+        command.upgrade(config, "0015")
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT c.relname, i.indisvalid FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = 'audit_events'::regclass"
+            ).all()
+        indexes = {name: valid for name, valid in rows}
+        assert indexes["ix_audit_events_chain_type_seq"] is True
+        assert "ix_audit_events_org_id_id" not in indexes
+        assert "ix_audit_events_org_type_id" not in indexes
+    finally:
+        engine.dispose()
+        if pg_name is not None:
+            _admin_sql(
+                os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'
+            )
