@@ -125,7 +125,7 @@ def test_0015_builds_its_index_concurrently_and_replaces_an_invalid_one(tmp_path
                 " JOIN pg_class c ON c.oid = i.indexrelid"
                 " WHERE i.indrelid = 'audit_events'::regclass"
             ).all()
-        indexes = {name: valid for name, valid in rows}
+        indexes = {str(name): bool(valid) for name, valid in rows}
         assert indexes["ix_audit_events_chain_type_seq"] is True
         assert "ix_audit_events_org_id_id" not in indexes
         assert "ix_audit_events_org_type_id" not in indexes
