@@ -10,11 +10,8 @@ Search by type (and the alert rules' counts of one type in a window) now walks
 (chain, type, seq) from the newest event, however rare the type: before, a rare type
 was found by walking the whole chain backwards.
 
-On PostgreSQL the indexes are dropped and built CONCURRENTLY, outside the migration's
-transaction: an audit table of millions of rows keeps taking appends (every audited
-change in the product) while the index builds, instead of every write waiting for it.
-A concurrent build that fails leaves an INVALID index behind; running the upgrade
-again drops it and builds it anew.
+On PostgreSQL the indexes are dropped and built CONCURRENTLY
+(`bastion.migrations.online`): a large audit table keeps taking appends meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +20,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from bastion.migrations import online
+
 revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
@@ -30,26 +29,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        op.drop_index("ix_audit_events_org_type_id", table_name="audit_events")
-        op.drop_index("ix_audit_events_org_id_id", table_name="audit_events")
-        op.create_index("ix_audit_events_chain_type_seq", "audit_events", ["chain", "type", "seq"])
-        return
-    with op.get_context().autocommit_block():
-        for name in (
-            "ix_audit_events_org_type_id",
-            "ix_audit_events_org_id_id",
-            "ix_audit_events_chain_type_seq",  # a failed concurrent build's INVALID index
-        ):
-            op.drop_index(
-                name, table_name="audit_events", postgresql_concurrently=True, if_exists=True
-            )
-        op.create_index(
-            "ix_audit_events_chain_type_seq",
-            "audit_events",
-            ["chain", "type", "seq"],
-            postgresql_concurrently=True,
-        )
+    online.drop_index("ix_audit_events_org_type_id", "audit_events")
+    online.drop_index("ix_audit_events_org_id_id", "audit_events")
+    online.create_index("ix_audit_events_chain_type_seq", "audit_events", ["chain", "type", "seq"])
 
 
 def downgrade() -> None:
