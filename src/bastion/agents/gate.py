@@ -349,8 +349,10 @@ def _record(
     now: datetime,
 ) -> ToolCall:
     """Spend the run's budget (every call does, whatever its decision), hold a pending
-    call to the run's limit of open approvals, write the call, its approval and its
-    audit event. Safe to run again in a fresh transaction (see `GroupCommit`)."""
+    call to the run's limit of open approvals, write a pending call, its approval and
+    its audit event, and leave a decided call and its event for `write_decided`, which
+    the transaction runs before it commits. Safe to run again in a fresh transaction
+    (see `GroupCommit`)."""
     run, agent = view.run, view.agent
     # The chain head before the run's row: every gate transaction locks in this order
     # (a group sorts its calls by organisation, then run), so none waits on another's
