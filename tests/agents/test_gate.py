@@ -314,6 +314,57 @@ def test_long_poll_wakes_when_the_approver_decides(w: World) -> None:
     assert 0.4 < waited < 3
 
 
+def _stream(w: World, run: tuple[str, dict[str, str]], call: str, **params: Any) -> list[Any]:
+    """The `tool_call` events of the call's stream, read to its end."""
+    import json
+
+    response = w.client.get(
+        f"/v1/runs/{run[0]}/tool-calls/{call}/stream", params=params, headers=run[1]
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in response.text.split("\n\n") if f.strip()]
+    assert all(f.startswith(("id: ", ": ")) for f in frames), frames
+    return [json.loads(f.split("data: ", 1)[1]) for f in frames if "event: tool_call" in f]
+
+
+def test_the_call_stream_sends_the_state_then_the_decision(w: World) -> None:
+    run = w.run()
+    allowed = w.call(run, "lookup_order")
+    [only] = _stream(w, run, allowed["id"])  # decided: one event, and the stream ends
+    assert (only["id"], only["decision"]) == (allowed["id"], "allow")
+
+    pending = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    timer = threading.Timer(0.5, lambda: w.decide(pending["approval_id"], w.managers[0]))
+    started = time.monotonic()
+    timer.start()
+    first, then = _stream(w, run, pending["id"], duration=10)
+    waited = time.monotonic() - started
+    timer.join()
+    assert (first["decision"], then["decision"]) == ("pending", "allow")
+    assert 0.4 < waited < 3
+
+
+def test_the_call_stream_ends_after_its_duration_or_at_expiry(w: World) -> None:
+    run = w.run()
+    pending = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    started = time.monotonic()
+    assert [e["decision"] for e in _stream(w, run, pending["id"], duration=1)] == ["pending"]
+    assert time.monotonic() - started >= 0.95
+    w.policy(match={"tools": ["refund_payment"]}, decision="require_approval", expires_in=60)
+    expiring = w.call(run, "refund_payment", {"amount": 2, "order": "B"})
+    clock.advance(61)
+    [expired] = _stream(w, run, expiring["id"], duration=10)
+    assert (expired["decision"], expired["reason"]) == ("deny", "approval_expired")
+
+
+def test_another_runs_token_finds_no_call_stream(w: World) -> None:
+    run, other = w.run(), w.run()
+    call = w.call(run, "lookup_order")
+    response = w.client.get(f"/v1/runs/{run[0]}/tool-calls/{call['id']}/stream", headers=other[1])
+    assert response.status_code == 404
+
+
 def test_long_poll_returns_after_wait_when_nobody_decides(w: World) -> None:
     run = w.run()
     call = w.call(run, "refund_payment", {"amount": 1, "order": "A"})

@@ -736,6 +736,14 @@ ROWS: list[Row] = [
         params=lambda w: w.tool_call(),
     ),
     Row(
+        "GET",
+        "/v1/runs/{run}/tool-calls/{call}/stream",
+        P.AGENTS_READ,
+        200,
+        params=lambda w: w.tool_call(),
+        query={"duration": 1},
+    ),
+    Row(
         "POST",
         "/v1/orgs/{org}/approval-policies",
         P.APPROVAL_POLICIES_MANAGE,
@@ -898,6 +906,7 @@ _RUN_TOKEN_OPERATIONS = {
     ("GET", "/v1/runs/{run}"),
     ("POST", "/v1/runs/{run}/tool-calls"),
     ("GET", "/v1/runs/{run}/tool-calls/{call}"),
+    ("GET", "/v1/runs/{run}/tool-calls/{call}/stream"),
     ("POST", "/v1/orgs/{org}/secrets/{name}/reveal"),
 }
 

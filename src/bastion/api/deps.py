@@ -83,6 +83,7 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/runs/{run}",
         "/v1/runs/{run}/tool-calls",
         "/v1/runs/{run}/tool-calls/{call}",
+        "/v1/runs/{run}/tool-calls/{call}/stream",
         "/v1/orgs/{org}/secrets/{name}/reveal",
     }
 )

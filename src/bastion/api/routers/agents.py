@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.agents import gate
@@ -35,6 +38,7 @@ runs_router = APIRouter(prefix="/v1/runs", tags=["runs"])
 org_runs_router = APIRouter(prefix="/v1/orgs/{org}/runs", tags=["runs"])
 
 MAX_WAIT_SECONDS = 60
+KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps an event stream's proxies open
 
 
 def _agent(agent: Agent) -> AgentOut:
@@ -218,6 +222,57 @@ async def get_tool_call(
             return gate.get_tool_call(db, principal, run, call)
 
     return _call(await run_in_threadpool(reread))
+
+
+@runs_router.get(
+    "/{run}/tool-calls/{call}/stream",
+    summary="Server-sent events: the call's state now, and again once it is decided",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_tool_call(
+    run: str,
+    call: str,
+    principal: Caller,
+    request: Request,
+    state: State,
+    duration: float = Query(
+        300, ge=1, le=3600, description="Seconds before the stream ends if undecided."
+    ),
+) -> StreamingResponse:
+    """For an agent that waits with server-sent events instead of long-polling: an
+    `event: tool_call` (the same object as `GET …/tool-calls/{call}`) at once, and, if
+    the call was pending, another when it is decided or its approval expires; then the
+    stream ends. A comment line every 15 s keeps proxies open."""
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    found = await run_in_threadpool(gate.get_tool_call, ctx.db, principal, run, call)
+    ctx.end_read()  # no transaction is held while the stream is open
+
+    def reread() -> gate.CallState:
+        with state.sessions() as db:
+            return gate.get_tool_call(db, principal, run, call)
+
+    def frame(current: gate.CallState) -> str:
+        body = _call(current).model_dump_json()
+        return f"id: {call}:{current.decision}\nevent: tool_call\ndata: {body}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        current = found
+        yield frame(current)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+        while current.decision == "pending" and loop.time() < end:
+            expiry = await run_in_threadpool(_until_expiry, state, current)
+            await state.waiters.wait(call, min(end - loop.time(), expiry + 0.05, KEEPALIVE_SECONDS))
+            current = await run_in_threadpool(reread)
+            if current.decision != "pending":
+                yield frame(current)
+            elif loop.time() < end:
+                yield ": keepalive\n\n"
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 def _until_expiry(state: State, found: gate.CallState) -> float:
