@@ -1,11 +1,15 @@
 """Real receivers for tests: a syslog listener (TCP or TLS, RFC 6587 octet framing), an
-HTTP(S) receiver that records requests, and a throwaway PKI, all on 127.0.0.1."""
+HTTP(S) receiver that records requests, a forward proxy, and a throwaway PKI, all on
+127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import http.client
 import ipaddress
 import json
+import select
 import socket
 import ssl
 import threading
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
@@ -308,3 +313,116 @@ def start_http() -> Iterator[StartHttp]:
     yield start
     for receiver in receivers:
         receiver.stop()
+
+
+# --- an HTTP forward proxy --------------------------------------------------------------
+
+
+class ForwardProxy:
+    """A forward proxy on 127.0.0.1, as an operator's egress proxy: CONNECT tunnels (for
+    https) and absolute-form requests (for http). Records what it was asked for
+    (`"CONNECT host:port"`, `"POST http://…"`) and the Proxy-Authorization headers it saw;
+    with `credentials` ("user:password") it answers 407 to anything else."""
+
+    def __init__(self, credentials: str | None = None) -> None:
+        self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
+        expected = (
+            "Basic " + base64.b64encode(credentials.encode()).decode() if credentials else None
+        )
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _admitted(self) -> bool:
+                seen = self.headers.get("Proxy-Authorization")
+                proxy.authorizations.append(seen)
+                if expected is None or seen == expected:
+                    return True
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="egress"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+
+            def do_CONNECT(self) -> None:
+                proxy.requests.append(f"CONNECT {self.path}")
+                if not self._admitted():
+                    return
+                host, port = self.path.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                sockets = [self.connection, upstream]
+                try:
+                    while True:
+                        ready, _, _ = select.select(sockets, [], [], TIMEOUT)
+                        if not ready:
+                            return
+                        for source in ready:
+                            data = source.recv(65536)
+                            if not data:
+                                return
+                            (upstream if source is self.connection else self.connection).sendall(
+                                data
+                            )
+                finally:
+                    upstream.close()
+
+            def do_POST(self) -> None:
+                proxy.requests.append(f"POST {self.path}")
+                if not self._admitted():
+                    return
+                target = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("proxy-authorization", "proxy-connection", "connection")
+                }
+                upstream = http.client.HTTPConnection(
+                    target.hostname or "", target.port or 80, timeout=TIMEOUT
+                )
+                try:
+                    upstream.request("POST", target.path or "/", body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    content = answer.read()
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.getheader("Content-Type", "text/plain"))
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                finally:
+                    upstream.close()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def url(self, credentials: str | None = None) -> str:
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(TIMEOUT)
+
+
+@pytest.fixture
+def start_proxy() -> Iterator[Callable[..., ForwardProxy]]:
+    proxies: list[ForwardProxy] = []
+
+    def start(credentials: str | None = None) -> ForwardProxy:
+        proxy = ForwardProxy(credentials)
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()

@@ -128,7 +128,10 @@ async def _deliver_audit_sinks(state: AppState) -> None:
     log = structlog.get_logger("bastion.audit")
 
     def round_() -> int:
-        return sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
+        settings = state.settings
+        return sinks.deliver_due(
+            stores, state.root_keys, settings.outbound_allow, settings.proxy_url
+        )
 
     while True:
         await asyncio.sleep(state.settings.audit_sink_poll_interval)
@@ -161,6 +164,7 @@ def notifier(state: AppState) -> alerts.Notifier:
     return alerts.Notifier(
         keys=state.root_keys,
         allow=s.outbound_allow,
+        proxy=s.proxy_url,
         smtp_host=s.smtp_host,
         smtp_port=s.smtp_port,
         smtp_from=s.smtp_from,

@@ -41,7 +41,7 @@ import json
 import smtplib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -114,12 +114,13 @@ class Notifier:
 
     keys: Keyring
     allow: Sequence[str]
+    proxy: str | None = field(default=None, repr=False)  # may carry its password
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "bastion@localhost"
     smtp_starttls: bool = False
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
 
 
 # --- rules --------------------------------------------------------------------------
@@ -633,14 +634,20 @@ class NotifyError(Exception):
     pass
 
 
-def _post(url: str, body: bytes, headers: Mapping[str, str], allow: Sequence[str]) -> None:
+def _post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    allow: Sequence[str],
+    proxy: str | None = None,
+) -> None:
     """POST to a webhook or Slack channel. The transport resolves the host once per
     connection and connects only to an address `allow` permits (`OutboundRefused`
     otherwise), so the destination cannot re-resolve after a check."""
     parsed = httpx.URL(url)
     try:
         with httpx.Client(
-            transport=GuardedTransport(allow), timeout=10, follow_redirects=False
+            transport=GuardedTransport(allow, proxy=proxy), timeout=10, follow_redirects=False
         ) as client:
             response = client.post(url, content=body, headers=dict(headers))
     except (OutboundRefused, httpx.HTTPError) as exc:
@@ -673,11 +680,17 @@ def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
                 "webhook-timestamp": str(stamp),
                 "webhook-signature": sign_standard(secrets[str(i)], alert.id, stamp, body),
             }
-            _post(channel["url"], body, headers, notifier.allow)
+            _post(channel["url"], body, headers, notifier.allow, notifier.proxy)
         elif channel["type"] == "slack":
             text = f":rotating_light: *Bastion alert* ({alert.kind}): {alert.summary}"
             body = json.dumps({"text": text}).encode()
-            _post(channel["url"], body, {"content-type": "application/json"}, notifier.allow)
+            _post(
+                channel["url"],
+                body,
+                {"content-type": "application/json"},
+                notifier.allow,
+                notifier.proxy,
+            )
         elif channel["type"] == "email":
             _email(alert, channel["to"], notifier)
 

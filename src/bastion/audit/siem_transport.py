@@ -295,6 +295,7 @@ class HttpTransport:
         verify: str | bool = True,
         ca_pem: str | None = None,
         allow: Sequence[str] | None = None,
+        proxy: str | None = None,
     ) -> None:
         if kind not in ("ocsf", "splunk_hec"):
             raise ValueError(f"kind must be 'ocsf' or 'splunk_hec', not {kind!r}")
@@ -313,7 +314,11 @@ class HttpTransport:
             timeout=timeout,
             verify=ssl_verify,
             follow_redirects=False,
-            transport=GuardedTransport(allow, verify=ssl_verify) if allow is not None else None,
+            transport=(
+                GuardedTransport(allow, verify=ssl_verify, proxy=proxy)
+                if allow is not None
+                else None
+            ),
         )
 
     def __repr__(self) -> str:

@@ -262,8 +262,11 @@ def _encode(sink: AuditSink, events: list[SiemEvent]) -> tuple[str, list[Any]]:
 
 
 @contextmanager
-def _transport(sink: AuditSink, secret: str | None, allow: list[str]) -> Iterator[Any]:
-    """The sink's transport, vetting each connection's address against `allow`."""
+def _transport(
+    sink: AuditSink, secret: str | None, allow: list[str], proxy: str | None
+) -> Iterator[Any]:
+    """The sink's transport, vetting each connection's address against `allow`; HTTP
+    sinks through `proxy` when one is set (syslog never is)."""
     config = sink.config
     ca_pem = config.get("ca_pem")
     if sink.type == "syslog":
@@ -290,6 +293,7 @@ def _transport(sink: AuditSink, secret: str | None, allow: list[str]) -> Iterato
         kind="splunk_hec" if sink.type == "splunk_hec" else "ocsf",
         ca_pem=ca_pem,
         allow=allow,
+        proxy=proxy,
     )
     try:
         yield http
@@ -311,7 +315,9 @@ def _claim(db_: Stores, sink_id: str, now: datetime) -> bool:
         return bool(getattr(claimed, "rowcount", 0))
 
 
-def deliver(db_: Stores, sink_id: str, keys: Keyring, allow: list[str]) -> int:
+def deliver(
+    db_: Stores, sink_id: str, keys: Keyring, allow: list[str], proxy: str | None = None
+) -> int:
     """Send one sink's pending events in batches until caught up or a batch fails.
     Returns how many events were accepted. Safe to call from several workers."""
     now = utcnow()
@@ -329,7 +335,7 @@ def deliver(db_: Stores, sink_id: str, keys: Keyring, allow: list[str]) -> int:
             _parse_url(sink.config["url"])  # still a URL we send to (as at creation)
         # No check by name here: that would be a lookup of its own, and the connection
         # could get another answer. The transport vets the address of each connection.
-        with _transport(sink, secret, allow) as transport:
+        with _transport(sink, secret, allow, proxy) as transport:
             cursor = sink.cursor
             while True:
                 with db_.read() as db:
@@ -417,6 +423,6 @@ def due_sinks(db_: Stores) -> list[str]:
         return list(rows)
 
 
-def deliver_due(db_: Stores, keys: Keyring, allow: list[str]) -> int:
+def deliver_due(db_: Stores, keys: Keyring, allow: list[str], proxy: str | None = None) -> int:
     """One round over every due sink; returns events accepted."""
-    return sum(deliver(db_, sink_id, keys, allow) for sink_id in due_sinks(db_))
+    return sum(deliver(db_, sink_id, keys, allow, proxy) for sink_id in due_sinks(db_))

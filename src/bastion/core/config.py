@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_WORDS = ("changeme", "change-me", "placeholder", "secret", "password", "example", "xxx")
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     # Outbound destinations that may be internal (host names or CIDRs), e.g.
     # '["127.0.0.1/32", "siem.internal"]'. Everything else internal is refused (SSRF).
     outbound_allow: list[str] = Field(default_factory=list)
+    # A proxy all outbound HTTP goes through (webhooks, SIEM HTTP sinks, Slack and
+    # webhook alerts), e.g. http://user:pass@proxy.internal:3128. HTTP(S)_PROXY from the
+    # environment is never used. Destinations are still vetted against the SSRF policy.
+    outbound_proxy: SecretStr | None = None
     # Alerts: how often rules are evaluated (seconds), and the SMTP server for email.
     alert_poll_interval: Annotated[float, Field(gt=0, le=60)] = 5.0
     # Approvals: how often expiries are recorded and escalations announced (seconds).
@@ -105,6 +110,22 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _proxy_is_http(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parsed = urlsplit(value.get_secret_value())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            # Never echo the value: it may carry the proxy's password.
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @property
+    def proxy_url(self) -> str | None:
+        """`outbound_proxy` in clear, for the transports that use it."""
+        return self.outbound_proxy.get_secret_value() if self.outbound_proxy else None
+
     @property
     def tls_enabled(self) -> bool:
         return self.tls_certfile is not None and self.tls_keyfile is not None
@@ -126,5 +147,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # Each bad setting and why, never its value: it may be a secret (the pepper, a
+        # proxy URL with its password).
+        problems = "; ".join(
+            f"BASTION_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

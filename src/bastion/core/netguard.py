@@ -119,8 +119,13 @@ class GuardedTransport(httpx.HTTPTransport):
     """An httpx transport for outbound requests to user-chosen URLs: each new connection
     goes to an address vetted by the SSRF policy at that moment (`vetted_addresses`), so
     a name that re-resolves between a check and the connection gains nothing. Requests
-    refused by the policy raise `OutboundRefused` (not an httpx error). Environment
-    proxies do not apply to a client given a transport, so the connection is direct."""
+    refused by the policy raise `OutboundRefused` (not an httpx error).
+
+    Environment proxies (`HTTP(S)_PROXY`) never apply. With `proxy` (the operator's
+    `BASTION_OUTBOUND_PROXY`, `http://` or `https://`, credentials allowed in the URL)
+    every request goes through that proxy (CONNECT for https) and its destination is
+    vetted before it is sent; the proxy then resolves the name itself, so it should
+    refuse internal destinations too (its own egress rules)."""
 
     def __init__(
         self,
@@ -128,9 +133,15 @@ class GuardedTransport(httpx.HTTPTransport):
         *,
         verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits | None = None,
+        proxy: str | None = None,
     ) -> None:
-        super().__init__(verify=verify)
         limits = limits or httpx.Limits()
+        self._allow = tuple(allow)
+        self._proxied = proxy is not None
+        if proxy is not None:
+            super().__init__(verify=verify, limits=limits, proxy=proxy)
+            return
+        super().__init__(verify=verify)
         # httpx builds its pool with the default network backend and offers no option to
         # choose one; the same pool with the guarded backend replaces it.
         self._pool = httpcore.ConnectionPool(
@@ -138,8 +149,19 @@ class GuardedTransport(httpx.HTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(allow),
+            network_backend=_GuardedBackend(self._allow),
         )
+
+    def __repr__(self) -> str:
+        return f"GuardedTransport(allow={self._allow!r}, proxied={self._proxied})"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._proxied:  # the connection is the proxy's: vet where the request goes
+            url = request.url
+            vetted_addresses(
+                url.host, url.port or (443 if url.scheme == "https" else 80), self._allow
+            )
+        return super().handle_request(request)
 
 
 def network_of(ip: str | None) -> str | None:

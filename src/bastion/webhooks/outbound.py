@@ -147,6 +147,7 @@ class DeliveryPolicy:
     """How the delivery loop sends; `from_settings` reads the `BASTION_WEBHOOK_*` values."""
 
     allow: tuple[str, ...] = ()
+    proxy: str | None = field(default=None, repr=False)  # may carry its password
     max_attempts: int = 8
     disable_after: int = 20
     retry_base: float = 10.0
@@ -158,6 +159,7 @@ class DeliveryPolicy:
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
         return cls(
             allow=tuple(settings.outbound_allow),
+            proxy=settings.proxy_url,
             max_attempts=settings.webhook_max_attempts,
             disable_after=settings.webhook_disable_after_failures,
             retry_base=settings.webhook_retry_base_seconds,
@@ -419,7 +421,7 @@ def deliver_due(sessions: Sessions, vault: Vault, policy: DeliveryPolicy) -> int
     if not ids:
         return 0
     with httpx.Client(
-        transport=GuardedTransport(policy.allow),
+        transport=GuardedTransport(policy.allow, proxy=policy.proxy),
         timeout=policy.timeout,
         follow_redirects=False,
     ) as client:
