@@ -568,3 +568,96 @@ def test_arguments_nested_too_deeply_for_the_compiled_validator_are_still_decide
     assert check({"a": 1}) is None
     recursive = {"$defs": {"n": {"items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
     assert _checker(recursive)(deep) in (None, "invalid_arguments at $ (nesting)")
+
+
+def test_the_call_stream_ends_once_its_run_is_revoked(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.api.routers import agents as router
+
+    monkeypatch.setattr(router, "RECHECK_SECONDS", 0.2)
+    run = w.run()
+    pending = w.call(run, "refund_payment", {"amount": 1, "order": "A"})
+    revoke = threading.Timer(
+        0.5,
+        lambda: w.client.post(w.url(f"runs/{run[0]}/revoke"), headers=w.user.headers),
+    )
+    started = time.monotonic()
+    revoke.start()
+    events = _stream(w, run, pending["id"], duration=20)
+    revoke.join()
+    assert [e["decision"] for e in events] == ["pending"]
+    assert time.monotonic() - started < 5  # ended by the revocation, not by `duration`
+
+
+def test_a_schema_reference_outside_the_schema_is_refused_and_never_fetched(w: World) -> None:
+    import socket
+
+    from bastion.agents.gate import _checker
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        for ref in (f"http://127.0.0.1:{port}/schema.json", "file:///etc/hostname"):
+            tools = [{"name": "t", "input_schema": {"$ref": ref}}]
+            refused = w.client.patch(
+                w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["errors"][0]["field"] == "tools[0].input_schema"
+            # One stored before this check (or edited in the database) denies, unfetched.
+            assert _checker({"$ref": ref})({}) == "invalid_tool_schema"
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+
+
+def test_a_python_only_pattern_is_refused_when_the_tool_is_saved(w: World) -> None:
+    tools = [{"name": "t", "input_schema": {"properties": {"s": {"pattern": "^(a+)+\\Z"}}}}]
+    refused = w.client.patch(
+        w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "tools[0].input_schema"
+
+
+def test_nan_and_infinity_in_arguments_are_a_422_naming_them(w: World) -> None:
+    run = w.run()
+    for literal in ("Infinity", "-Infinity", "NaN"):
+        response = w.client.post(
+            f"/v1/runs/{run[0]}/tool-calls",
+            content='{"tool": "refund_payment", "arguments": {"amount": LIT}}'.replace(
+                "LIT", literal
+            ),
+            headers={**run[1], "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "arguments"
+
+
+def test_a_long_argument_name_still_gets_its_decision_recorded_and_audited(w: World) -> None:
+    tools = [{"name": "t", "input_schema": {"additionalProperties": {"type": "integer"}}}]
+    saved = w.client.patch(w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers)
+    assert saved.status_code == 200, saved.text
+    run = w.run()
+    name = "k" * 400  # an agent-chosen key: the reason names it, cut to fit
+    denied = w.call(run, "t", {name: "x"})
+    assert denied["decision"] == "deny"
+    assert denied["reason"].startswith("invalid_arguments at $.kkk")
+    assert denied["reason"].endswith("… (type)")
+    assert len(denied["reason"]) <= 300
+    assert w.poll(run, denied["id"])["reason"] == denied["reason"]
+    [event] = [e for e in w.events("tool_call.decided") if e["resource"]["id"] == denied["id"]]
+    assert event["reason"] == denied["reason"]
+
+
+def test_a_false_subschema_is_named_false() -> None:
+    from bastion.agents.gate import _checker
+
+    assert _checker({"properties": {"x": False}})({"x": 1}) == "invalid_arguments at $.x (false)"
+    typed = {"properties": {"properties": {"type": "string"}}}
+    assert _checker(typed)({"properties": 1}) == "invalid_arguments at $.properties (type)"

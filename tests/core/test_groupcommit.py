@@ -68,6 +68,43 @@ def test_a_faulty_unit_fails_alone(engine: Engine) -> None:
     assert _stored(engine) == [1, 2, 3, 4, 5]
 
 
+def _defer(row_id: int):  # type: ignore[no-untyped-def]
+    """A unit that leaves its row for `before_commit`, as the gate's decided calls do."""
+
+    def work(db: Session) -> int:
+        db.info.setdefault("rows", []).append({"id": row_id, "v": str(row_id)})
+        return row_id
+
+    return work
+
+
+def _write_deferred(db: Session) -> None:
+    deferred = db.info.pop("rows", [])
+    if deferred:
+        db.execute(rows.insert(), deferred)
+
+
+def test_rows_left_for_before_commit_are_written_once_even_when_a_batch_is_retried(
+    engine: Engine,
+) -> None:
+    """A batch whose deferred insert fails (a duplicate key among them) is run again one
+    unit per transaction: each good unit's row is written exactly once, the faulty unit
+    alone fails, and nothing of the failed batch is left behind."""
+    group = GroupCommit(sessionmaker(engine), before_commit=_write_deferred, linger=0.05)
+
+    async def main() -> list[object]:
+        units = [group.run(_defer(i)) for i in (1, 2, 3)]
+        units.append(group.run(_defer(2)))  # fails only when the rows are inserted
+        units += [group.run(_defer(i)) for i in (4, 5)]
+        return await asyncio.gather(*units, return_exceptions=True)
+
+    results = asyncio.run(main())
+    group.close()
+    assert [r for r in results if not isinstance(r, Exception)] == [1, 2, 3, 4, 5]
+    assert [type(r) for r in results if isinstance(r, Exception)] == [IntegrityError]
+    assert _stored(engine) == [1, 2, 3, 4, 5]
+
+
 def test_a_closed_group_finishes_its_work_and_starts_again_when_asked(engine: Engine) -> None:
     """An app's shutdown closes it; the same app started again (as tests do) uses it."""
     group = GroupCommit(sessionmaker(engine), linger=0.01)

@@ -22,15 +22,16 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import anyio.to_thread
-import jsonschema_rs
 from jsonschema import Draft202012Validator
+from referencing import Registry
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from bastion.agents import service as agents
@@ -205,26 +206,30 @@ def _schema_error(tool: dict[str, Any], arguments: Any) -> str | None:
 
 
 def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
-    """A compiled Draft 2020-12 validator (jsonschema-rs, about a hundred times faster
-    than `jsonschema` on a call's arguments), or `jsonschema`'s for a schema the former
-    cannot compile (a pattern in a regex dialect it lacks) and for arguments it cannot
-    take (nested too deeply). Both name the first error the same way: its path in the
-    arguments and the failing keyword. Whatever fails while checking denies."""
-    slow = Draft202012Validator(schema)
+    """The tool's compiled validator (`agents.arguments_validator`: jsonschema-rs,
+    offline), or `jsonschema`'s for a schema stored before saving required the former
+    (a pattern in Python's regex dialect) and for arguments it cannot describe an error
+    in (nested too deeply). The first error is named in `jsonschema`'s notation: its JSON
+    path in the arguments and the failing keyword (`false` for a `false` subschema).
+    Whatever fails while checking denies."""
+    # An empty registry: `jsonschema` would otherwise fetch an http(s) `$ref` (its
+    # deprecated default); here a reference outside the schema is unresolvable.
+    slow = Draft202012Validator(schema, registry=Registry())
 
     def reference(arguments: Any) -> str | None:
         try:
             error = next(iter(slow.iter_errors(arguments)), None)
         except RecursionError:
             return "invalid_arguments at $ (nesting)"
-        except Exception:  # e.g. a pattern `re` cannot compile
+        except Exception:  # e.g. a pattern `re` cannot compile, a reference not found
             return "invalid_tool_schema"
         if error is None:
             return None
-        return _reason(error.absolute_path, str(error.validator))
+        keyword = "false" if error.validator is None else str(error.validator)
+        return _reason(error.absolute_path, keyword)
 
     try:
-        fast = jsonschema_rs.Draft202012Validator(schema)
+        fast = agents.arguments_validator(schema)
     except Exception:  # any compile failure: the reference validator
         return reference
 
@@ -235,18 +240,35 @@ def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
             error = next(iter(fast.iter_errors(arguments)))
         except ValueError:  # arguments it cannot convert: the reference decides
             return reference(arguments)
-        keyword = error.schema_path[-1] if error.schema_path else "false"
-        return _reason(error.instance_path, str(keyword))
+        return _reason(error.instance_path, _keyword(error.schema_path))
 
     return compiled
 
 
+# Keywords whose value maps names to subschemas: in a schema path, the element after one
+# of them is a name, not a keyword.
+_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
+def _keyword(schema_path: Sequence[str | int]) -> str:
+    """The keyword that failed: the path's last keyword, or `false` when the path ends
+    at a subschema (a name or an index: a `false` schema there rejected everything)."""
+    keyword, named = "false", False
+    for part in schema_path:
+        if named or isinstance(part, int):
+            keyword, named = "false", False
+        else:
+            keyword, named = part, part in _NAMED
+    return keyword
+
+
 _NAME = re.compile("[a-zA-Z][a-zA-Z0-9_]*")
+_REASON_PATH_MAX = 200  # a call's reason is stored in 300 characters; keys are the caller's
 
 
 def _reason(path: Iterable[str | int], keyword: str) -> str:
     """`invalid_arguments at $.a[0]['b c'] (type)`: the JSON path as `jsonschema` writes
-    it, and the keyword that failed."""
+    it (cut short, with `…`, past 200 characters), and the keyword that failed."""
     at = "$"
     for part in path:
         if isinstance(part, int):
@@ -255,7 +277,10 @@ def _reason(path: Iterable[str | int], keyword: str) -> str:
             at += f".{part}"
         else:
             at += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
-    return f"invalid_arguments at {at} ({keyword})"
+        if len(at) > _REASON_PATH_MAX:
+            at = at[: _REASON_PATH_MAX - 1] + "…"
+            break
+    return f"invalid_arguments at {at} ({keyword[:40]})"
 
 
 def request_tool_call(
@@ -331,6 +356,7 @@ def _verdict(
 # A Core statement on the session's connection: no ORM bookkeeping, and no autoflush,
 # so a batch's rows are inserted together at commit (`tool_calls` is a counter that
 # never changes what the run's token may do: no revision to bump).
+REASON_MAX = 300  # a call's stored reason (`tool_calls.reason`)
 _runs = cast(Table, Run.__table__)
 _SPEND = (
     update(_runs)
@@ -375,7 +401,7 @@ def _record(
         arguments=arguments,
         arguments_digest=arguments_digest(arguments),
         decision=verdict.decision,
-        reason=verdict.reason,
+        reason=verdict.reason[:REASON_MAX],
         policy_id=verdict.policy.id if verdict.policy is not None else None,
         approval_id=None,
         created_at=now,
@@ -395,7 +421,7 @@ def _record(
         org_id=run.org_id,
         resource=("tool_call", call.id),
         outcome=Outcome.DENIED if verdict.decision == "deny" else Outcome.SUCCESS,
-        reason=verdict.reason,
+        reason=call.reason,
         metadata={
             "run_id": run.id,
             "agent_id": agent.id,
@@ -408,14 +434,16 @@ def _record(
     )
     if decided:
         calls, events = db.info.setdefault(_DECIDED, ([], []))
-        calls.append({c: getattr(call, c) for c in _CALL_COLUMNS})
+        calls.append({column: getattr(call, attr) for attr, column in _CALL_COLUMNS})
         events.append(event)
     return call
 
 
 _DECIDED = "bastion.gate.decided"
 _calls = cast(Table, ToolCall.__table__)
-_CALL_COLUMNS = tuple(c.key for c in _calls.columns)
+_CALL_COLUMNS = tuple(  # (attribute, column): a row from the mapped object
+    (prop.key, prop.columns[0].key) for prop in sa_inspect(ToolCall).column_attrs
+)
 _INSERT_CALLS = insert(_calls)
 
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from sqlalchemy import or_, select
@@ -43,6 +44,14 @@ def tool_digest(tool: dict[str, Any]) -> str:
     return sha256_hex(json.dumps(definition, sort_keys=True, separators=(",", ":")))
 
 
+def arguments_validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """The compiled validator of a tool's arguments (jsonschema-rs, Draft 2020-12).
+    Offline: a `$ref` outside the schema is never fetched (no request to a URL, no file
+    read), it makes the schema unusable. Patterns are ECMA-262 regular expressions, as
+    JSON Schema specifies, matched with a backtracking limit."""
+    return jsonschema_rs.Draft202012Validator(schema, offline=True)
+
+
 def _tools(tools: list[ToolIn]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     out = []
@@ -55,6 +64,12 @@ def _tools(tools: list[ToolIn]) -> list[dict[str, Any]]:
         except SchemaError as exc:
             raise InvalidInput.field(
                 f"tools[{i}].input_schema", f"not a valid JSON Schema: {exc.message[:200]}"
+            ) from None
+        try:
+            arguments_validator(tool.input_schema)
+        except Exception as exc:  # jsonschema-rs: a reference or a pattern it cannot use
+            raise InvalidInput.field(
+                f"tools[{i}].input_schema", f"cannot be used: {str(exc)[:200]}"
             ) from None
         item = tool.model_dump()
         item["digest"] = tool_digest(item)

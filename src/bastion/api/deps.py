@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -87,6 +88,20 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/orgs/{org}/secrets/{name}/reveal",
     }
 )
+
+
+def reauthenticate(request: Request, state: AppState) -> Principal:
+    """The caller again, from the request's own credential: for a response that outlives
+    its authentication (an event stream). Raises `Unauthenticated` once the credential
+    is revoked or expired; roles and grants are the current ones. Run in a thread."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    with state.sessions() as db:
+        result = authenticate(
+            db, token if scheme.lower() == "bearer" else None, ctx.actor, state.hasher,
+            state.auth_cache,
+        )  # fmt: skip
+    return result.principal
 
 
 def _quota_key(result: Authenticated) -> str:

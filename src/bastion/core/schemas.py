@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
@@ -19,21 +20,32 @@ class In(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """NUL is never meaningful text, and PostgreSQL cannot store it: refuse it here."""
-        if _contains_nul(value):
-            raise ValueError("must not contain NUL (\\u0000) characters")
+    def _storable(cls, value: Any) -> Any:
+        """NUL is never meaningful text, and PostgreSQL cannot store it; NaN and Infinity
+        are not JSON (the parser takes them), compare unlike numbers and PostgreSQL's
+        JSON refuses them: refuse both here, anywhere in a body."""
+        problem = _unstorable(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
-def _contains_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
     if isinstance(value, str):
-        return "\x00" in value
+        return "must not contain NUL (\\u0000) characters" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must not be NaN or Infinity (not JSON)"
     if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(_contains_nul(v) for v in value)
-    return False
+        for key, item in value.items():
+            problem = _unstorable(key) or _unstorable(item)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            problem = _unstorable(item)
+            if problem is not None:
+                return problem
+    return None
 
 
 class Out(BaseModel):

@@ -26,10 +26,11 @@ from bastion.agents.schemas import (
     ToolCallOut,
 )
 from bastion.api.context import SCOPE_KEY, RequestContext
-from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State, reauthenticate
 from bastion.api.state import AppState
 from bastion.approvals.models import Approval
 from bastion.core.clock import as_utc, utcnow
+from bastion.core.errors import BastionError
 from bastion.core.schemas import ListOf
 
 router = APIRouter(prefix="/v1/orgs/{org}/agents", tags=["agents"])
@@ -38,7 +39,7 @@ runs_router = APIRouter(prefix="/v1/runs", tags=["runs"])
 org_runs_router = APIRouter(prefix="/v1/orgs/{org}/runs", tags=["runs"])
 
 MAX_WAIT_SECONDS = 60
-KEEPALIVE_SECONDS = 15.0  # a comment line this often keeps an event stream's proxies open
+RECHECK_SECONDS = 5.0  # how often an open event stream checks its caller's credential
 
 
 def _agent(agent: Agent) -> AgentOut:
@@ -243,14 +244,18 @@ async def stream_tool_call(
     """For an agent that waits with server-sent events instead of long-polling: an
     `event: tool_call` (the same object as `GET …/tool-calls/{call}`) at once, and, if
     the call was pending, another when it is decided or its approval expires; then the
-    stream ends. A comment line every 15 s keeps proxies open."""
+    stream ends. Every 5 s it checks the caller's credential again (a revoked or expired
+    run ends it) and sends a comment line, which also keeps proxies open."""
     ctx: RequestContext = request.scope[SCOPE_KEY]
     found = await run_in_threadpool(gate.get_tool_call, ctx.db, principal, run, call)
     ctx.end_read()  # no transaction is held while the stream is open
 
     def reread() -> gate.CallState:
+        # The credential again, each time: a revoked or expired run, session or key (or
+        # a caller who may no longer see the agent) ends the stream.
+        caller = reauthenticate(request, state)
         with state.sessions() as db:
-            return gate.get_tool_call(db, principal, run, call)
+            return gate.get_tool_call(db, caller, run, call)
 
     def frame(current: gate.CallState) -> str:
         body = _call(current).model_dump_json()
@@ -263,8 +268,11 @@ async def stream_tool_call(
         end = loop.time() + duration
         while current.decision == "pending" and loop.time() < end:
             expiry = await run_in_threadpool(_until_expiry, state, current)
-            await state.waiters.wait(call, min(end - loop.time(), expiry + 0.05, KEEPALIVE_SECONDS))
-            current = await run_in_threadpool(reread)
+            await state.waiters.wait(call, min(end - loop.time(), expiry + 0.05, RECHECK_SECONDS))
+            try:
+                current = await run_in_threadpool(reread)
+            except BastionError:  # the credential or the call is gone: the stream ends
+                return
             if current.decision != "pending":
                 yield frame(current)
             elif loop.time() < end:

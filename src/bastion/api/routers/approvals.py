@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.agents.models import ToolCall
 from bastion.api.context import SCOPE_KEY, RequestContext
-from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State, reauthenticate
 from bastion.approvals import service as approvals
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.schemas import (
@@ -27,6 +27,7 @@ from bastion.approvals.schemas import (
 )
 from bastion.authz.permissions import Permission
 from bastion.core.clock import as_utc, utcnow
+from bastion.core.errors import BastionError
 from bastion.core.schemas import ListOf
 
 policies_router = APIRouter(prefix="/v1/orgs/{org}/approval-policies", tags=["approvals"])
@@ -136,7 +137,9 @@ async def stream(
     duration: float = Query(300, ge=1, le=3600, description="Seconds before the stream ends."),
 ) -> StreamingResponse:
     """`event: approval` with the approval's id, status and version, for every request
-    and every change from now on; a comment line every 15 s keeps proxies open."""
+    and every change from now on; a comment line every 15 s keeps proxies open, and the
+    caller's credential is checked again then (revoked, expired or no longer allowed to
+    read approvals ends the stream)."""
     principal.require_org(org)
     principal.require(Permission.APPROVALS_READ)
     ctx: RequestContext = request.scope[SCOPE_KEY]
@@ -154,6 +157,11 @@ async def stream(
                 ).where(Approval.org_id == org, Approval.updated_at >= since)
             )
             return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def still_allowed() -> None:
+        caller = reauthenticate(request, state)
+        caller.require_org(org)
+        caller.require(Permission.APPROVALS_READ)
 
     async def events() -> AsyncIterator[str]:
         seen: dict[str, int] = {}
@@ -176,6 +184,10 @@ async def stream(
             quiet += STREAM_POLL_SECONDS
             if quiet >= KEEPALIVE_SECONDS:
                 quiet = 0.0
+                try:  # the credential again: revoked, expired or no longer allowed ends it
+                    await run_in_threadpool(still_allowed)
+                except BastionError:
+                    return
                 yield ": keepalive\n\n"
 
     return StreamingResponse(
