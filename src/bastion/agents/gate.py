@@ -30,7 +30,7 @@ from typing import Any, cast
 import anyio.to_thread
 from jsonschema import Draft202012Validator
 from referencing import Registry
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import String, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
@@ -353,10 +353,13 @@ def _verdict(
     return approvals.evaluate(view.policies, agent, tool, arguments, lambda: view.user)
 
 
+_calls = cast(Table, ToolCall.__table__)
+# The longest reason a call can store: the column's length.
+REASON_MAX = int(cast(String, _calls.c.reason.type).length)  # type: ignore[arg-type]
+
 # A Core statement on the session's connection: no ORM bookkeeping, and no autoflush,
 # so a batch's rows are inserted together at commit (`tool_calls` is a counter that
 # never changes what the run's token may do: no revision to bump).
-REASON_MAX = 300  # a call's stored reason (`tool_calls.reason`)
 _runs = cast(Table, Run.__table__)
 _SPEND = (
     update(_runs)
@@ -440,7 +443,6 @@ def _record(
 
 
 _DECIDED = "bastion.gate.decided"
-_calls = cast(Table, ToolCall.__table__)
 _CALL_COLUMNS = tuple(  # (attribute, column): a row from the mapped object
     (prop.key, prop.columns[0].key) for prop in sa_inspect(ToolCall).column_attrs
 )
