@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bastion.api.app import create_app
 from bastion.api.state import AppState
@@ -48,6 +48,16 @@ def world(data_dir: Path, database_url: str) -> Iterator[tuple[TestClient, Facto
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c, Factory(app.state.bastion, c), app.state.bastion
+        # The database lives for the session: what a test left pending (a retry to a
+        # receiver that has since closed) must not become due in a later test's round.
+        with app.state.bastion.sessions() as db:
+            begin_write(db)
+            db.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.status == outbound.PENDING)
+                .values(status=outbound.FAILED, next_attempt_at=None)
+            )
+            db.commit()
 
 
 def deliver(state: AppState, **policy: Any) -> int:
