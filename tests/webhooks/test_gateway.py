@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import column, select
 
 from bastion.core.clock import clock, utcnow
 from bastion.core.crypto import hmac_sha256_hex
@@ -457,7 +457,10 @@ def test_the_secret_is_in_no_response_and_not_stored_in_plaintext(
     state = app.state.bastion
     with state.sessions() as db:
         for table in metadata.sorted_tables:
-            for row in db.execute(select(table)).all():
+            # As stored, past the column types: other tests in this session's database
+            # hand-edit rows into values the types would refuse to load (SQLite only).
+            raw = select(*(column(c.name) for c in table.columns)).select_from(table)
+            for row in db.execute(raw):
                 dump = repr(tuple(row)).encode() + b"".join(v for v in row if isinstance(v, bytes))
                 assert marker.encode() not in dump, table.name
                 assert rotated_marker.encode() not in dump, table.name
