@@ -552,7 +552,8 @@ def test_a_tool_schema_no_validator_can_use_denies() -> None:
 
 def test_arguments_nested_too_deeply_for_the_compiled_validator_are_still_decided() -> None:
     # jsonschema-rs cannot describe an error in a value nested this deep (ValueError
-    # "Recursion limit reached"): the reference validator decides instead, and denies
+    # "Recursion limit reached"). The edge refuses such arguments (the test above); should
+    # any reach the checker, the reference validator decides instead, and denies
     # even when describing the value is too deep for Python too (how deep the stack
     # already is decides that).
     from bastion.agents.gate import _checker
@@ -637,6 +638,37 @@ def test_nan_and_infinity_in_arguments_are_a_422_naming_them(w: World) -> None:
         )
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == "arguments"
+
+
+def test_arguments_nested_past_the_limit_are_a_422_and_within_it_are_decided(w: World) -> None:
+    # The edge bounds nesting (`core.schemas.MAX_DEPTH`), so an agent cannot push the
+    # validators to their recursion limits (jsonschema-rs gives up describing an error
+    # about 250 deep) or make every check walk hundreds of levels.
+    from bastion.core.schemas import MAX_DEPTH
+
+    tools = [{"name": "t", "input_schema": {"properties": {"order": {"type": "string"}}}}]
+    saved = w.client.patch(w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers)
+    assert saved.status_code == 200, saved.text
+    run = w.run()
+
+    def nested(levels: int) -> Any:
+        value: Any = "x"
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    within = w.call(run, "t", {"order": nested(MAX_DEPTH - 1)})
+    assert (within["decision"], within["reason"]) == ("deny", "invalid_arguments at $.order (type)")
+    for levels in (MAX_DEPTH, 300):
+        refused = w.client.post(
+            f"/v1/runs/{run[0]}/tool-calls",
+            json={"tool": "t", "arguments": {"order": nested(levels)}},
+            headers=run[1],
+        )
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert error["field"] == "arguments"
+        assert f"deeper than {MAX_DEPTH}" in error["message"]
 
 
 def test_a_long_argument_name_still_gets_its_decision_recorded_and_audited(w: World) -> None:

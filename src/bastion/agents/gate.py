@@ -209,9 +209,10 @@ def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
     """The tool's compiled validator (`agents.arguments_validator`: jsonschema-rs,
     offline), or `jsonschema`'s for a schema stored before saving required the former
     (a pattern in Python's regex dialect) and for arguments it cannot describe an error
-    in (nested too deeply). The first error is named in `jsonschema`'s notation: its JSON
-    path in the arguments and the failing keyword (`false` for a `false` subschema).
-    Whatever fails while checking denies."""
+    in (nested too deeply; the edge refuses those, `core.schemas.MAX_DEPTH`). The first
+    error is named in `jsonschema`'s notation: its JSON path in the arguments and the
+    failing keyword (`false` for a `false` subschema). Whatever fails while checking
+    denies."""
     # An empty registry: `jsonschema` would otherwise fetch an http(s) `$ref` (its
     # deprecated default); here a reference outside the schema is unresolvable.
     slow = Draft202012Validator(schema, registry=Registry())

@@ -13,6 +13,12 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Description = Annotated[str, StringConstraints(max_length=1000)]
 
 
+# How deep JSON may nest inside one field of a body (a tool's schema, a call's
+# arguments, metadata): far beyond any real document, and well inside what every
+# validator and the database can walk.
+MAX_DEPTH = 64
+
+
 class In(BaseModel):
     """Request bodies: unknown fields are an error, so typos never pass silently."""
 
@@ -23,26 +29,29 @@ class In(BaseModel):
     def _storable(cls, value: Any) -> Any:
         """NUL is never meaningful text, and PostgreSQL cannot store it; NaN and Infinity
         are not JSON (the parser takes them), compare unlike numbers and PostgreSQL's
-        JSON refuses them: refuse both here, anywhere in a body."""
+        JSON refuses them: refuse both here, anywhere in a body, and JSON nested deeper
+        than `MAX_DEPTH`."""
         problem = _unstorable(value)
         if problem is not None:
             raise ValueError(problem)
         return value
 
 
-def _unstorable(value: Any) -> str | None:
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    if depth > MAX_DEPTH:
+        return f"must not nest deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
         return "must not contain NUL (\\u0000) characters" if "\x00" in value else None
     if isinstance(value, float):
         return None if math.isfinite(value) else "must not be NaN or Infinity (not JSON)"
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = _unstorable(key) or _unstorable(item)
+            problem = _unstorable(key) or _unstorable(item, depth + 1)
             if problem is not None:
                 return problem
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            problem = _unstorable(item)
+            problem = _unstorable(item, depth + 1)
             if problem is not None:
                 return problem
     return None
