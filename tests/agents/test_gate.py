@@ -486,9 +486,9 @@ def test_run_token_reveals_only_its_agents_secrets_inside_its_run(
     assert "run-value" not in str(revealed)
 
 
-# The gate validates arguments with a compiled validator (jsonschema-rs) and falls back
-# to `jsonschema` for a schema the former cannot compile; both name the first error the
-# same way: "invalid_arguments at <JSON path> (<keyword>)".
+# The gate validates arguments with a compiled validator (jsonschema-rs) and names the
+# first error as the reference validator (`jsonschema`) would:
+# "invalid_arguments at <JSON path> (<keyword>)".
 SCHEMA_CASES: list[tuple[dict[str, Any], list[Any]]] = [
     (
         {
@@ -519,8 +519,6 @@ SCHEMA_CASES: list[tuple[dict[str, Any], list[Any]]] = [
         },
         [{"xs": ["ab", "Cd"]}, {"xs": ["ab", 2]}, {"xs": []}],
     ),
-    # `\Z` is Python's, not ECMA-262's: jsonschema-rs refuses it, `jsonschema` is used
-    ({"properties": {"s": {"type": "string", "pattern": "a\\Z"}}}, [{"s": "ba"}, {"s": "ab"}]),
 ]  # fmt: skip
 
 
@@ -541,31 +539,61 @@ def test_argument_validation_agrees_with_the_reference_validator(
         assert check(instance) == expected, instance
 
 
-def test_a_tool_schema_no_validator_can_use_denies() -> None:
+def test_a_tool_schema_the_validator_cannot_compile_denies_every_call() -> None:
     # Saving refuses such a pattern (422); one stored before that check, or edited in the
-    # database, fails closed instead of failing the request.
+    # database, fails closed instead of failing the request, and no second validator
+    # (Python's `re` on an agent's strings) is tried.
     from bastion.agents.gate import _checker
 
-    check = _checker({"properties": {"s": {"pattern": "(?P=n)"}}})
-    assert check({"s": "x"}) == "invalid_tool_schema"
+    for pattern in ("(?P=n)", "a\\Z"):
+        check = _checker({"properties": {"s": {"pattern": pattern}}})
+        assert check({"s": "ba"}) == "invalid_tool_schema"
+        assert check({}) == "invalid_tool_schema"
+
+
+def test_a_stored_schema_saving_would_refuse_denies_its_calls_over_http(w: World) -> None:
+    # As an agent saved before saving checked patterns: the tool is kept, its calls deny
+    # with a reason that says why, and re-saving it shows the 422 that names the schema.
+    from sqlalchemy import update
+
+    from bastion.agents.models import Agent
+    from bastion.agents.service import tool_digest
+    from bastion.core.db import begin_write
+
+    legacy: dict[str, Any] = {
+        "name": "legacy",
+        "description": "",
+        "input_schema": {"properties": {"s": {"type": "string", "pattern": "a\\Z"}}},
+        "risk": "low",
+        "connection": None,
+    }
+    legacy["digest"] = tool_digest(legacy)
+    with w.factory.state.write_sessions() as db:
+        begin_write(db)
+        db.execute(update(Agent).where(Agent.id == w.agent).values(tools=[legacy]))
+        db.commit()
+    run = w.run()
+    denied = w.call(run, "legacy", {"s": "ba"})
+    assert (denied["decision"], denied["reason"]) == ("deny", "invalid_tool_schema")
+    tools = [{k: legacy[k] for k in ("name", "input_schema", "risk")}]
+    resaved = w.client.patch(
+        w.url(f"agents/{w.agent}"), json={"tools": tools}, headers=w.org.headers
+    )
+    assert resaved.status_code == 422, resaved.text
+    assert resaved.json()["errors"][0]["field"] == "tools[0].input_schema"
 
 
 def test_arguments_nested_too_deeply_for_the_compiled_validator_are_still_decided() -> None:
     # jsonschema-rs cannot describe an error in a value nested this deep (ValueError
-    # "Recursion limit reached"). The edge refuses such arguments (the test above); should
-    # any reach the checker, the reference validator decides instead, and denies
-    # even when describing the value is too deep for Python too (how deep the stack
-    # already is decides that).
+    # "Recursion limit reached"). The edge refuses such arguments (see the test of
+    # `MAX_DEPTH`); should any reach the checker, it denies.
     from bastion.agents.gate import _checker
 
     deep: Any = []
     for _ in range(950):
         deep = [deep]
     check = _checker({"properties": {"a": {"type": "integer"}}})
-    assert check({"a": deep}) in (
-        "invalid_arguments at $.a (type)",
-        "invalid_arguments at $ (nesting)",
-    )
+    assert check({"a": deep}) == "invalid_arguments at $ (nesting)"
     assert check({"a": 1}) is None
     recursive = {"$defs": {"n": {"items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
     assert _checker(recursive)(deep) in (None, "invalid_arguments at $ (nesting)")

@@ -28,8 +28,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import anyio.to_thread
-from jsonschema import Draft202012Validator
-from referencing import Registry
 from sqlalchemy import String, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
@@ -207,43 +205,30 @@ def _schema_error(tool: dict[str, Any], arguments: Any) -> str | None:
 
 def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
     """The tool's compiled validator (`agents.arguments_validator`: jsonschema-rs,
-    offline), or `jsonschema`'s for a schema stored before saving required the former
-    (a pattern in Python's regex dialect) and for arguments it cannot describe an error
-    in (nested too deeply; the edge refuses those, `core.schemas.MAX_DEPTH`). The first
-    error is named in `jsonschema`'s notation: its JSON path in the arguments and the
-    failing keyword (`false` for a `false` subschema). Whatever fails while checking
-    denies."""
-    # An empty registry: `jsonschema` would otherwise fetch an http(s) `$ref` (its
-    # deprecated default); here a reference outside the schema is unresolvable.
-    slow = Draft202012Validator(schema, registry=Registry())
-
-    def reference(arguments: Any) -> str | None:
-        try:
-            error = next(iter(slow.iter_errors(arguments)), None)
-        except RecursionError:
-            return "invalid_arguments at $ (nesting)"
-        except Exception:  # e.g. a pattern `re` cannot compile, a reference not found
-            return "invalid_tool_schema"
-        if error is None:
-            return None
-        keyword = "false" if error.validator is None else str(error.validator)
-        return _reason(error.absolute_path, keyword)
-
+    offline). The first error is named in `jsonschema`'s notation: its JSON path in the
+    arguments and the failing keyword (`false` for a `false` subschema). A schema it
+    cannot compile (stored before saving required it to, or edited in the database)
+    denies every call with `invalid_tool_schema` until the tool is saved again: no other
+    validator, with other regular-expression semantics, runs on an agent's arguments."""
     try:
         fast = agents.arguments_validator(schema)
-    except Exception:  # any compile failure: the reference validator
-        return reference
+    except Exception:
+        return _unusable
 
     def compiled(arguments: Any) -> str | None:
         try:
             if fast.is_valid(arguments):
                 return None
             error = next(iter(fast.iter_errors(arguments)))
-        except ValueError:  # arguments it cannot convert: the reference decides
-            return reference(arguments)
+        except ValueError:  # too deep to describe (the edge refuses such arguments)
+            return "invalid_arguments at $ (nesting)"
         return _reason(error.instance_path, _keyword(error.schema_path))
 
     return compiled
+
+
+def _unusable(arguments: Any) -> str:
+    return "invalid_tool_schema"
 
 
 # Keywords whose value maps names to subschemas: in a schema path, the element after one
