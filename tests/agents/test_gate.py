@@ -551,6 +551,17 @@ def test_a_tool_schema_the_validator_cannot_compile_denies_every_call() -> None:
         assert check({}) == "invalid_tool_schema"
 
 
+def test_a_validator_that_fails_while_checking_denies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.agents import gate
+
+    class Broken:
+        def is_valid(self, arguments: Any) -> bool:
+            raise RuntimeError("engine fault")
+
+    monkeypatch.setattr(gate.agents, "arguments_validator", lambda schema: Broken())
+    assert gate._checker({"type": "object"})({}) == "invalid_tool_schema"
+
+
 def test_a_stored_schema_saving_would_refuse_denies_its_calls_over_http(w: World) -> None:
     # As an agent saved before saving checked patterns: the tool is kept, its calls deny
     # with a reason that says why, and re-saving it shows the 422 that names the schema.

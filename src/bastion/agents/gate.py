@@ -222,6 +222,8 @@ def _checker(schema: dict[str, Any]) -> Callable[[Any], str | None]:
             error = next(iter(fast.iter_errors(arguments)))
         except ValueError:  # too deep to describe (the edge refuses such arguments)
             return "invalid_arguments at $ (nesting)"
+        except Exception:  # whatever else fails while checking denies
+            return "invalid_tool_schema"
         return _reason(error.instance_path, _keyword(error.schema_path))
 
     return compiled
