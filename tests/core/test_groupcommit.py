@@ -52,22 +52,6 @@ def test_concurrent_units_commit_together_and_each_gets_its_result(engine: Engin
     assert group.batches < 50  # they were grouped
 
 
-def test_a_faulty_unit_fails_alone(engine: Engine) -> None:
-    group = GroupCommit(sessionmaker(engine), linger=0.01)
-
-    async def main() -> list[object]:
-        units = [group.run(_insert(i)) for i in (1, 2, 3)]
-        units.append(group.run(_insert(2)))  # a duplicate key: this one fails
-        units += [group.run(_insert(i)) for i in (4, 5)]
-        return await asyncio.gather(*units, return_exceptions=True)
-
-    results = asyncio.run(main())
-    group.close()
-    assert [r for r in results if not isinstance(r, Exception)] == [1, 2, 3, 4, 5]
-    assert [type(r) for r in results if isinstance(r, Exception)] == [IntegrityError]
-    assert _stored(engine) == [1, 2, 3, 4, 5]
-
-
 def _defer(row_id: int):  # type: ignore[no-untyped-def]
     """A unit that leaves its row for `before_commit`, as the gate's decided calls do."""
 
@@ -84,18 +68,20 @@ def _write_deferred(db: Session) -> None:
         db.execute(rows.insert(), deferred)
 
 
-def test_rows_left_for_before_commit_are_written_once_even_when_a_batch_is_retried(
-    engine: Engine,
-) -> None:
-    """A batch whose deferred insert fails (a duplicate key among them) is run again one
-    unit per transaction: each good unit's row is written exactly once, the faulty unit
-    alone fails, and nothing of the failed batch is left behind."""
-    group = GroupCommit(sessionmaker(engine), before_commit=_write_deferred, linger=0.05)
+@pytest.mark.parametrize(
+    ("unit", "before_commit"), [(_insert, None), (_defer, _write_deferred)], ids=["now", "deferred"]
+)
+def test_a_faulty_unit_fails_alone(engine: Engine, unit, before_commit) -> None:  # type: ignore[no-untyped-def]
+    """A batch with a duplicate key among its units is run again one unit per transaction:
+    each good unit's row is written exactly once, the faulty unit alone fails, and nothing
+    of the failed batch is left behind — also when the rows are left for `before_commit`
+    (then the batch fails only when they are inserted)."""
+    group = GroupCommit(sessionmaker(engine), before_commit=before_commit, linger=0.05)
 
     async def main() -> list[object]:
-        units = [group.run(_defer(i)) for i in (1, 2, 3)]
-        units.append(group.run(_defer(2)))  # fails only when the rows are inserted
-        units += [group.run(_defer(i)) for i in (4, 5)]
+        units = [group.run(unit(i)) for i in (1, 2, 3)]
+        units.append(group.run(unit(2)))  # a duplicate key: this one fails
+        units += [group.run(unit(i)) for i in (4, 5)]
         return await asyncio.gather(*units, return_exceptions=True)
 
     results = asyncio.run(main())
