@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,6 +36,50 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+def _started(make: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """A fixture's body: hands out a starter of `make`'s receivers and stops every one
+    it started when the test ends."""
+    started: list[S] = []
+
+    def start(*args: Any, **kwargs: Any) -> S:
+        receiver = make(*args, **kwargs)
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+class _LocalHttpServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (TLS with `context`) served from a thread."""
+
+    def _serve(
+        self, handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext | None = None
+    ) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        if context is not None:
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(TIMEOUT)
 
 
 # --- certificates ---------------------------------------------------------------------
@@ -224,16 +268,7 @@ StartSyslog = Callable[..., SyslogReceiver]
 
 @pytest.fixture
 def start_syslog() -> Iterator[StartSyslog]:
-    receivers: list[SyslogReceiver] = []
-
-    def start(port: int = 0, context: ssl.SSLContext | None = None) -> SyslogReceiver:
-        receiver = SyslogReceiver(port, context)
-        receivers.append(receiver)
-        return receiver
-
-    yield start
-    for receiver in receivers:
-        receiver.stop()
+    yield from _started(SyslogReceiver)
 
 
 @dataclass(frozen=True)
@@ -243,7 +278,7 @@ class Recorded:
     body: bytes
 
 
-class HttpReceiver:
+class HttpReceiver(_LocalHttpServer):
     """A ThreadingHTTPServer that records every POST and answers `status`, after `delay`
     seconds (a slow collector). With `echo_headers` the response body repeats the request
     headers (as a careless or debugging collector might)."""
@@ -279,23 +314,10 @@ class HttpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if context is not None:
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(Handler, context)
 
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(TIMEOUT)
 
 
 StartHttp = Callable[..., HttpReceiver]
@@ -303,22 +325,13 @@ StartHttp = Callable[..., HttpReceiver]
 
 @pytest.fixture
 def start_http() -> Iterator[StartHttp]:
-    receivers: list[HttpReceiver] = []
-
-    def start(context: ssl.SSLContext | None = None) -> HttpReceiver:
-        receiver = HttpReceiver(context)
-        receivers.append(receiver)
-        return receiver
-
-    yield start
-    for receiver in receivers:
-        receiver.stop()
+    yield from _started(HttpReceiver)
 
 
 # --- an HTTP forward proxy --------------------------------------------------------------
 
 
-class ForwardProxy:
+class ForwardProxy(_LocalHttpServer):
     """A forward proxy on 127.0.0.1, as an operator's egress proxy: CONNECT tunnels (for
     https) and absolute-form requests (for http). Records what it was asked for
     (`"CONNECT host:port"`, `"POST http://…"`) and the Proxy-Authorization headers it saw;
@@ -397,32 +410,12 @@ class ForwardProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(Handler)
 
     def url(self, credentials: str | None = None) -> str:
         return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(TIMEOUT)
-
 
 @pytest.fixture
 def start_proxy() -> Iterator[Callable[..., ForwardProxy]]:
-    proxies: list[ForwardProxy] = []
-
-    def start(credentials: str | None = None) -> ForwardProxy:
-        proxy = ForwardProxy(credentials)
-        proxies.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in proxies:
-        proxy.stop()
+    yield from _started(ForwardProxy)
