@@ -262,9 +262,20 @@ def test_failing_sink_alerts_and_resolves(
 
 
 def test_notification_retries_until_accepted(
-    world: tuple[TestClient, Factory, Any], start_http: StartHttp
+    world: tuple[TestClient, Factory, Any],
+    start_http: StartHttp,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, factory, state = world
+    # The jitter may choose a retry a moment away, which real time can pass between two
+    # rounds; this test pins the delay (the jitter's bounds are tested in test_siem_transport).
+    asked: list[tuple[int, float, float]] = []
+
+    def fixed_delay(attempt: int, *, base: float, cap: float) -> float:
+        asked.append((attempt, base, cap))
+        return 30.0
+
+    monkeypatch.setattr(alerts, "backoff_delay", fixed_delay)
     org = factory.org()
     hooks = start_http()
     hooks.status = 503
@@ -275,6 +286,7 @@ def test_notification_retries_until_accepted(
     assert alert["notified_at"] is None
     assert alert["notify_attempts"] == 1
     assert "503" in alert["notify_error"]
+    assert asked == [(0, 5, 900)]  # the first retry's delay, within 5 s to 15 min
     hooks.status = 200
     assert _round(state, org) == 0  # waiting out the backoff
     clock.advance(60)
