@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import (
     ColumnElement,
@@ -125,27 +125,21 @@ def start_chain(db: Session, org_id: str) -> None:
     db.add(AuditHead(chain=org_id, seq=0, hash=GENESIS))
 
 
-def record(
-    db: Session,
-    *,
-    type: EventType,
-    actor: Actor,
-    org_id: str | None,
-    outcome: Outcome = Outcome.SUCCESS,
-    resource: tuple[str, str | None] | None = None,
-    reason: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> AuditEvent:
-    values = event_row(
-        db,
-        type=type,
-        actor=actor,
-        org_id=org_id,
-        outcome=outcome,
-        resource=resource,
-        reason=reason,
-        metadata=metadata,
-    )
+class EventFields(TypedDict, total=False):
+    """What an event is recorded with (the arguments of `record` and `event_row`)."""
+
+    type: Required[EventType]
+    actor: Required[Actor]
+    org_id: Required[str | None]
+    outcome: Outcome
+    resource: tuple[str, str | None] | None
+    reason: str | None
+    metadata: Mapping[str, Any] | None
+
+
+def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent:
+    """Append an event to its organisation's chain, as an `AuditEvent` added to `db`."""
+    values = event_row(db, **fields)
     values["event_metadata"] = values.pop("metadata")
     event = AuditEvent(**values)
     db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
