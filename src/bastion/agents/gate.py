@@ -156,6 +156,7 @@ def revoke_run(db: Session, principal: Principal, org_id: str, run_id: str) -> R
         if run.started_by != principal.id and run.on_behalf_of != principal.user_id:
             principal.require(Permission.AGENTS_MANAGE)
     if run.revoked_at is None:
+        audit.lock_chain(db, org_id)  # before the run's row, as the gate locks them
         run.revoked_at = utcnow()
         audit.record(
             db,
@@ -165,6 +166,7 @@ def revoke_run(db: Session, principal: Principal, org_id: str, run_id: str) -> R
             resource=("run", run.id),
             metadata={"agent_id": run.agent_id},
         )
+        approvals.end_for_run(db, org_id, run.id, principal.actor)
     return run
 
 

@@ -70,13 +70,18 @@ class AgentPatch(In):
     secrets: Annotated[list[SecretName], Field(max_length=100)] | None = None
 
 
-class ToolOut(Out):
+class HubToolOut(Out):
+    """A tool as the hub publishes it: its definition, not the system it is connected to."""
+
     name: str
     description: str
     input_schema: dict[str, Any]
     risk: str
-    connection: str | None = None
     digest: str = Field(description="SHA-256 of the tool's definition.")
+
+
+class ToolOut(HubToolOut):
+    connection: str | None = None
 
 
 class AgentOut(Out):
@@ -103,7 +108,7 @@ class HubAgentOut(Out):
     org_id: str
     name: str
     description: str
-    tools: list[ToolOut]
+    tools: list[HubToolOut]
     version: int
     updated_at: datetime
 

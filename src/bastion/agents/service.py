@@ -162,7 +162,9 @@ def create_agent(db: Session, principal: Principal, org_id: str, body: AgentIn) 
             raise InvalidInput.field("from_hub", "no public agent with this id")
         name = body.name or source.name
         description = body.description or source.description
-        tools = (body.tools and tools) or [dict(t) for t in source.tools]
+        # The definitions, not the publisher's connections (its organisation's sources).
+        copied = [{**t, "connection": None} for t in source.tools]
+        tools = (body.tools and tools) or [{**t, "digest": tool_digest(t)} for t in copied]
     if name is None:  # the schema insists unless cloning
         raise InvalidInput.field("name", "required")
     agent = Agent(

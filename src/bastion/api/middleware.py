@@ -215,7 +215,7 @@ class BastionMiddleware:
                             db, record[0], record[1], self.state.settings.idempotency_ttl
                         )
                     db.commit()
-                except IntegrityError:
+                except (IntegrityError, idempotency.KeyTaken):
                     db.rollback()
                     return 409
                 except SQLAlchemyError:
@@ -390,9 +390,12 @@ class _Responder:
         self.started = True
         if final != status:
             self._replaced = True
-            detail = (
-                "the change conflicts with another one; retry" if final == 409 else "internal error"
-            )
+            if final == 409 and record is not None:
+                detail = "a request with this Idempotency-Key was answered meanwhile; retry"
+            elif final == 409:
+                detail = "the change conflicts with another one; retry"
+            else:
+                detail = "internal error"
             code, headers, body = problems.generic(final, detail, self.ctx.request_id)
             await self.problem(code, headers, body)
             return False

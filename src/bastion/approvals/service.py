@@ -42,7 +42,7 @@ from bastion.identity import service as identity
 from bastion.tenancy import service as tenancy
 from bastion.webhooks import outbound
 
-HIGH_RISK = frozenset({"high", "critical"})
+LOW_RISK = frozenset({"low", "medium"})  # any other risk needs approval without a policy
 DEFAULT_EXPIRES_IN = 3600
 SYSTEM = Actor("system", None)
 
@@ -88,23 +88,23 @@ def _validate(db: Session, org_id: str, body: PolicyIn) -> None:
             compile_condition(body.match.condition)
         except RuleError as exc:
             raise InvalidInput.field("match.condition", str(exc)) from None
-    for field, approvers in (("approvers", body.approvers), ("escalate_to", body.escalate_to)):
-        if approvers is None:
-            continue
-        missing = set(approvers.teams) - tenancy.existing_team_ids(db, org_id, approvers.teams)
-        if missing:
-            raise InvalidInput.field(f"{field}.teams", f"no such team: {sorted(missing)[0]}")
-        for user_id in approvers.users:
-            try:
-                identity.require_user_in_org(db, org_id, user_id)
-            except NotFound:
-                raise InvalidInput.field(f"{field}.users", f"no such user: {user_id}") from None
-        for role in approvers.roles:
-            authz.resolve_role(db, org_id, role, field=f"{field}.roles")
 
 
-def _approvers(value: Approvers | None) -> dict[str, Any]:
-    return value.model_dump() if value is not None else {}
+def _approvers(db: Session, org_id: str, field: str, value: Approvers | None) -> dict[str, Any]:
+    """Who may decide, as stored: teams and users checked, roles as the organisation
+    stores them (a custom role named by its name is kept by its id, as users hold it)."""
+    if value is None:
+        return {}
+    missing = set(value.teams) - tenancy.existing_team_ids(db, org_id, value.teams)
+    if missing:
+        raise InvalidInput.field(f"{field}.teams", f"no such team: {sorted(missing)[0]}")
+    for user_id in value.users:
+        try:
+            identity.require_user_in_org(db, org_id, user_id)
+        except NotFound:
+            raise InvalidInput.field(f"{field}.users", f"no such user: {user_id}") from None
+    roles = [authz.resolve_role(db, org_id, role, field=f"{field}.roles") for role in value.roles]
+    return {**value.model_dump(), "roles": list(dict.fromkeys(roles))}
 
 
 def create_policy(db: Session, principal: Principal, org_id: str, body: PolicyIn) -> ApprovalPolicy:
@@ -118,11 +118,11 @@ def create_policy(db: Session, principal: Principal, org_id: str, body: PolicyIn
         name=body.name,
         match=match,
         decision=body.decision,
-        approvers=_approvers(body.approvers),
+        approvers=_approvers(db, org_id, "approvers", body.approvers),
         quorum=body.quorum,
         expires_in=body.expires_in,
         escalate_after=body.escalate_after,
-        escalate_to=_approvers(body.escalate_to),
+        escalate_to=_approvers(db, org_id, "escalate_to", body.escalate_to),
         allow_self_approval=body.allow_self_approval,
         tool_digests=_pin(db, org_id, match),
         created_by=principal.id,
@@ -244,15 +244,17 @@ def evaluate(
                     "user": user(),
                 }
             try:
-                matched = _program(condition).execute(context) is True
+                result = _program(condition).execute(context)
             except Exception:  # an error in a policy denies (fail closed)
                 return Verdict("deny", f"policy_error:{policy.id}", policy)
-            if not matched:
+            if not isinstance(result, bool):  # `arguments.order`: a value, not an answer
+                return Verdict("deny", f"policy_error:{policy.id}", policy)
+            if not result:
                 continue
-        if policy.decision == "deny":
-            return Verdict("deny", f"policy:{policy.id}", policy)
         if policy.decision == "require_approval":
             approval = approval or policy
+        elif policy.decision != "allow":  # deny, or a value this version does not know
+            return Verdict("deny", f"policy:{policy.id}", policy)
         elif policy.tool_digests.get(key) == tool["digest"]:
             allow = allow or policy
         else:
@@ -274,9 +276,9 @@ def _settle(
         return Verdict("allow", f"policy:{allow.id}", allow)
     if changed:
         return Verdict("pending", "tool_changed_since_approved")
-    if tool.get("risk") in HIGH_RISK:
-        return Verdict("pending", "high_risk_default")
-    return Verdict("allow", "default")
+    if tool.get("risk", "low") in LOW_RISK:
+        return Verdict("allow", "default")
+    return Verdict("pending", "high_risk_default")  # high, critical, or unknown
 
 
 def open_approval(
@@ -303,7 +305,8 @@ def open_approval(
         escalate_to=dict(policy.escalate_to) if policy is not None else {},
         escalate_at=escalate_at,
         allow_self_approval=policy.allow_self_approval if policy is not None else False,
-        expires_at=now + timedelta(seconds=expires_in),
+        # Never beyond the run: a request its run can no longer act on expires with it.
+        expires_at=min(now + timedelta(seconds=expires_in), as_utc(run.expires_at)),
         reason="",
         version=1,
         created_at=now,
@@ -430,7 +433,7 @@ def list_approvals(
 @dataclass(frozen=True)
 class _Approver:
     user_id: str
-    role: str
+    roles: frozenset[str]  # the user's role and those of their active grants
     teams: frozenset[str]
 
 
@@ -438,13 +441,16 @@ def _approver(db: Session, principal: Principal) -> _Approver | None:
     if principal.user_id is None or not principal.can(Permission.APPROVALS_DECIDE):
         return None
     user = identity.require_user_in_org(db, principal.org_id, principal.user_id)
-    return _Approver(user.id, user.role, tenancy.teams_of(db, principal.org_id, user.id))
+    granted = authz.active_grant_roles(db, user.id, utcnow())
+    return _Approver(
+        user.id, frozenset({user.role, *granted}), tenancy.teams_of(db, principal.org_id, user.id)
+    )
 
 
 def _listed(approver: _Approver, approvers: dict[str, Any]) -> bool:
     return (
         approver.user_id in approvers.get("users", ())
-        or approver.role in approvers.get("roles", ())
+        or bool(approver.roles & set(approvers.get("roles", ())))
         or bool(approver.teams & set(approvers.get("teams", ())))
     )
 
@@ -470,7 +476,11 @@ def decide(
 ) -> Approval:
     principal.require_org(org_id)
     principal.require(Permission.APPROVALS_DECIDE)
-    approval = _find(db, org_id, approval_id)
+    # Read again under its lock: two approvers deciding at once see each other's
+    # decisions, and only one of them closes it.
+    approval = _locked(db, org_id, _find(db, org_id, approval_id).id)
+    if approval is None:
+        raise NotFound("approval not found")
     now = utcnow()
     approver = _approver(db, principal)
     if approver is None:
@@ -482,6 +492,9 @@ def decide(
     status = effective_status(approval, now)
     if status != "pending":
         raise Conflict(f"this approval is already {status}")
+    run = db.get(Run, approval.run_id)
+    if run is None or run.revoked_at is not None or as_utc(run.expires_at) <= now:
+        raise Conflict("the run that asked for this action has ended")
     if not _eligible(approver, approval, now):
         raise Forbidden("you are not an approver of this request", permission="approvals:decide")
     if db.get(ApprovalDecision, (approval.id, approver.user_id)) is not None:
@@ -514,6 +527,24 @@ def decide(
         approval.version += 1
         approval.updated_at = now
     return approval
+
+
+def end_for_run(db: Session, org_id: str, run_id: str, actor: Actor) -> int:
+    """Deny what the run still waits for (it was revoked): nobody can approve an action
+    of a run that can no longer act, and its waiters hear at once. Returns how many."""
+    now = utcnow()
+    pending = db.execute(
+        select(Approval.id).where(
+            Approval.org_id == org_id, Approval.run_id == run_id, Approval.status == "pending"
+        )
+    ).scalars()
+    closed = 0
+    for approval_id in list(pending):
+        approval = _locked(db, org_id, approval_id)
+        if approval is not None and approval.status == "pending":
+            _close(db, approval, "denied", "the run was revoked", actor, now)
+            closed += 1
+    return closed
 
 
 def _close(
@@ -569,24 +600,29 @@ def sweep(db: Session, now: datetime | None = None, batch: int = 200) -> int:
     now = now or utcnow()
     done = 0
     expired = db.execute(
-        select(Approval)
+        select(Approval.org_id, Approval.id)
         .where(Approval.status == "pending", Approval.expires_at <= now)
         .order_by(Approval.expires_at)
         .limit(batch)
-    ).scalars()
-    for approval in expired:
-        _close(db, approval, "expired", "expired before a decision", SYSTEM, now)
-        done += 1
+    ).all()
+    for org_id, approval_id in expired:
+        approval = _locked(db, org_id, approval_id)
+        if approval is not None and approval.status == "pending":
+            _close(db, approval, "expired", "expired before a decision", SYSTEM, now)
+            done += 1
     escalating = db.execute(
-        select(Approval)
+        select(Approval.org_id, Approval.id)
         .where(
             Approval.status == "pending",
             Approval.escalate_at <= now,
             Approval.escalated_at.is_(None),
         )
         .limit(batch)
-    ).scalars()
-    for approval in escalating:
+    ).all()
+    for org_id, approval_id in escalating:
+        approval = _locked(db, org_id, approval_id)
+        if approval is None or approval.status != "pending" or approval.escalated_at:
+            continue  # another worker's sweep, or a decision, came first
         approval.escalated_at = now
         approval.version += 1
         audit.record(
@@ -600,3 +636,16 @@ def sweep(db: Session, now: datetime | None = None, batch: int = 200) -> int:
         notify(db, approval.org_id, "approval.escalated", _summary(approval))
         done += 1
     return done
+
+
+def _locked(db: Session, org_id: str, approval_id: str) -> Approval | None:
+    """The approval as it is now, locked after its chain's head (the order every writer
+    takes): what another worker's sweep or a decision changed meanwhile is seen."""
+    audit.lock_chain(db, org_id)
+    stmt = (
+        select(Approval)
+        .where(Approval.id == approval_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return db.execute(stmt).scalar_one_or_none()

@@ -101,14 +101,24 @@ def _lock_head(db: Session, chain: str) -> AuditHead:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    head = db.execute(stmt).scalar_one_or_none()
-    if head is None:
-        try:
-            with db.begin_nested():
-                db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
-        except IntegrityError:
-            pass  # another writer created it first; lock theirs
-        head = db.execute(stmt).scalar_one()
+    # The transaction's pending changes (a run revoked, an agent deleted) are written
+    # just after the head is locked, not before (autoflush would): so a writer that
+    # records after changing rows through the session locks the head first and those rows
+    # after it, as the gate does, and two writers do not wait on each other's locks in
+    # opposite orders (PostgreSQL would abort one). Writers that flush or run UPDATEs
+    # themselves before recording call `lock_chain` first.
+    if any(isinstance(held_row, AuditHead) for held_row in db.dirty):
+        db.flush()  # a change to a head itself is written first: the read must not undo it
+    with db.no_autoflush:
+        head = db.execute(stmt).scalar_one_or_none()
+        if head is None:
+            try:
+                with db.begin_nested():
+                    db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
+            except IntegrityError:
+                pass  # another writer created it first; lock theirs
+            head = db.execute(stmt).scalar_one()
+    db.flush()
     held[1][chain] = head
     return head
 

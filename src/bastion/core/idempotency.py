@@ -5,7 +5,9 @@ request plus the first response. The response is encrypted (AES-256-GCM) under a
 derived from the caller's own credential, so a creation response that carries a
 one-time secret is never readable from the database, and only the same credential can
 ever replay it. Only successful (2xx) responses are stored, in the same transaction as
-the change they describe.
+the change they describe. Two requests with the same key at once: the first to commit
+keeps its change and response; the other is rolled back and answered 409 (its primary
+key collides, or it finds the first's record), and its retry replays the first response.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class IdempotencyRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     response: Mapped[bytes] = mapped_column(LargeBinary, info={"secret": True})
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class KeyTaken(Exception):
+    """Another request with the same key was answered and stored while this one ran."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,12 @@ def store(db: Session, scope: IdempotencyScope, response: StoredResponse, ttl: i
         {"status": response.status, "headers": response.headers, "body": response.body.hex()}
     ).encode()
     existing = db.get(IdempotencyRecord, scope.lookup)
-    if existing is not None:  # an expired record under the same key
-        db.delete(existing)
+    if existing is not None:
+        if existing.created_at >= utcnow() - timedelta(seconds=ttl):
+            # The same key's other request committed first (they ran at once): this one
+            # is rolled back and answered 409; its retry replays the first response.
+            raise KeyTaken
+        db.delete(existing)  # an expired record under the same key
         db.flush()
     db.add(
         IdempotencyRecord(
@@ -101,4 +111,12 @@ def store(db: Session, scope: IdempotencyScope, response: StoredResponse, ttl: i
     )
 
 
-__all__ = ["IdempotencyRecord", "IdempotencyScope", "StoredResponse", "find", "scope_for", "store"]
+__all__ = [
+    "IdempotencyRecord",
+    "IdempotencyScope",
+    "KeyTaken",
+    "StoredResponse",
+    "find",
+    "scope_for",
+    "store",
+]

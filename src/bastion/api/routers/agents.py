@@ -219,8 +219,11 @@ async def get_tool_call(
     await state.waiters.wait(call, deadline)
 
     def reread() -> gate.CallState:
+        # The credential again: a run revoked or expired while it waited hears 401, not
+        # a decision it may no longer act on.
+        caller = reauthenticate(request, state)
         with state.sessions() as db:
-            return gate.get_tool_call(db, principal, run, call)
+            return gate.get_tool_call(db, caller, run, call)
 
     return _call(await run_in_threadpool(reread))
 
