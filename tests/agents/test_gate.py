@@ -679,6 +679,23 @@ def test_nan_and_infinity_in_arguments_are_a_422_naming_them(w: World) -> None:
         assert response.json()["errors"][0]["field"] == "arguments"
 
 
+def test_unpaired_surrogates_are_a_422_on_every_backend(w: World) -> None:
+    run = w.run()
+    for body in (
+        '{"tool": "lookup_order", "arguments": {"order": "A\\ud800"}}',
+        '{"tool": "lookup_order", "arguments": {"\\udfff": 1}}',
+    ):
+        response = w.client.post(
+            f"/v1/runs/{run[0]}/tool-calls",
+            content=body,
+            headers={**run[1], "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"].startswith("arguments")
+    paired = w.call(run, "lookup_order", {"order": "A-\U0001f600"})  # an emoji: a pair in JSON
+    assert paired["decision"] == "allow"
+
+
 def test_arguments_nested_past_the_limit_are_a_422_and_within_it_are_decided(w: World) -> None:
     # The edge bounds nesting (`core.schemas.MAX_DEPTH`), so an agent cannot push the
     # validators to their recursion limits (jsonschema-rs gives up describing an error

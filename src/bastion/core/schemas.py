@@ -27,10 +27,10 @@ class In(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        """NUL is never meaningful text, and PostgreSQL cannot store it; NaN and Infinity
-        are not JSON (the parser takes them), compare unlike numbers and PostgreSQL's
-        JSON refuses them: refuse both here, anywhere in a body, and JSON nested deeper
-        than `MAX_DEPTH`."""
+        """NUL is never meaningful text, and PostgreSQL cannot store it, nor an unpaired
+        surrogate (not text in any encoding); NaN and Infinity are not JSON (the parser
+        takes them), compare unlike numbers and PostgreSQL's JSON refuses them: refuse
+        them here, anywhere in a body, and JSON nested deeper than `MAX_DEPTH`."""
         problem = _unstorable(value)
         if problem is not None:
             raise ValueError(problem)
@@ -41,7 +41,14 @@ def _unstorable(value: Any, depth: int = 0) -> str | None:
     if depth > MAX_DEPTH:
         return f"must not nest deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
-        return "must not contain NUL (\\u0000) characters" if "\x00" in value else None
+        if "\x00" in value:
+            return "must not contain NUL (\\u0000) characters"
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # JSON's "\ud800": text no database can store
+                return "must not contain unpaired surrogates (\\ud800-\\udfff)"
+        return None
     if isinstance(value, float):
         return None if math.isfinite(value) else "must not be NaN or Infinity (not JSON)"
     if isinstance(value, dict):
