@@ -20,7 +20,7 @@ from bastion.audit import service as audit
 from bastion.core.clock import clock, utcnow
 from bastion.core.db import begin_write
 from tests.agents.test_gate import World
-from tests.factories import Factory, Member
+from tests.factories import Factory, Member, bearer
 
 
 @pytest.fixture
@@ -277,3 +277,31 @@ def test_one_idempotency_key_sent_twice_at_once_makes_one_call(w: World) -> None
         assert again.status_code == 201
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.json()["id"] in made
+
+
+def test_a_private_agents_requests_are_seen_by_its_readers_and_approvers_only(
+    w: World,
+) -> None:
+    owner = w.user
+    private = w.post(
+        "agents",
+        {"name": "mine", "visibility": "private", "tools": [{"name": "wire", "risk": "high"}]},
+        headers=owner.headers,
+    )
+    started = w.post(f"agents/{private['id']}/runs", {}, headers=owner.headers)
+    call = w.call((started["run_id"], bearer(started["token"])), "wire", {"iban": "DE00 1234"})
+    approval = call["approval_id"]
+    viewer = w.factory.member(w.org, "viewer")
+
+    def listed(who: Member) -> bool:
+        found = w.client.get(w.url("approvals"), headers=who.headers)
+        assert found.status_code == 200, found.text
+        return approval in {a["id"] for a in found.json()["data"]}
+
+    def shown(who: Member) -> int:
+        return w.client.get(w.url(f"approvals/{approval}"), headers=who.headers).status_code
+
+    assert (listed(viewer), shown(viewer)) == (False, 404)  # the agent is 404 to them too
+    assert w.client.get(w.url(f"agents/{private['id']}"), headers=viewer.headers).status_code == 404
+    assert (listed(w.managers[0]), shown(w.managers[0])) == (True, 200)  # may decide it
+    assert (listed(owner), shown(owner)) == (True, 200)  # its agent, and asked for them

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bastion.agents import service as agents
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.schemas import Approvers, PolicyIn
@@ -375,7 +376,31 @@ def get_approval(
     principal.require_org(org_id)
     principal.require(Permission.APPROVALS_READ)
     approval = _find(db, org_id, approval_id)
+    if not readable_by(db, principal)(approval):
+        raise NotFound("approval not found")
     return approval, _call(db, approval), decisions_of(db, approval.id)
+
+
+def readable_by(db: Session, principal: Principal) -> Callable[[Approval], bool]:
+    """Who may see an approval, and so its call's arguments: whoever may read its agent
+    (a private agent's requests stay private), whoever it names as an approver, now or
+    after escalation, and the user it was requested for."""
+    who = agents.asker(db, principal)
+    approver = _approver(db, principal)
+    agent_readable: dict[str, bool] = {}
+
+    def readable(approval: Approval) -> bool:
+        if principal.user_id is not None and approval.requested_for == principal.user_id:
+            return True
+        if approver is not None and _named(approver, approval):
+            return True
+        if approval.agent_id not in agent_readable:
+            agent = db.get(Agent, approval.agent_id)
+            seen = agent is not None and agents.decide(who, agent, "read").allowed
+            agent_readable[approval.agent_id] = seen
+        return agent_readable[approval.agent_id]
+
+    return readable
 
 
 def _call(db: Session, approval: Approval) -> ToolCall:
@@ -420,11 +445,12 @@ def list_approvals(
     elif status is not None:
         stmt = stmt.where(Approval.status == status)
     page = newest_first(db, stmt, Approval.id, limit=limit, cursor=cursor)
+    readable = readable_by(db, principal)
+    kept = [a for a in page.data if readable(a)]
     if mine:
         approver = _approver(db, principal)
-        kept = [a for a in page.data if approver is not None and _eligible(approver, a, now)]
-        return Page(kept, page.next_cursor)
-    return page
+        kept = [a for a in kept if approver is not None and _eligible(approver, a, now)]
+    return Page(kept, page.next_cursor)
 
 
 # --- deciding -------------------------------------------------------------------------
@@ -453,6 +479,14 @@ def _listed(approver: _Approver, approvers: dict[str, Any]) -> bool:
         or bool(approver.roles & set(approvers.get("roles", ())))
         or bool(approver.teams & set(approvers.get("teams", ())))
     )
+
+
+def _named(approver: _Approver, approval: Approval) -> bool:
+    """Among the approval's approvers, now or once it escalates."""
+    named = approval.approvers or {}
+    if not any(named.get(k) for k in ("users", "roles", "teams")):
+        return True
+    return _listed(approver, named) or _listed(approver, approval.escalate_to or {})
 
 
 def _eligible(approver: _Approver, approval: Approval, now: datetime) -> bool:

@@ -145,18 +145,16 @@ async def stream(
     ctx: RequestContext = request.scope[SCOPE_KEY]
     ctx.end_read()
 
-    def changes(since: datetime) -> list[tuple[str, int, str, str, datetime]]:
+    def changes(since: datetime) -> list[tuple[str, int, str, str, datetime, bool]]:
+        """Approvals changed since, each with whether the caller may see it (not the
+        requests of a private agent it cannot read)."""
         with state.sessions() as db:
-            rows = db.execute(
-                select(
-                    Approval.id,
-                    Approval.version,
-                    Approval.status,
-                    Approval.tool,
-                    Approval.updated_at,
-                ).where(Approval.org_id == org, Approval.updated_at >= since)
-            )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            stmt = select(Approval).where(Approval.org_id == org, Approval.updated_at >= since)
+            rows = list(db.execute(stmt).scalars())
+            if not rows:
+                return []
+            readable = approvals.readable_by(db, principal)
+            return [(a.id, a.version, a.status, a.tool, a.updated_at, readable(a)) for a in rows]
 
     def still_allowed() -> None:
         caller = reauthenticate(request, state)
@@ -170,13 +168,15 @@ async def stream(
         quiet = 0.0
         yield ": connected\n\n"
         while asyncio.get_running_loop().time() - started < duration:
-            for approval_id, version, status, tool, updated in await run_in_threadpool(
+            for approval_id, version, status, tool, updated, visible in await run_in_threadpool(
                 changes, since
             ):
                 if seen.get(approval_id, 0) >= version:
                     continue
                 seen[approval_id] = version
                 since = max(since, as_utc(updated) - timedelta(seconds=1))
+                if not visible:
+                    continue
                 data = {"id": approval_id, "status": status, "version": version, "tool": tool}
                 yield f"id: {approval_id}:{version}\nevent: approval\ndata: {json.dumps(data)}\n\n"
                 quiet = 0.0
