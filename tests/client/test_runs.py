@@ -280,6 +280,16 @@ def test_context_manager_asks_on_enter(w: World) -> None:
         pass
 
 
+def test_an_async_generator_is_refused_rather_than_asked_for_on_the_event_loop(w: World) -> None:
+    run = w.start()
+
+    async def stream_orders(order: str) -> Any:
+        yield order
+
+    with pytest.raises(TypeError, match="async with"):
+        run.guard("lookup_order")(stream_orders)
+
+
 def test_arguments_are_bound_with_defaults(w: World) -> None:
     run = w.start()
     w.later(run.id, w.approve_by(w.managers[0]))

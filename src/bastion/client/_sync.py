@@ -487,6 +487,11 @@ class Guard:
 
     def __call__(self, fn: F) -> F:
         tool = _runs.tool_name(self._tool, fn)
+        if inspect.isasyncgenfunction(fn):  # asking at call time would block its event loop
+            raise TypeError(
+                "guard does not decorate async generators; guard the work inside with "
+                "`async with run.guard(...)`"
+            )
 
         if inspect.iscoroutinefunction(fn):
 
