@@ -630,20 +630,18 @@ def _summary(approval: Approval) -> dict[str, Any]:
 
 def sweep(db: Session, now: datetime | None = None, batch: int = 200) -> int:
     """Record expiries and announce escalations that are due (idempotent; any worker).
-    Decisions never wait for this: expiry is already in force at read time."""
+    Decisions never wait for this: expiry is already in force at read time.
+
+    Organisations are taken in the order of their ids, each chain's head locked once for
+    the transaction: two workers sweeping at once lock in the same order and never wait
+    on each other in a cycle."""
     now = now or utcnow()
-    done = 0
-    expired = db.execute(
+    expiring = db.execute(
         select(Approval.org_id, Approval.id)
         .where(Approval.status == "pending", Approval.expires_at <= now)
         .order_by(Approval.expires_at)
         .limit(batch)
     ).all()
-    for org_id, approval_id in expired:
-        approval = _locked(db, org_id, approval_id)
-        if approval is not None and approval.status == "pending":
-            _close(db, approval, "expired", "expired before a decision", SYSTEM, now)
-            done += 1
     escalating = db.execute(
         select(Approval.org_id, Approval.id)
         .where(
@@ -653,23 +651,37 @@ def sweep(db: Session, now: datetime | None = None, batch: int = 200) -> int:
         )
         .limit(batch)
     ).all()
-    for org_id, approval_id in escalating:
+    work = sorted(
+        [(org_id, 0, approval_id) for org_id, approval_id in expiring]
+        + [(org_id, 1, approval_id) for org_id, approval_id in escalating]
+    )
+    done = 0
+    for org_id, kind, approval_id in work:
         approval = _locked(db, org_id, approval_id)
-        if approval is None or approval.status != "pending" or approval.escalated_at:
+        if approval is None or approval.status != "pending":
             continue  # another worker's sweep, or a decision, came first
-        approval.escalated_at = now
-        approval.version += 1
-        audit.record(
-            db,
-            type=EventType.APPROVAL_ESCALATED,
-            actor=SYSTEM,
-            org_id=approval.org_id,
-            resource=("approval", approval.id),
-            metadata={"escalate_to": approval.escalate_to},
-        )
-        notify(db, approval.org_id, "approval.escalated", _summary(approval))
+        if kind == 0:
+            _close(db, approval, "expired", "expired before a decision", SYSTEM, now)
+        elif approval.escalated_at is None and as_utc(approval.expires_at) > now:
+            _escalate(db, approval, now)
+        else:
+            continue
         done += 1
     return done
+
+
+def _escalate(db: Session, approval: Approval, now: datetime) -> None:
+    approval.escalated_at = now
+    approval.version += 1
+    audit.record(
+        db,
+        type=EventType.APPROVAL_ESCALATED,
+        actor=SYSTEM,
+        org_id=approval.org_id,
+        resource=("approval", approval.id),
+        metadata={"escalate_to": approval.escalate_to},
+    )
+    notify(db, approval.org_id, "approval.escalated", _summary(approval))
 
 
 def _locked(db: Session, org_id: str, approval_id: str) -> Approval | None:
