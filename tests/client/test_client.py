@@ -11,6 +11,7 @@ from bastion.client import (
     AsyncClient,
     AuthenticationError,
     Client,
+    ConflictError,
     MockBastion,
     NotFoundError,
     PermissionDeniedError,
@@ -137,6 +138,25 @@ def test_mock_transport_retries_429_and_503_reusing_the_idempotency_key() -> Non
     keys = {r.headers["idempotency-key"] for r in mock.requests}
     assert len(mock.requests) == 3
     assert len(keys) == 1
+
+
+def test_an_idempotency_key_in_use_is_retried_and_other_conflicts_are_not() -> None:
+    in_use = {"status": 409, "code": "idempotency_key_in_use", "detail": "answered meanwhile"}
+    mock = MockBastion()
+    mock.add("POST", "/v1/orgs/org_1/teams", in_use, status=409)
+    mock.add("POST", "/v1/orgs/org_1/teams", {"id": "team_1", "name": "a"}, status=201)
+    mock.add("POST", "/v1/orgs/org_1/teams", {"status": 409, "code": "conflict"}, status=409)
+    sdk = Client(
+        "http://bastion.test",
+        token="t",
+        transport=mock.transport(),
+        retry=RetryPolicy(max_retries=3, sleep_scale=0),
+    )
+    assert sdk.teams.create("org_1", name="a")["id"] == "team_1"  # the replayed answer
+    assert len({r.headers["idempotency-key"] for r in mock.requests}) == 1
+    with pytest.raises(ConflictError):
+        sdk.teams.create("org_1", name="a")
+    assert len(mock.requests) == 3  # the plain conflict was not asked again
 
 
 def test_retries_give_up_with_a_typed_error() -> None:

@@ -391,11 +391,12 @@ class _Responder:
         if final != status:
             self._replaced = True
             if final == 409 and record is not None:
-                detail = "a request with this Idempotency-Key was answered meanwhile; retry"
-            elif final == 409:
-                detail = "the change conflicts with another one; retry"
-            else:
-                detail = "internal error"
+                # Stripe's code: the SDK retries it, and the retry replays the answer.
+                await self.problem(*problems.idempotency_key_in_use(self.ctx.request_id))
+                return False
+            detail = (
+                "the change conflicts with another one; retry" if final == 409 else "internal error"
+            )
             code, headers, body = problems.generic(final, detail, self.ctx.request_id)
             await self.problem(code, headers, body)
             return False

@@ -74,6 +74,13 @@ def generic(
     return status, problem_headers(None, status), encode(body)
 
 
+def idempotency_key_in_use(request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+    """409 for the later of two requests with one Idempotency-Key that ran at once."""
+    detail = "a request with this Idempotency-Key was answered meanwhile; retry"
+    body = problem_body(409, "idempotency_key_in_use", "Conflict", detail, request_id)
+    return 409, problem_headers(None, 409), encode(body)
+
+
 # --- OpenAPI description of the error responses -----------------------------------
 
 from pydantic import BaseModel  # noqa: E402 - documentation models after the runtime code

@@ -17,6 +17,7 @@ JSON = dict[str, Any]
 MAX_WAIT_SECONDS = 60.0  # the server's longest long-poll
 LONG_POLL_MARGIN = 15.0  # read timeout beyond the long-poll's own wait
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IN_USE = "idempotency_key_in_use"
 USER_AGENT = "bastion-python"
 
 
@@ -59,6 +60,14 @@ class RetryPolicy:
 def may_retry(req: Req) -> bool:
     """GET/PUT/DELETE are idempotent by definition; a POST only with an idempotency key."""
     return req.method != "POST" or req.idempotency_key is not None
+
+
+def retryable(status: int, body: Any) -> bool:
+    """Worth asking again: overloaded or unavailable, or (409 `idempotency_key_in_use`)
+    an earlier try with the same key finished meanwhile, whose answer a retry replays."""
+    if status in RETRY_STATUSES:
+        return True
+    return status == 409 and isinstance(body, dict) and body.get("code") == IN_USE
 
 
 def headers_for(token: str | None, req: Req) -> dict[str, str]:

@@ -14,13 +14,13 @@ import httpx
 from bastion.client import _runs
 from bastion.client._base import (
     JSON,
-    RETRY_STATUSES,
     Endpoints,
     Req,
     RetryPolicy,
     decode,
     headers_for,
     may_retry,
+    retryable,
 )
 from bastion.client._errors import BastionError, TransportError
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
@@ -116,7 +116,7 @@ class Client:
                     continue
                 raise TransportError(f"{req.method} {req.path}: {type(exc).__name__}") from None
             if (
-                response.status_code in RETRY_STATUSES
+                retryable(response.status_code, _json(response))
                 and attempt < self.retry.max_retries
                 and may_retry(req)
             ):
