@@ -292,6 +292,11 @@ def test_internal_destinations_are_refused_at_creation_and_at_send(
             "http://127.0.0.1:8080/h",
             "http://10.0.0.5/h",
             "http://169.254.169.254/latest/meta-data",
+            "http://100.100.100.200/latest/meta-data",  # shared 100.64/10 (Alibaba metadata)
+            "http://[::ffff:169.254.169.254]/",  # IPv4-mapped
+            "http://[2002:7f00:1::1]/h",  # 6to4 carrying 127.0.0.1
+            "http://[64:ff9b::a00:5]/h",  # NAT64 carrying 10.0.0.5
+            "http://192.0.2.10/h",  # documentation range
             "http://localhost/h",
             "ftp://example.com/h",
             "https://user:pw@example.com/h",

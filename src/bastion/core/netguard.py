@@ -1,5 +1,7 @@
-"""Outbound destinations: refuse loopback, private, link-local, reserved and metadata
-addresses (SSRF) unless the operator allowlists them (`BASTION_OUTBOUND_ALLOW`).
+"""Outbound destinations: refuse every address that is not globally reachable (loopback,
+private, link-local, shared, reserved, metadata …), multicast, and IPv6 addresses that
+embed such an IPv4 address (SSRF) unless the operator allowlists them
+(`BASTION_OUTBOUND_ALLOW`).
 
 Checking a host name and then letting an HTTP client resolve it again to connect leaves
 a DNS-rebinding window: the name can resolve to a public address for the check and to
@@ -37,17 +39,26 @@ def _allowed_networks(allow: Sequence[str]) -> list[ipaddress.IPv4Network | ipad
     return networks
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: an IPv4 address in the low bits
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64): what a
+    connection to it may reach."""
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    found += list(ip.teredo or ())
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _internal(ip: Address) -> bool:
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
-            and _internal(ip.ipv4_mapped))
-    )  # fmt: skip
+    """Anything not globally reachable by IANA's special-purpose registries (private,
+    loopback, link-local, shared 100.64/10 where cloud metadata services live, reserved,
+    documentation, benchmarking …), multicast, and IPv6 addresses that carry one."""
+    if isinstance(ip, ipaddress.IPv6Address) and any(_internal(a) for a in _embedded(ip)):
+        return True
+    return not ip.is_global or ip.is_multicast
 
 
 def _resolve(host: str, port: int) -> list[str]:
