@@ -447,3 +447,31 @@ def test_the_background_loop_delivers(
                 break
             deadline.wait(0.05)
         assert [r.path for r in receiver.requests] == ["/loop"]
+
+
+def test_deliveries_that_can_never_be_sent_fail_and_do_not_stall_other_organisations(
+    world: tuple[TestClient, Factory, AppState], start_http: StartHttp
+) -> None:
+    """An organisation deleted with pending deliveries (its signing secrets shredded):
+    released each round, its oldest hundred filled every round's batch before."""
+    client, factory, state = world
+    gone, other = factory.org(), factory.org()
+    receiver = start_http()
+    subscribe(client, gone, receiver.url("/gone"))
+    for i in range(outbound.BATCH + 1):
+        enqueue(state, gone.id, "approval.requested", {"id": f"apr_{i}"})
+    deleted = client.delete(f"/v1/orgs/{gone.id}", headers=gone.headers)
+    assert deleted.status_code == 204, deleted.text
+    sub = subscribe(client, other, receiver.url("/other"))
+    enqueue(state, other.id, "approval.requested", {"id": "apr_other"})
+    sent = deliver(state) + deliver(state)
+    assert sent == 1
+    assert [r.path for r in receiver.requests] == ["/other"]
+    assert deliveries(client, other, sub["id"])[0]["status"] == "delivered"
+    with state.sessions() as db:
+        left = db.execute(
+            select(WebhookDelivery.status, WebhookDelivery.last_error).where(
+                WebhookDelivery.org_id == gone.id
+            )
+        ).all()
+    assert set(left) == {("failed", "the signing secret cannot be read")}

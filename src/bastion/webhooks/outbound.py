@@ -240,24 +240,34 @@ def _claim(sessions: Sessions, delivery_id: str, policy: DeliveryPolicy) -> bool
         return bool(getattr(claimed, "rowcount", 0))
 
 
+class _Undeliverable(Exception):
+    """The delivery can never be sent (its destination or signing secret is gone)."""
+
+
 def _load(sessions: Sessions, vault: Vault, delivery_id: str) -> _Message | None:
-    """The delivery with its destination and decrypted signing secret, or None when the
-    destination is gone or disabled."""
+    """The delivery with its destination and decrypted signing secret; None when it is
+    gone or its subscription disabled (it waits for the subscription); `_Undeliverable`
+    when it can never be sent."""
     with sessions() as db:
         row = db.get(WebhookDelivery, delivery_id)
         if row is None:
             return None
         if row.subscription_id is not None:
             sub = db.get(WebhookSubscription, row.subscription_id)
-            if sub is None or not sub.enabled:
+            if sub is None:
+                raise _Undeliverable("the subscription is gone")
+            if not sub.enabled:
                 return None
             url, secret_id = sub.url, sub.secret_id
         else:
             endpoint = db.get(WebhookEndpoint, row.endpoint_id) if row.endpoint_id else None
             if endpoint is None or endpoint.forward_url is None or not endpoint.forward_secret_id:
-                return None
+                raise _Undeliverable("the endpoint no longer forwards")
             url, secret_id = endpoint.forward_url, endpoint.forward_secret_id
-        secret = sealing.read(db, vault, secret_id, 1)
+        try:
+            secret = sealing.read(db, vault, secret_id, 1)
+        except sealing.Unreadable:  # shredded with its organisation, or tampered with
+            raise _Undeliverable("the signing secret cannot be read") from None
         message = _Message(
             row.id,
             row.org_id,
@@ -384,6 +394,16 @@ def _account(
         )
 
 
+def _abandon(sessions: Sessions, delivery_id: str, reason: str) -> None:
+    with sessions() as db:
+        db.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .values(status=FAILED, next_attempt_at=None, leased_until=None, last_error=reason)
+        )
+        db.commit()
+
+
 def _release(sessions: Sessions, delivery_id: str) -> None:
     with sessions() as db:
         db.execute(
@@ -402,9 +422,13 @@ def deliver_one(
         return False
     try:
         message = _load(sessions, vault, delivery_id)
-    except sealing.Unreadable:
-        message = None
-        log.error("webhook signing secret unreadable", delivery_id=delivery_id)
+    except _Undeliverable as gone:
+        # Failed for good, not released: released, it would be due again every round,
+        # and a hundred of them (an organisation deleted with its secrets) would fill
+        # every round's batch and stall every other organisation's deliveries.
+        log.error("webhook delivery abandoned", delivery_id=delivery_id, reason=str(gone))
+        _abandon(sessions, delivery_id, str(gone))
+        return False
     if message is None:
         _release(sessions, delivery_id)
         return False
