@@ -120,13 +120,15 @@ def index(api: Api, docs: list[dict[str, Any]]) -> sqlite3.Connection:
 
 
 def _holds(condition: str, metadata: dict[str, Any], subject: dict[str, Any]) -> bool | None:
+    """True or False; None when the rule fails or gives something else (as Bastion does,
+    such a rule refuses)."""
     try:
-        return (
-            cel.compile(condition).execute({"resource": {"metadata": metadata}, "subject": subject})
-            is True
+        result = cel.compile(condition).execute(
+            {"resource": {"metadata": metadata}, "subject": subject}
         )
-    except Exception:  # a rule that fails to evaluate counts as a deny
+    except Exception:
         return None
+    return result if isinstance(result, bool) else None
 
 
 def _any_token(values: list[str]) -> tuple[str, list[str]]:
@@ -155,7 +157,7 @@ def search(store: sqlite3.Connection, sf: dict[str, Any]) -> list[str]:
     for doc_id, title, classification, by_tokens in store.execute(sql, args):
         md = {"title": title, "classification": classification}
         allowed = bool(by_tokens) or any(
-            _holds(r["condition"], md, sf["subject"]) for r in sf["allow_rules"]
+            _holds(r["condition"], md, sf["subject"]) is True for r in sf["allow_rules"]
         )
         denied = any(
             _holds(r["condition"], md, ctx) is not False  # an error counts as a deny

@@ -159,6 +159,45 @@ def test_rules_compile_at_write_and_fail_closed(client: TestClient, factory: Fac
     assert app.state.bastion.authz.stats.rule_errors == errors_before + 1
 
 
+def test_a_deny_rule_that_does_not_give_true_or_false_refuses(
+    client: TestClient, factory: Factory
+) -> None:
+    """`resource.metadata.level` holds 1, not true: the deny rule is of the wrong type,
+    and a rule that cannot answer refuses (it used to count as no match: allowed)."""
+    org = factory.org()
+    viewer = factory.member(org, "viewer")
+    source, doc = _doc(client, org)
+    grant = f"/v1/orgs/{org.id}/sources/{source}/acl/{viewer.user_id}"
+    assert client.put(grant, json={"relation": "reader"}, headers=org.headers).status_code == 200
+    assert _can(client, org, viewer.user_id, "read", doc)
+    rule = {
+        "effect": "deny",
+        "action": "read",
+        "resource_type": "document",
+        "condition": "resource.metadata.level",
+    }
+    made = client.post(f"/v1/orgs/{org.id}/authz/rules", json=rule, headers=org.headers)
+    assert made.status_code == 201, made.text
+    checked = client.post(
+        f"/v1/orgs/{org.id}/authz/check",
+        json={"subject": viewer.user_id, "action": "read", "resource": doc},
+        headers=org.headers,
+    ).json()
+    assert (checked["allowed"], checked["reason"]) == (False, f"rule_error:{made.json()['id']}")
+    kept = client.post(
+        f"/v1/orgs/{org.id}/authz/filter",
+        json={
+            "subject": viewer.user_id,
+            "action": "read",
+            "resource_type": "document",
+            "resource_ids": [doc],
+        },
+        headers=org.headers,
+    )
+    assert kept.status_code == 200, kept.text
+    assert kept.json() == {"allowed_ids": []}
+
+
 def test_deny_beats_allow_and_explain_names_the_rule(client: TestClient, factory: Factory) -> None:
     org = factory.org()
     viewer = factory.member(org, "viewer")

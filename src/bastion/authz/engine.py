@@ -581,7 +581,7 @@ class RuleSet:
                                 "subject": subject_context(subject),
                             }
                         )
-                    matched = rule.program.execute(env) is True
+                    matched = _boolean(rule.program.execute(env))
                 except Exception:  # a failing rule refuses, whatever the error
                     matched = _FAILED
                 if rule_key is not None:
@@ -595,6 +595,15 @@ class RuleSet:
             if matched and rule.effect == "allow" and grant is None:
                 grant = self._granted[i]
         return Outcome(None, False, grant)
+
+
+def _boolean(value: Any) -> bool:
+    """A rule's answer: true or false. Anything else (`resource.metadata.restricted`
+    holding 1, "yes" or null) is an error, and a failing rule refuses: a deny rule of the
+    wrong type must not silently stop denying."""
+    if isinstance(value, bool):
+        return value
+    raise TypeError("a rule's condition must give true or false")
 
 
 def _rule_sets(rules: Sequence[Rule]) -> dict[tuple[str, str, bool], RuleSet]:
@@ -1163,7 +1172,7 @@ def _apply_rules(
         try:
             if env is None:
                 env = cel.Context(dict(context))
-            matched = rule.program.execute(env) is True
+            matched = _boolean(rule.program.execute(env))
         except Exception:  # a failing rule refuses, whatever the error
             if stats is not None:
                 stats.rule_errors += 1
