@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,10 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import column, select
 
+from bastion.authz.permissions import CredentialKind, Permission
+from bastion.authz.principal import Principal
 from bastion.core.clock import clock, utcnow
+from bastion.core.context import Actor
 from bastion.core.crypto import hmac_sha256_hex
 from bastion.registry import metadata
+from bastion.webhooks import service as webhooks
 from bastion.webhooks import sign_standard
+from bastion.webhooks.models import WebhookEndpointSecret
 from tests.factories import Factory, Org
 
 PROVIDERS = ["github", "slack", "stripe", "linear", "standard", "generic"]
@@ -484,3 +490,53 @@ def test_a_delivery_burst_is_accepted_once_each(client: TestClient, factory: Fac
         headers=org.headers,
     ).json()["data"]
     assert len(events) == 20
+
+
+def test_two_rotations_at_once_leave_one_current_secret(
+    client: TestClient, factory: Factory, app: Any
+) -> None:
+    """The first rotation holds its transaction open while the second starts; on
+    PostgreSQL the second used to expire nothing and both new secrets stayed current."""
+    state = app.state.bastion
+    org = factory.org()
+    first_secret, s1, s2 = (new_secret("github") for _ in range(3))
+    endpoint = create_endpoint(client, org, "github", first_secret)
+    admin = Principal(
+        "api_key", "key_x", org.id, "admin", CredentialKind.API_KEY, frozenset(Permission),
+        actor=Actor("api_key", "key_x"),
+    )  # fmt: skip
+    errors: list[Exception] = []
+
+    def rotate(secret: str, hold: threading.Event | None = None) -> None:
+        try:
+            with state.write_sessions() as db:
+                webhooks.rotate_secret(db, state.vault, admin, org.id, endpoint["id"], secret, 0)
+                if hold is not None:
+                    hold.wait(10)
+                db.commit()
+        except Exception as exc:
+            errors.append(exc)
+
+    release = threading.Event()
+    first = threading.Thread(target=rotate, args=(s1, release))
+    first.start()
+    time.sleep(0.3)  # the first rotation holds its locks
+    second = threading.Thread(target=rotate, args=(s2,))
+    second.start()
+    time.sleep(0.5)  # the second is waiting by now
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    with state.sessions() as db:
+        current = db.execute(
+            select(WebhookEndpointSecret.version).where(
+                WebhookEndpointSecret.endpoint_id == endpoint["id"],
+                WebhookEndpointSecret.expires_at.is_(None),
+            )
+        ).all()
+    assert len(current) == 1
+    body = body_for("github")
+    assert post_hook(client, endpoint["url"], body, sign("github", s2, body)).status_code == 202
+    for stale in (first_secret, s1):
+        assert_refused(post_hook(client, endpoint["url"], body, sign("github", stale, body)))

@@ -191,6 +191,11 @@ def rotate_secret(
     principal.require(Permission.WEBHOOKS_MANAGE)
     endpoint = _endpoint(db, org_id, endpoint_id)
     _check_secret(endpoint.provider, secret)
+    # The organisation's chain head first (every writer's first lock): two rotations at
+    # once take turns, and the second expires the secret the first made current. Without
+    # it, on PostgreSQL the second waited on the old row, found it expired and its own
+    # snapshot without the first's new secret: two secrets left current for good.
+    audit.lock_chain(db, org_id)
     now = utcnow()
     current = db.execute(
         select(WebhookEndpointSecret)
