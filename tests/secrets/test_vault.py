@@ -242,3 +242,13 @@ def test_no_value_or_key_in_the_database_or_data_dir(tmp_path: Path) -> None:
         assert SENTINEL.encode() not in blob, path.name
         assert data_key not in blob, path.name
         assert data_key.hex().encode() not in blob, path.name
+
+
+def test_a_version_past_64_bits_is_a_422_naming_it(client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    _put(client, org, "big", f"{SENTINEL}-1")
+    for version in (2**63, 2**64 + 1):
+        refused = _reveal(client, org, "big", version=version)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "version"
+    assert _reveal(client, org, "big", version=2**63 - 1).status_code == 404

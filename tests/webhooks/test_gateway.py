@@ -540,3 +540,13 @@ def test_two_rotations_at_once_leave_one_current_secret(
     assert post_hook(client, endpoint["url"], body, sign("github", s2, body)).status_code == 202
     for stale in (first_secret, s1):
         assert_refused(post_hook(client, endpoint["url"], body, sign("github", stale, body)))
+
+
+def test_a_signed_linear_body_with_an_absurd_timestamp_is_401(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    secret = new_secret("linear")
+    endpoint = create_endpoint(client, org, "linear", secret)
+    body = json.dumps({"action": "x", "webhookTimestamp": 10**400}).encode()
+    assert_refused(post_hook(client, endpoint["url"], body, sign("linear", secret, body)))

@@ -17,6 +17,7 @@ Description = Annotated[str, StringConstraints(max_length=1000)]
 # arguments, metadata): far beyond any real document, and well inside what every
 # validator and the database can walk.
 MAX_DEPTH = 64
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class In(BaseModel):
@@ -30,7 +31,14 @@ class In(BaseModel):
         """NUL is never meaningful text, and PostgreSQL cannot store it, nor an unpaired
         surrogate (not text in any encoding); NaN and Infinity are not JSON (the parser
         takes them), compare unlike numbers and PostgreSQL's JSON refuses them: refuse
-        them here, anywhere in a body, and JSON nested deeper than `MAX_DEPTH`."""
+        them here, anywhere in a body, and JSON nested deeper than `MAX_DEPTH`. An integer
+        field holds what a database column can (64 bits)."""
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not _INT64[0] <= value <= _INT64[1]
+        ):
+            raise ValueError("must fit in 64 bits (-2**63 to 2**63 - 1)")  # what databases store
         problem = _unstorable(value)
         if problem is not None:
             raise ValueError(problem)

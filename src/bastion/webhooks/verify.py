@@ -340,8 +340,8 @@ def _linear(
     except (ValueError, RecursionError):
         raise MalformedSignature("body is not JSON, so webhookTimestamp is missing") from None
     millis = document.get("webhookTimestamp") if isinstance(document, dict) else None
-    if isinstance(millis, bool) or not isinstance(millis, int):
-        raise MalformedSignature("body has no integer webhookTimestamp")
+    if isinstance(millis, bool) or not isinstance(millis, int) or not 0 <= millis < 10**15:
+        raise MalformedSignature("body has no webhookTimestamp in milliseconds")
     window = _LINEAR_DEFAULT_TOLERANCE if tolerance is None else tolerance
     _check_window(now, millis / 1000, window)
 
