@@ -8,7 +8,9 @@ verified inbound events, and retention."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -475,3 +477,47 @@ def test_deliveries_that_can_never_be_sent_fail_and_do_not_stall_other_organisat
             )
         ).all()
     assert set(left) == {("failed", "the signing secret cannot be read")}
+
+
+@pytest.mark.parametrize("drip", ["body", "headers"])
+def test_a_trickling_receiver_cannot_hold_an_attempt_past_its_timeout(
+    world: tuple[TestClient, Factory, AppState], drip: str
+) -> None:
+    """Each read waits at most `timeout`, and a byte every 0.6 s renews that; the attempt
+    as a whole must still end at its timeout (before, one took 12 s with a 2 s timeout)."""
+    client, factory, state = world
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n"
+            slow = head if drip == "headers" else b"x" * 20
+            if drip == "body":
+                connection.sendall(head)
+            for byte in slow:
+                if stop.wait(0.6):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    org = factory.org()
+    sub = subscribe(client, org, f"http://127.0.0.1:{server.getsockname()[1]}/slow")
+    enqueue(state, org.id, "approval.requested", {"id": "apr_slow"})
+    started = time.monotonic()
+    deliver(state, timeout=1.5)
+    took = time.monotonic() - started
+    stop.set()
+    server.close()
+    assert took < 5, took
+    (attempted,) = deliveries(client, org, sub["id"])
+    if drip == "headers":
+        assert "Timeout" in attempted["last_error"]
+    else:  # the status came in time: the body is not waited for
+        assert attempted["status"] == "delivered"

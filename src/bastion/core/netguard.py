@@ -13,9 +13,12 @@ for a clear validation error) is not a guard for the connection that follows."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
+import threading
+import time
 import typing
 from collections.abc import Sequence
 
@@ -101,6 +104,58 @@ def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
     vetted_addresses(host, port, allow)
 
 
+_deadline = threading.local()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> typing.Iterator[None]:
+    """Bound everything this thread sends and receives through a `GuardedTransport`
+    (without a proxy) to `seconds` in all: httpx's timeouts bound each read and write,
+    so a receiver trickling a byte at a time could hold a request for ever."""
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = None
+
+
+def _left(timeout: float | None) -> float | None:
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """Opens TCP connections only to addresses vetted in the same call."""
 
@@ -117,13 +172,19 @@ class _GuardedBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         addresses = vetted_addresses(host, port, self._allow)
         if addresses is None:  # an allowlisted host name
-            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+            addresses = [host]
         for address in addresses[:-1]:  # the next address when one does not answer
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                return _DeadlineStream(
+                    super().connect_tcp(
+                        address, port, _left(timeout), local_address, socket_options
+                    )
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout):
                 continue
-        return super().connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
+        return _DeadlineStream(
+            super().connect_tcp(addresses[-1], port, _left(timeout), local_address, socket_options)
+        )
 
 
 class GuardedTransport(httpx.HTTPTransport):

@@ -38,7 +38,7 @@ from bastion.core.clock import rfc3339, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import SYSTEM
 from bastion.core.ids import new_id
-from bastion.core.netguard import GuardedTransport, OutboundRefused
+from bastion.core.netguard import GuardedTransport, OutboundRefused, deadline
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
 from bastion.webhooks.models import (
@@ -317,15 +317,22 @@ def _send(client: httpx.Client, message: _Message, policy: DeliveryPolicy) -> _O
     }
     if message.endpoint_id is not None:
         headers["bastion-webhook-endpoint"] = message.endpoint_id
-    try:  # the client's transport vets the address it connects to (GuardedTransport)
-        response = client.post(message.url, content=message.body, headers=headers)
+    # The client's transport vets the address it connects to (GuardedTransport); the
+    # attempt has `timeout` seconds in all, and only the status is read (a receiver's
+    # body, however slow or large, is left unread), so it always ends within its lease.
+    try:
+        with (
+            deadline(policy.timeout),
+            client.stream("POST", message.url, content=message.body, headers=headers) as response,
+        ):
+            status = response.status_code
     except OutboundRefused:
         return _Outcome(None, "destination refused (SSRF guard)", took())
     except httpx.HTTPError as exc:
         return _Outcome(None, f"{host}: {type(exc).__name__}", took())
-    if 200 <= response.status_code < 300:
-        return _Outcome(response.status_code, None, took())
-    return _Outcome(response.status_code, f"{host}: HTTP {response.status_code}", took())
+    if 200 <= status < 300:
+        return _Outcome(status, None, took())
+    return _Outcome(status, f"{host}: HTTP {status}", took())
 
 
 def _record(
