@@ -252,3 +252,23 @@ def test_a_version_past_64_bits_is_a_422_naming_it(client: TestClient, factory: 
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"][0]["field"] == "version"
     assert _reveal(client, org, "big", version=2**63 - 1).status_code == 404
+
+
+def test_webhook_signing_secrets_stay_out_of_the_secrets_api(
+    client: TestClient, factory: Factory
+) -> None:
+    from tests.webhooks.test_gateway import create_endpoint, new_secret
+
+    org = factory.org()
+    create_endpoint(client, org, "github", new_secret("github"))
+    _put(client, org, "mine", f"{SENTINEL}-1")
+    listed = client.get(f"/v1/orgs/{org.id}/secrets", headers=org.headers)
+    assert listed.status_code == 200, listed.text
+    assert [s["name"] for s in listed.json()["data"]] == ["mine"]
+    slashed = client.put(
+        f"/v1/orgs/{org.id}/secrets/team%2Fdb", json={"value": "x"}, headers=org.headers
+    )
+    assert slashed.status_code in (404, 422), slashed.text  # never stored under such a name
+    assert [s["name"] for s in client.get(
+        f"/v1/orgs/{org.id}/secrets", headers=org.headers
+    ).json()["data"]] == ["mine"]  # fmt: skip

@@ -13,8 +13,8 @@ ToolName = Annotated[
 Connection = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
-SecretName = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/-]+$")
+SecretName = Annotated[  # no "/": a name is one path segment of the API
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Risk = Literal["low", "medium", "high", "critical"]
 Visibility = Literal["private", "team", "org", "public"]

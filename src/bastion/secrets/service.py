@@ -33,6 +33,11 @@ REENCRYPT_ACTOR = Actor(type="system", id="secrets.reencrypt")
 log = structlog.get_logger("bastion.secrets")
 
 
+# The scopes of the secrets API; others (a webhook endpoint's signing secrets) belong to
+# their feature and are never listed, described, revealed or deleted here.
+USER_SCOPES = ("org", "workflow", "run")
+
+
 @dataclass(frozen=True)
 class Scope:
     type: str = "org"  # org | workflow | run
@@ -108,8 +113,8 @@ def put_secret(
 def list_secrets(db: Session, principal: Principal, org_id: str) -> list[Secret]:
     principal.require_org(org_id)
     principal.require(Permission.SECRETS_READ)
-    stmt = select(Secret).where(Secret.org_id == org_id).order_by(Secret.name, Secret.id)
-    return list(db.execute(stmt).scalars())
+    stmt = select(Secret).where(Secret.org_id == org_id, Secret.scope_type.in_(USER_SCOPES))
+    return list(db.execute(stmt.order_by(Secret.name, Secret.id)).scalars())
 
 
 def describe(
@@ -118,7 +123,9 @@ def describe(
     principal.require_org(org_id)
     principal.require(Permission.SECRETS_READ)
     found = db.execute(
-        select(Secret).where(Secret.org_id == org_id, Secret.name == name).order_by(Secret.id)
+        select(Secret)
+        .where(Secret.org_id == org_id, Secret.name == name, Secret.scope_type.in_(USER_SCOPES))
+        .order_by(Secret.id)
     ).scalars()
     out = []
     for secret in found:
@@ -250,7 +257,11 @@ def delete_secret(db: Session, principal: Principal, org_id: str, name: str) -> 
     principal.require_org(org_id)
     principal.require(Permission.SECRETS_MANAGE)
     found = list(
-        db.execute(select(Secret).where(Secret.org_id == org_id, Secret.name == name)).scalars()
+        db.execute(
+            select(Secret).where(
+                Secret.org_id == org_id, Secret.name == name, Secret.scope_type.in_(USER_SCOPES)
+            )
+        ).scalars()
     )
     if not found:
         raise NotFound("secret not found")

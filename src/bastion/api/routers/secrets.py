@@ -36,7 +36,7 @@ def put_secret(
     principal: Caller,
     db: DB,
     state: State,
-    name: Name = Path(description="Letters, digits and _ . : / -"),
+    name: Name = Path(description="Letters, digits and _ . : -"),
 ) -> SecretWritten:
     scope = secrets.Scope.of(
         body.scope.workflow_id if body.scope else None, body.scope.run_id if body.scope else None
