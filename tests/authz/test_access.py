@@ -221,3 +221,36 @@ def test_deny_beats_allow_and_explain_names_the_rule(client: TestClient, factory
     assert result["allowed"] is False
     assert result["reason"] == f"rule:{deny['id']}"
     assert any(allow["id"] in line for line in result["trace"])
+
+
+def test_a_documents_entry_is_not_deleted_through_the_sources_path(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    viewer = factory.member(org, "viewer")
+    _, doc = _doc(
+        client,
+        org,
+        **{"inherit": True, "entries": [{"principal": viewer.user_id, "relation": "reader"}]},
+    )
+    wrong = f"/v1/orgs/{org.id}/sources/{doc}/acl/{viewer.user_id}"
+    assert client.put(wrong, json={"relation": "reader"}, headers=org.headers).status_code == 404
+    assert client.delete(wrong, headers=org.headers).status_code == 404
+    assert _can(client, org, viewer.user_id, "read", doc)  # the document's entry is still there
+
+
+def test_an_agent_acts_on_behalf_of_a_user_only(client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    team = client.post(f"/v1/orgs/{org.id}/teams", json={"name": "t"}, headers=org.headers)
+    agent = client.post(
+        f"/v1/orgs/{org.id}/agents", json={"name": "a", "visibility": "org"}, headers=org.headers
+    ).json()["id"]
+    _, doc = _doc(client, org)
+    for who in (team.json()["id"], agent):
+        refused = client.post(
+            f"/v1/orgs/{org.id}/authz/check",
+            json={"subject": agent, "on_behalf_of": who, "action": "read", "resource": doc},
+            headers=org.headers,
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "on_behalf_of"

@@ -133,9 +133,14 @@ def delete_acl(
     principal.require_org(org_id)
     principal.require(Permission.SOURCES_MANAGE)
     kind, resource_id = resource
+    if kind == "source":  # the path names the kind: a document's entry is not a source's
+        _source(db, org_id, resource_id)
+    else:
+        _document(db, org_id, resource_id)
     entry = db.execute(
         select(AclEntry).where(
             AclEntry.org_id == org_id,
+            AclEntry.resource_type == kind,
             AclEntry.resource_id == resource_id,
             AclEntry.principal == member,
         )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from bastion.core.schemas import Description, In, Name, Out
 
@@ -127,6 +127,13 @@ class _OnBehalf(In):
         default=None,
         description="The user an agent `subject` acts for: allowed only if both are.",
     )
+
+    @field_validator("on_behalf_of")
+    @classmethod
+    def _a_user(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("usr_"):
+            raise ValueError("must be a user (`usr_…`): an agent acts for a person")
+        return value
 
     @model_validator(mode="after")
     def _agent_acts_for_a_user(self) -> Self:
