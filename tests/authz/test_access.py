@@ -254,3 +254,48 @@ def test_an_agent_acts_on_behalf_of_a_user_only(client: TestClient, factory: Fac
         )
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"][0]["field"] == "on_behalf_of"
+
+
+def test_an_index_is_built_from_one_state_of_the_database(
+    client: TestClient, factory: Factory, app: Any
+) -> None:
+    """While a build reads, a member leaves a team and then the team is granted the
+    source: no state ever let the member read, so the index must not either."""
+    from sqlalchemy import event
+
+    from bastion.authz import engine
+
+    org = factory.org()
+    base, headers = f"/v1/orgs/{org.id}", org.headers
+    member = factory.member(org, "viewer").user_id
+    team = client.post(f"{base}/teams", json={"name": "x"}, headers=headers).json()["id"]
+    joined = client.put(f"{base}/teams/{team}/members/{member}", headers=headers)
+    assert joined.status_code in (200, 201, 204), joined.text
+    source, doc = _doc(client, org)
+    state = app.state.bastion
+    bind = state.sessions.kw["bind"]
+    fired: list[int] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if fired or "FROM acl_entries" not in statement:
+            return
+        fired.append(1)  # the build has read the memberships, and now reads the grants
+        left = client.delete(f"{base}/teams/{team}/members/{member}", headers=headers)
+        granted = client.put(
+            f"{base}/sources/{source}/acl/{team}", json={"relation": "reader"}, headers=headers
+        )
+        assert (left.status_code, granted.status_code) == (204, 200)
+
+    event.listen(bind, "before_cursor_execute", meanwhile)
+    try:
+        with state.sessions() as db:
+            index = engine.build_index(db, org.id, (0,))
+    finally:
+        event.remove(bind, "before_cursor_execute", meanwhile)
+    assert fired
+    now = utcnow()
+    decided = engine.decide(
+        index, engine.subject_of(index, member, now), "read", "document", doc, now
+    )
+    assert not decided.allowed, decided
+    assert not _can(client, org, member, "read", doc)  # and the state now agrees

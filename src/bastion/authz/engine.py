@@ -758,6 +758,14 @@ def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str,
 
 
 def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgIndex:
+    """The organisation's index, read from one snapshot of the database. `db` should be
+    a session whose transaction has not begun: on PostgreSQL the build then runs in one
+    REPEATABLE READ transaction, since under READ COMMITTED each of its dozen queries
+    could see a different state (a member removed from a team, then the team granted:
+    an index holding both the old membership and the new grant allowed what no state
+    allowed). SQLite's read transactions are one snapshot already."""
+    if db.get_bind().dialect.name == "postgresql" and not db.in_transaction():
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     now = utcnow()
     teams: dict[str, set[str]] = {}
     team_ids: set[str] = set()
