@@ -119,13 +119,14 @@ def index(api: Api, docs: list[dict[str, Any]]) -> sqlite3.Connection:
     return store
 
 
-def _holds(condition: str, metadata: dict[str, Any], subject: dict[str, Any]) -> bool | None:
+def _holds(
+    condition: str, doc_id: str, metadata: dict[str, Any], subject: dict[str, Any]
+) -> bool | None:
     """True or False; None when the rule fails or gives something else (as Bastion does,
-    such a rule refuses)."""
+    such a rule refuses). `resource` is what Bastion's own checks evaluate."""
+    resource = {"id": doc_id, "type": "document", "metadata": metadata}
     try:
-        result = cel.compile(condition).execute(
-            {"resource": {"metadata": metadata}, "subject": subject}
-        )
+        result = cel.compile(condition).execute({"resource": resource, "subject": subject})
     except Exception:
         return None
     return result if isinstance(result, bool) else None
@@ -157,10 +158,10 @@ def search(store: sqlite3.Connection, sf: dict[str, Any]) -> list[str]:
     for doc_id, title, classification, by_tokens in store.execute(sql, args):
         md = {"title": title, "classification": classification}
         allowed = bool(by_tokens) or any(
-            _holds(r["condition"], md, sf["subject"]) is True for r in sf["allow_rules"]
+            _holds(r["condition"], doc_id, md, sf["subject"]) is True for r in sf["allow_rules"]
         )
         denied = any(
-            _holds(r["condition"], md, ctx) is not False  # an error counts as a deny
+            _holds(r["condition"], doc_id, md, ctx) is not False  # an error counts as a deny
             for r in sf["deny_rules"]
             for ctx in contexts
         )
