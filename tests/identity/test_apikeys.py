@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bastion.core.clock import clock
@@ -201,3 +202,26 @@ def test_service_account_keys(client: TestClient, factory: Factory) -> None:
         == 204
     )
     assert _me(client, key["key"]) == 401
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "problem"),
+    [("2099-01-01T00:00:00", "time zone"), ("9999-12-31T23:59:59-14:00", "out of range")],
+)
+def test_a_time_without_a_zone_or_out_of_range_is_a_422_naming_it(
+    client: TestClient, factory: Factory, expires_at: str, problem: str
+) -> None:
+    org = factory.org()
+    member = factory.member(org, "member")
+    for path, body in (
+        ("api-keys", {"name": "k", "role": "member", "expires_at": expires_at}),
+        (
+            f"users/{member.user_id}/role-grants",
+            {"role": "manager", "reason": "x", "expires_at": expires_at},
+        ),
+    ):
+        refused = client.post(f"/v1/orgs/{org.id}/{path}", json=body, headers=org.headers)
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert error["field"] == "expires_at"
+        assert problem in error["message"]

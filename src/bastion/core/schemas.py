@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
@@ -39,10 +40,23 @@ class In(BaseModel):
             and not _INT64[0] <= value <= _INT64[1]
         ):
             raise ValueError("must fit in 64 bits (-2**63 to 2**63 - 1)")  # what databases store
+        if isinstance(value, datetime):
+            return _utc(value)
         problem = _unstorable(value)
         if problem is not None:
             raise ValueError(problem)
         return value
+
+
+def _utc(value: datetime) -> datetime:
+    """A time with its zone, in UTC: a time without one is ambiguous (and compared with
+    an aware "now" it raised TypeError), and one past year 9999 in UTC cannot be stored."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must include a time zone, e.g. 2030-01-01T00:00:00Z")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
 
 
 def _unstorable(value: Any, depth: int = 0) -> str | None:
