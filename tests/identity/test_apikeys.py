@@ -225,3 +225,34 @@ def test_a_time_without_a_zone_or_out_of_range_is_a_422_naming_it(
         [error] = refused.json()["errors"]
         assert error["field"] == "expires_at"
         assert problem in error["message"]
+
+
+def test_only_its_owner_may_rotate_a_persons_key(client: TestClient, factory: Factory) -> None:
+    """A rotation returns a key that acts as the old key's owner: handed to someone else,
+    it let them read the owner's private agents and start runs for them."""
+    org = factory.org()
+    made = client.post(
+        f"/v1/orgs/{org.id}/roles",
+        json={"name": "keys", "permissions": ["apikeys:manage", "apikeys:read"]},
+        headers=org.headers,
+    )
+    assert made.status_code == 201, made.text
+    owner, other = factory.member(org, "keys"), factory.member(org, "keys")
+    key = factory.api_key(org, "keys", headers=owner.headers)
+    url = f"/v1/orgs/{org.id}/api-keys/{key['id']}/rotate"
+    for someone in (other.headers, org.headers):  # another holder, or an admin
+        refused = client.post(url, json={"overlap_seconds": 0}, headers=someone)
+        assert refused.status_code == 403, refused.text
+    assert _me(client, key["key"]) == 200  # untouched
+    assert client.post(url, json={"overlap_seconds": 0}, headers=owner.headers).status_code == 201
+    account = client.post(
+        f"/v1/orgs/{org.id}/service-accounts", json={"name": "ci", "role": "viewer"},
+        headers=org.headers,
+    )  # fmt: skip
+    assert account.status_code == 201, account.text
+    minted = client.post(
+        f"/v1/orgs/{org.id}/api-keys",
+        json={"name": "as-ci", "service_account_id": account.json()["id"]},
+        headers=owner.headers,
+    )
+    assert minted.status_code == 403, minted.text  # acting as the account needs its permission

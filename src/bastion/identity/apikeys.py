@@ -15,7 +15,7 @@ from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
-from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.identity.models import ApiKey, ServiceAccount
@@ -72,6 +72,8 @@ def create_key(
         principal.require(Permission.APIKEYS_MANAGE)
     user_id, sa_id = _owner_of(principal)
     if service_account_id is not None:
+        if principal is not None:  # a key of an account acts as the account
+            principal.require(Permission.SERVICE_ACCOUNTS_MANAGE)
         account = _find_account(db, org_id, service_account_id, field="service_account_id")
         user_id, sa_id = None, account.id
         role = role or account.role
@@ -155,10 +157,12 @@ def rotate_key(
     principal.require(Permission.APIKEYS_MANAGE)
     if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
         raise InvalidInput.field("overlap_seconds", f"must be between 0 and {MAX_OVERLAP_SECONDS}")
+    audit.lock_chain(db, org_id)  # first: a revoke or rotation of the key at once waits
     old = _find_key(db, org_id, key_id)
     now = utcnow()
     if key_status(old, now) != "active" or old.rotated_to is not None:
         raise Conflict("only an active key that was not rotated already can be rotated")
+    _require_may_hold(principal, old)
     authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, old.role))
     new_key_id = new_id("key")
     token, digest, version = hasher.issue(TokenKind.API_KEY, new_key_id)
@@ -189,9 +193,22 @@ def rotate_key(
     return IssuedKey(new, token)
 
 
+def _require_may_hold(principal: Principal, key: ApiKey) -> None:
+    """A rotation hands the caller a key that acts as the old key's owner: a person's key
+    only to that person, a service account's only to who manages service accounts."""
+    if key.user_id is not None and key.user_id != principal.user_id:
+        raise Forbidden(
+            "only its owner may rotate a person's key (it would act as them); revoke it instead",
+            permission=str(Permission.APIKEYS_MANAGE),
+        )
+    if key.service_account_id is not None:
+        principal.require(Permission.SERVICE_ACCOUNTS_MANAGE)
+
+
 def revoke_key(db: Session, principal: Principal, org_id: str, key_id: str) -> None:
     principal.require_org(org_id)
     principal.require(Permission.APIKEYS_MANAGE)
+    audit.lock_chain(db, org_id)  # first: a rotation of the key at once waits
     key = _find_key(db, org_id, key_id)
     now = utcnow()
     if key.revoked_at is None or key.revoked_at > now:
