@@ -117,6 +117,22 @@ def test_rate_limit_headers_and_429(limited: tuple[TestClient, Factory]) -> None
     assert client.get("/v1/me", headers=org.admin.headers).status_code == 200
 
 
+def test_a_signed_out_session_gets_no_replay(client: TestClient, factory: Factory) -> None:
+    """The stored answer of a key's creation holds the key: after signing out, the same
+    request with the same Idempotency-Key is a 401, not that answer again."""
+    org = factory.org()
+    session = org.admin.headers  # a signed-in person's session
+    headers = {**session, "Idempotency-Key": "create-after-logout"}
+    url = f"/v1/orgs/{org.id}/api-keys"
+    first = client.post(url, json={"name": "ci", "role": "viewer"}, headers=headers)
+    assert first.status_code == 201, first.text
+    assert client.post(url, json={"name": "ci", "role": "viewer"}, headers=headers).is_success
+    assert client.post("/v1/auth/logout", headers=session).status_code == 204
+    again = client.post(url, json={"name": "ci", "role": "viewer"}, headers=headers)
+    assert again.status_code == 401, again.text
+    assert first.json()["key"] not in again.text
+
+
 def test_idempotent_post_replays_the_first_response(
     client: TestClient, factory: Factory, app
 ) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,8 @@ from bastion.api.state import AppState
 from bastion.audit import service as audit
 from bastion.core import idempotency
 from bastion.core.crypto import random_base32
-from bastion.core.errors import FieldError
+from bastion.core.errors import BastionError, FieldError
+from bastion.identity.authenticate import authenticate
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -171,7 +172,7 @@ class BastionMiddleware:
                     )
                     return None
                 scope_idem = idempotency.scope_for(credential, key, ctx.method, path, body)
-                if await respond.replay(scope_idem):
+                if await respond.replay(scope_idem, credential):
                     return None
         respond.idempotency = scope_idem
         return receive
@@ -324,12 +325,27 @@ class _Responder:
         )
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def replay(self, scope: idempotency.IdempotencyScope) -> bool:
-        """Answer from a stored first response; True when the request is fully handled."""
+    async def replay(self, scope: idempotency.IdempotencyScope, credential: str) -> bool:
+        """Answer from a stored first response; True when the request is fully handled.
+        Only for a credential that still authenticates: a signed-out session or a revoked
+        key is answered by the app (401), never with a stored answer (which may hold a
+        one-time secret)."""
+        state = self.mw.state
 
         def lookup() -> tuple[Any, Any] | None:
-            with self.mw.state.sessions() as db:
-                return idempotency.find(db, scope, self.mw.state.settings.idempotency_ttl)
+            with state.sessions() as db:
+                found = idempotency.find(db, scope, state.settings.idempotency_ttl)
+                if found is None:
+                    return None
+                scheme, _, token = credential.partition(" ")
+                try:
+                    authenticate(
+                        db, token if scheme.lower() == "bearer" else None, self.ctx.actor,
+                        state.hasher, state.auth_cache,
+                    )  # fmt: skip
+                except BastionError:
+                    return None
+                return found
 
         found = await anyio.to_thread.run_sync(lookup)
         if found is None:
