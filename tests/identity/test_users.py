@@ -201,3 +201,55 @@ def test_users_list_paginates_without_gaps(client: TestClient, factory: Factory)
     assert seen == sorted(seen, reverse=True)  # newest first
     bad = client.get(f"/v1/orgs/{org.id}/users", params={"cursor": "%%%"}, headers=org.headers)
     assert bad.status_code == 422
+
+
+def test_a_setup_token_used_twice_at_once_sets_one_password(
+    client: TestClient, factory: Factory
+) -> None:
+    """The first use holds its transaction open while the second starts; on PostgreSQL
+    both used to succeed (the last password won, two events)."""
+    import threading
+    import time
+
+    from bastion.core.context import Actor
+    from bastion.identity import service as users
+
+    state = factory.state
+    org = factory.org()
+    invited = client.post(
+        f"/v1/orgs/{org.id}/users",
+        json={"email": unique_email("invited"), "role": "member"},
+        headers=org.headers,
+    ).json()
+    anonymous = Actor("anonymous", None, "127.0.0.1")
+    first = state.write_sessions()
+    users.complete_setup(
+        first, anonymous, token=invited["setup_token"], password="first password 123",
+        hasher=state.hasher,
+    )  # fmt: skip
+    outcome: dict[str, Exception | None] = {}
+
+    def second() -> None:
+        with state.write_sessions() as db:
+            try:
+                users.complete_setup(
+                    db, anonymous, token=invited["setup_token"], password="second password 456",
+                    hasher=state.hasher,
+                )  # fmt: skip
+                db.commit()
+                outcome["error"] = None
+            except Exception as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.5)
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert outcome["error"] is not None  # refused: the token was spent
+    login = "/v1/auth/login"
+    email = invited["email"]
+    assert client.post(login, json={"email": email, "password": "first password 123"}).is_success
+    second_try = client.post(login, json={"email": email, "password": "second password 456"})
+    assert second_try.status_code == 401

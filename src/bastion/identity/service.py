@@ -255,7 +255,15 @@ def complete_setup(
     user = db.get(User, row.user_id)
     if user is None or user.status != "invited":
         raise Unauthenticated("setup token is invalid, used or expired")
-    row.used_at = now
+    # Spent by a compare-and-set: two uses at once (PostgreSQL) both read it unused, and
+    # only one may set the password.
+    spent = db.execute(
+        update(SetupToken)
+        .where(SetupToken.id == row.id, SetupToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    if getattr(spent, "rowcount", 0) != 1:
+        raise Unauthenticated("setup token is invalid, used or expired")
     user.password_hash = passwords.hash_password(password)
     user.status = "active"
     db.flush()
