@@ -253,3 +253,47 @@ def test_a_setup_token_used_twice_at_once_sets_one_password(
     assert client.post(login, json={"email": email, "password": "first password 123"}).is_success
     second_try = client.post(login, json={"email": email, "password": "second password 456"})
     assert second_try.status_code == 401
+
+
+def test_the_last_active_admin_stays(client: TestClient, factory: Factory) -> None:
+    """Two admins demoted at once (the first change's transaction still open when the
+    second starts): on PostgreSQL both went through, leaving no admin."""
+    import threading
+    import time
+
+    from bastion.core.context import Actor
+    from bastion.core.errors import Conflict
+    from bastion.identity import service as users
+    from bastion.identity.authenticate import authenticate
+
+    state = factory.state
+    org = factory.org()
+    second_admin = factory.member(org, "admin")
+    with state.sessions() as db:
+        key = authenticate(db, org.admin_key, Actor("api_key", None), state.hasher).principal
+    first = state.write_sessions()
+    users.update_user(first, key, org.id, org.admin.user_id, role="member")
+    outcome: dict[str, Exception | None] = {}
+
+    def demote_the_other() -> None:
+        with state.write_sessions() as db:
+            try:
+                users.update_user(db, key, org.id, second_admin.user_id, role="member")
+                db.commit()
+                outcome["error"] = None
+            except Exception as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=demote_the_other)
+    thread.start()
+    time.sleep(0.5)
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert isinstance(outcome["error"], Conflict)
+    url = f"/v1/orgs/{org.id}/users/{second_admin.user_id}"
+    for change in ({"role": "member"}, {"status": "suspended"}):
+        refused = client.patch(url, json=change, headers=org.headers)
+        assert refused.status_code == 409, refused.text
+    assert client.delete(url, headers=org.headers).status_code == 409
+    assert client.get(url, headers=org.headers).json()["role"] == "admin"

@@ -154,6 +154,39 @@ def _ensure_may_manage(db: Session, principal: Principal, target: User) -> None:
     authz.ensure_can_confer(principal, authz.permissions_of_role(db, target.org_id, target.role))
 
 
+def _set_status(db: Session, user: User, status: str, changes: dict[str, Any]) -> None:
+    if status not in ("active", "suspended"):
+        raise InvalidInput.field("status", "must be 'active' or 'suspended'")
+    if user.status == "invited":
+        raise Conflict("an invited user becomes active by completing setup")
+    changes["status"] = {"from": user.status, "to": status}
+    user.status = status
+    if status == "suspended":
+        end_access(db, user)
+
+
+def _active_admin(user: User) -> bool:
+    return user.role == "admin" and user.status == "active"
+
+
+def _keep_an_admin(db: Session, org_id: str, user: User) -> None:
+    """Refuse a change that leaves the organisation without an active admin. Callers
+    lock the organisation's chain head first, so two admins demoting each other at once
+    take turns and the second is refused."""
+    others = db.execute(
+        select(func.count())
+        .select_from(User)
+        .where(
+            User.org_id == org_id,
+            User.role == "admin",
+            User.status == "active",
+            User.id != user.id,
+        )
+    ).scalar_one()
+    if not others:
+        raise Conflict("the organisation must keep at least one active admin")
+
+
 def end_access(db: Session, user: User) -> None:
     """Revoke every session of the user now; their API keys stop working because
     authentication checks the owner's status on every request."""
@@ -177,7 +210,10 @@ def update_user(
     attributes: dict[str, Any] | None = None,
 ) -> User:
     principal.require_org(org_id)
+    if role is not None or status is not None:
+        audit.lock_chain(db, org_id)  # first: see the org's admins as they are (below)
     user = _find_user(db, org_id, user_id)
+    was_admin = _active_admin(user)
     changes: dict[str, Any] = {}
     if name is not None and name != user.name:
         if user.id != principal.user_id:
@@ -194,14 +230,9 @@ def update_user(
     if attributes is not None:
         user.attributes, changes["attributes"] = attributes, sorted(attributes)
     if status is not None and status != user.status:
-        if status not in ("active", "suspended"):
-            raise InvalidInput.field("status", "must be 'active' or 'suspended'")
-        if user.status == "invited":
-            raise Conflict("an invited user becomes active by completing setup")
-        changes["status"] = {"from": user.status, "to": status}
-        user.status = status
-        if status == "suspended":
-            end_access(db, user)
+        _set_status(db, user, status, changes)
+    if was_admin and not _active_admin(user):
+        _keep_an_admin(db, org_id, user)
     if changes:
         user.updated_at = utcnow()
         db.flush()
@@ -218,8 +249,11 @@ def update_user(
 
 def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) -> None:
     principal.require_org(org_id)
+    audit.lock_chain(db, org_id)  # first: see the org's admins as they are
     user = _find_user(db, org_id, user_id)
     _ensure_may_manage(db, principal, user)
+    if _active_admin(user):
+        _keep_an_admin(db, org_id, user)
     end_access(db, user)
     email = user.email
     db.delete(user)
