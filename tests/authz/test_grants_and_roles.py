@@ -136,3 +136,41 @@ def test_builtin_role_names_are_reserved(client: TestClient, factory: Factory) -
         f"/v1/orgs/{org.id}/roles", json={"name": "admin", "permissions": []}, headers=org.headers
     )
     assert response.status_code == 422
+
+
+def test_a_manager_neither_ends_an_admin_grant_nor_strips_a_role_above_theirs(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    manager, user = factory.member(org, "manager"), factory.member(org, "member")
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    grant = client.post(
+        f"/v1/orgs/{org.id}/users/{user.user_id}/role-grants",
+        json={"role": "admin", "expires_at": expires, "reason": "migration"},
+        headers=org.headers,
+    ).json()
+    url = f"/v1/orgs/{org.id}/users/{user.user_id}/role-grants/{grant['id']}"
+    assert client.delete(url, headers=manager.headers).status_code == 403
+    assert client.delete(url, headers=org.headers).status_code == 204  # an admin may
+    role = client.post(
+        f"/v1/orgs/{org.id}/roles",
+        json={"name": "auditor", "permissions": ["audit:export", "audit:read"]},
+        headers=org.headers,
+    ).json()
+    keeper = client.post(
+        f"/v1/orgs/{org.id}/roles",
+        json={"name": "role-keeper", "permissions": ["roles:manage", "roles:read", "audit:read"]},
+        headers=org.headers,
+    )
+    assert keeper.status_code == 201, keeper.text
+    steward = factory.member(org, "role-keeper")
+    stripped = client.patch(
+        f"/v1/orgs/{org.id}/roles/{role['id']}",
+        json={"permissions": ["audit:read"]},  # takes away audit:export, which they lack
+        headers=steward.headers,
+    )
+    assert stripped.status_code == 403, stripped.text
+    renamed = client.patch(
+        f"/v1/orgs/{org.id}/roles/{role['id']}", json={"name": "auditors"}, headers=steward.headers
+    )
+    assert renamed.status_code == 200, renamed.text  # what they may do, they still can

@@ -196,7 +196,9 @@ def update_role(
         changes["description"] = description
     if permissions is not None:
         perms = _validated_permissions(permissions)
-        ensure_can_confer(principal, (Permission(p) for p in perms))
+        # Both what it gives and what it takes away: a role above the caller's is not
+        # theirs to change (taking permissions away demotes everyone holding it).
+        ensure_can_confer(principal, (Permission(p) for p in {*perms, *role.permissions}))
         role.permissions = perms
         changes["permissions"] = perms
     role.updated_at = utcnow()
@@ -300,6 +302,8 @@ def revoke_grant(
     ).scalar_one_or_none()
     if grant is None:
         raise NotFound("grant not found")
+    # As for giving it: a grant of a role above the caller's is not theirs to end.
+    ensure_can_confer(principal, permissions_of_role(db, org_id, grant.role))
     if grant.revoked_at is None:
         grant.revoked_at = utcnow()
         audit.record(
