@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from bastion.core.clock import clock
 from tests.factories import PASSWORD, Factory, bearer, unique_email
+from tests.races import second_while_first_is_open
 
 
 def test_invite_then_setup_then_login(client: TestClient, factory: Factory) -> None:
@@ -208,9 +212,6 @@ def test_a_setup_token_used_twice_at_once_sets_one_password(
 ) -> None:
     """The first use holds its transaction open while the second starts; on PostgreSQL
     both used to succeed (the last password won, two events)."""
-    import threading
-    import time
-
     from bastion.core.context import Actor
     from bastion.identity import service as users
 
@@ -222,32 +223,18 @@ def test_a_setup_token_used_twice_at_once_sets_one_password(
         headers=org.headers,
     ).json()
     anonymous = Actor("anonymous", None, "127.0.0.1")
-    first = state.write_sessions()
-    users.complete_setup(
-        first, anonymous, token=invited["setup_token"], password="first password 123",
-        hasher=state.hasher,
-    )  # fmt: skip
-    outcome: dict[str, Exception | None] = {}
 
-    def second() -> None:
-        with state.write_sessions() as db:
-            try:
-                users.complete_setup(
-                    db, anonymous, token=invited["setup_token"], password="second password 456",
-                    hasher=state.hasher,
-                )  # fmt: skip
-                db.commit()
-                outcome["error"] = None
-            except Exception as exc:
-                outcome["error"] = exc
+    def set_password(password: str) -> Callable[[Session], object]:
+        return lambda db: users.complete_setup(
+            db, anonymous, token=invited["setup_token"], password=password, hasher=state.hasher
+        )
 
-    thread = threading.Thread(target=second)
-    thread.start()
-    time.sleep(0.5)
-    first.commit()
-    first.close()
-    thread.join(30)
-    assert outcome["error"] is not None  # refused: the token was spent
+    error = second_while_first_is_open(
+        state.write_sessions,
+        set_password("first password 123"),
+        set_password("second password 456"),
+    )
+    assert error is not None  # refused: the token was spent
     login = "/v1/auth/login"
     email = invited["email"]
     assert client.post(login, json={"email": email, "password": "first password 123"}).is_success
@@ -258,9 +245,6 @@ def test_a_setup_token_used_twice_at_once_sets_one_password(
 def test_the_last_active_admin_stays(client: TestClient, factory: Factory) -> None:
     """Two admins demoted at once (the first change's transaction still open when the
     second starts): on PostgreSQL both went through, leaving no admin."""
-    import threading
-    import time
-
     from bastion.core.context import Actor
     from bastion.core.errors import Conflict
     from bastion.identity import service as users
@@ -271,26 +255,14 @@ def test_the_last_active_admin_stays(client: TestClient, factory: Factory) -> No
     second_admin = factory.member(org, "admin")
     with state.sessions() as db:
         key = authenticate(db, org.admin_key, Actor("api_key", None), state.hasher).principal
-    first = state.write_sessions()
-    users.update_user(first, key, org.id, org.admin.user_id, role="member")
-    outcome: dict[str, Exception | None] = {}
 
-    def demote_the_other() -> None:
-        with state.write_sessions() as db:
-            try:
-                users.update_user(db, key, org.id, second_admin.user_id, role="member")
-                db.commit()
-                outcome["error"] = None
-            except Exception as exc:
-                outcome["error"] = exc
+    def demote(user_id: str) -> Callable[[Session], object]:
+        return lambda db: users.update_user(db, key, org.id, user_id, role="member")
 
-    thread = threading.Thread(target=demote_the_other)
-    thread.start()
-    time.sleep(0.5)
-    first.commit()
-    first.close()
-    thread.join(30)
-    assert isinstance(outcome["error"], Conflict)
+    error = second_while_first_is_open(
+        state.write_sessions, demote(org.admin.user_id), demote(second_admin.user_id)
+    )
+    assert isinstance(error, Conflict)
     url = f"/v1/orgs/{org.id}/users/{second_admin.user_id}"
     for change in ({"role": "member"}, {"status": "suspended"}):
         refused = client.patch(url, json=change, headers=org.headers)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import column, select
+from sqlalchemy.orm import Session
 
 from bastion.authz.permissions import CredentialKind, Permission
 from bastion.authz.principal import Principal
@@ -28,6 +28,7 @@ from bastion.webhooks import service as webhooks
 from bastion.webhooks import sign_standard
 from bastion.webhooks.models import WebhookEndpointSecret
 from tests.factories import Factory, Org
+from tests.races import second_while_first_is_open
 
 PROVIDERS = ["github", "slack", "stripe", "linear", "standard", "generic"]
 TIMESTAMPED = ["slack", "stripe", "linear", "standard"]
@@ -505,29 +506,13 @@ def test_two_rotations_at_once_leave_one_current_secret(
         "api_key", "key_x", org.id, "admin", CredentialKind.API_KEY, frozenset(Permission),
         actor=Actor("api_key", "key_x"),
     )  # fmt: skip
-    errors: list[Exception] = []
 
-    def rotate(secret: str, hold: threading.Event | None = None) -> None:
-        try:
-            with state.write_sessions() as db:
-                webhooks.rotate_secret(db, state.vault, admin, org.id, endpoint["id"], secret, 0)
-                if hold is not None:
-                    hold.wait(10)
-                db.commit()
-        except Exception as exc:
-            errors.append(exc)
+    def rotate(secret: str) -> Callable[[Session], object]:
+        return lambda db: webhooks.rotate_secret(
+            db, state.vault, admin, org.id, endpoint["id"], secret, 0
+        )
 
-    release = threading.Event()
-    first = threading.Thread(target=rotate, args=(s1, release))
-    first.start()
-    time.sleep(0.3)  # the first rotation holds its locks
-    second = threading.Thread(target=rotate, args=(s2,))
-    second.start()
-    time.sleep(0.5)  # the second is waiting by now
-    release.set()
-    first.join(30)
-    second.join(30)
-    assert errors == []
+    assert second_while_first_is_open(state.write_sessions, rotate(s1), rotate(s2)) is None
     with state.sessions() as db:
         current = db.execute(
             select(WebhookEndpointSecret.version).where(
