@@ -30,7 +30,7 @@ from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.engine import RuleError, compile_condition
+from bastion.authz.engine import RuleError, compile_condition, rule_answer
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
@@ -244,13 +244,11 @@ def evaluate(
                     "tool": {"name": tool["name"], "risk": tool.get("risk", "low")},
                     "user": user(),
                 }
-            try:
-                result = _program(condition).execute(context)
+            try:  # `arguments.order` gives a value, not an answer: an error too
+                matched = rule_answer(_program(condition).execute(context))
             except Exception:  # an error in a policy denies (fail closed)
                 return Verdict("deny", f"policy_error:{policy.id}", policy)
-            if not isinstance(result, bool):  # `arguments.order`: a value, not an answer
-                return Verdict("deny", f"policy_error:{policy.id}", policy)
-            if not result:
+            if not matched:
                 continue
         if policy.decision == "require_approval":
             approval = approval or policy

@@ -581,7 +581,7 @@ class RuleSet:
                                 "subject": subject_context(subject),
                             }
                         )
-                    matched = _boolean(rule.program.execute(env))
+                    matched = rule_answer(rule.program.execute(env))
                 except Exception:  # a failing rule refuses, whatever the error
                     matched = _FAILED
                 if rule_key is not None:
@@ -597,8 +597,8 @@ class RuleSet:
         return Outcome(None, False, grant)
 
 
-def _boolean(value: Any) -> bool:
-    """A rule's answer: true or false. Anything else (`resource.metadata.restricted`
+def rule_answer(value: Any) -> bool:
+    """A condition's answer: true or false. Anything else (`resource.metadata.restricted`
     holding 1, "yes" or null) is an error, and a failing rule refuses: a deny rule of the
     wrong type must not silently stop denying."""
     if isinstance(value, bool):
@@ -1180,7 +1180,7 @@ def _apply_rules(
         try:
             if env is None:
                 env = cel.Context(dict(context))
-            matched = _boolean(rule.program.execute(env))
+            matched = rule_answer(rule.program.execute(env))
         except Exception:  # a failing rule refuses, whatever the error
             if stats is not None:
                 stats.rule_errors += 1
