@@ -71,6 +71,14 @@ def ensure_can_confer(principal: Principal, permissions: Iterable[Permission]) -
         raise Forbidden(f"cannot confer permissions you lack: {', '.join(missing)}")
 
 
+def ensure_outranks(principal: Principal, permissions: Iterable[Permission], what: str) -> None:
+    """Nobody acts on `what` (a user, its grant, a role, a service account) holding a
+    permission the caller lacks: it outranks them."""
+    missing = sorted(set(permissions) - principal.permissions)
+    if missing:
+        raise Forbidden(f"{what} holds permissions you lack: {', '.join(missing)}")
+
+
 def active_grant_roles(db: Session, user_id: str, now: datetime) -> list[str]:
     stmt = select(RoleGrant.role).where(
         RoleGrant.user_id == user_id, RoleGrant.expires_at > now, RoleGrant.revoked_at.is_(None)

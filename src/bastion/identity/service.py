@@ -147,11 +147,14 @@ def list_users(
 
 
 def _ensure_may_manage(db: Session, principal: Principal, target: User) -> None:
+    """The one rule for changing any field of another user, or deleting them: it needs
+    `users:manage`, and the target must not outrank the caller: neither their role nor a
+    grant of theirs still in force may hold a permission the caller lacks."""
     principal.require(Permission.USERS_MANAGE)
     if target.id == principal.user_id:
         raise Conflict("you cannot change your own role or status, or delete yourself")
-    # A manager cannot act on someone who holds more than they do.
-    authz.ensure_can_confer(principal, authz.permissions_of_role(db, target.org_id, target.role))
+    held = authz.user_permissions(db, target.org_id, target.role, target.id, target.grants_until)
+    authz.ensure_outranks(principal, held, "this user")
 
 
 def _set_status(db: Session, user: User, status: str, changes: dict[str, Any]) -> None:
@@ -215,12 +218,11 @@ def update_user(
     user = _find_user(db, org_id, user_id)
     was_admin = _active_admin(user)
     changes: dict[str, Any] = {}
+    renames_other = name is not None and user.id != principal.user_id
+    if renames_other or role is not None or status is not None or attributes is not None:
+        _ensure_may_manage(db, principal, user)  # one rule for every field (self: name only)
     if name is not None and name != user.name:
-        if user.id != principal.user_id:
-            principal.require(Permission.USERS_MANAGE)
         user.name, changes["name"] = name, name
-    if role is not None or status is not None or attributes is not None:
-        _ensure_may_manage(db, principal, user)
     if role is not None:
         stored = authz.resolve_role(db, org_id, role)
         authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored))
