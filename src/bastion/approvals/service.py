@@ -39,6 +39,7 @@ from bastion.core.db import get_in_org
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from bastion.core.ids import new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.identity import apikeys
 from bastion.identity import service as identity
 from bastion.tenancy import service as tenancy
 from bastion.webhooks import outbound
@@ -447,7 +448,9 @@ def list_approvals(
     kept = [a for a in page.data if readable(a)]
     if mine:
         approver = _approver(db, principal)
-        kept = [a for a in kept if approver is not None and _eligible(approver, a, now)]
+        kept = [
+            a for a in kept if approver is not None and _eligible(approver, a, _parties(db, a), now)
+        ]
     return Page(kept, page.next_cursor)
 
 
@@ -487,8 +490,37 @@ def _named(approver: _Approver, approval: Approval) -> bool:
     return _listed(approver, named) or _listed(approver, approval.escalate_to or {})
 
 
-def _eligible(approver: _Approver, approval: Approval, now: datetime) -> bool:
-    if approver.user_id == approval.requested_for and not approval.allow_self_approval:
+@dataclass(frozen=True)
+class _Parties:
+    """The people an approval's action is taken for and by: the user its run acts for
+    and the person who started the run (themselves, or through their API key)."""
+
+    acted_for: str | None
+    started_by: str | None
+
+    def excludes(self, approval: Approval, user_id: str) -> str | None:
+        """Why the user may not decide the approval (separation of duties), or None.
+        Only a policy that allows self-approval lets them."""
+        if approval.allow_self_approval:
+            return None
+        if user_id == self.acted_for:
+            return "you may not approve an action taken on your behalf"
+        if user_id == self.started_by:
+            return "you may not approve an action of a run you started"
+        return None
+
+
+def _parties(db: Session, approval: Approval, run: Run | None = None) -> _Parties:
+    run = run or db.get(Run, approval.run_id)
+    starter = run.started_by if run is not None else None
+    return _Parties(
+        approval.requested_for,
+        apikeys.person_behind(db, approval.org_id, starter) if starter else None,
+    )
+
+
+def _eligible(approver: _Approver, approval: Approval, parties: _Parties, now: datetime) -> bool:
+    if parties.excludes(approval, approver.user_id) is not None:
         return False
     named = approval.approvers or {}
     if not any(named.get(k) for k in ("users", "roles", "teams")) or _listed(approver, named):
@@ -517,17 +549,17 @@ def decide(
     approver = _approver(db, principal)
     if approver is None:
         raise Forbidden("approvals are decided by people", permission="approvals:decide")
-    if approver.user_id == approval.requested_for and not approval.allow_self_approval:
-        raise Forbidden(
-            "you may not approve an action taken on your behalf", permission="approvals:decide"
-        )
+    run = db.get(Run, approval.run_id)
+    parties = _parties(db, approval, run)
+    excluded = parties.excludes(approval, approver.user_id)
+    if excluded is not None:
+        raise Forbidden(excluded, permission="approvals:decide")
     status = effective_status(approval, now)
     if status != "pending":
         raise Conflict(f"this approval is already {status}")
-    run = db.get(Run, approval.run_id)
     if run is None or run.revoked_at is not None or as_utc(run.expires_at) <= now:
         raise Conflict("the run that asked for this action has ended")
-    if not _eligible(approver, approval, now):
+    if not _eligible(approver, approval, parties, now):
         raise Forbidden("you are not an approver of this request", permission="approvals:decide")
     if db.get(ApprovalDecision, (approval.id, approver.user_id)) is not None:
         raise Conflict("you have already decided this approval")

@@ -193,6 +193,19 @@ def rotate_key(
     return IssuedKey(new, token)
 
 
+def person_behind(db: Session, org_id: str, principal_id: str) -> str | None:
+    """The person a principal id acts as: a user themselves, a person's API key its
+    owner (revoked or not: what it did was theirs). A service account, its keys and
+    anything unknown stand for no person."""
+    if has_prefix(principal_id, "usr"):
+        return principal_id
+    if has_prefix(principal_id, "key"):
+        key = db.get(ApiKey, principal_id)
+        if key is not None and key.org_id == org_id:
+            return key.user_id
+    return None
+
+
 def _require_may_hold(principal: Principal, key: ApiKey) -> None:
     """A rotation hands the caller a key that acts as the old key's owner: a person's key
     only to that person, a service account's only to who manages service accounts."""
