@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -234,10 +234,38 @@ def create_document(
     return doc
 
 
-def get_document(db: Session, principal: Principal, org_id: str, document_id: str) -> Document:
+def get_document(
+    db: Session,
+    eng: Engine,
+    sessions: Sessions,
+    principal: Principal,
+    org_id: str,
+    document_id: str,
+) -> Document:
+    """A document's record (its metadata and ACL): for whoever manages sources, or may
+    read the document as the engine decides; anyone else finds nothing (404, as for a
+    document that does not exist)."""
     principal.require_org(org_id)
     principal.require(Permission.SOURCES_READ)
-    return _document(db, org_id, document_id)
+    doc = _document(db, org_id, document_id)
+    if not principal.can(Permission.SOURCES_MANAGE) and not _reads(
+        eng, sessions, principal, org_id, doc.id
+    ):
+        raise NotFound("document not found")
+    return doc
+
+
+def _reads(
+    eng: Engine, sessions: Sessions, principal: Principal, org_id: str, document_id: str
+) -> bool:
+    """The engine's `read` for the caller as a subject (a person's API key asks as its
+    owner), managing no source: the caller's credential does not (see above)."""
+    index = eng.index(sessions, org_id)
+    now = utcnow()
+    subject = engine.subject_of(index, principal.user_id or principal.id, now)
+    if subject is not None and subject.manage_all:
+        subject = replace(subject, manage_all=False)
+    return engine.decide(index, subject, "read", "document", document_id, now, eng.stats).allowed
 
 
 def update_document(

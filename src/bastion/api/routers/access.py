@@ -107,8 +107,8 @@ def create_document(org: str, src: str, body: DocumentIn, principal: Caller, db:
 
 
 @sources_router.get("/documents/{doc}", summary="One document with its own ACL")
-def get_document(org: str, doc: str, principal: Caller, db: DB) -> DocumentOut:
-    found = access.get_document(db, principal, org, doc)
+def get_document(org: str, doc: str, principal: Caller, db: DB, state: State) -> DocumentOut:
+    found = access.get_document(db, state.authz, state.sessions, principal, org, doc)
     return _document_out(found, access.acl_of(db, org, found.id))
 
 
