@@ -3,6 +3,8 @@ RFC 9457 problem documents, and the ones that must be audited are queued for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +17,7 @@ from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.audit.events import EventType, Outcome
 from bastion.core.errors import BastionError, FieldError, Forbidden
+from bastion.core.schemas import In
 
 
 def _ctx(request: Request) -> RequestContext | None:
@@ -31,11 +34,48 @@ def _response(status: int, headers: dict[str, str], body: bytes) -> Response:
     return Response(content=body, status_code=status, headers=headers)
 
 
+@cache
+def _declared() -> frozenset[str]:
+    """Every field name a request body declares (of every `In` model)."""
+    names: set[str] = set()
+    stack: list[type[In]] = [In]
+    while stack:
+        model = stack.pop()
+        stack.extend(model.__subclasses__())
+        for name, info in model.model_fields.items():
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+    return frozenset(names)
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
+    """The field's path, from names the API declares and list positions only: a key of
+    the caller's (an unknown field, a key of a free-form object) is shown as `*`."""
+    if loc and loc[0] in ("query", "path", "header", "cookie"):
+        return ".".join(str(p) for p in loc[1:2]) or str(loc[0])  # a declared parameter
+    parts = loc[1:] if loc and loc[0] == "body" else loc
+    declared = _declared()
+    shown = [str(p) if isinstance(p, int) or p in declared else "*" for p in parts]
+    return ".".join(shown) or "body"
+
+
+# Pydantic error types whose message quotes the input (a discriminator's value).
+_QUOTING = {"union_tag_invalid": "is not one of the expected kinds"}
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """Pydantic's message, unless it would repeat what the caller sent."""
+    kind = str(err.get("type", ""))
+    message = str(err.get("msg", "is invalid"))
+    if kind in _QUOTING:
+        return _QUOTING[kind]
+    if kind == "value_error" and "email address" in message:
+        return "is not a valid email address"  # email-validator quotes offending characters
+    given = err.get("input")
+    if isinstance(given, str | int | float) and len(str(given)) >= 3 and str(given) in message:
+        return "is invalid"
+    return message
 
 
 async def on_domain_error(request: Request, exc: Exception) -> Response:
@@ -66,11 +106,11 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):  # registered for this type only
         raise exc
-    errors = []
-    for err in exc.errors():
-        message = str(err.get("msg", "is invalid"))
-        # Never echo the offending input back: it might be a secret.
-        errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), message))
+    # Never echo the offending input back, not even the name of a field the API does not
+    # declare: it might be a secret, or markup a console would render.
+    errors = [
+        FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in exc.errors()
+    ]
     names = ", ".join(sorted({e.field for e in errors}))
     return _response(*problems.generic(422, f"invalid fields: {names}", _rid(request), errors))
 

@@ -137,7 +137,8 @@ def _params(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
     defaults = DEFAULTS[kind]
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise InvalidInput.field("params", f"{kind} takes no {', '.join(unknown)}")
+        # The parameters it takes, not the ones it was given: errors echo no input.
+        raise InvalidInput.field("params", f"{kind} takes only {', '.join(defaults) or 'none'}")
     params = {**defaults, **given}
     for name in ("threshold", "window_seconds", "lookback_days", "after_seconds"):
         if name in params and (not isinstance(params[name], int) or params[name] < 1):
@@ -167,7 +168,7 @@ def _channels(
             try:
                 check_destination(parsed.host, parsed.port or 443, allow)
             except OutboundRefused as exc:
-                raise InvalidInput.field(f"{field}.url", str(exc)) from None
+                raise InvalidInput.field(f"{field}.url", exc.reason) from None
             entry: dict[str, Any] = {"type": kind, "url": url}
             if kind == "webhook":
                 secret = channel.get("secret")

@@ -123,7 +123,7 @@ def _validate(spec: SinkSpec, allow: list[str]) -> dict[str, Any]:
     try:
         check_destination(host, port, allow)
     except OutboundRefused as exc:
-        raise InvalidInput.field("url" if spec.url else "host", str(exc)) from None
+        raise InvalidInput.field("url" if spec.url else "host", exc.reason) from None
     return config
 
 

@@ -3,6 +3,7 @@ engine (check, check-batch, filter, list, search-filter, acl-tokens)."""
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,22 @@ from bastion.tenancy.models import Team
 
 Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
+
+
+def compile_problem(error: RuleError) -> str:
+    """Why a condition does not compile, saying where but quoting none of it: the
+    compiler's message repeats the expression, and errors echo nothing a caller sent."""
+    message = str(error)
+    found = _CEL_WHERE.search(message)
+    if found is not None:
+        line, column, kind = found.groups()
+        return f"does not compile: {kind.lower()} at line {line}, column {column}"
+    if "'" in message or '"' in message:  # it quotes the condition
+        return "does not compile"
+    return f"does not compile: {message}"
+
+
+_CEL_WHERE = re.compile(r"<input>:([0-9]+):([0-9]+): ([A-Za-z][A-Za-z ]{0,40}):")
 
 
 # --- sources ------------------------------------------------------------------------
@@ -329,7 +346,7 @@ def create_rule(
     try:
         engine.compile_condition(condition)
     except RuleError as exc:
-        raise InvalidInput.field("condition", f"does not compile: {exc}") from None
+        raise InvalidInput.field("condition", compile_problem(exc)) from None
     rule = AuthzRule(
         id=new_id("arl"),
         org_id=org_id,

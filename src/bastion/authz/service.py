@@ -60,7 +60,7 @@ def resolve_role(db: Session, org_id: str, value: str, *, field: str = "role") -
     )
     role_id = db.execute(stmt).scalar_one_or_none()
     if role_id is None:
-        raise InvalidInput.field(field, f"unknown role {value!r}")
+        raise InvalidInput.field(field, "unknown role: neither built-in nor of this organisation")
     return role_id
 
 
@@ -104,7 +104,8 @@ def user_permissions(
 def _validated_permissions(values: list[str]) -> list[str]:
     known, unknown = parse_permissions(values)
     if unknown:
-        raise InvalidInput.field("permissions", f"unknown permissions: {', '.join(unknown)}")
+        # Not named: what a caller wrote is not echoed (GET /v1/permissions lists them).
+        raise InvalidInput.field("permissions", "names a permission that does not exist")
     return sorted(known)
 
 
@@ -160,7 +161,7 @@ def create_role(
     ensure_can_confer(principal, (Permission(p) for p in perms))
     exists = db.execute(select(Role.id).where(Role.org_id == org_id, Role.name == name)).first()
     if exists:
-        raise Conflict(f"a role named {name!r} already exists")
+        raise Conflict("a role with this name already exists")
     role = Role(
         id=new_id("role"), org_id=org_id, name=name, description=description, permissions=perms
     )
@@ -196,7 +197,7 @@ def update_role(
             raise InvalidInput.field("name", "is reserved")
         clash = db.execute(select(Role.id).where(Role.org_id == org_id, Role.name == name)).first()
         if clash:
-            raise Conflict(f"a role named {name!r} already exists")
+            raise Conflict("a role with this name already exists")
         role.name = name
         changes["name"] = name
     if description is not None:

@@ -29,7 +29,17 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class OutboundRefused(Exception):
-    """The destination is not allowed; the message names the host, never a secret."""
+    """The destination is not allowed. The message names the host, never a secret, for
+    the operator's delivery log; `reason` does not, for an answer to whoever submitted
+    the URL (errors echo nothing a caller sent)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+UNRESOLVABLE = "the host name does not resolve"
+INTERNAL = "resolves to an internal address; allowlist it in BASTION_OUTBOUND_ALLOW to send there"
 
 
 def _allowed_networks(allow: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -70,10 +80,10 @@ def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise OutboundRefused(f"cannot resolve {host!r}") from exc
+        raise OutboundRefused(f"cannot resolve {host!r}", UNRESOLVABLE) from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
-        raise OutboundRefused(f"cannot resolve {host!r}")
+        raise OutboundRefused(f"cannot resolve {host!r}", UNRESOLVABLE)
     return addresses
 
 
@@ -90,10 +100,7 @@ def vetted_addresses(host: str, port: int, allow: Sequence[str]) -> list[str] | 
         if any(ip in network for network in networks):
             continue
         if _internal(ip):
-            raise OutboundRefused(
-                f"{host!r} resolves to an internal address; allowlist it in "
-                "BASTION_OUTBOUND_ALLOW to send there"
-            )
+            raise OutboundRefused(f"{host!r} {INTERNAL}", INTERNAL)
     return addresses
 
 

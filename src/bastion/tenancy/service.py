@@ -151,7 +151,7 @@ def _find_team(db: Session, org_id: str, team_id: str) -> Team:
 
 def _ensure_name_free(db: Session, org_id: str, name: str) -> None:
     if db.execute(select(Team.id).where(Team.org_id == org_id, Team.name == name)).first():
-        raise Conflict(f"a team named {name!r} already exists")
+        raise Conflict("a team with this name already exists")
 
 
 def create_team(

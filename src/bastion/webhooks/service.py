@@ -52,8 +52,10 @@ def _check_url(url: str, allow: list[str] | tuple[str, ...], field_name: str) ->
     try:
         host, port = outbound.destination(url)
         check_destination(host, port, allow)
-    except (ValueError, OutboundRefused) as exc:
+    except ValueError as exc:  # outbound.destination's own words: they name no input
         raise InvalidInput.field(field_name, str(exc)) from None
+    except OutboundRefused as exc:
+        raise InvalidInput.field(field_name, exc.reason) from None
 
 
 # --- inbound endpoints ----------------------------------------------------------------
