@@ -17,6 +17,7 @@ from bastion.authz.principal import Principal
 from bastion.core.errors import Forbidden, TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bastion.core.ratelimit import Quota
+from bastion.core.schemas import QueryInt
 from bastion.identity.authenticate import (
     Authenticated,
     authenticate,
@@ -142,6 +143,6 @@ def _admit(ctx: RequestContext, result: Authenticated, verdict: tuple[bool, Quot
 
 Caller = Annotated[Principal, Depends(get_principal)]
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+Limit = Annotated[QueryInt, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="From `next_cursor`.")]
 DEFAULT_PAGE = DEFAULT_LIMIT

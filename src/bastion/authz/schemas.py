@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from bastion.core.schemas import Description, In, Name, Out
+from bastion.core.schemas import Description, In, Name, Out, Timestamp
 
 RoleName = Annotated[
     str,
@@ -61,13 +61,13 @@ class SourceOut(Out):
 
 class AclIn(In):
     relation: Relation
-    expires_at: datetime | None = Field(default=None, description="Stops counting then.")
+    expires_at: Timestamp | None = Field(default=None, description="Stops counting then.")
 
 
 class AclEntryIn(In):
     principal: PrincipalId
     relation: Relation
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class AclEntryOut(Out):

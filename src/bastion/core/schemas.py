@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
 
 T = TypeVar("T")
 
@@ -22,9 +31,13 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 class In(BaseModel):
-    """Request bodies: unknown fields are an error, so typos never pass silently."""
+    """Request bodies: unknown fields are an error, so typos never pass silently, and
+    types are strict: `true` is not 1, `"1"` is not 1, `1.0` is not 1 (a caller's mistake
+    stays visible instead of being stored as something else). Times are `Timestamp`s
+    (RFC 3339 text: JSON has no time type); enums take `Strict(False)`, their values being
+    text too."""
 
-    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000, strict=True)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -57,6 +70,53 @@ def _utc(value: datetime) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of range") from None
+
+
+# RFC 3339 date-time (the offset is checked after parsing, for a clearer message).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        # pydantic alone takes numbers, and numeric text, as Unix times
+        raise ValueError("must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+# A point in time, in a body or a query: RFC 3339 text with its zone, in UTC once parsed.
+Timestamp = Annotated[datetime, Strict(False), BeforeValidator(_rfc3339_text), AfterValidator(_utc)]
+
+
+def _integer_text(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,19}", value) is None:
+        raise ValueError("must be a whole number, e.g. 50")
+    return value
+
+
+def _number_text(value: Any) -> Any:
+    if isinstance(value, str) and (
+        re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?", value) is None
+    ):
+        raise ValueError("must be a number, e.g. 2.5")
+    return value
+
+
+def _boolean_text(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+# Query parameters arrive as text: these take the JSON spelling of their type and nothing
+# else (pydantic alone reads "1.0" and " 5" as 5, "yes" and "on" as true, "1_0" as 10).
+QueryInt = Annotated[int, BeforeValidator(_integer_text)]
+QueryNumber = Annotated[float, BeforeValidator(_number_text)]
+QueryBool = Annotated[bool, BeforeValidator(_boolean_text)]
 
 
 def _unstorable(value: Any, depth: int = 0) -> str | None:

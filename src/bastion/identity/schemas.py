@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import EmailStr, Field, SecretStr, StringConstraints
 
-from bastion.core.schemas import Description, In, Name, Out
+from bastion.core.schemas import Description, In, Name, Out, Timestamp
 
 Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 RoleRef = Annotated[
@@ -93,7 +93,7 @@ class UserCreated(UserOut):
 
 class GrantCreate(In):
     role: RoleRef
-    expires_at: datetime
+    expires_at: Timestamp
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
 
@@ -112,7 +112,7 @@ class GrantOut(Out):
 class ApiKeyCreate(In):
     name: Name
     role: RoleRef | None = None
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     service_account_id: str | None = None
 
 

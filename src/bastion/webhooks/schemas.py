@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, StringConstraints
+from pydantic import Field, SecretStr, Strict, StringConstraints
 
 from bastion.core.schemas import Description, In, Name, Out
 
@@ -32,7 +32,7 @@ class ProviderName(StrEnum):
 
 class EndpointIn(In):
     name: Name
-    provider: ProviderName
+    provider: Annotated[ProviderName, Strict(False)]  # JSON text, not a Python enum member
     secret: SecretStr = Field(
         min_length=8,
         max_length=1000,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -31,7 +32,7 @@ from bastion.api.state import AppState
 from bastion.approvals.models import Approval
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
-from bastion.core.schemas import ListOf
+from bastion.core.schemas import ListOf, QueryNumber
 
 router = APIRouter(prefix="/v1/orgs/{org}/agents", tags=["agents"])
 hub_router = APIRouter(prefix="/v1/hub", tags=["agents"])
@@ -206,9 +207,10 @@ async def get_tool_call(
     principal: Caller,
     request: Request,
     state: State,
-    wait: float = Query(
-        0, ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for a pending decision."
-    ),
+    wait: Annotated[
+        QueryNumber,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for a pending decision."),
+    ] = 0,
 ) -> ToolCallOut:
     ctx: RequestContext = request.scope[SCOPE_KEY]
     found = await run_in_threadpool(gate.get_tool_call, ctx.db, principal, run, call)
@@ -240,9 +242,10 @@ async def stream_tool_call(
     principal: Caller,
     request: Request,
     state: State,
-    duration: float = Query(
-        300, ge=1, le=3600, description="Seconds before the stream ends if undecided."
-    ),
+    duration: Annotated[
+        QueryNumber,
+        Query(ge=1, le=3600, description="Seconds before the stream ends if undecided."),
+    ] = 300,
 ) -> StreamingResponse:
     """For an agent that waits with server-sent events instead of long-polling: an
     `event: tool_call` (the same object as `GET …/tool-calls/{call}`) at once, and, if

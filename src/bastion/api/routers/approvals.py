@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,7 +28,7 @@ from bastion.approvals.schemas import (
 from bastion.authz.permissions import Permission
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
-from bastion.core.schemas import ListOf
+from bastion.core.schemas import ListOf, QueryBool, QueryNumber
 
 policies_router = APIRouter(prefix="/v1/orgs/{org}/approval-policies", tags=["approvals"])
 router = APIRouter(prefix="/v1/orgs/{org}/approvals", tags=["approvals"])
@@ -113,7 +113,7 @@ def list_approvals(
     principal: Caller,
     db: DB,
     status: Status | None = Query(None),
-    mine: bool = Query(False, description="Only those the caller may decide now."),
+    mine: Annotated[QueryBool, Query(description="Only those the caller may decide now.")] = False,
     limit: Limit = DEFAULT_PAGE,
     cursor: Cursor = None,
 ) -> ListOf[ApprovalOut]:
@@ -134,7 +134,9 @@ async def stream(
     principal: Caller,
     request: Request,
     state: State,
-    duration: float = Query(300, ge=1, le=3600, description="Seconds before the stream ends."),
+    duration: Annotated[
+        QueryNumber, Query(ge=1, le=3600, description="Seconds before the stream ends.")
+    ] = 300,
 ) -> StreamingResponse:
     """`event: approval` with the approval's id, status and version, for every request
     and every change from now on; a comment line every 15 s keeps proxies open, and the

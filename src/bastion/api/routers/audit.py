@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -24,7 +23,7 @@ from bastion.audit.schemas import (
     VerifyOut,
 )
 from bastion.core.db import begin_write
-from bastion.core.schemas import ListOf
+from bastion.core.schemas import ListOf, Timestamp
 
 router = APIRouter(prefix="/v1/orgs/{org}/audit-events", tags=["audit"])
 
@@ -55,8 +54,8 @@ async def event_filter(
     actor: Annotated[str | None, Query(max_length=200, description="Actor id.")] = None,
     resource: Annotated[str | None, Query(max_length=200, description="Resource id.")] = None,
     outcome: Annotated[Literal["success", "failure", "denied"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="Inclusive, RFC 3339.")] = None,
-    until: Annotated[datetime | None, Query(description="Exclusive, RFC 3339.")] = None,
+    since: Annotated[Timestamp | None, Query(description="Inclusive, RFC 3339.")] = None,
+    until: Annotated[Timestamp | None, Query(description="Exclusive, RFC 3339.")] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="Text in metadata or reason.")
     ] = None,
