@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
@@ -122,7 +123,27 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     status, headers, body = problems.generic(exc.status_code, detail, _rid(request))
     if exc.headers:
         headers.update(exc.headers)
+    if status == 405:  # in place of Starlette's `Allow`, not beside it
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        headers["allow"] = _allowed_methods(request)
     return _response(status, headers, body)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers to. Starlette's 405 names those of the first route
+    whose path matched, and each FastAPI route has one method: `PUT .../teams` said
+    `Allow: POST` where both GET and POST are there."""
+    methods = []
+    for method in _METHODS:
+        # Each route asked as the router would ask it (FastAPI nests included routers),
+        # on a scope of its own: matching records its findings in the scope.
+        probe = {k: v for k, v in request.scope.items() if k != "fastapi"} | {"method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return ", ".join(methods)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def on_integrity_error(request: Request, exc: Exception) -> Response:
