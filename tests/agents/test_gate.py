@@ -459,13 +459,21 @@ def test_run_token_reveals_only_its_agents_secrets_inside_its_run(
         w.url(f"agents/{w.agent}"), json={"secrets": ["github-token"]}, headers=w.org.headers
     )
     assert changed.status_code == 200
-    run, other = w.run(workflow_id="wf-1"), w.run()
+    wf = w.post("workflows", {"name": "payments", "agent_ids": [w.agent]})["id"]
+
+    def start(**body: Any) -> tuple[str, dict[str, str]]:
+        # Started by, and for, someone who may reveal secrets (the admin): a run never
+        # reveals what its starter or its user may not (tests/agents/test_handing_on.py).
+        started = w.post(f"agents/{w.agent}/runs", body, headers=w.org.admin.headers)
+        return started["run_id"], bearer(started["token"])
+
+    run, other = start(workflow_id=wf), start()
 
     def reveal(token: dict[str, str], name: str, **body: Any) -> Any:
         return client.post(w.url(f"secrets/{name}/reveal"), json=body, headers=token)
 
     assert reveal(run[1], "github-token").json()["value"] == "org-value"
-    put("github-token", "workflow-value", workflow_id="wf-1")
+    put("github-token", "workflow-value", workflow_id=wf)
     assert reveal(run[1], "github-token").json()["value"] == "workflow-value"
     put("github-token", "run-value", run_id=run[0])
     answer = reveal(run[1], "github-token").json()

@@ -50,7 +50,6 @@ class Setting:
             "visibility": visibility,
             "team_ids": [self.team] if visibility == "team" else [],
             "tools": [{"name": "search", "risk": "low"}],
-            "secrets": ["github-token"],
             "connections": ["github"],
         }
         return str(self.post("agents", body, headers=self.owner.headers)["id"])

@@ -187,9 +187,12 @@ def _build(client: TestClient, factory: Factory, world: World) -> Built:
             "name": f"agent-{i}",
             "visibility": visibility,
             "team_ids": [teams[t] for t in sorted(agent_teams)] if visibility == "team" else [],
-            "connections": [sources[s] for s in sorted(connected)],
         }
-        agents.append(ok(client.post(f"{base}/agents", json=body, headers=sessions[owner]))["id"])
+        agent = ok(client.post(f"{base}/agents", json=body, headers=sessions[owner]))["id"]
+        # Connected by the admin: a member may connect only sources they edit.
+        connections = {"connections": [sources[s] for s in sorted(connected)]}
+        ok(client.patch(f"{base}/agents/{agent}", json=connections, headers=h))
+        agents.append(agent)
     for user, (_, active) in zip(users, world.users, strict=True):
         if not active:
             ok(client.patch(f"{base}/users/{user}", json={"status": "suspended"}, headers=h))

@@ -33,12 +33,14 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from bastion.agents import service as agents
+from bastion.agents import workflows
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.agents.schemas import RunIn
 from bastion.approvals import service as approvals
 from bastion.approvals.models import Approval, ApprovalPolicy
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
+from bastion.authz import access
 from bastion.authz import service as authz
 from bastion.authz.permissions import CredentialKind, Permission
 from bastion.authz.principal import Principal
@@ -48,6 +50,7 @@ from bastion.core.errors import Forbidden, InvalidInput, NotFound
 from bastion.core.groupcommit import GroupCommit
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.identity import rights
 from bastion.identity import service as identity
 from bastion.identity.tokens import TokenHasher, TokenKind
 from bastion.secrets import service as secrets
@@ -57,6 +60,23 @@ from bastion.tenancy import service as tenancy
 # --- runs -----------------------------------------------------------------------------
 
 
+def secrets_withheld(db: Session, org_id: str, agent: Agent, run: Run) -> str | None:
+    """Why the run may not reveal its agent's secrets now, or None when it may: whoever
+    configured the agent, whoever started the run (who holds its token) and the user it
+    acts for must each still hold `secrets:reveal`, and the run's workflow must still
+    admit the agent. An agent never holds more than any of them."""
+    for who, principal_id in (
+        ("its configurer", agent.configured_by),
+        ("whoever started the run", run.started_by),
+        ("the user it acts for", run.on_behalf_of),
+    ):
+        if Permission.SECRETS_REVEAL not in rights.current_permissions(db, org_id, principal_id):
+            return f"{who} may not reveal secrets"
+    if run.workflow_id is not None and not workflows.admits(db, org_id, run.workflow_id, agent.id):
+        return "its workflow no longer admits this agent"
+    return None
+
+
 def start_run(
     db: Session,
     hasher: TokenHasher,
@@ -64,9 +84,13 @@ def start_run(
     org_id: str,
     agent_id: str,
     body: RunIn,
+    sources: access.SourceRights,
 ) -> tuple[Run, str]:
     """A run of the agent acting for `on_behalf_of` (default: the caller). Acting for
-    someone else needs `agents:manage`; the user must be allowed to use the agent too."""
+    someone else needs `agents:manage`; the user must be allowed to use the agent too.
+    Binding the run to a workflow needs the workflow to admit the agent. What the agent
+    was given is checked again: secrets and sources its configurer (or the run's starter
+    or user) may no longer hand on are withheld, and the run's audit event says so."""
     if principal.credential is CredentialKind.AGENT_RUN:
         raise Forbidden("agent run tokens cannot start runs", permission="agents:use")
     agent = agents.get_for(db, principal, org_id, agent_id, "use")
@@ -89,8 +113,10 @@ def start_run(
     verdict = agents.decide(user_side, agent, "use")
     if not verdict.allowed:
         raise Forbidden(
-            f"{user.id} may not use this agent ({verdict.reason})", permission="agents:use"
+            f"the user may not use this agent ({verdict.reason})", permission="agents:use"
         )
+    if body.workflow_id is not None:
+        workflows.bind(db, principal, org_id, body.workflow_id, agent.id)
     now = utcnow()
     run = Run(
         id=new_id("run"),
@@ -107,6 +133,8 @@ def start_run(
     )
     token, run.token_hash, run.pepper_version = hasher.issue(TokenKind.AGENT_RUN, run.id)
     db.add(run)
+    withheld = secrets_withheld(db, org_id, agent, run) if agent.secrets else None
+    connected = {c for c in agent.connections if c.startswith("src_")}
     audit.record(
         db,
         type=EventType.RUN_STARTED,
@@ -118,6 +146,10 @@ def start_run(
             "on_behalf_of": user.id,
             "workflow_id": body.workflow_id,
             "ttl_seconds": body.ttl_seconds,
+            # Why its secrets are withheld, if they are (names of secrets would be
+            # masked in audit metadata): the same reason a reveal would get.
+            "reveal_withheld": withheld,
+            "connections_withheld": sorted(connected - sources.of_agent(org_id, agent.id)),
         },
     )
     return run, token
@@ -281,11 +313,12 @@ def request_tool_call(
     tool_name: str,
     arguments: dict[str, Any],
     connection: str | None,
+    connected: Callable[[str, str], frozenset[str]],
 ) -> ToolCall:
     """Decide and record one call in the caller's transaction (see `Gate.request` for
     the hot path, which decides the same way)."""
     _own_run(principal, run_id)
-    view = _load_view(db, run_id, principal.org_id, None)
+    view = _load_view(db, run_id, principal.org_id, None, connected)
     now = utcnow()
     verdict = _verdict(view, tool_name, arguments, connection)
     call = _record(db, principal, view, tool_name, arguments, verdict, now)
@@ -305,10 +338,15 @@ class _View:
     agent: Agent
     policies: tuple[ApprovalPolicy, ...]
     user: dict[str, Any]
+    sources: frozenset[str]  # connected sources the agent may still read (`SourceRights`)
 
 
 def _load_view(
-    db: Session, run_id: str, org_id: str | None, revisions: tuple[int, ...] | None
+    db: Session,
+    run_id: str,
+    org_id: str | None,
+    revisions: tuple[int, ...] | None,
+    connected: Callable[[str, str], frozenset[str]],
 ) -> _View:
     found = db.execute(
         select(Run, Agent).join(Agent, Agent.id == Run.agent_id).where(Run.id == run_id)
@@ -322,6 +360,7 @@ def _load_view(
         agent,
         tuple(approvals.policies_of(db, run.org_id)),
         _user_context(db, run),
+        connected(run.org_id, agent.id) if agent.connections else frozenset(),
     )
 
 
@@ -337,6 +376,10 @@ def _verdict(
     for needed in {connection, tool.get("connection")} - {None}:
         if needed not in agent.connections:
             return approvals.Verdict("deny", f"connection_not_granted:{needed}")
+        if needed.startswith("src_") and needed not in view.sources:
+            # Its configurer may no longer connect this source: withheld, like a
+            # connection never given.
+            return approvals.Verdict("deny", f"connection_withheld:{needed}")
     error = _schema_error(tool, arguments)
     if error is not None:
         return approvals.Verdict("deny", error)
@@ -473,10 +516,12 @@ class Gate:
         sessions: Callable[[], Session],
         write_sessions: Callable[[], Session],
         revisions: Callable[[str], tuple[int, ...] | None],
+        connected: Callable[[str, str], frozenset[str]],
         *,
         local: bool,
     ) -> None:
         self._sessions = sessions
+        self._connected = connected
         self._revisions = revisions
         self._local = local  # the revision read is a local file read: fine on the loop
         self._views: OrderedDict[str, _View] = OrderedDict()
@@ -534,7 +579,7 @@ class Gate:
                 if view is not None:
                     return view
                 with self._sessions() as db:
-                    view = _load_view(db, run_id, org_id, revisions)
+                    view = _load_view(db, run_id, org_id, revisions, self._connected)
                 if revisions is not None:
                     with self._lock:
                         self._views[run_id] = view
@@ -575,7 +620,10 @@ def reveal_secret(
     if run_id not in (None, run.id) or workflow_id not in (None, run.workflow_id):
         raise NotFound("secret not found")
     if name not in agent.secrets:
-        raise Forbidden(f"secret {name!r} was not given to this agent")
+        raise Forbidden("this secret was not given to this agent")
+    withheld = secrets_withheld(db, org_id, agent, run)
+    if withheld is not None:
+        raise Forbidden(f"this run may not reveal secrets: {withheld}")
     return secrets.reveal_granted(
         db,
         vault,

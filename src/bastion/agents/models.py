@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
@@ -26,6 +26,9 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(2000), default="")
     owner_id: Mapped[str] = mapped_column(String(40))
+    # Who last set its secrets or connections (a user or service account): the agent
+    # never uses more of either than this principal may, checked at every use.
+    configured_by: Mapped[str] = mapped_column(String(40))
     visibility: Mapped[str] = mapped_column(String(10))  # private | team | org | public
     team_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
@@ -80,3 +83,23 @@ class ToolCall(Base):
     policy_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Workflow(Base):
+    """A workflow of one organisation and the agents whose runs may be bound to it.
+    Keyed by (organisation, id): ids of workflows that existed before they were
+    objects (free-text names on secrets and runs) stay as they were."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    org_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    agent_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

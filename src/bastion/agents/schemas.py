@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from bastion.core.schemas import In, Name, Out
+from bastion.core.schemas import Description, In, Name, Out
 
 ToolName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -163,3 +163,32 @@ class ToolCallOut(Out):
     arguments_digest: str
     created_at: datetime
     decided_at: datetime | None = None
+
+
+# --- workflows ---------------------------------------------------------------------
+
+
+class WorkflowIn(In):
+    name: Name
+    description: Description = ""
+    agent_ids: Annotated[list[IdRef], Field(max_length=500)] = Field(
+        default_factory=list,
+        description="Agents (`agt_…`) whose runs may be bound to this workflow.",
+    )
+
+
+class WorkflowPatch(In):
+    name: Name | None = None
+    description: Description | None = None
+    agent_ids: Annotated[list[IdRef], Field(max_length=500)] | None = None
+
+
+class WorkflowOut(Out):
+    id: str
+    org_id: str
+    name: str
+    description: str
+    agent_ids: list[str]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime

@@ -92,8 +92,27 @@ def _connections(db: Session, org_id: str, connections: list[str]) -> list[str]:
     sources = [c for c in unique if c.startswith("src_")]
     missing = set(sources) - access.existing_source_ids(db, org_id, sources)
     if missing:
-        raise InvalidInput.field("connections", f"no such source: {sorted(missing)[0]}")
+        raise InvalidInput.field("connections", "names a source that does not exist")
     return unique
+
+
+def _ensure_may_configure(
+    principal: Principal, rights: access.SourceRights, secrets: list[str], connections: list[str]
+) -> None:
+    """Whoever sets an agent's secrets or connections becomes their configurer and must
+    hold every right the agent is given: revealing secrets, and editing (or managing)
+    each connected source. Nobody hands on what they do not hold."""
+    if secrets and not principal.can(Permission.SECRETS_REVEAL):
+        raise Forbidden(
+            "giving an agent secrets needs the right to reveal them",
+            permission=str(Permission.SECRETS_REVEAL),
+        )
+    sources = {c for c in connections if c.startswith("src_")}
+    if sources - rights.connectable(principal, sources):
+        raise Forbidden(
+            "connecting a source needs editor or owner on it, or sources:manage",
+            permission=str(Permission.SOURCES_MANAGE),
+        )
 
 
 # --- who may do what --------------------------------------------------------------
@@ -150,7 +169,9 @@ def get_for(db: Session, principal: Principal, org_id: str, agent_id: str, actio
 # --- registry ---------------------------------------------------------------------
 
 
-def create_agent(db: Session, principal: Principal, org_id: str, body: AgentIn) -> Agent:
+def create_agent(
+    db: Session, principal: Principal, org_id: str, body: AgentIn, rights: access.SourceRights
+) -> Agent:
     principal.require_org(org_id)
     principal.require(Permission.AGENTS_CREATE)
     if principal.credential is CredentialKind.AGENT_RUN:
@@ -167,17 +188,20 @@ def create_agent(db: Session, principal: Principal, org_id: str, body: AgentIn) 
         tools = (body.tools and tools) or [{**t, "digest": tool_digest(t)} for t in copied]
     if name is None:  # the schema insists unless cloning
         raise InvalidInput.field("name", "required")
+    connections, secrets = _connections(db, org_id, body.connections), sorted(set(body.secrets))
+    _ensure_may_configure(principal, rights, secrets, connections)
     agent = Agent(
         id=new_id("agt"),
         org_id=org_id,
         name=name,
         description=description,
         owner_id=principal.user_id or principal.id,
+        configured_by=principal.user_id or principal.id,
         visibility=body.visibility,
         team_ids=_teams(db, org_id, body.visibility, body.team_ids),
         tools=tools,
-        connections=_connections(db, org_id, body.connections),
-        secrets=sorted(set(body.secrets)),
+        connections=connections,
+        secrets=secrets,
         cloned_from=body.from_hub,
         version=1,
     )
@@ -229,7 +253,12 @@ def list_agents(
 
 
 def update_agent(
-    db: Session, principal: Principal, org_id: str, agent_id: str, body: AgentPatch
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    agent_id: str,
+    body: AgentPatch,
+    rights: access.SourceRights,
 ) -> Agent:
     changes = body.model_dump(exclude_unset=True)
     agent = get_for(db, principal, org_id, agent_id, "share" if _sharing(changes) else "edit")
@@ -252,12 +281,23 @@ def update_agent(
         if visibility != agent.visibility:
             metadata["visibility"] = {"from": agent.visibility, "to": visibility}
         agent.visibility = visibility
-    if body.connections is not None:
-        agent.connections = _connections(db, org_id, body.connections)
-        metadata["connections"] = agent.connections
-    if body.secrets is not None:
-        agent.secrets = sorted(set(body.secrets))
-        metadata["secrets"] = agent.secrets
+    if body.connections is not None or body.secrets is not None:
+        # The editor becomes the configurer of the whole set, so must hold all of it.
+        connections = (
+            _connections(db, org_id, body.connections)
+            if body.connections is not None
+            else list(agent.connections)
+        )
+        secrets = sorted(set(body.secrets)) if body.secrets is not None else list(agent.secrets)
+        _ensure_may_configure(principal, rights, secrets, connections)
+        if body.connections is not None:
+            agent.connections = connections
+            metadata["connections"] = connections
+        if body.secrets is not None:
+            agent.secrets = secrets
+            metadata["secrets"] = secrets
+        agent.configured_by = principal.user_id or principal.id
+        metadata["configured_by"] = agent.configured_by
     agent.version += 1
     audit.record(
         db,

@@ -30,6 +30,7 @@ from bastion.api.routers import (
     teams,
     users,
     webhooks,
+    workflows,
 )
 from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
@@ -289,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(approvals.router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
+    app.include_router(workflows.router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.agents.gate import Gate
 from bastion.agents.waiting import Waiters
 from bastion.audit.checkpoints import Signer
+from bastion.authz import access
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings
 from bastion.core.keyring import Keyring
@@ -37,14 +38,20 @@ class AppState:
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
     waiters: Waiters = field(init=False, repr=False)
+    source_rights: access.SourceRights = field(init=False, repr=False)
     gate: Gate = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
         self.api_quota = per_window(per_minute, 60)
         self.waiters = Waiters(self.sessions)
+        self.source_rights = access.SourceRights(self.authz, self.sessions)
         self.gate = Gate(
-            self.sessions, self.write_sessions, self.authz.revisions, local=self.authz.local
+            self.sessions,
+            self.write_sessions,
+            self.authz.revisions,
+            self.source_rights.of_agent,
+            local=self.authz.local,
         )
         # Anonymous and per-address ceiling: generous, it guards the sign-in surface.
         self.ip_quota = per_window(per_minute * 4, 60)

@@ -82,6 +82,9 @@ class EventType(StrEnum):
     WEBHOOK_SUBSCRIPTION_DELETED = "webhook_subscription.deleted"
     WEBHOOK_SUBSCRIPTION_DISABLED = "webhook_subscription.disabled"
     WEBHOOK_SUBSCRIPTION_ENABLED = "webhook_subscription.enabled"
+    WORKFLOW_CREATED = "workflow.created"
+    WORKFLOW_DELETED = "workflow.deleted"
+    WORKFLOW_UPDATED = "workflow.updated"
 
 
 class Outcome(StrEnum):

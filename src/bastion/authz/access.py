@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,39 @@ _CEL_WHERE = re.compile(r"<input>:([0-9]+):([0-9]+): ([A-Za-z][A-Za-z ]{0,40}):"
 
 
 # --- sources ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRights:
+    """Which sources a principal may hand to an agent, and which an agent may read now,
+    answered by the engine against the organisation's current index."""
+
+    eng: Engine = field(repr=False)
+    sessions: Sessions = field(repr=False)
+
+    def connectable(self, principal: Principal, source_ids: Iterable[str]) -> set[str]:
+        """The sources the principal may connect: it edits them (editor or owner) or
+        holds `sources:manage`. An API key counts its owner's entries, never more than
+        its own role: a key without `sources:manage` does not borrow its owner's."""
+        wanted = set(source_ids)
+        if not wanted or principal.can(Permission.SOURCES_MANAGE):
+            return wanted
+        index = self.eng.index(self.sessions, principal.org_id)
+        now = utcnow()
+        who = engine.subject_of(index, principal.user_id or principal.id, now)
+        found = set()
+        for source_id in wanted:
+            verdict = engine.decide(index, who, "edit", "source", source_id, now)
+            if verdict.allowed and verdict != engine.MANAGES:
+                found.add(source_id)
+        return found
+
+    def of_agent(self, org_id: str, agent_id: str) -> frozenset[str]:
+        """The sources the agent may read now: those connected to it that whoever
+        configured it may still connect."""
+        index = self.eng.index(self.sessions, org_id)
+        subject = engine.subject_of(index, agent_id, utcnow())
+        return subject.sources if subject is not None else frozenset()
 
 
 def create_source(db: Session, principal: Principal, org_id: str, name: str) -> Source:

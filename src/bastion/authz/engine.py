@@ -63,7 +63,7 @@ from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.authz.service import custom_role_permissions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.db import DirectReader
-from bastion.identity.models import ServiceAccount, User
+from bastion.identity.models import ApiKey, ServiceAccount, User
 from bastion.tenancy.models import Team, TeamMember
 
 LEVELS = {"reader": 1, "editor": 2, "owner": 3}
@@ -628,6 +628,10 @@ class OrgIndex:
     org_id: str
     revisions: tuple[int, ...]
     user_teams: dict[str, frozenset[str]]
+    agent_configurers: dict[str, str] = field(default_factory=dict)  # who set connections
+    # Keys without an owner that configured agents: (role, ends) where ends is when
+    # the key stops (revoked or expired), if ever.
+    configurer_keys: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
     users: dict[str, tuple[str, str]]  # id -> (role, status)
     accounts: dict[str, tuple[str, str]]
     grants: dict[str, list[tuple[str, datetime]]]  # user -> [(role, expires_at)]
@@ -747,6 +751,24 @@ class _Listing:
             while len(self._merged) > MERGED_MAX:
                 self._merged.popitem(last=False)
         return found
+def _configurer_keys(
+    db: Session, org_id: str, configurers: Iterable[str]
+) -> dict[str, tuple[str, datetime | None]]:
+    """The keys of nobody's (an operator's) that configured agents: their role, and
+    when they stop (revoked or expired), if ever."""
+    wanted = sorted({c for c in configurers if c.startswith("key_")})
+    found: dict[str, tuple[str, datetime | None]] = {}
+    if wanted:
+        for key_id, role, revoked, expires in db.execute(
+            select(ApiKey.id, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at).where(
+                ApiKey.org_id == org_id, ApiKey.id.in_(wanted)
+            )
+        ):
+            ends = [as_utc(t) for t in (revoked, expires) if t is not None]
+            found[key_id] = (role, min(ends) if ends else None)
+    return found
+
+
 
 
 def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, tuple[Entry, ...]]:
@@ -852,10 +874,18 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     )
     agents: dict[str, AgentFacts] = {}
     agent_sources: dict[str, frozenset[str]] = {}
-    for agent_id, owner, visibility, agent_teams, connections in db.execute(
-        select(Agent.id, Agent.owner_id, Agent.visibility, Agent.team_ids, Agent.connections).where(
-            Agent.org_id == org_id
-        )
+    agent_configurers: dict[str, str] = {}
+    for agent_id, owner, visibility, agent_teams, connections, configurer in db.execute(
+        select(
+        agent_configurers[agent_id] = configurer
+    configurer_keys = _configurer_keys(db, org_id, agent_configurers.values())
+            Agent.id,
+            Agent.owner_id,
+            Agent.visibility,
+            Agent.team_ids,
+            Agent.connections,
+            Agent.configured_by,
+        ).where(Agent.org_id == org_id)
     ):
         agents[agent_id] = AgentFacts(owner, visibility, frozenset(agent_teams or ()))
         agent_sources[agent_id] = frozenset(c for c in connections or () if c in sources)
@@ -870,6 +900,8 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
         org_id=org_id,
         revisions=revisions,
         user_teams={u: frozenset(t) for u, t in teams.items()},
+        agent_configurers=agent_configurers,
+        configurer_keys=configurer_keys,
         users=users,
         accounts=accounts,
         grants=grants,
@@ -882,7 +914,15 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
         agent_sources=agent_sources,
         source_acls=source_acls,
         rule_sets=_rule_sets(rules),
-        expiries=tuple(sorted((*grant_expiries, *acl_expiries))),
+        expiries=tuple(
+            sorted(
+                (
+                    *grant_expiries,
+                    *acl_expiries,
+                    *(e for _, e in configurer_keys.values() if e is not None),
+                )
+            )
+        ),
         grant_expiries=grant_expiries,
     )
     index._listing = _Listing(index)
@@ -902,7 +942,9 @@ def _role_permissions(index: OrgIndex, role: str) -> frozenset[Permission]:
 def subject_of(index: OrgIndex, subject_id: str, now: datetime) -> Subject | None:
     """The subject as the engine sees it; None when unknown, inactive or foreign. Kept
     in the index while no grant of it has expired since."""
-    epoch = bisect_right(index.grant_expiries, now) if index.grant_expiries else 0
+    # An agent's sources depend on its configurer's ACL entries too: every expiry counts.
+    expiries = index.expiries if subject_id in index.agents else index.grant_expiries
+    epoch = bisect_right(expiries, now) if expiries else 0
     cached = index._subjects.get(subject_id)
     if cached is not None and cached[0] == epoch:
         return cached[1]
@@ -947,8 +989,33 @@ def _subject_of(index: OrgIndex, subject_id: str, now: datetime) -> Subject | No
     if subject_id in index.teams:
         return Subject(subject_id, "team", frozenset(), {"type": "team"}, False)
     if subject_id in index.agents:
-        sources = index.agent_sources.get(subject_id, frozenset())
-        return Subject(subject_id, "agent", frozenset(), {"type": "agent"}, False, sources=sources)
+        return Subject(
+def _connected(index: OrgIndex, agent_id: str, now: datetime) -> frozenset[str]:
+    """The sources connected to the agent that whoever configured it may still connect
+    (edit the source, or hold `sources:manage`): an agent never reads more than its
+    configurer could hand it, now."""
+    sources = index.agent_sources.get(agent_id, frozenset())
+    if not sources:
+        return sources
+    configurer = index.agent_configurers.get(agent_id)
+    if configurer in index.configurer_keys:  # a key of nobody's: its role alone counts
+        role, ends = index.configurer_keys[configurer]
+        live = ends is None or ends > now
+        manages = Permission.SOURCES_MANAGE in _role_permissions(index, role)
+        return sources if live and manages else frozenset()
+    who = _subject_of(index, configurer, now) if configurer else None
+    if who is None or who.kind not in ("user", "service_account"):
+        return frozenset()
+    return frozenset(s for s in sources if decide(index, who, "edit", "source", s, now).allowed)
+
+
+            subject_id,
+            "agent",
+            frozenset(),
+            {"type": "agent"},
+            False,
+            sources=_connected(index, subject_id, now),
+        )
     return None
 
 

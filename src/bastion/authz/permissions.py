@@ -39,6 +39,8 @@ class Permission(StrEnum):
     USERS_READ = "users:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
     WEBHOOKS_READ = "webhooks:read"
+    WORKFLOWS_MANAGE = "workflows:manage"
+    WORKFLOWS_READ = "workflows:read"
 
 
 DESCRIPTIONS: dict[Permission, str] = {
@@ -72,6 +74,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.USERS_READ: "List users.",
     Permission.WEBHOOKS_MANAGE: "Manage webhook endpoints and their secrets.",
     Permission.WEBHOOKS_READ: "List webhook endpoints.",
+    Permission.WORKFLOWS_MANAGE: "Create, change and delete workflows and the agents they admit.",
+    Permission.WORKFLOWS_READ: "See workflows and bind runs of the agents they admit to them.",
 }
 
 ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)

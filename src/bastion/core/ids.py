@@ -44,6 +44,7 @@ PREFIXES = frozenset(
         "wev",
         "whs",
         "whd",
+        "wf",
     }
 )
 

@@ -48,8 +48,8 @@ def _agent(agent: Agent) -> AgentOut:
 
 
 @router.post("", status_code=201, summary="Register an agent, or clone one from the hub")
-def create_agent(org: str, body: AgentIn, principal: Caller, db: DB) -> AgentOut:
-    agent = agents.create_agent(db, principal, org, body)
+def create_agent(org: str, body: AgentIn, principal: Caller, db: DB, state: State) -> AgentOut:
+    agent = agents.create_agent(db, principal, org, body, state.source_rights)
     db.flush()
     return _agent(agent)
 
@@ -71,8 +71,10 @@ def get_agent(org: str, agt: str, principal: Caller, db: DB) -> AgentOut:
     "/{agt}",
     summary="Change an agent (owner or agents:manage); a changed tool gets a new digest",
 )
-def update_agent(org: str, agt: str, body: AgentPatch, principal: Caller, db: DB) -> AgentOut:
-    agent = agents.update_agent(db, principal, org, agt, body)
+def update_agent(
+    org: str, agt: str, body: AgentPatch, principal: Caller, db: DB, state: State
+) -> AgentOut:
+    agent = agents.update_agent(db, principal, org, agt, body, state.source_rights)
     db.flush()
     return _agent(agent)
 
@@ -122,7 +124,7 @@ def _run(run: Run) -> RunOut:
 def start_run(
     org: str, agt: str, body: RunIn, principal: Caller, db: DB, state: State
 ) -> RunStarted:
-    run, token = gate.start_run(db, state.hasher, principal, org, agt, body)
+    run, token = gate.start_run(db, state.hasher, principal, org, agt, body, state.source_rights)
     return RunStarted(run_id=run.id, token=token, expires_at=run.expires_at)
 
 
@@ -183,6 +185,7 @@ async def request_tool_call(
         )
     else:  # in the request's transaction, which also keeps the answer for a replay
         ctx: RequestContext = request.scope[SCOPE_KEY]
+        rights = request.app.state.bastion.source_rights
         call = await run_in_threadpool(
             partial(
                 gate.request_tool_call,
@@ -192,6 +195,7 @@ async def request_tool_call(
                 tool_name=body.tool,
                 arguments=body.arguments,
                 connection=body.connection,
+                connected=rights.of_agent,
             )
         )
     return _call(gate.CallState(call, call.decision, call.reason))
