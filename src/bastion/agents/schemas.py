@@ -5,16 +5,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from bastion.core.schemas import Description, In, Name, Out
+from bastion.core.schemas import Description, In, Name, Out, SecretName
 
 ToolName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Connection = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-]
-SecretName = Annotated[  # no "/": a name is one path segment of the API
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Risk = Literal["low", "medium", "high", "critical"]
 Visibility = Literal["private", "team", "org", "public"]

@@ -7,10 +7,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from bastion.core.schemas import Description, In, Name, Out, Timestamp
 
-RoleName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w .:-]+$"),
-]
+RoleName = Annotated[Name, StringConstraints(max_length=100, pattern=r"^[\w .:-]+$")]
 
 
 class PermissionOut(Out):

@@ -144,6 +144,13 @@ def _find_role(db: Session, org_id: str, role_id: str) -> Role:
     return row
 
 
+def _check_role_name(name: str) -> None:
+    """A custom role's name is neither a built-in's, in any case (a custom `Admin` beside
+    the built-in `admin` misleads whoever reads a user's role), nor shaped like a role id."""
+    if is_builtin(name.casefold()) or has_prefix(name, "role"):
+        raise InvalidInput.field("name", "is reserved (a built-in role's name, or a role id)")
+
+
 def create_role(
     db: Session,
     principal: Principal,
@@ -155,8 +162,7 @@ def create_role(
 ) -> Role:
     principal.require_org(org_id)
     principal.require(Permission.ROLES_MANAGE)
-    if is_builtin(name) or has_prefix(name, "role"):
-        raise InvalidInput.field("name", "is reserved")
+    _check_role_name(name)
     perms = _validated_permissions(permissions)
     ensure_can_confer(principal, (Permission(p) for p in perms))
     exists = db.execute(select(Role.id).where(Role.org_id == org_id, Role.name == name)).first()
@@ -193,8 +199,7 @@ def update_role(
     role = _find_role(db, org_id, role_id)
     changes: dict[str, object] = {}
     if name is not None and name != role.name:
-        if is_builtin(name) or has_prefix(name, "role"):
-            raise InvalidInput.field("name", "is reserved")
+        _check_role_name(name)
         clash = db.execute(select(Role.id).where(Role.org_id == org_id, Role.name == name)).first()
         if clash:
             raise Conflict("a role with this name already exists")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -19,8 +20,31 @@ from pydantic import (
 
 T = TypeVar("T")
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _visible(value: str) -> str:
+    """A name shows what it is: no control characters (Unicode category Cc: newlines,
+    tabs, escapes) and no format characters (Cf: zero-width spaces and joiners, bidi
+    overrides, soft hyphens), which make two different names look the same."""
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        raise ValueError("must not contain control or invisible formatting characters")
+    return value
+
+
+# Every name a caller gives a thing (team, role, agent, source, webhook endpoint, policy,
+# key, sink, ...). `DisplayName` is a person's name, which may be empty.
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_visible),
+]
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_visible)
+]
 Description = Annotated[str, StringConstraints(max_length=1000)]
+
+# A secret's name, the same in a body and in a URL path (no "/": it is one path segment).
+_ONE_SEGMENT = r"^[A-Za-z0-9_.:-]{1,200}$"
+SecretName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_ONE_SEGMENT)]
 
 
 # How deep JSON may nest inside one field of a body (a tool's schema, a call's

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import EmailStr, Field, SecretStr, StringConstraints
 
-from bastion.core.schemas import Description, In, Name, Out, Timestamp
+from bastion.core.schemas import Description, DisplayName, In, Name, Out, Timestamp
 
 Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 RoleRef = Annotated[
@@ -59,13 +59,13 @@ class SessionOut(Out):
 
 class UserCreate(In):
     email: EmailStr
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    name: DisplayName = ""
     role: RoleRef
     password: Password | None = None
 
 
 class UserUpdate(In):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    name: DisplayName | None = None
     role: RoleRef | None = None
     status: Literal["active", "suspended"] | None = None
     attributes: dict[str, Any] | None = Field(

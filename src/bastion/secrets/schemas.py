@@ -8,9 +8,6 @@ from pydantic import Field, SecretStr, StringConstraints
 from bastion.core.schemas import Description, In, Out
 
 ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-SecretName = Annotated[  # no "/": a name is one path segment of the API
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
-]
 
 
 class SecretScopeIn(In):

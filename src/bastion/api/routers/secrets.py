@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path, Response
 
 from bastion.agents import gate
 from bastion.api.deps import DB, Caller, State
 from bastion.authz.permissions import CredentialKind
+from bastion.core.schemas import SecretName
 from bastion.secrets import service as secrets
 from bastion.secrets.schemas import (
     DataKeyOut,
     RevealIn,
     RevealOut,
-    SecretName,
     SecretOut,
     SecretPut,
     SecretScopeOut,
@@ -22,7 +24,9 @@ from bastion.secrets.vault import KeyState
 
 router = APIRouter(prefix="/v1/orgs/{org}/secrets", tags=["secrets"])
 key_router = APIRouter(prefix="/v1/orgs/{org}/secrets-key", tags=["secrets"])
-Name = SecretName
+# The rule a body's secret names follow (`Path` in the annotation: a `= Path()` default
+# beside an annotated type dropped its pattern, and "a b" was a secret's name).
+Name = Annotated[SecretName, Path(description="Letters, digits and _ . : -")]
 
 
 def _scope_id(value: str) -> str | None:
@@ -36,7 +40,7 @@ def put_secret(
     principal: Caller,
     db: DB,
     state: State,
-    name: Name = Path(description="Letters, digits and _ . : -"),
+    name: Name,
 ) -> SecretWritten:
     scope = secrets.Scope.of(
         body.scope.workflow_id if body.scope else None, body.scope.run_id if body.scope else None
