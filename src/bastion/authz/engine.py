@@ -628,10 +628,6 @@ class OrgIndex:
     org_id: str
     revisions: tuple[int, ...]
     user_teams: dict[str, frozenset[str]]
-    agent_configurers: dict[str, str] = field(default_factory=dict)  # who set connections
-    # Keys without an owner that configured agents: (role, ends) where ends is when
-    # the key stops (revoked or expired), if ever.
-    configurer_keys: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
     users: dict[str, tuple[str, str]]  # id -> (role, status)
     accounts: dict[str, tuple[str, str]]
     grants: dict[str, list[tuple[str, datetime]]]  # user -> [(role, expires_at)]
@@ -642,6 +638,10 @@ class OrgIndex:
     rules: tuple[Rule, ...]
     agents: dict[str, AgentFacts] = field(default_factory=dict)
     agent_sources: dict[str, frozenset[str]] = field(default_factory=dict)
+    agent_configurers: dict[str, str] = field(default_factory=dict)  # who set connections
+    # Keys without an owner that configured agents: (role, ends) where ends is when
+    # the key stops (revoked or expired), if ever.
+    configurer_keys: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
     source_acls: dict[str, Acl] = field(default_factory=dict)
     rule_sets: dict[tuple[str, str, bool], RuleSet] = field(default_factory=dict)
     # Every instant an ACL entry or a grant expires, sorted: how many have passed is
@@ -751,6 +751,16 @@ class _Listing:
             while len(self._merged) > MERGED_MAX:
                 self._merged.popitem(last=False)
         return found
+
+
+def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, tuple[Entry, ...]]:
+    out: dict[str, list[Entry]] = {}
+    for resource_id, principal, relation, expires_at in rows:
+        expires = as_utc(expires_at) if expires_at else None
+        out.setdefault(resource_id, []).append(Entry(principal, LEVELS[relation], expires))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def _configurer_keys(
     db: Session, org_id: str, configurers: Iterable[str]
 ) -> dict[str, tuple[str, datetime | None]]:
@@ -767,16 +777,6 @@ def _configurer_keys(
             ends = [as_utc(t) for t in (revoked, expires) if t is not None]
             found[key_id] = (role, min(ends) if ends else None)
     return found
-
-
-
-
-def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str, tuple[Entry, ...]]:
-    out: dict[str, list[Entry]] = {}
-    for resource_id, principal, relation, expires_at in rows:
-        expires = as_utc(expires_at) if expires_at else None
-        out.setdefault(resource_id, []).append(Entry(principal, LEVELS[relation], expires))
-    return {k: tuple(v) for k, v in out.items()}
 
 
 def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgIndex:
@@ -877,8 +877,6 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     agent_configurers: dict[str, str] = {}
     for agent_id, owner, visibility, agent_teams, connections, configurer in db.execute(
         select(
-        agent_configurers[agent_id] = configurer
-    configurer_keys = _configurer_keys(db, org_id, agent_configurers.values())
             Agent.id,
             Agent.owner_id,
             Agent.visibility,
@@ -889,6 +887,8 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     ):
         agents[agent_id] = AgentFacts(owner, visibility, frozenset(agent_teams or ()))
         agent_sources[agent_id] = frozenset(c for c in connections or () if c in sources)
+        agent_configurers[agent_id] = configurer
+    configurer_keys = _configurer_keys(db, org_id, agent_configurers.values())
     grant_expiries = tuple(sorted(e for held in grants.values() for _, e in held))
     acl_expiries = [
         e.expires_at
@@ -900,8 +900,6 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
         org_id=org_id,
         revisions=revisions,
         user_teams={u: frozenset(t) for u, t in teams.items()},
-        agent_configurers=agent_configurers,
-        configurer_keys=configurer_keys,
         users=users,
         accounts=accounts,
         grants=grants,
@@ -912,6 +910,8 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
         rules=rules,
         agents=agents,
         agent_sources=agent_sources,
+        agent_configurers=agent_configurers,
+        configurer_keys=configurer_keys,
         source_acls=source_acls,
         rule_sets=_rule_sets(rules),
         expiries=tuple(
@@ -990,6 +990,16 @@ def _subject_of(index: OrgIndex, subject_id: str, now: datetime) -> Subject | No
         return Subject(subject_id, "team", frozenset(), {"type": "team"}, False)
     if subject_id in index.agents:
         return Subject(
+            subject_id,
+            "agent",
+            frozenset(),
+            {"type": "agent"},
+            False,
+            sources=_connected(index, subject_id, now),
+        )
+    return None
+
+
 def _connected(index: OrgIndex, agent_id: str, now: datetime) -> frozenset[str]:
     """The sources connected to the agent that whoever configured it may still connect
     (edit the source, or hold `sources:manage`): an agent never reads more than its
@@ -1007,16 +1017,6 @@ def _connected(index: OrgIndex, agent_id: str, now: datetime) -> frozenset[str]:
     if who is None or who.kind not in ("user", "service_account"):
         return frozenset()
     return frozenset(s for s in sources if decide(index, who, "edit", "source", s, now).allowed)
-
-
-            subject_id,
-            "agent",
-            frozenset(),
-            {"type": "agent"},
-            False,
-            sources=_connected(index, subject_id, now),
-        )
-    return None
 
 
 def _acl_for(index: OrgIndex, resource_type: str, resource_id: str) -> tuple[Entry, ...] | None:
