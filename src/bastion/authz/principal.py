@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bastion.authz.permissions import CREDENTIAL_PERMISSIONS, CredentialKind, Permission
 from bastion.core.context import Actor
@@ -23,6 +25,12 @@ class Principal:
     agent_id: str | None = None  # agent run tokens: the run's agent
     on_behalf_of: str | None = None  # agent run tokens: the user the run acts for
     actor: Actor = field(default_factory=lambda: Actor(type="anonymous", id=None))
+    # The permissions of `role_permissions` held only through temporary grants, each
+    # with the instant its last grant ends: not to be given away for longer (see
+    # `authz.service.ensure_can_confer`).
+    temporary: Mapping[Permission, datetime] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def permissions(self) -> frozenset[Permission]:

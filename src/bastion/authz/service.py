@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -14,7 +15,7 @@ from bastion.authz.models import Role, RoleGrant
 from bastion.authz.permissions import Permission, parse_permissions
 from bastion.authz.principal import Principal
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole, is_builtin
-from bastion.core.clock import utcnow
+from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
@@ -64,11 +65,29 @@ def resolve_role(db: Session, org_id: str, value: str, *, field: str = "role") -
     return role_id
 
 
-def ensure_can_confer(principal: Principal, permissions: Iterable[Permission]) -> None:
-    """Nobody can hand out a permission they do not hold themselves."""
-    missing = sorted(set(permissions) - principal.permissions)
+def ensure_can_confer(
+    principal: Principal, permissions: Iterable[Permission], *, until: datetime | None
+) -> None:
+    """The one rule for handing rights on (a user's role, an API key, a service account,
+    a custom role, a grant), where `until` is when what is given ends (None: never).
+    Nobody hands out a permission they do not hold; and one held only through a
+    temporary grant is handed out only until that grant ends, so that rights that end
+    are not laundered into rights that do not."""
+    wanted = set(permissions)
+    missing = sorted(wanted - principal.permissions)
     if missing:
         raise Forbidden(f"cannot confer permissions you lack: {', '.join(missing)}")
+    outliving = sorted(
+        p
+        for p in wanted & principal.temporary.keys()
+        if until is None or as_utc(until) > as_utc(principal.temporary[p])
+    )
+    if outliving:
+        ends = min(as_utc(principal.temporary[p]) for p in outliving)
+        raise Forbidden(
+            f"you hold {', '.join(outliving)} only through a temporary grant (until "
+            f"{ends.isoformat()}): what you give must end no later"
+        )
 
 
 def ensure_outranks(principal: Principal, permissions: Iterable[Permission], what: str) -> None:
@@ -86,16 +105,44 @@ def active_grant_roles(db: Session, user_id: str, now: datetime) -> list[str]:
     return list(db.execute(stmt).scalars())
 
 
+@dataclass(frozen=True)
+class Rights:
+    """What a user may do at this instant: `permissions` (their role's and their grants'
+    in force) and, of those, the `temporary` ones their role lacks, each with the instant
+    the last grant giving it ends."""
+
+    permissions: frozenset[Permission]
+    temporary: Mapping[Permission, datetime]
+
+
+def user_rights(
+    db: Session, org_id: str, role: str, user_id: str, grants_until: datetime | None
+) -> Rights:
+    """A user's role plus every grant still in force at this instant (no job needed)."""
+    lasting = permissions_of_role(db, org_id, role)
+    temporary: dict[Permission, datetime] = {}
+    now = utcnow()
+    if grants_until is not None and grants_until > now:
+        grants = db.execute(
+            select(RoleGrant.role, RoleGrant.expires_at).where(
+                RoleGrant.user_id == user_id,
+                RoleGrant.expires_at > now,
+                RoleGrant.revoked_at.is_(None),
+            )
+        ).all()
+        for granted, expires_at in grants:
+            ends = as_utc(expires_at)
+            for permission in permissions_of_role(db, org_id, granted) - lasting:
+                if permission not in temporary or temporary[permission] < ends:
+                    temporary[permission] = ends
+    return Rights(lasting | frozenset(temporary), temporary)
+
+
 def user_permissions(
     db: Session, org_id: str, role: str, user_id: str, grants_until: datetime | None
 ) -> frozenset[Permission]:
     """A user's role plus every grant still in force at this instant (no job needed)."""
-    perms = permissions_of_role(db, org_id, role)
-    now = utcnow()
-    if grants_until is not None and grants_until > now:
-        for granted in active_grant_roles(db, user_id, now):
-            perms = perms | permissions_of_role(db, org_id, granted)
-    return perms
+    return user_rights(db, org_id, role, user_id, grants_until).permissions
 
 
 # --- custom roles -------------------------------------------------------------------
@@ -164,7 +211,7 @@ def create_role(
     principal.require(Permission.ROLES_MANAGE)
     _check_role_name(name)
     perms = _validated_permissions(permissions)
-    ensure_can_confer(principal, (Permission(p) for p in perms))
+    ensure_can_confer(principal, (Permission(p) for p in perms), until=None)  # roles last
     exists = db.execute(select(Role.id).where(Role.org_id == org_id, Role.name == name)).first()
     if exists:
         raise Conflict("a role with this name already exists")
@@ -212,7 +259,10 @@ def update_role(
         perms = _validated_permissions(permissions)
         # Both what it gives and what it takes away: a role above the caller's is not
         # theirs to change (taking permissions away demotes everyone holding it).
-        ensure_can_confer(principal, (Permission(p) for p in {*perms, *role.permissions}))
+        every = (Permission(p) for p in {*perms, *role.permissions})
+        ensure_outranks(principal, every, "this role")
+        added = (Permission(p) for p in set(perms) - set(role.permissions))
+        ensure_can_confer(principal, added, until=None)  # its holders keep them
         role.permissions = perms
         changes["permissions"] = perms
     role.updated_at = utcnow()
@@ -263,7 +313,7 @@ def create_grant(
     """Caller must already have checked the user exists in `org_id`."""
     principal.require(Permission.GRANTS_MANAGE)
     stored = resolve_role(db, org_id, role)
-    ensure_can_confer(principal, permissions_of_role(db, org_id, stored))
+    ensure_can_confer(principal, permissions_of_role(db, org_id, stored), until=expires_at)
     now = utcnow()
     if expires_at <= now:
         raise InvalidInput.field("expires_at", "must be in the future")
@@ -317,7 +367,7 @@ def revoke_grant(
     if grant is None:
         raise NotFound("grant not found")
     # As for giving it: a grant of a role above the caller's is not theirs to end.
-    ensure_can_confer(principal, permissions_of_role(db, org_id, grant.role))
+    ensure_outranks(principal, permissions_of_role(db, org_id, grant.role), "this grant")
     if grant.revoked_at is None:
         grant.revoked_at = utcnow()
         audit.record(

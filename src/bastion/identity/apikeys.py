@@ -81,7 +81,8 @@ def create_key(
         raise InvalidInput.field("role", "is required")
     stored_role = authz.resolve_role(db, org_id, role)
     if principal is not None:
-        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored_role))
+        granted = authz.permissions_of_role(db, org_id, stored_role)
+        authz.ensure_can_confer(principal, granted, until=expires_at)
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput.field("expires_at", "must be in the future")
     key_id = new_id("key")
@@ -163,7 +164,9 @@ def rotate_key(
     if key_status(old, now) != "active" or old.rotated_to is not None:
         raise Conflict("only an active key that was not rotated already can be rotated")
     _require_may_hold(principal, old)
-    authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, old.role))
+    # The successor is handed to the caller, with the old key's role and expiry.
+    granted = authz.permissions_of_role(db, org_id, old.role)
+    authz.ensure_can_confer(principal, granted, until=old.expires_at)
     new_key_id = new_id("key")
     token, digest, version = hasher.issue(TokenKind.API_KEY, new_key_id)
     new = ApiKey(
@@ -262,7 +265,7 @@ def create_account(
     principal.require_org(org_id)
     principal.require(Permission.SERVICE_ACCOUNTS_MANAGE)
     stored = authz.resolve_role(db, org_id, role)
-    authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored))
+    authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored), until=None)
     account = ServiceAccount(
         id=new_id("sa"),
         org_id=org_id,
@@ -313,7 +316,8 @@ def update_account(
     principal.require_org(org_id)
     principal.require(Permission.SERVICE_ACCOUNTS_MANAGE)
     account = _find_account(db, org_id, account_id)
-    authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, account.role))
+    held = authz.permissions_of_role(db, org_id, account.role)
+    authz.ensure_outranks(principal, held, "this service account")
     changes: dict[str, object] = {}
     if name is not None:
         account.name, changes["name"] = name, name
@@ -321,7 +325,8 @@ def update_account(
         account.description, changes["description"] = description, description
     if role is not None:
         stored = authz.resolve_role(db, org_id, role)
-        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored))
+        granted = authz.permissions_of_role(db, org_id, stored)
+        authz.ensure_can_confer(principal, granted, until=None)
         account.role, changes["role"] = stored, stored
     if status is not None:
         if status not in ("active", "suspended"):
@@ -344,7 +349,8 @@ def delete_account(db: Session, principal: Principal, org_id: str, account_id: s
     principal.require_org(org_id)
     principal.require(Permission.SERVICE_ACCOUNTS_MANAGE)
     account = _find_account(db, org_id, account_id)
-    authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, account.role))
+    held = authz.permissions_of_role(db, org_id, account.role)
+    authz.ensure_outranks(principal, held, "this service account")
     db.delete(account)  # its keys go with it (ON DELETE CASCADE)
     db.flush()
     audit.record(

@@ -24,7 +24,7 @@ from bastion.agents.models import Agent, Run
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.permissions import CredentialKind
+from bastion.authz.permissions import CredentialKind, Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
@@ -347,18 +347,19 @@ def _session(
         raise _rejected(actor, "session_expired", org_id, ("session", session_id))
     if status != "active" or org_status != "active":
         raise _rejected(actor, "user_inactive", org_id, ("session", session_id))
-    perms = authz.user_permissions(db, org_id, role, user_id, grants_until)
+    rights = authz.user_rights(db, org_id, role, user_id, grants_until)
     principal = Principal(
         principal_type="user",
         id=user_id,
         org_id=org_id,
         role=role,
         credential=CredentialKind.SESSION,
-        role_permissions=perms,
+        role_permissions=rights.permissions,
         user_id=user_id,
         session_id=session_id,
         credential_id=session_id,
         actor=Actor("user", user_id, actor.ip, actor.user_agent, actor.request_id),
+        temporary=rights.temporary,
     )
     touch_every = min(TOUCH_INTERVAL_SECONDS, idle / 10)
     touch = None
@@ -413,11 +414,14 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         raise _rejected(actor, "org_inactive", org_id, resource)
     perms = authz.permissions_of_role(db, org_id, role)
     principal_type, principal_id = "api_key", key_id
+    temporary: dict[Permission, datetime] = {}
     if user_id is not None:
         if user_status != "active":
             raise _rejected(actor, "owner_inactive", org_id, resource)
-        # A key never holds more than its owner holds right now.
-        perms = perms & authz.user_permissions(db, org_id, user_role, user_id, grants_until)
+        # A key never holds more than its owner holds right now, nor for longer.
+        owner = authz.user_rights(db, org_id, user_role, user_id, grants_until)
+        perms = perms & owner.permissions
+        temporary = {p: end for p, end in owner.temporary.items() if p in perms}
     elif sa_id is not None:
         if sa_status != "active":
             raise _rejected(actor, "owner_inactive", org_id, resource)
@@ -433,6 +437,7 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         user_id=user_id,
         credential_id=key_id,
         actor=Actor(principal_type, principal_id, actor.ip, actor.user_agent, actor.request_id),
+        temporary=temporary,
     )
     touch = None
     if last_used is None or (now - last_used).total_seconds() >= TOUCH_INTERVAL_SECONDS:

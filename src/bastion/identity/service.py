@@ -58,8 +58,9 @@ def create_user(
         principal.require_org(org_id)
         principal.require(Permission.USERS_MANAGE)
     stored_role = authz.resolve_role(db, org_id, role)
-    if principal is not None:
-        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored_role))
+    if principal is not None:  # a user's role lasts
+        granted = authz.permissions_of_role(db, org_id, stored_role)
+        authz.ensure_can_confer(principal, granted, until=None)
     normalized = normalize_email(email)
     if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
         raise Conflict("a user with this email already exists")
@@ -225,8 +226,9 @@ def update_user(
         user.name, changes["name"] = name, name
     if role is not None:
         stored = authz.resolve_role(db, org_id, role)
-        authz.ensure_can_confer(principal, authz.permissions_of_role(db, org_id, stored))
-        if stored != user.role:
+        if stored != user.role:  # the role they hold now is within reach (above)
+            granted = authz.permissions_of_role(db, org_id, stored)
+            authz.ensure_can_confer(principal, granted, until=None)
             changes["role"] = {"from": user.role, "to": stored}
             user.role = stored
     if attributes is not None:
