@@ -22,9 +22,12 @@ ROLES = ("admin", "manager", "member", "viewer")
 PEOPLE = 3  # besides the org's own admin, who never changes (an org keeps an admin)
 
 role = st.sampled_from(ROLES)
+# Worlds start with admins more often: handing on needs someone who holds the rights.
+first_role = st.sampled_from(("admin", "admin", *ROLES))
 person = st.integers(0, PEOPLE - 1)
 configure = st.tuples(st.just("configure"), person, st.booleans(), st.booleans())
 change = st.one_of(
+    st.tuples(st.just("role"), st.just(None), role),  # None: whoever configured it last
     st.tuples(st.just("role"), person, role),
     st.tuples(st.just("acl"), person, st.sampled_from(("none", "reader", "editor"))),
     configure,
@@ -70,7 +73,7 @@ class Model:
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-@given(initial=st.lists(role, min_size=PEOPLE, max_size=PEOPLE), plan=steps)
+@given(initial=st.lists(first_role, min_size=PEOPLE, max_size=PEOPLE), plan=steps)
 def test_an_agent_never_holds_more_than_its_people(
     client: TestClient, factory: Factory, initial: list[str], plan: list[tuple[Any, ...]]
 ) -> None:
@@ -93,6 +96,9 @@ def test_an_agent_never_holds_more_than_its_people(
         kind = step[0]
         if kind == "role":
             _, who, new = step
+            who = m.configurer if who is None else who
+            if who is None:
+                continue
             answer = client.patch(
                 f"{url}/users/{people[who].user_id}", json={"role": new}, headers=org.headers
             )
