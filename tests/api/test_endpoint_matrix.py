@@ -139,6 +139,9 @@ class World:
         assert response.status_code == 201, response.text
         return {**params, "call": response.json()["id"], "apr": response.json()["approval_id"]}
 
+    def workflow(self) -> str:
+        return str(self.post("workflows", {"name": unique_name("wf")})["id"])
+
     def approval_policy(self) -> str:
         body = {"name": "refunds", "match": {"tools": ["refund"]}, "decision": "deny"}
         return str(self.post("approval-policies", body)["id"])
@@ -719,6 +722,36 @@ ROWS: list[Row] = [
     ),
     Row("POST", "/v1/orgs/{org}/runs/{run}/revoke", P.AGENTS_USE, 200, params=lambda w: w.run()),
     Row("GET", "/v1/runs/{run}", P.AGENTS_READ, 200, params=lambda w: w.run()),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/workflows",
+        P.WORKFLOWS_MANAGE,
+        201,
+        body=lambda w: {"name": unique_name("wf"), "agent_ids": [w.agent()]},
+    ),
+    Row("GET", "/v1/orgs/{org}/workflows", P.WORKFLOWS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/workflows/{wf}",
+        P.WORKFLOWS_READ,
+        200,
+        params=lambda w: {"wf": w.workflow()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/workflows/{wf}",
+        P.WORKFLOWS_MANAGE,
+        200,
+        params=lambda w: {"wf": w.workflow()},
+        body=lambda w: {"description": "d", "agent_ids": [w.agent()]},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/workflows/{wf}",
+        P.WORKFLOWS_MANAGE,
+        204,
+        params=lambda w: {"wf": w.workflow()},
+    ),
     Row(
         "POST",
         "/v1/runs/{run}/tool-calls",

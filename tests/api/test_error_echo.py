@@ -143,3 +143,25 @@ def test_an_unknown_id_in_the_path_is_not_echoed(client: TestClient, org: Org) -
         response = client.get(f"/v1/orgs/{org.id}/{path}/zq9secretvalue", headers=org.headers)
         assert response.status_code in (404, 422), response.text
         assert "zq9secretvalue" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a", "team_ids": ["team_" + MARK[:30]]}, "team_ids"),
+        (
+            {"name": "a", "tools": [{"name": "t"}, {"name": "t"}]},
+            "tools[1].name",
+        ),
+        ({"name": "a", "tools": [{"name": "t", "input_schema": {"type": MARK}}]}, None),
+        (
+            {"name": "a", "tools": [{"name": "t", "input_schema": {"pattern": "(?<" + MARK}}]},
+            "tools[0].input_schema",
+        ),
+    ],
+)
+def test_agent_definitions_are_refused_without_echo(
+    client: TestClient, org: Org, body: dict[str, Any], field: str | None
+) -> None:
+    response = client.post(f"/v1/orgs/{org.id}/agents", json=body, headers=org.headers)
+    _refused(response, 422, field)

@@ -57,19 +57,22 @@ def _tools(tools: list[ToolIn]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
         if tool.name in seen:
-            raise InvalidInput.field(f"tools[{i}].name", f"duplicate tool name {tool.name!r}")
+            raise InvalidInput.field(f"tools[{i}].name", "another tool has this name")
         seen.add(tool.name)
         try:
             Draft202012Validator.check_schema(tool.input_schema)
-        except SchemaError as exc:
+        except SchemaError as exc:  # its message quotes the schema: name the keyword only
             raise InvalidInput.field(
-                f"tools[{i}].input_schema", f"not a valid JSON Schema: {exc.message[:200]}"
+                f"tools[{i}].input_schema",
+                f"not a valid JSON Schema (keyword {str(exc.validator)[:40]})",
             ) from None
         try:
             arguments_validator(tool.input_schema)
-        except Exception as exc:  # jsonschema-rs: a reference or a pattern it cannot use
+        except Exception:  # jsonschema-rs: a reference or a pattern it cannot use
             raise InvalidInput.field(
-                f"tools[{i}].input_schema", f"cannot be used: {str(exc)[:200]}"
+                f"tools[{i}].input_schema",
+                "cannot be used: a reference outside the schema or a pattern that is not "
+                "an ECMA-262 regular expression",
             ) from None
         item = tool.model_dump()
         item["digest"] = tool_digest(item)
@@ -81,7 +84,7 @@ def _teams(db: Session, org_id: str, visibility: str, team_ids: list[str]) -> li
     unique = sorted(set(team_ids))
     missing = set(unique) - tenancy.existing_team_ids(db, org_id, unique)
     if missing:
-        raise InvalidInput.field("team_ids", f"no such team: {sorted(missing)[0]}")
+        raise InvalidInput.field("team_ids", "names a team that does not exist")
     if visibility == "team" and not unique:
         raise InvalidInput.field("team_ids", "team visibility needs at least one team")
     return unique
