@@ -52,7 +52,8 @@ class PolicyIn(In):
     escalate_after: Seconds | None = None
     escalate_to: Approvers | None = None
     allow_self_approval: bool = Field(
-        default=False, description="May the user the run acts for approve it?"
+        default=False,
+        description="May the user the run acts for, or whoever started the run, approve it?",
     )
 
     @model_validator(mode="after")
