@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, delete, insert, select
+from sqlalchemy import create_engine, delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bastion.core.db import make_engine
@@ -129,6 +129,74 @@ def test_0015_builds_its_index_concurrently_and_replaces_an_invalid_one(tmp_path
         assert indexes["ix_audit_events_chain_type_seq"] is True
         assert "ix_audit_events_org_id_id" not in indexes
         assert "ix_audit_events_org_type_id" not in indexes
+    finally:
+        engine.dispose()
+        if pg_name is not None:
+            _admin_sql(
+                os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'
+            )
+
+
+def test_0016_keeps_configurers_and_turns_free_text_workflows_into_objects(
+    tmp_path: Path,
+) -> None:
+    """Existing agents are configured by their owner; each free-text workflow id of an
+    organisation's secrets and runs becomes a workflow with that id, admitting no agent
+    (binding a run to it needs an administrator to list the agent)."""
+    url, pg_name = _fresh_url(tmp_path)
+    engine = make_engine(url)
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "0015")
+        with engine.begin() as conn:
+            for org in ("org_a", "org_b"):
+                conn.execute(
+                    text(
+                        "INSERT INTO organizations (id, name, status, audit_retention_days,"
+                        " created_at, updated_at) VALUES (:org, 'o', 'active', 365,"
+                        " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                    ),
+                    {"org": org},
+                )
+            conn.exec_driver_sql(
+                "INSERT INTO agents (id, org_id, name, description, owner_id, visibility,"
+                " team_ids, tools, connections, secrets, version, created_at, updated_at)"
+                " VALUES ('agt_1', 'org_a', 'a', '', 'usr_owner', 'org', '[]', '[]', '[]',"
+                " '[]', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+            for org in ("org_a", "org_b"):
+                conn.execute(
+                    text(
+                        "INSERT INTO secrets (id, org_id, name, scope_type, scope_id,"
+                        " description, current_version, created_at, updated_at) VALUES"
+                        " (:id, :org, 'k', 'workflow', 'payments', '', 0,"
+                        " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                    ),
+                    {"id": f"sec_{org}", "org": org},
+                )
+            conn.exec_driver_sql(
+                "INSERT INTO agent_runs (id, org_id, agent_id, started_by, on_behalf_of,"
+                " workflow_id, token_hash, pepper_version, expires_at, max_tool_calls,"
+                " max_pending_approvals, tool_calls, created_at) VALUES ('run_1', 'org_a',"
+                " 'agt_1', 'usr_owner', 'usr_owner', 'nightly', 'h', 1, '2026-01-01 00:00:00',"
+                " 10, 10, 0, '2026-01-01 00:00:00')"
+            )
+        command.upgrade(config, "0016")
+        with engine.connect() as conn:
+            configured = conn.exec_driver_sql("SELECT configured_by FROM agents").scalar_one()
+            # Nothing cascades: a rebuilt `agents` table would have taken the run with it.
+            runs = conn.exec_driver_sql("SELECT count(*) FROM agent_runs").scalar_one()
+            workflows = conn.exec_driver_sql(
+                "SELECT org_id, id, name, agent_ids FROM workflows ORDER BY org_id, id"
+            ).all()
+        assert (configured, runs) == ("usr_owner", 1)
+        assert [tuple(row[:3]) for row in workflows] == [
+            ("org_a", "nightly", "nightly"),
+            ("org_a", "payments", "payments"),
+            ("org_b", "payments", "payments"),
+        ]
+        assert all(row[3] in ([], "[]") for row in workflows)
+        command.downgrade(config, "0015")
     finally:
         engine.dispose()
         if pg_name is not None:

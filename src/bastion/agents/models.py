@@ -28,7 +28,7 @@ class Agent(Base):
     owner_id: Mapped[str] = mapped_column(String(40))
     # Who last set its secrets or connections (a user or service account): the agent
     # never uses more of either than this principal may, checked at every use.
-    configured_by: Mapped[str] = mapped_column(String(40))
+    configured_by: Mapped[str] = mapped_column(String(40), server_default="")
     visibility: Mapped[str] = mapped_column(String(10))  # private | team | org | public
     team_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)

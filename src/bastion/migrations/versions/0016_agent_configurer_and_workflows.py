@@ -32,11 +32,14 @@ _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgre
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("agents", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("configured_by", sa.String(length=40), nullable=True))
+    # A plain ADD COLUMN (with a default, as SQLite needs for NOT NULL): a batch
+    # rebuild would drop and recreate `agents`, and with foreign keys on, SQLite would
+    # cascade that drop to every run and tool call.
+    op.add_column(
+        "agents",
+        sa.Column("configured_by", sa.String(length=40), nullable=False, server_default=""),
+    )
     op.execute("UPDATE agents SET configured_by = owner_id")
-    with op.batch_alter_table("agents", schema=None) as batch_op:
-        batch_op.alter_column("configured_by", existing_type=sa.String(length=40), nullable=False)
 
     workflows = op.create_table(
         "workflows",
@@ -88,5 +91,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workflows")
-    with op.batch_alter_table("agents", schema=None) as batch_op:
-        batch_op.drop_column("configured_by")
+    op.drop_column("agents", "configured_by")  # native on SQLite 3.35+: no table rebuild
