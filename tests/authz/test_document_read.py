@@ -83,3 +83,23 @@ def test_whoever_manages_sources_reads_every_record(client: TestClient, factory:
     # not manage sources, so it reads only what the admin may read by the ACL.
     key = factory.api_key(org, "viewer", headers=org.admin.headers)
     assert _get(client, org, doc, bearer(key["key"])) == 404
+
+
+def test_a_documents_acl_tokens_need_read_on_it_too(client: TestClient, factory: Factory) -> None:
+    """Its tokens name who may read it: the same rule as its record (an indexing
+    pipeline holding sources:manage or authz:check may always ask)."""
+    org = factory.org()
+    member = factory.member(org, "member")
+    base = f"/v1/orgs/{org.id}"
+    source = client.post(f"{base}/sources", json={"name": "hr"}, headers=org.headers).json()["id"]
+    doc = client.post(
+        f"{base}/sources/{source}/documents",
+        json={"external_id": "d", "metadata": {}},
+        headers=org.headers,
+    ).json()["id"]
+    url = f"{base}/documents/{doc}/acl-tokens"
+    assert client.get(url, headers=member.headers).status_code == 404
+    assert client.get(url, headers=org.headers).status_code == 200
+    acl = f"{base}/sources/{source}/acl/{member.user_id}"
+    assert client.put(acl, json={"relation": "reader"}, headers=org.headers).status_code == 200
+    assert client.get(url, headers=member.headers).status_code == 200

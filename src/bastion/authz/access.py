@@ -648,10 +648,17 @@ def search_filter(
 def document_tokens(
     eng: Engine, sessions: Sessions, principal: Principal, org_id: str, document_id: str
 ) -> tuple[list[str], datetime | None]:
+    """The tokens to index with a document: for an indexing pipeline (`sources:manage`
+    or `authz:check`), or whoever may read the document; anyone else finds nothing
+    (404), as for the document's record: its tokens name who may read it."""
     principal.require_org(org_id)
     principal.require(Permission.SOURCES_READ)
     index = eng.index(sessions, org_id)
-    if document_id not in index.documents:
+    if document_id not in index.documents or not (
+        principal.can(Permission.SOURCES_MANAGE)
+        or principal.can(Permission.AUTHZ_CHECK)
+        or _reads(eng, sessions, principal, org_id, document_id)
+    ):
         raise NotFound("document not found")
     return engine.acl_tokens(index, document_id, utcnow())
 
