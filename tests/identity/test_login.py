@@ -94,16 +94,17 @@ def test_account_throttling_returns_429_with_retry_after(
 
 def test_address_throttling_spans_accounts(strict_app: TestClient, factory: Factory) -> None:
     org = factory.org()
-    # Clear this address's earlier failures by using a distinct client address.
+    # An address of its own, one the admin never signed in from (see test_login_throttle).
+    sprayer = TestClient(strict_app.app, raise_server_exceptions=False, client=("192.0.2.5", 1))
     headers = {"x-forwarded-for": "ignored"}  # not trusted: throttling keys on the socket address
     for i in range(5):
-        response = strict_app.post(
+        response = sprayer.post(
             "/v1/auth/login",
             json={"email": unique_email(f"spray{i}"), "password": "x" * 12},
             headers=headers,
         )
         assert response.status_code in (401, 429)
-    assert _login(strict_app, org.admin.email, PASSWORD).status_code == 429
+    assert _login(sprayer, org.admin.email, PASSWORD).status_code == 429
 
 
 def test_hash_is_upgraded_when_parameters_change(client: TestClient, factory: Factory, app) -> None:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from limits import RateLimitItem
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -37,11 +38,51 @@ class LoginResult:
         return f"LoginResult(user_id={self.user_id}, session_id={self.session_id})"
 
 
-def _throttle_keys(email: str, ip: str | None) -> list[str]:
-    keys = [f"login:acct:{email}"]
-    if ip:
-        keys.append(f"login:ip:{ip}")
-    return keys
+# How far back a successful sign-in makes an address familiar to an account.
+FAMILIAR_DAYS = 30
+
+
+def _tiers(amount: int, window: int) -> list[RateLimitItem]:
+    """Progressive limits: `amount` failures per window, twice that per four windows,
+    four times per sixteen; each failure beyond a tier waits out a longer window."""
+    return [per_window(amount * 2**i, window * 4**i) for i in range(3)]
+
+
+def _familiar(db: Session, user: User | None, ip: str | None) -> bool:
+    """The user signed in from this address within `FAMILIAR_DAYS` (a session began there)."""
+    if user is None or not ip:
+        return False
+    since = utcnow() - timedelta(days=FAMILIAR_DAYS)
+    stmt = select(UserSession.id).where(
+        UserSession.user_id == user.id, UserSession.ip == ip, UserSession.created_at > since
+    )
+    return db.execute(stmt.limit(1)).first() is not None
+
+
+def _throttles(
+    settings: Settings, email: str, ip: str | None, familiar: bool
+) -> tuple[list[tuple[RateLimitItem, str]], list[tuple[RateLimitItem, str]]]:
+    """(limits that refuse this attempt when exhausted, counters a failure adds to).
+
+    - the account from this address (`pair`): always, progressive; one address guessing
+      one account is stopped there;
+    - the account from anywhere (`account`) and the address across accounts (`address`):
+      only from an address the account has not signed in from lately. A run of failures
+      on many accounts from one address (credential stuffing) or on one account from
+      many addresses is refused, yet the users who sign in from that shared address
+      (an office NAT) are not locked out by someone else's failures, nor a user at home
+      by a distributed attack on their account (the "familiar location" of smart lockout).
+    """
+    n, window = settings.login_failures_per_account, settings.login_failure_window
+    pair = [(item, f"login:pair:{email}|{ip or '-'}") for item in _tiers(n, window)]
+    account = [(item, f"login:acct:{email}") for item in _tiers(n, window)]
+    address = [(per_window(settings.login_failures_per_ip, window), f"login:ip:{ip}")] if ip else []
+    counted = pair + account + address
+    return (pair if familiar else counted), counted
+
+
+def _scope(key: str) -> str:
+    return {"pair": "account_address", "acct": "account", "ip": "address"}[key.split(":")[1]]
 
 
 def login(
@@ -55,14 +96,11 @@ def login(
     settings: Settings,
 ) -> LoginResult:
     normalized = normalize_email(email)
-    items = [
-        per_window(settings.login_failures_per_account, settings.login_failure_window),
-        per_window(settings.login_failures_per_ip, settings.login_failure_window),
-    ]
-    checks = list(zip(items, _throttle_keys(normalized, actor.ip), strict=False))
     user = db.execute(select(User).where(User.email_normalized == normalized)).scalar_one_or_none()
     org_id = user.org_id if user else None
-    for item, key in checks:
+    familiar = _familiar(db, user, actor.ip)
+    enforced, counted = _throttles(settings, normalized, actor.ip, familiar)
+    for item, key in enforced:
         quota = limiter.throttle_state(item, key)
         if quota.exhausted:
             raise TooManyRequests(
@@ -73,11 +111,11 @@ def login(
                 org_id=org_id,
                 outcome=Outcome.DENIED,
                 resource=("user", user.id) if user else None,
-                metadata={"scope": key.split(":")[1]},
+                metadata={"scope": _scope(key), "familiar_address": familiar},
             )
     ok, new_hash = passwords.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.status != "active":
-        for item, key in checks:
+        for item, key in counted:
             limiter.record_failure(item, key)
         reason = "bad_credentials" if not ok or user is None else f"user_{user.status}"
         raise Unauthenticated("invalid email or password").with_audit(
