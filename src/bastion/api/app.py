@@ -70,7 +70,11 @@ def build_state(settings: Settings) -> AppState:
     passwords.configure(
         settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
     )
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url,
+        write_wait=settings.database_write_wait,
+        write_hold_limit=settings.database_write_hold_limit,
+    )
     authcache.install()
     return AppState(
         settings=settings,

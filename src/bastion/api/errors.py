@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -17,6 +18,7 @@ from starlette.routing import Match
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.audit.events import EventType, Outcome
+from bastion.core.db import database_busy
 from bastion.core.errors import BastionError, FieldError, Forbidden
 from bastion.core.schemas import In
 
@@ -152,6 +154,12 @@ async def on_integrity_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_database_busy(request: Request, exc: Exception) -> Response:
+    if not database_busy(exc):
+        raise exc  # another operational error (a schema problem, a full disk): a 500
+    return _response(*problems.database_busy(_rid(request)))
+
+
 async def on_data_error(request: Request, exc: Exception) -> Response:
     # Defence in depth: validation at the edge should have refused the value already.
     return _response(
@@ -165,3 +173,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(DataError, on_data_error)
+    app.add_exception_handler(OperationalError, on_database_busy)
+    app.add_exception_handler(PoolTimeout, on_database_busy)

@@ -6,11 +6,20 @@ the failure's audit events in their own transaction) → security and rate-limit
 
 The transaction commits *before* the response starts, so a client never sees a 2xx for
 a change that was not durably written.
+
+Ending a transaction (commit, rollback, close) runs on worker threads of its own
+(`FINISH_THREADS`), never on the shared ones: those may all be taken by requests waiting
+to *begin* a write, and a writer that cannot get a thread to commit holds the database
+until every one of them gives up (issue 12). The session is closed on every path,
+cancellation included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,6 +33,7 @@ from bastion.api.state import AppState
 from bastion.audit import service as audit
 from bastion.core import idempotency
 from bastion.core.crypto import random_base32
+from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
 from bastion.identity.authenticate import authenticate
 
@@ -39,6 +49,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RAW_BODY_PREFIXES = ("/v1/hooks/",)  # provider webhooks: any content type, raw bytes
 _DOCS_PREFIXES = ("/docs", "/redoc")
+# Threads that only end transactions: they never wait for a lock, so a few suffice.
+FINISH_THREADS = 8
 
 
 class BodyTooLarge(Exception):
@@ -66,6 +78,7 @@ class BastionMiddleware:
             self._static.append(
                 (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
             )
+        self.finishing = anyio.CapacityLimiter(FINISH_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,22 +105,34 @@ class BastionMiddleware:
         is_api = path.startswith("/v1/")
         respond = _Responder(self, ctx, send, is_api)
 
+        original = receive
         prepared = await self._prepare(scope, receive, ctx, respond, is_api)
         if prepared is None:
             return
         receive = prepared
 
+        # A write's client may leave while the write waits for the database: then it
+        # stops waiting (`client_gone`) instead of queueing work no one will read.
+        left = threading.Event()
+        watcher = None
+        if ctx.method in _BODY_METHODS and is_api:  # the body is read: `receive` is free
+            watcher = asyncio.get_running_loop().create_task(_watch_disconnect(original, left))
+        gone = client_gone.set(left.is_set)
         try:
             await self.app(scope, receive, respond.send)
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
-            await anyio.to_thread.run_sync(self._discard, ctx)
+            await anyio.to_thread.run_sync(self._discard, ctx, limiter=self.finishing)
             if not respond.started:
                 await respond.problem(*problems.generic(500, "internal error", request_id))
             return
         finally:
+            client_gone.reset(gone)
+            if watcher is not None:
+                watcher.cancel()
             if ctx.db_opened is not None:
-                ctx.db_opened.close()
+                with anyio.CancelScope(shield=True):  # a cancelled request closes it too
+                    await anyio.to_thread.run_sync(ctx.db_opened.close, limiter=self.finishing)
 
     async def _prepare(
         self, scope: Scope, receive: Receive, ctx: RequestContext, respond: _Responder, is_api: bool
@@ -197,9 +222,9 @@ class BastionMiddleware:
                 break
         return b"".join(chunks)
 
-    # --- transaction outcome (run in a worker thread) --------------------------------
+    # --- transaction outcome ---------------------------------------------------------
 
-    def _finish(
+    async def finish(
         self,
         ctx: RequestContext,
         status: int,
@@ -208,27 +233,45 @@ class BastionMiddleware:
         """Commit on success, else roll back and write the failure's audit events.
         Returns the status to send (a failed commit turns success into an error)."""
         db = ctx.db_opened
-        if status < 400:
-            if db is not None:
-                try:
-                    if record is not None:
-                        idempotency.store(
-                            db, record[0], record[1], self.state.settings.idempotency_ttl
-                        )
-                    db.commit()
-                except (IntegrityError, idempotency.KeyTaken):
-                    db.rollback()
-                    return 409
-                except SQLAlchemyError:
-                    log.exception("commit failed", request_id=ctx.request_id)
-                    db.rollback()
-                    return 500
-            self._after_commit(ctx)
+        if db is not None and (db.in_transaction() or record is not None):
+            # A transaction in progress ends on the finishing threads; one not begun yet
+            # (only an idempotency record to store) begins like any other, on the shared.
+            limiter = self.finishing if db.in_transaction() else None
+            final = await anyio.to_thread.run_sync(self._end, ctx, status, record, limiter=limiter)
+        else:
+            final = status
+        if status >= 400 and ctx.failure_events:
+            await anyio.to_thread.run_sync(self._write_failure_events, ctx)
+        elif final < 400 and ctx.after_commit:
+            await anyio.to_thread.run_sync(self._after_commit, ctx)
+        return final
+
+    def _end(
+        self,
+        ctx: RequestContext,
+        status: int,
+        record: tuple[idempotency.IdempotencyScope, idempotency.StoredResponse] | None,
+    ) -> int:
+        db = ctx.db_opened
+        if db is None:
             return status
-        if db is not None:
+        if status >= 400:
             db.rollback()
-        if ctx.failure_events:
-            self._write_failure_events(ctx)
+            return status
+        try:
+            if record is not None:
+                idempotency.store(db, record[0], record[1], self.state.settings.idempotency_ttl)
+            db.commit()
+        except (IntegrityError, idempotency.KeyTaken):
+            db.rollback()
+            return 409
+        except SQLAlchemyError as exc:
+            db.rollback()
+            if database_busy(exc):
+                log.warning("commit refused: database busy", request_id=ctx.request_id)
+                return 503
+            log.exception("commit failed", request_id=ctx.request_id)
+            return 500
         return status
 
     def _discard(self, ctx: RequestContext) -> None:
@@ -276,6 +319,13 @@ class BastionMiddleware:
 def _is_json(scope: Scope) -> bool:
     content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
     return content_type == "application/json" or content_type.endswith("+json")
+
+
+async def _watch_disconnect(receive: Receive, left: threading.Event) -> None:
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        left.set()
 
 
 def _replay(body: bytes) -> Receive:
@@ -402,13 +452,16 @@ class _Responder:
         if idle and not ctx.after_commit and not ctx.failure_events:
             final = status  # nothing to commit, roll back or record: no trip to a thread
         else:
-            final = await anyio.to_thread.run_sync(self.mw._finish, ctx, status, record)
+            final = await self.mw.finish(ctx, status, record)
         self.started = True
         if final != status:
             self._replaced = True
             if final == 409 and record is not None:
                 # Stripe's code: the SDK retries it, and the retry replays the answer.
                 await self.problem(*problems.idempotency_key_in_use(self.ctx.request_id))
+                return False
+            if final == 503:
+                await self.problem(*problems.database_busy(self.ctx.request_id))
                 return False
             detail = (
                 "the change conflicts with another one; retry" if final == 409 else "internal error"

@@ -63,7 +63,11 @@ GENERIC = {
     422: ("validation_failed", "Validation failed"),
     429: ("rate_limited", "Too many requests"),
     500: ("internal_error", "Internal server error"),
+    503: ("unavailable", "Service unavailable"),
 }
+
+# Seconds a client is asked to wait before retrying a write refused as busy.
+BUSY_RETRY_AFTER = 1
 
 
 def generic(
@@ -72,6 +76,16 @@ def generic(
     code, title = GENERIC.get(status, ("error", "Error"))
     body = problem_body(status, code, title, detail or title, request_id, errors)
     return status, problem_headers(None, status), encode(body)
+
+
+def database_busy(request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+    """503 for a write the database could not take in time (SQLite busy or locked, a
+    PostgreSQL lock timeout or lost connection): nothing was changed; retry."""
+    detail = "the database is busy; nothing was changed, retry shortly"
+    body = problem_body(503, "database_busy", "Service unavailable", detail, request_id)
+    headers = problem_headers(None, 503)
+    headers["retry-after"] = str(BUSY_RETRY_AFTER)
+    return 503, headers, encode(body)
 
 
 def idempotency_key_in_use(request_id: str | None) -> tuple[int, dict[str, str], bytes]:

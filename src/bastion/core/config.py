@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
     pepper: SecretStr | None = None
 
+    # Database writes: a writer waits at most this long for the database (the writer slot
+    # on SQLite, row locks on PostgreSQL) or a pooled connection, then answers 503
+    # (seconds); a transaction holding the writer longer than the hold limit is rolled
+    # back (SQLite: by a watchdog; PostgreSQL: idle_in_transaction_session_timeout).
+    database_write_wait: Annotated[float, Field(gt=0, le=60)] = 5.0
+    database_write_hold_limit: Annotated[float, Field(ge=1, le=3600)] = 30.0
+
     body_limit_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     session_idle_timeout: Annotated[int, Field(ge=60)] = 30 * 60
     session_absolute_timeout: Annotated[int, Field(ge=300)] = 12 * 60 * 60
