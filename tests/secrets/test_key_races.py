@@ -24,6 +24,7 @@ from bastion.secrets.errors import DataKeyChanged
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from bastion.secrets.vault import Vault
 from tests.factories import Factory
+from tests.races import second_while_first_is_open
 from tests.secrets.seeding import seed_secrets
 
 DEADLINE = 20.0
@@ -270,3 +271,31 @@ def test_over_http_the_stale_write_is_a_503_problem_and_the_retry_succeeds(
     assert (reveal["value"], reveal["version"]) == ("v3", 3)
     older = client.post(f"{url}/reveal", json={"version": 1}, headers=org.headers).json()
     assert older["value"] == "v1"
+
+
+def test_two_first_writes_in_a_new_organisation_both_succeed(
+    app: Any, factory: Factory, backend: str
+) -> None:
+    """Both find no data key and create version 1; the second's insert waits for the
+    first to commit, conflicts, and then uses the first's key instead of failing (409
+    for distinct secrets on PostgreSQL before)."""
+    state = app.state.bastion
+    org = factory.org()
+    first_vault, second_vault = Vault(state.vault.provider), Vault(state.vault.provider)
+
+    def write(vault: Vault) -> Callable[[Any], object]:
+        def run(db: Any) -> object:
+            secret = _new_secret(db, org.id)
+            db.flush()
+            return vault_mod.add_version(db, vault, org.id, secret.id, 1, b"value")
+
+        return run
+
+    failure = second_while_first_is_open(
+        state.write_sessions, write(first_vault), write(second_vault)
+    )
+    assert failure is None, repr(failure)
+    assert _key_versions(state, org.id) == [1]
+    with state.sessions() as db:
+        ids = list(db.execute(select(Secret.id).where(Secret.org_id == org.id)).scalars())
+    assert sorted(_read(state, org.id, i)[1] for i in ids) == [b"value", b"value"]

@@ -249,7 +249,16 @@ class Vault:
         """The org's newest data key, read from the database (created on first use)."""
         version = db.execute(_NEWEST_KEY, {"org_id": org_id}).scalar()
         if version is None:
-            return 1, self._create(db, org_id, 1)
+            try:
+                with db.begin_nested():
+                    cipher = self._create(db, org_id, 1)
+                return 1, cipher
+            except IntegrityError:
+                # Another transaction created the organisation's first key meanwhile
+                # (PostgreSQL: this insert waited for it to commit): use that one.
+                version = db.execute(_NEWEST_KEY, {"org_id": org_id}).scalar()
+                if version is None:
+                    raise
         version = int(version)
         pending = db.info.get(_PENDING)
         if pending and (org_id, version) in pending:  # created by this transaction
