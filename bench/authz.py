@@ -297,7 +297,7 @@ class Bastion:
 
 
 def _build(b: Bastion, runs: int) -> dict[str, float]:
-    revisions = b.eng._revisions(b.world.org_id) or (-1,)
+    revisions = b.eng.revisions(b.world.org_id) or (-1,)
     times = []
     for _ in range(runs):
         gc.collect()

@@ -8,12 +8,13 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import agents, audit, authz, foundation, secrets, webhooks
+from bench import agents, audit, authz, conditions, foundation, secrets, webhooks
 
 SUITES = {
     "foundation": foundation.main,
     "audit": audit.main,
     "authz": authz.main,
+    "conditions": conditions.main,
     "secrets": secrets.main,
     "webhooks": webhooks.main,
     "agents": agents.main,

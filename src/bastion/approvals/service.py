@@ -30,7 +30,8 @@ from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.engine import RuleError, compile_condition, rule_answer
+from bastion.authz.conditions import RuleError, compile_condition, validate
+from bastion.authz.engine import rule_answer
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
@@ -87,7 +88,7 @@ def _pin(db: Session, org_id: str, match: dict[str, Any]) -> dict[str, str]:
 def _validate(db: Session, org_id: str, body: PolicyIn) -> None:
     if body.match.condition is not None:
         try:
-            compile_condition(body.match.condition)
+            validate(body.match.condition)
         except RuleError as exc:
             raise InvalidInput.field("match.condition", str(exc)) from None
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
 from bastion.audit.events import EventType
-from bastion.authz import engine
-from bastion.authz.engine import Decision, Engine, OrgIndex, RuleError, Subject
+from bastion.authz import conditions, engine
+from bastion.authz.engine import Decision, Engine, OrgIndex, Subject
 from bastion.authz.models import AclEntry, AuthzRule, Document, Source
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
@@ -30,7 +30,7 @@ Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
 
 
-def compile_problem(error: RuleError) -> str:
+def compile_problem(error: conditions.RuleError) -> str:
     """Why a condition does not compile, saying where but quoting none of it: the
     compiler's message repeats the expression, and errors echo nothing a caller sent."""
     message = str(error)
@@ -377,8 +377,10 @@ def create_rule(
     principal.require_org(org_id)
     principal.require(Permission.SOURCES_MANAGE)
     try:
-        engine.compile_condition(condition)
-    except RuleError as exc:
+        conditions.validate(condition)
+    except conditions.TooCostly as exc:
+        raise InvalidInput.field("condition", str(exc)) from None
+    except conditions.RuleError as exc:
         raise InvalidInput.field("condition", compile_problem(exc)) from None
     rule = AuthzRule(
         id=new_id("arl"),

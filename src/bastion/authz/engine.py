@@ -57,6 +57,7 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from bastion.agents.models import Agent
+from bastion.authz.conditions import compile_condition
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
@@ -73,17 +74,6 @@ RESOURCE_TYPES = ("source", "document")
 MEMO_MAX = 500_000  # memoized rule outcomes per rule set (and per rule) before a reset
 LIST_CACHE_MAX_IDS = 2_000_000  # ids held by an index's cache of listed ids
 MERGED_MAX = 16  # merged rank lists of document classes kept per index
-
-
-class RuleError(ValueError):
-    """A condition that does not compile; `str()` says why."""
-
-
-def compile_condition(condition: str) -> Any:
-    try:
-        return cel.compile(condition)
-    except (ValueError, RuntimeError) as exc:
-        raise RuleError(str(exc).splitlines()[0][:300]) from None
 
 
 @dataclass(frozen=True)
