@@ -17,9 +17,10 @@ from starlette.routing import Match
 
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.failures import note
 from bastion.audit.events import EventType, Outcome
 from bastion.core.db import database_busy
-from bastion.core.errors import BastionError, FieldError, Forbidden
+from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound
 from bastion.core.schemas import In
 
 
@@ -103,6 +104,11 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
                     },
                 }
             )
+        if isinstance(exc, NotFound):
+            # Another organisation's object is a 404 like a missing one: probing for them
+            # is traced in the caller's own trail (anonymous callers get 401 first).
+            limiter = request.app.state.bastion.limiter
+            await note(ctx, limiter, EventType.AUTHZ_NOT_FOUND, status=404, anonymous=False)
     return _response(*problems.from_error(exc, _rid(request)))
 
 

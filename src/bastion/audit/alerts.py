@@ -20,6 +20,8 @@ Rule kinds (parameters, defaults):
   `window_seconds` (900).
 - `new_network_signin` — a user signs in from a network (IPv4 /24, IPv6 /48) none of
   their sign-ins used in the last `lookback_days` (90); a first sign-in is no alert.
+- `not_found_burst` — `threshold` (50) not-found answers to one principal within
+  `window_seconds` (300), counted from its `authz.not_found` events (enumeration).
 - `access_spike` — `threshold` (100) data-access events (`event_types`) by one principal
   within `window_seconds` (300).
 - `permission_change` — role, grant, key and user-role changes; a burst by one actor
@@ -80,6 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "failed_signins_account": {"threshold": 5, "window_seconds": 900},
     "failed_signins_ip": {"threshold": 20, "window_seconds": 900},
     "new_network_signin": {"lookback_days": 90},
+    "not_found_burst": {"threshold": 50, "window_seconds": 300},
     "access_spike": {
         "threshold": 100,
         "window_seconds": 300,
@@ -388,6 +391,34 @@ def _access_spike(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None
     return Finding(f"actor:{e.actor_id}", summary, window, n)
 
 
+def _not_found_burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """Not-found answers to one principal: its `authz.not_found` events in the window,
+    each minute counted by the highest `count` recorded in it (a lower bound)."""
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type != "authz.not_found" or not e.actor_id:
+        return None
+    rows = db.execute(
+        select(AuditEvent.event_metadata).where(
+            AuditEvent.chain == e.chain,
+            AuditEvent.type == e.type,
+            AuditEvent.actor_id == e.actor_id,
+            AuditEvent.time > t - timedelta(seconds=window),
+            AuditEvent.time <= t,
+        )
+    ).scalars()
+    per_minute: dict[str, int] = {}
+    for metadata in rows:
+        minute, count = str((metadata or {}).get("minute")), (metadata or {}).get("count")
+        if isinstance(count, int):
+            per_minute[minute] = max(per_minute.get(minute, 0), count)
+    n = sum(per_minute.values())
+    if n < p["threshold"]:
+        return None
+    summary = f"{n} not-found answers to {e.actor_type} {e.actor_id} within {window} s"
+    return Finding(f"actor:{e.actor_id}", summary, window, n)
+
+
 def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     """Permission changes and exports: a burst by one actor is one alert."""
     window = int(rule.params["window_seconds"])
@@ -463,6 +494,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]]
     "failed_signins_account": _failed_signins,
     "failed_signins_ip": _failed_signins,
     "new_network_signin": _new_network,
+    "not_found_burst": _not_found_burst,
     "access_spike": _access_spike,
     "permission_change": _burst,
     "data_export": _burst,

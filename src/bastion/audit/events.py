@@ -39,6 +39,7 @@ class EventType(StrEnum):
     AUTH_LOGOUT = "auth.logout"
     AUTH_PASSWORD_SET = "auth.password_set"
     AUTHZ_DENIED = "authz.denied"
+    AUTHZ_NOT_FOUND = "authz.not_found"
     AUTHZ_RULE_CREATED = "authz_rule.created"
     AUTHZ_RULE_DELETED = "authz_rule.deleted"
     DATA_KEY_DESTROYED = "data_key.destroyed"

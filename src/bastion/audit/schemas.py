@@ -108,6 +108,7 @@ class AlertRuleIn(In):
         "failed_signins_account",
         "failed_signins_ip",
         "new_network_signin",
+        "not_found_burst",
         "access_spike",
         "permission_change",
         "data_export",

@@ -111,17 +111,28 @@ class RateLimiter:
         through its asyncio client (one round trip, opened lazily on the running loop)."""
         if self._local:
             return self.take(item, key)
+        period = item.get_expiry()
+        now = time.time()
+        window = int(now // period)
+        count = await self._incr_async(f"quota/{item.key_for(key)}", window, period)
+        return self._verdict(item, count, window, period, now)
+
+    async def tally(self, key: str, period: int, now: float) -> tuple[int, int]:
+        """Count one occurrence of `key` in the `period`-second window (aligned to the
+        clock) that holds `now`: (the window's number, its count so far)."""
+        window = int(now // period)
+        if self._local:
+            return window, self._windows.incr(f"tally/{period}/{key}", window)
+        return window, await self._incr_async(f"tally/{period}/{key}", window, period)
+
+    async def _incr_async(self, key: str, window: int, period: int) -> int:
         # asyncio clients belong to the loop that made them: one per running loop.
         loop = asyncio.get_running_loop()
         storage: Any = self._async_storages.get(loop)
         if storage is None:
             storage = storage_from_string(f"async+{self._uri}", implementation="redispy")
             self._async_storages[loop] = storage
-        period = item.get_expiry()
-        now = time.time()
-        window = int(now // period)
-        count = await storage.incr(f"{self._ns}/quota/{item.key_for(key)}/{window}", period)
-        return self._verdict(item, count, window, period, now)
+        return int(await storage.incr(f"{self._ns}/{key}/{window}", period))
 
     @staticmethod
     def _verdict(
