@@ -1,13 +1,17 @@
-"""Vault keys. Root key: `bastion keys rotate` adds a version, `bastion keys rewrap`
-re-wraps every organisation's data key under it (servers keep serving), `bastion keys
-retire VERSION` removes a version no data key needs any more. Organisation data key:
-`bastion keys rotate-org --org ORG` adds a version and re-encrypts that org's secrets."""
+"""Instance keys.
+
+Vault root key: `bastion keys rotate` adds a version, `bastion keys rewrap` re-wraps
+every organisation's data key under it (servers keep serving), `bastion keys retire
+VERSION` removes a version no data key needs any more. Organisation data key: `bastion
+keys rotate-org --org ORG` adds a version and re-encrypts that org's secrets.
+
+Pepper (the key behind every credential hash): `rotate-pepper` adds a version and makes
+it current, `pepper-status` counts the usable credentials under each version,
+`retire-pepper VERSION` removes one nothing needs any more. Running servers follow
+the key file without a restart."""
 
 from __future__ import annotations
 
-import base64
-import json as jsonlib
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,16 +19,26 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import func, select
 
-from bastion.cli.common import CLI_ACTOR, emit, err, fail, settings, unit_of_work
-from bastion.core.config import ConfigError
+from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
+from bastion.core.clock import utcnow
+from bastion.core.config import ConfigError, Settings
 from bastion.core.db import make_engine, make_sessionmaker
-from bastion.core.keyring import ROOT_KEY_FILE, read_keyring, rotate_keyring
+from bastion.core.keyring import (
+    PEPPER_FILE,
+    ROOT_KEY_FILE,
+    Keyring,
+    load_pepper,
+    read_keyring,
+    replace_keyring,
+    rotate_keyring,
+)
 from bastion.identity import authcache
+from bastion.identity import pepper as peppers
 from bastion.secrets import service as secrets
 from bastion.secrets.models import OrgKey
 from bastion.secrets.vault import LocalKeyProvider, Vault, rewrap
 
-app = typer.Typer(help="Root keys of the secrets vault.", no_args_is_help=True)
+app = typer.Typer(help="Instance keys: vault root key, pepper.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -158,7 +172,7 @@ def retire(
             f"{version}: run `bastion keys rewrap` first"
         )
     remaining = {v: k for v, k in keys.versions.items() if v != version}
-    _replace_keyring(path, keys.active, remaining)
+    replace_keyring(path, keys.active, remaining, keys.created)
     emit(
         {"retired": version, "versions": sorted(remaining), "active_version": keys.active},
         json,
@@ -166,15 +180,109 @@ def retire(
     )
 
 
-def _replace_keyring(path: Path, active: int, versions: dict[int, bytes]) -> None:
-    """Write the keyring atomically, mode 0600 from the start."""
-    payload = {
-        "active": active,
-        "versions": {str(v): base64.b64encode(k).decode() for v, k in sorted(versions.items())},
-    }
-    staging = path.with_suffix(".retiring")
-    staging.unlink(missing_ok=True)
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(jsonlib.dumps(payload))
-    os.replace(staging, path)
+# --- the pepper -------------------------------------------------------------------------
+
+
+def _pepper_file(cfg: Settings) -> Path:
+    if cfg.pepper is not None:
+        fail(
+            "the pepper comes from BASTION_PEPPER, not a keyring file: "
+            "rotate it where it is set (one version only)",
+            EXIT_USAGE,
+        )
+    return cfg.data_dir / PEPPER_FILE
+
+
+def _read(path: Path) -> Keyring:
+    try:
+        return read_keyring(path)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _pepper_usage(cfg: Settings) -> dict[int, dict[str, int]]:
+    engine = make_engine(cfg.resolved_database_url)
+    try:
+        with make_sessionmaker(engine)() as db:
+            return peppers.usage(db, utcnow())
+    finally:
+        engine.dispose()
+
+
+@app.command("rotate-pepper")
+def rotate_pepper(json: Json = False) -> None:
+    """Add a new pepper version and make it current. Credentials hashed under older
+    versions keep working, and move to the new version when next used; running servers
+    issue under the new version within a second. Then watch `bastion keys pepper-status`
+    and retire the older version once nothing uses it."""
+    path = _pepper_file(settings())
+    _read(path)
+    version = rotate_keyring(path)
+    emit({"active_version": version}, json, f"pepper version {version} is now active")
+
+
+@app.command("pepper-status")
+def pepper_status(json: Json = False) -> None:
+    """How many credentials that can still be used (API keys, sessions, setup tokens,
+    agent run tokens) are hashed under each pepper version."""
+    cfg = settings()
+    try:
+        keys = load_pepper(cfg)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    used = _pepper_usage(cfg)
+    versions: dict[str, dict[str, object]] = {}
+    for version in sorted(set(keys.versions) | set(used)):
+        counts = used.get(version, dict.fromkeys(peppers.KINDS, 0))
+        versions[str(version)] = {
+            **counts,
+            "total": sum(counts.values()),
+            "in_keyring": version in keys.versions,
+            "active": version == keys.active,
+        }
+    lines = [
+        f"version {v}{' (active)' if row['active'] else ''}"
+        f"{'' if row['in_keyring'] else ' (not in the keyring)'}: {row['total']} credentials"
+        f" ({', '.join(f'{k} {row[k]}' for k in peppers.KINDS)})"
+        for v, row in versions.items()
+    ]
+    emit({"active_version": keys.active, "versions": versions}, json, "\n".join(lines))
+
+
+@app.command("retire-pepper")
+def retire_pepper(
+    version: Annotated[int, typer.Argument(help="Pepper version to remove.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Retire it even though credentials still use it."),
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Remove a pepper version from the keyring file. Refused while it is the active
+    version, or while any usable credential is still hashed under it (see `bastion keys
+    pepper-status`) unless --force: those credentials then stop working, on running
+    servers too."""
+    cfg = settings()
+    path = _pepper_file(cfg)
+    keys = _read(path)
+    if version not in keys.versions:
+        fail(f"pepper version {version} is not in the keyring")
+    if version == keys.active:
+        fail(f"pepper version {version} is the active version: rotate first")
+    counts = _pepper_usage(cfg).get(version, {})
+    using = sum(counts.values())
+    if using and not force:
+        detail = ", ".join(f"{kind} {n}" for kind, n in counts.items() if n)
+        fail(
+            f"{using} credentials are still hashed under pepper version {version} "
+            f"({detail}): they move to the active version when next used; wait, revoke "
+            "them, or pass --force to end them"
+        )
+    remaining = {v: k for v, k in keys.versions.items() if v != version}
+    replace_keyring(path, keys.active, remaining, keys.created)
+    data = {"retired": version, "versions": sorted(remaining), "active_version": keys.active}
+    human = f"pepper version {version} removed from {path.name}"
+    if using:
+        data["ended"] = using
+        human += f"; {using} credentials hashed under it no longer work"
+    emit(data, json, human)

@@ -13,8 +13,8 @@ SQLAlchemy session events, so no service has to remember to. A cached answer is 
   rotated key's overlap. These are evaluated at decision time from the cached values;
   anything that would refuse the credential goes back to the database.
 
-Rejections are never cached. Bookkeeping writes (`last_seen_at`, `last_used_at`) do not
-bump the revision.
+Rejections are never cached. Bookkeeping writes (`last_seen_at`, `last_used_at`) and a
+digest's move to the current pepper version (rehash on use) do not bump the revision.
 """
 
 from __future__ import annotations
@@ -102,6 +102,13 @@ _INSERTS_HARMLESS = frozenset({_table(Run)})
 _BOOKKEEPING = frozenset(
     {"last_seen_at", "last_used_at", "last_used_ip", "updated_at", "tool_calls"}
 )
+# A credential's digest moved to the current pepper version by the request that just
+# presented its secret (rehash on use): the same secret still matches, both the cached
+# digest and the new one, so no cached answer changes. Only an UPDATE carrying this
+# execution option and touching nothing but these columns is spared the bump; any
+# other change of a stored digest (a new secret) invalidates as always.
+REHASH_OPTION = "bastion_rehash"
+_REHASH_COLUMNS = frozenset({"secret_hash", "token_hash", "pepper_version"})
 
 
 # --- invalidation -------------------------------------------------------------------
@@ -158,6 +165,13 @@ def _on_execute(state: ORMExecuteState) -> Any:
     values = getattr(state.statement, "_values", None) or {}
     columns = {getattr(k, "key", str(k)) for k in values}
     if state.is_update and columns and columns <= _BOOKKEEPING:
+        return None
+    if (
+        state.is_update
+        and state.execution_options.get(REHASH_OPTION)
+        and columns
+        and columns <= _REHASH_COLUMNS
+    ):
         return None
     result = state.invoke_statement()
     org = state.execution_options.get(ORG_SCOPE_OPTION)

@@ -5,7 +5,9 @@ one indexed query. A hit (see `authcache`) re-checks the secret and reads only t
 revision counters, so suspension, deletion, revocation, logout, role changes and expiry
 take effect on the very next request on every worker. Writes the hot path needs
 (`last_used_at`, `last_seen_at`) are coarse (at most once per minute per credential)
-and done after the response's transaction, never blocking it.
+and done after the response's transaction, never blocking it. So is the rehash of a
+credential stored under an older pepper version: the secret just presented is hashed
+under the active version, for the cache at once and for the row after the request.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
 from bastion.core.netguard import network_of
-from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision, Entry, Revisions
+from bastion.identity.authcache import (
+    INSTANCE,
+    REHASH_OPTION,
+    AuthCache,
+    AuthRevision,
+    Entry,
+    Revisions,
+)
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy.models import Organization
@@ -159,6 +168,17 @@ def authenticate(
     else:
         loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
         networks = _key_networks(db, parsed.row_id)
+    upgraded = hasher.upgrade(parsed.kind, parsed.secret, loaded.pepper_version)
+    if upgraded is not None:
+        rehash = _rehash(
+            parsed.kind, parsed.row_id, (loaded.stored_hash, loaded.pepper_version), upgraded
+        )
+        loaded = replace(
+            loaded,
+            result=replace(loaded.result, extra=(*loaded.result.extra, rehash)),
+            stored_hash=upgraded[0],
+            pepper_version=upgraded[1],
+        )
     if cache is not None:
         cache.put(
             parsed.row_id,
@@ -234,6 +254,7 @@ class _Candidate:
     kind: TokenKind
     entry: Entry
     now: datetime
+    upgraded: tuple[str, int] | None  # (digest, version) under the active pepper version
 
 
 _CACHED_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION, TokenKind.AGENT_RUN})
@@ -253,7 +274,8 @@ def _candidate(cache: AuthCache, token: str | None, hasher: TokenHasher) -> _Can
     if entry.valid_until is not None and now >= entry.valid_until:
         cache.drop(parsed.row_id)
         return None
-    return _Candidate(parsed.row_id, parsed.kind, entry, now)
+    upgraded = hasher.upgrade(parsed.kind, parsed.secret, entry.pepper_version)
+    return _Candidate(parsed.row_id, parsed.kind, entry, now, upgraded)
 
 
 def _confirm(
@@ -278,7 +300,13 @@ def _confirm(
             else _touch_key(row_id, now, actor.ip)
         )
         cache.update(row_id, lambda e: replace(e, last_touched=now))
-    hit = Authenticated(principal, touch)
+    extra: tuple[Touch, ...] = ()
+    if found.upgraded is not None:
+        digest, version = found.upgraded
+        cache.update(row_id, lambda e: replace(e, stored_hash=digest, pepper_version=version))
+        old = (entry.stored_hash, entry.pepper_version)
+        extra = (_rehash(found.kind, row_id, old, found.upgraded),)
+    hit = Authenticated(principal, touch, extra)
     return _watch_network(hit, found.kind, row_id, entry.networks, actor, cache)
 
 
@@ -531,6 +559,31 @@ def _agent_run(db: Session, run_id: str, secret: str, actor: Actor, hasher: Toke
         last_touched=now,
         touch_every=math.inf,  # nothing to keep up to date
     )
+
+
+_DIGEST_COLUMN = {
+    TokenKind.SESSION: UserSession.token_hash,
+    TokenKind.API_KEY: ApiKey.secret_hash,
+    TokenKind.AGENT_RUN: Run.token_hash,
+}
+
+
+def _rehash(kind: TokenKind, row_id: str, old: tuple[str, int], new: tuple[str, int]) -> Touch:
+    """Store a credential's digest under the active pepper version, unless the row
+    changed meanwhile (compare-and-set on the old digest and version). Bumps no auth
+    revision: the same secret matches before and after (`authcache.REHASH_OPTION`)."""
+    column = _DIGEST_COLUMN[kind]
+    model = column.class_
+
+    def run(db: Session) -> None:
+        db.execute(
+            update(model)
+            .where(model.id == row_id, model.pepper_version == old[1], column == old[0])
+            .values({column.key: new[0], "pepper_version": new[1]})
+            .execution_options(**{REHASH_OPTION: True})
+        )
+
+    return run
 
 
 def _touch_session(session_id: str, now: datetime) -> Touch:

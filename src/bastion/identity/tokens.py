@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from bastion.core.crypto import constant_time_equals, derive_key, hmac_sha256_hex, random_token
 from bastion.core.ids import has_prefix
-from bastion.core.keyring import Keyring
+from bastion.core.keyring import Keyring, LiveKeyring
 
 
 class TokenKind(StrEnum):
@@ -66,36 +66,64 @@ def parse(token: str) -> ParsedToken | None:
 
 
 class TokenHasher:
-    """Keyed hashes of credential secrets under the versioned pepper."""
+    """Keyed hashes of credential secrets under the versioned pepper.
+
+    A pepper read from its file is followed (`LiveKeyring`): after `bastion keys
+    rotate-pepper` this process issues under the new version within a second, and
+    verifies under any version still in the file; after `retire-pepper` the removed
+    version verifies nothing, cached answers included."""
 
     def __init__(self, pepper: Keyring) -> None:
+        self._live = LiveKeyring(pepper)
+        self._derived_from = pepper
         self._keys: dict[tuple[str, int], bytes] = {}
-        self._pepper = pepper
 
     def __repr__(self) -> str:
         return "TokenHasher(<pepper hidden>)"
 
+    def _pepper(self, *, recheck: bool = False) -> Keyring:
+        pepper = self._live.current(recheck=recheck)
+        if pepper is not self._derived_from:  # the file changed: derive afresh
+            self._keys, self._derived_from = {}, pepper
+        return pepper
+
     @property
     def active_version(self) -> int:
-        return self._pepper.active
+        return self._pepper().active
 
-    def _key(self, purpose: str, version: int) -> bytes:
+    def _key(self, pepper: Keyring, purpose: str, version: int) -> bytes:
         key = self._keys.get((purpose, version))
         if key is None:
-            key = derive_key(self._pepper.key(version), f"token:{purpose}")
+            key = derive_key(pepper.key(version), f"token:{purpose}")
             self._keys[(purpose, version)] = key
         return key
 
     def digest(self, kind: TokenKind, secret: str, version: int | None = None) -> str:
-        return hmac_sha256_hex(self._key(kind.value, version or self._pepper.active), secret)
+        pepper = self._pepper()
+        return hmac_sha256_hex(self._key(pepper, kind.value, version or pepper.active), secret)
 
     def matches(self, kind: TokenKind, secret: str, version: int, stored: str) -> bool:
-        if version not in self._pepper.versions:
-            return False
-        return constant_time_equals(self.digest(kind, secret, version), stored)
+        pepper = self._pepper()
+        if version not in pepper.versions:  # perhaps added by another process just now
+            pepper = self._pepper(recheck=True)
+            if version not in pepper.versions:
+                return False
+        return constant_time_equals(
+            hmac_sha256_hex(self._key(pepper, kind.value, version), secret), stored
+        )
+
+    def upgrade(self, kind: TokenKind, secret: str, version: int) -> tuple[str, int] | None:
+        """For a secret that just matched under `version`: its digest under the active
+        version, when that is another one (rehash on use), else None."""
+        pepper = self._pepper()
+        if version == pepper.active:
+            return None
+        return hmac_sha256_hex(self._key(pepper, kind.value, pepper.active), secret), pepper.active
 
     def issue(self, kind: TokenKind, row_id: str) -> tuple[str, str, int]:
         """A new credential for `row_id`: (token shown once, digest to store, pepper version)."""
         secret = random_token(32)
-        version = self._pepper.active
-        return f"{kind.value}_{row_id}_{secret}", self.digest(kind, secret, version), version
+        pepper = self._pepper()
+        version = pepper.active
+        digest = hmac_sha256_hex(self._key(pepper, kind.value, version), secret)
+        return f"{kind.value}_{row_id}_{secret}", digest, version
