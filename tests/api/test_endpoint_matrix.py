@@ -190,6 +190,7 @@ def _team_and_member(w: World) -> Params:
 
 ROWS: list[Row] = [
     Row("GET", "/v1/permissions", None, 200, org_scoped=False),
+    Row("GET", "/v1/audit/signing-keys", None, 200, org_scoped=False),
     Row("POST", "/v1/auth/logout", None, 204, org_scoped=False),
     Row("GET", "/v1/me", None, 200, org_scoped=False),
     Row("GET", "/v1/me/sessions", None, 200, org_scoped=False),

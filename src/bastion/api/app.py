@@ -281,6 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
+    app.include_router(audit.signing_keys_router, responses=ERROR_RESPONSES)
     app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
     app.include_router(audit.alert_rules_router, responses=ERROR_RESPONSES)
     app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)

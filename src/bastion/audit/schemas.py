@@ -53,6 +53,21 @@ class CheckpointOut(Out):
     signature: str = Field(description="Ed25519 over the checkpoint statement, hex.")
 
 
+class SigningKeyOut(Out):
+    """A public key that signs (or signed) audit checkpoints."""
+
+    key_version: int = Field(description="The key id a checkpoint names in `key_version`.")
+    algorithm: Literal["Ed25519"]
+    public_key: str = Field(description="Raw 32-byte Ed25519 public key, hex.")
+    status: Literal["active", "previous"] = Field(
+        description="`active` signs new checkpoints; `previous` only verifies older ones."
+    )
+    valid_from: datetime | None = Field(description="When it became active, if recorded.")
+    valid_until: datetime | None = Field(
+        description="When a newer key replaced it; null while active."
+    )
+
+
 class AuditSinkIn(In):
     """A SIEM destination. `syslog`: `host`, `port`, optional `tls` (RFC 5425) and
     `ca_pem`; format `json` (RFC 5424 with the event as JSON), `cef` or `ocsf`.

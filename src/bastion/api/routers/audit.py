@@ -20,6 +20,7 @@ from bastion.audit.schemas import (
     AuditSinkOut,
     CheckpointOut,
     ResourceOut,
+    SigningKeyOut,
     VerifyOut,
 )
 from bastion.core.db import begin_write
@@ -141,6 +142,18 @@ def create_checkpoint(org: str, principal: Caller, db: DB, state: State) -> Chec
 @checkpoints_router.get("", summary="Signed checkpoints of the chain, newest first")
 def list_checkpoints(org: str, principal: Caller, db: DB) -> dict[str, list[CheckpointOut]]:
     return {"data": [_checkpoint_out(cp) for cp in audit.list_checkpoints(db, principal, org)]}
+
+
+signing_keys_router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@signing_keys_router.get(
+    "/signing-keys", summary="Public keys of the audit-signing key, every version, oldest first"
+)
+def list_signing_keys(principal: Caller, state: State) -> dict[str, list[SigningKeyOut]]:
+    """A checkpoint names the key that signed it (`key_version`); older keys stay here
+    after a rotation, so every checkpoint can be checked with these alone."""
+    return {"data": [SigningKeyOut.model_validate(k) for k in state.audit_signer.published()]}
 
 
 @router.get("/{event}", summary="One audit event")
