@@ -20,7 +20,7 @@ from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.audit.events import EventType, Outcome
 from bastion.core.db import database_busy
-from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound
+from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound, TooManyRequests
 from bastion.core.schemas import In
 
 
@@ -109,7 +109,19 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
             # is traced in the caller's own trail (anonymous callers get 401 first).
             limiter = request.app.state.bastion.limiter
             await note(ctx, limiter, EventType.AUTHZ_NOT_FOUND, status=404, anonymous=False)
+        elif exc.status == 422:
+            await _invalid(request, ctx)
+        elif isinstance(exc, TooManyRequests) and exc.audit is None:  # sign-in has its own
+            limiter = request.app.state.bastion.limiter
+            await note(ctx, limiter, EventType.REQUEST_RATE_LIMITED, status=429)
     return _response(*problems.from_error(exc, _rid(request)))
+
+
+async def _invalid(request: Request, ctx: RequestContext | None) -> None:
+    """A validation failure is a security event (OWASP ASVS V16), counted per caller."""
+    if ctx is not None:
+        limiter = request.app.state.bastion.limiter
+        await note(ctx, limiter, EventType.REQUEST_INVALID, status=422, outcome=Outcome.FAILURE)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -121,6 +133,7 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
         FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in exc.errors()
     ]
     names = ", ".join(sorted({e.field for e in errors}))
+    await _invalid(request, _ctx(request))
     return _response(*problems.generic(422, f"invalid fields: {names}", _rid(request), errors))
 
 
@@ -168,6 +181,7 @@ async def on_database_busy(request: Request, exc: Exception) -> Response:
 
 async def on_data_error(request: Request, exc: Exception) -> Response:
     # Defence in depth: validation at the edge should have refused the value already.
+    await _invalid(request, _ctx(request))
     return _response(
         *problems.generic(422, "a value cannot be stored (out of range or invalid)", _rid(request))
     )

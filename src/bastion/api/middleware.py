@@ -29,8 +29,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.failures import note
 from bastion.api.state import AppState
 from bastion.audit import service as audit
+from bastion.audit.events import EventType
 from bastion.core import idempotency
 from bastion.core.crypto import random_base32
 from bastion.core.db import client_gone, database_busy
@@ -174,6 +176,9 @@ class BastionMiddleware:
             allowed, quota = self.state.limiter.take(self.state.ip_quota, f"ip:{ctx.ip}")
             ctx.quota = quota
             if not allowed:
+                await note(ctx, self.state.limiter, EventType.REQUEST_RATE_LIMITED, status=429)
+                if ctx.failure_events:
+                    await anyio.to_thread.run_sync(self._write_failure_events, ctx)
                 status, headers, payload = problems.generic(
                     429, "too many requests from this address", ctx.request_id
                 )

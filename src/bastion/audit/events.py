@@ -50,6 +50,8 @@ class EventType(StrEnum):
     ORG_CREATED = "org.created"
     ORG_DELETED = "org.deleted"
     ORG_UPDATED = "org.updated"
+    REQUEST_INVALID = "request.invalid"
+    REQUEST_RATE_LIMITED = "request.rate_limited"
     ROLE_CREATED = "role.created"
     ROLE_DELETED = "role.deleted"
     ROLE_UPDATED = "role.updated"
