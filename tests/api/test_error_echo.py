@@ -165,3 +165,19 @@ def test_agent_definitions_are_refused_without_echo(
 ) -> None:
     response = client.post(f"/v1/orgs/{org.id}/agents", json=body, headers=org.headers)
     _refused(response, 422, field)
+
+
+@pytest.mark.parametrize(
+    ("match", "approvers", "field"),
+    [
+        ({"condition": f'arguments.x == "{MARK}" &&'}, {}, "match.condition"),
+        ({}, {"teams": ["team_" + MARK[:30]]}, "approvers.teams"),
+        ({}, {"users": ["usr_" + MARK[:30]]}, "approvers.users"),
+    ],
+)
+def test_approval_policies_are_refused_without_echo(
+    client: TestClient, org: Org, match: dict[str, Any], approvers: dict[str, Any], field: str
+) -> None:
+    body = {"name": "p", "decision": "require_approval", "match": match, "approvers": approvers}
+    response = client.post(f"/v1/orgs/{org.id}/approval-policies", json=body, headers=org.headers)
+    _refused(response, 422, field)

@@ -30,7 +30,7 @@ from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
 from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.conditions import RuleError, compile_condition, validate
+from bastion.authz.conditions import RuleError, compile_condition, problem, validate
 from bastion.authz.engine import rule_answer
 from bastion.authz.permissions import Permission
 from bastion.authz.principal import Principal
@@ -90,7 +90,7 @@ def _validate(db: Session, org_id: str, body: PolicyIn) -> None:
         try:
             validate(body.match.condition)
         except RuleError as exc:
-            raise InvalidInput.field("match.condition", str(exc)) from None
+            raise InvalidInput.field("match.condition", problem(exc)) from None
 
 
 def _approvers(db: Session, org_id: str, field: str, value: Approvers | None) -> dict[str, Any]:
@@ -100,12 +100,14 @@ def _approvers(db: Session, org_id: str, field: str, value: Approvers | None) ->
         return {}
     missing = set(value.teams) - tenancy.existing_team_ids(db, org_id, value.teams)
     if missing:
-        raise InvalidInput.field(f"{field}.teams", f"no such team: {sorted(missing)[0]}")
+        raise InvalidInput.field(f"{field}.teams", "names a team that does not exist")
     for user_id in value.users:
         try:
             identity.require_user_in_org(db, org_id, user_id)
         except NotFound:
-            raise InvalidInput.field(f"{field}.users", f"no such user: {user_id}") from None
+            raise InvalidInput.field(
+                f"{field}.users", "names a user who is not in this organisation"
+            ) from None
     roles = [authz.resolve_role(db, org_id, role, field=f"{field}.roles") for role in value.roles]
     return {**value.model_dump(), "roles": list(dict.fromkeys(roles))}
 

@@ -3,7 +3,6 @@ engine (check, check-batch, filter, list, search-filter, acl-tokens)."""
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,20 +29,6 @@ Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
 
 
-def compile_problem(error: conditions.RuleError) -> str:
-    """Why a condition does not compile, saying where but quoting none of it: the
-    compiler's message repeats the expression, and errors echo nothing a caller sent."""
-    message = str(error)
-    found = _CEL_WHERE.search(message)
-    if found is not None:
-        line, column, kind = found.groups()
-        return f"does not compile: {kind.lower()} at line {line}, column {column}"
-    if "'" in message or '"' in message:  # it quotes the condition
-        return "does not compile"
-    return f"does not compile: {message}"
-
-
-_CEL_WHERE = re.compile(r"<input>:([0-9]+):([0-9]+): ([A-Za-z][A-Za-z ]{0,40}):")
 
 
 # --- sources ------------------------------------------------------------------------
@@ -381,7 +366,7 @@ def create_rule(
     except conditions.TooCostly as exc:
         raise InvalidInput.field("condition", str(exc)) from None
     except conditions.RuleError as exc:
-        raise InvalidInput.field("condition", compile_problem(exc)) from None
+        raise InvalidInput.field("condition", conditions.problem(exc)) from None
     rule = AuthzRule(
         id=new_id("arl"),
         org_id=org_id,

@@ -75,6 +75,25 @@ class TooCostly(RuleError):
         super().__init__(f"exceeds the evaluation budget: {limit} {detail}")
 
 
+def problem(error: RuleError) -> str:
+    """Why a condition does not compile, saying where but quoting none of it: the
+    compiler's message repeats the expression, and errors echo nothing a caller sent.
+    Over the budget: which limit, and the estimate."""
+    message = str(error)
+    if isinstance(error, TooCostly):
+        return message
+    found = _CEL_WHERE.search(message)
+    if found is not None:
+        line, column, kind = found.groups()
+        return f"does not compile: {kind.lower()} at line {line}, column {column}"
+    if "'" in message or '"' in message:  # it quotes the condition
+        return "does not compile"
+    return f"does not compile: {message}"
+
+
+_CEL_WHERE = re.compile(r"<input>:([0-9]+):([0-9]+): ([A-Za-z][A-Za-z ]{0,40}):")
+
+
 class BudgetExhausted(RuntimeError):
     """An evaluation that spent its `MAX_STEPS`."""
 
