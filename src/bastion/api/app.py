@@ -135,7 +135,11 @@ async def _deliver_audit_sinks(state: AppState) -> None:
     def round_() -> int:
         settings = state.settings
         return sinks.deliver_due(
-            stores, state.root_keys, settings.outbound_allow, settings.proxy_url
+            stores,
+            state.root_keys,
+            settings.outbound_allow,
+            settings.proxy_url,
+            settings.outbound_plaintext_allow,
         )
 
     while True:
@@ -170,10 +174,13 @@ def notifier(state: AppState) -> alerts.Notifier:
         keys=state.root_keys,
         allow=s.outbound_allow,
         proxy=s.proxy_url,
+        plaintext=s.outbound_plaintext_allow,
         smtp_host=s.smtp_host,
         smtp_port=s.smtp_port,
         smtp_from=s.smtp_from,
         smtp_starttls=s.smtp_starttls,
+        smtp_tls=s.smtp_tls,
+        smtp_ca_file=str(s.smtp_ca_file) if s.smtp_ca_file else None,
         smtp_username=s.smtp_username,
         smtp_password=s.smtp_password.get_secret_value() if s.smtp_password else None,
     )

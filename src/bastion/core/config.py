@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # Outbound destinations that may be internal (host names or CIDRs), e.g.
     # '["127.0.0.1/32", "siem.internal"]'. Everything else internal is refused (SSRF).
     outbound_allow: list[str] = Field(default_factory=list)
+    # Outbound destinations that may be sent to without encryption (http://, syslog over
+    # plain TCP, SMTP without TLS): host names, host:port, addresses or CIDRs, e.g.
+    # '["127.0.0.0/8", "syslog.internal:514"]'. Everything else needs verified TLS.
+    outbound_plaintext_allow: list[str] = Field(default_factory=list)
     # A proxy all outbound HTTP goes through (webhooks, SIEM HTTP sinks, Slack and
     # webhook alerts), e.g. http://user:pass@proxy.internal:3128. HTTP(S)_PROXY from the
     # environment is never used. Destinations are still vetted against the SSRF policy.
@@ -89,7 +93,12 @@ class Settings(BaseSettings):
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_from: str = "bastion@localhost"
-    smtp_starttls: bool = False
+    # SMTP is encrypted and its certificate verified: STARTTLS (default) or implicit TLS
+    # (`smtp_tls`, port 465); `smtp_ca_file` trusts a private CA. Plain SMTP only with
+    # both off and the server in BASTION_OUTBOUND_PLAINTEXT_ALLOW, and never with a login.
+    smtp_starttls: bool = True
+    smtp_tls: bool = False
+    smtp_ca_file: Path | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     # Webhooks: how often outbound deliveries are sent (seconds); attempts per delivery;

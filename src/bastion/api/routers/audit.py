@@ -207,7 +207,15 @@ def create_sink(
         enabled=body.enabled,
     )
     settings = state.settings
-    sink = sinks.create_sink(db, principal, org, spec, state.root_keys, settings.outbound_allow)
+    sink = sinks.create_sink(
+        db,
+        principal,
+        org,
+        spec,
+        state.root_keys,
+        settings.outbound_allow,
+        settings.outbound_plaintext_allow,
+    )
     return _sink_out(sink, sink.cursor)
 
 
@@ -248,6 +256,7 @@ def create_alert_rule(
         enabled=body.enabled,
         keys=state.root_keys,
         allow=state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
     )
     return AlertRuleOut.model_validate(rule)
 
