@@ -96,6 +96,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "log_json": False,
         # Tests send to receivers on loopback; sink and webhook delivery run when a test asks.
         "outbound_allow": ["127.0.0.0/8"],
+        # … over plain http:// and TCP (production needs TLS or an explicit allowance).
+        "outbound_plaintext_allow": ["127.0.0.0/8"],
         "audit_sink_poll_interval": 60,
         "alert_poll_interval": 60,
         "webhook_poll_interval": 60,

@@ -53,7 +53,12 @@ def world(
     data_dir: Path, database_url: str, smtp: tuple[Mailbox, int]
 ) -> Iterator[tuple[TestClient, Factory, Any]]:
     settings = make_settings(
-        data_dir, database_url, smtp_host="127.0.0.1", smtp_port=smtp[1], alert_poll_interval=60
+        data_dir,
+        database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp[1],
+        smtp_starttls=False,  # plain SMTP: 127.0.0.0/8 is in the plaintext allowance
+        alert_poll_interval=60,
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -246,7 +251,12 @@ def test_failing_sink_alerts_and_resolves(
         headers=org.headers,
     )
     stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
-    sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
+    sinks.deliver_due(
+        stores,
+        state.root_keys,
+        state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
+    )
     _round(state, org)
     assert _alerts(client, org) == []  # failing, but not for long enough
     clock.advance(301)
@@ -255,7 +265,12 @@ def test_failing_sink_alerts_and_resolves(
     assert alert["kind"] == "sink_failing"
     start_syslog(port=port)
     clock.advance(900)
-    sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
+    sinks.deliver_due(
+        stores,
+        state.root_keys,
+        state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
+    )
     _round(state, org)
     assert _alerts(client, org, status="open") == []
     assert _alerts(client, org, status="resolved")[0]["id"] == alert["id"]

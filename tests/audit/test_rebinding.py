@@ -92,7 +92,9 @@ def rebinding(monkeypatch: pytest.MonkeyPatch) -> Dns:
 def world(data_dir: Path, database_url: str) -> Iterator[tuple[TestClient, Factory, Any]]:
     """An app whose settings allowlist loopback (`make_settings`): creation checks pass
     for loopback, and deliveries given `state.settings.outbound_allow` may reach it."""
-    app = create_app(make_settings(data_dir, database_url))
+    # Plain transport to loopback and to REBINDING by name (no lookup of its own).
+    plaintext = [*LOOPBACK_ALLOWED, REBINDING]
+    app = create_app(make_settings(data_dir, database_url, outbound_plaintext_allow=plaintext))
     assert app.state.bastion.settings.outbound_allow == LOOPBACK_ALLOWED
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c, Factory(app.state.bastion, c), app.state.bastion
@@ -118,7 +120,8 @@ def _sink_status(client: TestClient, org: Org, sink_id: str) -> dict[str, Any]:
 def _deliver_sink(state: Any, sink_id: str, allow: list[str]) -> int:
     """Deliver this sink only (other tests' sinks share the database)."""
     stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
-    return sinks.deliver(stores, sink_id, state.root_keys, allow)
+    plaintext = state.settings.outbound_plaintext_allow
+    return sinks.deliver(stores, sink_id, state.root_keys, allow, plaintext=plaintext)
 
 
 def test_a_syslog_sink_to_a_rebound_name_is_refused(
@@ -298,7 +301,9 @@ def test_syslog_to_a_rebound_name_is_refused_only_when_guarded(
 ) -> None:
     receiver = start_syslog()
     check_destination(REBINDING, receiver.port, ())  # public: passes
-    guarded = SyslogTransport(REBINDING, receiver.port, timeout=TIMEOUT, allow=())
+    guarded = SyslogTransport(
+        REBINDING, receiver.port, timeout=TIMEOUT, allow=(), plaintext=[REBINDING]
+    )
     with guarded, pytest.raises(OutboundRefused):
         guarded.send([b"never"])
     assert rebinding.answers == [PUBLIC, LOOPBACK]
@@ -317,7 +322,11 @@ def test_guarded_syslog_tries_the_next_vetted_address(
     receiver = start_syslog()  # listens on 127.0.0.1 only; 127.0.0.2 refuses
     names_to_loopback[REBINDING] = ["127.0.0.2", LOOPBACK]
     with SyslogTransport(
-        REBINDING, receiver.port, timeout=TIMEOUT, allow=LOOPBACK_ALLOWED
+        REBINDING,
+        receiver.port,
+        timeout=TIMEOUT,
+        allow=LOOPBACK_ALLOWED,
+        plaintext=LOOPBACK_ALLOWED,
     ) as transport:
         transport.send([b"second address"])
     assert receiver.wait_for(1) == [b"second address"]

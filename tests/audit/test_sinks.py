@@ -33,7 +33,13 @@ def world(data_dir: Path, database_url: str) -> Iterator[tuple[TestClient, Facto
 
 def _deliver(state: Any) -> int:
     stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
-    return sinks.deliver_due(stores, state.root_keys, state.settings.outbound_allow)
+    settings = state.settings
+    return sinks.deliver_due(
+        stores,
+        state.root_keys,
+        settings.outbound_allow,
+        plaintext=settings.outbound_plaintext_allow,
+    )
 
 
 def _sink(client: TestClient, org: Org, **body: Any) -> dict[str, Any]:

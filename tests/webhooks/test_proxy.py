@@ -34,7 +34,7 @@ def test_http_goes_through_the_proxy_which_is_not_itself_vetted(
     receiver, proxy = start_http(), start_proxy()
     # Only the destination's name is allowed: the proxy, on loopback too, is the
     # operator's and is not checked against the allowlist.
-    transport = GuardedTransport(["localhost"], proxy=proxy.url())
+    transport = GuardedTransport(["localhost"], proxy=proxy.url(), plaintext=["localhost"])
     with httpx.Client(transport=transport, timeout=2) as client:
         answer = client.post(f"http://localhost:{receiver.port}/hook", content=b"{}")
     assert answer.status_code == 200
@@ -61,7 +61,10 @@ def test_an_internal_destination_is_refused_before_the_proxy_is_asked(
 ) -> None:
     receiver, proxy = start_http(), start_proxy()
     with (
-        httpx.Client(transport=GuardedTransport([], proxy=proxy.url()), timeout=2) as client,
+        httpx.Client(
+            transport=GuardedTransport([], proxy=proxy.url(), plaintext=["127.0.0.0/8"]),
+            timeout=2,
+        ) as client,
         pytest.raises(OutboundRefused, match="internal address"),
     ):
         client.post(receiver.url("/hook"), content=b"{}")
@@ -73,11 +76,13 @@ def test_proxy_credentials_are_sent_and_never_shown(
     start_http: StartHttp, start_proxy: StartProxy
 ) -> None:
     receiver, proxy = start_http(), start_proxy(credentials=f"egress:{PASSWORD}")
-    good = GuardedTransport(["localhost"], proxy=proxy.url(f"egress:{PASSWORD}"))
+    good = GuardedTransport(
+        ["localhost"], proxy=proxy.url(f"egress:{PASSWORD}"), plaintext=["localhost"]
+    )
     assert PASSWORD not in repr(good)
     with httpx.Client(transport=good, timeout=2) as client:
         assert client.post(f"http://localhost:{receiver.port}/a", content=b"1").status_code == 200
-    bad = GuardedTransport(["localhost"], proxy=proxy.url("egress:wrong"))
+    bad = GuardedTransport(["localhost"], proxy=proxy.url("egress:wrong"), plaintext=["localhost"])
     with httpx.Client(transport=bad, timeout=2) as client:
         assert client.post(f"http://localhost:{receiver.port}/b", content=b"2").status_code == 407
     assert str(proxy.authorizations[0]).startswith("Basic ")
@@ -110,10 +115,15 @@ def test_siem_http_sink_and_alert_channels_go_through_the_proxy(
     receiver, proxy = start_http(), start_proxy()
     allow = ["127.0.0.0/8"]
     with HttpTransport(
-        receiver.url("/ocsf"), kind="ocsf", timeout=2, allow=allow, proxy=proxy.url()
+        receiver.url("/ocsf"),
+        kind="ocsf",
+        timeout=2,
+        allow=allow,
+        proxy=proxy.url(),
+        plaintext=allow,
     ) as transport:
         transport.send([{"class_uid": 3002}])
-    alerts._post(receiver.url("/slack"), b'{"text":"t"}', {}, allow, proxy.url())
+    alerts._post(receiver.url("/slack"), b'{"text":"t"}', {}, allow, proxy.url(), allow)
     assert proxy.requests == [f"POST {receiver.url('/ocsf')}", f"POST {receiver.url('/slack')}"]
     assert [r.path for r in receiver.requests] == ["/ocsf", "/slack"]
 

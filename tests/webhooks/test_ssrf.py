@@ -57,7 +57,7 @@ def test_a_name_rebound_after_its_check_is_refused_by_the_guarded_transport(
     url = f"http://{REBINDING}:{receiver.port}/hook"
     check_destination(REBINDING, receiver.port, ())  # public: passes
     with (
-        httpx.Client(transport=GuardedTransport(()), timeout=2) as guarded,
+        httpx.Client(transport=GuardedTransport((), plaintext=[REBINDING]), timeout=2) as guarded,
         pytest.raises(OutboundRefused),
     ):
         guarded.post(url, content=b"{}")
@@ -74,10 +74,13 @@ def test_a_webhook_delivery_to_a_rebound_name_is_refused(
     world: tuple[TestClient, Factory, AppState],
     rebinding: list[str],
     start_http: StartHttp,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Checked at creation (public), resolved again when delivering (loopback, which
     the delivery's policy does not allow): refused, nothing reaches the receiver."""
     client, factory, state = world
+    # Plain http:// to the name (not to its addresses): no lookup of its own.
+    monkeypatch.setattr(state.settings, "outbound_plaintext_allow", [REBINDING])
     org = factory.org()
     receiver = start_http()
     sub = subscribe(client, org, f"http://{REBINDING}:{receiver.port}/hook")
@@ -103,7 +106,8 @@ def test_the_guarded_transport_connects_to_the_vetted_address_keeping_the_host(
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     receiver = start_http()
-    with httpx.Client(transport=GuardedTransport(["127.0.0.0/8"]), timeout=2) as guarded:
+    guard = GuardedTransport(["127.0.0.0/8"], plaintext=["127.0.0.0/8"])  # http:// to loopback
+    with httpx.Client(transport=guard, timeout=2) as guarded:
         for _ in range(2):
             assert guarded.post(f"http://{REBINDING}:{receiver.port}/h", content=b"x").is_success
     # One lookup per connection (this receiver closes each after answering): the vetting

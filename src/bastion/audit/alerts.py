@@ -11,7 +11,10 @@ that transaction commits, each claimed by one worker at a time (a lease on its r
 time), retried with backoff until every channel accepted. Webhook and
 Slack destinations pass the SSRF guard when the rule is saved, and every send connects to
 an address the guard vetted when the connection was opened (`netguard.GuardedTransport`:
-no second DNS lookup between the check and the connection).
+no second DNS lookup between the check and the connection). Webhook and Slack URLs are
+https:// and email goes over SMTP with verified TLS (STARTTLS or implicit TLS): plain
+transport only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW`, checked when the
+rule is saved and again for every send, and never an SMTP login without TLS.
 
 Rule kinds (parameters, defaults):
 - `failed_signins_account` — `threshold` (5) failed sign-ins for one user within
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +71,10 @@ from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import (
     GuardedTransport,
     OutboundRefused,
-    check_destination,
+    check_plaintext,
     network_of,
+    plaintext_permitted,
+    vetted_addresses,
 )
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.webhooks import sign_standard
@@ -113,15 +119,19 @@ EXPORT_EVENTS = frozenset({"audit.exported"})
 
 @dataclass(frozen=True)
 class Notifier:
-    """Where notifications go out: SMTP for email, the SSRF allowlist, root keys."""
+    """Where notifications go out: SMTP for email, the SSRF allowlist, the plain-transport
+    allowance, root keys."""
 
     keys: Keyring
     allow: Sequence[str]
     proxy: str | None = field(default=None, repr=False)  # may carry its password
+    plaintext: Sequence[str] = ()
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_from: str = "bastion@localhost"
-    smtp_starttls: bool = False
+    smtp_starttls: bool = True
+    smtp_tls: bool = False  # implicit TLS (SMTPS); takes precedence over STARTTLS
+    smtp_ca_file: str | None = None
     smtp_username: str | None = None
     smtp_password: str | None = field(default=None, repr=False)
 
@@ -155,7 +165,7 @@ def _params(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _channels(
-    channels: Sequence[Mapping[str, Any]], allow: Sequence[str]
+    channels: Sequence[Mapping[str, Any]], allow: Sequence[str], plaintext: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Validated channels without secrets, and the secrets by channel index."""
     public: list[dict[str, Any]] = []
@@ -168,8 +178,11 @@ def _channels(
             parsed = httpx.URL(url) if url else None
             if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
                 raise InvalidInput.field(f"{field}.url", "must be an absolute https:// URL")
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
             try:
-                check_destination(parsed.host, parsed.port or 443, allow)
+                addresses = vetted_addresses(parsed.host, port, allow)
+                if parsed.scheme != "https":
+                    check_plaintext(parsed.host, port, plaintext, addresses)
             except OutboundRefused as exc:
                 raise InvalidInput.field(f"{field}.url", exc.reason) from None
             entry: dict[str, Any] = {"type": kind, "url": url}
@@ -201,12 +214,13 @@ def create_rule(
     enabled: bool,
     keys: Keyring,
     allow: Sequence[str],
+    plaintext: Sequence[str] = (),
 ) -> AlertRule:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
     if kind not in DEFAULTS:
         raise InvalidInput.field("kind", f"one of {', '.join(sorted(DEFAULTS))}")
-    public, secrets = _channels(channels, allow)
+    public, secrets = _channels(channels, allow, plaintext)
     rule = AlertRule(
         id=new_id("alr"),
         org_id=org_id,
@@ -673,14 +687,18 @@ def _post(
     headers: Mapping[str, str],
     allow: Sequence[str],
     proxy: str | None = None,
+    plaintext: Sequence[str] = (),
 ) -> None:
     """POST to a webhook or Slack channel. The transport resolves the host once per
-    connection and connects only to an address `allow` permits (`OutboundRefused`
-    otherwise), so the destination cannot re-resolve after a check."""
+    connection and connects only to an address `allow` permits, and over http:// only to
+    a destination in `plaintext` (`OutboundRefused` otherwise), so the destination cannot
+    re-resolve after a check."""
     parsed = httpx.URL(url)
     try:
         with httpx.Client(
-            transport=GuardedTransport(allow, proxy=proxy), timeout=10, follow_redirects=False
+            transport=GuardedTransport(allow, proxy=proxy, plaintext=plaintext),
+            timeout=10,
+            follow_redirects=False,
         ) as client:
             response = client.post(url, content=body, headers=dict(headers))
     except (OutboundRefused, httpx.HTTPError) as exc:
@@ -713,7 +731,7 @@ def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
                 "webhook-timestamp": str(stamp),
                 "webhook-signature": sign_standard(secrets[str(i)], alert.id, stamp, body),
             }
-            _post(channel["url"], body, headers, notifier.allow, notifier.proxy)
+            _post(channel["url"], body, headers, notifier.allow, notifier.proxy, notifier.plaintext)
         elif channel["type"] == "slack":
             text = f":rotating_light: *Bastion alert* ({alert.kind}): {alert.summary}"
             body = json.dumps({"text": text}).encode()
@@ -723,6 +741,7 @@ def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
                 {"content-type": "application/json"},
                 notifier.allow,
                 notifier.proxy,
+                notifier.plaintext,
             )
         elif channel["type"] == "email":
             _email(alert, channel["to"], notifier)
@@ -736,15 +755,40 @@ def _email(alert: Alert, to: Sequence[str], notifier: Notifier) -> None:
     message["To"] = ", ".join(to)
     message["Subject"] = f"[Bastion alert] {alert.summary}"[:200]
     message.set_content(json.dumps(alert_json(alert), indent=2))
+    host, port = notifier.smtp_host, notifier.smtp_port
+    encrypted = notifier.smtp_tls or notifier.smtp_starttls
+    if not encrypted:
+        if notifier.smtp_username or notifier.smtp_password:
+            raise NotifyError("SMTP: refused to log in without TLS (BASTION_SMTP_STARTTLS)")
+        if not plaintext_permitted(host, port, notifier.plaintext):
+            raise NotifyError(
+                "SMTP: refused plain SMTP: enable BASTION_SMTP_STARTTLS or BASTION_SMTP_TLS, "
+                "or list the server in BASTION_OUTBOUND_PLAINTEXT_ALLOW"
+            )
     try:
-        with smtplib.SMTP(notifier.smtp_host, notifier.smtp_port, timeout=10) as smtp:
-            if notifier.smtp_starttls:
-                smtp.starttls()
+        smtp = (
+            smtplib.SMTP_SSL(host, port, timeout=10, context=_smtp_context(notifier))
+            if notifier.smtp_tls
+            else smtplib.SMTP(host, port, timeout=10)
+        )
+        with smtp:
+            if notifier.smtp_starttls and not notifier.smtp_tls:
+                # Raises SMTPNotSupportedError when the server offers no STARTTLS: never
+                # fall back to plain text.
+                smtp.starttls(context=_smtp_context(notifier))
             if notifier.smtp_username and notifier.smtp_password:
                 smtp.login(notifier.smtp_username, notifier.smtp_password)
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
         raise NotifyError(f"SMTP: {type(exc).__name__}") from None
+
+
+def _smtp_context(notifier: Notifier) -> ssl.SSLContext:
+    """TLS for SMTP: the server's certificate and host name verified (the system trust
+    store, or `smtp_ca_file`), TLS 1.2 at least. smtplib's own default verifies nothing."""
+    context = ssl.create_default_context(cafile=notifier.smtp_ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _claim(sessions: Sessions, alert: Alert) -> bool:

@@ -18,9 +18,10 @@ Given `allow` (the `BASTION_OUTBOUND_ALLOW` entries), a transport applies the SS
 of `bastion.core.netguard` to each connection it opens: the host is resolved once, every
 address is vetted, and the connection goes to a vetted address, so a name re-resolving
 between a check and the connection (DNS rebinding) gains nothing. TLS still names the host
-(SNI and certificate check). A refused destination raises `OutboundRefused`. Without
-`allow` the transport connects by name with no policy: only for destinations the caller
-trusts (tests, a fixed receiver).
+(SNI and certificate check). Plain transport (syslog over TCP, http://) then goes only to
+destinations in `plaintext` (the `BASTION_OUTBOUND_PLAINTEXT_ALLOW` entries). A refused
+destination raises `OutboundRefused`. Without `allow` the transport connects by name with
+no policy: only for destinations the caller trusts (tests, a fixed receiver).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Final, Literal, Self
 import httpx
 
 from bastion.audit.siem_formats import octet_frame
-from bastion.core.netguard import GuardedTransport, vetted_addresses
+from bastion.core.netguard import GuardedTransport, check_plaintext, vetted_addresses
 
 __all__ = [
     "DeliveryError",
@@ -123,7 +124,8 @@ class SyslogTransport:
 
     With `allow`, each connection goes to an address `netguard.vetted_addresses` returned
     for `host` (tried in resolver order), never to a second lookup of the name; the TLS
-    host name check still uses `server_hostname`.
+    host name check still uses `server_hostname`; without `tls`, a host not in `plaintext`
+    is refused (`OutboundRefused`) before anything is sent.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class SyslogTransport:
         timeout: float = 5.0,
         ca_pem: str | None = None,
         allow: Sequence[str] | None = None,
+        plaintext: Sequence[str] = (),
     ) -> None:
         if not host:
             raise ValueError("host must not be empty")
@@ -152,6 +155,7 @@ class SyslogTransport:
         self._server_hostname = server_hostname or host
         self._timeout = timeout
         self._allow = tuple(allow) if allow is not None else None
+        self._plaintext = tuple(plaintext)
         self._context: ssl.SSLContext | None = None
         if tls:
             context = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
@@ -230,6 +234,8 @@ class SyslogTransport:
         if self._allow is None:
             return socket.create_connection((self._host, self._port), timeout=self._timeout)
         addresses = vetted_addresses(self._host, self._port, self._allow)
+        if self._context is None:  # plain TCP: only where the operator allows it
+            check_plaintext(self._host, self._port, self._plaintext, addresses)
         if addresses is None:  # the host name itself is allowlisted
             return socket.create_connection((self._host, self._port), timeout=self._timeout)
         for address in addresses[:-1]:  # the next address when one does not answer
@@ -279,7 +285,8 @@ class HttpTransport:
     `verify` is True for the default trust store, a CA bundle file (or directory) path,
     or False to skip certificate checks (for tests only). With `allow`, requests go
     through `netguard.GuardedTransport` (each connection to a vetted address, directly:
-    environment proxies do not apply). Redirects are not followed: a
+    environment proxies do not apply) and an http:// URL is refused unless its host is in
+    `plaintext`. Redirects are not followed: a
     collector that redirects is misconfigured, and following could carry the token to
     another host. The headers, which carry tokens, never appear in `repr()` or in a
     `DeliveryError` message.
@@ -296,6 +303,7 @@ class HttpTransport:
         ca_pem: str | None = None,
         allow: Sequence[str] | None = None,
         proxy: str | None = None,
+        plaintext: Sequence[str] = (),
     ) -> None:
         if kind not in ("ocsf", "splunk_hec"):
             raise ValueError(f"kind must be 'ocsf' or 'splunk_hec', not {kind!r}")
@@ -315,7 +323,7 @@ class HttpTransport:
             verify=ssl_verify,
             follow_redirects=False,
             transport=(
-                GuardedTransport(allow, verify=ssl_verify, proxy=proxy)
+                GuardedTransport(allow, verify=ssl_verify, proxy=proxy, plaintext=plaintext)
                 if allow is not None
                 else None
             ),

@@ -9,14 +9,16 @@ Failures back off exponentially with jitter; health and lag are read from the ro
 Destinations pass the SSRF guard at creation, and every delivery connection goes to an
 address the guard vetted when it was opened (no second DNS lookup between the check and
 the connection): HTTP sinks through `netguard.GuardedTransport`, syslog to an address from
-`netguard.vetted_addresses`.
+`netguard.vetted_addresses`. Sinks are encrypted (https://, syslog over TLS) unless the
+operator allows plain transport to the destination (`BASTION_OUTBOUND_PLAINTEXT_ALLOW`),
+checked at creation and again for every delivery.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +41,7 @@ from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
 from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
-from bastion.core.netguard import OutboundRefused, check_destination
+from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addresses
 
 BATCH = 500
 LEASE_SECONDS = 60
@@ -95,7 +97,7 @@ class SinkSpec:
     enabled: bool = True
 
 
-def _validate(spec: SinkSpec, allow: list[str]) -> dict[str, Any]:
+def _validate(spec: SinkSpec, allow: list[str], plaintext: Sequence[str]) -> dict[str, Any]:
     if spec.format not in FORMATS.get(spec.type, ()):
         raise InvalidInput.field(
             "format", f"{spec.type} sinks take one of {', '.join(FORMATS[spec.type])}"
@@ -120,11 +122,26 @@ def _validate(spec: SinkSpec, allow: list[str]) -> dict[str, Any]:
                 config["index"] = spec.index
     if spec.ca_pem:
         config["ca_pem"] = spec.ca_pem
+    _check_destination(spec, host, port, allow, plaintext)
+    return config
+
+
+def _check_destination(
+    spec: SinkSpec, host: str, port: int, allow: list[str], plaintext: Sequence[str]
+) -> None:
+    """Not internal unless allowlisted (SSRF); encrypted (https://, syslog over TLS)
+    unless the operator allows plain transport there."""
     try:
-        check_destination(host, port, allow)
+        addresses = vetted_addresses(host, port, allow)
     except OutboundRefused as exc:
         raise InvalidInput.field("url" if spec.url else "host", exc.reason) from None
-    return config
+    syslog = spec.type == "syslog"
+    if spec.tls if syslog else (spec.url or "").lower().startswith("https://"):
+        return
+    try:
+        check_plaintext(host, port, plaintext, addresses)
+    except OutboundRefused as exc:
+        raise InvalidInput.field("tls" if syslog else "url", exc.reason) from None
 
 
 def _parse_url(url: str) -> tuple[str, int]:
@@ -142,11 +159,17 @@ def _parse_url(url: str) -> tuple[str, int]:
 
 
 def create_sink(
-    db: Session, principal: Principal, org_id: str, spec: SinkSpec, keys: Keyring, allow: list[str]
+    db: Session,
+    principal: Principal,
+    org_id: str,
+    spec: SinkSpec,
+    keys: Keyring,
+    allow: list[str],
+    plaintext: Sequence[str] = (),
 ) -> AuditSink:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
-    config = _validate(spec, allow)
+    config = _validate(spec, allow, plaintext)
     head = db.get(AuditHead, org_id)
     sink = AuditSink(
         id=new_id("snk"),
@@ -263,10 +286,15 @@ def _encode(sink: AuditSink, events: list[SiemEvent]) -> tuple[str, list[Any]]:
 
 @contextmanager
 def _transport(
-    sink: AuditSink, secret: str | None, allow: list[str], proxy: str | None
+    sink: AuditSink,
+    secret: str | None,
+    allow: list[str],
+    proxy: str | None,
+    plaintext: Sequence[str],
 ) -> Iterator[Any]:
-    """The sink's transport, vetting each connection's address against `allow`; HTTP
-    sinks through `proxy` when one is set (syslog never is)."""
+    """The sink's transport, vetting each connection's address against `allow` and plain
+    transport against `plaintext`; HTTP sinks through `proxy` when one is set (syslog
+    never is)."""
     config = sink.config
     ca_pem = config.get("ca_pem")
     if sink.type == "syslog":
@@ -276,6 +304,7 @@ def _transport(
             tls=bool(config.get("tls")),
             ca_pem=ca_pem,
             allow=allow,
+            plaintext=plaintext,
         )
         try:
             yield syslog
@@ -294,6 +323,7 @@ def _transport(
         ca_pem=ca_pem,
         allow=allow,
         proxy=proxy,
+        plaintext=plaintext,
     )
     try:
         yield http
@@ -316,7 +346,12 @@ def _claim(db_: Stores, sink_id: str, now: datetime) -> bool:
 
 
 def deliver(
-    db_: Stores, sink_id: str, keys: Keyring, allow: list[str], proxy: str | None = None
+    db_: Stores,
+    sink_id: str,
+    keys: Keyring,
+    allow: list[str],
+    proxy: str | None = None,
+    plaintext: Sequence[str] = (),
 ) -> int:
     """Send one sink's pending events in batches until caught up or a batch fails.
     Returns how many events were accepted. Safe to call from several workers."""
@@ -335,7 +370,7 @@ def deliver(
             _parse_url(sink.config["url"])  # still a URL we send to (as at creation)
         # No check by name here: that would be a lookup of its own, and the connection
         # could get another answer. The transport vets the address of each connection.
-        with _transport(sink, secret, allow, proxy) as transport:
+        with _transport(sink, secret, allow, proxy, plaintext) as transport:
             cursor = sink.cursor
             while True:
                 with db_.read() as db:
@@ -423,6 +458,12 @@ def due_sinks(db_: Stores) -> list[str]:
         return list(rows)
 
 
-def deliver_due(db_: Stores, keys: Keyring, allow: list[str], proxy: str | None = None) -> int:
+def deliver_due(
+    db_: Stores,
+    keys: Keyring,
+    allow: list[str],
+    proxy: str | None = None,
+    plaintext: Sequence[str] = (),
+) -> int:
     """One round over every due sink; returns events accepted."""
-    return sum(deliver(db_, sink_id, keys, allow, proxy) for sink_id in due_sinks(db_))
+    return sum(deliver(db_, sink_id, keys, allow, proxy, plaintext) for sink_id in due_sinks(db_))

@@ -9,7 +9,12 @@ an internal one for the connection. `GuardedTransport` (an httpx transport) clos
 it resolves each host once, when it opens the connection, vets every address, and
 connects to a vetted address. The URL is unchanged, so the Host header, TLS SNI and the
 certificate check still name the host. `check_destination` alone (at creation time,
-for a clear validation error) is not a guard for the connection that follows."""
+for a clear validation error) is not a guard for the connection that follows.
+
+Transport security: outbound traffic is encrypted and verified by default (https, TLS
+syslog, SMTP with TLS). Plain transport (http://, syslog over TCP, SMTP without TLS) is
+refused unless the destination matches `BASTION_OUTBOUND_PLAINTEXT_ALLOW`
+(`plaintext_permitted`); `GuardedTransport` checks it again for every request."""
 
 from __future__ import annotations
 
@@ -40,6 +45,67 @@ class OutboundRefused(Exception):
 
 UNRESOLVABLE = "the host name does not resolve"
 INTERNAL = "resolves to an internal address; allowlist it in BASTION_OUTBOUND_ALLOW to send there"
+
+
+PLAINTEXT = (
+    "is not encrypted (https:// or TLS); plain transport goes only to destinations "
+    "listed in BASTION_OUTBOUND_PLAINTEXT_ALLOW"
+)
+
+
+def _plaintext_entry(
+    entry: str,
+) -> tuple[str | ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]:
+    """An allowance entry: a host name, an address or a CIDR network, each optionally
+    with `:port` (an IPv6 address with a port in brackets: `[::1]:514`)."""
+    text, port = entry.strip(), None
+    head, sep, tail = text.rpartition(":")
+    if sep and tail.isdigit() and head and (":" not in head or head.startswith("[")):
+        text, port = head, int(tail)
+    text = text.strip("[]")
+    try:
+        return ipaddress.ip_network(text, strict=False), port
+    except ValueError:
+        return text.lower().rstrip("."), port
+
+
+def plaintext_permitted(
+    host: str, port: int, allow_plain: Sequence[str], addresses: Sequence[str] | None = None
+) -> bool:
+    """Whether plain (unencrypted) transport to `host:port` is allowed: the host name
+    matches an entry exactly, or the host is an address (or a name whose every address
+    is) inside an entry's network; an entry with a port matches that port only.
+    `addresses` are what the name resolved to for the connection at hand (the vetted
+    ones, so no second lookup); resolved here when None."""
+    entries = [
+        (target, p)
+        for target, p in (_plaintext_entry(e) for e in allow_plain)
+        if p is None or p == port
+    ]
+    name = host.strip("[]").lower().rstrip(".")
+    if any(target == name for target, _ in entries):
+        return True
+    networks = [target for target, _ in entries if not isinstance(target, str)]
+    if not networks:
+        return False
+    try:
+        ips: list[Address] = [ipaddress.ip_address(name)]
+    except ValueError:
+        try:
+            found = _resolve(host, port) if addresses is None else addresses
+        except OutboundRefused:
+            return False
+        ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
+    return bool(ips) and all(any(ip in network for network in networks) for ip in ips)
+
+
+def check_plaintext(
+    host: str, port: int, allow_plain: Sequence[str], addresses: Sequence[str] | None = None
+) -> None:
+    """Raise `OutboundRefused` (reason `PLAINTEXT`) unless plain transport to `host:port`
+    is allowed (`plaintext_permitted`)."""
+    if not plaintext_permitted(host, port, allow_plain, addresses):
+        raise OutboundRefused(f"{host!r} {PLAINTEXT}", PLAINTEXT)
 
 
 def _allowed_networks(allow: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -112,6 +178,9 @@ def check_destination(host: str, port: int, allow: Sequence[str]) -> None:
 
 
 _deadline = threading.local()
+# The plain-transport allowance of the request this thread is sending over http:// (None
+# for https://): the connection it opens is checked against it, address by address.
+_plain = threading.local()
 
 
 @contextlib.contextmanager
@@ -178,6 +247,9 @@ class _GuardedBackend(httpcore.SyncBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
         addresses = vetted_addresses(host, port, self._allow)
+        plaintext: tuple[str, ...] | None = getattr(_plain, "entries", None)
+        if plaintext is not None:  # for http://: the addresses about to be used
+            check_plaintext(host, port, plaintext, addresses)
         if addresses is None:  # an allowlisted host name
             addresses = [host]
         for address in addresses[:-1]:  # the next address when one does not answer
@@ -204,7 +276,11 @@ class GuardedTransport(httpx.HTTPTransport):
     `BASTION_OUTBOUND_PROXY`, `http://` or `https://`, credentials allowed in the URL)
     every request goes through that proxy (CONNECT for https) and its destination is
     vetted before it is sent; the proxy then resolves the name itself, so it should
-    refuse internal destinations too (its own egress rules)."""
+    refuse internal destinations too (its own egress rules).
+
+    Only https:// goes anywhere: an http:// request is refused (`OutboundRefused`, reason
+    `PLAINTEXT`) unless its destination is in `plaintext` (the operator's
+    `BASTION_OUTBOUND_PLAINTEXT_ALLOW`), checked for every request."""
 
     def __init__(
         self,
@@ -213,9 +289,11 @@ class GuardedTransport(httpx.HTTPTransport):
         verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits | None = None,
         proxy: str | None = None,
+        plaintext: Sequence[str] = (),
     ) -> None:
         limits = limits or httpx.Limits()
         self._allow = tuple(allow)
+        self._plaintext = tuple(plaintext)
         self._proxied = proxy is not None
         if proxy is not None:
             super().__init__(verify=verify, limits=limits, proxy=proxy)
@@ -232,15 +310,28 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
     def __repr__(self) -> str:
-        return f"GuardedTransport(allow={self._allow!r}, proxied={self._proxied})"
+        return (
+            f"GuardedTransport(allow={self._allow!r}, plaintext={self._plaintext!r}, "
+            f"proxied={self._proxied})"
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        plain = url.scheme != "https"
+        port = url.port or (80 if plain else 443)
         if self._proxied:  # the connection is the proxy's: vet where the request goes
-            url = request.url
-            vetted_addresses(
-                url.host, url.port or (443 if url.scheme == "https" else 80), self._allow
-            )
-        return super().handle_request(request)
+            addresses = vetted_addresses(url.host, port, self._allow)
+            if plain:
+                check_plaintext(url.host, port, self._plaintext, addresses)
+            return super().handle_request(request)
+        # Without a proxy the connection is ours: the backend checks the addresses it
+        # connects to (one lookup, the vetted one). A pooled connection is reused only
+        # for its own scheme, host and port, so an http:// one was checked when opened.
+        _plain.entries = self._plaintext if plain else None
+        try:
+            return super().handle_request(request)
+        finally:
+            _plain.entries = None
 
 
 def network_of(ip: str | None) -> str | None:

@@ -13,6 +13,8 @@ disabled (and audited) until someone re-enables it. Every attempt is logged with
 status code, error and duration. Destinations pass the SSRF guard at creation, and every
 connection goes to an address the guard vetted when it was opened (no second DNS lookup
 between the check and the connection: see `bastion.core.netguard.GuardedTransport`).
+Destinations are https:// unless the operator allows plain http:// to them
+(`BASTION_OUTBOUND_PLAINTEXT_ALLOW`), checked at creation and again for every attempt.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from bastion.core.clock import rfc3339, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import SYSTEM
 from bastion.core.ids import new_id
-from bastion.core.netguard import GuardedTransport, OutboundRefused, deadline
+from bastion.core.netguard import PLAINTEXT, GuardedTransport, OutboundRefused, deadline
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
 from bastion.webhooks.models import (
@@ -147,6 +149,7 @@ class DeliveryPolicy:
     """How the delivery loop sends; `from_settings` reads the `BASTION_WEBHOOK_*` values."""
 
     allow: tuple[str, ...] = ()
+    plaintext: tuple[str, ...] = ()
     proxy: str | None = field(default=None, repr=False)  # may carry its password
     max_attempts: int = 8
     disable_after: int = 20
@@ -159,6 +162,7 @@ class DeliveryPolicy:
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
         return cls(
             allow=tuple(settings.outbound_allow),
+            plaintext=tuple(settings.outbound_plaintext_allow),
             proxy=settings.proxy_url,
             max_attempts=settings.webhook_max_attempts,
             disable_after=settings.webhook_disable_after_failures,
@@ -289,7 +293,7 @@ def destination(url: str) -> tuple[str, int]:
     except Exception:
         raise ValueError("not a valid URL") from None
     if parsed.scheme not in ("https", "http") or not parsed.host:
-        raise ValueError("must be an absolute https:// (or http://) URL")
+        raise ValueError("must be an absolute https:// URL")
     if parsed.userinfo:
         raise ValueError("must not carry credentials")
     return parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -326,7 +330,9 @@ def _send(client: httpx.Client, message: _Message, policy: DeliveryPolicy) -> _O
             client.stream("POST", message.url, content=message.body, headers=headers) as response,
         ):
             status = response.status_code
-    except OutboundRefused:
+    except OutboundRefused as refused:
+        if refused.reason == PLAINTEXT:
+            return _Outcome(None, f"{host}: refused, plain http:// is not allowed", took())
         return _Outcome(None, "destination refused (SSRF guard)", took())
     except httpx.HTTPError as exc:
         return _Outcome(None, f"{host}: {type(exc).__name__}", took())
@@ -452,7 +458,7 @@ def deliver_due(sessions: Sessions, vault: Vault, policy: DeliveryPolicy) -> int
     if not ids:
         return 0
     with httpx.Client(
-        transport=GuardedTransport(policy.allow, proxy=policy.proxy),
+        transport=GuardedTransport(policy.allow, proxy=policy.proxy, plaintext=policy.plaintext),
         timeout=policy.timeout,
         follow_redirects=False,
     ) as client:

@@ -5,6 +5,7 @@ returned after creation, logged or put in audit metadata."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.ids import new_id
-from bastion.core.netguard import OutboundRefused, check_destination
+from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addresses
 from bastion.core.pagination import Page, newest_first
 from bastion.secrets.vault import Vault
 from bastion.webhooks import outbound, sealing
@@ -48,10 +49,14 @@ def hook_path(endpoint_id: str) -> str:
     return f"/v1/hooks/{endpoint_id}"
 
 
-def _check_url(url: str, allow: list[str] | tuple[str, ...], field_name: str) -> None:
+def _check_url(url: str, allow: Sequence[str], plaintext: Sequence[str], field_name: str) -> None:
+    """A URL we send to: https:// (http:// only to a destination the operator allows
+    plain transport to), not internal unless allowlisted."""
     try:
         host, port = outbound.destination(url)
-        check_destination(host, port, allow)
+        addresses = vetted_addresses(host, port, allow)
+        if not url.lower().startswith("https://"):
+            check_plaintext(host, port, plaintext, addresses)
     except ValueError as exc:  # outbound.destination's own words: they name no input
         raise InvalidInput.field(field_name, str(exc)) from None
     except OutboundRefused as exc:
@@ -89,6 +94,7 @@ def create_endpoint(
     spec: EndpointSpec,
     *,
     allow: list[str],
+    plaintext: Sequence[str] = (),
     default_retention_days: int,
 ) -> tuple[WebhookEndpoint, str | None]:
     """The endpoint and, when it forwards, its forward signing secret (shown once)."""
@@ -98,7 +104,7 @@ def create_endpoint(
         raise InvalidInput.field("provider", f"one of {', '.join(PROVIDERS)}")
     _check_secret(spec.provider, spec.secret)
     if spec.forward_url is not None:
-        _check_url(spec.forward_url, allow, "forward_url")
+        _check_url(spec.forward_url, allow, plaintext, "forward_url")
     endpoint = WebhookEndpoint(
         id=new_id("whe"),
         org_id=org_id,
@@ -271,11 +277,12 @@ def create_subscription(
     events: list[str],
     description: str | None,
     allow: list[str],
+    plaintext: Sequence[str] = (),
 ) -> tuple[WebhookSubscription, str]:
     """The subscription and its `whsec_` signing secret (shown once)."""
     principal.require_org(org_id)
     principal.require(Permission.WEBHOOKS_MANAGE)
-    _check_url(url, allow, "url")
+    _check_url(url, allow, plaintext, "url")
     secret = sealing.new_signing_secret()
     sub = WebhookSubscription(
         id=new_id("whs"),

@@ -75,6 +75,7 @@ def create_endpoint(
         org,
         spec,
         allow=state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
         default_retention_days=state.settings.webhook_retention_days,
     )
     out = _one(db, endpoint)
@@ -188,6 +189,7 @@ def create_subscription(
         events=body.events,
         description=body.description,
         allow=state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
     )
     return SubscriptionCreated(**_subscription_out(sub).model_dump(), secret=secret)
 
