@@ -122,7 +122,8 @@ def test_sinks_are_refused_at_delivery_when_the_allowance_has_gone_since(
     # With the allowance (as the test settings have it), the same sinks deliver.
     allowance = state.settings.outbound_plaintext_allow
     assert all(_deliver(state, m.json()["id"], allowance) > 0 for m in made)
-    assert syslog.wait_for(1) and len(http.requests) == 1
+    assert syslog.wait_for(1)
+    assert len(http.requests) == 1
 
 
 def test_alert_channels_are_refused_at_send_when_the_allowance_has_gone_since(

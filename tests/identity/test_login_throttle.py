@@ -104,3 +104,27 @@ def test_one_address_guessing_one_account_is_refused_there(
     for _ in range(3):
         assert _login(desk, org.admin.email, WRONG) == 401
     assert _login(desk, org.admin.email, PASSWORD) == 429  # even a familiar address
+
+
+def test_stuffing_past_the_address_limit_still_counts_toward_the_alert(
+    strict: FastAPI, factory: Factory
+) -> None:
+    """Once the address is refused, later attempts are `auth.login_throttled`, not failed:
+    an organisation reached only then must still see the run."""
+    state = strict.state.bastion
+    org = factory.org()
+    users = [factory.member(org, "viewer") for _ in range(3)]
+    rule = {"name": "stuffing", "kind": "failed_signins_ip", "params": {"threshold": 3}}
+    assert factory.client.post(
+        f"/v1/orgs/{org.id}/alert-rules", json=rule, headers=org.headers
+    ).is_success
+    attacker = _from(strict, "203.0.113.67")
+    for i in range(5):  # the run starts on accounts elsewhere
+        assert _login(attacker, unique_email(f"list{i}"), WRONG) == 401
+    for user in users:
+        assert _login(attacker, user.email, WRONG) == 429
+    alerts.run_round(state.sessions, state.write_sessions, notifier(state), org.id)
+    found: list[dict[str, Any]] = factory.client.get(
+        f"/v1/orgs/{org.id}/alerts", headers=org.headers
+    ).json()["data"]
+    assert [a["key"] for a in found] == ["ip:203.0.113.67"]

@@ -18,9 +18,9 @@ rule is saved and again for every send, and never an SMTP login without TLS.
 
 Rule kinds (parameters, defaults):
 - `failed_signins_account` — `threshold` (5) failed sign-ins for one user within
-  `window_seconds` (900).
+  `window_seconds` (900); attempts refused by throttling count as failed.
 - `failed_signins_ip` — `threshold` (20) failed sign-ins from one address within
-  `window_seconds` (900).
+  `window_seconds` (900); likewise.
 - `new_network_signin` — a user signs in from a network (IPv4 /24, IPv6 /48) none of
   their sign-ins used in the last `lookback_days` (90); a first sign-in is no alert.
 - `not_found_burst` — `threshold` (50) not-found answers to one principal within
@@ -115,6 +115,8 @@ PERMISSION_EVENTS = frozenset(
     }
 )
 EXPORT_EVENTS = frozenset({"audit.exported"})
+# A credential-stuffing run goes on after its address is throttled: those attempts count.
+SIGNIN_FAILURES = ("auth.login_failed", "auth.login_throttled")
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,7 @@ def _count(db: Session, org_id: str, since: datetime, until: datetime, *conds: A
 def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     window = int(p["window_seconds"])
-    if e.type != "auth.login_failed":
+    if e.type not in SIGNIN_FAILURES:
         return None
     if rule.kind == "failed_signins_account":
         if e.resource_type != "user" or not e.resource_id:
@@ -379,7 +381,7 @@ def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | No
             return None
         subject, key, cond = e.actor_ip, f"ip:{e.actor_ip}", AuditEvent.actor_ip == e.actor_ip
     since = t - timedelta(seconds=window)
-    n = _count(db, e.chain, since, t, AuditEvent.type == e.type, cond)
+    n = _count(db, e.chain, since, t, AuditEvent.type.in_(SIGNIN_FAILURES), cond)
     if n < p["threshold"]:
         return None
     return Finding(key, f"{n} failed sign-ins for {subject} within {window} s", window, n)
