@@ -157,3 +157,12 @@ def test_a_write_that_cannot_get_the_database_answers_503(
         assert busy.json()["code"] == "database_busy"
         created = client.post(teams, json={"name": "busy"}, headers=org.headers)
         assert created.status_code == 201, created.text
+
+
+def test_readiness_reports_the_writer_slots(client: TestClient) -> None:
+    """/readyz says whether a writer is held past the limit, with the slots' counters
+    (refused waits, writers broken by the watchdog) for an operator to watch."""
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["writer"] == "ok"
+    assert set(ready.json()["writer"]) >= {"waits_timed_out", "stuck_writers"}

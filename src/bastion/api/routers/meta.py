@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -7,6 +9,7 @@ from sqlalchemy import text
 from bastion.api.deps import Caller, State
 from bastion.authz.permissions import DESCRIPTIONS, Permission
 from bastion.authz.schemas import PermissionOut
+from bastion.core.db import writer_stats
 from bastion.core.keyring import load_pepper
 
 router = APIRouter()
@@ -37,9 +40,17 @@ def readyz(state: State) -> JSONResponse:
         checks["keys"] = "ok"
     except Exception:
         checks["keys"] = "unusable"
+    body: dict[str, object] = {}
+    writers = writer_stats(state.engine)
+    if writers is not None:
+        # A writer held past the limit is being rolled back by the watchdog: until then
+        # every other write waits, so the instance is not ready.
+        stuck = writers.oldest_hold_seconds > state.settings.database_write_hold_limit
+        checks["writer"] = "stuck" if stuck else "ok"
+        body["writer"] = asdict(writers)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {"status": "ok" if ready else "unavailable", "checks": checks, **body},
         status_code=200 if ready else 503,
     )
 
