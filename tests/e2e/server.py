@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,13 +39,18 @@ def server_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[s
 
 
 class Server:
-    """`bastion serve --workers N` on a free port; a context manager that stops it."""
+    """`bastion serve --workers N` on a free port; a context manager that stops it.
+    With `ca_file` the server speaks TLS (its env names the certificate) and readiness is
+    checked over https, trusting that CA."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 2, ca_file: Path | None = None) -> None:
         self.env = env
         self.workers = workers
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
@@ -63,7 +69,8 @@ class Server:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"bastion serve exited early: {err}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify)
+                if ready.status_code == 200:
                     time.sleep(1.0)  # one worker answers; give the others their start-up
                     return self
             except httpx.TransportError:

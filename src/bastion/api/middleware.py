@@ -76,7 +76,7 @@ class BastionMiddleware:
             (b"referrer-policy", b"no-referrer"),
             (b"cache-control", b"no-store"),
         ]
-        if state.settings.tls_enabled:
+        if state.settings.served_over_https:  # TLS here or at a declared proxy in front
             self._static.append(
                 (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
             )

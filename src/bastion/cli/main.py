@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+import ssl
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bastion.cli import apikey, audit, keys, org
 from bastion.cli.common import EXIT_USAGE, err, fail, out, settings
-from bastion.core.config import ConfigError
+from bastion.core.config import ConfigError, Settings
 from bastion.core.keyring import (
     AUDIT_SIGNING_KEY_FILE,
     PEPPER_FILE,
@@ -17,6 +18,11 @@ from bastion.core.keyring import (
     create_keyring,
     load_pepper,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from uvicorn import Config
 
 app = typer.Typer(
     help="Bastion: security and compliance control plane for AI agents.",
@@ -64,13 +70,17 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API: over TLS (TLS 1.2+, ECDHE with AEAD ciphers) when
+    BASTION_TLS_CERTFILE and BASTION_TLS_KEYFILE are set. In production
+    (BASTION_ENV=production) plain HTTP is refused unless a TLS-terminating proxy in
+    front is declared (BASTION_TLS_TERMINATED_BY_PROXY=true)."""
     import uvicorn
     from sqlalchemy import create_engine
 
     from bastion.migrations.runner import current_revision, head_revision
 
     cfg = settings()
+    _check_transport(cfg)
     try:
         load_pepper(cfg)
     except ConfigError as exc:
@@ -86,7 +96,9 @@ def serve(
     if at != head_revision():
         fail(f"database schema is at {at}, not head: run `bastion migrate`")
     bind_host, bind_port = host or cfg.host, port or cfg.port
-    err.print(f"Bastion listening on http://{bind_host}:{bind_port} (docs at /docs)")
+    scheme = "https" if cfg.tls_enabled else "http"
+    err.print(f"Bastion listening on {scheme}://{bind_host}:{bind_port} (docs at /docs)")
+    trusted = cfg.tls_terminated_by_proxy and bool(cfg.forwarded_allow_ips)
     uvicorn.run(
         "bastion.api.app:create_app",
         factory=True,
@@ -95,11 +107,38 @@ def serve(
         workers=workers or cfg.workers,
         log_level="warning",
         access_log=False,
-        proxy_headers=False,
+        # X-Forwarded-Proto/For only from the declared proxy's addresses.
+        proxy_headers=trusted,
+        forwarded_allow_ips=",".join(cfg.forwarded_allow_ips) if trusted else "",
         server_header=False,
-        ssl_certfile=str(cfg.tls_certfile) if cfg.tls_certfile else None,
-        ssl_keyfile=str(cfg.tls_keyfile) if cfg.tls_keyfile else None,
+        ssl_certfile=str(cfg.tls_certfile) if cfg.tls_enabled else None,
+        ssl_keyfile=str(cfg.tls_keyfile) if cfg.tls_enabled else None,
+        ssl_context_factory=_ssl_context if cfg.tls_enabled else None,
     )
+
+
+def _check_transport(cfg: Settings) -> None:
+    """Refuse a half TLS configuration, and plain HTTP in production without a
+    TLS-terminating proxy declared in front."""
+    if (cfg.tls_certfile is None) != (cfg.tls_keyfile is None):
+        fail("set both BASTION_TLS_CERTFILE and BASTION_TLS_KEYFILE, or neither", EXIT_USAGE)
+    if cfg.env == "production" and not cfg.served_over_https:
+        fail(
+            "refusing to serve plain HTTP in production: set BASTION_TLS_CERTFILE and "
+            "BASTION_TLS_KEYFILE, or put a TLS-terminating proxy in front and declare it "
+            "with BASTION_TLS_TERMINATED_BY_PROXY=true",
+            EXIT_USAGE,
+        )
+
+
+def _ssl_context(config: Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's `ssl_context_factory`: our TLS settings (`core.tls`), not uvicorn's or
+    the Python build's defaults. Module-level, so worker processes can import it."""
+    from bastion.core.tls import server_context
+
+    if config.ssl_certfile is None:  # `serve` sets both whenever it sets this factory
+        raise RuntimeError("TLS without a certificate file")
+    return server_context(config.ssl_certfile, config.ssl_keyfile)
 
 
 if __name__ == "__main__":

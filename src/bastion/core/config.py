@@ -6,9 +6,10 @@ placeholder or short secret stops the process with a clear message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    # "production" refuses to serve plain HTTP unless a TLS-terminating proxy in front is
+    # declared (`tls_terminated_by_proxy`). Only from `forwarded_allow_ips` (addresses or
+    # CIDRs of that proxy) are X-Forwarded-Proto/For believed; nobody's when empty.
+    env: Literal["development", "production"] = "development"
+    tls_terminated_by_proxy: bool = False
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
 
     # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
     pepper: SecretStr | None = None
@@ -126,6 +133,16 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarders_are_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError("must list addresses or CIDR networks (not '*')") from None
+        return value
+
     @field_validator("outbound_proxy")
     @classmethod
     def _proxy_is_http(cls, value: SecretStr | None) -> SecretStr | None:
@@ -145,6 +162,12 @@ class Settings(BaseSettings):
     @property
     def tls_enabled(self) -> bool:
         return self.tls_certfile is not None and self.tls_keyfile is not None
+
+    @property
+    def served_over_https(self) -> bool:
+        """Clients reach the API over HTTPS: served with TLS, or behind a declared
+        TLS-terminating proxy (then HSTS is sent)."""
+        return self.tls_enabled or self.tls_terminated_by_proxy
 
     @property
     def resolved_database_url(self) -> str:
