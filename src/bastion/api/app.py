@@ -298,11 +298,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(agents.hub_router, responses=ERROR_RESPONSES)
     app.include_router(agents.org_runs_router, responses=ERROR_RESPONSES)
+    app.include_router(workflows.router, responses=ERROR_RESPONSES)
     app.include_router(approvals.policies_router, responses=ERROR_RESPONSES)
     app.include_router(approvals.router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
-    app.include_router(workflows.router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
     app.add_middleware(BastionMiddleware, state=state)
     return app
