@@ -74,6 +74,7 @@ def build_state(settings: Settings) -> AppState:
         settings.resolved_database_url,
         write_wait=settings.database_write_wait,
         write_hold_limit=settings.database_write_hold_limit,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     authcache.install()
     return AppState(

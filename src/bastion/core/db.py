@@ -108,7 +108,7 @@ def database_busy(exc: BaseException) -> bool:
     return "locked" in message or "busy" in message or "interrupted" in message
 
 
-def _configure_sqlite(engine: Engine, writers: _WriterLock | None) -> None:
+def _configure_sqlite(engine: Engine, writers: _WriterLock | None, synchronous: str) -> None:
     busy_ms = int((writers.wait if writers else 10.0) * 1000)
 
     @event.listens_for(engine, "connect")
@@ -118,7 +118,7 @@ def _configure_sqlite(engine: Engine, writers: _WriterLock | None) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -420,13 +420,17 @@ def make_engine(
     echo: bool = False,
     write_wait: float | None = None,
     write_hold_limit: float | None = None,
+    sqlite_synchronous: str = "FULL",
 ) -> Engine:
     """An engine for `url`. With `write_wait`, a writer waits at most that long for the
     database (SQLite: the writer slot and busy timeout, 10 s without; PostgreSQL: row
     locks, unbounded without), as does anyone for a pooled connection; with
     `write_hold_limit`, a writer holding its transaction longer is broken (SQLite: by
     the watchdog; PostgreSQL: idle_in_transaction_session_timeout). The server sets
-    both; command-line tools and migrations keep the defaults."""
+    both; command-line tools and migrations keep the defaults. SQLite commits are
+    `sqlite_synchronous` (FULL, durable across power loss, unless the operator lowers it)."""
+    if sqlite_synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("sqlite_synchronous is FULL or NORMAL")
     if url.startswith("sqlite"):
         wait = write_wait or 10.0
         engine = create_engine(
@@ -439,7 +443,8 @@ def make_engine(
         )
         database = engine.url.database
         if not database or database == ":memory:" or database.startswith("file::memory"):
-            _configure_sqlite(engine, None)  # one connection's database: no one to wait for
+            # One connection's database: no one to wait for.
+            _configure_sqlite(engine, None, sqlite_synchronous)
             return engine
         writers = _WriterLock(
             f"{database}-writer.lock",
@@ -448,7 +453,7 @@ def make_engine(
             wait=wait,
             hold_limit=write_hold_limit,
         )
-        _configure_sqlite(engine, writers)
+        _configure_sqlite(engine, writers, sqlite_synchronous)
         _WRITERS[engine] = writers
         return engine
     if "memory" in url:
