@@ -25,14 +25,15 @@ import httpx
 
 from bench import load, report
 from bench import pg as pg_db
-from bench.foundation import PASSWORD, bare_server, bastion_server
+from bench.foundation import PASSWORD, WORKERS, bare_server, bastion_server
+from bench.scale import SCALE
 
 ROOT = Path(__file__).resolve().parent
 SCRIPT = ROOT / "post_bodies.lua"  # POSTs the bodies of BENCH_BODIES, cycling
 GOAL_RATIO = 0.4
 GOAL_WAKE_P99_MS = 100.0
-WAKE_SAMPLES = 150
-WAKE_WARMUP = 6  # rounds first, not counted: each worker's first decisions load code
+WAKE_SAMPLES = SCALE.pick(150, 3)
+WAKE_WARMUP = SCALE.pick(6, 1)  # rounds first, not counted: each worker's first decisions load code
 BODY = {"tool": "lookup_order", "arguments": {"order": "A-1001", "fields": ["status"]}}
 TOOLS = [
     {
@@ -168,7 +169,7 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
+def main(seconds: int, runs: int, workers: int = WORKERS) -> dict[str, object]:
     if load.tool() != "wrk":
         print("  skipped: wrk is not installed (apt-get install wrk)")
         return {}

@@ -45,16 +45,18 @@ from bastion.migrations.runner import upgrade
 from bastion.tenancy.service import create_org
 from bench import report
 from bench.pg import create_database, drop_database
+from bench.scale import SCALE
 
 # The figures are over 1,000,000 events: building the chain dominates (about 3 to
 # 4 minutes per backend on the 2-CPU benchmark machine).
-EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
+EVENTS = SCALE.pick(int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000")), 300)
 WRITE_DOC = os.environ.get("BENCH_AUDIT_DOC", "1") != "0"
-BATCH = 10_000  # rows per bulk insert (and per transaction) while building the chain
+# rows per bulk insert (and per transaction) while building the chain
+BATCH = SCALE.pick(10_000, 100)
 COMMIT_EVERY = 100  # events per transaction in the append scenarios
-LONG_RUNS = 3  # runs of each verify and export over the long chain (median reported)
-QUERIES = 50  # timed queries per search kind
-WARMUP = 3  # untimed queries per search kind
+LONG_RUNS = SCALE.pick(3, 1)  # runs of each verify and export over the long chain (median)
+QUERIES = SCALE.pick(50, 3)  # timed queries per search kind
+WARMUP = SCALE.pick(3, 1)  # untimed queries per search kind
 PAGE = 50  # search() fetches limit + 1 rows
 ACTORS = 1_000
 STEP = timedelta(milliseconds=30)

@@ -46,20 +46,21 @@ from bastion.identity.authcache import AuthzRevision, bump
 from bastion.identity.models import User
 from bastion.tenancy.models import Team, TeamMember
 from bench import authz_peers, load, report
-from bench.foundation import bare_server
+from bench.foundation import WORKERS, bare_server
+from bench.scale import SCALE
 
-USERS = int(os.environ.get("BENCH_AUTHZ_USERS", "10000"))
-TEAMS = 500
-SOURCES = 200
-DOCUMENTS = int(os.environ.get("BENCH_AUTHZ_DOCUMENTS", "100000"))
+USERS = SCALE.pick(int(os.environ.get("BENCH_AUTHZ_USERS", "10000")), 200)
+TEAMS = SCALE.pick(500, 20)
+SOURCES = SCALE.pick(200, 10)
+DOCUMENTS = SCALE.pick(int(os.environ.get("BENCH_AUTHZ_DOCUMENTS", "100000")), 1_000)
 OWN_ACL = 0.05  # share of documents with entries of their own
 MANAGERS = 0.01  # share of users with the manager role (sources:manage: read everything)
-CHECKS = 20_000  # (user, document) pairs per timed check run
-AGREEMENT_SAMPLE = 2_000
-FILTER_IDS = 1_000
-FILTER_REPEATS = 20
-LIST_PAGE = 1_000  # the API's largest page
-PEER_SECONDS = 3.0  # time budget of one peer check run (pycasbin is slow)
+CHECKS = SCALE.pick(20_000, 500)  # (user, document) pairs per timed check run
+AGREEMENT_SAMPLE = SCALE.pick(2_000, 200)
+FILTER_IDS = SCALE.pick(1_000, 50)
+FILTER_REPEATS = SCALE.pick(20, 3)
+LIST_PAGE = SCALE.pick(1_000, 100)  # the API's largest page (smoke: several pages)
+PEER_SECONDS = SCALE.pick(3.0, 0.2)  # time budget of one peer check run (pycasbin is slow)
 PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
 SCRIPT = Path(__file__).resolve().parent / "post_bodies.lua"
 CLASSIFICATIONS = [("public", 10), ("internal", 70), ("confidential", 15), ("restricted", 5)]
@@ -519,7 +520,7 @@ def _http(
     warm = httpx.post(f"{base}/check", json=first, headers=auth, timeout=120)  # builds the index
     warm.raise_for_status()
     figures: dict[str, Any] = {}
-    with bare_server(2) as bare_url:
+    with bare_server(WORKERS) as bare_url:
         for name in ("check", "filter"):
             for _ in range(4):  # each worker builds its own index: warm both
                 body = bodies[name].read_text().splitlines()[0]
@@ -575,7 +576,7 @@ def main(seconds: int, runs: int) -> dict[str, object]:
         bastion.eng = engine.Engine(DirectReader(make_engine(url)))  # drop the cached index
         peers.clear()
         gc.collect()
-        with Server(env, workers=2) as server:
+        with Server(env, workers=WORKERS) as server:
             figures["http"] = _http(server.url, key, world, tmp, seconds, runs, rng)
     figures["workload"] = _workload(world)
     figures["loadavg"] = list(os.getloadavg())  # other work on the machine skews the figures

@@ -42,11 +42,16 @@ from bastion.core.ids import new_id
 from bastion.identity.authcache import AuthzRevision, bump
 from bench import report
 from bench.authz import PASSWORD, _cli
+from bench.foundation import WORKERS
+from bench.scale import SCALE
 
 HEALTHZ_GOAL_MS = 50.0
 CLIENTS = 4  # concurrent checking clients: a bounded load on 127.0.0.1
 RATE = 200  # checks per second, all clients together (each evaluates the rule)
-DOCUMENTS = 20_000
+DOCUMENTS = SCALE.pick(20_000, 500)
+WORST_RUNS = SCALE.pick(5, 1)  # at least this many evaluations of each costly condition
+CHEAP_ROUNDS = SCALE.pick(7, 1)  # interleaved runs per cheap condition and peer
+CHEAP_EVALS = SCALE.pick(10_000, 100)  # evaluations per run
 PROBE_EVERY_S = 0.02
 
 
@@ -137,7 +142,7 @@ def _worst(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _per_eval_ns(program: Any, fresh: bool, n: int = 10_000) -> float:
+def _per_eval_ns(program: Any, fresh: bool, n: int = CHEAP_EVALS) -> float:
     """ns per evaluation: on one context, or on a context converted for each, as the
     engine evaluates a combination it has not seen (a memoized one runs no CEL)."""
     env = cel.Context(dict(CONTEXT))
@@ -151,7 +156,7 @@ def _per_eval_ns(program: Any, fresh: bool, n: int = 10_000) -> float:
     return (time.perf_counter() - began) / n * 1e9
 
 
-def _cheap(rounds: int = 7) -> list[dict[str, Any]]:
+def _cheap(rounds: int = CHEAP_ROUNDS) -> list[dict[str, Any]]:
     rows = []
     for name, source in CHEAP.items():
         bare, budgeted = cel.compile(source), conditions.validate(source)
@@ -282,7 +287,7 @@ def _http(seconds: int, costly: str) -> dict[str, Any]:
         key = _cli(env, "apikey", "create", "--org", org, "--name", "bench", "--role", "admin",
                    "--json")["key"]  # fmt: skip
         auth = {"Authorization": f"Bearer {key}"}
-        with Server(env, workers=2) as server:
+        with Server(env, workers=WORKERS) as server:
             base = f"{server.url}/v1/orgs/{org}"
             users = httpx.get(f"{base}/users", headers=auth, timeout=30).json()["data"]
             reader = users[0]["id"]
@@ -313,7 +318,7 @@ def _http(seconds: int, costly: str) -> dict[str, Any]:
 
 
 def main(seconds: int, runs: int) -> dict[str, object]:
-    worst = _worst(max(runs, 5))
+    worst = _worst(max(runs, WORST_RUNS))
     for row in worst:
         print(f"  {row['shape']}: {row['median_ms']:.2f} ms (max {row['max_ms']:.2f})", flush=True)
     cheap = _cheap()
@@ -333,7 +338,7 @@ def main(seconds: int, runs: int) -> dict[str, object]:
                "limits": {"MAX_DEPTH": conditions.MAX_DEPTH, "MAX_RANGE": conditions.MAX_RANGE,
                           "MAX_COST": conditions.MAX_COST, "MAX_STEPS": conditions.MAX_STEPS,
                           "ASSUMED_LENGTH": conditions.ASSUMED_LENGTH}}  # fmt: skip
-    _report(figures, max(runs, 5))
+    _report(figures, max(runs, WORST_RUNS))
     return figures
 
 
@@ -373,11 +378,12 @@ def _report(f: dict[str, Any], runs: int) -> None:
                 ["shape", "n", "estimate", "depth", "chars", "median ms", "max ms", "outcome"],
                 worst_rows,
             ),
-            "What the budget adds to a cheap condition (ns per evaluation, the median of 7"
-            " interleaved runs of 10,000, on one context and on a context converted for each"
-            " evaluation, as the engine evaluates a combination it has not seen; a memoized"
-            " one runs no CEL): a condition without comprehensions is compiled as before; a"
-            " comprehension over a path or a literal calls the meter once, as it starts.",
+            "What the budget adds to a cheap condition (ns per evaluation, the median of"
+            f" {CHEAP_ROUNDS} interleaved runs of {CHEAP_EVALS:,}, on one context and on a"
+            " context converted for each evaluation, as the engine evaluates a combination it"
+            " has not seen; a memoized one runs no CEL): a condition without comprehensions is"
+            " compiled as before; a comprehension over a path or a literal calls the meter"
+            " once, as it starts.",
             report.table(["condition", "context", "bare", "budgeted", "change"], cheap_rows),
             f"`/healthz` latency (ms) of `bastion serve --workers 2` on SQLite: idle, then"
             f" while {h['clients']} clients check documents ({RATE} checks a second in all)"

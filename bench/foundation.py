@@ -5,6 +5,7 @@ Goal: Bastion ≥ 0.5x the bare endpoint's requests per second."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,10 +22,12 @@ from tests.e2e.server import BIN, Server, free_port, server_env
 
 from bench import load, report
 from bench import pg as pg_db
+from bench.scale import SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
 GOAL = 0.5
+WORKERS = SCALE.pick(2, 1)  # of each server (a smoke run starts one process, not two)
 NOTES = """
 What a request costs. A cache hit (see `bastion.identity.authcache`) is an HMAC of the
 secret plus one primary-key read of the organisation's auth revision, so revocation and
@@ -84,8 +87,32 @@ def bare_server(workers: int) -> Iterator[str]:
         process.wait(timeout=15)
 
 
+_SHARED: dict[tuple[str | None, str | None, int], tuple[str, dict[str, str]]] = {}
+_SHARED_STOP = ExitStack()
+
+
 @contextmanager
 def bastion_server(
+    database_url: str | None, redis_url: str | None, workers: int
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A fresh `bastion serve` with an organisation: its URL, an admin API key and an
+    admin session token. In a smoke run, every suite asking for the same backend gets
+    the same server, started once and stopped at exit: starting one (`bastion init`, two
+    CLI commands, the workers' imports) would be most of each suite's time."""
+    if not SCALE.smoke:
+        with _bastion_server(database_url, redis_url, workers) as started:
+            yield started
+        return
+    key = (database_url, redis_url, workers)
+    if key not in _SHARED:
+        if not _SHARED:
+            atexit.register(_SHARED_STOP.close)
+        _SHARED[key] = _SHARED_STOP.enter_context(_bastion_server(database_url, redis_url, workers))
+    yield _SHARED[key]
+
+
+@contextmanager
+def _bastion_server(
     database_url: str | None, redis_url: str | None, workers: int
 ) -> Iterator[tuple[str, dict[str, str]]]:
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
@@ -127,7 +154,7 @@ def bastion_server(
             yield server.url, tokens
 
 
-def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
+def main(seconds: int, runs: int, workers: int = WORKERS) -> dict[str, object]:
     tool = load.tool()
     backends: list[tuple[str, str | None, str | None]] = [("SQLite", None, None)]
     pg = pg_db.create_database()

@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 import uuid
 
+from bench.scale import SCALE
+
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def create_database() -> str | None:
-    """A new empty database's URL, or None when PostgreSQL is not reachable."""
+    """A new empty database's URL, or None when PostgreSQL is not reachable or in a smoke
+    run (which measures SQLite only: each PostgreSQL server would add its start-up)."""
+    if SCALE.smoke:
+        return None
     base = os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG)
     try:
         import psycopg

@@ -1,24 +1,21 @@
 """`make bench`: run every benchmark and rewrite its section of docs/benchmarks.md.
 
-Options: `--only NAME` (repeatable), `--seconds N` per load run, `--runs N` per peer."""
+Options: `--only NAME` (repeatable), `--seconds N` per load run, `--runs N` per peer, and
+`--smoke`: every suite once on tiny data, nothing written (see `bench.scale`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import time
 from pathlib import Path
 
-from bench import agents, audit, authz, conditions, foundation, secrets, webhooks
+from bench.scale import SCALE
 
-SUITES = {
-    "foundation": foundation.main,
-    "audit": audit.main,
-    "authz": authz.main,
-    "conditions": conditions.main,
-    "secrets": secrets.main,
-    "webhooks": webhooks.main,
-    "agents": agents.main,
-}
+# Each suite's module has `main(seconds, runs) -> figures`. They are imported only once
+# the run's scale is settled: they size their workloads at import.
+SUITES = ["foundation", "audit", "authz", "conditions", "secrets", "webhooks", "agents"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -27,12 +24,24 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=sorted(SUITES))
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data, 1 s runs, no figures written"
+    )
     args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
-    for name in args.only or list(SUITES):
-        print(f"== {name}")
-        figures = SUITES[name](seconds=args.seconds, runs=args.runs)
-        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2))
+    if args.smoke:
+        SCALE.set_smoke()
+    seconds, runs = SCALE.pick(args.seconds, 1), SCALE.pick(args.runs, 1)
+    for name in args.only or SUITES:
+        print(f"== {name}", flush=True)
+        began = time.perf_counter()
+        suite = importlib.import_module(f"bench.{name}")
+        figures = suite.main(seconds=seconds, runs=runs)
+        print(f"== {name}: {time.perf_counter() - began:.1f} s", flush=True)
+        if not SCALE.smoke:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2))
+    if SCALE.smoke:
+        print("== smoke run passed (nothing written)", flush=True)
 
 
 if __name__ == "__main__":

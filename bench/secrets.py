@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench import foundation, load, report
 from bench import pg as pg_db
+from bench.scale import SCALE
 
 GOAL = 0.5
 VALUE = b"ghp_" + b"x" * 60  # a 64-byte token
@@ -233,9 +234,9 @@ def _reveal_rows(seconds: int, runs: int, workers: int) -> list[tuple[str, load.
 # --- report --------------------------------------------------------------------------
 
 
-def main(seconds: int, runs: int, workers: int = 2) -> dict[str, object]:
+def main(seconds: int, runs: int, workers: int = foundation.WORKERS) -> dict[str, object]:
     figures: dict[str, object] = {}
-    inproc_seconds = max(1.0, seconds / 5)
+    inproc_seconds = SCALE.pick(max(1.0, seconds / 5), 0.1)
     pairs = {**_vault_pairs(inproc_seconds, runs), **_verify_pairs(inproc_seconds, runs)}
     rows = []
     for name, (ours, raw) in pairs.items():

@@ -107,7 +107,7 @@ def _measure(
     label: str, database_url: str | None, redis_url: str | None, seconds: int, runs: int
 ) -> list[tuple[str, load.LoadResult]]:
     out = []
-    with foundation.bastion_server(database_url, redis_url, 2) as (url, tokens):
+    with foundation.bastion_server(database_url, redis_url, foundation.WORKERS) as (url, tokens):
         for provider, generate in PROVIDERS.items():
             secret = _secret(provider)
             target = url + _endpoint(url, tokens["api key"], provider, secret)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make PostgreSQL and Redis reachable for the test suite.
-# Starts them when installed but stopped; under CI=true installs them when missing and
+# Starts them when installed but stopped; under CI=true installs them (and wrk, the load
+# generator of the benchmarks' smoke run, tests/test_benchmarks.py) when missing and
 # fails if they still cannot be reached. Outside CI it only reports: the tests that need
 # an absent service skip with a message saying how to enable it.
 set -uo pipefail
@@ -25,6 +26,7 @@ install_missing() {
   local pkgs=()
   command -v pg_ctlcluster >/dev/null 2>&1 || pkgs+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
+  command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
   if [ ${#pkgs[@]} -gt 0 ] && in_ci; then
     echo "services: installing ${pkgs[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
