@@ -29,8 +29,6 @@ Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
 
 
-
-
 # --- sources ------------------------------------------------------------------------
 
 
