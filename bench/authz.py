@@ -549,17 +549,24 @@ def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> dict[str,
     return json.loads(out) if "--json" in args else {}
 
 
+def admin_instance(tmp: Path) -> tuple[dict[str, str], str, str]:
+    """A fresh instance in `tmp` (no rate limit to speak of) with one organisation:
+    the server's environment, the organisation's id and an admin API key."""
+    env = server_env(tmp, None, BASTION_API_REQUESTS_PER_MINUTE="100000000")
+    subprocess.run([str(BIN / "bastion"), "init"], env=env, check=True, capture_output=True)
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    org = _cli(env, "org", "create", "Bench", "--admin-email", email,
+               "--admin-password-stdin", "--json", stdin=PASSWORD + "\n")["org_id"]  # fmt: skip
+    key = _cli(env, "apikey", "create", "--org", org, "--name", "bench", "--role", "admin",
+               "--json")["key"]  # fmt: skip
+    return env, org, key
+
+
 def main(seconds: int, runs: int) -> dict[str, object]:
     rng = random.Random(2024)
     with tempfile.TemporaryDirectory(prefix="bastion-bench-authz-") as tmp_name:
         tmp = Path(tmp_name)
-        env = server_env(tmp, None, BASTION_API_REQUESTS_PER_MINUTE="100000000")
-        subprocess.run([str(BIN / "bastion"), "init"], env=env, check=True, capture_output=True)
-        email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-        org = _cli(env, "org", "create", "Bench", "--admin-email", email,
-                   "--admin-password-stdin", "--json", stdin=PASSWORD + "\n")["org_id"]  # fmt: skip
-        key = _cli(env, "apikey", "create", "--org", org, "--name", "bench", "--role", "admin",
-                   "--json")["key"]  # fmt: skip
+        env, org, key = admin_instance(tmp)
         url = f"sqlite:///{(tmp / 'bastion.db').resolve()}"
         world = make_world(org)
         began = time.perf_counter()

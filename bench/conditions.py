@@ -20,11 +20,9 @@ import concurrent.futures
 import contextlib
 import multiprocessing as mp
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import cel
 import httpx
 from sqlalchemy import insert
-from tests.e2e.server import BIN, Server, server_env
+from tests.e2e.server import Server
 
 from bastion.authz import conditions
 from bastion.authz.models import AclEntry, Document, Source
@@ -41,7 +39,7 @@ from bastion.core.db import begin_write, make_engine, make_sessionmaker
 from bastion.core.ids import new_id
 from bastion.identity.authcache import AuthzRevision, bump
 from bench import report
-from bench.authz import PASSWORD, _cli
+from bench.authz import admin_instance
 from bench.foundation import WORKERS
 from bench.scale import SCALE
 
@@ -279,13 +277,7 @@ def _http(seconds: int, costly: str) -> dict[str, Any]:
     phases: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bastion-bench-conditions-") as tmp_name:
         tmp = Path(tmp_name)
-        env = server_env(tmp, None, BASTION_API_REQUESTS_PER_MINUTE="100000000")
-        subprocess.run([str(BIN / "bastion"), "init"], env=env, check=True, capture_output=True)
-        email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-        org = _cli(env, "org", "create", "Bench", "--admin-email", email,
-                   "--admin-password-stdin", "--json", stdin=PASSWORD + "\n")["org_id"]  # fmt: skip
-        key = _cli(env, "apikey", "create", "--org", org, "--name", "bench", "--role", "admin",
-                   "--json")["key"]  # fmt: skip
+        env, org, key = admin_instance(tmp)
         auth = {"Authorization": f"Bearer {key}"}
         with Server(env, workers=WORKERS) as server:
             base = f"{server.url}/v1/orgs/{org}"
