@@ -5,6 +5,7 @@ limit is broken by the watchdog (logged, counted, rolled back, its commit refuse
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,9 @@ from structlog.testing import capture_logs
 from bastion.api.app import create_app
 from bastion.audit import service as audit
 from bastion.core.db import (
+    SQLITE_WAITING,
     WriterBusy,
+    client_gone,
     database_busy,
     make_engine,
     make_sessionmaker,
@@ -166,3 +169,41 @@ def test_readiness_reports_the_writer_slots(client: TestClient) -> None:
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["writer"] == "ok"
     assert set(ready.json()["writer"]) >= {"waits_timed_out", "stuck_writers"}
+
+
+def test_only_request_writers_are_refused_past_the_waiting_cap(path: Path) -> None:
+    """Past `max_waiting` queued writers a request's writer is refused at once (it would
+    hold a server thread), while a background writer (a delivery round's thread, no
+    client) waits its turn: a round of many senders lost claimed deliveries to the cap."""
+    engine = _engine(path, wait=3.0, hold_limit=10.0)
+    writers = make_sessionmaker(engine, write=True)
+    outcomes: list[str] = []
+
+    def background(i: int) -> None:
+        with writers() as db:
+            db.execute(rows.insert().values(id=i))
+            db.commit()
+        outcomes.append("written")
+
+    try:
+        with writers() as first:
+            first.execute(rows.insert().values(id=0))
+            queued = [
+                threading.Thread(target=background, args=(i,)) for i in range(1, SQLITE_WAITING + 4)
+            ]
+            for thread in queued:
+                thread.start()
+            time.sleep(0.5)  # all of them wait for the slot now
+            token = client_gone.set(lambda: False)  # as the middleware marks a request
+            try:
+                with writers() as request, pytest.raises(WriterBusy):
+                    request.execute(rows.insert().values(id=999))
+            finally:
+                client_gone.reset(token)
+            first.commit()
+        for thread in queued:
+            thread.join(10)
+        assert outcomes == ["written"] * (SQLITE_WAITING + 3)
+        assert _stored(engine) == list(range(SQLITE_WAITING + 4))
+    finally:
+        engine.dispose()

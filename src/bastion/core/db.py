@@ -209,12 +209,13 @@ class _WriterLock:
     only one thread per process polls the file, every 2 ms at most. PostgreSQL has
     `slots` per process (row locks order the writers themselves).
 
-    Bounded everywhere: at most `max_waiting` threads of a process wait for a slot, more
-    are refused at once; a writer that gets none within `wait` seconds is refused too
-    (`WriterBusy`, answered 503). Waiting threads are the server's worker threads, and a
-    writer holding a slot needs one to finish (FastAPI validates a sync route's response
-    on another thread): with all of them waiting here, it would wait with them, and hold
-    the database meanwhile (issue 12). With a `hold_limit` (SQLite; PostgreSQL has
+    Bounded everywhere: at most `max_waiting` request threads of a process wait for a
+    slot, more are refused at once (background writers wait their turn); a writer that
+    gets none within `wait` seconds is refused too (`WriterBusy`, answered 503). Waiting
+    request threads are the server's worker threads, and a writer holding a slot needs
+    one to finish (FastAPI validates a sync route's response on another thread): with all
+    of them waiting here, it would wait with them, and hold the database meanwhile
+    (issue 12). With a `hold_limit` (SQLite; PostgreSQL has
     idle_in_transaction_session_timeout) a watchdog thread breaks any holder past it:
     logs an error, counts it, interrupts and closes its connection (SQLite rolls the
     transaction back and the slot is free); that holder's commit then fails instead of
@@ -248,11 +249,15 @@ class _WriterLock:
 
     def acquire(self, connection: Any) -> None:
         raw = self._raw(connection)
+        gone = client_gone.get()  # set for a request's writer (see the middleware)
         with self._mutex:
             if raw in self._broken:
                 raise WriterBusy("database is locked: the transaction was held too long")
             stale = self._held.pop(raw, None)
-            if stale is None and self._waiting >= self.max_waiting:
+            # The cap keeps requests from filling the server's threads with waiters; a
+            # background writer (deliveries, sinks, alerts) has threads of its own and
+            # waits its turn, still no longer than `wait`.
+            if stale is None and gone is not None and self._waiting >= self.max_waiting:
                 self.stats.waits_refused += 1
                 raise WriterBusy(f"database is locked: {self._waiting} writers already waiting")
             self._waiting += 1
@@ -261,7 +266,7 @@ class _WriterLock:
             self._free(stale)
         deadline = time.monotonic() + self.wait
         try:
-            slot = self._wait_for_slot(deadline, client_gone.get())
+            slot = self._wait_for_slot(deadline, gone)
         finally:
             with self._mutex:
                 self._waiting -= 1
