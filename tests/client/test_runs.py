@@ -22,6 +22,7 @@ from bastion.client import (
     AuthenticationError,
     Client,
     MockBastion,
+    PermissionDeniedError,
     Run,
 )
 from tests.factories import Factory, Member, Org
@@ -147,6 +148,16 @@ def test_start_returns_a_run_with_its_own_token(w: World) -> None:
     assert by_id.org_id == w.org.id
     assert w.admin.runs.get(by_id.id)["id"] == by_id.id
     assert {r["id"] for r in w.admin.runs.list(w.org.id, w.agent["id"])} >= {run.id, by_id.id}
+
+
+def test_a_run_binds_to_a_workflow_that_admits_its_agent(w: World) -> None:
+    workflow = w.admin.workflows.create(w.org.id, name="refunds", agent_ids=[w.agent["id"]])
+    run = w.admin.runs.start(w.agent, on_behalf_of=w.member.user_id, workflow_id=workflow["id"])
+    assert run.status()["workflow_id"] == workflow["id"]
+    w.admin.workflows.update(w.org.id, workflow["id"], agent_ids=[])
+    assert w.admin.workflows.get(w.org.id, workflow["id"])["agent_ids"] == []
+    with pytest.raises(PermissionDeniedError):
+        w.admin.runs.start(w.agent, on_behalf_of=w.member.user_id, workflow_id=workflow["id"])
 
 
 def test_guard_allows_and_runs(w: World) -> None:

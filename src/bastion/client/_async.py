@@ -65,6 +65,7 @@ class AsyncClient:
         self.service_accounts = _Collection(self, "service-accounts")
         self.audit_events = _Audit(self, "audit-events")
         self.agents = _Agents(self, "agents")
+        self.workflows = _Collection(self, "workflows")
         self.approval_policies = _Policies(self, "approval-policies")
         self.approvals = _Approvals(self)
         self.runs = _Runs(self)
