@@ -25,7 +25,6 @@ from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.chainwalk import default_workers
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.export import ExportFormat, stream
 from bastion.audit.models import AuditEvent, AuditHead
 from bastion.audit.service import (
@@ -39,6 +38,7 @@ from bastion.audit.service import (
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import begin_write, make_engine, make_sessionmaker
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.redact import redact
 from bastion.migrations.runner import upgrade

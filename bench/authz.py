@@ -37,11 +37,11 @@ from tests.e2e.server import BIN, Server, server_env
 
 from bastion.authz import access, engine
 from bastion.authz.models import AclEntry, AuthzRule, Document, Source
-from bastion.authz.permissions import CredentialKind
-from bastion.authz.principal import Principal
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.core.clock import utcnow
 from bastion.core.db import DirectReader, begin_write, make_engine, make_sessionmaker
+from bastion.core.permissions import CredentialKind
+from bastion.core.principal import Principal
 from bastion.identity.authcache import AuthzRevision, bump
 from bastion.identity.models import User
 from bastion.tenancy.models import Team, TeamMember

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
+from bastion.core.permissions import Permission
 from tests.factories import Factory, Member, bearer
 
 ROLES = ("admin", "manager", "member", "viewer")

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from bastion.api.app import notifier
 from bastion.audit import alerts
-from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
+from bastion.core.permissions import Permission
 from tests.factories import PASSWORD, Factory, Org, bearer, unique_email
 
 P = Permission

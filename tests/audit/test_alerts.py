@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from bastion.api.app import create_app, notifier
 from bastion.audit import alerts, sinks
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.core.clock import clock
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.events import EventType
 from bastion.webhooks import verify
 from tests.conftest import make_settings
 from tests.factories import Factory, Org

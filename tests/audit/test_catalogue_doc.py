@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bastion.audit.events import EventType
+from bastion.core.events import EventType
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-events.md"
 

@@ -190,9 +190,9 @@ def test_an_append_after_an_unlocked_read_of_the_head_continues_the_chain(
     does) must append after that writer's event, not after the one it first saw."""
     if backend != "postgresql":
         pytest.skip("SQLite serialises writers from their first statement: no stale read")
-    from bastion.audit.events import EventType
     from bastion.audit.models import AuditHead
     from bastion.core.context import Actor
+    from bastion.core.events import EventType
 
     org = factory.org()
     state = app.state.bastion

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent
 from bastion.core.context import Actor
+from bastion.core.events import EventType
 from tests.factories import Factory, Org
 
 

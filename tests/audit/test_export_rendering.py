@@ -12,10 +12,10 @@ from sqlalchemy import select, text
 
 from bastion.audit import export, render
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import AuditEvent
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.events import EventType, Outcome
 from tests.factories import Factory
 
 AWKWARD = [

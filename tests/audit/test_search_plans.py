@@ -14,10 +14,10 @@ from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.events import EventType
 from tests.factories import Factory
 
 EVENTS = 3000

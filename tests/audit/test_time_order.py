@@ -16,11 +16,11 @@ from sqlalchemy import create_engine, insert, select, text
 
 from bastion.audit import checkpoints, retention
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent, AuditHead
 from bastion.core.clock import clock
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.events import EventType
 from bastion.migrations.runner import alembic_config
 from tests.conftest import _admin_sql, _postgres_database
 from tests.factories import Factory

@@ -18,11 +18,11 @@ from sqlalchemy import select, text
 
 from bastion.audit import chainwalk, checkpoints
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import AuditEvent
 from bastion.core.clock import rfc3339
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.events import EventType, Outcome
 from tests.factories import Factory
 
 EVENTS = 130  # seq 1 is org.created; the rest are recorded below

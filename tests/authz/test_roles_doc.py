@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bastion.authz.permissions import ALL_PERMISSIONS, Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
+from bastion.core.permissions import ALL_PERMISSIONS, Permission
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "roles.md"
 ORDER = [BuiltinRole.VIEWER, BuiltinRole.MEMBER, BuiltinRole.MANAGER, BuiltinRole.ADMIN]

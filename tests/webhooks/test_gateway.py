@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import column, select
 from sqlalchemy.orm import Session
 
-from bastion.authz.permissions import CredentialKind, Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import clock, utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import hmac_sha256_hex
+from bastion.core.permissions import CredentialKind, Permission
+from bastion.core.principal import Principal
 from bastion.registry import metadata
 from bastion.webhooks import service as webhooks
 from bastion.webhooks import sign_standard

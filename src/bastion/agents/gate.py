@@ -39,17 +39,17 @@ from bastion.agents.schemas import RunIn
 from bastion.approvals import service as approvals
 from bastion.approvals.models import Approval, ApprovalPolicy
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.authz import access
 from bastion.authz import service as authz
-from bastion.authz.permissions import CredentialKind, Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType, Outcome
 from bastion.core.groupcommit import GroupCommit
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import CredentialKind, Permission
+from bastion.core.principal import Principal
 from bastion.identity import rights
 from bastion.identity import service as identity
 from bastion.identity.tokens import TokenHasher, TokenKind

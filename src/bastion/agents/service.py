@@ -21,16 +21,16 @@ from sqlalchemy.orm import Session
 from bastion.agents.models import Agent
 from bastion.agents.schemas import AgentIn, AgentPatch, ToolIn
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.authz import access
 from bastion.authz.engine import AgentFacts, Decision, agent_decision
-from bastion.authz.permissions import CredentialKind, Permission
-from bastion.authz.principal import Principal
 from bastion.core.crypto import sha256_hex
 from bastion.core.db import get_in_org
 from bastion.core.errors import Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.core.permissions import CredentialKind, Permission
+from bastion.core.principal import Principal
 from bastion.tenancy import service as tenancy
 
 LIST_SCAN_BATCH = 500  # agents read per query while listing the visible ones

@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 from bastion.agents.models import Agent, Workflow
 from bastion.agents.schemas import WorkflowIn, WorkflowPatch
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 
 
 def _agents(db: Session, org_id: str, agent_ids: list[str]) -> list[str]:

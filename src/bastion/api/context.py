@@ -12,7 +12,7 @@ from bastion.core.context import Actor
 from bastion.core.ratelimit import Quota
 
 if TYPE_CHECKING:
-    from bastion.authz.principal import Principal
+    from bastion.core.principal import Principal
 
 SCOPE_KEY = "bastion.ctx"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.state import AppState
-from bastion.authz.permissions import CredentialKind
-from bastion.authz.principal import Principal
 from bastion.core.errors import Forbidden, TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from bastion.core.permissions import CredentialKind
+from bastion.core.principal import Principal
 from bastion.core.ratelimit import Quota
 from bastion.core.schemas import QueryInt
 from bastion.identity.authenticate import (

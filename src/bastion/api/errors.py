@@ -18,9 +18,9 @@ from starlette.routing import Match
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
-from bastion.audit.events import EventType, Outcome
 from bastion.core.db import database_busy
 from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound, TooManyRequests
+from bastion.core.events import EventType, Outcome
 from bastion.core.schemas import In
 
 

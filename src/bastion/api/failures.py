@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bastion.api.context import RequestContext
-from bastion.audit.events import EventType, Outcome
 from bastion.core.clock import rfc3339, utcnow
+from bastion.core.events import EventType, Outcome
 from bastion.core.ratelimit import RateLimiter
 
 WINDOW_SECONDS = 60

@@ -32,11 +32,11 @@ from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.state import AppState
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.core import idempotency
 from bastion.core.crypto import random_base32
 from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
+from bastion.core.events import EventType
 from bastion.identity.authenticate import authenticate
 
 Scope = MutableMapping[str, Any]

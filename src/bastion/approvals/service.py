@@ -28,18 +28,18 @@ from bastion.agents.models import Agent, Run, ToolCall
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
 from bastion.authz.conditions import RuleError, compile_condition, problem, validate
 from bastion.authz.engine import rule_answer
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.db import get_in_org
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.identity import apikeys
 from bastion.identity import service as identity
 from bastion.tenancy import service as tenancy

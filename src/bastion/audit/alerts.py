@@ -58,14 +58,12 @@ from sqlalchemy.orm import Session
 
 from bastion.approvals import service as approvals
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import Alert, AlertCursor, AlertRule, AuditEvent, AuditHead, AuditSink
 from bastion.audit.siem_transport import backoff_delay
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import as_utc, rfc3339, utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
+from bastion.core.events import EventType
 from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import (
@@ -77,6 +75,8 @@ from bastion.core.netguard import (
     vetted_addresses,
 )
 from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.webhooks import sign_standard
 
 Sessions = Callable[[], Session]

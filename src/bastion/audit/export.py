@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit import chainwalk, render
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
+from bastion.core.events import EventType
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 
 log = structlog.get_logger("bastion.audit")
 

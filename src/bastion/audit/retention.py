@@ -16,10 +16,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
 from bastion.core.clock import utcnow
 from bastion.core.context import SYSTEM
+from bastion.core.events import EventType, Outcome
 
 
 @dataclass(frozen=True)

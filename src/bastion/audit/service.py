@@ -31,16 +31,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from bastion.audit import chainwalk, checkpoints
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import rfc3339, utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
 from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_cursor, page_of
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.core.redact import redact
 
 GENESIS = "0" * 64

@@ -29,19 +29,19 @@ from sqlalchemy.orm import Session
 
 from bastion import __version__
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import AuditEvent, AuditHead, AuditSink
 from bastion.audit.siem_formats import SiemEvent, cef, event_json, ocsf, splunk_hec, syslog_5424
 from bastion.audit.siem_transport import DeliveryError, HttpTransport, SyslogTransport
 from bastion.audit.siem_transport import backoff_delay as _backoff
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
+from bastion.core.events import EventType
 from bastion.core.ids import new_id
 from bastion.core.keyring import Keyring, seal, unseal
 from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addresses
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 
 BATCH = 500
 LEASE_SECONDS = 60

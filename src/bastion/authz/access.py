@@ -13,15 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.authz import conditions, engine
 from bastion.authz.engine import Decision, Engine, OrgIndex, Subject
 from bastion.authz.models import AclEntry, AuthzRule, Document, Source
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.identity.models import ServiceAccount, User
 from bastion.tenancy.models import Team
 

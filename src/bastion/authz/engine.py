@@ -59,11 +59,11 @@ from sqlalchemy.orm import Session
 from bastion.agents.models import Agent
 from bastion.authz.conditions import compile_condition
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
-from bastion.authz.permissions import Permission
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.authz.service import custom_role_permissions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.db import DirectReader
+from bastion.core.permissions import Permission
 from bastion.identity.models import ApiKey, ServiceAccount, User
 from bastion.tenancy.models import Team, TeamMember
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from bastion.authz.permissions import ALL_PERMISSIONS, Permission
+from bastion.core.permissions import ALL_PERMISSIONS, Permission
 
 P = Permission
 

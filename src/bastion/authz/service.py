@@ -10,15 +10,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.authz.models import Role, RoleGrant
-from bastion.authz.permissions import Permission, parse_permissions
-from bastion.authz.principal import Principal
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole, is_builtin
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission, parse_permissions
+from bastion.core.principal import Principal
 
 # Parsed custom-role permissions, keyed by (role id, updated_at): a change to the role
 # changes the key, so a stale entry is never used.

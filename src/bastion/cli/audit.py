@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 
 from bastion.audit import chainwalk, checkpoints, export
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.export import ExportFormat
 from bastion.audit.models import AuditHead
 from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
 from bastion.core.config import ConfigError, Settings
 from bastion.core.db import make_engine, make_sessionmaker
+from bastion.core.events import EventType
 from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, read_keyring
 from bastion.tenancy.models import Organization
 

@@ -9,15 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.authz import service as authz
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.identity.models import ApiKey, ServiceAccount
 from bastion.identity.tokens import TokenHasher, TokenKind
 

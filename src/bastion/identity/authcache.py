@@ -34,8 +34,8 @@ from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from bastion.agents.models import Agent, Run
 from bastion.approvals.models import ApprovalPolicy
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
-from bastion.authz.principal import Principal
 from bastion.core.db import ORG_SCOPE_OPTION, AsyncDirectReader, Base, DirectReader
+from bastion.core.principal import Principal
 from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
 from bastion.tenancy.models import Organization, Team, TeamMember
 

@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session, aliased
 
 from bastion.agents.models import Agent, Run
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.permissions import CredentialKind, Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
+from bastion.core.events import EventType, Outcome
 from bastion.core.netguard import network_of
+from bastion.core.permissions import CredentialKind, Permission
+from bastion.core.principal import Principal
 from bastion.identity.authcache import (
     INSTANCE,
     REHASH_OPTION,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from bastion.authz import service as authz
-from bastion.authz.permissions import Permission
 from bastion.core.clock import utcnow
 from bastion.core.ids import has_prefix
+from bastion.core.permissions import Permission
 from bastion.identity.models import ApiKey, ServiceAccount, User
 
 NONE: frozenset[Permission] = frozenset()

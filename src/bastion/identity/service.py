@@ -10,16 +10,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.authz import service as authz
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
 from bastion.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.identity import passwords
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse

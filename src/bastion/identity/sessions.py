@@ -10,15 +10,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.config import Settings
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
 from bastion.core.errors import NotFound, TooManyRequests, Unauthenticated
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
 from bastion.identity.models import User, UserSession

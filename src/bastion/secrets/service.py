@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.context import Actor
 from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.secrets import vault as vaults
 from bastion.secrets.errors import SecretUnreadable
 from bastion.secrets.models import OrgKey, Secret, SecretVersion

@@ -7,16 +7,16 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
 from bastion.audit.models import INSTANCE_CHAIN
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
 from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.identity import service as identity
 from bastion.secrets import service as secrets
 from bastion.secrets.vault import Vault

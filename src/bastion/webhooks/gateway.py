@@ -26,11 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Conflict, NotFound
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
 from bastion.secrets.models import SecretVersion
 from bastion.secrets.vault import Vault

@@ -34,11 +34,11 @@ from sqlalchemy.orm import Session
 
 from bastion import __version__
 from bastion.audit import service as audit
-from bastion.audit.events import EventType, Outcome
 from bastion.audit.siem_transport import backoff_delay
 from bastion.core.clock import rfc3339, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import SYSTEM
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.netguard import PLAINTEXT, GuardedTransport, OutboundRefused, deadline
 from bastion.secrets.vault import Vault

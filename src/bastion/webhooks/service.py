@@ -13,15 +13,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.audit.events import EventType
-from bastion.authz.permissions import Permission
-from bastion.authz.principal import Principal
 from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.events import EventType
 from bastion.core.ids import new_id
 from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addresses
 from bastion.core.pagination import Page, newest_first
+from bastion.core.permissions import Permission
+from bastion.core.principal import Principal
 from bastion.secrets.vault import Vault
 from bastion.webhooks import outbound, sealing
 from bastion.webhooks.models import (

@@ -25,9 +25,9 @@ from bastion.approvals.schemas import (
     PolicyIn,
     PolicyOut,
 )
-from bastion.authz.permissions import Permission
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
+from bastion.core.permissions import Permission
 from bastion.core.schemas import ListOf, QueryBool, QueryNumber
 
 policies_router = APIRouter(prefix="/v1/orgs/{org}/approval-policies", tags=["approvals"])

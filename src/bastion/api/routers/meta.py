@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from bastion.api.deps import Caller, State
-from bastion.authz.permissions import DESCRIPTIONS, Permission
 from bastion.authz.schemas import PermissionOut
 from bastion.core.db import writer_stats
 from bastion.core.keyring import load_pepper
+from bastion.core.permissions import DESCRIPTIONS, Permission
 
 router = APIRouter()
 

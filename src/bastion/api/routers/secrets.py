@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Response
 
 from bastion.agents import gate
 from bastion.api.deps import DB, Caller, State
-from bastion.authz.permissions import CredentialKind
+from bastion.core.permissions import CredentialKind
 from bastion.core.schemas import SecretName
 from bastion.secrets import service as secrets
 from bastion.secrets.schemas import (

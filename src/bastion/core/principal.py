@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bastion.authz.permissions import CREDENTIAL_PERMISSIONS, CredentialKind, Permission
 from bastion.core.context import Actor
 from bastion.core.errors import Forbidden, NotFound
+from bastion.core.permissions import CREDENTIAL_PERMISSIONS, CredentialKind, Permission
 
 
 @dataclass(frozen=True)
