@@ -77,6 +77,7 @@ def build_state(settings: Settings) -> AppState:
         sqlite_synchronous=settings.sqlite_synchronous,
     )
     authcache.install()
+    direct = DirectReader(engine)  # one per process: its PostgreSQL connections are bounded
     return AppState(
         settings=settings,
         engine=engine,
@@ -84,14 +85,15 @@ def build_state(settings: Settings) -> AppState:
         write_sessions=make_sessionmaker(engine, write=True),
         hasher=TokenHasher(pepper),
         auth_cache=AuthCache(
-            DirectReader(engine),
+            direct,
             AsyncDirectReader(engine) if engine.dialect.name == "postgresql" else None,
         ),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
-        authz=AuthzEngine(DirectReader(engine)),
+        authz=AuthzEngine(direct),
         vault=Vault(LocalKeyProvider(settings.data_dir / ROOT_KEY_FILE)),
+        direct=direct,
     )
 
 
@@ -267,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await anyio.to_thread.run_sync(state.gate.close)
+            state.direct.close()
             await state.auth_cache.aclose()
             state.engine.dispose()
 

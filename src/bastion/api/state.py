@@ -14,6 +14,7 @@ from bastion.audit.checkpoints import Signer
 from bastion.authz import access
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings
+from bastion.core.db import DirectReader
 from bastion.core.keyring import Keyring
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
@@ -35,6 +36,7 @@ class AppState:
     root_keys: Keyring = field(repr=False)
     authz: AuthzEngine = field(repr=False)
     vault: Vault = field(repr=False)
+    direct: DirectReader = field(repr=False)  # hot-path reads outside the ORM pool
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
     waiters: Waiters = field(init=False, repr=False)

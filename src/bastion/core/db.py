@@ -508,15 +508,25 @@ def begin_write(session: Session) -> None:
 
 
 class DirectReader:
-    """Tiny hot-path reads on autocommit DBAPI connections, one per thread and outside
-    the pool: for a one-row primary-key read, ORM and pool overhead cost ten times the
-    query. Write SQL with `?` placeholders. An error closes the thread's connection and
-    propagates; callers fall back to the ordinary path."""
+    """Tiny hot-path reads on autocommit DBAPI connections outside the ORM pool: for a
+    one-row primary-key read, ORM and pool overhead cost ten times the query. Write SQL
+    with `?` placeholders. An error closes the connection used and propagates; callers
+    fall back to the ordinary path.
 
-    def __init__(self, engine: Engine) -> None:
+    SQLite: one connection per thread (a file handle, nothing to bound). PostgreSQL: at
+    most `size` connections per process, shared by every thread in turn, so a server's
+    connection count does not grow with its threads (a thread-local reader once opened 49
+    for one 2-worker server); a caller waits at most `wait` seconds for one."""
+
+    def __init__(self, engine: Engine, *, size: int = 4, wait: float = 5.0) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._local = threading.local()
+        self._idle: list[Any] = []  # PostgreSQL: open connections not in use
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)  # PostgreSQL: open connections
+        self._wait = wait
+        self.size = size
 
     def __repr__(self) -> str:
         return f"DirectReader({self._engine.dialect.name})"
@@ -538,21 +548,53 @@ class DirectReader:
         return conn
 
     def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
+        if self._sqlite:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._connect()
+                self._local.conn = conn
+            try:
+                return self._run(conn, sql, params)
+            except Exception:
+                self._local.conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+        if not self._slots.acquire(timeout=self._wait):
+            raise PoolTimeout(f"no direct reader connection within {self._wait:g}s")
+        conn = None
         try:
-            cursor = conn.cursor()
-            cursor.execute(sql if self._sqlite else sql.replace("?", "%s"), params)
-            rows = [tuple(row) for row in cursor.fetchall()]
-            cursor.close()
-            return rows
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._connect()
+            rows = self._run(conn, sql.replace("?", "%s"), params)
         except Exception:
-            self._local.conn = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._slots.release()
+            raise
+        with self._idle_lock:
+            self._idle.append(conn)
+        self._slots.release()
+        return rows
+
+    @staticmethod
+    def _run(conn: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cursor = conn.cursor()
+        cursor.execute(sql, params)
+        rows = [tuple(row) for row in cursor.fetchall()]
+        cursor.close()
+        return rows
+
+    def close(self) -> None:
+        """Close the idle PostgreSQL connections (as the app shuts down)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
-            raise
 
 
 class AsyncDirectReader:
