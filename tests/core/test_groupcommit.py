@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session
 
+from bastion.core import groupcommit
+from bastion.core.db import make_engine, make_sessionmaker
 from bastion.core.groupcommit import GroupCommit
 
 metadata = MetaData()
@@ -20,7 +22,7 @@ rows = Table("rows", metadata, Column("id", Integer, primary_key=True), Column("
 
 @pytest.fixture
 def engine(tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
-    engine = create_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
     metadata.create_all(engine)
     yield engine
     engine.dispose()
@@ -34,13 +36,21 @@ def _insert(row_id: int):  # type: ignore[no-untyped-def]
     return work
 
 
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Row(_Base):
+    __table__ = rows
+
+
 def _stored(engine: Engine) -> list[int]:
     with engine.connect() as c:
         return sorted(c.execute(select(rows.c.id)).scalars())
 
 
 def test_concurrent_units_commit_together_and_each_gets_its_result(engine: Engine) -> None:
-    group = GroupCommit(sessionmaker(engine), linger=0.01)
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.01)
 
     async def main() -> list[int]:
         return await asyncio.gather(*(group.run(_insert(i), order=str(i)) for i in range(50)))
@@ -72,11 +82,14 @@ def _write_deferred(db: Session) -> None:
     ("unit", "before_commit"), [(_insert, None), (_defer, _write_deferred)], ids=["now", "deferred"]
 )
 def test_a_faulty_unit_fails_alone(engine: Engine, unit, before_commit) -> None:  # type: ignore[no-untyped-def]
-    """A batch with a duplicate key among its units is run again one unit per transaction:
-    each good unit's row is written exactly once, the faulty unit alone fails, and nothing
-    of the failed batch is left behind — also when the rows are left for `before_commit`
-    (then the batch fails only when they are inserted)."""
-    group = GroupCommit(sessionmaker(engine), before_commit=before_commit, linger=0.05)
+    """A batch with a duplicate key among its units: each good unit's row is written
+    exactly once, the faulty unit alone fails (its savepoint is rolled back), and nothing
+    of it is left behind — also when the rows are left for `before_commit` (then the
+    batch fails only when they are inserted, and its units are run again one per
+    transaction)."""
+    group = GroupCommit(
+        make_sessionmaker(engine, write=True), before_commit=before_commit, linger=0.05
+    )
 
     async def main() -> list[object]:
         units = [group.run(unit(i)) for i in (1, 2, 3)]
@@ -93,7 +106,7 @@ def test_a_faulty_unit_fails_alone(engine: Engine, unit, before_commit) -> None:
 
 def test_a_closed_group_finishes_its_work_and_starts_again_when_asked(engine: Engine) -> None:
     """An app's shutdown closes it; the same app started again (as tests do) uses it."""
-    group = GroupCommit(sessionmaker(engine), linger=0.01)
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.01)
 
     async def main(row_id: int) -> int:
         return await group.run(_insert(row_id))
@@ -112,7 +125,7 @@ class _Halt(BaseException):
 def test_a_writer_thread_that_ends_tells_its_callers_and_another_takes_over(
     engine: Engine,
 ) -> None:
-    group = GroupCommit(sessionmaker(engine), linger=0.01)
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.01)
 
     def halt(db: Session) -> int:
         raise _Halt
@@ -129,3 +142,92 @@ def test_a_writer_thread_that_ends_tells_its_callers_and_another_takes_over(
     assert asyncio.run(main(_insert(8))) == 8
     group.close()
     assert _stored(engine) == [7, 8]
+
+
+def test_a_failing_unit_is_rolled_back_to_its_savepoint_and_the_others_run_once(
+    engine: Engine,
+) -> None:
+    """One unit's failure costs the others nothing: they are not run again."""
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.05)
+    runs: list[int] = []
+
+    def unit(row_id: int, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(db: Session) -> int:
+            runs.append(row_id)
+            db.execute(rows.insert().values(id=row_id, v="x"))
+            groupcommit.stage(db, "test.rows", {"id": row_id + 100, "v": "staged"})
+            if fail:
+                raise ValueError("this unit fails after writing and staging")
+            return row_id
+
+        return work
+
+    async def main() -> list[object]:
+        units = [group.run(unit(1)), group.run(unit(2, fail=True)), group.run(unit(3))]
+        return await asyncio.gather(*units, return_exceptions=True)
+
+    groupcommit.on_flush("test.rows", lambda db, staged: db.execute(rows.insert(), staged))
+    results = asyncio.run(main())
+    group.close()
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], ValueError)
+    assert sorted(runs) == [1, 2, 3]  # once each
+    assert group.batches == 1
+    assert _stored(engine) == [1, 3, 101, 103]  # unit 2's row and staged row: gone
+
+
+def test_a_blocking_caller_on_a_thread_gets_its_result_and_its_error(engine: Engine) -> None:
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.01)
+    assert group.run_blocking(_insert(5)) == 5
+    with pytest.raises(IntegrityError):
+        group.run_blocking(_insert(5))
+    group.close()
+    assert _stored(engine) == [5]
+
+
+def test_a_deferring_session_holds_its_writes_and_refuses_to_flush(engine: Engine) -> None:
+    """A request's reader hands its writes to the unit; an ordinary session writes them
+    at once; a write through the reader itself is a programming error, refused."""
+    written: list[str] = []
+    with make_sessionmaker(engine)() as reader:
+        groupcommit.deferring(reader)
+        groupcommit.defer(reader, lambda db: written.append("held"))
+        assert written == []
+        held = groupcommit.deferred(reader)
+        assert len(held) == 1
+        assert groupcommit.deferred(reader) == []
+        held[0](reader)
+        assert written == ["held"]
+    with make_sessionmaker(engine)() as plain:
+        groupcommit.defer(plain, lambda db: written.append("now"))
+        assert written == ["held", "now"]
+
+    with make_sessionmaker(engine)() as reader:
+        groupcommit.deferring(reader)
+        reader.add(_Row(id=9, v="no"))
+        with pytest.raises(RuntimeError, match="does not write"):
+            reader.flush()
+    assert _stored(engine) == []
+
+
+def test_a_batch_that_cannot_begin_fails_its_units_at_once(engine: Engine) -> None:
+    """The writer slot is taken once per batch: when it cannot be had, every unit of the
+    batch hears so, and none is tried again slot by slot."""
+    calls: list[int] = []
+
+    def refuse() -> Session:
+        calls.append(1)
+        raise OSError("no connection")
+
+    group = GroupCommit(refuse, linger=0.05)  # type: ignore[arg-type]
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            *(group.run(_insert(i)) for i in range(3)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    group.close()
+    assert all(isinstance(r, OSError) for r in results)
+    assert len(calls) == 1  # one batch, one try

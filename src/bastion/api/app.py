@@ -269,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await anyio.to_thread.run_sync(state.gate.close)
+            await anyio.to_thread.run_sync(state.writer.close)
             state.direct.close()
             await state.auth_cache.aclose()
             state.engine.dispose()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.core import groupcommit
 from bastion.core.context import Actor
 from bastion.core.ratelimit import Quota
 
@@ -32,6 +33,10 @@ class RequestContext:
     failure_events: list[dict[str, Any]] = field(default_factory=list)
     after_commit: list[Callable[[Session], None]] = field(default_factory=list)
     _db: Session | None = field(default=None, repr=False)
+    deferring: bool = False  # the session is a reader whose writes go as one unit
+    unit_order: str | None = None  # its unit's place in a batch (default: the caller's org)
+    # A problem that replaces the route's answer: its unit failed (see the middleware).
+    replacement: tuple[int, dict[str, str], bytes] | None = field(default=None, repr=False)
 
     @property
     def actor(self) -> Actor:
@@ -45,6 +50,20 @@ class RequestContext:
         if self._db is None:
             factory = self.sessions if self.method in SAFE_METHODS else self.write_sessions
             self._db = factory()  # no I/O until the first statement
+        return self._db
+
+    @property
+    def reader(self) -> Session:
+        """The request's reader, for a route whose writes are a group-commit unit: it
+        reads outside any write transaction, and what services write through it is held
+        (`bastion.core.groupcommit.defer`) and handed to the app's writer by the
+        middleware, with the idempotency record, before the response starts."""
+        if self._db is None:
+            self._db = self.sessions()
+            groupcommit.deferring(self._db)
+            self.deferring = True
+        elif not self.deferring:
+            raise RuntimeError("the request's unit of work is already a writer")
         return self._db
 
     def end_read(self) -> None:

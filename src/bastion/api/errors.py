@@ -17,11 +17,12 @@ from starlette.routing import Match
 
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
-from bastion.api.failures import note
+from bastion.api.failures import note, note_event
 from bastion.core.db import database_busy
 from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound, TooManyRequests
 from bastion.core.events import EventType, Outcome
 from bastion.core.schemas import In
+from bastion.webhooks.errors import SignatureRejected
 
 
 def _ctx(request: Request) -> RequestContext | None:
@@ -87,7 +88,13 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
         raise exc
     ctx = _ctx(request)
     if ctx is not None:
-        if exc.audit is not None:
+        if isinstance(exc, SignatureRejected) and exc.audit is not None:
+            # Anyone can send a forged delivery: sampled per endpoint, so a flood of them
+            # does not queue one write each.
+            limiter = request.app.state.bastion.limiter
+            resource = exc.audit.get("resource") or ("", "")
+            await note_event(ctx, limiter, exc.audit, f"{resource[0]}:{resource[1]}")
+        elif exc.audit is not None:
             ctx.failure_events.append(exc.audit)
         if isinstance(exc, Forbidden) and ctx.principal is not None:
             ctx.failure_events.append(

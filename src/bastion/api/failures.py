@@ -1,5 +1,6 @@
 """Failures worth a trace but too frequent to record one by one: 404s to an authenticated
-caller (probing for other organisations' objects), 422s and 429s.
+caller (probing for other organisations' objects), 422s and 429s, forged webhook
+deliveries.
 
 Each is counted per caller (the principal, else the address) and minute, in the rate
 limiter's counters (memory, or Redis shared by every worker), and recorded as an audit
@@ -12,6 +13,7 @@ instance chain)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from bastion.api.context import RequestContext
 from bastion.core.clock import rfc3339, utcnow
@@ -45,12 +47,9 @@ async def note(
         subject, org_id = f"ip:{ctx.ip}", None
     else:
         return
-    window, count = await limiter.tally(
-        f"failures/{type_}/{subject}", WINDOW_SECONDS, utcnow().timestamp()
-    )
-    if not due(count):
+    counted = await _count(limiter, f"failures/{type_}/{subject}")
+    if counted is None:
         return
-    minute = datetime.fromtimestamp(window * WINDOW_SECONDS, UTC)
     ctx.failure_events.append(
         {
             "type": type_,
@@ -58,11 +57,33 @@ async def note(
             "org_id": org_id,
             "outcome": outcome,
             "metadata": {
-                "count": count,
-                "minute": rfc3339(minute),
+                **counted,
                 "status": status,
                 "method": ctx.method,
                 "path": ctx.path,
             },
         }
     )
+
+
+async def note_event(
+    ctx: RequestContext, limiter: RateLimiter, event: dict[str, Any], subject: str
+) -> None:
+    """Queue a failure's own audit `event` when its count for `subject` is due, with the
+    count in its metadata: for failures anyone may cause without a credential, such as
+    forged webhook deliveries (counted per endpoint), so a flood of them costs the
+    writer about log2(n) events a minute instead of n."""
+    counted = await _count(limiter, f"failures/{event['type']}/{subject}")
+    if counted is not None:
+        ctx.failure_events.append(
+            {**event, "metadata": {**(event.get("metadata") or {}), **counted}}
+        )
+
+
+async def _count(limiter: RateLimiter, key: str) -> dict[str, Any] | None:
+    """This occurrence's count and minute when it is due for recording, else None."""
+    window, count = await limiter.tally(key, WINDOW_SECONDS, utcnow().timestamp())
+    if not due(count):
+        return None
+    minute = datetime.fromtimestamp(window * WINDOW_SECONDS, UTC)
+    return {"count": count, "minute": rfc3339(minute)}

@@ -26,13 +26,14 @@ from typing import Any
 import anyio.to_thread
 import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from bastion.api import problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.state import AppState
 from bastion.audit import service as audit
-from bastion.core import idempotency
+from bastion.core import groupcommit, idempotency
 from bastion.core.crypto import random_base32
 from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
@@ -178,7 +179,7 @@ class BastionMiddleware:
             if not allowed:
                 await note(ctx, self.state.limiter, EventType.REQUEST_RATE_LIMITED, status=429)
                 if ctx.failure_events:
-                    await anyio.to_thread.run_sync(self._write_failure_events, ctx)
+                    await self._write_failure_events(ctx)
                 status, headers, payload = problems.generic(
                     429, "too many requests from this address", ctx.request_id
                 )
@@ -237,6 +238,8 @@ class BastionMiddleware:
     ) -> int:
         """Commit on success, else roll back and write the failure's audit events.
         Returns the status to send (a failed commit turns success into an error)."""
+        if ctx.deferring:
+            return await self._commit_unit(ctx, status, record)
         db = ctx.db_opened
         if db is not None and (db.in_transaction() or record is not None):
             # A transaction in progress ends on the finishing threads; one not begun yet
@@ -246,10 +249,62 @@ class BastionMiddleware:
         else:
             final = status
         if status >= 400 and ctx.failure_events:
-            await anyio.to_thread.run_sync(self._write_failure_events, ctx)
+            await self._write_failure_events(ctx)
         elif final < 400 and ctx.after_commit:
-            await anyio.to_thread.run_sync(self._after_commit, ctx)
+            await self._after_commit(ctx)
         return final
+
+    async def _commit_unit(
+        self,
+        ctx: RequestContext,
+        status: int,
+        record: tuple[idempotency.IdempotencyScope, idempotency.StoredResponse] | None,
+    ) -> int:
+        """A reader's request (it never held the writer): on success what it wrote, with
+        its idempotency record, goes to the app's writer as one unit of a group commit;
+        the answer waits for that batch's commit. A unit that fails fails this request
+        alone, with its own problem."""
+        reader = ctx.db_opened
+        writes = groupcommit.deferred(reader) if reader is not None else []
+        if reader is not None:
+            # What the route read stays readable in the unit, as it was read (the reader
+            # itself ends as the request does).
+            reader.expunge_all()
+        if status >= 400:
+            if ctx.failure_events:
+                await self._write_failure_events(ctx)
+            return status
+        if writes or record is not None:
+            ttl = self.state.settings.idempotency_ttl
+
+            def unit(db: Session) -> None:
+                for work in writes:
+                    work(db)
+                if record is not None:
+                    idempotency.store(db, record[0], record[1], ttl)
+
+            principal = ctx.principal
+            org = principal.org_id if principal is not None else None
+            order = ctx.unit_order or org or ""
+            try:
+                await self.state.writer.run(unit, order=order)
+            except (IntegrityError, idempotency.KeyTaken):
+                return 409
+            except BastionError as exc:
+                if exc.audit is not None:
+                    ctx.failure_events.append(exc.audit)
+                    await self._write_failure_events(ctx)
+                ctx.replacement = problems.from_error(exc, ctx.request_id)
+                return exc.status
+            except SQLAlchemyError as exc:
+                if database_busy(exc):
+                    log.warning("commit refused: database busy", request_id=ctx.request_id)
+                    return 503
+                log.exception("commit failed", request_id=ctx.request_id)
+                return 500
+        if ctx.after_commit:
+            await self._after_commit(ctx)
+        return status
 
     def _end(
         self,
@@ -283,23 +338,29 @@ class BastionMiddleware:
         if ctx.db_opened is not None:
             ctx.db_opened.rollback()
 
-    def _write_failure_events(self, ctx: RequestContext) -> None:
+    async def _write_failure_events(self, ctx: RequestContext) -> None:
+        """A failed request's audit events, as a unit of the app's group commit: many
+        failures (bad signatures, denied calls) share one transaction."""
+        events = list(ctx.failure_events)
+
+        def unit(db: Session) -> None:
+            for event in events:
+                audit.record(db, **event)
+
         try:
-            with self.state.write_sessions() as db:
-                for event in ctx.failure_events:
-                    audit.record(db, **event)
-                db.commit()
+            await self.state.writer.run(unit)
         except SQLAlchemyError:
             log.exception("could not write failure audit events", request_id=ctx.request_id)
 
-    def _after_commit(self, ctx: RequestContext) -> None:
-        if not ctx.after_commit:
-            return
+    async def _after_commit(self, ctx: RequestContext) -> None:
+        actions = list(ctx.after_commit)
+
+        def unit(db: Session) -> None:
+            for action in actions:
+                action(db)
+
         try:
-            with self.state.write_sessions() as db:
-                for action in ctx.after_commit:
-                    action(db)
-                db.commit()
+            await self.state.writer.run(unit)
         except SQLAlchemyError:
             log.warning("bookkeeping write skipped", request_id=ctx.request_id)
 
@@ -453,7 +514,7 @@ class _Responder:
     ) -> bool:
         ctx = self.ctx
         db = ctx.db_opened
-        idle = (db is None or not db.in_transaction()) and record is None
+        idle = (db is None or not db.in_transaction()) and record is None and not ctx.deferring
         if idle and not ctx.after_commit and not ctx.failure_events:
             final = status  # nothing to commit, roll back or record: no trip to a thread
         else:
@@ -461,6 +522,9 @@ class _Responder:
         self.started = True
         if final != status:
             self._replaced = True
+            if ctx.replacement is not None:
+                await self.problem(*ctx.replacement)
+                return False
             if final == 409 and record is not None:
                 # Stripe's code: the SDK retries it, and the retry replays the answer.
                 await self.problem(*problems.idempotency_key_in_use(self.ctx.request_id))

@@ -15,6 +15,7 @@ from bastion.authz import access
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.config import Settings
 from bastion.core.db import DirectReader
+from bastion.core.groupcommit import GroupCommit
 from bastion.core.keyring import Keyring
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
@@ -42,11 +43,15 @@ class AppState:
     waiters: Waiters = field(init=False, repr=False)
     source_rights: access.SourceRights = field(init=False, repr=False)
     gate: Gate = field(init=False, repr=False)
+    # The write path of requests that read first and write as one unit (see
+    # `bastion.core.groupcommit`): one writer thread per process.
+    writer: GroupCommit = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
         self.api_quota = per_window(per_minute, 60)
         self.waiters = Waiters(self.sessions)
+        self.writer = GroupCommit(self.write_sessions)
         self.source_rights = access.SourceRights(self.authz, self.sessions)
         self.gate = Gate(
             self.sessions,

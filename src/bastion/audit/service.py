@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, aliased
 
 from bastion.audit import chainwalk, checkpoints
 from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
+from bastion.core import groupcommit
 from bastion.core.clock import rfc3339, utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
@@ -147,9 +148,20 @@ class EventFields(TypedDict, total=False):
     metadata: Mapping[str, Any] | None
 
 
-def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent:
-    """Append an event to its organisation's chain, as an `AuditEvent` added to `db`."""
+STAGED_EVENTS = "audit.events"
+
+
+def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
+    """Append an event to its organisation's chain. In a group-commit unit (see
+    `bastion.core.groupcommit`) its row is staged for the batch's one insert of events
+    (None is returned); elsewhere it is an `AuditEvent` added to `db`. On a request's
+    reader it waits for the request's unit."""
+    if groupcommit.is_deferring(db):
+        groupcommit.defer(db, lambda writer: record(writer, **fields))
+        return None
     values = event_row(db, **fields)
+    if groupcommit.stage(db, STAGED_EVENTS, values):
+        return None
     values["event_metadata"] = values.pop("metadata")
     event = AuditEvent(**values)
     db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
@@ -228,6 +240,9 @@ def insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
     """Insert rows made by `event_row`, in one statement."""
     if rows:
         db.connection().execute(_INSERT_EVENTS, rows)
+
+
+groupcommit.on_flush(STAGED_EVENTS, insert_events)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,37 @@
-"""Group commit: many small units of work from concurrent requests in one transaction.
+"""Group commit: the write path. Units of work from concurrent requests, one transaction.
 
-A hot write path whose requests each change a few rows (the tool-call gate: a budget
-counter, the call, its audit event) spends most of its time beginning and committing,
-and with one writer at a time (SQLite; a chain head on any database) concurrent
-requests queue on the writer lock with a thread each. Here one writer thread per
-process takes whatever units of work are waiting, runs them in one transaction and
-commits once: each unit's changes (and its audit event) still commit together or not
-at all, and a unit sees the units before it in the same batch.
+A request reads and decides outside any write transaction (signatures checked, values
+decrypted, rights decided), then hands its writes over as a *unit*: a function of a
+session. One writer thread per process takes whatever units are waiting and runs them
+in one transaction, each inside a savepoint, and commits once. So:
 
-If a batch fails, its units are run again one per transaction, so one faulty unit
-fails alone. Units must therefore be safe to run again from scratch: they compute
-their writes from their inputs and what they read in the transaction, nothing else.
+- a unit's changes and its audit event commit together or not at all;
+- a unit that raises fails alone: its savepoint is rolled back, the others commit;
+- a unit sees the units before it in the same batch (a name taken, a budget spent);
+- a request is answered only after its batch committed (durable when acknowledged);
+- the database's single writer (SQLite), or a chain head's row lock (any database), is
+  held for one BEGIN … COMMIT per batch instead of one per request, with no thread hop
+  or response serialisation inside it.
+
+Units may *stage* rows (`stage`) that every unit of the batch produces alike, such as
+audit events: they are inserted together just before the batch commits, one statement
+per kind (`on_flush` names the writer of each kind). A failed unit's staged rows go
+with its savepoint.
+
+If the commit itself fails (a lost connection, a full disk), every unit of the batch is
+run again in a transaction of its own, so only the units that fail again fail. Units
+must therefore be safe to run again from scratch: they compute their writes from their
+inputs and what they read in the transaction, nothing else.
+
+Services that may run either way write through `defer`: on a *deferring* session (a
+request's reader, see `deferring`) the write waits for the request's unit; on any other
+session it runs at once, as in a plain transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -24,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import structlog
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import BastionError
@@ -33,23 +50,76 @@ Work = Callable[[Session], T]
 
 log = structlog.get_logger(__name__)
 
+_STAGED = "bastion.groupcommit.staged"  # session.info: the batch's rows by kind
+_UNIT = "bastion.groupcommit.unit"  # session.info: the running unit's rows by kind
+_DEFERRED = "bastion.groupcommit.deferred"  # session.info: a deferring session's writes
+_FLUSHERS: dict[str, Callable[[Session, list[Any]], None]] = {}
+
+
+def on_flush(kind: str, flush: Callable[[Session, list[Any]], None]) -> None:
+    """Register how staged rows of `kind` are written (once, at import of their owner)."""
+    _FLUSHERS[kind] = flush
+
+
+def stage(db: Session, kind: str, row: Any) -> bool:
+    """Stage a row for the batch's one insert of `kind`; False outside a batch (the
+    caller then writes it itself)."""
+    unit: dict[str, list[Any]] | None = db.info.get(_UNIT)
+    if unit is None:
+        return False
+    unit.setdefault(kind, []).append(row)
+    return True
+
+
+def deferring(db: Session) -> None:
+    """Make `db` (a reader) hold its writes for the caller's unit: see `defer`."""
+    db.info[_DEFERRED] = []
+
+
+def is_deferring(db: Session) -> bool:
+    return _DEFERRED in db.info
+
+
+def defer(db: Session, work: Callable[[Session], object]) -> None:
+    """Write `work(session)` now on an ordinary session; on a deferring one, keep it for
+    the unit that `deferred` hands over."""
+    held: list[Callable[[Session], object]] | None = db.info.get(_DEFERRED)
+    if held is None:
+        work(db)
+    else:
+        held.append(work)
+
+
+def deferred(db: Session) -> list[Callable[[Session], object]]:
+    """The writes a deferring session holds (taken: a second call returns none)."""
+    held: list[Callable[[Session], object]] = db.info.get(_DEFERRED) or []
+    if held:
+        db.info[_DEFERRED] = []
+    return held
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes_on_a_reader(db: Session, _context: Any, _instances: Any) -> None:
+    if _DEFERRED in db.info and (db.new or db.dirty or db.deleted):
+        # A programming error, caught by tests: a request's reader never writes.
+        raise RuntimeError("a deferring session does not write: use groupcommit.defer")
+
 
 @dataclass
 class _Unit(Generic[T]):
     work: Work[T]
     order: str  # units of a batch run sorted by it: row locks taken in one order
-    loop: asyncio.AbstractEventLoop = field(repr=False)
-    future: asyncio.Future[T] = field(repr=False)
+    settle: Callable[[T | None, BaseException | None], None] = field(repr=False)
 
 
 _STOP = object()
 
 
 class GroupCommit:
-    """`await group.run(work, order=…)` runs `work(session)` in the writer thread's
-    next transaction and returns its result once that transaction has committed.
-    `before_commit(session)`, if given, runs after a batch's units, before it commits:
-    units may leave rows there for it to write together."""
+    """`await group.run(work, order=…)` (or `group.run_blocking` from a worker thread)
+    runs `work(session)` in the writer thread's next batch and returns its result once
+    the batch has committed; an exception raised by `work` is raised to its caller only.
+    `before_commit(session)`, if given, runs after a batch's units, before it commits."""
 
     def __init__(
         self,
@@ -75,12 +145,41 @@ class GroupCommit:
     async def run(self, work: Work[T], *, order: str = "") -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            def done() -> None:
+                if future.done():
+                    return
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)  # type: ignore[arg-type]
+
+            with contextlib.suppress(RuntimeError):  # the loop has closed: no one to tell
+                loop.call_soon_threadsafe(done)
+
+        self._put(_Unit(work, order, settle))
+        # Shielded: a client that goes away does not un-ask; its unit still commits.
+        return await asyncio.shield(future)
+
+    def run_blocking(self, work: Work[T], *, order: str = "") -> T:
+        """`run` for a caller on a worker thread (never the writer thread itself)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        self._put(_Unit(work, order, settle))
+        return future.result()
+
+    def _put(self, unit: _Unit[Any]) -> None:
         with self._lock:  # a unit is never queued behind the stop of a closing thread
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-            self._queue.put(_Unit(work, order, loop, future))
-        # Shielded: a client that goes away does not un-ask; its unit still commits.
-        return await asyncio.shield(future)
+            self._queue.put(unit)
 
     def _start(self) -> None:
         """A new writer thread (the caller holds `_lock`)."""
@@ -129,41 +228,64 @@ class GroupCommit:
                             self._start()
                 stopped = RuntimeError("the group commit writer stopped")
                 for unit in batch:
-                    _settle(unit, error=stopped)
+                    unit.settle(None, stopped)
                 return
             if stop:
                 return
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        db = None
         try:
-            with self._sessions() as db:
-                results = [unit.work(db) for unit in batch]
+            db = self._sessions()
+            db.connection()  # BEGIN: the writer's slot, once for the whole batch
+        except Exception as error:  # busy, or no connection: the batch waits no more
+            log.warning("group commit could not begin", error=type(error).__name__)
+            if db is not None:
+                db.close()
+            for unit in batch:
+                unit.settle(None, error)
+            return
+        try:
+            with db:
+                staged: dict[str, list[Any]] = {}
+                db.info[_STAGED] = staged
+                for unit in batch:
+                    outcomes.append(self._run_unit(db, unit, staged))
+                db.info.pop(_UNIT, None)
+                for kind, rows in staged.items():
+                    if rows:
+                        _FLUSHERS[kind](db, rows)
                 if self._before_commit is not None:
                     self._before_commit(db)
                 db.commit()
         except Exception as error:
             if len(batch) == 1:
                 if not isinstance(error, BastionError):
-                    log.warning("group commit unit failed", error=type(error).__name__)
-                _settle(batch[0], error=error)
+                    log.warning("group commit failed", error=type(error).__name__)
+                batch[0].settle(None, error)
                 return
-            for unit in batch:  # one per transaction: only the faulty unit fails
+            for unit in batch:  # one per transaction: only the units that fail again fail
                 self._commit([unit])
             return
         self.batches += 1
         self.units += len(batch)
-        for unit, result in zip(batch, results, strict=True):
-            _settle(unit, result=result)
+        for unit, (result, failure) in zip(batch, outcomes, strict=True):
+            unit.settle(result, failure)
 
-
-def _settle(unit: _Unit[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    def done() -> None:
-        if unit.future.done():
-            return
-        if error is not None:
-            unit.future.set_exception(error)
-        else:
-            unit.future.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody left to tell
-        unit.loop.call_soon_threadsafe(done)
+    @staticmethod
+    def _run_unit(
+        db: Session, unit: _Unit[Any], staged: dict[str, list[Any]]
+    ) -> tuple[Any, BaseException | None]:
+        rows: dict[str, list[Any]] = {}
+        db.info[_UNIT] = rows
+        try:
+            with db.begin_nested():
+                result = unit.work(db)
+        except Exception as error:
+            if not isinstance(error, BastionError):
+                log.warning("group commit unit failed", error=type(error).__name__)
+            return None, error  # its savepoint rolled back; its staged rows dropped
+        for kind, kept in rows.items():
+            staged.setdefault(kind, []).extend(kept)
+        return result, None

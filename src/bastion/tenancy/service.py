@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from bastion.audit import retention
 from bastion.audit import service as audit
 from bastion.audit.models import INSTANCE_CHAIN
+from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
@@ -159,10 +160,23 @@ def create_team(
 ) -> Team:
     principal.require_org(org_id)
     principal.require(Permission.TEAMS_MANAGE)
-    _ensure_name_free(db, org_id, name)
-    team = Team(id=new_id("team"), org_id=org_id, name=name, description=description)
-    db.add(team)
-    db.flush()
+    now = utcnow()
+    team = Team(
+        id=new_id("team"),
+        org_id=org_id,
+        name=name,
+        description=description,
+        created_at=now,
+        updated_at=now,
+    )
+
+    def write(writer: Session) -> None:
+        # In the writer's transaction: a create committed just before this one counts.
+        _ensure_name_free(writer, org_id, name)
+        writer.add(team)
+        writer.flush()
+
+    groupcommit.defer(db, write)
     audit.record(
         db,
         type=EventType.TEAM_CREATED,

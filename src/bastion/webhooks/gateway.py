@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
+from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
@@ -165,7 +166,9 @@ def receive(
     body: bytes,
     actor: Actor,
 ) -> Received:
-    """Verify, de-duplicate, store, audit and forward one delivery.
+    """Verify, de-duplicate, store, audit and forward one delivery. Everything is read
+    and the signature checked before anything is written: on a request's reader the
+    writes wait for its group-commit unit, so a bad signature never takes the writer.
 
     Raises NotFound (unknown or deleted endpoint, wrong id type), SignatureRejected (bad,
     missing or stale signature) or Conflict (replay); the last two carry their audit
@@ -206,8 +209,6 @@ def receive(
     except WebhookVerificationError as exc:
         raise SignatureRejected(REJECTED).with_audit(**rejected(exc.reason)) from None
     key = delivery_key(provider, headers, body)
-    if not _remember(db, endpoint, provider, key, now):
-        raise Conflict(REPLAYED).with_audit(**rejected("replayed"))
     event = WebhookEvent(
         id=new_id("wev"),
         org_id=endpoint.org_id,
@@ -219,11 +220,20 @@ def receive(
         received_at=now,
         expires_at=now + timedelta(days=endpoint.retention_days),
     )
-    db.add(event)
-    forwarded = None
-    if endpoint.forward_url is not None:
-        content_type = _header(headers, "content-type") or "application/octet-stream"
-        forwarded = outbound.enqueue_forward(db, endpoint, body, content_type)
+    forwarded = None if endpoint.forward_url is None else new_id("whd")
+    content_type = _header(headers, "content-type") or "application/octet-stream"
+
+    def write(writer: Session) -> None:
+        # In the writer's transaction: the replay key is what makes a second acceptance
+        # impossible, whoever else is accepting the same delivery right now.
+        if not _remember(writer, endpoint, provider, key, now):
+            raise Conflict(REPLAYED).with_audit(**rejected("replayed"))
+        writer.add(event)
+        if forwarded is not None:
+            outbound.enqueue_forward(writer, endpoint, body, content_type, delivery_id=forwarded)
+        writer.flush()
+
+    groupcommit.defer(db, write)
     audit.record(
         db,
         type=EventType.WEBHOOK_EVENT_ACCEPTED,

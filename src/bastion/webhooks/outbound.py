@@ -123,12 +123,19 @@ def enqueue(db: Session, org_id: str, event_type: str, payload: Mapping[str, Any
     return ids
 
 
-def enqueue_forward(db: Session, endpoint: WebhookEndpoint, body: bytes, content_type: str) -> str:
+def enqueue_forward(
+    db: Session,
+    endpoint: WebhookEndpoint,
+    body: bytes,
+    content_type: str,
+    *,
+    delivery_id: str | None = None,
+) -> str:
     """Queue a verified inbound event for the endpoint's `forward_url`: the provider's
     body byte for byte, re-signed per Standard Webhooks with the endpoint's forward
     signing secret."""
     delivery = WebhookDelivery(
-        id=new_id("whd"),
+        id=delivery_id or new_id("whd"),
         org_id=endpoint.org_id,
         endpoint_id=endpoint.id,
         event_type=f"webhook.{endpoint.provider}",

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from bastion.agents import gate
-from bastion.api.deps import DB, Caller, State
+from bastion.api.deps import DB, Caller, Reader, State
 from bastion.core.permissions import CredentialKind
 from bastion.core.schemas import SecretName
 from bastion.secrets import service as secrets
@@ -96,7 +96,7 @@ def get_secret(org: str, name: Name, principal: Caller, db: DB) -> SecretOut:
 
 @router.post("/{name}/reveal", summary="Reveal a value (audited; needs secrets:reveal)")
 def reveal(
-    org: str, name: Name, body: RevealIn, principal: Caller, db: DB, state: State
+    org: str, name: Name, body: RevealIn, principal: Caller, db: Reader, state: State
 ) -> RevealOut:
     # Agent run tokens reveal only what their agent was given, inside their run.
     reveal = (

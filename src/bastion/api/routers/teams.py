@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, Reader
 from bastion.core.schemas import ListOf
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.models import Team
@@ -17,9 +17,9 @@ def _detail(db: DB, team: Team) -> TeamDetail:
 
 
 @router.post("", status_code=201, summary="Create a team")
-def create_team(org: str, body: TeamCreate, principal: Caller, db: DB) -> TeamDetail:
+def create_team(org: str, body: TeamCreate, principal: Caller, db: Reader) -> TeamDetail:
     team = tenancy.create_team(db, principal, org, name=body.name, description=body.description)
-    return _detail(db, team)
+    return TeamDetail(**TeamOut.model_validate(team).model_dump(), member_ids=[])  # a new team
 
 
 @router.get("", summary="List teams, newest first")

@@ -164,8 +164,9 @@ def list_events(
 async def receive(endpoint: str, request: Request, ctx: Ctx, state: State) -> Accepted:
     body = await request.body()
     received = await run_in_threadpool(
-        gateway.receive, ctx.db, state.vault, endpoint, request.headers, body, ctx.actor
+        gateway.receive, ctx.reader, state.vault, endpoint, request.headers, body, ctx.actor
     )
+    ctx.unit_order = received.org_id  # its unit locks the organisation's chain head
     return Accepted(event_id=received.event_id)
 
 
