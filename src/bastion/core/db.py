@@ -96,8 +96,10 @@ class WriterBusy(OperationalError):
 
 
 def database_busy(exc: BaseException) -> bool:
-    """A failure worth a retry rather than a 500: SQLite busy or locked, a PostgreSQL
-    lock timeout, cancelled statement or lost connection, no pooled connection in time."""
+    """A failure worth a retry rather than a 500: SQLite busy, locked or full (a full
+    disk: the write is refused whole and succeeds once space is freed), a PostgreSQL lock
+    timeout, cancelled statement, lost connection or full disk, no pooled connection in
+    time."""
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, OperationalError):
@@ -105,7 +107,7 @@ def database_busy(exc: BaseException) -> bool:
     if exc.connection_invalidated or type(exc.orig).__module__.startswith("psycopg"):
         return True
     message = str(exc.orig).lower()
-    return "locked" in message or "busy" in message or "interrupted" in message
+    return any(word in message for word in ("locked", "busy", "interrupted", "is full"))
 
 
 def _configure_sqlite(engine: Engine, writers: _WriterLock | None, synchronous: str) -> None:
@@ -168,6 +170,13 @@ def _end_with_the_transaction(engine: Engine, writers: _WriterLock) -> None:
         try:
             rollback(dbapi_connection)
         finally:
+            writers.release(dbapi_connection)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        # A lost connection is never rolled back or committed: its slot is given back
+        # here, or each one lost would keep a writer slot for good.
+        if dbapi_connection is not None and not writers.broken(dbapi_connection):
             writers.release(dbapi_connection)
 
     @event.listens_for(engine, "checkout")

@@ -18,8 +18,11 @@ audit events: they are inserted together just before the batch commits, one stat
 per kind (`on_flush` names the writer of each kind). A failed unit's staged rows go
 with its savepoint.
 
-If the commit itself fails (a lost connection, a full disk), every unit of the batch is
-run again in a transaction of its own, so only the units that fail again fail. Units
+A unit's own failure (a domain refusal, a broken constraint, a bug) is contained in its
+savepoint. A failure of the database itself (a lost connection, a full disk: SQLite then
+rolls back the whole transaction) ends the batch, as does a failed commit: every unit of
+the batch is then run again in a transaction of its own, so only the units that fail
+again fail, with the database's error (answered 503: retry). Units
 must therefore be safe to run again from scratch: they compute their writes from their
 inputs and what they read in the transaction, nothing else.
 
@@ -41,6 +44,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import BastionError
@@ -279,10 +283,19 @@ class GroupCommit:
     ) -> tuple[Any, BaseException | None]:
         rows: dict[str, list[Any]] = {}
         db.info[_UNIT] = rows
+        savepoint = db.begin_nested()
         try:
-            with db.begin_nested():
-                result = unit.work(db)
+            result = unit.work(db)
+            savepoint.commit()  # flushes: a constraint broken by the unit shows here
         except Exception as error:
+            try:
+                savepoint.rollback()
+            except SQLAlchemyError:
+                # The transaction went with it (a lost connection; SQLite rolls back
+                # the whole transaction when the disk is full): the batch ends here.
+                raise error from None
+            if isinstance(error, SQLAlchemyError) and not isinstance(error, IntegrityError):
+                raise  # the database failed, not the unit: the batch ends here
             if not isinstance(error, BastionError):
                 log.warning("group commit unit failed", error=type(error).__name__)
             return None, error  # its savepoint rolled back; its staged rows dropped
