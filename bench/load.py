@@ -26,16 +26,29 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0  # answered or failed, over the whole run
+    # answers per status, when the wrk script counts them (bench/count_statuses.lua)
+    statuses: tuple[tuple[int, int], ...] = ()
 
 
 def median(results: list[LoadResult]) -> LoadResult:
-    """The medians of several runs (errors are summed)."""
+    """The medians of several runs (errors and requests are summed)."""
     return LoadResult(
         statistics.median(r.rps for r in results),
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
         sum(r.errors for r in results),
+        sum(r.requests for r in results),
+        _add_statuses(results),
     )
+
+
+def _add_statuses(results: list[LoadResult]) -> tuple[tuple[int, int], ...]:
+    total: dict[int, int] = {}
+    for result in results:
+        for status, count in result.statuses:
+            total[status] = total.get(status, 0) + count
+    return tuple(sorted(total.items()))
 
 
 def tool() -> str:
@@ -95,8 +108,9 @@ def wrk(
 
 
 def parse_wrk(out: str) -> LoadResult:
-    """Requests/s, p50 and p99 (ms) and errors (non-2xx plus socket errors) from wrk's
-    `--latency` summary."""
+    """Requests/s, p50 and p99 (ms), errors (non-2xx plus socket errors) and requests
+    from wrk's `--latency` summary, and the answers per status if the script printed
+    them (bench/count_statuses.lua)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -109,7 +123,10 @@ def parse_wrk(out: str) -> LoadResult:
     )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return LoadResult(rps, p50, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    statuses = re.findall(r"^status (\d+): (\d+)$", out, re.MULTILINE)
+    counted = tuple(sorted((int(status), int(count)) for status, count in statuses))
+    return LoadResult(rps, p50, p99, errors, requests, counted)
 
 
 def httpx_load(url: str, headers: dict[str, str], seconds: int, connections: int) -> LoadResult:
@@ -133,7 +150,7 @@ def httpx_load(url: str, headers: dict[str, str], seconds: int, connections: int
             await asyncio.gather(*(worker() for _ in range(connections)))
             elapsed = time.perf_counter() - began
         cuts = statistics.quantiles(latencies, n=100)
-        return LoadResult(len(latencies) / elapsed, cuts[49], cuts[98], errors)
+        return LoadResult(len(latencies) / elapsed, cuts[49], cuts[98], errors, len(latencies))
 
     return asyncio.run(main())
 

@@ -15,7 +15,7 @@ from bench.scale import SCALE
 
 # Each suite's module has `main(seconds, runs) -> figures`. They are imported only once
 # the run's scale is settled: they size their workloads at import.
-SUITES = ["foundation", "audit", "authz", "conditions", "secrets", "webhooks", "agents"]
+SUITES = ["foundation", "audit", "authz", "conditions", "secrets", "webhooks", "agents", "writes"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -198,7 +198,7 @@ def _httpx_post(url: str, headers: dict[str, str], seconds: int) -> load.LoadRes
             latencies.append((time.perf_counter() - start) * 1e3)
     cuts = statistics.quantiles(latencies, n=100)
     rps = len(latencies) / (time.perf_counter() - began)
-    return load.LoadResult(rps, cuts[49], cuts[98], errors)
+    return load.LoadResult(rps, cuts[49], cuts[98], errors, len(latencies))
 
 
 def _reveal_rows(seconds: int, runs: int, workers: int) -> list[tuple[str, load.LoadResult]]:
