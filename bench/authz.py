@@ -42,7 +42,7 @@ from bastion.core.clock import utcnow
 from bastion.core.db import DirectReader, begin_write, make_engine, make_sessionmaker
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
-from bastion.identity.authcache import AuthzRevision, bump
+from bastion.core.revisions import AuthzRevision, bump
 from bastion.identity.models import User
 from bastion.tenancy.models import Team, TeamMember
 from bench import authz_peers, load, report

@@ -37,7 +37,7 @@ from bastion.authz.models import AclEntry, Document, Source
 from bastion.core.clock import utcnow
 from bastion.core.db import begin_write, make_engine, make_sessionmaker
 from bastion.core.ids import new_id
-from bastion.identity.authcache import AuthzRevision, bump
+from bastion.core.revisions import AuthzRevision, bump
 from bench import report
 from bench.authz import admin_instance
 from bench.foundation import WORKERS

@@ -1,4 +1,7 @@
-"""Imports every model so `Base.metadata` knows the whole schema (Alembic, tests)."""
+"""Imports every model so `Base.metadata` knows the whole schema (Alembic, tests), and
+with them every domain's registrations with the layers below (the tables that bump
+revision counters, credential kinds): a process that writes or authenticates (the app,
+the CLI) imports this first."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import bastion.approvals.models
 import bastion.audit.models
 import bastion.authz.models
 import bastion.core.idempotency
-import bastion.identity.authcache
+import bastion.core.revisions
 import bastion.identity.models
 import bastion.secrets.models
 import bastion.tenancy.models

@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 from bastion.api.app import create_app
 from bastion.core.context import Actor
 from bastion.core.db import DirectReader, begin_write, make_engine
-from bastion.identity.authcache import INSTANCE, AuthCache, AuthRevision
+from bastion.core.revisions import INSTANCE, AuthRevision
+from bastion.identity.authcache import AuthCache
 from bastion.identity.authenticate import authenticate
 from bastion.identity.models import ApiKey, UserSession
 from tests.conftest import make_settings

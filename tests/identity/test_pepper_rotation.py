@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from bastion.agents.models import Run
 from bastion.core.keyring import PEPPER_FILE, read_keyring
-from bastion.identity.authcache import INSTANCE, REHASH_OPTION, AuthRevision
+from bastion.core.revisions import INSTANCE, REHASH_OPTION, AuthRevision
 from bastion.identity.models import ApiKey, SetupToken, UserSession
 from tests.factories import PASSWORD, bearer, unique_email
 from tests.instance import Instance, fresh_instance

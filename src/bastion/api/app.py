@@ -10,6 +10,7 @@ import anyio.to_thread
 import structlog
 from fastapi import FastAPI
 
+import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
 from bastion import __version__
 from bastion.api import errors
 from bastion.api.middleware import BastionMiddleware
@@ -37,6 +38,7 @@ from bastion.approvals import service as approval_service
 from bastion.audit import alerts, checkpoints, sinks
 from bastion.audit.checkpoints import Signer
 from bastion.authz.engine import Engine as AuthzEngine
+from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
 from bastion.core.keyring import (
@@ -47,7 +49,7 @@ from bastion.core.keyring import (
 )
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
-from bastion.identity import authcache, passwords
+from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.secrets import service as secrets_service
@@ -76,7 +78,7 @@ def build_state(settings: Settings) -> AppState:
         write_hold_limit=settings.database_write_hold_limit,
         sqlite_synchronous=settings.sqlite_synchronous,
     )
-    authcache.install()
+    revisions.install()
     direct = DirectReader(engine)  # one per process: its PostgreSQL connections are bounded
     return AppState(
         settings=settings,

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, JSONType, UTCDateTime
 
@@ -81,3 +82,7 @@ class ApprovalDecision(Base):
     decision: Mapped[str] = mapped_column(String(10))  # approve | deny
     comment: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Approval policies are part of the data-access model (see `bastion.core.revisions`).
+revisions.watch(ApprovalPolicy, counters=(revisions.AuthzRevision,))

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, JSONType, UTCDateTime
 
@@ -109,3 +110,9 @@ class AuthzRule(Base):
     resource_type: Mapped[str] = mapped_column(String(20))
     condition: Mapped[str] = mapped_column(String(4000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Roles and grants decide what a credential may do; sources, documents, ACLs and rules
+# are the data-access model (see `bastion.core.revisions`).
+revisions.watch(Role, RoleGrant)
+revisions.watch(Source, Document, AclEntry, AuthzRule, counters=(revisions.AuthzRevision,))

@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session
 
+import bastion.registry  # noqa: F401 - every domain's registrations, before any command
+from bastion.core import revisions
 from bastion.core.config import ConfigError, Settings, load_settings
 from bastion.core.context import Actor
 from bastion.core.db import begin_write, make_engine, make_sessionmaker
 from bastion.core.errors import BastionError
 from bastion.core.keyring import load_pepper
-from bastion.identity import authcache
 from bastion.identity.tokens import TokenHasher
 
 err = Console(stderr=True)
@@ -51,7 +52,7 @@ def settings() -> Settings:
 def unit_of_work(cfg: Settings) -> Iterator[Session]:
     """One transaction; committed only if the block finishes without error."""
     engine = make_engine(cfg.resolved_database_url)
-    authcache.install()  # servers' cached credentials see what the CLI changes
+    revisions.install()  # servers' cached credentials see what the CLI changes
     try:
         with make_sessionmaker(engine)() as db:
             begin_write(db)

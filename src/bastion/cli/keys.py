@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from bastion.audit.checkpoints import Signer
 from bastion.audit.schemas import SigningKeyOut
 from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.config import ConfigError, Settings
 from bastion.core.db import make_engine, make_sessionmaker
@@ -37,7 +38,6 @@ from bastion.core.keyring import (
     replace_keyring,
     rotate_keyring,
 )
-from bastion.identity import authcache
 from bastion.identity import pepper as peppers
 from bastion.secrets import service as secrets
 from bastion.secrets.models import OrgKey
@@ -64,7 +64,7 @@ def rewrap_keys(json: Json = False) -> None:
     cfg = settings()
     provider = LocalKeyProvider(cfg.data_dir / ROOT_KEY_FILE)
     engine = make_engine(cfg.resolved_database_url)
-    authcache.install()
+    revisions.install()
     sessions = make_sessionmaker(engine, write=True)
     try:
         with sessions() as db:

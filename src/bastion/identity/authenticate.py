@@ -32,14 +32,8 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.netguard import network_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import Principal
-from bastion.identity.authcache import (
-    INSTANCE,
-    REHASH_OPTION,
-    AuthCache,
-    AuthRevision,
-    Entry,
-    Revisions,
-)
+from bastion.core.revisions import INSTANCE, REHASH_OPTION, AuthRevision
+from bastion.identity.authcache import AuthCache, Entry, Revisions
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy.models import Organization
@@ -571,7 +565,7 @@ _DIGEST_COLUMN = {
 def _rehash(kind: TokenKind, row_id: str, old: tuple[str, int], new: tuple[str, int]) -> Touch:
     """Store a credential's digest under the active pepper version, unless the row
     changed meanwhile (compare-and-set on the old digest and version). Bumps no auth
-    revision: the same secret matches before and after (`authcache.REHASH_OPTION`)."""
+    revision: the same secret matches before and after (`revisions.REHASH_OPTION`)."""
     column = _DIGEST_COLUMN[kind]
     model = column.class_
 

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, JSONType, UTCDateTime
 
@@ -123,3 +124,10 @@ class ApiKeyNetwork(Base):
     network: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# What a credential may do depends on these rows (see `bastion.core.revisions`); the
+# bookkeeping columns record its use and change nothing.
+revisions.watch(User, ServiceAccount)
+revisions.watch(ApiKey, bookkeeping={"last_used_at", "last_used_ip"})
+revisions.watch(UserSession, bookkeeping={"last_seen_at"})

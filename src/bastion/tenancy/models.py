@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, UTCDateTime
 
@@ -53,3 +54,9 @@ class TeamMember(Base):
     )
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# An organisation's status decides whether any of its credentials work; teams are part
+# of the data-access model (see `bastion.core.revisions`).
+revisions.watch(Organization, org_key="id")
+revisions.watch(Team, TeamMember, counters=(revisions.AuthzRevision,))
