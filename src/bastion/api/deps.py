@@ -19,11 +19,11 @@ from bastion.core.principal import Principal
 from bastion.core.ratelimit import Quota
 from bastion.core.schemas import QueryInt
 from bastion.identity.authenticate import (
-    Authenticated,
     authenticate,
     authenticate_cached,
     authenticate_cached_async,
 )
+from bastion.identity.credentials import Authenticated
 
 bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
 

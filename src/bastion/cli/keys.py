@@ -239,8 +239,9 @@ def pepper_status(json: Json = False) -> None:
         fail(str(exc), EXIT_USAGE)
     used = _pepper_usage(cfg)
     versions: dict[str, dict[str, object]] = {}
+    kinds = peppers.kinds()
     for version in sorted(set(keys.versions) | set(used)):
-        counts = used.get(version, dict.fromkeys(peppers.KINDS, 0))
+        counts = used.get(version, dict.fromkeys(kinds, 0))
         versions[str(version)] = {
             **counts,
             "total": sum(counts.values()),
@@ -250,7 +251,7 @@ def pepper_status(json: Json = False) -> None:
     lines = [
         f"version {v}{' (active)' if row['active'] else ''}"
         f"{'' if row['in_keyring'] else ' (not in the keyring)'}: {row['total']} credentials"
-        f" ({', '.join(f'{k} {row[k]}' for k in peppers.KINDS)})"
+        f" ({', '.join(f'{k} {row[k]}' for k in kinds)})"
         for v, row in versions.items()
     ]
     emit({"active_version": keys.active, "versions": versions}, json, "\n".join(lines))

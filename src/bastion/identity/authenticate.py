@@ -1,141 +1,138 @@
 """Bearer credential → Principal. The hot path of every request.
 
-A miss reads the credential, its owner, its organisation and their auth revisions in
-one indexed query. A hit (see `authcache`) re-checks the secret and reads only the two
-revision counters, so suspension, deletion, revocation, logout, role changes and expiry
-take effect on the very next request on every worker. Writes the hot path needs
-(`last_used_at`, `last_seen_at`) are coarse (at most once per minute per credential)
-and done after the response's transaction, never blocking it. So is the rehash of a
-credential stored under an older pepper version: the secret just presented is hashed
-under the active version, for the cache at once and for the row after the request.
+A miss reads the credential, its owner, its organisation's status and the auth
+revisions in one indexed query. A hit (see `authcache`) re-checks the secret and reads
+only the two revision counters, so suspension, deletion, revocation, logout, role
+changes and expiry take effect on the very next request on every worker. Writes the
+hot path needs (`last_used_at`, `last_seen_at`) are coarse (at most once per minute per
+credential) and done after the response's transaction, never blocking it. So is the
+rehash of a credential stored under an older pepper version: the secret just presented
+is hashed under the active version, for the cache at once and for the row after the
+request. API keys and sessions are identity's; other kinds (agent run tokens) are
+resolved by the domain that registered them (`credentials`), and any other is refused.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from bastion.agents.models import Agent, Run
 from bastion.audit import service as audit
 from bastion.authz import service as authz
+from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
-from bastion.core.events import EventType, Outcome
+from bastion.core.events import EventType
 from bastion.core.netguard import network_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import Principal
-from bastion.core.revisions import INSTANCE, REHASH_OPTION, AuthRevision
+from bastion.identity import credentials
 from bastion.identity.authcache import AuthCache, Entry, Revisions
+from bastion.identity.credentials import Authenticated, Loaded, Touch, labelled, rejected
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
-from bastion.tenancy.models import Organization
+from bastion.tenancy import service as tenancy
 
 TOUCH_INTERVAL_SECONDS = 60
 
-Touch = Callable[[Session], None]
 
-
-@dataclass(frozen=True)
-class Authenticated:
-    principal: Principal
-    touch: Touch | None  # a coarse bookkeeping write to run after the request commits
-    extra: tuple[Touch, ...] = ()  # further after-commit writes (e.g. a new key network)
-
-    @property
-    def after_commit(self) -> tuple[Touch, ...]:
-        return (self.touch, *self.extra) if self.touch is not None else self.extra
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """A miss's answer and what the cache needs to keep it."""
-
-    result: Authenticated
-    stored_hash: str
+class _SessionRow(NamedTuple):
+    token_hash: str
     pepper_version: int
+    expires_at: datetime
+    last_seen_at: datetime
+    idle_timeout: int
+    revoked_at: datetime | None
+    user_id: str
+    org_id: str
+    role: str
+    status: str
+    grants_until: datetime | None
+    org_status: str | None
     org_rev: int
     instance_rev: int
-    valid_until: datetime | None
-    last_touched: datetime
-    touch_every: float
 
 
-_OrgRev = aliased(AuthRevision)
-_INSTANCE_REV = (
-    select(func.coalesce(func.max(AuthRevision.revision), 0))
-    .where(AuthRevision.org_id == INSTANCE)
-    .scalar_subquery()
-)
-
-
-_SESSION_QUERY = (
-    select(
-        UserSession.token_hash,
-        UserSession.pepper_version,
-        UserSession.expires_at,
-        UserSession.last_seen_at,
-        UserSession.idle_timeout,
-        UserSession.revoked_at,
-        User.id,
-        User.org_id,
-        User.role,
-        User.status,
-        User.grants_until,
-        Organization.status,
-        func.coalesce(_OrgRev.revision, 0),
-        _INSTANCE_REV,
+_SESSION_QUERY = select(
+    *labelled(
+        _SessionRow,
+        token_hash=UserSession.token_hash,
+        pepper_version=UserSession.pepper_version,
+        expires_at=UserSession.expires_at,
+        last_seen_at=UserSession.last_seen_at,
+        idle_timeout=UserSession.idle_timeout,
+        revoked_at=UserSession.revoked_at,
+        user_id=User.id,
+        org_id=User.org_id,
+        role=User.role,
+        status=User.status,
+        grants_until=User.grants_until,
+        org_status=tenancy.org_status(User.org_id),
+        org_rev=revisions.org_revision(User.org_id),
+        instance_rev=revisions.instance_revision(),
     )
-    .join(User, User.id == UserSession.user_id)
-    .join(Organization, Organization.id == User.org_id)
-    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
-)
+).join(User, User.id == UserSession.user_id)
+
+
+class _KeyRow(NamedTuple):
+    secret_hash: str
+    pepper_version: int
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    org_id: str
+    role: str
+    user_id: str | None
+    service_account_id: str | None
+    user_status: str | None
+    user_role: str  # NULL only when user_status is, which is refused first
+    grants_until: datetime | None
+    sa_status: str | None
+    sa_role: str  # likewise with sa_status
+    org_status: str | None
+    org_rev: int
+    instance_rev: int
+
 
 _KEY_QUERY = (
     select(
-        ApiKey.secret_hash,
-        ApiKey.pepper_version,
-        ApiKey.expires_at,
-        ApiKey.revoked_at,
-        ApiKey.last_used_at,
-        ApiKey.org_id,
-        ApiKey.role,
-        ApiKey.user_id,
-        ApiKey.service_account_id,
-        User.status,
-        User.role,
-        User.grants_until,
-        ServiceAccount.status,
-        ServiceAccount.role,
-        Organization.status,
-        func.coalesce(_OrgRev.revision, 0),
-        _INSTANCE_REV,
+        *labelled(
+            _KeyRow,
+            secret_hash=ApiKey.secret_hash,
+            pepper_version=ApiKey.pepper_version,
+            expires_at=ApiKey.expires_at,
+            revoked_at=ApiKey.revoked_at,
+            last_used_at=ApiKey.last_used_at,
+            org_id=ApiKey.org_id,
+            role=ApiKey.role,
+            user_id=ApiKey.user_id,
+            service_account_id=ApiKey.service_account_id,
+            user_status=User.status,
+            user_role=User.role,
+            grants_until=User.grants_until,
+            sa_status=ServiceAccount.status,
+            sa_role=ServiceAccount.role,
+            org_status=tenancy.org_status(ApiKey.org_id),
+            org_rev=revisions.org_revision(ApiKey.org_id),
+            instance_rev=revisions.instance_revision(),
+        )
     )
     .outerjoin(User, User.id == ApiKey.user_id)
     .outerjoin(ServiceAccount, ServiceAccount.id == ApiKey.service_account_id)
-    .join(Organization, Organization.id == ApiKey.org_id)
-    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
 )
+_OWN_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION})
 
 
-def _rejected(
-    actor: Actor, reason: str, org_id: str | None = None, resource: tuple[str, str] | None = None
-) -> Unauthenticated:
-    return Unauthenticated("credential is missing, invalid, revoked or expired").with_audit(
-        type=EventType.AUTH_CREDENTIAL_REJECTED,
-        actor=actor,
-        org_id=org_id,
-        outcome=Outcome.FAILURE,
-        reason=reason,
-        resource=resource,
-    )
+def _known(kind: TokenKind) -> bool:
+    """Identity's own bearer kinds, and those another domain registered."""
+    return kind in _OWN_KINDS or credentials.resolver(kind) is not None
 
 
 def authenticate(
@@ -148,20 +145,23 @@ def authenticate(
     if not token:
         raise Unauthenticated("a bearer credential is required")
     parsed = parse(token)
-    if parsed is None or parsed.kind not in _CACHED_KINDS:
-        raise _rejected(actor, "unknown_credential_kind")  # fail closed
+    if parsed is None or not _known(parsed.kind):
+        raise rejected(actor, "unknown_credential_kind")  # fail closed
     if cache is not None:
         hit = authenticate_cached(token, actor, hasher, cache)
         if hit is not None:
             return hit
     networks: frozenset[str] = frozenset()
+    foreign = credentials.resolver(parsed.kind)
     if parsed.kind is TokenKind.SESSION:
         loaded = _session(db, parsed.row_id, parsed.secret, actor, hasher)
-    elif parsed.kind is TokenKind.AGENT_RUN:
-        loaded = _agent_run(db, parsed.row_id, parsed.secret, actor, hasher)
-    else:
+    elif parsed.kind is TokenKind.API_KEY:
         loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
         networks = _key_networks(db, parsed.row_id)
+    elif foreign is not None:
+        loaded = foreign.resolve(db, parsed.row_id, parsed.secret, actor, hasher)
+    else:  # unregistered meanwhile: never an allow
+        raise rejected(actor, "unknown_credential_kind")
     upgraded = hasher.upgrade(parsed.kind, parsed.secret, loaded.pepper_version)
     if upgraded is not None:
         rehash = _rehash(
@@ -251,12 +251,9 @@ class _Candidate:
     upgraded: tuple[str, int] | None  # (digest, version) under the active pepper version
 
 
-_CACHED_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION, TokenKind.AGENT_RUN})
-
-
 def _candidate(cache: AuthCache, token: str | None, hasher: TokenHasher) -> _Candidate | None:
     parsed = parse(token) if token else None
-    if parsed is None or parsed.kind not in _CACHED_KINDS:
+    if parsed is None or not _known(parsed.kind):
         return None
     entry = cache.get(parsed.row_id)
     if entry is None or entry.kind != parsed.kind.value:
@@ -287,7 +284,8 @@ def _confirm(
         actor=Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
     )
     touch = None
-    if (now - entry.last_touched).total_seconds() >= entry.touch_every:
+    due = (now - entry.last_touched).total_seconds() >= entry.touch_every
+    if due and found.kind in _OWN_KINDS:  # other kinds keep no bookkeeping
         touch = (
             _touch_session(row_id, now)
             if found.kind is TokenKind.SESSION
@@ -342,118 +340,91 @@ def _grants_limit(grants_until: datetime | None, now: datetime) -> datetime | No
 
 def _session(
     db: Session, session_id: str, secret: str, actor: Actor, hasher: TokenHasher
-) -> _Loaded:
-    row = db.execute(_SESSION_QUERY.where(UserSession.id == session_id)).first()
+) -> Loaded:
+    found = db.execute(_SESSION_QUERY.where(UserSession.id == session_id)).first()
+    row = _SessionRow._make(found) if found is not None else None
     now = utcnow()
-    if row is None or not hasher.matches(TokenKind.SESSION, secret, row[1], row[0]):
-        raise _rejected(actor, "unknown_or_wrong_secret")
-    (
-        _,
-        _,
-        expires_at,
-        last_seen,
-        idle,
-        revoked_at,
-        user_id,
-        org_id,
-        role,
-        status,
-        grants_until,
-        org_status,
-        org_rev,
-        instance_rev,
-    ) = row
-    if revoked_at is not None:
-        raise _rejected(actor, "session_revoked", org_id, ("session", session_id))
-    if expires_at <= now or (now - last_seen).total_seconds() > idle:
-        raise _rejected(actor, "session_expired", org_id, ("session", session_id))
-    if status != "active" or org_status != "active":
-        raise _rejected(actor, "user_inactive", org_id, ("session", session_id))
-    rights = authz.user_rights(db, org_id, role, user_id, grants_until)
+    if row is None or not hasher.matches(
+        TokenKind.SESSION, secret, row.pepper_version, row.token_hash
+    ):
+        raise rejected(actor, "unknown_or_wrong_secret")
+    org_id, resource = row.org_id, ("session", session_id)
+    if row.revoked_at is not None:
+        raise rejected(actor, "session_revoked", org_id, resource)
+    idle = row.idle_timeout
+    if row.expires_at <= now or (now - row.last_seen_at).total_seconds() > idle:
+        raise rejected(actor, "session_expired", org_id, resource)
+    if row.status != "active" or row.org_status != "active":
+        raise rejected(actor, "user_inactive", org_id, resource)
+    rights = authz.user_rights(db, org_id, row.role, row.user_id, row.grants_until)
     principal = Principal(
         principal_type="user",
-        id=user_id,
+        id=row.user_id,
         org_id=org_id,
-        role=role,
+        role=row.role,
         credential=CredentialKind.SESSION,
         role_permissions=rights.permissions,
-        user_id=user_id,
+        user_id=row.user_id,
         session_id=session_id,
         credential_id=session_id,
-        actor=Actor("user", user_id, actor.ip, actor.user_agent, actor.request_id),
+        actor=Actor("user", row.user_id, actor.ip, actor.user_agent, actor.request_id),
         temporary=rights.temporary,
     )
     touch_every = min(TOUCH_INTERVAL_SECONDS, idle / 10)
     touch = None
-    if (now - last_seen).total_seconds() >= touch_every:
+    if (now - row.last_seen_at).total_seconds() >= touch_every:
         touch = _touch_session(session_id, now)
-    return _Loaded(
+    return Loaded(
         Authenticated(principal, touch),
-        stored_hash=row[0],
-        pepper_version=row[1],
-        org_rev=int(org_rev),
-        instance_rev=int(instance_rev),
+        stored_hash=row.token_hash,
+        pepper_version=row.pepper_version,
+        org_rev=int(row.org_rev),
+        instance_rev=int(row.instance_rev),
         valid_until=_earliest(
-            expires_at,
-            last_seen + timedelta(seconds=idle),
-            _grants_limit(grants_until, now),
+            row.expires_at,
+            row.last_seen_at + timedelta(seconds=idle),
+            _grants_limit(row.grants_until, now),
         ),
-        last_touched=last_seen,
+        last_touched=row.last_seen_at,
         touch_every=touch_every,
     )
 
 
-def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> _Loaded:
-    row = db.execute(_KEY_QUERY.where(ApiKey.id == key_id)).first()
+def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> Loaded:
+    found = db.execute(_KEY_QUERY.where(ApiKey.id == key_id)).first()
+    row = _KeyRow._make(found) if found is not None else None
     now = utcnow()
-    if row is None or not hasher.matches(TokenKind.API_KEY, secret, row[1], row[0]):
-        raise _rejected(actor, "unknown_or_wrong_secret")
-    (
-        _,
-        _,
-        expires_at,
-        revoked_at,
-        last_used,
-        org_id,
-        role,
-        user_id,
-        sa_id,
-        user_status,
-        user_role,
-        grants_until,
-        sa_status,
-        sa_role,
-        org_status,
-        org_rev,
-        instance_rev,
-    ) = row
-    resource = ("api_key", key_id)
-    if revoked_at is not None and revoked_at <= now:
-        raise _rejected(actor, "key_revoked", org_id, resource)
-    if expires_at is not None and expires_at <= now:
-        raise _rejected(actor, "key_expired", org_id, resource)
-    if org_status != "active":
-        raise _rejected(actor, "org_inactive", org_id, resource)
-    perms = authz.permissions_of_role(db, org_id, role)
+    if row is None or not hasher.matches(
+        TokenKind.API_KEY, secret, row.pepper_version, row.secret_hash
+    ):
+        raise rejected(actor, "unknown_or_wrong_secret")
+    org_id, user_id, resource = row.org_id, row.user_id, ("api_key", key_id)
+    if row.revoked_at is not None and row.revoked_at <= now:
+        raise rejected(actor, "key_revoked", org_id, resource)
+    if row.expires_at is not None and row.expires_at <= now:
+        raise rejected(actor, "key_expired", org_id, resource)
+    if row.org_status != "active":
+        raise rejected(actor, "org_inactive", org_id, resource)
+    perms = authz.permissions_of_role(db, org_id, row.role)
     principal_type, principal_id = "api_key", key_id
     temporary: dict[Permission, datetime] = {}
     if user_id is not None:
-        if user_status != "active":
-            raise _rejected(actor, "owner_inactive", org_id, resource)
+        if row.user_status != "active":
+            raise rejected(actor, "owner_inactive", org_id, resource)
         # A key never holds more than its owner holds right now, nor for longer.
-        owner = authz.user_rights(db, org_id, user_role, user_id, grants_until)
+        owner = authz.user_rights(db, org_id, row.user_role, user_id, row.grants_until)
         perms = perms & owner.permissions
         temporary = {p: end for p, end in owner.temporary.items() if p in perms}
-    elif sa_id is not None:
-        if sa_status != "active":
-            raise _rejected(actor, "owner_inactive", org_id, resource)
-        perms = perms & authz.permissions_of_role(db, org_id, sa_role)
-        principal_type, principal_id = "service_account", sa_id
+    elif row.service_account_id is not None:
+        if row.sa_status != "active":
+            raise rejected(actor, "owner_inactive", org_id, resource)
+        perms = perms & authz.permissions_of_role(db, org_id, row.sa_role)
+        principal_type, principal_id = "service_account", row.service_account_id
     principal = Principal(
         principal_type=principal_type,
         id=principal_id,
         org_id=org_id,
-        role=role,
+        role=row.role,
         credential=CredentialKind.API_KEY,
         role_permissions=perms,
         user_id=user_id,
@@ -461,112 +432,47 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         actor=Actor(principal_type, principal_id, actor.ip, actor.user_agent, actor.request_id),
         temporary=temporary,
     )
+    last_used = row.last_used_at
     touch = None
     if last_used is None or (now - last_used).total_seconds() >= TOUCH_INTERVAL_SECONDS:
         touch = _touch_key(key_id, now, actor.ip)
-    return _Loaded(
+    return Loaded(
         Authenticated(principal, touch),
-        stored_hash=row[0],
-        pepper_version=row[1],
-        org_rev=int(org_rev),
-        instance_rev=int(instance_rev),
+        stored_hash=row.secret_hash,
+        pepper_version=row.pepper_version,
+        org_rev=int(row.org_rev),
+        instance_rev=int(row.instance_rev),
         valid_until=_earliest(
-            expires_at,
-            revoked_at,  # a rotated key's overlap ends
-            _grants_limit(grants_until if user_id is not None else None, now),
+            row.expires_at,
+            row.revoked_at,  # a rotated key's overlap ends
+            _grants_limit(row.grants_until if user_id is not None else None, now),
         ),
         last_touched=last_used or now,
         touch_every=TOUCH_INTERVAL_SECONDS,
     )
 
 
-_RUN_QUERY = (
-    select(
-        Run.token_hash,
-        Run.pepper_version,
-        Run.expires_at,
-        Run.revoked_at,
-        Run.org_id,
-        Run.agent_id,
-        Run.on_behalf_of,
-        Organization.status,
-        User.status,
-        func.coalesce(_OrgRev.revision, 0),
-        _INSTANCE_REV,
-    )
-    .join(Agent, Agent.id == Run.agent_id)
-    .join(Organization, Organization.id == Run.org_id)
-    .outerjoin(User, User.id == Run.on_behalf_of)
-    .outerjoin(_OrgRev, _OrgRev.org_id == Organization.id)
-)
-
-
-def _agent_run(db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> _Loaded:
-    """A run's token: valid until the run expires or is revoked, while its agent exists,
-    its organisation is active and the user it acts for is active. It carries no
-    organisation permission: it acts only on its own run (and the secrets its agent
-    was given). Cached like the others: revoking the run, changing or deleting its
-    agent, suspending its user or organisation all bump the revision."""
-    row = db.execute(_RUN_QUERY.where(Run.id == run_id)).first()
-    if row is None or not hasher.matches(TokenKind.AGENT_RUN, secret, row[1], row[0]):
-        raise _rejected(actor, "unknown_or_wrong_secret")
-    (
-        _,
-        _,
-        expires_at,
-        revoked_at,
-        org_id,
-        agent_id,
-        on_behalf_of,
-        org_status,
-        user_status,
-        org_rev,
-        instance_rev,
-    ) = row
-    resource = ("run", run_id)
-    now = utcnow()
-    if revoked_at is not None:
-        raise _rejected(actor, "run_revoked", org_id, resource)
-    if expires_at <= now:
-        raise _rejected(actor, "run_expired", org_id, resource)
-    if org_status != "active" or (on_behalf_of is not None and user_status != "active"):
-        raise _rejected(actor, "run_inactive", org_id, resource)
-    principal = Principal(
-        principal_type="agent_run",
-        id=run_id,
-        org_id=org_id,
-        role="agent_run",
-        credential=CredentialKind.AGENT_RUN,
-        role_permissions=frozenset(),
-        credential_id=run_id,
-        agent_id=agent_id,
-        on_behalf_of=on_behalf_of,
-        actor=Actor("agent_run", run_id, actor.ip, actor.user_agent, actor.request_id),
-    )
-    return _Loaded(
-        Authenticated(principal, None),
-        stored_hash=row[0],
-        pepper_version=row[1],
-        org_rev=int(org_rev),
-        instance_rev=int(instance_rev),
-        valid_until=expires_at,
-        last_touched=now,
-        touch_every=math.inf,  # nothing to keep up to date
-    )
-
-
-_DIGEST_COLUMN = {
+_OWN_DIGESTS: dict[TokenKind, InstrumentedAttribute[str]] = {
     TokenKind.SESSION: UserSession.token_hash,
     TokenKind.API_KEY: ApiKey.secret_hash,
-    TokenKind.AGENT_RUN: Run.token_hash,
 }
+
+
+def _digest_column(kind: TokenKind) -> InstrumentedAttribute[str]:
+    own = _OWN_DIGESTS.get(kind)
+    if own is not None:
+        return own
+    foreign = credentials.resolver(kind)
+    if foreign is None:  # cannot happen: only a resolved credential is rehashed
+        raise LookupError(f"no resolver for {kind.name} credentials")
+    return foreign.digest
 
 
 def _rehash(kind: TokenKind, row_id: str, old: tuple[str, int], new: tuple[str, int]) -> Touch:
     """Store a credential's digest under the active pepper version, unless the row
     changed meanwhile (compare-and-set on the old digest and version). Bumps no auth
     revision: the same secret matches before and after (`revisions.REHASH_OPTION`)."""
-    column = _DIGEST_COLUMN[kind]
+    column = _digest_column(kind)
     model = column.class_
 
     def run(db: Session) -> None:
@@ -574,7 +480,7 @@ def _rehash(kind: TokenKind, row_id: str, old: tuple[str, int], new: tuple[str, 
             update(model)
             .where(model.id == row_id, model.pepper_version == old[1], column == old[0])
             .values({column.key: new[0], "pepper_version": new[1]})
-            .execution_options(**{REHASH_OPTION: True})
+            .execution_options(**{revisions.REHASH_OPTION: True})
         )
 
     return run

@@ -24,7 +24,7 @@ from bastion.identity import passwords
 from bastion.identity.models import User, UserSession
 from bastion.identity.service import normalize_email
 from bastion.identity.tokens import TokenHasher, TokenKind
-from bastion.tenancy.models import Organization
+from bastion.tenancy import service as tenancy
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def login(
             resource=("user", user.id) if user else None,
             reason=reason,
         )
-    org = db.get(Organization, user.org_id)
+    org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
     if new_hash:

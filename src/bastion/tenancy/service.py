@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import retention
@@ -43,6 +45,19 @@ def create_org(db: Session, actor: Actor, *, name: str) -> Organization:
         metadata={"name": org.name},
     )
     return org
+
+
+def find_org(db: Session, org_id: str) -> Organization | None:
+    """The organisation, whatever its status, for a domain acting for a caller it has
+    already identified (sign-in reads its status and session timeouts)."""
+    return db.get(Organization, org_id)
+
+
+def org_status(org_id: Any) -> ColumnElement[str]:
+    """The status of the organisation `org_id` (a column or a value) as a scalar
+    subquery, so a caller's one hot query (a credential's check) reads it without a
+    second round trip."""
+    return select(Organization.status).where(Organization.id == org_id).scalar_subquery()
 
 
 def get_org(db: Session, principal: Principal, org_id: str) -> Organization:
