@@ -23,6 +23,7 @@ from bastion.core.principal import Principal
 from bastion.identity import passwords
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
+from bastion.tenancy import service as tenancy
 
 USER_STATUSES = ("active", "invited", "suspended")
 
@@ -125,6 +126,10 @@ def get_user(db: Session, principal: Principal, org_id: str, user_id: str) -> Us
 def require_user_in_org(db: Session, org_id: str, user_id: str) -> User:
     """For other domains (teams, grants): the user, or 404 when not in this org."""
     return _find_user(db, org_id, user_id)
+
+
+# Teams (tenancy, below) add members only through this lookup.
+tenancy.register_user_lookup(lambda db, org_id, user_id: _find_user(db, org_id, user_id).id)
 
 
 def list_users(

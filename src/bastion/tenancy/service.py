@@ -1,7 +1,12 @@
-"""Organisations and teams. Every query is scoped by organisation."""
+"""Organisations and teams. Every query is scoped by organisation.
+
+Users live in identity, a layer above: a team's members are checked through the user
+lookup identity registers (`register_user_lookup`); until it has, nobody can be added
+(fail closed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
@@ -20,7 +25,6 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.identity import service as identity
 from bastion.secrets import service as secrets
 from bastion.secrets.vault import Vault
 from bastion.tenancy.models import DEFAULT_AUDIT_RETENTION_DAYS, Organization, Team, TeamMember
@@ -152,6 +156,22 @@ def apply_audit_retention(db: Session) -> list[retention.Purge]:
 
 
 # --- teams -------------------------------------------------------------------------
+
+# (db, org_id, user_id) -> the user's id, or raises NotFound when the organisation has
+# no such user. Registered by identity, which owns users.
+UserLookup = Callable[[Session, str, str], str]
+_user_lookup: list[UserLookup] = []  # at most one: identity's
+
+
+def register_user_lookup(lookup: UserLookup) -> None:
+    """Called by identity at import."""
+    _user_lookup[:] = [lookup]
+
+
+def _member_id(db: Session, org_id: str, user_id: str) -> str:
+    if not _user_lookup:  # nobody can vouch for the user: refuse, as for an unknown one
+        raise NotFound("user not found")
+    return _user_lookup[0](db, org_id, user_id)
 
 
 def _find_team(db: Session, org_id: str, team_id: str) -> Team:
@@ -300,10 +320,10 @@ def add_member(db: Session, principal: Principal, org_id: str, team_id: str, use
     principal.require_org(org_id)
     principal.require(Permission.TEAMS_MANAGE)
     team = _find_team(db, org_id, team_id)
-    user = identity.require_user_in_org(db, org_id, user_id)
-    if db.get(TeamMember, (team.id, user.id)) is not None:
+    member_id = _member_id(db, org_id, user_id)
+    if db.get(TeamMember, (team.id, member_id)) is not None:
         return False
-    db.add(TeamMember(team_id=team.id, user_id=user.id, org_id=org_id))
+    db.add(TeamMember(team_id=team.id, user_id=member_id, org_id=org_id))
     db.flush()
     audit.record(
         db,
@@ -311,7 +331,7 @@ def add_member(db: Session, principal: Principal, org_id: str, team_id: str, use
         actor=principal.actor,
         org_id=org_id,
         resource=("team", team.id),
-        metadata={"user_id": user.id},
+        metadata={"user_id": member_id},
     )
     return True
 
