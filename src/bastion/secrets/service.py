@@ -140,7 +140,7 @@ def describe(
     return out
 
 
-def _decrypt(db: Session, vault: Vault, row: SecretVersion) -> bytes:
+def decrypt_version(db: Session, vault: Vault, row: SecretVersion) -> bytes:
     """Decrypt one version. If its data key was destroyed between reading the row and
     the key (a finished re-encryption, seen by a non-snapshot read on PostgreSQL), the
     row has been re-encrypted meanwhile: read it again once."""
@@ -217,7 +217,7 @@ def reveal_granted(
         if row is None:
             raise NotFound("no such version")
         try:
-            value = _decrypt(db, vault, row)
+            value = decrypt_version(db, vault, row)
         except SecretUnreadable as exc:
             log.warning(
                 "secret unreadable",

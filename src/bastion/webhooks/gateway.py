@@ -33,9 +33,9 @@ from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Conflict, NotFound
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
-from bastion.secrets.models import SecretVersion
+from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
-from bastion.webhooks import outbound, sealing
+from bastion.webhooks import outbound
 from bastion.webhooks.errors import SignatureRejected
 from bastion.webhooks.models import (
     WebhookEndpoint,
@@ -108,28 +108,16 @@ def delivery_key(provider: Provider, headers: Mapping[str, str], body: bytes) ->
 def _secrets(db: Session, vault: Vault, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     """The endpoint's secrets that verify now. One that cannot be decrypted is left out
     (and logged): fewer secrets can only refuse more, never accept more."""
-    rows = db.execute(
-        select(SecretVersion)
-        .join(
-            WebhookEndpointSecret,
-            (WebhookEndpointSecret.endpoint_id == endpoint.id)
-            & (WebhookEndpointSecret.version == SecretVersion.version),
-        )
-        .where(
-            SecretVersion.secret_id == endpoint.secret_id,
-            or_(
-                WebhookEndpointSecret.expires_at.is_(None),
-                WebhookEndpointSecret.expires_at > now,
-            ),
-        )
-        .order_by(SecretVersion.version.desc())
-    ).scalars()
+    accepted = select(WebhookEndpointSecret.version).where(
+        WebhookEndpointSecret.endpoint_id == endpoint.id,
+        or_(WebhookEndpointSecret.expires_at.is_(None), WebhookEndpointSecret.expires_at > now),
+    )
     found = []
-    for row in rows:
-        try:
-            found.append(sealing.reveal(db, vault, row))
-        except sealing.Unreadable:
-            log.error("webhook secret unreadable", endpoint_id=endpoint.id, version=row.version)
+    for opened in sealed.open_versions(db, vault, endpoint.secret_id, accepted):
+        if opened.value is None:
+            log.error("webhook secret unreadable", endpoint_id=endpoint.id, version=opened.version)
+        else:
+            found.append(opened.value.decode())
     return found
 
 

@@ -41,6 +41,7 @@ from bastion.core.context import SYSTEM
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.netguard import PLAINTEXT, GuardedTransport, OutboundRefused, deadline
+from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
 from bastion.webhooks.models import (
@@ -277,7 +278,7 @@ def _load(sessions: Sessions, vault: Vault, delivery_id: str) -> _Message | None
             url, secret_id = endpoint.forward_url, endpoint.forward_secret_id
         try:
             secret = sealing.read(db, vault, secret_id, 1)
-        except sealing.Unreadable:  # shredded with its organisation, or tampered with
+        except sealed.Unreadable:  # shredded with its organisation, or tampered with
             raise _Undeliverable("the signing secret cannot be read") from None
         message = _Message(
             row.id,
@@ -494,7 +495,7 @@ def purge_expired(sessions: Sessions, retention_days: int) -> dict[str, int]:
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookEndpointSecret.endpoint_id)
             .where(WebhookEndpointSecret.expires_at <= now)
         ).all()
-        sealing.destroy_versions(db, [(secret_id, version) for secret_id, version in rotated_out])
+        sealed.destroy_versions(db, [(secret_id, version) for secret_id, version in rotated_out])
         counts = {
             "events": _deleted(db, delete(WebhookEvent).where(WebhookEvent.expires_at < now)),
             "replay_keys": _deleted(

@@ -22,6 +22,7 @@ from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addre
 from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
+from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 from bastion.webhooks import outbound, sealing
 from bastion.webhooks.models import (
@@ -217,7 +218,7 @@ def rotate_secret(
         row.expires_at = now + timedelta(seconds=overlap_seconds)
     try:
         version = sealing.new_version(db, vault, endpoint.secret_id, secret)
-    except sealing.Unreadable:
+    except sealed.Unreadable:
         raise NotFound("webhook endpoint not found") from None
     db.add(WebhookEndpointSecret(endpoint_id=endpoint.id, version=version))
     endpoint.updated_at = now
@@ -237,7 +238,7 @@ def delete_endpoint(db: Session, principal: Principal, org_id: str, endpoint_id:
     principal.require(Permission.WEBHOOKS_MANAGE)
     endpoint = _endpoint(db, org_id, endpoint_id)
     db.delete(endpoint)  # replay keys, events and forwards go with it (CASCADE)
-    sealing.destroy(db, endpoint.secret_id, endpoint.forward_secret_id)
+    sealed.destroy(db, endpoint.secret_id, endpoint.forward_secret_id)
     audit.record(
         db,
         type=EventType.WEBHOOK_ENDPOINT_DELETED,
@@ -335,7 +336,7 @@ def delete_subscription(db: Session, principal: Principal, org_id: str, sub_id: 
     principal.require(Permission.WEBHOOKS_MANAGE)
     sub = _subscription(db, org_id, sub_id)
     db.delete(sub)  # its deliveries and their attempts go with it (CASCADE)
-    sealing.destroy(db, sub.secret_id)
+    sealed.destroy(db, sub.secret_id)
     audit.record(
         db,
         type=EventType.WEBHOOK_SUBSCRIPTION_DELETED,
