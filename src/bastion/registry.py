@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 import bastion.agents.models
+import bastion.alerts.models
 import bastion.approvals.models
 import bastion.audit.models
 import bastion.authz.models

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.alerts import service as alerts
 from bastion.api.app import notifier
-from bastion.audit import alerts
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.core.permissions import Permission
 from tests.factories import PASSWORD, Factory, Org, bearer, unique_email

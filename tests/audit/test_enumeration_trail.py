@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bastion.alerts import service as alerts
 from bastion.api.app import notifier
-from bastion.audit import alerts
 from bastion.core.clock import clock, utcnow
 from tests.factories import Factory, Org
 

@@ -20,9 +20,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from fastapi.testclient import TestClient
 
+from bastion.alerts import deliver
+from bastion.alerts import service as alerts
+from bastion.alerts.deliver import Notifier, NotifyError
 from bastion.api.app import create_app, notifier
-from bastion.audit import alerts, sinks
-from bastion.audit.alerts import Notifier, NotifyError
+from bastion.audit import sinks
 from tests.conftest import make_settings
 from tests.factories import Factory, Org
 from tests.receivers import Pki, StartHttp, StartSyslog, free_port
@@ -209,7 +211,7 @@ def _alert() -> Any:
 
 def _email(port: int, **options: Any) -> None:
     outgoing = Notifier(keys=None, allow=(), smtp_host="127.0.0.1", smtp_port=port, **options)  # type: ignore[arg-type]
-    alerts._email(_alert(), ["sec@example.com"], outgoing)
+    deliver._email(_alert(), ["sec@example.com"], outgoing)
 
 
 def test_plain_smtp_is_refused_unless_allowed(start_smtp: StartSmtp) -> None:

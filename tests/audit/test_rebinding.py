@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.alerts import service as alerts
 from bastion.api.app import create_app, notifier
-from bastion.audit import alerts, sinks
+from bastion.audit import sinks
 from bastion.audit.siem_transport import DeliveryError, HttpTransport, SyslogTransport
 from bastion.core.clock import clock
 from bastion.core.netguard import OutboundRefused, check_destination

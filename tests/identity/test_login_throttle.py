@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from bastion.alerts import service as alerts
 from bastion.api.app import create_app, notifier
-from bastion.audit import alerts
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, unique_email
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.alerts import deliver as alerts
 from bastion.api.state import AppState
-from bastion.audit import alerts
 from bastion.audit.siem_transport import HttpTransport
 from bastion.core.netguard import GuardedTransport, OutboundRefused
 from tests.factories import Factory

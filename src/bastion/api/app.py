@@ -12,12 +12,15 @@ from fastapi import FastAPI
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
 from bastion import __version__
+from bastion.alerts import service as alert_service
+from bastion.alerts.deliver import Notifier
 from bastion.api import errors
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
     access,
     agents,
+    alerts,
     apikeys,
     approvals,
     audit,
@@ -35,7 +38,7 @@ from bastion.api.routers import (
 )
 from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
-from bastion.audit import alerts, checkpoints, sinks
+from bastion.audit import checkpoints, sinks
 from bastion.audit.checkpoints import Signer
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core import revisions
@@ -173,9 +176,9 @@ async def _sweep_approvals(state: AppState) -> None:
             log.exception("approval sweep failed")
 
 
-def notifier(state: AppState) -> alerts.Notifier:
+def notifier(state: AppState) -> Notifier:
     s = state.settings
-    return alerts.Notifier(
+    return Notifier(
         keys=state.root_keys,
         allow=s.outbound_allow,
         proxy=s.proxy_url,
@@ -197,7 +200,7 @@ async def _evaluate_alerts(state: AppState) -> None:
     outgoing = notifier(state)
 
     def round_() -> int:
-        return alerts.run_round(state.sessions, state.write_sessions, outgoing)
+        return alert_service.run_round(state.sessions, state.write_sessions, outgoing)
 
     while True:
         await asyncio.sleep(state.settings.alert_poll_interval)
@@ -297,8 +300,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
     app.include_router(audit.signing_keys_router, responses=ERROR_RESPONSES)
     app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
-    app.include_router(audit.alert_rules_router, responses=ERROR_RESPONSES)
-    app.include_router(audit.alerts_router, responses=ERROR_RESPONSES)
+    app.include_router(alerts.alert_rules_router, responses=ERROR_RESPONSES)
+    app.include_router(alerts.alerts_router, responses=ERROR_RESPONSES)
     app.include_router(access.sources_router, responses=ERROR_RESPONSES)
     app.include_router(secrets.router, responses=ERROR_RESPONSES)
     app.include_router(secrets.key_router, responses=ERROR_RESPONSES)

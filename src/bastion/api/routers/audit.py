@@ -6,15 +6,12 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
-from bastion.audit import alerts, export, sinks
+from bastion.audit import export, sinks
 from bastion.audit import service as audit
 from bastion.audit.export import ExportFormat
 from bastion.audit.models import AuditCheckpoint, AuditEvent, AuditSink
 from bastion.audit.schemas import (
     ActorOut,
-    AlertOut,
-    AlertRuleIn,
-    AlertRuleOut,
     AuditEventOut,
     AuditSinkIn,
     AuditSinkOut,
@@ -235,72 +232,3 @@ def get_sink(org: str, sink: str, principal: Caller, db: DB) -> AuditSinkOut:
 def delete_sink(org: str, sink: str, principal: Caller, db: DB) -> Response:
     sinks.delete_sink(db, principal, org, sink)
     return Response(status_code=204)
-
-
-alert_rules_router = APIRouter(prefix="/v1/orgs/{org}/alert-rules", tags=["alerts"])
-alerts_router = APIRouter(prefix="/v1/orgs/{org}/alerts", tags=["alerts"])
-
-
-@alert_rules_router.post("", status_code=201, summary="Add an alert rule over the event stream")
-def create_alert_rule(
-    org: str, body: AlertRuleIn, principal: Caller, db: DB, state: State
-) -> AlertRuleOut:
-    rule = alerts.create_rule(
-        db,
-        principal,
-        org,
-        name=body.name,
-        kind=body.kind,
-        params=body.params,
-        channels=body.channels,
-        enabled=body.enabled,
-        keys=state.root_keys,
-        allow=state.settings.outbound_allow,
-        plaintext=state.settings.outbound_plaintext_allow,
-    )
-    return AlertRuleOut.model_validate(rule)
-
-
-@alert_rules_router.get("", summary="Alert rules (channel secrets are never shown)")
-def list_alert_rules(org: str, principal: Caller, db: DB) -> dict[str, list[AlertRuleOut]]:
-    rules = alerts.list_rules(db, principal, org)
-    return {"data": [AlertRuleOut.model_validate(r) for r in rules]}
-
-
-@alert_rules_router.get("/{rule}", summary="One alert rule")
-def get_alert_rule(org: str, rule: str, principal: Caller, db: DB) -> AlertRuleOut:
-    return AlertRuleOut.model_validate(alerts.get_rule(db, principal, org, rule))
-
-
-@alert_rules_router.delete("/{rule}", status_code=204, summary="Remove an alert rule")
-def delete_alert_rule(org: str, rule: str, principal: Caller, db: DB) -> Response:
-    alerts.delete_rule(db, principal, org, rule)
-    return Response(status_code=204)
-
-
-@alerts_router.get("", summary="Alert history, newest first")
-def list_alerts(
-    org: str,
-    principal: Caller,
-    db: DB,
-    status: Annotated[Literal["open", "resolved"] | None, Query()] = None,
-    rule: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Limit = DEFAULT_PAGE,
-    cursor: Cursor = None,
-) -> ListOf[AlertOut]:
-    page = alerts.list_alerts(
-        db, principal, org, status=status, rule_id=rule, limit=limit, cursor=cursor
-    )
-    return ListOf[AlertOut](
-        data=[AlertOut.model_validate(a) for a in page.data], next_cursor=page.next_cursor
-    )
-
-
-@alerts_router.get("/{alert}", summary="One alert")
-def get_alert(org: str, alert: str, principal: Caller, db: DB) -> AlertOut:
-    return AlertOut.model_validate(alerts.get_alert(db, principal, org, alert))
-
-
-@alerts_router.post("/{alert}/resolve", summary="Mark an alert resolved")
-def resolve_alert(org: str, alert: str, principal: Caller, db: DB) -> AlertOut:
-    return AlertOut.model_validate(alerts.resolve_alert(db, principal, org, alert))

@@ -15,9 +15,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
+from bastion.alerts import deliver, evaluate
+from bastion.alerts import service as alerts
 from bastion.api.app import create_app, notifier
-from bastion.audit import alerts, sinks
 from bastion.audit import service as audit
+from bastion.audit import sinks
 from bastion.core.clock import clock
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
@@ -290,7 +292,7 @@ def test_notification_retries_until_accepted(
         asked.append((attempt, base, cap))
         return 30.0
 
-    monkeypatch.setattr(alerts, "backoff_delay", fixed_delay)
+    monkeypatch.setattr(deliver, "backoff_delay", fixed_delay)
     org = factory.org()
     hooks = start_http()
     hooks.status = 503
@@ -324,12 +326,12 @@ def test_concurrent_workers_send_an_alert_once(
     _rule(client, org, "data_export", channels=[_webhook(hooks)])
     client.get(f"/v1/orgs/{org.id}/audit-events/export", headers=org.headers)
     with state.write_sessions() as db:
-        alerts.evaluate_org(db, org.id)
+        evaluate.evaluate_org(db, org.id)
         db.commit()
     outgoing = notifier(state)
     with ThreadPoolExecutor(2) as pool:
         runs = [
-            pool.submit(alerts.notify_pending, state.write_sessions, outgoing, org.id)
+            pool.submit(deliver.notify_pending, state.write_sessions, outgoing, org.id)
             for _ in range(2)
         ]
         sent = sorted(run.result() for run in runs)

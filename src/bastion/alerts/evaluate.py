@@ -1,0 +1,359 @@
+"""Evaluation: each organisation's audit chain read after its own cursor
+(`alert_cursors`) and matched against its enabled rules; in the same transaction as the
+cursor advances, alerts are opened or extended, so an event is evaluated exactly once
+even across workers and restarts. One incident is one alert: a matching event for the
+same rule and subject while an alert is open and recent extends it (`count`,
+`last_at`) instead of raising another. Bursts and thresholds are counted over the
+chain's events in the rule's window; periodic kinds (`sink_failing`,
+`approval_pending`) look at state rather than events and resolve themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bastion.alerts.models import Alert, AlertCursor, AlertRule
+from bastion.approvals import service as approvals
+from bastion.audit.models import AuditEvent, AuditSink
+from bastion.core.clock import as_utc, utcnow
+from bastion.core.ids import new_id
+from bastion.core.netguard import network_of
+
+BATCH = 1000
+PERMISSION_EVENTS = frozenset(
+    {
+        "role.created",
+        "role.updated",
+        "role.deleted",
+        "role_grant.created",
+        "role_grant.revoked",
+        "api_key.created",
+        "api_key.rotated",
+        "service_account.created",
+        "service_account.updated",
+    }
+)
+EXPORT_EVENTS = frozenset({"audit.exported"})
+# A credential-stuffing run goes on after its address is throttled: those attempts count.
+SIGNIN_FAILURES = ("auth.login_failed", "auth.login_throttled")
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    summary: str
+    window: int  # seconds an open alert keeps absorbing matching events
+    count: int = 1
+    details: Mapping[str, Any] | None = None
+
+
+def _count(db: Session, org_id: str, since: datetime, until: datetime, *conds: Any) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(
+            AuditEvent.chain == org_id, AuditEvent.time > since, AuditEvent.time <= until, *conds
+        )
+    )
+    return int(db.execute(stmt).scalar_one())
+
+
+def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type not in SIGNIN_FAILURES:
+        return None
+    if rule.kind == "failed_signins_account":
+        if e.resource_type != "user" or not e.resource_id:
+            return None
+        subject, key, cond = (
+            f"user {e.resource_id}",
+            f"user:{e.resource_id}",
+            (AuditEvent.resource_id == e.resource_id),
+        )
+    else:
+        if not e.actor_ip:
+            return None
+        subject, key, cond = e.actor_ip, f"ip:{e.actor_ip}", AuditEvent.actor_ip == e.actor_ip
+    since = t - timedelta(seconds=window)
+    n = _count(db, e.chain, since, t, AuditEvent.type.in_(SIGNIN_FAILURES), cond)
+    if n < p["threshold"]:
+        return None
+    return Finding(key, f"{n} failed sign-ins for {subject} within {window} s", window, n)
+
+
+def _access_spike(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type not in p["event_types"] or not e.actor_id:
+        return None
+    since = t - timedelta(seconds=window)
+    n = _count(
+        db,
+        e.chain,
+        since,
+        t,
+        AuditEvent.type.in_(p["event_types"]),
+        AuditEvent.actor_id == e.actor_id,
+    )
+    if n < p["threshold"]:
+        return None
+    summary = f"{n} data-access events by {e.actor_type} {e.actor_id} within {window} s"
+    return Finding(f"actor:{e.actor_id}", summary, window, n)
+
+
+def _not_found_burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """Not-found answers to one principal: its `authz.not_found` events in the window,
+    each minute counted by the highest `count` recorded in it (a lower bound)."""
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type != "authz.not_found" or not e.actor_id:
+        return None
+    rows = db.execute(
+        select(AuditEvent.event_metadata).where(
+            AuditEvent.chain == e.chain,
+            AuditEvent.type == e.type,
+            AuditEvent.actor_id == e.actor_id,
+            AuditEvent.time > t - timedelta(seconds=window),
+            AuditEvent.time <= t,
+        )
+    ).scalars()
+    per_minute: dict[str, int] = {}
+    for metadata in rows:
+        minute, count = str((metadata or {}).get("minute")), (metadata or {}).get("count")
+        if isinstance(count, int):
+            per_minute[minute] = max(per_minute.get(minute, 0), count)
+    n = sum(per_minute.values())
+    if n < p["threshold"]:
+        return None
+    summary = f"{n} not-found answers to {e.actor_type} {e.actor_id} within {window} s"
+    return Finding(f"actor:{e.actor_id}", summary, window, n)
+
+
+def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """Permission changes and exports: a burst by one actor is one alert."""
+    window = int(rule.params["window_seconds"])
+    if rule.kind == "data_export":
+        if e.type not in EXPORT_EVENTS:
+            return None
+        summary = f"audit trail exported by {e.actor_type} {e.actor_id}"
+    else:
+        role_change = e.type == "user.updated" and "role" in (e.event_metadata or {})
+        if e.type not in PERMISSION_EVENTS and not role_change:
+            return None
+        summary = f"permissions changed by {e.actor_type} {e.actor_id}: {e.type}"
+    return Finding(f"actor:{e.actor_id}", summary, window, details={"type": e.type})
+
+
+def _key_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    """An API key used from a network it never used before (not its very first use)."""
+    metadata = e.event_metadata or {}
+    if e.type != "api_key.new_network" or metadata.get("first", True):
+        return None
+    network = metadata.get("network")
+    summary = f"API key {e.resource_id} used from a new network {network} ({metadata.get('ip')})"
+    return Finding(f"key:{e.resource_id}:net:{network}", summary, 0, details=dict(metadata))
+
+
+def _approval_requested(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    if e.type != "approval.requested" or not e.resource_id:
+        return None
+    metadata = e.event_metadata or {}
+    summary = (
+        f"agent {metadata.get('agent_id')} asks to run {metadata.get('tool')}: "
+        f"approval {e.resource_id} needs {metadata.get('quorum', 1)} approver(s)"
+    )
+    details = {k: metadata.get(k) for k in ("agent_id", "tool", "call_id", "quorum")}
+    return Finding(f"approval:{e.resource_id}", summary, 0, details=details)
+
+
+def _match(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    matcher = _MATCHERS.get(rule.kind)
+    return matcher(db, rule, e) if matcher is not None else None
+
+
+def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+    p, t = rule.params, as_utc(e.time)
+    if e.type != "auth.login_succeeded" or not e.actor_id or not e.actor_ip:
+        return None
+    network = network_of(e.actor_ip)
+    if network is None:
+        return None
+    since = t - timedelta(days=int(p["lookback_days"]))
+    earlier = db.execute(
+        select(AuditEvent.actor_ip)
+        .where(
+            AuditEvent.chain == e.chain,
+            AuditEvent.type == "auth.login_succeeded",
+            AuditEvent.actor_id == e.actor_id,
+            AuditEvent.seq < e.seq,
+            AuditEvent.time > since,
+        )
+        .distinct()
+        .limit(1000)
+    ).scalars()
+    seen = {n for n in (network_of(ip) for ip in earlier) if n is not None}
+    if not seen:
+        return None  # a first sign-in has no baseline to differ from
+    if network in seen:
+        return None
+    summary = f"user {e.actor_id} signed in from a new network {network}"
+    return Finding(f"user:{e.actor_id}:net:{network}", summary, 86_400, details={"ip": e.actor_ip})
+
+
+_MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]] = {
+    "failed_signins_account": _failed_signins,
+    "failed_signins_ip": _failed_signins,
+    "new_network_signin": _new_network,
+    "not_found_burst": _not_found_burst,
+    "access_spike": _access_spike,
+    "permission_change": _burst,
+    "data_export": _burst,
+    "api_key_new_network": _key_network,
+    "approval_requested": _approval_requested,
+}
+
+
+def _raise(db: Session, rule: AlertRule, found: Finding, e: AuditEvent | None) -> Alert | None:
+    """Open a new alert, or extend the open one for the same subject. Returns a new one."""
+    at = as_utc(e.time) if e is not None else utcnow()
+    open_alert = db.execute(
+        select(Alert)
+        .where(Alert.rule_id == rule.id, Alert.key == found.key, Alert.status == "open")
+        .order_by(Alert.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    fresh = open_alert is not None and (
+        found.window == 0 or as_utc(open_alert.last_at) >= at - timedelta(seconds=found.window)
+    )
+    if open_alert is not None and fresh:
+        open_alert.count += 1
+        open_alert.last_at = at
+        open_alert.last_event_id = e.id if e is not None else open_alert.last_event_id
+        return None
+    alert = Alert(
+        id=new_id("alt"),
+        org_id=rule.org_id,
+        rule_id=rule.id,
+        kind=rule.kind,
+        key=found.key,
+        status="open",
+        summary=found.summary[:500],
+        count=found.count,
+        first_event_id=e.id if e is not None else None,
+        last_event_id=e.id if e is not None else None,
+        first_at=at,
+        last_at=at,
+        details=dict(found.details or {}),
+        notify_attempts=0,
+        created_at=utcnow(),
+    )
+    db.add(alert)
+    return alert
+
+
+def _check_sinks(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
+    after = timedelta(seconds=int(rule.params["after_seconds"]))
+    raised = []
+    for sink in db.execute(select(AuditSink).where(AuditSink.org_id == rule.org_id)).scalars():
+        key = f"sink:{sink.id}"
+        healthy_since = as_utc(sink.last_success_at or sink.created_at)
+        if sink.enabled and sink.failures and now - healthy_since >= after:
+            summary = f"audit sink {sink.name} ({sink.type}) failing: {sink.last_error or ''}"
+            found = Finding(key, summary, 0, details={"sink_id": sink.id})
+            alert = _raise(db, rule, found, None)
+            if alert is not None:
+                raised.append(alert)
+        elif not sink.failures:
+            for alert in db.execute(
+                select(Alert).where(
+                    Alert.rule_id == rule.id, Alert.key == key, Alert.status == "open"
+                )
+            ).scalars():
+                alert.status, alert.resolved_at = "resolved", now
+    return raised
+
+
+def _check_approvals(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
+    """One alert per approval pending longer than `after_seconds`; resolved once it is
+    no longer pending."""
+    after = int(rule.params["after_seconds"])
+    overdue = approvals.overdue(db, rule.org_id, now - timedelta(seconds=after), now)
+    opened = {
+        a.key: a
+        for a in db.execute(
+            select(Alert).where(Alert.rule_id == rule.id, Alert.status == "open")
+        ).scalars()
+    }
+    raised = []
+    for approval in overdue:
+        key = f"approval:{approval.id}"
+        if key in opened:
+            continue
+        summary = f"approval {approval.id} for tool {approval.tool} pending over {after} s"
+        details = {"approval_id": approval.id, "tool": approval.tool, "run_id": approval.run_id}
+        alert = _raise(db, rule, Finding(key, summary, 0, details=details), None)
+        if alert is not None:
+            raised.append(alert)
+    waiting = {f"approval:{a.id}" for a in overdue}
+    for key, alert in opened.items():
+        if key not in waiting:
+            alert.status, alert.resolved_at = "resolved", now
+    return raised
+
+
+_PERIODIC: dict[str, Callable[[Session, AlertRule, datetime], list[Alert]]] = {
+    "sink_failing": _check_sinks,
+    "approval_pending": _check_approvals,
+}
+
+
+def evaluate_org(db: Session, org_id: str) -> list[str]:
+    """Read the org's new events, raise or extend alerts, advance the cursor — one
+    transaction, which the caller commits. Returns new alert ids."""
+    rules = list(
+        db.execute(
+            select(AlertRule).where(AlertRule.org_id == org_id, AlertRule.enabled.is_(True))
+        ).scalars()
+    )
+    cursor = db.execute(
+        select(AlertCursor).where(AlertCursor.org_id == org_id).with_for_update()
+    ).scalar_one_or_none()
+    if cursor is None or not rules:
+        return []
+    raised: list[Alert] = []
+    events = list(
+        db.execute(
+            select(AuditEvent)
+            .where(AuditEvent.chain == org_id, AuditEvent.seq > cursor.seq)
+            .order_by(AuditEvent.seq)
+            .limit(BATCH)
+        ).scalars()
+    )
+    for e in events:
+        for rule in rules:
+            found = _match(db, rule, e)
+            if found is not None:
+                alert = _raise(db, rule, found, e)
+                if alert is not None:
+                    raised.append(alert)
+                db.flush()
+    if events:
+        cursor.seq = events[-1].seq
+    now = utcnow()
+    for rule in rules:
+        check = _PERIODIC.get(rule.kind)
+        if check is not None:
+            raised.extend(check(db, rule, now))
+    db.flush()
+    return [a.id for a in raised]
+
+
+def orgs_with_rules(db: Session) -> list[str]:
+    stmt = select(AlertRule.org_id).where(AlertRule.enabled.is_(True)).distinct()
+    return list(db.execute(stmt).scalars())
