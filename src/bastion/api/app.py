@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
-import structlog
 from fastapi import FastAPI
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
@@ -15,6 +15,7 @@ from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
 from bastion.api import errors
+from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
@@ -102,10 +103,12 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-RETENTION_EVERY_SECONDS = 3600
+RETENTION_EVERY_SECONDS = 3600  # webhook and audit retention: about hourly
+
+Worker = Coroutine[Any, Any, None]
 
 
-async def _maintain_audit(state: AppState) -> None:
+def _maintain_audit(state: AppState) -> Worker:
     """Every `audit_checkpoint_interval` seconds, sign each audit chain with new events;
     about hourly, apply retention. Several workers may race: checkpoints are idempotent
     per (chain, seq) and a purge only ever removes what a checkpoint anchors."""
@@ -120,25 +123,19 @@ async def _maintain_audit(state: AppState) -> None:
             tenancy.apply_audit_retention(db)
             db.commit()
 
-    log = structlog.get_logger("bastion.audit")
-    since_purge = 0.0
-    while True:
-        await asyncio.sleep(state.settings.audit_checkpoint_interval)
-        since_purge += state.settings.audit_checkpoint_interval
-        try:
-            await anyio.to_thread.run_sync(checkpoint)
-            if since_purge >= RETENTION_EVERY_SECONDS:
-                since_purge = 0.0
-                await anyio.to_thread.run_sync(purge)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("audit maintenance round failed")
+    return run_periodically(
+        "audit maintenance round",
+        lambda: state.settings.audit_checkpoint_interval,
+        checkpoint,
+        logger="bastion.audit",
+        occasionally=Occasional(purge, every=RETENTION_EVERY_SECONDS),
+    )
 
 
-async def _deliver_audit_sinks(state: AppState) -> None:
+def _deliver_audit_sinks(state: AppState) -> Worker:
     """Every `audit_sink_poll_interval` seconds, send each due sink's new events. Leases
     keep workers and replicas from sending one sink twice at once."""
     stores = sinks.Stores(read=state.sessions, write=state.write_sessions)
-    log = structlog.get_logger("bastion.audit")
 
     def round_() -> int:
         settings = state.settings
@@ -150,30 +147,29 @@ async def _deliver_audit_sinks(state: AppState) -> None:
             settings.outbound_plaintext_allow,
         )
 
-    while True:
-        await asyncio.sleep(state.settings.audit_sink_poll_interval)
-        try:
-            await anyio.to_thread.run_sync(round_)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("audit sink delivery round failed")
+    return run_periodically(
+        "audit sink delivery round",
+        lambda: state.settings.audit_sink_poll_interval,
+        round_,
+        logger="bastion.audit",
+    )
 
 
-async def _sweep_approvals(state: AppState) -> None:
+def _sweep_approvals(state: AppState) -> Worker:
     """Every `approval_sweep_interval` seconds, record expired approvals and announce
     escalations. Expiry is already in force before this runs (evaluated at read time)."""
-    log = structlog.get_logger("bastion.approvals")
 
     def round_() -> None:
         with state.write_sessions() as db:
             approval_service.sweep(db)
             db.commit()
 
-    while True:
-        await asyncio.sleep(state.settings.approval_sweep_interval)
-        try:
-            await anyio.to_thread.run_sync(round_)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("approval sweep failed")
+    return run_periodically(
+        "approval sweep",
+        lambda: state.settings.approval_sweep_interval,
+        round_,
+        logger="bastion.approvals",
+    )
 
 
 def notifier(state: AppState) -> Notifier:
@@ -194,44 +190,39 @@ def notifier(state: AppState) -> Notifier:
     )
 
 
-async def _evaluate_alerts(state: AppState) -> None:
+def _evaluate_alerts(state: AppState) -> Worker:
     """Every `alert_poll_interval` seconds, evaluate alert rules and send notifications."""
-    log = structlog.get_logger("bastion.alerts")
     outgoing = notifier(state)
 
     def round_() -> int:
         return alert_service.run_round(state.sessions, state.write_sessions, outgoing)
 
-    while True:
-        await asyncio.sleep(state.settings.alert_poll_interval)
-        try:
-            await anyio.to_thread.run_sync(round_)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("alert round failed")
+    return run_periodically(
+        "alert round", lambda: state.settings.alert_poll_interval, round_, logger="bastion.alerts"
+    )
 
 
-async def _reencrypt_secrets(state: AppState) -> None:
+def _reencrypt_secrets(state: AppState) -> Worker:
     """Every few seconds, move secret versions onto their organisation's newest data key
     after a rotation (small batches, compare-and-set per row: several workers may run
     it at once), then destroy the older keys."""
-    log = structlog.get_logger("bastion.secrets")
 
     def round_() -> int:
         return secrets_service.reencrypt_round(state.sessions, state.write_sessions, state.vault)
 
-    while True:
-        await asyncio.sleep(secrets_service.REENCRYPT_EVERY_SECONDS)
-        try:
-            await anyio.to_thread.run_sync(round_)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("secrets re-encryption round failed")
+    return run_periodically(
+        "secrets re-encryption round",
+        lambda: secrets_service.REENCRYPT_EVERY_SECONDS,
+        round_,
+        logger="bastion.secrets",
+    )
 
 
-async def _deliver_webhooks(state: AppState) -> None:
+def _deliver_webhooks(state: AppState) -> Worker:
     """Every `webhook_poll_interval` seconds, send due outbound webhook deliveries (leases
     keep workers and replicas from sending one twice at once); about hourly, purge
-    webhook events, replay keys and delivery logs past their retention."""
-    log = structlog.get_logger("bastion.webhooks")
+    webhook events, replay keys and delivery logs past their retention, the first time
+    soon after start."""
     policy = webhook_outbound.DeliveryPolicy.from_settings(state.settings)
 
     def round_() -> int:
@@ -240,17 +231,13 @@ async def _deliver_webhooks(state: AppState) -> None:
     def purge() -> None:
         webhook_outbound.purge_expired(state.write_sessions, policy.retention_days)
 
-    since_purge = float(RETENTION_EVERY_SECONDS)  # purge once soon after start
-    while True:
-        await asyncio.sleep(state.settings.webhook_poll_interval)
-        since_purge += state.settings.webhook_poll_interval
-        try:
-            await anyio.to_thread.run_sync(round_)
-            if since_purge >= RETENTION_EVERY_SECONDS:
-                since_purge = 0.0
-                await anyio.to_thread.run_sync(purge)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("webhook delivery round failed")
+    return run_periodically(
+        "webhook delivery round",
+        lambda: state.settings.webhook_poll_interval,
+        round_,
+        logger="bastion.webhooks",
+        occasionally=Occasional(purge, every=RETENTION_EVERY_SECONDS, at_start=True),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
