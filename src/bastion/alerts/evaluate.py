@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.alerts.models import Alert, AlertCursor, AlertRule
 from bastion.approvals import service as approvals
-from bastion.audit.models import AuditEvent, AuditSink
+from bastion.audit import sinks, stream
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.ids import new_id
 from bastion.core.netguard import network_of
@@ -43,6 +43,33 @@ EXPORT_EVENTS = frozenset({"audit.exported"})
 SIGNIN_FAILURES = ("auth.login_failed", "auth.login_throttled")
 
 
+class Event(Protocol):
+    """What matching reads of an audit event (`bastion.audit.stream` returns them)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def chain(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def actor_type(self) -> str: ...
+    @property
+    def actor_id(self) -> str | None: ...
+    @property
+    def actor_ip(self) -> str | None: ...
+    @property
+    def resource_type(self) -> str | None: ...
+    @property
+    def resource_id(self) -> str | None: ...
+    @property
+    def event_metadata(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Finding:
     key: str
@@ -52,18 +79,7 @@ class Finding:
     details: Mapping[str, Any] | None = None
 
 
-def _count(db: Session, org_id: str, since: datetime, until: datetime, *conds: Any) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(AuditEvent)
-        .where(
-            AuditEvent.chain == org_id, AuditEvent.time > since, AuditEvent.time <= until, *conds
-        )
-    )
-    return int(db.execute(stmt).scalar_one())
-
-
-def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _failed_signins(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     window = int(p["window_seconds"])
     if e.type not in SIGNIN_FAILURES:
@@ -71,58 +87,44 @@ def _failed_signins(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | No
     if rule.kind == "failed_signins_account":
         if e.resource_type != "user" or not e.resource_id:
             return None
-        subject, key, cond = (
-            f"user {e.resource_id}",
-            f"user:{e.resource_id}",
-            (AuditEvent.resource_id == e.resource_id),
-        )
+        subject, key = f"user {e.resource_id}", f"user:{e.resource_id}"
+        user, ip = e.resource_id, None
     else:
         if not e.actor_ip:
             return None
-        subject, key, cond = e.actor_ip, f"ip:{e.actor_ip}", AuditEvent.actor_ip == e.actor_ip
+        subject, key = e.actor_ip, f"ip:{e.actor_ip}"
+        user, ip = None, e.actor_ip
     since = t - timedelta(seconds=window)
-    n = _count(db, e.chain, since, t, AuditEvent.type.in_(SIGNIN_FAILURES), cond)
+    n = stream.count_between(
+        db, e.chain, since, t, types=SIGNIN_FAILURES, resource_id=user, actor_ip=ip
+    )
     if n < p["threshold"]:
         return None
     return Finding(key, f"{n} failed sign-ins for {subject} within {window} s", window, n)
 
 
-def _access_spike(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _access_spike(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     window = int(p["window_seconds"])
     if e.type not in p["event_types"] or not e.actor_id:
         return None
     since = t - timedelta(seconds=window)
-    n = _count(
-        db,
-        e.chain,
-        since,
-        t,
-        AuditEvent.type.in_(p["event_types"]),
-        AuditEvent.actor_id == e.actor_id,
-    )
+    n = stream.count_between(db, e.chain, since, t, types=p["event_types"], actor_id=e.actor_id)
     if n < p["threshold"]:
         return None
     summary = f"{n} data-access events by {e.actor_type} {e.actor_id} within {window} s"
     return Finding(f"actor:{e.actor_id}", summary, window, n)
 
 
-def _not_found_burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _not_found_burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """Not-found answers to one principal: its `authz.not_found` events in the window,
     each minute counted by the highest `count` recorded in it (a lower bound)."""
     p, t = rule.params, as_utc(e.time)
     window = int(p["window_seconds"])
     if e.type != "authz.not_found" or not e.actor_id:
         return None
-    rows = db.execute(
-        select(AuditEvent.event_metadata).where(
-            AuditEvent.chain == e.chain,
-            AuditEvent.type == e.type,
-            AuditEvent.actor_id == e.actor_id,
-            AuditEvent.time > t - timedelta(seconds=window),
-            AuditEvent.time <= t,
-        )
-    ).scalars()
+    since = t - timedelta(seconds=window)
+    rows = stream.metadata_between(db, e.chain, since, t, type_=e.type, actor_id=e.actor_id)
     per_minute: dict[str, int] = {}
     for metadata in rows:
         minute, count = str((metadata or {}).get("minute")), (metadata or {}).get("count")
@@ -135,7 +137,7 @@ def _not_found_burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | N
     return Finding(f"actor:{e.actor_id}", summary, window, n)
 
 
-def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """Permission changes and exports: a burst by one actor is one alert."""
     window = int(rule.params["window_seconds"])
     if rule.kind == "data_export":
@@ -150,7 +152,7 @@ def _burst(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     return Finding(f"actor:{e.actor_id}", summary, window, details={"type": e.type})
 
 
-def _key_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _key_network(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """An API key used from a network it never used before (not its very first use)."""
     metadata = e.event_metadata or {}
     if e.type != "api_key.new_network" or metadata.get("first", True):
@@ -160,7 +162,7 @@ def _key_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     return Finding(f"key:{e.resource_id}:net:{network}", summary, 0, details=dict(metadata))
 
 
-def _approval_requested(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _approval_requested(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     if e.type != "approval.requested" or not e.resource_id:
         return None
     metadata = e.event_metadata or {}
@@ -172,12 +174,12 @@ def _approval_requested(db: Session, rule: AlertRule, e: AuditEvent) -> Finding 
     return Finding(f"approval:{e.resource_id}", summary, 0, details=details)
 
 
-def _match(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _match(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
 
 
-def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
+def _new_network(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     p, t = rule.params, as_utc(e.time)
     if e.type != "auth.login_succeeded" or not e.actor_id or not e.actor_ip:
         return None
@@ -185,18 +187,9 @@ def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     if network is None:
         return None
     since = t - timedelta(days=int(p["lookback_days"]))
-    earlier = db.execute(
-        select(AuditEvent.actor_ip)
-        .where(
-            AuditEvent.chain == e.chain,
-            AuditEvent.type == "auth.login_succeeded",
-            AuditEvent.actor_id == e.actor_id,
-            AuditEvent.seq < e.seq,
-            AuditEvent.time > since,
-        )
-        .distinct()
-        .limit(1000)
-    ).scalars()
+    earlier = stream.addresses_before(
+        db, e.chain, e.seq, since, type_="auth.login_succeeded", actor_id=e.actor_id, limit=1000
+    )
     seen = {n for n in (network_of(ip) for ip in earlier) if n is not None}
     if not seen:
         return None  # a first sign-in has no baseline to differ from
@@ -206,7 +199,7 @@ def _new_network(db: Session, rule: AlertRule, e: AuditEvent) -> Finding | None:
     return Finding(f"user:{e.actor_id}:net:{network}", summary, 86_400, details={"ip": e.actor_ip})
 
 
-_MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]] = {
+_MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "failed_signins_account": _failed_signins,
     "failed_signins_ip": _failed_signins,
     "new_network_signin": _new_network,
@@ -219,7 +212,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, AuditEvent], Finding | None]]
 }
 
 
-def _raise(db: Session, rule: AlertRule, found: Finding, e: AuditEvent | None) -> Alert | None:
+def _raise(db: Session, rule: AlertRule, found: Finding, e: Event | None) -> Alert | None:
     """Open a new alert, or extend the open one for the same subject. Returns a new one."""
     at = as_utc(e.time) if e is not None else utcnow()
     open_alert = db.execute(
@@ -260,9 +253,9 @@ def _raise(db: Session, rule: AlertRule, found: Finding, e: AuditEvent | None) -
 def _check_sinks(db: Session, rule: AlertRule, now: datetime) -> list[Alert]:
     after = timedelta(seconds=int(rule.params["after_seconds"]))
     raised = []
-    for sink in db.execute(select(AuditSink).where(AuditSink.org_id == rule.org_id)).scalars():
+    for sink in sinks.states(db, rule.org_id):
         key = f"sink:{sink.id}"
-        healthy_since = as_utc(sink.last_success_at or sink.created_at)
+        healthy_since = as_utc(sink.healthy_since)
         if sink.enabled and sink.failures and now - healthy_since >= after:
             summary = f"audit sink {sink.name} ({sink.type}) failing: {sink.last_error or ''}"
             found = Finding(key, summary, 0, details={"sink_id": sink.id})
@@ -327,14 +320,7 @@ def evaluate_org(db: Session, org_id: str) -> list[str]:
     if cursor is None or not rules:
         return []
     raised: list[Alert] = []
-    events = list(
-        db.execute(
-            select(AuditEvent)
-            .where(AuditEvent.chain == org_id, AuditEvent.seq > cursor.seq)
-            .order_by(AuditEvent.seq)
-            .limit(BATCH)
-        ).scalars()
-    )
+    events = stream.events_after(db, org_id, cursor.seq, BATCH)
     for e in events:
         for rule in rules:
             found = _match(db, rule, e)

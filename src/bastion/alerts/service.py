@@ -17,7 +17,7 @@ from bastion.alerts.evaluate import evaluate_org, orgs_with_rules
 from bastion.alerts.models import Alert, AlertCursor, AlertRule
 from bastion.alerts.rules import DEFAULTS, seal_secrets, validate_channels, validate_params
 from bastion.audit import service as audit
-from bastion.audit.models import AuditHead
+from bastion.audit.stream import head_seq
 from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
@@ -63,8 +63,7 @@ def create_rule(
     db.add(rule)
     if db.get(AlertCursor, org_id) is None:
         # Rules look forward: evaluation starts at the chain's head.
-        head = db.get(AuditHead, org_id)
-        db.add(AlertCursor(org_id=org_id, seq=head.seq if head else 0))
+        db.add(AlertCursor(org_id=org_id, seq=head_seq(db, org_id)))
     audit.record(
         db,
         type=EventType.ALERT_RULE_CREATED,

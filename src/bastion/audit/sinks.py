@@ -33,6 +33,7 @@ from bastion.audit.models import AuditEvent, AuditHead, AuditSink
 from bastion.audit.siem_formats import SiemEvent, cef, event_json, ocsf, splunk_hec, syslog_5424
 from bastion.audit.siem_transport import DeliveryError, HttpTransport, SyslogTransport
 from bastion.audit.siem_transport import backoff_delay as _backoff
+from bastion.audit.stream import head_seq
 from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
@@ -209,7 +210,7 @@ def get_sink(db: Session, principal: Principal, org_id: str, sink_id: str) -> tu
     """The sink and its org's head sequence (for lag)."""
     principal.require_org(org_id)
     principal.require(Permission.AUDIT_READ)
-    return _get(db, org_id, sink_id), _head_seq(db, org_id)
+    return _get(db, org_id, sink_id), head_seq(db, org_id)
 
 
 def list_sinks(db: Session, principal: Principal, org_id: str) -> tuple[list[AuditSink], int]:
@@ -218,7 +219,7 @@ def list_sinks(db: Session, principal: Principal, org_id: str) -> tuple[list[Aud
     sinks = db.execute(
         select(AuditSink).where(AuditSink.org_id == org_id).order_by(AuditSink.id)
     ).scalars()
-    return list(sinks), _head_seq(db, org_id)
+    return list(sinks), head_seq(db, org_id)
 
 
 def delete_sink(db: Session, principal: Principal, org_id: str, sink_id: str) -> None:
@@ -236,10 +237,6 @@ def delete_sink(db: Session, principal: Principal, org_id: str, sink_id: str) ->
     )
 
 
-def _head_seq(db: Session, org_id: str) -> int:
-    return int(db.execute(select(AuditHead.seq).where(AuditHead.chain == org_id)).scalar() or 0)
-
-
 def health(sink: AuditSink, head_seq: int) -> dict[str, Any]:
     """Status and lag as the API shows them."""
     lag = max(0, head_seq - sink.cursor)
@@ -252,6 +249,37 @@ def health(sink: AuditSink, head_seq: int) -> dict[str, Any]:
     else:
         status = "delivering"
     return {"status": status, "lag": lag}
+
+
+@dataclass(frozen=True)
+class SinkState:
+    """How one sink fares, as the domains watching sinks see it (the `sink_failing`
+    alert rule)."""
+
+    id: str
+    name: str
+    type: str
+    enabled: bool
+    failures: int
+    healthy_since: datetime  # its last success, or its creation if it never delivered
+    last_error: str | None
+
+
+def states(db: Session, org_id: str) -> list[SinkState]:
+    """Every sink of `org_id` and how it fares. No permission check: the caller is a
+    background watcher acting for the instance, not a principal."""
+    return [
+        SinkState(
+            id=sink.id,
+            name=sink.name,
+            type=sink.type,
+            enabled=sink.enabled,
+            failures=sink.failures,
+            healthy_since=sink.last_success_at or sink.created_at,
+            last_error=sink.last_error,
+        )
+        for sink in db.execute(select(AuditSink).where(AuditSink.org_id == org_id)).scalars()
+    ]
 
 
 # --- delivery -----------------------------------------------------------------------
