@@ -29,8 +29,7 @@ from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
 from bastion.authz import service as authz
-from bastion.authz.conditions import RuleError, compile_condition, problem, validate
-from bastion.authz.engine import rule_answer
+from bastion.authz.rules import RuleError, compile_condition, problem, rule_answer, validate
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.db import get_in_org

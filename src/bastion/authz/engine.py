@@ -60,6 +60,7 @@ from bastion.agents.models import Agent
 from bastion.authz.conditions import compile_condition
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
+from bastion.authz.rules import rule_answer
 from bastion.authz.service import custom_role_permissions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.db import DirectReader
@@ -585,15 +586,6 @@ class RuleSet:
             if matched and rule.effect == "allow" and grant is None:
                 grant = self._granted[i]
         return Outcome(None, False, grant)
-
-
-def rule_answer(value: Any) -> bool:
-    """A condition's answer: true or false. Anything else (`resource.metadata.restricted`
-    holding 1, "yes" or null) is an error, and a failing rule refuses: a deny rule of the
-    wrong type must not silently stop denying."""
-    if isinstance(value, bool):
-        return value
-    raise TypeError("a rule's condition must give true or false")
 
 
 def _rule_sets(rules: Sequence[Rule]) -> dict[tuple[str, str, bool], RuleSet]:
