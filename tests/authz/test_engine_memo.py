@@ -11,7 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.authz import engine
-from bastion.authz.engine import MEMBER, Rule, RuleSet, Stats, Subject, condition_reads
+from bastion.authz.conditions import compile_condition
+from bastion.authz.engine.model import NO_ACL, Doc, Rule, Stats, Subject
+from bastion.authz.engine.reads import (
+    EVERYTHING,
+    MEMBER,
+    condition_reads,
+    resource_context,
+    subject_context,
+)
+from bastion.authz.engine.ruleset import RuleSet, apply_rules, rule_sets
+from bastion.core.clock import utcnow
 
 
 def test_reads_paths_and_stops_at_methods_and_indexing() -> None:
@@ -35,9 +45,9 @@ def test_strings_and_comments_are_not_reads() -> None:
 
 
 def test_unclear_conditions_read_everything() -> None:
-    assert condition_reads("resource.metadata.`odd-key` == 1") == engine.EVERYTHING
-    assert condition_reads("r'\\x' == resource.id") == engine.EVERYTHING
-    assert condition_reads("1resource == 1") == engine.EVERYTHING
+    assert condition_reads("resource.metadata.`odd-key` == 1") == EVERYTHING
+    assert condition_reads("r'\\x' == resource.id") == EVERYTHING
+    assert condition_reads("1resource == 1") == EVERYTHING
 
 
 def test_literal_membership_narrows_only_when_it_stands_alone() -> None:
@@ -97,10 +107,10 @@ subjects = st.builds(
 
 def _expected(rules: list[Rule], resource_id: str, md: dict[str, Any], subject: Subject) -> Any:
     context = {
-        "resource": engine.resource_context(resource_id, "document", md),
-        "subject": engine.subject_context(subject),
+        "resource": resource_context(resource_id, "document", md),
+        "subject": subject_context(subject),
     }
-    return engine._apply_rules(rules, context, False, "no_grant", [], None, False)
+    return apply_rules(rules, context, False, "no_grant", [], None, False)
 
 
 @given(
@@ -116,7 +126,7 @@ def test_memoized_outcomes_match_direct_evaluation(
 ) -> None:
     rules = [
         Rule(f"arl_{n}", effects[n], "read", "document", CONDITIONS[c],
-             engine.compile_condition(CONDITIONS[c]))
+             compile_condition(CONDITIONS[c]))
         for n, c in enumerate(picked)
     ]  # fmt: skip
     rule_set = RuleSet(rules, "document")
@@ -140,15 +150,15 @@ def test_memoized_outcomes_match_direct_evaluation(
 
 def test_every_refusal_by_a_failing_rule_is_counted_memoized_or_not() -> None:
     rule = Rule("arl_1", "deny", "read", "document", "resource.metadata.nope == 1",
-                engine.compile_condition("resource.metadata.nope == 1"))  # fmt: skip
+                compile_condition("resource.metadata.nope == 1"))  # fmt: skip
     index = engine.OrgIndex(
         org_id="org_1", revisions=(1,), user_teams={}, users={"usr_1": ("owner", "active")},
         accounts={}, grants={}, custom_roles={}, teams=frozenset(), sources={"src_1": ()},
-        documents={"doc_1": engine.Doc("src_1", True, {"a": 1}, (), engine._NO_ACL)},
-        rules=(rule,), source_acls={"src_1": engine._NO_ACL},
-        rule_sets=engine._rule_sets((rule,)),
+        documents={"doc_1": Doc("src_1", True, {"a": 1}, (), NO_ACL)},
+        rules=(rule,), source_acls={"src_1": NO_ACL},
+        rule_sets=rule_sets((rule,)),
     )  # fmt: skip
-    now = engine.utcnow()
+    now = utcnow()
     subject = engine.subject_of(index, "usr_1", now)
     stats = Stats()
     for _ in range(3):
@@ -167,7 +177,7 @@ def test_values_cel_tells_apart_are_never_conflated() -> None:
     subject = Subject("usr_1", "user", frozenset(), {"role": "member", "type": "user"}, False)
     for condition in conditions:
         rule = Rule("arl_1", "allow", "read", "document", condition,
-                    engine.compile_condition(condition))  # fmt: skip
+                    compile_condition(condition))  # fmt: skip
         rule_set = RuleSet([rule], "document")
         for _ in range(2):
             for n, value in enumerate(values):
