@@ -1,8 +1,8 @@
 """The agent registry: definitions, who may see, use, edit and share them, and the
 public hub.
 
-Access follows `bastion.authz.engine.agent_decision` (one rule set for this service and
-the authorization API). An agent the caller may not see is 404; one it can see but may
+Access follows `bastion.agents.visibility.agent_decision` (one rule set for this service
+and the authorization API). An agent the caller may not see is 404; one it can see but may
 not act on is 403.
 """
 
@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from bastion.agents.models import Agent
 from bastion.agents.schemas import AgentIn, AgentPatch, ToolIn
+from bastion.agents.visibility import AgentFacts, agent_decision
 from bastion.audit import service as audit
 from bastion.authz import access
-from bastion.authz.engine import AgentFacts, Decision, agent_decision
+from bastion.authz.engine import Decision
 from bastion.core.crypto import sha256_hex
 from bastion.core.db import get_in_org
 from bastion.core.errors import Forbidden, InvalidInput, NotFound

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.authz import conditions, engine
+from bastion.authz import conditions, engine, facts
 from bastion.authz.engine import Decision, Engine, OrgIndex, Subject
 from bastion.authz.models import AclEntry, AuthzRule, Document, Source
 from bastion.core.clock import utcnow
@@ -22,8 +22,7 @@ from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.identity.models import ServiceAccount, User
-from bastion.tenancy.models import Team
+from bastion.tenancy import service as tenancy
 
 Sessions = Callable[[], Session]
 PRINCIPAL_PREFIXES = ("usr", "team", "sa")
@@ -103,18 +102,16 @@ def _source(db: Session, org_id: str, source_id: str) -> Source:
 
 
 def _check_principal(db: Session, org_id: str, principal_id: str, field: str) -> None:
-    model: dict[str, type[User] | type[Team] | type[ServiceAccount]] = {
-        "usr": User,
-        "team": Team,
-        "sa": ServiceAccount,
-    }
-    for prefix, cls in model.items():
-        if has_prefix(principal_id, prefix):
-            row = db.get(cls, principal_id)
-            if row is not None and getattr(row, "org_id", None) == org_id:
-                return
-            break
-    raise InvalidInput.field(field, "not a user, team or service account of this organisation")
+    """A team of the organisation (asked of tenancy), or a user or service account of it
+    (asked of identity's provider: without one, refused)."""
+    if has_prefix(principal_id, "team"):
+        with db.no_autoflush:  # a check: pending rows are written when they were before
+            known = bool(tenancy.existing_team_ids(db, org_id, [principal_id]))
+    else:
+        principals = facts.principal_facts()
+        known = principals is not None and principals.exists(db, org_id, principal_id)
+    if not known:
+        raise InvalidInput.field(field, "not a user, team or service account of this organisation")
 
 
 def put_acl(

@@ -257,6 +257,20 @@ def teams_of(db: Session, org_id: str, user_id: str | None) -> frozenset[str]:
     return frozenset(rows)
 
 
+def team_facts(db: Session, org_id: str) -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """Every member's teams (user id -> team ids) and every team of the organisation:
+    what authorization's index holds, read in two queries (memberships first)."""
+    teams: dict[str, set[str]] = {}
+    team_ids: set[str] = set()
+    for team_id, user_id in db.execute(
+        select(TeamMember.team_id, TeamMember.user_id).where(TeamMember.org_id == org_id)
+    ):
+        teams.setdefault(user_id, set()).add(team_id)
+        team_ids.add(team_id)
+    team_ids |= set(db.execute(select(Team.id).where(Team.org_id == org_id)).scalars())
+    return {u: frozenset(t) for u, t in teams.items()}, frozenset(team_ids)
+
+
 def existing_team_ids(db: Session, org_id: str, team_ids: list[str]) -> set[str]:
     if not team_ids:
         return set()

@@ -21,9 +21,10 @@ The model:
   refuses (fail closed) and is counted;
 - an agent reads the sources connected to it that whoever configured it may still
   connect; rules may deny it, never grant it; who may see, use or change an agent is
-  `agent_decision`.
+  the agents domain's rule (`bastion.agents.visibility`).
 Anything unknown (subject, action, resource type, resource, another organisation's
-id) is refused.
+id) is refused; so is whatever needs facts from a domain that registered no provider
+(`bastion.authz.facts`).
 
 How it stays fast (none of this changes an answer):
 - each resource's effective ACL is precomputed once, its entries without expiry folded
@@ -49,27 +50,17 @@ from bastion.authz.engine.cache import Engine
 from bastion.authz.engine.decide import decide, on_behalf, subject_of
 from bastion.authz.engine.index import OrgIndex, build_index
 from bastion.authz.engine.listing import acl_tokens, filter_ids, list_documents, subject_tokens
-from bastion.authz.engine.model import (
-    LEVELS,
-    MANAGES,
-    AgentFacts,
-    Decision,
-    Stats,
-    Subject,
-    agent_decision,
-)
+from bastion.authz.engine.model import LEVELS, MANAGES, Decision, Stats, Subject
 
 __all__ = [
     "LEVELS",
     "MANAGES",
-    "AgentFacts",
     "Decision",
     "Engine",
     "OrgIndex",
     "Stats",
     "Subject",
     "acl_tokens",
-    "agent_decision",
     "build_index",
     "decide",
     "filter_ids",

@@ -3,8 +3,9 @@
 `subject_of` resolves a subject id against the index (role and grants, teams,
 `sources:manage`, an agent's connected sources); `decide` answers from the precomputed
 ACLs and the memoized rule outcomes, or, with `explain`, walks every entry and rule and
-returns the trace; access to an agent follows `agent_decision`. `on_behalf` combines an
-agent's decision with the user's it acts for.
+returns the trace. Access to an agent is the agents domain's rule, registered through
+`bastion.authz.facts` and held by the index. `on_behalf` combines an agent's decision
+with the user's it acts for.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from bastion.authz.engine.model import (
     Entry,
     Stats,
     Subject,
-    agent_decision,
 )
 from bastion.authz.engine.reads import resource_context, subject_context
 from bastion.authz.engine.ruleset import apply_rules
@@ -313,12 +313,14 @@ def _explained(
 
 
 def _decide_agent(index: OrgIndex, subject: Subject, action: str, agent_id: str) -> Decision:
+    """The agents domain's rule, for a person or account; an agent the index does not
+    hold (or any, without the agents domain's provider) is unknown."""
     agent = index.agents.get(agent_id)
-    if agent is None:
+    if agent is None or index.agent_rule is None:
         return Decision(False, "unknown_resource")
     if subject.kind not in ("user", "service_account"):
         return Decision(False, "not_a_person_or_account")
-    return agent_decision(agent, subject.id, subject.teams, subject.perms, action)
+    return index.agent_rule(agent, subject.id, subject.teams, subject.perms, action)
 
 
 def on_behalf(agent: Decision, user: Decision) -> Decision:

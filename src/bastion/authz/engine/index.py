@@ -1,11 +1,12 @@
 """An organisation's index: everything a decision reads, built from one snapshot of the
 database and kept while the organisation's revisions are unchanged (see `cache`).
 
-The index holds team memberships, users' and service accounts' roles, active grants,
-custom roles, source and document ACLs, document metadata, compiled rules, agents and
-the API keys that configured them. Each resource's effective ACL is precomputed once;
-every memo of a decision (rule outcomes, resolved subjects, listed ids) lives in the
-index, so it is dropped with it when a revision changes.
+The index holds team memberships (from tenancy), users' and service accounts' roles and
+API keys that configured agents (from identity, through `bastion.authz.facts`), active
+grants, custom roles, source and document ACLs, document metadata, compiled rules and
+agents (from the agents domain, through the same registry). Each resource's effective
+ACL is precomputed once; every memo of a decision (rule outcomes, resolved subjects,
+listed ids) lives in the index, so it is dropped with it when a revision changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
-from bastion.agents.models import Agent
+from bastion.authz import facts
 from bastion.authz.conditions import compile_condition
 from bastion.authz.engine.listing import Listing
 from bastion.authz.engine.model import (
@@ -30,7 +31,7 @@ from bastion.authz.engine.model import (
     NO_ACL,
     NO_METADATA,
     Acl,
-    AgentFacts,
+    Decision,
     Doc,
     Entry,
     Rule,
@@ -42,10 +43,11 @@ from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant,
 from bastion.authz.service import custom_role_permissions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.permissions import Permission
-from bastion.identity.models import ApiKey, ServiceAccount, User
-from bastion.tenancy.models import Team, TeamMember
+from bastion.tenancy import service as tenancy
 
 LIST_CACHE_MAX_IDS = 2_000_000  # ids held by an index's cache of listed ids
+# Who may do what to an agent: the agents domain's rule (`facts.AgentFacts.decide`).
+AgentRule = Callable[[Any, str, frozenset[str], frozenset[Permission], str], Decision]
 
 
 @dataclass
@@ -63,7 +65,8 @@ class OrgIndex:
     sources: dict[str, tuple[Entry, ...]]
     documents: dict[str, Doc]
     rules: tuple[Rule, ...]
-    agents: dict[str, AgentFacts] = field(default_factory=dict)
+    agents: dict[str, Any] = field(default_factory=dict)  # id -> the agents domain's facts
+    agent_rule: AgentRule | None = None  # None: no agent provider, every agent unknown
     agent_sources: dict[str, frozenset[str]] = field(default_factory=dict)
     agent_configurers: dict[str, str] = field(default_factory=dict)  # who set connections
     # Keys without an owner that configured agents: (role, ends) where ends is when
@@ -134,21 +137,18 @@ def _entries(rows: Iterable[tuple[str, str, str, datetime | None]]) -> dict[str,
 
 
 def _configurer_keys(
-    db: Session, org_id: str, configurers: Iterable[str]
+    db: Session,
+    org_id: str,
+    principals: facts.PrincipalFacts | None,
+    configurers: Iterable[str],
 ) -> dict[str, tuple[str, datetime | None]]:
     """The keys of nobody's (an operator's) that configured agents: their role, and
-    when they stop (revoked or expired), if ever."""
+    when they stop (revoked or expired), if ever. Without identity's provider none is
+    known, and an agent such a key configured reads no source."""
     wanted = sorted({c for c in configurers if c.startswith("key_")})
-    found: dict[str, tuple[str, datetime | None]] = {}
-    if wanted:
-        for key_id, role, revoked, expires in db.execute(
-            select(ApiKey.id, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at).where(
-                ApiKey.org_id == org_id, ApiKey.id.in_(wanted)
-            )
-        ):
-            ends = [as_utc(t) for t in (revoked, expires) if t is not None]
-            found[key_id] = (role, min(ends) if ends else None)
-    return found
+    if not wanted or principals is None:
+        return {}
+    return principals.key_roles(db, org_id, wanted)
 
 
 def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgIndex:
@@ -161,28 +161,9 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     if db.get_bind().dialect.name == "postgresql" and not db.in_transaction():
         db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     now = utcnow()
-    teams: dict[str, set[str]] = {}
-    team_ids: set[str] = set()
-    for team_id, user_id in db.execute(
-        select(TeamMember.team_id, TeamMember.user_id).where(TeamMember.org_id == org_id)
-    ):
-        teams.setdefault(user_id, set()).add(team_id)
-        team_ids.add(team_id)
-    team_ids |= set(db.execute(select(Team.id).where(Team.org_id == org_id)).scalars())
-    users = {
-        u: (role, status)
-        for u, role, status in db.execute(
-            select(User.id, User.role, User.status).where(User.org_id == org_id)
-        )
-    }
-    accounts = {
-        a: (role, status)
-        for a, role, status in db.execute(
-            select(ServiceAccount.id, ServiceAccount.role, ServiceAccount.status).where(
-                ServiceAccount.org_id == org_id
-            )
-        )
-    }
+    user_teams, team_ids = tenancy.team_facts(db, org_id)
+    principals = facts.principal_facts()
+    users, accounts = principals.roles(db, org_id) if principals is not None else ({}, {})
     grants: dict[str, list[tuple[str, datetime]]] = {}
     for user_id, role, expires in db.execute(
         select(RoleGrant.user_id, RoleGrant.role, RoleGrant.expires_at).where(
@@ -244,23 +225,15 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
             select(AuthzRule).where(AuthzRule.org_id == org_id).order_by(AuthzRule.id)
         ).scalars()
     )
-    agents: dict[str, AgentFacts] = {}
+    agents: dict[str, Any] = {}
     agent_sources: dict[str, frozenset[str]] = {}
     agent_configurers: dict[str, str] = {}
-    for agent_id, owner, visibility, agent_teams, connections, configurer in db.execute(
-        select(
-            Agent.id,
-            Agent.owner_id,
-            Agent.visibility,
-            Agent.team_ids,
-            Agent.connections,
-            Agent.configured_by,
-        ).where(Agent.org_id == org_id)
-    ):
-        agents[agent_id] = AgentFacts(owner, visibility, frozenset(agent_teams or ()))
-        agent_sources[agent_id] = frozenset(c for c in connections or () if c in sources)
-        agent_configurers[agent_id] = configurer
-    configurer_keys = _configurer_keys(db, org_id, agent_configurers.values())
+    agent_provider = facts.agent_facts()
+    for agent in agent_provider.agents(db, org_id) if agent_provider is not None else ():
+        agents[agent.id] = agent.facts
+        agent_sources[agent.id] = frozenset(c for c in agent.connections if c in sources)
+        agent_configurers[agent.id] = agent.configured_by
+    configurer_keys = _configurer_keys(db, org_id, principals, agent_configurers.values())
     grant_expiries = tuple(sorted(e for held in grants.values() for _, e in held))
     acl_expiries = [
         e.expires_at
@@ -271,16 +244,17 @@ def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgInde
     index = OrgIndex(
         org_id=org_id,
         revisions=revisions,
-        user_teams={u: frozenset(t) for u, t in teams.items()},
+        user_teams=user_teams,
         users=users,
         accounts=accounts,
         grants=grants,
         custom_roles=custom,
-        teams=frozenset(team_ids),
+        teams=team_ids,
         sources=sources,
         documents=documents,
         rules=rules,
         agents=agents,
+        agent_rule=agent_provider.decide if agent_provider is not None else None,
         agent_sources=agent_sources,
         agent_configurers=agent_configurers,
         configurer_keys=configurer_keys,

@@ -1,6 +1,5 @@
 """The engine's vocabulary: relation levels, ACL entries and effective ACLs, documents,
-rules, subjects, decisions and the counters an operator reads; and who may do what to an
-agent (`agent_decision`).
+rules, subjects, decisions and the counters an operator reads.
 
 Plain immutable values (a `Subject` also carries the per-rule-set memo slots filled by
 `ruleset.RuleSet`), shared by every other module of the engine and by its callers.
@@ -124,50 +123,6 @@ UNKNOWN_RESOURCE_TYPE = Decision(False, "unknown_resource_type")
 UNKNOWN_RESOURCE = Decision(False, "unknown_resource")
 NO_GRANT = Decision(False, "no_grant")
 MANAGES = Decision(True, "permission:sources:manage")
-
-
-AGENT_ACTIONS = frozenset({"read", "use", "edit", "share", "delete"})
-
-
-@dataclass(frozen=True)
-class AgentFacts:
-    """What decides access to an agent: its owner, visibility and teams."""
-
-    owner: str
-    visibility: str
-    teams: frozenset[str]
-
-
-def agent_decision(
-    agent: AgentFacts,
-    subject_id: str,
-    subject_teams: frozenset[str],
-    perms: frozenset[Permission],
-    action: str,
-) -> Decision:
-    """`agents:manage` holders do everything to every agent of their organisation; the
-    owner does everything to their own; others may `read` (with `agents:read`) and `use`
-    (with `agents:use`) an agent visible to them: `org` and `public` to every member,
-    `team` to members of its teams, `private` to nobody else. Editing, sharing and
-    deleting are for the owner and managers only."""
-    if action not in AGENT_ACTIONS:
-        return Decision(False, "unknown_action")
-    if Permission.AGENTS_MANAGE in perms:
-        return Decision(True, "permission:agents:manage")
-    if subject_id == agent.owner:
-        return Decision(True, "owner")
-    if agent.visibility in ("org", "public"):
-        via = f"visibility:{agent.visibility}"
-    elif agent.visibility == "team" and subject_teams & agent.teams:
-        via = f"team:{min(subject_teams & agent.teams)}"
-    else:
-        return Decision(False, "not_visible")
-    needed = {"read": Permission.AGENTS_READ, "use": Permission.AGENTS_USE}.get(action)
-    if needed is None:
-        return Decision(False, "owner_or_manager_only")
-    if needed not in perms:
-        return Decision(False, f"missing_permission:{needed}")
-    return Decision(True, via)
 
 
 class Stats:
