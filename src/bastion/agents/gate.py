@@ -32,12 +32,14 @@ from sqlalchemy import String, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
+from bastion.agents import (
+    approval_hooks,  # noqa: F401  (registers it)
+    workflows,
+)
 from bastion.agents import service as agents
-from bastion.agents import workflows
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.agents.schemas import RunIn
 from bastion.approvals import service as approvals
-from bastion.approvals.models import Approval, ApprovalPolicy
 from bastion.audit import service as audit
 from bastion.authz import access
 from bastion.authz import service as authz
@@ -336,7 +338,7 @@ class _View:
     revisions: tuple[int, ...] | None
     run: Run
     agent: Agent
-    policies: tuple[ApprovalPolicy, ...]
+    policies: approvals.Policies
     user: dict[str, Any]
     sources: frozenset[str]  # connected sources the agent may still read (`SourceRights`)
 
@@ -358,7 +360,7 @@ def _load_view(
         revisions,
         run,
         agent,
-        tuple(approvals.policies_of(db, run.org_id)),
+        approvals.policies_of(db, run.org_id),
         _user_context(db, run),
         connected(run.org_id, agent.id) if agent.connections else frozenset(),
     )
@@ -438,7 +440,7 @@ def _record(
         arguments_digest=arguments_digest(arguments),
         decision=verdict.decision,
         reason=verdict.reason[:REASON_MAX],
-        policy_id=verdict.policy.id if verdict.policy is not None else None,
+        policy_id=verdict.policy_id,
         approval_id=None,
         created_at=now,
         decided_at=None if verdict.decision == "pending" else now,
@@ -446,7 +448,19 @@ def _record(
     if verdict.decision == "pending":
         db.add(call)
         db.flush()
-        call.approval_id = approvals.open_approval(db, call, run, verdict.policy, now).id
+        call.approval_id = approvals.open_approval(
+            db,
+            org_id=call.org_id,
+            run_id=run.id,
+            call_id=call.id,
+            agent_id=call.agent_id,
+            tool=call.tool,
+            arguments_digest=call.arguments_digest,
+            requested_for=run.on_behalf_of,
+            run_expires_at=run.expires_at,
+            policy=verdict.policy,
+            now=now,
+        )
     # A decided call is written with its transaction's other decided calls, one
     # statement per table (`write_decided`): nothing in the transaction reads it before.
     decided = verdict.decision != "pending"
@@ -649,8 +663,7 @@ class CallState:
 def call_state(db: Session, call: ToolCall, now: datetime) -> CallState:
     if call.decision != "pending" or call.approval_id is None:
         return CallState(call, call.decision, call.reason)
-    approval = db.get(Approval, call.approval_id)
-    if approval is not None and approvals.effective_status(approval, now) == "expired":
+    if approvals.status_of(db, call.approval_id, now) == "expired":
         return CallState(call, "deny", "approval_expired")
     return CallState(call, "pending", call.reason)
 

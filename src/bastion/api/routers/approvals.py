@@ -199,8 +199,9 @@ async def stream(
 
 @router.get("/{apr}", summary="One approval with its call's arguments and decisions")
 def get_approval(org: str, apr: str, principal: Caller, db: DB) -> ApprovalOut:
-    approval, call, decisions = approvals.get_approval(db, principal, org, apr)
-    return _approval(approval, call, decisions, utcnow())
+    approval, decisions = approvals.get_approval(db, principal, org, apr)
+    call = db.get(ToolCall, approval.call_id)
+    return _approval(approval, call, decisions, utcnow())  # type: ignore[arg-type]
 
 
 @router.post(
