@@ -536,7 +536,7 @@ def test_argument_validation_agrees_with_the_reference_validator(
 ) -> None:
     from jsonschema import Draft202012Validator
 
-    from bastion.agents.gate import _checker
+    from bastion.agents.gate.arguments import _checker
 
     check, reference = _checker(schema), Draft202012Validator(schema)
     for instance in instances:
@@ -551,7 +551,7 @@ def test_a_tool_schema_the_validator_cannot_compile_denies_every_call() -> None:
     # Saving refuses such a pattern (422); one stored before that check, or edited in the
     # database, fails closed instead of failing the request, and no second validator
     # (Python's `re` on an agent's strings) is tried.
-    from bastion.agents.gate import _checker
+    from bastion.agents.gate.arguments import _checker
 
     for pattern in ("(?P=n)", "a\\Z"):
         check = _checker({"properties": {"s": {"pattern": pattern}}})
@@ -560,7 +560,7 @@ def test_a_tool_schema_the_validator_cannot_compile_denies_every_call() -> None:
 
 
 def test_a_validator_that_fails_while_checking_denies(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bastion.agents import gate
+    from bastion.agents.gate import arguments as gate
 
     class Broken:
         def is_valid(self, arguments: Any) -> bool:
@@ -606,7 +606,7 @@ def test_arguments_nested_too_deeply_for_the_compiled_validator_are_still_decide
     # jsonschema-rs cannot describe an error in a value nested this deep (ValueError
     # "Recursion limit reached"). The edge refuses such arguments (see the test of
     # `MAX_DEPTH`); should any reach the checker, it denies.
-    from bastion.agents.gate import _checker
+    from bastion.agents.gate.arguments import _checker
 
     deep: Any = []
     for _ in range(950):
@@ -641,7 +641,7 @@ def test_the_call_stream_ends_once_its_run_is_revoked(
 def test_a_schema_reference_outside_the_schema_is_refused_and_never_fetched(w: World) -> None:
     import socket
 
-    from bastion.agents.gate import _checker
+    from bastion.agents.gate.arguments import _checker
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -752,7 +752,7 @@ def test_a_long_argument_name_still_gets_its_decision_recorded_and_audited(w: Wo
 
 
 def test_a_false_subschema_is_named_false() -> None:
-    from bastion.agents.gate import _checker
+    from bastion.agents.gate.arguments import _checker
 
     assert _checker({"properties": {"x": False}})({"x": 1}) == "invalid_arguments at $.x (false)"
     typed = {"properties": {"properties": {"type": "string"}}}
