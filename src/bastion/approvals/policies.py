@@ -24,8 +24,7 @@ from bastion.approvals.models import ApprovalPolicy
 from bastion.approvals.schemas import Approvers, PolicyIn
 from bastion.audit import service as audit
 from bastion.authz import service as authz
-from bastion.authz.conditions import RuleError, compile_condition, problem, validate
-from bastion.authz.engine import rule_answer
+from bastion.authz.rules import RuleError, compile_condition, problem, rule_answer, validate
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.events import EventType
