@@ -30,6 +30,11 @@ class Purge:
     refused: str | None = None
 
 
+def purge_instance_chain(db: Session, retention_days: int) -> Purge:
+    """`purge_chain` for the instance's own chain (events of no organisation)."""
+    return purge_chain(db, INSTANCE_CHAIN, retention_days)
+
+
 def purge_chain(db: Session, chain: str, retention_days: int) -> Purge:
     cutoff = utcnow() - timedelta(days=retention_days)
     anchor = db.execute(

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.audit.models import INSTANCE_CHAIN
 from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
@@ -151,7 +150,7 @@ def apply_audit_retention(db: Session) -> list[retention.Purge]:
         select(Organization.id, Organization.audit_retention_days)
     ).all():
         results.append(retention.purge_chain(db, org_id, days))
-    results.append(retention.purge_chain(db, INSTANCE_CHAIN, DEFAULT_AUDIT_RETENTION_DAYS))
+    results.append(retention.purge_instance_chain(db, DEFAULT_AUDIT_RETENTION_DAYS))
     return results
 
 
