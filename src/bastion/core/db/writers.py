@@ -1,15 +1,12 @@
-"""Engine, declarative base and column types.
+"""Writer slots: bounded, watched write transactions (see `WriterLock`).
 
-SQLite (embedded default) runs in WAL mode with foreign keys on. Write transactions
-start with `BEGIN IMMEDIATE` so two workers never deadlock upgrading a read lock, which
-also serialises the audit chain head. PostgreSQL uses row locks for the same purpose.
-The unit of work (one transaction per request) lives at the edges; services only
-`add`/`flush`, never `commit`.
+Write transactions (sessions made with `make_sessionmaker(write=True)`) take a slot at
+BEGIN and give it back at COMMIT or ROLLBACK, on every path. The engine events that do
+so are installed by `make_engine` (`configure_sqlite`, `configure_postgresql`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -20,30 +17,12 @@ import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
-from sqlalchemy.types import TypeDecorator
-
-from bastion.core.clock import as_utc
-from bastion.core.errors import NotFound
-from bastion.core.ids import has_prefix
-
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 WRITE_OPTION = "bastion_write"
 
@@ -52,39 +31,6 @@ _log = structlog.get_logger("bastion.db")
 # Set by the HTTP edge for a request's writes: whether its client has disconnected. A
 # writer still waiting for a slot then gives up: no one is left to answer.
 client_gone: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
-
-
-class Base(DeclarativeBase):
-    """Rows print as `<Type id=…>` only: no column value (hashes, secrets, PII) ever
-    reaches a log line or traceback through `repr`. Secret columns are also marked
-    `info={"secret": True}`."""
-
-    metadata = MetaData(naming_convention=NAMING)
-
-    def __repr__(self) -> str:
-        identity = (
-            getattr(self, "id", None) or getattr(self, "lookup", None) or getattr(self, "chain", "")
-        )
-        return f"<{type(self).__name__} id={identity}>"
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = as_utc(value)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else as_utc(value)
-
-
-JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class WriterBusy(OperationalError):
@@ -110,7 +56,7 @@ def database_busy(exc: BaseException) -> bool:
     return any(word in message for word in ("locked", "busy", "interrupted", "is full"))
 
 
-def _configure_sqlite(engine: Engine, writers: _WriterLock | None, synchronous: str) -> None:
+def configure_sqlite(engine: Engine, writers: WriterLock | None, synchronous: str) -> None:
     busy_ms = int((writers.wait if writers else 10.0) * 1000)
 
     @event.listens_for(engine, "connect")
@@ -142,7 +88,7 @@ def _configure_sqlite(engine: Engine, writers: _WriterLock | None, synchronous: 
         _end_with_the_transaction(engine, writers)
 
 
-def _configure_postgresql(engine: Engine, writers: _WriterLock) -> None:
+def configure_postgresql(engine: Engine, writers: WriterLock) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(WRITE_OPTION, False):
@@ -151,7 +97,7 @@ def _configure_postgresql(engine: Engine, writers: _WriterLock) -> None:
     _end_with_the_transaction(engine, writers)
 
 
-def _end_with_the_transaction(engine: Engine, writers: _WriterLock) -> None:
+def _end_with_the_transaction(engine: Engine, writers: WriterLock) -> None:
     """A writer's slot is given back when its transaction ends, on every path (commit,
     rollback, the pool's reset when a connection comes back)."""
     dialect = engine.dialect
@@ -207,7 +153,7 @@ class WriterStats:
     oldest_hold_seconds: float = 0.0  # how long the oldest current holder has held
 
 
-class _WriterLock:
+class WriterLock:
     """Write transactions take a slot from BEGIN to COMMIT or ROLLBACK.
 
     SQLite has one: it is handed from process to process without SQLite's busy
@@ -414,7 +360,7 @@ class _WriterLock:
         return len(stuck)
 
 
-_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterLock] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 # Per process: write slots, and threads that may wait for one (each holding a worker
 # thread and a pooled connection). Well under anyio's 40 worker threads and the pool, so
 # a writer always finds a thread to finish on, and readers a connection.
@@ -426,259 +372,3 @@ def writer_stats(engine: Engine) -> WriterStats | None:
     """The write slots' counters for an engine made by `make_engine`."""
     writers = _WRITERS.get(engine)
     return None if writers is None else writers.snapshot()
-
-
-def make_engine(
-    url: str,
-    *,
-    echo: bool = False,
-    write_wait: float | None = None,
-    write_hold_limit: float | None = None,
-    sqlite_synchronous: str = "FULL",
-) -> Engine:
-    """An engine for `url`. With `write_wait`, a writer waits at most that long for the
-    database (SQLite: the writer slot and busy timeout, 10 s without; PostgreSQL: row
-    locks, unbounded without), as does anyone for a pooled connection; with
-    `write_hold_limit`, a writer holding its transaction longer is broken (SQLite: by
-    the watchdog; PostgreSQL: idle_in_transaction_session_timeout). The server sets
-    both; command-line tools and migrations keep the defaults. SQLite commits are
-    `sqlite_synchronous` (FULL, durable across power loss, unless the operator lowers it)."""
-    if sqlite_synchronous not in ("FULL", "NORMAL"):
-        raise ValueError("sqlite_synchronous is FULL or NORMAL")
-    if url.startswith("sqlite"):
-        wait = write_wait or 10.0
-        engine = create_engine(
-            url,
-            echo=echo,
-            connect_args={"check_same_thread": False, "timeout": wait},
-            pool_size=8,
-            max_overflow=16,
-            pool_timeout=wait,
-        )
-        database = engine.url.database
-        if not database or database == ":memory:" or database.startswith("file::memory"):
-            # One connection's database: no one to wait for.
-            _configure_sqlite(engine, None, sqlite_synchronous)
-            return engine
-        writers = _WriterLock(
-            f"{database}-writer.lock",
-            slots=1,
-            max_waiting=SQLITE_WAITING,
-            wait=wait,
-            hold_limit=write_hold_limit,
-        )
-        _configure_sqlite(engine, writers, sqlite_synchronous)
-        _WRITERS[engine] = writers
-        return engine
-    if "memory" in url:
-        return create_engine(url, echo=echo, poolclass=NullPool)
-    options = []
-    if write_wait is not None:
-        options.append(f"-c lock_timeout={int(write_wait * 1000)}")
-    if write_hold_limit is not None:
-        options.append(f"-c idle_in_transaction_session_timeout={int(write_hold_limit * 1000)}")
-    engine = create_engine(
-        url,
-        echo=echo,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
-        pool_timeout=write_wait or 30.0,
-        connect_args={"options": " ".join(options)} if options else {},
-    )
-    writers = _WriterLock(
-        None, slots=PG_WRITERS, max_waiting=PG_WAITING, wait=write_wait or 30.0, hold_limit=None
-    )
-    _configure_postgresql(engine, writers)
-    _WRITERS[engine] = writers
-    return engine
-
-
-def make_sessionmaker(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
-    """Sessions on `engine`; with `write=True` their transactions begin as writers
-    (SQLite: BEGIN IMMEDIATE) without any I/O until first use."""
-    bind = engine.execution_options(**{WRITE_OPTION: True}) if write else engine
-    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
-
-
-ORG_SCOPE_OPTION = "org_scope"
-
-
-def org_scoped(org_id: str) -> dict[str, Any]:
-    """Execution options naming the organisation a bulk UPDATE/DELETE touches, so
-    revision counters that watch the table (see `bastion.identity.authcache`) advance
-    for that org only; an unnamed bulk write advances the instance-wide counter."""
-    return {ORG_SCOPE_OPTION: org_id}
-
-
-def begin_write(session: Session) -> None:
-    """Mark the session's transaction as a writer (SQLite: BEGIN IMMEDIATE)."""
-    session.connection(execution_options={WRITE_OPTION: True})
-
-
-class DirectReader:
-    """Tiny hot-path reads on autocommit DBAPI connections outside the ORM pool: for a
-    one-row primary-key read, ORM and pool overhead cost ten times the query. Write SQL
-    with `?` placeholders. An error closes the connection used and propagates; callers
-    fall back to the ordinary path.
-
-    SQLite: one connection per thread (a file handle, nothing to bound). PostgreSQL: at
-    most `size` connections per process, shared by every thread in turn, so a server's
-    connection count does not grow with its threads (a thread-local reader once opened 49
-    for one 2-worker server); a caller waits at most `wait` seconds for one."""
-
-    def __init__(self, engine: Engine, *, size: int = 4, wait: float = 5.0) -> None:
-        self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._local = threading.local()
-        self._idle: list[Any] = []  # PostgreSQL: open connections not in use
-        self._idle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(size)  # PostgreSQL: open connections
-        self._wait = wait
-        self.size = size
-
-    def __repr__(self) -> str:
-        return f"DirectReader({self._engine.dialect.name})"
-
-    @property
-    def local(self) -> bool:
-        return self._sqlite
-
-    def _connect(self) -> Any:
-        dialect = self._engine.dialect
-        cargs, cparams = dialect.create_connect_args(self._engine.url)
-        conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
-        if self._sqlite:
-            conn.isolation_level = None  # autocommit: every read sees the latest commit
-            conn.execute("PRAGMA busy_timeout=10000")
-        else:
-            conn.autocommit = True
-            conn.execute("SET statement_timeout = 5000")
-        return conn
-
-    def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        if self._sqlite:
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = self._connect()
-                self._local.conn = conn
-            try:
-                return self._run(conn, sql, params)
-            except Exception:
-                self._local.conn = None
-                with contextlib.suppress(Exception):
-                    conn.close()
-                raise
-        if not self._slots.acquire(timeout=self._wait):
-            raise PoolTimeout(f"no direct reader connection within {self._wait:g}s")
-        conn = None
-        try:
-            with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._connect()
-            rows = self._run(conn, sql.replace("?", "%s"), params)
-        except Exception:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._slots.release()
-            raise
-        with self._idle_lock:
-            self._idle.append(conn)
-        self._slots.release()
-        return rows
-
-    @staticmethod
-    def _run(conn: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        cursor = conn.cursor()
-        cursor.execute(sql, params)
-        rows = [tuple(row) for row in cursor.fetchall()]
-        cursor.close()
-        return rows
-
-    def close(self) -> None:
-        """Close the idle PostgreSQL connections (as the app shuts down)."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-class AsyncDirectReader:
-    """`DirectReader` for PostgreSQL on the event loop: a few autocommit psycopg async
-    connections used in turn, opened lazily, one set per running loop (asyncio
-    connections belong to the loop that made them). An error closes that connection and
-    propagates."""
-
-    def __init__(self, engine: Engine, size: int = 4) -> None:
-        _, self._params = engine.dialect.create_connect_args(engine.url)
-        self._size = size
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def __repr__(self) -> str:
-        return f"AsyncDirectReader(size={self._size})"
-
-    def _slots(self) -> _LoopSlots:
-        loop = asyncio.get_running_loop()
-        slots = self._pools.get(loop)
-        if slots is None:
-            slots = _LoopSlots(self._size)
-            self._pools[loop] = slots
-        return slots
-
-    async def aclose(self) -> None:
-        """Close the running loop's connections."""
-        slots = self._slots()
-        for index, conn in enumerate(slots.conns):
-            slots.conns[index] = None
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-
-    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        slots = self._slots()
-        index = slots.next
-        slots.next = (index + 1) % self._size
-        async with slots.locks[index]:
-            conn = slots.conns[index]
-            try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(
-                        **self._params, autocommit=True, options="-c statement_timeout=5000"
-                    )
-                    slots.conns[index] = conn
-                cursor = await conn.execute(sql.replace("?", "%s"), params)
-                return [tuple(row) for row in await cursor.fetchall()]
-            except Exception:
-                slots.conns[index] = None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                raise
-
-
-class _LoopSlots:
-    def __init__(self, size: int) -> None:
-        self.conns: list[Any] = [None] * size
-        self.locks = [asyncio.Lock() for _ in range(size)]
-        self.next = 0
-
-
-M = TypeVar("M", bound=Base)
-
-
-def get_in_org(
-    db: Session, model: type[M], object_id: str, org_id: str, *, prefix: str, noun: str
-) -> M:
-    """The row of `model` with this `prefix`-typed id in this organisation, or NotFound:
-    an id of another type, a missing row and another organisation's row answer alike."""
-    found = db.get(model, object_id) if has_prefix(object_id, prefix) else None
-    if found is None or getattr(found, "org_id", None) != org_id:
-        raise NotFound(f"{noun} not found")
-    return found
