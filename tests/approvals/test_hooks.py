@@ -69,6 +69,6 @@ def test_without_the_agents_side_the_sweeper_records_no_expiry(
 
     monkeypatch.undo()
     with w.factory.state.write_sessions() as db:
-        assert approvals.sweep(db) == 1
+        assert approvals.sweep(db) >= 1  # the sweep is instance-wide: other tests' too
         db.commit()
     assert [e["resource"]["id"] for e in w.events("approval.expired")] == [call["approval_id"]]

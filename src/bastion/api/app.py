@@ -260,7 +260,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            await anyio.to_thread.run_sync(state.gate.close)
             await anyio.to_thread.run_sync(state.writer.close)
             state.direct.close()
             await state.auth_cache.aclose()

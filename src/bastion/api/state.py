@@ -55,7 +55,7 @@ class AppState:
         self.source_rights = access.SourceRights(self.authz, self.sessions)
         self.gate = Gate(
             self.sessions,
-            self.write_sessions,
+            self.writer,
             self.authz.revisions,
             self.source_rights.of_agent,
             local=self.authz.local,

@@ -31,6 +31,7 @@ from bastion.agents.gate.runs import get_run, own_run
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.approvals import service as approvals
 from bastion.audit import service as audit
+from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.errors import NotFound
 from bastion.core.events import EventType, Outcome
@@ -57,9 +58,7 @@ def request_tool_call(
     view = _load_view(db, run_id, principal.org_id, None, connected)
     now = utcnow()
     verdict = _verdict(view, tool_name, arguments, connection)
-    call = _record(db, principal, view, tool_name, arguments, verdict, now)
-    write_decided(db)
-    return call
+    return _record(db, principal, view, tool_name, arguments, verdict, now)
 
 
 @dataclass(frozen=True)
@@ -148,8 +147,8 @@ def _record(
 ) -> ToolCall:
     """Spend the run's budget (every call does, whatever its decision), hold a pending
     call to the run's limit of open approvals, write a pending call, its approval and
-    its audit event, and leave a decided call and its event for `write_decided`, which
-    the transaction runs before it commits. Safe to run again in a fresh transaction
+    its audit event; a decided call and its event are staged for the batch's one insert
+    per table when run as a group-commit unit. Safe to run again in a fresh transaction
     (see `GroupCommit`)."""
     run, agent = view.run, view.agent
     # The chain head before the run's row: every gate transaction locks in this order
@@ -195,10 +194,7 @@ def _record(
             policy=verdict.policy,
             now=now,
         )
-    # A decided call is written with its transaction's other decided calls, one
-    # statement per table (`write_decided`): nothing in the transaction reads it before.
-    decided = verdict.decision != "pending"
-    event = (audit.event_row if decided else audit.record)(
+    audit.record(
         db,
         type=EventType.TOOL_CALL_DECIDED,
         actor=principal.actor,
@@ -216,27 +212,27 @@ def _record(
             "arguments_digest": call.arguments_digest,
         },
     )
-    if decided:
-        calls, events = db.info.setdefault(_DECIDED, ([], []))
-        calls.append({column: getattr(call, attr) for attr, column in _CALL_COLUMNS})
-        events.append(event)
+    if verdict.decision != "pending":
+        # Written with the batch's other decided calls, one statement for them all:
+        # nothing in the transaction reads it before.
+        row = {column: getattr(call, attr) for attr, column in _CALL_COLUMNS}
+        if not groupcommit.stage(db, _STAGED_CALLS, row):
+            _insert_calls(db, [row])
     return call
 
 
-_DECIDED = "bastion.gate.decided"
+_STAGED_CALLS = "agents.tool_calls"
 _CALL_COLUMNS = tuple(  # (attribute, column): a row from the mapped object
     (prop.key, prop.columns[0].key) for prop in sa_inspect(ToolCall).column_attrs
 )
 _INSERT_CALLS = insert(_calls)
 
 
-def write_decided(db: Session) -> None:
-    """Insert the transaction's decided calls and their audit events (see `_record`);
-    called before it commits."""
-    calls, events = db.info.pop(_DECIDED, ([], []))
-    if calls:
-        db.connection().execute(_INSERT_CALLS, calls)
-        audit.insert_events(db, events)
+def _insert_calls(db: Session, rows: list[dict[str, Any]]) -> None:
+    db.connection().execute(_INSERT_CALLS, rows)
+
+
+groupcommit.on_flush(_STAGED_CALLS, _insert_calls)
 
 
 def _user_context(db: Session, run: Run) -> dict[str, Any]:
@@ -262,7 +258,7 @@ class Gate:
     def __init__(
         self,
         sessions: Callable[[], Session],
-        write_sessions: Callable[[], Session],
+        writes: GroupCommit,
         revisions: Callable[[str], tuple[int, ...] | None],
         connected: Callable[[str, str], frozenset[str]],
         *,
@@ -275,13 +271,10 @@ class Gate:
         self._views: OrderedDict[str, _View] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self.writes = GroupCommit(write_sessions, before_commit=write_decided)
+        self.writes = writes  # the process's write path, shared with other requests
 
     def __repr__(self) -> str:
         return f"Gate(views={len(self._views)}, writes={self.writes!r})"
-
-    def close(self) -> None:
-        self.writes.close()
 
     async def request(
         self,
