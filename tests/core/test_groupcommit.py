@@ -231,3 +231,15 @@ def test_a_batch_that_cannot_begin_fails_its_units_at_once(engine: Engine) -> No
     group.close()
     assert all(isinstance(r, OSError) for r in results)
     assert len(calls) == 1  # one batch, one try
+
+
+def test_past_its_queue_bound_a_unit_is_refused_at_once(engine: Engine) -> None:
+    """Overload answers 503 at once instead of queueing without bound."""
+    from bastion.core.db import WriterBusy, database_busy
+
+    group = GroupCommit(make_sessionmaker(engine, write=True), max_queued=0)
+    with pytest.raises(WriterBusy) as refused:
+        group.run_blocking(_insert(1))
+    assert database_busy(refused.value)
+    group.close()
+    assert _stored(engine) == []

@@ -47,6 +47,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bastion.core.db import WriterBusy
 from bastion.core.errors import BastionError
 
 T = TypeVar("T")
@@ -54,7 +55,6 @@ Work = Callable[[Session], T]
 
 log = structlog.get_logger(__name__)
 
-_STAGED = "bastion.groupcommit.staged"  # session.info: the batch's rows by kind
 _UNIT = "bastion.groupcommit.unit"  # session.info: the running unit's rows by kind
 _DEFERRED = "bastion.groupcommit.deferred"  # session.info: a deferring session's writes
 _FLUSHERS: dict[str, Callable[[Session, list[Any]], None]] = {}
@@ -123,6 +123,7 @@ class GroupCommit:
     """`await group.run(work, order=…)` (or `group.run_blocking` from a worker thread)
     runs `work(session)` in the writer thread's next batch and returns its result once
     the batch has committed; an exception raised by `work` is raised to its caller only.
+    With `max_queued` units already waiting, a new one is refused at once (`WriterBusy`).
     `before_commit(session)`, if given, runs after a batch's units, before it commits."""
 
     def __init__(
@@ -132,10 +133,12 @@ class GroupCommit:
         before_commit: Callable[[Session], None] | None = None,
         max_batch: int = 256,
         linger: float = 0.0005,
+        max_queued: int = 4096,
     ) -> None:
         self._sessions = sessions
         self._before_commit = before_commit
         self._max = max_batch
+        self._max_queued = max_queued
         self._linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -180,6 +183,9 @@ class GroupCommit:
         return future.result()
 
     def _put(self, unit: _Unit[Any]) -> None:
+        if self._queue.qsize() >= self._max_queued:
+            # Overload: refused at once (503, retry) rather than queued without bound.
+            raise WriterBusy(f"database is locked: {self._max_queued} writes already queued")
         with self._lock:  # a unit is never queued behind the stop of a closing thread
             if self._thread is None or not self._thread.is_alive():
                 self._start()
@@ -253,7 +259,6 @@ class GroupCommit:
         try:
             with db:
                 staged: dict[str, list[Any]] = {}
-                db.info[_STAGED] = staged
                 for unit in batch:
                     outcomes.append(self._run_unit(db, unit, staged))
                 db.info.pop(_UNIT, None)
