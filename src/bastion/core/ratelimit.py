@@ -18,6 +18,8 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from bastion.core.coalesce import SummedIncrements
+
 
 @dataclass(frozen=True)
 class Quota:
@@ -67,6 +69,8 @@ class RateLimiter:
         self._async_storages: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        # Concurrent increments of one Redis counter: one INCRBY (see core.coalesce).
+        self._increments: SummedIncrements[tuple[str, int]] = SummedIncrements(self._incr_by)
         self._storage: Storage = storage_from_string(uri)  # type: ignore[assignment]
         self._moving = MovingWindowRateLimiter(self._storage)
         self._windows = _LocalWindows()
@@ -126,13 +130,17 @@ class RateLimiter:
         return window, await self._incr_async(f"tally/{period}/{key}", window, period)
 
     async def _incr_async(self, key: str, window: int, period: int) -> int:
+        return await self._increments.add((f"{self._ns}/{key}/{window}", period))
+
+    async def _incr_by(self, counter: tuple[str, int], amount: int) -> int:
         # asyncio clients belong to the loop that made them: one per running loop.
         loop = asyncio.get_running_loop()
         storage: Any = self._async_storages.get(loop)
         if storage is None:
             storage = storage_from_string(f"async+{self._uri}", implementation="redispy")
             self._async_storages[loop] = storage
-        return int(await storage.incr(f"{self._ns}/{key}/{window}", period))
+        key, period = counter
+        return int(await storage.incr(key, period, amount=amount))
 
     @staticmethod
     def _verdict(

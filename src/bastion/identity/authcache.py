@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bastion.core.coalesce import SharedReads
 from bastion.core.db import AsyncDirectReader, DirectReader
 from bastion.core.principal import Principal
 from bastion.core.revisions import INSTANCE
@@ -70,6 +71,11 @@ class AuthCache:
     ) -> None:
         self._reader = reader
         self._async_reader = async_reader
+        # Concurrent requests of one organisation share a revision read that started
+        # after each of them arrived (see `bastion.core.coalesce`).
+        self._revision_reads: SharedReads[str, list[tuple[Any, ...]]] = SharedReads(
+            self._read_revisions
+        )
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
@@ -103,10 +109,14 @@ class AuthCache:
         if self._async_reader is None:
             return self.revisions(org_id)
         try:
-            rows = await self._async_reader.fetchall(_REVISIONS_SQL, (org_id, INSTANCE))
+            rows = await self._revision_reads.get(org_id)
         except Exception:  # any driver error: not a cache hit, never an allow
             return None
         return _revisions(rows, org_id)
+
+    async def _read_revisions(self, org_id: str) -> list[tuple[Any, ...]]:
+        assert self._async_reader is not None  # noqa: S101 - only called with one
+        return await self._async_reader.fetchall(_REVISIONS_SQL, (org_id, INSTANCE))
 
     def get(self, row_id: str) -> Entry | None:
         with self._lock:
