@@ -53,7 +53,7 @@ class Server:
         )
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 90.0) -> Server:  # a loaded machine starts slowly
         command = [str(BIN / "bastion"), "serve", "--port", str(self.port)]
         command += ["--workers", str(self.workers)]
         self.process = subprocess.Popen(
