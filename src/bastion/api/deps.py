@@ -65,9 +65,32 @@ async def get_principal(
 ) -> Principal:
     # Context and state straight from the request: each dependency level costs as much
     # as a cache-hit authentication on this path.
-    ctx: RequestContext = request.scope[SCOPE_KEY]
-    state: AppState = request.app.state.bastion
-    token = credentials.credentials if credentials else None
+    return await authenticate_request(
+        request.scope[SCOPE_KEY],
+        request.app.state.bastion,
+        credentials.credentials if credentials else None,
+        getattr(request.scope.get("route"), "path", ""),
+    )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header, as `bearer` (FastAPI's
+    `HTTPBearer`) reads it: for the lean routes, which do not run dependencies."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if not (scheme and token) or scheme.lower() != "bearer":
+        return None
+    return token
+
+
+async def authenticate_request(
+    ctx: RequestContext, state: AppState, token: str | None, route: str
+) -> Principal:
+    """The caller of a request to `route` (its path template), counted against its
+    quota: the one way both the routes (`get_principal`) and the lean routes
+    (`bastion.api.fast`) authenticate."""
     cache = state.auth_cache
     # A cache hit costs an HMAC and one primary-key read, done on the event loop (a local
     # file read for SQLite, an async query for PostgreSQL): no hop to a worker thread.
@@ -80,10 +103,8 @@ async def get_principal(
         principal = _admit(ctx, hit, verdict)
     else:
         principal = await run_in_threadpool(_authenticate, ctx, state, token)
-    if principal.credential is CredentialKind.AGENT_RUN:
-        route = getattr(request.scope.get("route"), "path", "")
-        if route not in RUN_TOKEN_ROUTES:
-            raise Forbidden("agent run tokens act only on their own run")
+    if principal.credential is CredentialKind.AGENT_RUN and route not in RUN_TOKEN_ROUTES:
+        raise Forbidden("agent run tokens act only on their own run")
     return principal
 
 

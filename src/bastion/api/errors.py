@@ -3,7 +3,7 @@ RFC 9457 problem documents, and the ones that must be audited are queued for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -21,6 +21,7 @@ from bastion.api.failures import note, note_event
 from bastion.core.db import database_busy
 from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound, TooManyRequests
 from bastion.core.events import EventType, Outcome
+from bastion.core.ratelimit import RateLimiter
 from bastion.core.schemas import In
 from bastion.webhooks.errors import SignatureRejected
 
@@ -83,15 +84,15 @@ def _message(err: Mapping[str, Any]) -> str:
     return message
 
 
-async def on_domain_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, BastionError):  # registered for this type only
-        raise exc
-    ctx = _ctx(request)
+async def domain_problem(
+    ctx: RequestContext | None, limiter: RateLimiter, exc: BastionError
+) -> tuple[int, dict[str, str], bytes]:
+    """A domain error's problem document, with its audit trace queued on `ctx`: shared by
+    the app's handler and the lean routes (`bastion.api.fast`), so both answer alike."""
     if ctx is not None:
         if isinstance(exc, SignatureRejected) and exc.audit is not None:
             # Anyone can send a forged delivery: sampled per endpoint, so a flood of them
             # does not queue one write each.
-            limiter = request.app.state.bastion.limiter
             resource = exc.audit.get("resource") or ("", "")
             await note_event(ctx, limiter, exc.audit, f"{resource[0]}:{resource[1]}")
         elif exc.audit is not None:
@@ -114,43 +115,54 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, NotFound):
             # Another organisation's object is a 404 like a missing one: probing for them
             # is traced in the caller's own trail (anonymous callers get 401 first).
-            limiter = request.app.state.bastion.limiter
             await note(ctx, limiter, EventType.AUTHZ_NOT_FOUND, status=404, anonymous=False)
         elif exc.status == 422:
-            await _invalid(request, ctx)
+            await _invalid(ctx, limiter)
         elif isinstance(exc, TooManyRequests) and exc.audit is None:  # sign-in has its own
-            limiter = request.app.state.bastion.limiter
             await note(ctx, limiter, EventType.REQUEST_RATE_LIMITED, status=429)
-    return _response(*problems.from_error(exc, _rid(request)))
+    return problems.from_error(exc, ctx.request_id if ctx else None)
 
 
-async def _invalid(request: Request, ctx: RequestContext | None) -> None:
+async def on_domain_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, BastionError):  # registered for this type only
+        raise exc
+    return _response(*await domain_problem(_ctx(request), _limiter(request), exc))
+
+
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.bastion.limiter
+    return limiter
+
+
+async def _invalid(ctx: RequestContext | None, limiter: RateLimiter) -> None:
     """A validation failure is a security event (OWASP ASVS V16), counted per caller."""
     if ctx is not None:
-        limiter = request.app.state.bastion.limiter
         await note(ctx, limiter, EventType.REQUEST_INVALID, status=422, outcome=Outcome.FAILURE)
+
+
+async def validation_problem(
+    ctx: RequestContext | None, limiter: RateLimiter, errors: Sequence[Mapping[str, Any]]
+) -> tuple[int, dict[str, str], bytes]:
+    """Pydantic's (or FastAPI's) errors as a 422, for the app's handler and the lean
+    routes alike. Never echo the offending input back, not even the name of a field the
+    API does not declare: it might be a secret, or markup a console would render."""
+    fields = [FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in errors]
+    names = ", ".join(sorted({e.field for e in fields}))
+    await _invalid(ctx, limiter)
+    rid = ctx.request_id if ctx else None
+    return problems.generic(422, f"invalid fields: {names}", rid, fields)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):  # registered for this type only
         raise exc
-    # Never echo the offending input back, not even the name of a field the API does not
-    # declare: it might be a secret, or markup a console would render.
-    errors = [
-        FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in exc.errors()
-    ]
-    names = ", ".join(sorted({e.field for e in errors}))
-    await _invalid(request, _ctx(request))
-    return _response(*problems.generic(422, f"invalid fields: {names}", _rid(request), errors))
+    return _response(*await validation_problem(_ctx(request), _limiter(request), exc.errors()))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):  # registered for this type only
         raise exc
-    detail = exc.detail if isinstance(exc.detail, str) else None
-    status, headers, body = problems.generic(exc.status_code, detail, _rid(request))
-    if exc.headers:
-        headers.update(exc.headers)
+    status, headers, body = http_problem(exc, _rid(request))
     if status == 405:  # in place of Starlette's `Allow`, not beside it
         headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
         headers["allow"] = _allowed_methods(request)
@@ -174,10 +186,31 @@ def _allowed_methods(request: Request) -> str:
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def http_problem(
+    exc: StarletteHTTPException, request_id: str | None
+) -> tuple[int, dict[str, str], bytes]:
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    status, headers, body = problems.generic(exc.status_code, detail, request_id)
+    if exc.headers:
+        headers.update(exc.headers)
+    return status, headers, body
+
+
+def _conflict(request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+    return problems.generic(409, "the change conflicts with existing data", request_id)
+
+
+async def data_problem(
+    ctx: RequestContext | None, limiter: RateLimiter
+) -> tuple[int, dict[str, str], bytes]:
+    # Defence in depth: validation at the edge should have refused the value already.
+    await _invalid(ctx, limiter)
+    rid = ctx.request_id if ctx else None
+    return problems.generic(422, "a value cannot be stored (out of range or invalid)", rid)
+
+
 async def on_integrity_error(request: Request, exc: Exception) -> Response:
-    return _response(
-        *problems.generic(409, "the change conflicts with existing data", _rid(request))
-    )
+    return _response(*_conflict(_rid(request)))
 
 
 async def on_database_busy(request: Request, exc: Exception) -> Response:
@@ -187,11 +220,29 @@ async def on_database_busy(request: Request, exc: Exception) -> Response:
 
 
 async def on_data_error(request: Request, exc: Exception) -> Response:
-    # Defence in depth: validation at the edge should have refused the value already.
-    await _invalid(request, _ctx(request))
-    return _response(
-        *problems.generic(422, "a value cannot be stored (out of range or invalid)", _rid(request))
-    )
+    return _response(*await data_problem(_ctx(request), _limiter(request)))
+
+
+async def problem_for(
+    ctx: RequestContext, limiter: RateLimiter, exc: Exception
+) -> tuple[int, dict[str, str], bytes] | None:
+    """What the handlers `install` registers answer for `exc`, for a route served outside
+    the framework (`bastion.api.fast`); None for an error they leave to the middleware
+    (a 500). A 405 needs the router, and those routes never raise one."""
+    rid = ctx.request_id
+    if isinstance(exc, BastionError):
+        return await domain_problem(ctx, limiter, exc)
+    if isinstance(exc, RequestValidationError):
+        return await validation_problem(ctx, limiter, exc.errors())
+    if isinstance(exc, StarletteHTTPException) and exc.status_code != 405:
+        return http_problem(exc, rid)
+    if isinstance(exc, IntegrityError):
+        return _conflict(rid)
+    if isinstance(exc, DataError):
+        return await data_problem(ctx, limiter)
+    if isinstance(exc, OperationalError | PoolTimeout) and database_busy(exc):
+        return problems.database_busy(rid)
+    return None
 
 
 def install(app: FastAPI) -> None:

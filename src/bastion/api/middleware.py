@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bastion.api import problems
+from bastion.api import fast, problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.state import AppState
@@ -82,6 +82,7 @@ class BastionMiddleware:
                 (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
             )
         self.finishing = anyio.CapacityLimiter(FINISH_THREADS)
+        self.fast = state.settings.fast_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,8 +122,13 @@ class BastionMiddleware:
         if ctx.method in _BODY_METHODS and is_api:  # the body is read: `receive` is free
             watcher = asyncio.get_running_loop().create_task(_watch_disconnect(original, left))
         gone = client_gone.set(left.is_set)
+        # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
+        lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
         try:
-            await self.app(scope, receive, respond.send)
+            if lean is None:
+                await self.app(scope, receive, respond.send)
+            else:
+                await fast.serve(self.state, lean[0], lean[1], scope, receive, respond.send)
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
             await anyio.to_thread.run_sync(self._discard, ctx, limiter=self.finishing)

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     body_limit_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    # The hot routes (`/v1/me`, authorization checks, the tool-call gate) served without
+    # the framework's routing and dependencies, to the same answers (`bastion.api.fast`);
+    # off, they take the framework's path like every other route.
+    fast_path: bool = True
     session_idle_timeout: Annotated[int, Field(ge=60)] = 30 * 60
     session_absolute_timeout: Annotated[int, Field(ge=300)] = 12 * 60 * 60
     setup_token_ttl: Annotated[int, Field(ge=300)] = 72 * 60 * 60

@@ -36,6 +36,7 @@ from bastion.authz.schemas import (
     SourceOut,
     TokensOut,
 )
+from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf
 
 T = TypeVar("T")
@@ -164,7 +165,7 @@ def delete_rule(org: str, rule: str, principal: Caller, db: DB) -> Response:
 def _answers(
     org: str,
     checks: list[CheckIn],
-    principal: Caller,
+    principal: Principal,
     state: AppState,
     index: OrgIndex | None = None,
 ) -> list[CheckOut]:
@@ -200,7 +201,11 @@ async def _answer(state: AppState, org: str, work: Callable[[OrgIndex | None], T
 
 @authz_router.post("/check", summary="May the subject do the action to the resource?")
 async def check(org: str, body: CheckIn, principal: Caller, request: Request) -> CheckOut:
-    state = _state(request)
+    return await check_one(_state(request), org, body, principal)
+
+
+async def check_one(state: AppState, org: str, body: CheckIn, principal: Principal) -> CheckOut:
+    """The answer of `POST …/authz/check` (also served by `bastion.api.fast`)."""
     if body.explain:  # evaluates every rule: in a worker thread
         return (await run_in_threadpool(_answers, org, [body], principal, state))[0]
     return (
@@ -212,7 +217,13 @@ async def check(org: str, body: CheckIn, principal: Caller, request: Request) ->
 async def check_batch(
     org: str, body: CheckBatchIn, principal: Caller, request: Request
 ) -> CheckBatchOut:
-    state = _state(request)
+    return await check_many(_state(request), org, body, principal)
+
+
+async def check_many(
+    state: AppState, org: str, body: CheckBatchIn, principal: Principal
+) -> CheckBatchOut:
+    """The answer of `POST …/authz/check-batch` (also served by `bastion.api.fast`)."""
     if any(c.explain for c in body.checks):
         results = await run_in_threadpool(_answers, org, body.checks, principal, state)
     else:
@@ -224,7 +235,13 @@ async def check_batch(
 
 @authz_router.post("/filter", summary="The ids the subject may act on, in input order")
 async def filter_ids(org: str, body: FilterIn, principal: Caller, request: Request) -> FilterOut:
-    state = _state(request)
+    return await filter_allowed(_state(request), org, body, principal)
+
+
+async def filter_allowed(
+    state: AppState, org: str, body: FilterIn, principal: Principal
+) -> FilterOut:
+    """The answer of `POST …/authz/filter` (also served by `bastion.api.fast`)."""
 
     def work(index: OrgIndex | None) -> list[str]:
         return access.filter_ids(

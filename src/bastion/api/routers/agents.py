@@ -32,6 +32,7 @@ from bastion.api.state import AppState
 from bastion.approvals.models import Approval
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
+from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf, QueryNumber
 
 router = APIRouter(prefix="/v1/orgs/{org}/agents", tags=["agents"])
@@ -174,8 +175,22 @@ def _call(found: gate.CallState) -> ToolCallOut:
 async def request_tool_call(
     run: str, body: ToolCallIn, principal: Caller, request: Request
 ) -> ToolCallOut:
-    if request.headers.get("idempotency-key") is None:
-        state: AppState = request.app.state.bastion
+    idempotent = request.headers.get("idempotency-key") is not None
+    state: AppState = request.app.state.bastion
+    return await ask_gate(state, request.scope[SCOPE_KEY], principal, run, body, idempotent)
+
+
+async def ask_gate(
+    state: AppState,
+    ctx: RequestContext,
+    principal: Principal,
+    run: str,
+    body: ToolCallIn,
+    idempotent: bool,
+) -> ToolCallOut:
+    """The answer of `POST /v1/runs/{run}/tool-calls` (also served by `bastion.api.fast`);
+    `idempotent` when the request carries an Idempotency-Key."""
+    if not idempotent:
         call = await state.gate.request(
             principal,
             run,
@@ -184,8 +199,6 @@ async def request_tool_call(
             connection=body.connection,
         )
     else:  # in the request's transaction, which also keeps the answer for a replay
-        ctx: RequestContext = request.scope[SCOPE_KEY]
-        rights = request.app.state.bastion.source_rights
         call = await run_in_threadpool(
             partial(
                 gate.request_tool_call,
@@ -195,7 +208,7 @@ async def request_tool_call(
                 tool_name=body.tool,
                 arguments=body.arguments,
                 connection=body.connection,
-                connected=rights.of_agent,
+                connected=state.source_rights.of_agent,
             )
         )
     return _call(gate.CallState(call, call.decision, call.reason))

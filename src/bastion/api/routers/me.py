@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit
+from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf
 from bastion.identity import sessions
 from bastion.identity.schemas import MeOut, SessionOut
@@ -12,6 +13,11 @@ router = APIRouter(prefix="/v1/me", tags=["me"])
 
 @router.get("", summary="Who the caller is and what it may do")
 async def me(principal: Caller) -> MeOut:
+    return me_out(principal)
+
+
+def me_out(principal: Principal) -> MeOut:
+    """The answer of `GET /v1/me`, also served by `bastion.api.fast`."""
     return MeOut(
         principal_type=principal.principal_type,
         id=principal.id,

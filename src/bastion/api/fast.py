@@ -1,0 +1,235 @@
+"""The hot routes without the framework: `GET /v1/me`, the authorization questions
+(check, check-batch, filter) and the tool-call gate.
+
+Their work takes tens of microseconds; FastAPI's routing and dependency resolution and
+Starlette's middleware stack cost several times that (issue 13: `/v1/me` spent ~37 µs
+of ~190 µs on its work). `BastionMiddleware` hands these requests here in place of the
+app, after its own checks (request id, body limit, content type, address quota,
+idempotent replay) and before its commit, failure events and headers: only the
+framework is skipped.
+
+Each handler does what its route and dependencies do, through the same functions:
+`deps.authenticate_request` (as `get_principal`), the routers' answer functions (as the
+routes), `errors.problem_for` (as the exception handlers). The body is read as FastAPI
+reads it — undecodable JSON is refused before authentication, an invalid body after it
+— and the answer is serialised from the same response model, with the same status and
+headers. The routes stay registered, so the OpenAPI document is unchanged. Proof:
+`tests/api/test_fast_path.py` sends one corpus to an app with and one without this path
+(`Settings.fast_path`) and compares the answers.
+"""
+
+from __future__ import annotations
+
+import email.message
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from bastion.agents.schemas import ToolCallIn
+from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.deps import authenticate_request, bearer_token
+from bastion.api.errors import problem_for
+from bastion.api.routers.access import check_many, check_one, filter_allowed
+from bastion.api.routers.agents import ask_gate
+from bastion.api.routers.me import me_out
+from bastion.api.state import AppState
+from bastion.authz.schemas import CheckBatchIn, CheckIn, FilterIn
+from bastion.core.principal import Principal
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# What a route computes once its caller and body are known: (state, ctx, scope,
+# principal, path parameter, body) → the response model.
+Answer = Callable[[AppState, RequestContext, Scope, Principal, str, Any], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    template: str  # the FastAPI route's path, as `RUN_TOKEN_ROUTES` names it
+    body: type[BaseModel] | None
+    status: int
+    answer: Answer
+
+
+class _Missing:
+    """No body was sent (FastAPI's `Undefined`): the model is then a missing field."""
+
+
+_MISSING = _Missing()
+
+
+async def _me(
+    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, _: str, __: Any
+) -> BaseModel:
+    return me_out(principal)
+
+
+async def _check(
+    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+) -> BaseModel:
+    return await check_one(state, org, body, principal)
+
+
+async def _check_batch(
+    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+) -> BaseModel:
+    return await check_many(state, org, body, principal)
+
+
+async def _filter(
+    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+) -> BaseModel:
+    return await filter_allowed(state, org, body, principal)
+
+
+async def _tool_call(
+    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, run: str, body: Any
+) -> BaseModel:
+    idempotent = header(scope, b"idempotency-key") is not None
+    return await ask_gate(state, ctx, principal, run, body, idempotent)
+
+
+ME = Route("/v1/me", None, 200, _me)
+CHECK = Route("/v1/orgs/{org}/authz/check", CheckIn, 200, _check)
+CHECK_BATCH = Route("/v1/orgs/{org}/authz/check-batch", CheckBatchIn, 200, _check_batch)
+FILTER = Route("/v1/orgs/{org}/authz/filter", FilterIn, 200, _filter)
+TOOL_CALL = Route("/v1/runs/{run}/tool-calls", ToolCallIn, 201, _tool_call)
+
+_ORG_ROUTES = {"authz/check": CHECK, "authz/check-batch": CHECK_BATCH, "authz/filter": FILTER}
+_ORGS = "/v1/orgs/"
+_RUNS = "/v1/runs/"
+
+
+def match(method: str, path: str) -> tuple[Route, str] | None:
+    """The lean route for a request and its path parameter, by plain string tests (a
+    parameter is one non-empty segment, as Starlette's `{name}` matches); None for
+    every other request, which the app serves."""
+    if method == "POST":
+        if path.startswith(_ORGS):
+            org, _, rest = path[len(_ORGS) :].partition("/")
+            route = _ORG_ROUTES.get(rest)
+            if route is not None and org:
+                return route, org
+        elif path.startswith(_RUNS):
+            run, _, rest = path[len(_RUNS) :].partition("/")
+            if rest == "tool-calls" and run:
+                return TOOL_CALL, run
+    elif method == "GET" and path == "/v1/me":
+        return ME, ""
+    return None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's first value, as Starlette's `Headers.get` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def serve(
+    state: AppState, route: Route, param: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer one request to `route`, as the app would (see the module docstring)."""
+    ctx: RequestContext = scope[SCOPE_KEY]
+    try:
+        parsed: BaseModel | None = None
+        raw: Any = _MISSING
+        if route.body is not None:
+            body = (await receive()).get("body", b"")
+            parsed, raw = _decode(route.body, body, header(scope, b"content-type"))
+        token = bearer_token(header(scope, b"authorization"))
+        principal = await authenticate_request(ctx, state, token, route.template)
+        if route.body is not None and parsed is None:
+            parsed = _validate(route.body, raw)
+        out = await route.answer(state, ctx, scope, principal, param, parsed)
+    except Exception as exc:
+        problem = await problem_for(ctx, state.limiter, exc)
+        if problem is None:
+            raise  # the middleware's 500, as for the app
+        status, headers, content = problem
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(content)).encode("latin-1")))
+        await _respond(send, status, raw, content)
+        return
+    content = type(out).__pydantic_serializer__.to_json(out, by_alias=True)
+    await _respond(
+        send,
+        route.status,
+        [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")],
+        content,
+    )
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """The two messages Starlette's `Response` sends."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _decode(
+    model: type[BaseModel], body: bytes, content_type: str | None
+) -> tuple[BaseModel | None, Any]:
+    """The body as FastAPI's request handler reads it before any dependency runs:
+    (the model, None) when valid, else (None, what validation will be given after
+    authentication). Raises as FastAPI does for JSON it cannot decode (422) or a body
+    it cannot read at all (400)."""
+    if not body:
+        return None, _MISSING
+    if not _json_type(content_type):
+        return None, body  # validated as bytes, and refused, like the app does
+    try:
+        # The common case in one pass; any failure is answered by FastAPI's own steps.
+        return model.model_validate_json(body), None
+    except ValidationError:
+        pass
+    try:
+        return None, json.loads(body)
+    except json.JSONDecodeError as e:
+        error = {
+            "type": "json_invalid",
+            "loc": ("body", e.pos),
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": e.msg},
+        }
+        raise RequestValidationError([error]) from e
+    except Exception as e:
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from e
+
+
+def _json_type(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this content type as JSON."""
+    if content_type == "application/json":
+        return True
+    if not content_type:
+        return False  # FastAPI's strict content type (the middleware answered 415 first)
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def _validate(model: type[BaseModel], raw: Any) -> BaseModel:
+    """Validate a decoded body as FastAPI does (Python mode, attributes allowed, errors
+    located under `body`)."""
+    if raw is _MISSING:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
+    try:
+        return model.model_validate(raw, from_attributes=True)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None

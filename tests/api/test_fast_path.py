@@ -1,0 +1,465 @@
+"""The lean routes (`bastion.api.fast`) answer exactly as the framework's routes do.
+
+Two apps share one database: one serves `/v1/me`, the authorization questions and the
+tool-call gate on the fast path, the other (`fast_path=False`) through FastAPI. Every
+request of the corpus goes to both, in lockstep (each app has its own rate-limit
+counters, so quotas and failure sampling advance alike), and the answers must agree:
+status, headers (but the request id and what depends on the clock), the JSON body (but
+the request id, and the ids and times of rows each request created) and the audit events
+each request left (failure events included).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from bastion.api import fast
+from bastion.api.app import create_app
+from bastion.audit.models import AuditEvent
+from bastion.core.events import EventType
+from tests.conftest import make_settings
+from tests.factories import Factory, Org, bearer
+
+# Values that differ between two requests doing the same thing: ids and times of rows
+# each one created (compared by presence and type only).
+_VOLATILE_FIELDS = {"id", "created_at", "decided_at", "approval_id"}
+# Seconds left may cross a second; a count restarts when its minute ends between the two.
+_CLOCK_HEADERS = {"ratelimit-reset", "retry-after", "ratelimit-remaining"}
+
+
+@dataclass
+class Pair:
+    fast: TestClient
+    slow: TestClient
+    served: list[str]  # paths the fast path served
+
+    def same(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request to both apps; assert they answer alike; the fast answer."""
+        before = len(self.served)
+        fast_rid, slow_rid = f"f-{uuid.uuid4().hex}", f"s-{uuid.uuid4().hex}"
+        got = _send(self.fast, method, path, fast_rid, kwargs)
+        lean = len(self.served) > before
+        want = _send(self.slow, method, path, slow_rid, kwargs)
+        assert len(self.served) == before + lean, "the app without the fast path used it"
+        assert got.status_code == want.status_code, (got.text, want.text)
+        assert _headers(got) == _headers(want), (method, path, kwargs)
+        _assert_clock_headers(got, want)
+        assert _body(got) == _body(want), (method, path, kwargs)
+        assert _events(self.fast, fast_rid) == _events(self.slow, slow_rid)
+        got.lean = lean
+        return got
+
+
+def _send(client: TestClient, method: str, path: str, rid: str, kwargs: dict[str, Any]) -> Any:
+    headers = {**kwargs.get("headers", {}), "x-request-id": rid}
+    return client.request(method, path, **{**kwargs, "headers": headers})
+
+
+def _headers(response: Any) -> list[tuple[str, str]]:
+    pairs = [(k.lower(), v) for k, v in response.headers.multi_items()]
+    length = dict(pairs).get("content-length")
+    if length is not None and response.request.method != "HEAD":
+        assert int(length) == len(response.content)
+    skip = {"x-request-id", "date", "content-length", *_CLOCK_HEADERS}
+    # Names in order (content-length's place included); values but the volatile ones.
+    return [(k, "" if k in skip else v) for k, v in pairs]
+
+
+def _assert_clock_headers(got: Any, want: Any) -> None:
+    for name in _CLOCK_HEADERS:
+        assert (got.headers.get(name) is None) == (want.headers.get(name) is None), name
+    reset = got.headers.get("ratelimit-reset")
+    if reset is not None and int(want.headers["ratelimit-reset"]) > int(reset) + 1:
+        return  # the window ended between the two requests: counts restarted
+    for name in _CLOCK_HEADERS:
+        a, b = got.headers.get(name), want.headers.get(name)
+        if a is not None and b is not None:
+            exact = name == "ratelimit-remaining"
+            assert abs(int(a) - int(b)) <= (0 if exact else 1), (name, a, b)
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (type(v).__name__ if k in _VOLATILE_FIELDS else _normalise(v))
+            for k, v in value.items()
+            if k != "request_id"
+        }
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _body(response: Any) -> Any:
+    if not response.content:
+        return None
+    try:
+        return _normalise(response.json())
+    except ValueError:
+        return response.content
+
+
+def _events(client: TestClient, rid: str) -> list[dict[str, Any]]:
+    state = client.app.state.bastion  # type: ignore[attr-defined]
+    with state.sessions() as db:
+        rows = db.scalars(
+            select(AuditEvent).where(AuditEvent.request_id == rid).order_by(AuditEvent.seq)
+        ).all()
+        out = []
+        for e in rows:
+            metadata = {k: v for k, v in (e.event_metadata or {}).items() if k != "minute"}
+            out.append(
+                {
+                    "type": e.type,
+                    "org_id": e.org_id,
+                    "actor": (e.actor_type, e.actor_id, e.actor_ip, e.actor_user_agent),
+                    "resource_type": e.resource_type,
+                    "outcome": e.outcome,
+                    "reason": e.reason,
+                    # A row created by the request has its own id on each side.
+                    "metadata": sorted(metadata) if e.resource_type else metadata,
+                }
+            )
+        return sorted(out, key=lambda x: json.dumps(x, sort_keys=True, default=str))
+
+
+def _pair(data_dir: Path, database_url: str, **overrides: Any) -> Iterator[Pair]:
+    served: list[str] = []
+    original = fast.serve
+
+    async def counting(state, route, param, scope, receive, send):  # type: ignore[no-untyped-def]
+        served.append(scope["path"])
+        await original(state, route, param, scope, receive, send)
+
+    fast.serve = counting  # type: ignore[assignment]
+    fast_app = create_app(make_settings(data_dir, database_url, **overrides))
+    slow_app = create_app(make_settings(data_dir, database_url, fast_path=False, **overrides))
+    try:
+        with (
+            TestClient(fast_app, raise_server_exceptions=False) as f,
+            TestClient(slow_app, raise_server_exceptions=False) as s,
+        ):
+            yield Pair(f, s, served)
+    finally:
+        fast.serve = original  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="module")
+def pair(data_dir: Path, database_url: str) -> Iterator[Pair]:
+    yield from _pair(data_dir, database_url)
+
+
+@dataclass
+class World:
+    org: Org
+    other: Org
+    member_session: dict[str, str]
+    run: str
+    run_token: dict[str, str]
+    other_run: str
+    revoked_key: dict[str, str]
+    revoked_run: str
+    revoked_run_token: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def world(app: Any, client: TestClient) -> World:
+    """Made through a third app on the same database, so the pair's rate-limit counters
+    start alike."""
+    factory = Factory(app.state.bastion, client)
+    org, other = factory.org(), factory.org("Other")
+    member = factory.member(org, "member")
+    base = f"/v1/orgs/{org.id}"
+    tools = [{"name": "lookup", "risk": "low"}, {"name": "refund", "risk": "high"}]
+    body = {"name": "agent", "visibility": "org", "tools": tools}
+    agent = client.post(f"{base}/agents", json=body, headers=org.headers).json()["id"]
+
+    def start() -> tuple[str, str]:
+        run = client.post(f"{base}/agents/{agent}/runs", json={}, headers=member.headers)
+        assert run.status_code == 201, run.text
+        return run.json()["run_id"], run.json()["token"]
+
+    run, token = start()
+    other_run, _ = start()
+    revoked_run, revoked_token = start()
+    ended = client.post(f"{base}/runs/{revoked_run}/revoke", headers=org.headers)
+    assert ended.status_code == 200, ended.text
+    key = factory.api_key(org)
+    gone = client.delete(f"{base}/api-keys/{key['id']}", headers=org.headers)
+    assert gone.status_code == 204, gone.text
+    return World(
+        org,
+        other,
+        member.headers,
+        run,
+        bearer(token),
+        other_run,
+        bearer(key["key"]),
+        revoked_run,
+        bearer(revoked_token),
+    )
+
+
+def _credentials(world: World) -> dict[str, dict[str, str]]:
+    return {
+        "admin key": world.org.headers,
+        "admin session": world.org.admin.headers,
+        "member session": world.member_session,
+        "run token": world.run_token,
+        "none": {},
+        "garbage": bearer("bsk_nothing_here"),
+        "garbage session": bearer("bss_" + "x" * 40),
+        "not bearer": {"Authorization": "Basic dXNlcjpwYXNz"},
+        "scheme only": {"Authorization": "Bearer"},
+        "spaced": {"Authorization": "bearer   " + world.org.headers["Authorization"][7:] + " "},
+        "revoked key": world.revoked_key,
+        "ended run": world.revoked_run_token,
+    }
+
+
+def test_me_answers_alike_for_every_credential(pair: Pair, world: World) -> None:
+    for name, headers in _credentials(world).items():
+        response = pair.same("GET", "/v1/me", headers=headers)
+        assert response.lean, name
+    assert pair.same("GET", "/v1/me", headers=world.org.headers).status_code == 200
+    assert pair.same("GET", "/v1/me", headers=world.run_token).status_code == 200
+    assert pair.same("GET", "/v1/me", headers={}).status_code == 401
+    assert pair.same("GET", "/v1/me", headers=world.revoked_key).status_code == 401
+    # Near misses are the framework's on both sides.
+    for method, path in [("HEAD", "/v1/me"), ("GET", "/v1/me/"), ("POST", "/v1/me")]:
+        response = pair.same(method, path, headers=world.org.headers, follow_redirects=False)
+        assert not response.lean
+
+
+def _check(world: World, **changes: Any) -> dict[str, Any]:
+    body = {"subject": world.org.admin.user_id, "action": "read", "resource": "document:doc_x"}
+    return {**body, **changes}
+
+
+def _bodies(world: World) -> list[Any]:
+    """Bodies for a route taking `valid`: good, undecodable, mistyped, unknown fields."""
+    good = _check(world)
+    return [
+        {"json": good},
+        {"json": _check(world, explain=True)},
+        {"json": _check(world, on_behalf_of=world.org.admin.user_id)},
+        {"content": b""},
+        {"content": b"{"},
+        {"content": b'{"subject": '},
+        {"content": b"null"},
+        {"content": b"[]"},
+        {"content": b'"text"'},
+        {"content": b"12"},
+        {"json": {**good, "subject": 1}},
+        {"json": {**good, "explain": "yes"}},
+        {"json": {**good, "explain": 1}},
+        {"json": {**good, "password": "hunter2"}},
+        {"json": {"subject": "x"}},
+        {"json": {**good, "action": ""}},
+        {"json": {**good, "resource": "a" * 61}},
+        {"json": {**good, "subject": "a\x00b"}},
+        {"content": b'{"subject": NaN, "action": "read", "resource": "doc"}'},
+        {"content": b'{"subject": "\\ud800", "action": "read", "resource": "doc"}'},
+        {"content": json.dumps(good).replace('"read"', '"read", "action": "write"').encode()},
+        {"content": b'{"subject": "\xff\xfe", "action": "read", "resource": "doc"}'},
+        {"content": json.dumps(good).encode("utf-16")},
+        {"content": b"\xef\xbb\xbf" + json.dumps(good).encode()},
+        {"content": b"[" * 3000 + b"]" * 3000},
+        {"content": json.dumps(good).encode() + b" trailing"},
+    ]
+
+
+_CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "APPLICATION/JSON",
+    "application/vnd.bastion+json",
+    "text/plain+json",
+    "text/plain",
+    None,
+]
+
+
+def _post(pair: Pair, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    if "content" in body:
+        headers = {"content-type": "application/json", **headers}
+    return pair.same("POST", path, headers=headers, **body)
+
+
+@pytest.mark.parametrize("route", ["check", "check-batch", "filter"])
+def test_authz_routes_answer_alike(pair: Pair, world: World, route: str) -> None:
+    path = f"/v1/orgs/{world.org.id}/authz/{route}"
+    bodies = _bodies(world)
+    if route == "check-batch":
+        bodies = [{"json": {"checks": [b["json"], b["json"]]}} for b in bodies if "json" in b]
+        bodies += [
+            {"json": {"checks": []}},
+            {"json": {"checks": [_check(world)] * 101}},
+            {"json": {"checks": [_check(world), {"subject": 2}]}},
+            {"content": b'{"checks": ['},
+        ]
+    elif route == "filter":
+        good = {
+            "subject": world.org.admin.user_id,
+            "action": "read",
+            "resource_type": "document",
+            "resource_ids": ["doc_a", "doc_b"],
+        }
+        bodies += [
+            {"json": good},
+            {"json": {**good, "resource_type": "planet"}},
+            {"json": {**good, "resource_ids": ["x"]}},
+        ]
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        for body in bodies:
+            response = _post(pair, path, headers, body)
+            assert response.lean, (name, body)
+            statuses.add(response.status_code)
+    # Each kind of answer was seen (the corpus can fail).
+    assert {200, 401, 403, 422} <= statuses, statuses
+    good_body = bodies[0] if route != "filter" else bodies[-3]
+    for content_type in _CONTENT_TYPES:
+        headers = {**world.org.headers, **({"content-type": content_type} if content_type else {})}
+        pair.same("POST", path, headers=headers, content=json.dumps(good_body["json"]).encode())
+    # Another organisation's id, an unknown one, and no organisation at all.
+    for org in (world.other.id, "org_missing"):
+        pair.same("POST", f"/v1/orgs/{org}/authz/{route}", headers=world.org.headers, **good_body)
+    assert not pair.same("POST", f"/v1/orgs//authz/{route}", json={}).lean
+
+
+def test_oversized_and_idempotent_authz_checks(pair: Pair, world: World) -> None:
+    path = f"/v1/orgs/{world.org.id}/authz/check"
+    limit = pair.fast.app.state.bastion.settings.body_limit_bytes  # type: ignore[attr-defined]
+    big = json.dumps(_check(world, subject="x" * limit)).encode()
+    headers = {**world.org.headers, "content-type": "application/json"}
+    assert pair.same("POST", path, headers=headers, content=big).status_code == 413
+    key, auth = uuid.uuid4().hex, world.org.headers
+    # A check writes nothing, so nothing is stored for a replay (on both sides alike).
+    for body in (_check(world), _check(world), _check(world, action="write")):
+        assert _idempotent(pair, path, auth, key, body)[0].status_code == 200
+    long_key = {**world.org.headers, "Idempotency-Key": "k" * 256}
+    assert pair.same("POST", path, headers=long_key, json=_check(world)).status_code == 422
+
+
+def _idempotent(
+    pair: Pair, path: str, auth: dict[str, str], key: str, body: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The same request with an Idempotency-Key of each app's own (a shared key would
+    replay one app's answer in the other): the answers must agree."""
+    responses = []
+    for prefix, client in (("f", pair.fast), ("s", pair.slow)):
+        rid = f"{prefix}-{uuid.uuid4().hex}"
+        response = _send(
+            client,
+            "POST",
+            path,
+            rid,
+            {"json": body, "headers": {**auth, "Idempotency-Key": f"{prefix}-{key}"}},
+        )
+        responses.append(response)
+    got, want = responses
+    assert got.status_code == want.status_code, (got.text, want.text)
+    assert _headers(got) == _headers(want)
+    assert _body(got) == _body(want)
+    return got, want
+
+
+def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:
+    path = f"/v1/runs/{world.run}/tool-calls"
+    calls = [
+        {"json": {"tool": "lookup", "arguments": {"q": "x"}}},
+        {"json": {"tool": "refund", "arguments": {"amount": 5}}},
+        {"json": {"tool": "unknown"}},
+        {"json": {"tool": "lookup", "arguments": []}},
+        {"json": {"tool": "lookup", "extra": 1}},
+        {"json": {"tool": 5}},
+        {"content": b""},
+        {"content": b'{"tool": '},
+        {"content": b'{"tool": "lookup", "arguments": {"n": NaN}}'},
+    ]
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        for body in calls:
+            response = _post(pair, path, headers, body)
+            assert response.lean, (name, body)
+            statuses.add(response.status_code)
+    assert {201, 401, 404, 422} <= statuses, statuses
+    good = calls[0]
+    # Another run's id with this run's token, an ended run's, a missing one.
+    for run in (world.other_run, world.revoked_run, "run_missing"):
+        pair.same("POST", f"/v1/runs/{run}/tool-calls", headers=world.run_token, **good)
+    # Idempotent: the call is made in the request's transaction and replayed.
+    for tool in ("lookup", "refund"):
+        first = _gate_twice(pair, path, world, uuid.uuid4().hex, {"tool": tool})
+        assert first[0].status_code == 201
+    # A run token may not ask the authorization routes.
+    check = f"/v1/orgs/{world.org.id}/authz/check"
+    response = pair.same("POST", check, headers=world.run_token, json=_check(world))
+    assert response.status_code == 403
+
+
+def _gate_twice(
+    pair: Pair, path: str, world: World, key: str, body: dict[str, Any]
+) -> tuple[Any, Any]:
+    first = _idempotent(pair, path, world.run_token, key, body)
+    replay = _idempotent(pair, path, world.run_token, key, body)
+    assert replay[0].headers.get("idempotent-replayed") == "true"
+    assert replay[0].json()["id"] == first[0].json()["id"]
+    return first
+
+
+def test_rate_limits_answer_alike(
+    data_dir: Path, database_url: str, app: Any, client: TestClient
+) -> None:
+    for limited in _pair(data_dir, database_url, api_requests_per_minute=2):
+        factory = Factory(app.state.bastion, client)
+        org = factory.org()
+        key_fast = factory.api_key(org)["key"]
+        key_slow = factory.api_key(org)["key"]
+        statuses = []
+        for _ in range(4):
+            got = _send(limited.fast, "GET", "/v1/me", "f-x", {"headers": bearer(key_fast)})
+            want = _send(limited.slow, "GET", "/v1/me", "s-x", {"headers": bearer(key_slow)})
+            assert got.status_code == want.status_code
+            assert _headers(got) == _headers(want)
+            _assert_clock_headers(got, want)
+            assert _body(got) == _body(want)
+            statuses.append(got.status_code)
+        assert statuses[-1] == 429, statuses
+        # Bad credentials count against the address, on both sides alike.
+        path = f"/v1/orgs/{org.id}/authz/check"
+        seen = set()
+        for _ in range(10):
+            response = limited.same("POST", path, headers=bearer("bsk_bad"), json={})
+            seen.add(response.status_code)
+        assert seen == {401, 429}, seen
+
+
+def test_openapi_is_unchanged(pair: Pair) -> None:
+    got, want = pair.fast.get("/openapi.json"), pair.slow.get("/openapi.json")
+    assert got.status_code == 200
+    assert got.content == want.content
+
+
+def test_failures_leave_the_same_audit_trail(pair: Pair, world: World) -> None:
+    """A denied run token and a probe of another organisation are traced alike."""
+    check = f"/v1/orgs/{world.other.id}/authz/check"
+    pair.same("POST", check, headers=world.org.headers, json=_check(world))
+    response = pair.same("POST", check, headers=world.run_token, json=_check(world))
+    assert response.status_code == 403
+    state = pair.fast.app.state.bastion  # type: ignore[attr-defined]
+    with state.sessions() as db:
+        denied = db.scalars(
+            select(AuditEvent).where(AuditEvent.type == EventType.AUTHZ_DENIED)
+        ).all()
+    assert denied
