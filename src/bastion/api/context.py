@@ -28,6 +28,8 @@ class RequestContext:
     path: str
     sessions: sessionmaker[Session] = field(repr=False)
     write_sessions: sessionmaker[Session] = field(repr=False)
+    # The headers the middleware and the lean routes read, first value each, read once.
+    headers: dict[bytes, str] = field(default_factory=dict, repr=False)
     principal: Principal | None = None
     quota: Quota | None = None
     failure_events: list[dict[str, Any]] = field(default_factory=list)

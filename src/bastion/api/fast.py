@@ -46,9 +46,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# What a route computes once its caller and body are known: (state, ctx, scope,
-# principal, path parameter, body) → the response model.
-Answer = Callable[[AppState, RequestContext, Scope, Principal, str, Any], Awaitable[BaseModel]]
+# What a route computes once its caller and body are known: (state, ctx, principal,
+# path parameter, body) → the response model.
+Answer = Callable[[AppState, RequestContext, Principal, str, Any], Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,33 +67,33 @@ _MISSING = _Missing()
 
 
 async def _me(
-    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, _: str, __: Any
+    state: AppState, ctx: RequestContext, principal: Principal, _: str, __: Any
 ) -> BaseModel:
     return me_out(principal)
 
 
 async def _check(
-    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
 ) -> BaseModel:
     return await check_one(state, org, body, principal)
 
 
 async def _check_batch(
-    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
 ) -> BaseModel:
     return await check_many(state, org, body, principal)
 
 
 async def _filter(
-    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
 ) -> BaseModel:
     return await filter_allowed(state, org, body, principal)
 
 
 async def _tool_call(
-    state: AppState, ctx: RequestContext, scope: Scope, principal: Principal, run: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, run: str, body: Any
 ) -> BaseModel:
-    idempotent = header(scope, b"idempotency-key") is not None
+    idempotent = ctx.headers.get(b"idempotency-key") is not None
     return await ask_gate(state, ctx, principal, run, body, idempotent)
 
 
@@ -127,14 +127,6 @@ def match(method: str, path: str) -> tuple[Route, str] | None:
     return None
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """A request header's first value, as Starlette's `Headers.get` reads it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 async def serve(
     state: AppState, route: Route, param: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -145,20 +137,20 @@ async def serve(
         raw: Any = _MISSING
         if route.body is not None:
             body = (await receive()).get("body", b"")
-            parsed, raw = _decode(route.body, body, header(scope, b"content-type"))
-        token = bearer_token(header(scope, b"authorization"))
+            parsed, raw = _decode(route.body, body, ctx.headers.get(b"content-type"))
+        token = bearer_token(ctx.headers.get(b"authorization"))
         principal = await authenticate_request(ctx, state, token, route.template)
         if route.body is not None and parsed is None:
             parsed = _validate(route.body, raw)
-        out = await route.answer(state, ctx, scope, principal, param, parsed)
+        out = await route.answer(state, ctx, principal, param, parsed)
     except Exception as exc:
         problem = await problem_for(ctx, state.limiter, exc)
         if problem is None:
             raise  # the middleware's 500, as for the app
         status, headers, content = problem
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        raw.append((b"content-length", str(len(content)).encode("latin-1")))
-        await _respond(send, status, raw, content)
+        listed = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        listed.append((b"content-length", str(len(content)).encode("latin-1")))
+        await _respond(send, status, listed, content)
         return
     content = type(out).__pydantic_serializer__.to_json(out, by_alias=True)
     await _respond(

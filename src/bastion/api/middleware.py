@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from bastion.api import fast, problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
+from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
 from bastion.core import groupcommit, idempotency
@@ -38,7 +39,6 @@ from bastion.core.crypto import random_base32
 from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
 from bastion.core.events import EventType
-from bastion.identity.authenticate import authenticate
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,11 +60,26 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+# The request headers this middleware and the lean routes read: found in one pass.
+_READ_HEADERS = frozenset(
+    {
+        b"x-request-id",
+        b"user-agent",
+        b"authorization",
+        b"idempotency-key",
+        b"content-type",
+        b"content-length",
+    }
+)
+
+
+def _read_headers(scope: Scope) -> dict[bytes, str]:
+    """The first value of each header in `_READ_HEADERS` (as Starlette's `Headers.get`)."""
+    found: dict[bytes, str] = {}
     for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+        if key in _READ_HEADERS and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 class BastionMiddleware:
@@ -88,7 +103,8 @@ class BastionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming_id = _header(scope, b"x-request-id")
+        headers = _read_headers(scope)
+        incoming_id = headers.get(b"x-request-id")
         request_id = (
             incoming_id
             if incoming_id and _REQUEST_ID.match(incoming_id)
@@ -99,7 +115,8 @@ class BastionMiddleware:
         ctx = RequestContext(
             request_id=request_id,
             ip=client[0] if client else None,
-            user_agent=_header(scope, b"user-agent"),
+            user_agent=headers.get(b"user-agent"),
+            headers=headers,
             method=scope["method"],
             path=path,
             sessions=self.state.sessions,
@@ -107,7 +124,7 @@ class BastionMiddleware:
         )
         scope[SCOPE_KEY] = ctx
         is_api = path.startswith("/v1/")
-        respond = _Responder(self, ctx, send, is_api)
+        respond = Responder(self, ctx, send, is_api)
 
         original = receive
         prepared = await self._prepare(scope, receive, ctx, respond, is_api)
@@ -144,7 +161,7 @@ class BastionMiddleware:
                     await anyio.to_thread.run_sync(ctx.db_opened.close, limiter=self.finishing)
 
     async def _prepare(
-        self, scope: Scope, receive: Receive, ctx: RequestContext, respond: _Responder, is_api: bool
+        self, scope: Scope, receive: Receive, ctx: RequestContext, respond: Responder, is_api: bool
     ) -> Receive | None:
         """Checks before the app runs; None when a response was already sent."""
         path = ctx.path
@@ -157,7 +174,7 @@ class BastionMiddleware:
         body = b""
         if ctx.method in _BODY_METHODS:
             try:
-                body = await self._read_body(scope, receive)
+                body = await self._read_body(ctx, receive)
             except BodyTooLarge:
                 await respond.problem(
                     *problems.generic(
@@ -167,7 +184,7 @@ class BastionMiddleware:
                     )
                 )
                 return None
-            if body and not path.startswith(_RAW_BODY_PREFIXES) and not _is_json(scope):
+            if body and not path.startswith(_RAW_BODY_PREFIXES) and not _is_json(ctx):
                 await respond.problem(
                     *problems.generic(
                         415, "send JSON with Content-Type: application/json", ctx.request_id
@@ -179,7 +196,7 @@ class BastionMiddleware:
         # Requests without a credential count against their address here; requests with
         # one count against the credential once it is verified, or against the address
         # when it is not (see `bastion.api.deps.get_principal`).
-        if is_api and _header(scope, b"authorization") is None:
+        if is_api and ctx.headers.get(b"authorization") is None:
             allowed, quota = self.state.limiter.take(self.state.ip_quota, f"ip:{ctx.ip}")
             ctx.quota = quota
             if not allowed:
@@ -195,8 +212,8 @@ class BastionMiddleware:
 
         scope_idem = None
         if is_api and ctx.method == "POST":
-            key = _header(scope, b"idempotency-key")
-            credential = _header(scope, b"authorization")
+            key = ctx.headers.get(b"idempotency-key")
+            credential = ctx.headers.get(b"authorization")
             if key is not None and credential:
                 if not 1 <= len(key) <= idempotency.MAX_KEY_LENGTH:
                     await respond.problem(
@@ -214,9 +231,9 @@ class BastionMiddleware:
         respond.idempotency = scope_idem
         return receive
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, ctx: RequestContext, receive: Receive) -> bytes:
         limit = self.state.settings.body_limit_bytes
-        declared = _header(scope, b"content-length")
+        declared = ctx.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge
         chunks: list[bytes] = []
@@ -388,8 +405,8 @@ class BastionMiddleware:
         return headers
 
 
-def _is_json(scope: Scope) -> bool:
-    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+def _is_json(ctx: RequestContext) -> bool:
+    content_type = (ctx.headers.get(b"content-type") or "").split(";")[0].strip().lower()
     return content_type == "application/json" or content_type.endswith("+json")
 
 
@@ -411,150 +428,3 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
-
-
-class _Responder:
-    """Wraps `send`: finishes the transaction before the response starts, adds headers,
-    and buffers the response when it must be stored for idempotent replay."""
-
-    def __init__(
-        self, mw: BastionMiddleware, ctx: RequestContext, send: Send, is_api: bool
-    ) -> None:
-        self.mw = mw
-        self.ctx = ctx
-        self._send = send
-        self.is_api = is_api
-        self.started = False
-        self.idempotency: idempotency.IdempotencyScope | None = None
-        self._replaced = False
-        self._buffer: list[Message] = []
-
-    def _decorate(self, message: Message) -> Message:
-        headers = [
-            (k, v)
-            for k, v in message.get("headers", [])
-            if k.lower() not in (b"x-request-id", b"cache-control")
-        ]
-        headers += self.mw.headers_for(self.ctx, self.is_api, self.ctx.path)
-        return {**message, "headers": headers}
-
-    async def problem(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-        raw.append((b"content-length", str(len(body)).encode()))
-        self.started = True
-        await self._send(
-            self._decorate({"type": "http.response.start", "status": status, "headers": raw})
-        )
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
-
-    async def replay(self, scope: idempotency.IdempotencyScope, credential: str) -> bool:
-        """Answer from a stored first response; True when the request is fully handled.
-        Only for a credential that still authenticates: a signed-out session or a revoked
-        key is answered by the app (401), never with a stored answer (which may hold a
-        one-time secret)."""
-        state = self.mw.state
-
-        def lookup() -> tuple[Any, Any] | None:
-            with state.sessions() as db:
-                found = idempotency.find(db, scope, state.settings.idempotency_ttl)
-                if found is None:
-                    return None
-                scheme, _, token = credential.partition(" ")
-                try:
-                    authenticate(
-                        db, token if scheme.lower() == "bearer" else None, self.ctx.actor,
-                        state.hasher, state.auth_cache,
-                    )  # fmt: skip
-                except BastionError:
-                    return None
-                return found
-
-        found = await anyio.to_thread.run_sync(lookup)
-        if found is None:
-            return False
-        record, stored = found
-        rid = self.ctx.request_id
-        if record.request_digest != scope.request_digest or stored is None:
-            await self.problem(
-                *problems.generic(
-                    422,
-                    "this Idempotency-Key was used with a different request",
-                    rid,
-                    [FieldError("Idempotency-Key", "reused with a different request")],
-                )
-            )
-            return True
-        headers = [(k.encode(), v.encode()) for k, v in stored.headers]
-        headers.append((b"idempotent-replayed", b"true"))
-        self.started = True
-        await self._send(
-            self._decorate(
-                {"type": "http.response.start", "status": stored.status, "headers": headers}
-            )
-        )
-        await self._send({"type": "http.response.body", "body": stored.body, "more_body": False})
-        return True
-
-    async def send(self, message: Message) -> None:
-        if self._replaced:
-            return
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            if self.idempotency is not None and status < 300:
-                self._buffer.append(message)
-                return
-            await self._start(message, status, None)
-            return
-        if self._buffer:
-            self._buffer.append(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await self._flush_buffered()
-            return
-        await self._send(message)
-
-    async def _start(
-        self,
-        message: Message,
-        status: int,
-        record: tuple[idempotency.IdempotencyScope, idempotency.StoredResponse] | None,
-    ) -> bool:
-        ctx = self.ctx
-        db = ctx.db_opened
-        idle = (db is None or not db.in_transaction()) and record is None and not ctx.deferring
-        if idle and not ctx.after_commit and not ctx.failure_events:
-            final = status  # nothing to commit, roll back or record: no trip to a thread
-        else:
-            final = await self.mw.finish(ctx, status, record)
-        self.started = True
-        if final != status:
-            self._replaced = True
-            if ctx.replacement is not None:
-                await self.problem(*ctx.replacement)
-                return False
-            if final == 409 and record is not None:
-                # Stripe's code: the SDK retries it, and the retry replays the answer.
-                await self.problem(*problems.idempotency_key_in_use(self.ctx.request_id))
-                return False
-            if final == 503:
-                await self.problem(*problems.database_busy(self.ctx.request_id))
-                return False
-            detail = (
-                "the change conflicts with another one; retry" if final == 409 else "internal error"
-            )
-            code, headers, body = problems.generic(final, detail, self.ctx.request_id)
-            await self.problem(code, headers, body)
-            return False
-        await self._send(self._decorate(message))
-        return True
-
-    async def _flush_buffered(self) -> None:
-        start, *rest = self._buffer
-        self._buffer = []
-        body = b"".join(m.get("body", b"") for m in rest if m["type"] == "http.response.body")
-        keep = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
-        record = None
-        if self.idempotency is not None:
-            record = (self.idempotency, idempotency.StoredResponse(start["status"], keep, body))
-        if await self._start(start, start["status"], record):
-            for message in rest:
-                await self._send(message)
