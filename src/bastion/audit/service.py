@@ -1,398 +1,78 @@
-"""Append to and read the hash-chained audit log.
+"""The audit service: verify and checkpoint chains, and the one module other domains
+import for the audit log.
 
-Every event is written by `record` inside the caller's transaction, so a change and its
-event commit together or not at all. Each chain (one per organisation, plus `instance`)
-is a sequence where `hash = SHA-256(prev_hash || canonical(event))`; the head row is
-locked while appending so concurrent writers never fork a chain.
+Appending lives in `chain` and searching in `search`; both are re-exported here, so
+callers keep writing `audit.record(...)` and `audit.search(...)` through
+`from bastion.audit import service as audit`, and importing this module registers the
+group-commit flush of staged events (`chain` does it on import). Verification stays in
+this module rather than a sibling because `verify` looks up `worker_source` here, the
+name tests replace to send the parallel walk where workers cannot read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Required, TypedDict, Unpack
 
-from sqlalchemy import (
-    ColumnElement,
-    ScalarSelect,
-    Select,
-    String,
-    Table,
-    bindparam,
-    case,
-    cast,
-    func,
-    insert,
-    literal,
-    select,
-)
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from bastion.audit import chainwalk, checkpoints
-from bastion.audit.models import INSTANCE_CHAIN, AuditCheckpoint, AuditEvent, AuditHead
-from bastion.core import groupcommit
-from bastion.core.clock import rfc3339, utcnow
-from bastion.core.context import Actor
-from bastion.core.crypto import sha256_hex
-from bastion.core.errors import InvalidInput, NotFound
-from bastion.core.events import EventType, Outcome
-from bastion.core.ids import has_prefix, new_id
-from bastion.core.pagination import Page, decode_cursor, page_of
+from bastion.audit.chain import (
+    GENESIS,
+    STAGED_EVENTS,
+    EventFields,
+    _lock_head,
+    canonical,
+    compute_hash,
+    event_row,
+    holds_head,
+    insert_events,
+    lock_chain,
+    record,
+    start_chain,
+)
+from bastion.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from bastion.audit.search import (
+    EventFilter,
+    _seq_edges,
+    bounded,
+    filtered,
+    get,
+    search,
+    seq_range,
+)
+from bastion.core.errors import NotFound
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.core.redact import redact
 
-GENESIS = "0" * 64
-
-
-def canonical(event: AuditEvent) -> bytes:
-    """The bytes an event's hash covers: the JSON object of its fields (`actor`,
-    `chain`, `id`, `metadata`, `org_id`, `outcome`, `prev_hash`, `reason`,
-    `request_id`, `resource`, `seq`, `time`, `type`) with sorted keys, no spaces and
-    UTF-8 text, as `json.dumps(body, sort_keys=True, separators=(",", ":"),
-    ensure_ascii=False)` writes it."""
-    return chainwalk.canonical_bytes(
-        event.id,
-        event.chain,
-        event.seq,
-        event.org_id,
-        rfc3339(event.time),
-        event.type,
-        event.actor_type,
-        event.actor_id,
-        event.actor_ip,
-        event.actor_user_agent,
-        event.resource_type,
-        event.resource_id,
-        event.outcome,
-        event.reason,
-        event.request_id,
-        chainwalk.encode_json(event.event_metadata),
-        event.prev_hash,
-    )
-
-
-def compute_hash(event: AuditEvent) -> str:
-    return sha256_hex(canonical(event))
-
-
-_HEADS = "bastion.audit.locked_heads"
-
-
-def _lock_head(db: Session, chain: str) -> AuditHead:
-    """The chain's head row, locked for the rest of the transaction. Locked once per
-    transaction: later appends in it reuse the row (a rolled-back savepoint expires it,
-    so it reloads)."""
-    transaction = db.get_transaction()
-    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
-    if held is None or held[0] is not transaction:
-        held = (transaction, {})
-        db.info[_HEADS] = held
-    head = held[1].get(chain)
-    if head is not None:
-        return head
-    # populate_existing: the session may hold the head from an earlier, unlocked read
-    # (a checkpoint); the values must be the ones read under the lock, or two writers
-    # would both append after the same event.
-    stmt = (
-        select(AuditHead)
-        .where(AuditHead.chain == chain)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    # The transaction's pending changes (a run revoked, an agent deleted) are written
-    # just after the head is locked, not before (autoflush would): so a writer that
-    # records after changing rows through the session locks the head first and those rows
-    # after it, as the gate does, and two writers do not wait on each other's locks in
-    # opposite orders (PostgreSQL would abort one). Writers that flush or run UPDATEs
-    # themselves before recording call `lock_chain` first.
-    if any(isinstance(held_row, AuditHead) for held_row in db.dirty):
-        db.flush()  # a change to a head itself is written first: the read must not undo it
-    with db.no_autoflush:
-        head = db.execute(stmt).scalar_one_or_none()
-        if head is None:
-            try:
-                with db.begin_nested():
-                    db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
-            except IntegrityError:
-                pass  # another writer created it first; lock theirs
-            head = db.execute(stmt).scalar_one()
-    db.flush()
-    held[1][chain] = head
-    return head
-
-
-def lock_chain(db: Session, org_id: str | None) -> None:
-    """Lock the organisation's chain head now, for the rest of the transaction. A writer
-    that takes other row locks before it appends takes this one first, so that two
-    transactions never wait on each other's locks in opposite orders."""
-    _lock_head(db, org_id or INSTANCE_CHAIN)
-
-
-def start_chain(db: Session, org_id: str) -> None:
-    """Create an organisation's chain head up front, so appends always lock a row."""
-    db.add(AuditHead(chain=org_id, seq=0, hash=GENESIS))
-
-
-class EventFields(TypedDict, total=False):
-    """What an event is recorded with (the arguments of `record` and `event_row`)."""
-
-    type: Required[EventType]
-    actor: Required[Actor]
-    org_id: Required[str | None]
-    outcome: Outcome
-    resource: tuple[str, str | None] | None
-    reason: str | None
-    metadata: Mapping[str, Any] | None
-
-
-STAGED_EVENTS = "audit.events"
-
-
-def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
-    """Append an event to its organisation's chain. In a group-commit unit (see
-    `bastion.core.groupcommit`) its row is staged for the batch's one insert of events
-    (None is returned); elsewhere it is an `AuditEvent` added to `db`. On a request's
-    reader it waits for the request's unit."""
-    if groupcommit.is_deferring(db):
-        groupcommit.defer(db, lambda writer: record(writer, **fields))
-        return None
-    values = event_row(db, **fields)
-    if groupcommit.stage(db, STAGED_EVENTS, values):
-        return None
-    values["event_metadata"] = values.pop("metadata")
-    event = AuditEvent(**values)
-    db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
-    return event
-
-
-def event_row(
-    db: Session,
-    *,
-    type: EventType,
-    actor: Actor,
-    org_id: str | None,
-    outcome: Outcome = Outcome.SUCCESS,
-    resource: tuple[str, str | None] | None = None,
-    reason: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The next event of the chain as a row of `audit_events` (column names), with the
-    chain's head moved past it: `record` adds it to the session; a hot path that writes
-    many events per transaction inserts the rows together (`insert_events`), before the
-    transaction commits and before anything in it reads the audit log."""
-    chain = org_id or INSTANCE_CHAIN
-    head = _lock_head(db, chain)
-    now, before = utcnow(), head.time
-    if before is None and head.seq > 0:  # a head last moved before revision 0014
-        before = db.execute(
-            select(AuditEvent.time).where(AuditEvent.chain == chain, AuditEvent.seq == head.seq)
-        ).scalar_one_or_none()
-    if before is not None and now < before:
-        now = before  # never earlier than the event before it (see AuditHead)
-    # The hash is computed from the values the event is built with (what `canonical`
-    # would read back from it).
-    id_, seq, type_, outcome_ = new_id("evt"), head.seq + 1, str(type), str(outcome)
-    user_agent = (actor.user_agent or None) and actor.user_agent[:512]
-    resource_type, resource_id = resource if resource else (None, None)
-    reason = reason[:500] if reason else None
-    event_metadata = redact(metadata or {})
-    hash_ = sha256_hex(
-        chainwalk.canonical_bytes(
-            id_, chain, seq, org_id, rfc3339(now), type_, actor.type, actor.id, actor.ip,
-            user_agent, resource_type, resource_id, outcome_, reason, actor.request_id,
-            chainwalk.encode_json(event_metadata), head.hash,
-        )
-    )  # fmt: skip
-    values = {
-        "id": id_,
-        "chain": chain,
-        "seq": seq,
-        "org_id": org_id,
-        "time": now,
-        "type": type_,
-        "actor_type": actor.type,
-        "actor_id": actor.id,
-        "actor_ip": actor.ip,
-        "actor_user_agent": user_agent,
-        "resource_type": resource_type,
-        "resource_id": resource_id,
-        "outcome": outcome_,
-        "reason": reason,
-        "request_id": actor.request_id,
-        "metadata": event_metadata,
-        "prev_hash": head.hash,
-        "hash": hash_,
-    }
-    head.seq = seq
-    head.hash = hash_
-    head.time = now
-    return values
-
-
-_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
-_INSERT_EVENTS = insert(_EVENTS)
-
-
-def insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert rows made by `event_row`, in one statement."""
-    if rows:
-        db.connection().execute(_INSERT_EVENTS, rows)
-
-
-groupcommit.on_flush(STAGED_EVENTS, insert_events)
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    type: str | None = None
-    actor: str | None = None
-    resource: str | None = None
-    outcome: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    q: str | None = None  # text searched in metadata and reason, case-insensitively
-
-
-_NO_SEQ = 2**62  # past any seq: a bound that matches nothing
-
-
-def _seq_edges(
-    chain: str, since: datetime | None, until: datetime | None
-) -> tuple[ColumnElement[int], ColumnElement[int]]:
-    """SQL for the lowest and highest seq of the events with `since <= time < until`
-    (or bounds that exclude nothing): times never decrease along a chain (see
-    `AuditHead`), so the range runs from the first event at or after `since` to the
-    last event before `until`, each found by one probe of the (chain, time) index. When
-    the chain has older events out of order that the range could include (it starts no
-    later than the latest of them), the bounds are open and the time conditions alone
-    decide."""
-    probe = aliased(AuditEvent)
-    heads = aliased(AuditHead)
-    in_order = heads.unordered_seq == 0
-    if since is not None:
-        in_order = in_order | (heads.unordered_time < since)
-
-    def edge(time: ColumnElement[bool], descending: bool) -> ScalarSelect[Any]:
-        """The seq of the first event (or last, `descending`) that meets `time`."""
-        order = (probe.time.desc(), probe.seq.desc()) if descending else (probe.time, probe.seq)
-        return (
-            select(probe.seq)
-            .where(probe.chain == chain, time)
-            .order_by(*order)
-            .limit(1)
-            .scalar_subquery()
-        )
-
-    def bound(found: ScalarSelect[Any], missing: int, unbounded: int) -> ColumnElement[int]:
-        ordered = case((in_order, func.coalesce(found, missing)), else_=unbounded)
-        head = select(ordered).where(heads.chain == chain).scalar_subquery()
-        return func.coalesce(head, unbounded)
-
-    low: ColumnElement[int] = literal(0)
-    high: ColumnElement[int] = literal(_NO_SEQ)
-    if since is not None:
-        low = bound(edge(probe.time >= since, descending=False), _NO_SEQ, 0)
-    if until is not None:
-        high = bound(edge(probe.time < until, descending=True), -1, _NO_SEQ)
-    return low, high
-
-
-def filtered(
-    org_id: str, filters: EventFilter, seq_range: tuple[int, int] | None = None
-) -> Select[AuditEvent]:
-    """The organisation's events matching `filters` (every filter uses an index except
-    the text search, which scans within the other filters' range). A time range also
-    bounds seq: by `seq_range` as `bounded` looks it up, written into the statement as
-    numbers (the planner then knows how wide the range is), or else by subqueries."""
-    stmt = select(AuditEvent).where(AuditEvent.chain == org_id)
-    if filters.type:
-        stmt = stmt.where(AuditEvent.type == filters.type)
-    if filters.actor:
-        stmt = stmt.where(AuditEvent.actor_id == filters.actor)
-    if filters.resource:
-        stmt = stmt.where(AuditEvent.resource_id == filters.resource)
-    if filters.outcome:
-        stmt = stmt.where(AuditEvent.outcome == filters.outcome)
-    if filters.since:
-        stmt = stmt.where(AuditEvent.time >= filters.since)
-    if filters.until:
-        stmt = stmt.where(AuditEvent.time < filters.until)
-    if seq_range is not None:
-        low, high = seq_range
-        if low > 0:
-            stmt = stmt.where(AuditEvent.seq >= bindparam("seq_low", low, literal_execute=True))
-        if high < _NO_SEQ:
-            stmt = stmt.where(AuditEvent.seq <= bindparam("seq_high", high, literal_execute=True))
-    elif filters.since or filters.until:
-        low_sql, high_sql = _seq_edges(org_id, filters.since, filters.until)
-        stmt = stmt.where(AuditEvent.seq >= low_sql, AuditEvent.seq <= high_sql)
-    if filters.q:
-        needle = (
-            "%"
-            + filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            + "%"
-        )
-        # On PostgreSQL, revision 0014 keeps statistics on exactly this expression (how
-        # common a word is decides the plan): change both together.
-        text_of = (
-            func.lower(cast(AuditEvent.event_metadata, String))
-            + " "
-            + func.lower(func.coalesce(AuditEvent.reason, ""))
-        )
-        stmt = stmt.where(text_of.like(needle, escape="\\"))
-    return stmt
-
-
-def seq_range(db: Session, org_id: str, filters: EventFilter) -> tuple[int, int] | None:
-    """The seq bounds of `filters`' time range (one query of two index probes), or None
-    without a time range."""
-    if not (filters.since or filters.until):
-        return None
-    low, high = db.execute(select(*_seq_edges(org_id, filters.since, filters.until))).one()
-    return int(low), int(high)
-
-
-def bounded(db: Session, org_id: str, filters: EventFilter) -> Select[AuditEvent]:
-    """`filtered`, with a time range's seq bounds looked up first: what search and
-    export run."""
-    return filtered(org_id, filters, seq_range(db, org_id, filters))
-
-
-def search(
-    db: Session,
-    principal: Principal,
-    org_id: str,
-    filters: EventFilter,
-    *,
-    limit: int,
-    cursor: str | None,
-) -> Page[AuditEvent]:
-    principal.require_org(org_id)
-    principal.require(Permission.AUDIT_READ)
-    stmt = bounded(db, org_id, filters)
-    after = decode_cursor(cursor)
-    if after is not None:
-        if not isinstance(after, int):
-            raise InvalidInput.field("cursor", "is not a cursor this API issued")
-        stmt = stmt.where(AuditEvent.seq < after)
-    rows = list(db.execute(stmt.order_by(AuditEvent.seq.desc()).limit(limit + 1)).scalars())
-    return page_of(rows, limit, key=lambda e: e.seq)
-
-
-def get(db: Session, principal: Principal, org_id: str, event_id: str) -> AuditEvent:
-    principal.require_org(org_id)
-    principal.require(Permission.AUDIT_READ)
-    if not has_prefix(event_id, "evt"):
-        raise NotFound("audit event not found")
-    event = db.execute(
-        select(AuditEvent).where(AuditEvent.chain == org_id, AuditEvent.id == event_id)
-    ).scalar_one_or_none()
-    if event is None:
-        raise NotFound("audit event not found")
-    return event
+__all__ = [
+    "GENESIS",
+    "STAGED_EVENTS",
+    "EventFields",
+    "EventFilter",
+    "Verification",
+    "_lock_head",
+    "_seq_edges",
+    "bounded",
+    "canonical",
+    "checkpoint_org",
+    "compute_hash",
+    "event_row",
+    "filtered",
+    "get",
+    "insert_events",
+    "iter_chain",
+    "list_checkpoints",
+    "lock_chain",
+    "record",
+    "search",
+    "seq_range",
+    "start_chain",
+    "verify",
+    "verify_org",
+    "worker_source",
+]
 
 
 @dataclass(frozen=True)
@@ -456,8 +136,7 @@ def worker_source(db: Session, chain: str) -> chainwalk.Source | None:
     """Where worker processes can read the chain, or None when they cannot see what
     this session sees: an in-memory database, or a transaction that appended to the
     chain (its events are not committed yet)."""
-    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
-    if held is not None and held[0] is db.get_transaction() and chain in held[1]:
+    if holds_head(db, chain):
         return None
     engine = db.get_bind().engine
     url = engine.url

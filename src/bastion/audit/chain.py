@@ -1,0 +1,236 @@
+"""Append to the hash-chained audit log.
+
+Every event is written by `record` inside the caller's transaction, so a change and its
+event commit together or not at all. Each chain (one per organisation, plus `instance`)
+is a sequence where `hash = SHA-256(prev_hash || canonical(event))`; the head row is
+locked while appending so concurrent writers never fork a chain. The writing side is
+kept apart from search and verification because it sits on every audited request's
+path: it is the part group commit drives (`insert_events` is registered as the flush of
+staged events here, on import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Required, TypedDict, Unpack
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bastion.audit import chainwalk
+from bastion.audit.models import INSTANCE_CHAIN, AuditEvent, AuditHead
+from bastion.core import groupcommit
+from bastion.core.clock import rfc3339, utcnow
+from bastion.core.context import Actor
+from bastion.core.crypto import sha256_hex
+from bastion.core.events import EventType, Outcome
+from bastion.core.ids import new_id
+from bastion.core.redact import redact
+
+GENESIS = "0" * 64
+
+
+def canonical(event: AuditEvent) -> bytes:
+    """The bytes an event's hash covers: the JSON object of its fields (`actor`,
+    `chain`, `id`, `metadata`, `org_id`, `outcome`, `prev_hash`, `reason`,
+    `request_id`, `resource`, `seq`, `time`, `type`) with sorted keys, no spaces and
+    UTF-8 text, as `json.dumps(body, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` writes it."""
+    return chainwalk.canonical_bytes(
+        event.id,
+        event.chain,
+        event.seq,
+        event.org_id,
+        rfc3339(event.time),
+        event.type,
+        event.actor_type,
+        event.actor_id,
+        event.actor_ip,
+        event.actor_user_agent,
+        event.resource_type,
+        event.resource_id,
+        event.outcome,
+        event.reason,
+        event.request_id,
+        chainwalk.encode_json(event.event_metadata),
+        event.prev_hash,
+    )
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return sha256_hex(canonical(event))
+
+
+_HEADS = "bastion.audit.locked_heads"
+
+
+def _lock_head(db: Session, chain: str) -> AuditHead:
+    """The chain's head row, locked for the rest of the transaction. Locked once per
+    transaction: later appends in it reuse the row (a rolled-back savepoint expires it,
+    so it reloads)."""
+    transaction = db.get_transaction()
+    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        db.info[_HEADS] = held
+    head = held[1].get(chain)
+    if head is not None:
+        return head
+    # populate_existing: the session may hold the head from an earlier, unlocked read
+    # (a checkpoint); the values must be the ones read under the lock, or two writers
+    # would both append after the same event.
+    stmt = (
+        select(AuditHead)
+        .where(AuditHead.chain == chain)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    # The transaction's pending changes (a run revoked, an agent deleted) are written
+    # just after the head is locked, not before (autoflush would): so a writer that
+    # records after changing rows through the session locks the head first and those rows
+    # after it, as the gate does, and two writers do not wait on each other's locks in
+    # opposite orders (PostgreSQL would abort one). Writers that flush or run UPDATEs
+    # themselves before recording call `lock_chain` first.
+    if any(isinstance(held_row, AuditHead) for held_row in db.dirty):
+        db.flush()  # a change to a head itself is written first: the read must not undo it
+    with db.no_autoflush:
+        head = db.execute(stmt).scalar_one_or_none()
+        if head is None:
+            try:
+                with db.begin_nested():
+                    db.add(AuditHead(chain=chain, seq=0, hash=GENESIS))
+            except IntegrityError:
+                pass  # another writer created it first; lock theirs
+            head = db.execute(stmt).scalar_one()
+    db.flush()
+    held[1][chain] = head
+    return head
+
+
+def holds_head(db: Session, chain: str) -> bool:
+    """Whether this session's current transaction has locked (and so may have appended
+    to) the chain's head."""
+    held: tuple[object, dict[str, AuditHead]] | None = db.info.get(_HEADS)
+    return held is not None and held[0] is db.get_transaction() and chain in held[1]
+
+
+def lock_chain(db: Session, org_id: str | None) -> None:
+    """Lock the organisation's chain head now, for the rest of the transaction. A writer
+    that takes other row locks before it appends takes this one first, so that two
+    transactions never wait on each other's locks in opposite orders."""
+    _lock_head(db, org_id or INSTANCE_CHAIN)
+
+
+def start_chain(db: Session, org_id: str) -> None:
+    """Create an organisation's chain head up front, so appends always lock a row."""
+    db.add(AuditHead(chain=org_id, seq=0, hash=GENESIS))
+
+
+class EventFields(TypedDict, total=False):
+    """What an event is recorded with (the arguments of `record` and `event_row`)."""
+
+    type: Required[EventType]
+    actor: Required[Actor]
+    org_id: Required[str | None]
+    outcome: Outcome
+    resource: tuple[str, str | None] | None
+    reason: str | None
+    metadata: Mapping[str, Any] | None
+
+
+STAGED_EVENTS = "audit.events"
+
+
+def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
+    """Append an event to its organisation's chain. In a group-commit unit (see
+    `bastion.core.groupcommit`) its row is staged for the batch's one insert of events
+    (None is returned); elsewhere it is an `AuditEvent` added to `db`. On a request's
+    reader it waits for the request's unit."""
+    if groupcommit.is_deferring(db):
+        groupcommit.defer(db, lambda writer: record(writer, **fields))
+        return None
+    values = event_row(db, **fields)
+    if groupcommit.stage(db, STAGED_EVENTS, values):
+        return None
+    values["event_metadata"] = values.pop("metadata")
+    event = AuditEvent(**values)
+    db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
+    return event
+
+
+def event_row(
+    db: Session,
+    *,
+    type: EventType,
+    actor: Actor,
+    org_id: str | None,
+    outcome: Outcome = Outcome.SUCCESS,
+    resource: tuple[str, str | None] | None = None,
+    reason: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The next event of the chain as a row of `audit_events` (column names), with the
+    chain's head moved past it: `record` adds it to the session; a hot path that writes
+    many events per transaction inserts the rows together (`insert_events`), before the
+    transaction commits and before anything in it reads the audit log."""
+    chain = org_id or INSTANCE_CHAIN
+    head = _lock_head(db, chain)
+    now, before = utcnow(), head.time
+    if before is None and head.seq > 0:  # a head last moved before revision 0014
+        before = db.execute(
+            select(AuditEvent.time).where(AuditEvent.chain == chain, AuditEvent.seq == head.seq)
+        ).scalar_one_or_none()
+    if before is not None and now < before:
+        now = before  # never earlier than the event before it (see AuditHead)
+    # The hash is computed from the values the event is built with (what `canonical`
+    # would read back from it).
+    id_, seq, type_, outcome_ = new_id("evt"), head.seq + 1, str(type), str(outcome)
+    user_agent = (actor.user_agent or None) and actor.user_agent[:512]
+    resource_type, resource_id = resource if resource else (None, None)
+    reason = reason[:500] if reason else None
+    event_metadata = redact(metadata or {})
+    hash_ = sha256_hex(
+        chainwalk.canonical_bytes(
+            id_, chain, seq, org_id, rfc3339(now), type_, actor.type, actor.id, actor.ip,
+            user_agent, resource_type, resource_id, outcome_, reason, actor.request_id,
+            chainwalk.encode_json(event_metadata), head.hash,
+        )
+    )  # fmt: skip
+    values = {
+        "id": id_,
+        "chain": chain,
+        "seq": seq,
+        "org_id": org_id,
+        "time": now,
+        "type": type_,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_ip": actor.ip,
+        "actor_user_agent": user_agent,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "outcome": outcome_,
+        "reason": reason,
+        "request_id": actor.request_id,
+        "metadata": event_metadata,
+        "prev_hash": head.hash,
+        "hash": hash_,
+    }
+    head.seq = seq
+    head.hash = hash_
+    head.time = now
+    return values
+
+
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
+_INSERT_EVENTS = insert(_EVENTS)
+
+
+def insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert rows made by `event_row`, in one statement."""
+    if rows:
+        db.connection().execute(_INSERT_EVENTS, rows)
+
+
+groupcommit.on_flush(STAGED_EVENTS, insert_events)
