@@ -10,8 +10,12 @@ REDIS_URL=${BASTION_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
 run_suite() {  # run_suite LABEL [env assignments...]
   local label=$1; shift
   echo "=== tests on $label"
-  env "$@" "$BIN/pytest" -q -p no:cacheprovider "${PYTEST_ARGS[@]}"
+  # A hang fails the run instead of holding CI: every thread's stack is printed after a
+  # test has run 5 minutes, and the suite is stopped after SUITE_TIMEOUT seconds.
+  timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" \
+    env "$@" "$BIN/pytest" -q -p no:cacheprovider -o faulthandler_timeout=300 "${PYTEST_ARGS[@]}"
   local rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "=== $label: timed out" >&2; return 1; fi
   if [ $rc -eq 5 ]; then echo "=== $label: no tests ran" >&2; return 1; fi
   if [ $rc -ne 0 ]; then echo "=== $label: FAILED (exit $rc)" >&2; return 1; fi
   echo "=== $label: passed"
