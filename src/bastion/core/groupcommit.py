@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -213,11 +214,15 @@ class GroupCommit:
                 return
             batch: list[_Unit[Any]] = [first]
             stop = False
+            # A short linger lets concurrent requests join the batch: under load it costs
+            # far less than the transaction it saves. A plain sleep, then what is queued:
+            # a timed `get` of sub-millisecond timeouts was seen to block for good (CI
+            # hung twice with this thread waiting there and units queued behind it).
+            if self._linger:
+                time.sleep(self._linger)
             while len(batch) < self._max:
                 try:
-                    # A short linger lets concurrent requests join the batch: under load
-                    # it costs far less than the transaction it saves.
-                    unit = self._queue.get(timeout=self._linger)
+                    unit = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if unit is _STOP:
