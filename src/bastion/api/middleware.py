@@ -290,9 +290,11 @@ class BastionMiddleware:
         reader = ctx.db_opened
         writes = groupcommit.deferred(reader) if reader is not None else []
         if reader is not None:
-            # What the route read stays readable in the unit, as it was read (the reader
-            # itself ends as the request does).
+            # What the route read stays readable in the unit, as it was read; the reader
+            # gives its pooled connection back before waiting for the writer, which needs
+            # one (held by every waiting request, the pool ran dry and the writer with it).
             reader.expunge_all()
+            await anyio.to_thread.run_sync(reader.close, limiter=self.finishing)
         if status >= 400:
             if ctx.failure_events:
                 await self._write_failure_events(ctx)
