@@ -365,6 +365,53 @@ def _idempotent(
     return got, want
 
 
+def test_secret_reveal_answers_alike(pair: Pair, world: World) -> None:
+    base = f"/v1/orgs/{world.org.id}/secrets"
+    for client in (pair.fast, pair.slow):  # versions 1 and 2; each app's quota used once
+        put = client.put(f"{base}/api-token", json={"value": "v"}, headers=world.org.headers)
+        assert put.status_code == 200, put.text
+    path = f"{base}/api-token/reveal"
+    bodies: list[dict[str, Any]] = [
+        {"json": {}},
+        {"json": {"version": 1}},
+        {"json": {"version": 2}},
+        {"json": {"version": 3}},
+        {"json": {"version": 0}},
+        {"json": {"version": "one", "extra": 1}},
+        {"json": {"workflow_id": "wf_1", "run_id": "run_1"}},
+        {"json": [1]},
+        {"content": b'{"version": '},
+        {"content": b""},
+    ]
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        for body in bodies:
+            response = _post(pair, path, headers, body)
+            assert response.lean, (name, body)
+            statuses.add(response.status_code)
+    assert {200, 401, 403, 404, 422} <= statuses, statuses
+    # Names FastAPI refuses (alone, and with a bad body), secrets not there, other orgs.
+    for name in ("a b", "x" * 201, "missing", "api-token"):
+        for body in ({"json": {}}, {"json": {"version": 0}}, {"content": b""}):
+            response = _post(pair, f"{base}/{name}/reveal", world.org.headers, body)
+            assert response.lean, (name, body)
+    for org in (world.other.id, "org_missing"):
+        other = f"/v1/orgs/{org}/secrets/api-token/reveal"
+        assert pair.same("POST", other, headers=world.org.headers, json={}).status_code == 404
+    for content_type in _CONTENT_TYPES:
+        headers = {**world.org.headers, **({"content-type": content_type} if content_type else {})}
+        pair.same("POST", path, headers=headers, content=b"{}")
+    # Near misses are the framework's on both sides.
+    for near in (f"{base}//reveal", f"{base}/a/b/reveal", f"{base}/api-token/reveal/"):
+        response = pair.same(
+            "POST", near, headers=world.org.headers, json={}, follow_redirects=False
+        )
+        assert not response.lean, near
+    key = uuid.uuid4().hex
+    first, again = (_idempotent(pair, path, world.org.headers, key, {})[0] for _ in range(2))
+    assert first.status_code == again.status_code == 200
+
+
 def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:
     path = f"/v1/runs/{world.run}/tool-calls"
     calls = [

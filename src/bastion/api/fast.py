@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from bastion.agents.schemas import ToolCallIn
@@ -37,9 +37,12 @@ from bastion.api.errors import problem_for
 from bastion.api.routers.access import check_many, check_one, filter_allowed
 from bastion.api.routers.agents import ask_gate
 from bastion.api.routers.me import me_out
+from bastion.api.routers.secrets import reveal_answer
 from bastion.api.state import AppState
 from bastion.authz.schemas import CheckBatchIn, CheckIn, FilterIn
 from bastion.core.principal import Principal
+from bastion.core.schemas import SecretName
+from bastion.secrets.schemas import RevealIn
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,8 +50,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 # What a route computes once its caller and body are known: (state, ctx, principal,
-# path parameter, body) → the response model.
-Answer = Callable[[AppState, RequestContext, Principal, str, Any], Awaitable[BaseModel]]
+# path parameters, body) → the response model.
+Answer = Callable[[AppState, RequestContext, Principal, tuple[str, ...], Any], Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,9 @@ class Route:
     body: type[BaseModel] | None
     status: int
     answer: Answer
+    # Path parameters FastAPI validates (by position; None: any one segment), as the
+    # route declares them.
+    checked: tuple[tuple[str, TypeAdapter[Any]] | None, ...] = ()
 
 
 class _Missing:
@@ -66,35 +72,44 @@ class _Missing:
 _MISSING = _Missing()
 
 
+Params = tuple[str, ...]
+
+
 async def _me(
-    state: AppState, ctx: RequestContext, principal: Principal, _: str, __: Any
+    state: AppState, ctx: RequestContext, principal: Principal, _: Params, __: Any
 ) -> BaseModel:
     return me_out(principal)
 
 
 async def _check(
-    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
 ) -> BaseModel:
-    return await check_one(state, org, body, principal)
+    return await check_one(state, params[0], body, principal)
 
 
 async def _check_batch(
-    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
 ) -> BaseModel:
-    return await check_many(state, org, body, principal)
+    return await check_many(state, params[0], body, principal)
 
 
 async def _filter(
-    state: AppState, ctx: RequestContext, principal: Principal, org: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
 ) -> BaseModel:
-    return await filter_allowed(state, org, body, principal)
+    return await filter_allowed(state, params[0], body, principal)
 
 
 async def _tool_call(
-    state: AppState, ctx: RequestContext, principal: Principal, run: str, body: Any
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
 ) -> BaseModel:
     idempotent = ctx.headers.get(b"idempotency-key") is not None
-    return await ask_gate(state, ctx, principal, run, body, idempotent)
+    return await ask_gate(state, ctx, principal, params[0], body, idempotent)
+
+
+async def _reveal(
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
+) -> BaseModel:
+    return await reveal_answer(state, ctx, principal, params[0], params[1], body)
 
 
 ME = Route("/v1/me", None, 200, _me)
@@ -102,33 +117,48 @@ CHECK = Route("/v1/orgs/{org}/authz/check", CheckIn, 200, _check)
 CHECK_BATCH = Route("/v1/orgs/{org}/authz/check-batch", CheckBatchIn, 200, _check_batch)
 FILTER = Route("/v1/orgs/{org}/authz/filter", FilterIn, 200, _filter)
 TOOL_CALL = Route("/v1/runs/{run}/tool-calls", ToolCallIn, 201, _tool_call)
+REVEAL = Route(
+    "/v1/orgs/{org}/secrets/{name}/reveal",
+    RevealIn,
+    200,
+    _reveal,
+    checked=(None, ("name", TypeAdapter(SecretName))),
+)
 
 _ORG_ROUTES = {"authz/check": CHECK, "authz/check-batch": CHECK_BATCH, "authz/filter": FILTER}
 _ORGS = "/v1/orgs/"
 _RUNS = "/v1/runs/"
+_SECRETS = "secrets/"
+_REVEAL = "/reveal"
 
 
-def match(method: str, path: str) -> tuple[Route, str] | None:
-    """The lean route for a request and its path parameter, by plain string tests (a
+def match(method: str, path: str) -> tuple[Route, Params] | None:
+    """The lean route for a request and its path parameters, by plain string tests (a
     parameter is one non-empty segment, as Starlette's `{name}` matches); None for
     every other request, which the app serves."""
     if method == "POST":
         if path.startswith(_ORGS):
             org, _, rest = path[len(_ORGS) :].partition("/")
+            if not org:
+                return None
             route = _ORG_ROUTES.get(rest)
-            if route is not None and org:
-                return route, org
+            if route is not None:
+                return route, (org,)
+            if rest.startswith(_SECRETS) and rest.endswith(_REVEAL):
+                name = rest[len(_SECRETS) : -len(_REVEAL)]
+                if name and "/" not in name:
+                    return REVEAL, (org, name)
         elif path.startswith(_RUNS):
             run, _, rest = path[len(_RUNS) :].partition("/")
             if rest == "tool-calls" and run:
-                return TOOL_CALL, run
+                return TOOL_CALL, (run,)
     elif method == "GET" and path == "/v1/me":
-        return ME, ""
+        return ME, ()
     return None
 
 
 async def serve(
-    state: AppState, route: Route, param: str, scope: Scope, receive: Receive, send: Send
+    state: AppState, route: Route, params: Params, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Answer one request to `route`, as the app would (see the module docstring)."""
     ctx: RequestContext = scope[SCOPE_KEY]
@@ -140,9 +170,11 @@ async def serve(
             parsed, raw = _decode(route.body, body, ctx.headers.get(b"content-type"))
         token = bearer_token(ctx.headers.get(b"authorization"))
         principal = await authenticate_request(ctx, state, token, route.template)
+        if route.checked:
+            _check_params(route, params, parsed, raw)
         if route.body is not None and parsed is None:
             parsed = _validate(route.body, raw)
-        out = await route.answer(state, ctx, principal, param, parsed)
+        out = await route.answer(state, ctx, principal, params, parsed)
     except Exception as exc:
         problem = await problem_for(ctx, state.limiter, exc)
         if problem is None:
@@ -212,6 +244,28 @@ def _json_type(content_type: str | None) -> bool:
         return False
     subtype = message.get_content_subtype()
     return subtype == "json" or subtype.endswith("+json")
+
+
+def _check_params(route: Route, params: Params, parsed: BaseModel | None, raw: Any) -> None:
+    """Refuse invalid path parameters as FastAPI does: after authentication, with the
+    body's errors after theirs in one 422."""
+    errors: list[dict[str, Any]] = []
+    for value, checked in zip(params, route.checked, strict=True):
+        if checked is None:
+            continue
+        name, adapter = checked
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("path", name)} for e in exc.errors(include_url=False)]
+    if not errors:
+        return
+    if route.body is not None and parsed is None:
+        try:
+            _validate(route.body, raw)
+        except RequestValidationError as exc:
+            errors += list(exc.errors())
+    raise RequestValidationError(errors)
 
 
 def _validate(model: type[BaseModel], raw: Any) -> BaseModel:

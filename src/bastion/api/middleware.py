@@ -294,7 +294,10 @@ class BastionMiddleware:
             # gives its pooled connection back before waiting for the writer, which needs
             # one (held by every waiting request, the pool ran dry and the writer with it).
             reader.expunge_all()
-            await anyio.to_thread.run_sync(reader.close, limiter=self.finishing)
+            if self.state.direct.local:
+                reader.close()  # a local file's read transaction ends at once
+            else:
+                await anyio.to_thread.run_sync(reader.close, limiter=self.finishing)
         if status >= 400:
             if ctx.failure_events:
                 await self._write_failure_events(ctx)

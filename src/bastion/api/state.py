@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from limits import RateLimitItem
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from bastion.agents.gate import Gate
 from bastion.agents.waiting import Waiters
@@ -21,6 +24,8 @@ from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.secrets.vault import Vault
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,3 +67,12 @@ class AppState:
         )
         # Anonymous and per-address ceiling: generous, it guards the sign-in surface.
         self.ip_quota = per_window(per_minute * 4, 60)
+
+    async def read(self, work: Callable[[], T]) -> T:
+        """Run a request's short synchronous read (a few primary-key or indexed lookups,
+        a decryption): on the event loop when the database is a local SQLite file, where
+        a read never waits for a writer (WAL) and costs less than the hop to a worker
+        thread; in a worker thread for a database across the network."""
+        if self.direct.local:
+            return work()
+        return await run_in_threadpool(work)

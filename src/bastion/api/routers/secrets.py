@@ -5,8 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from bastion.agents import gate
-from bastion.api.deps import DB, Caller, Reader, State
+from bastion.api.context import RequestContext
+from bastion.api.deps import DB, Caller, Ctx, State
+from bastion.api.state import AppState
 from bastion.core.permissions import CredentialKind
+from bastion.core.principal import Principal
 from bastion.core.schemas import SecretName
 from bastion.secrets import service as secrets
 from bastion.secrets.schemas import (
@@ -95,22 +98,38 @@ def get_secret(org: str, name: Name, principal: Caller, db: DB) -> SecretOut:
 
 
 @router.post("/{name}/reveal", summary="Reveal a value (audited; needs secrets:reveal)")
-def reveal(
-    org: str, name: Name, body: RevealIn, principal: Caller, db: Reader, state: State
+async def reveal(
+    org: str, name: Name, body: RevealIn, principal: Caller, ctx: Ctx, state: State
 ) -> RevealOut:
+    return await reveal_answer(state, ctx, principal, org, name, body)
+
+
+async def reveal_answer(
+    state: AppState,
+    ctx: RequestContext,
+    principal: Principal,
+    org: str,
+    name: str,
+    body: RevealIn,
+) -> RevealOut:
+    """The answer of `POST …/secrets/{name}/reveal` (also served by `bastion.api.fast`):
+    read on the request's reader, its audit event written by the request's unit."""
     # Agent run tokens reveal only what their agent was given, inside their run.
     reveal = (
         gate.reveal_secret if principal.credential is CredentialKind.AGENT_RUN else secrets.reveal
     )
-    found = reveal(
-        db,
-        state.vault,
-        principal,
-        org,
-        name,
-        version=body.version,
-        workflow_id=body.workflow_id,
-        run_id=body.run_id,
+    db = ctx.reader
+    found = await state.read(
+        lambda: reveal(
+            db,
+            state.vault,
+            principal,
+            org,
+            name,
+            version=body.version,
+            workflow_id=body.workflow_id,
+            run_id=body.run_id,
+        )
     )
     return RevealOut(
         value=found.value,

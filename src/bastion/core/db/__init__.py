@@ -84,8 +84,8 @@ def make_engine(
             url,
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": wait},
-            pool_size=8,
-            max_overflow=16,
+            pool_size=24,
+            max_overflow=0,
             pool_timeout=wait,
         )
         database = engine.url.database
