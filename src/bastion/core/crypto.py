@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
@@ -41,8 +42,38 @@ def random_base32(length: int) -> str:
     return "".join(chars)
 
 
+class _Pool(threading.local):
+    data = b""
+    at = 0
+    generation = -1
+
+
+_POOL = _Pool()
+_POOL_BYTES = 4096
+# The process's generation: a forked child never goes on with its parent's bytes.
+_GENERATION = [0]
+
+
+def _forked() -> None:
+    _GENERATION[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def random_int_bits(bits: int) -> int:
-    return secrets.randbits(bits)
+    """Random bits for identifiers (not for secrets: those come from `secrets`), from
+    the operating system's generator read 4 KiB at a time per thread. Every audit event
+    takes an id inside the group-commit writer, and each `os.urandom` call gives up the
+    interpreter lock, which the writer then waits to get back from a busy event loop;
+    no byte is ever handed out twice."""
+    need = (bits + 7) // 8
+    pool, generation = _POOL, _GENERATION[0]
+    if pool.generation != generation or pool.at + need > len(pool.data):
+        pool.data, pool.at, pool.generation = os.urandom(_POOL_BYTES), 0, generation
+    chunk = pool.data[pool.at : pool.at + need]
+    pool.at += need
+    return int.from_bytes(chunk, "big") >> (need * 8 - bits)
 
 
 def hmac_sha256(key: bytes, message: bytes | str) -> bytes:
