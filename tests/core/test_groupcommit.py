@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -144,10 +144,12 @@ def test_a_writer_thread_that_ends_tells_its_callers_and_another_takes_over(
     assert _stored(engine) == [7, 8]
 
 
-def test_a_failing_unit_is_rolled_back_to_its_savepoint_and_the_others_run_once(
+def test_a_failing_unit_is_rolled_back_to_its_savepoint_and_the_others_commit(
     engine: Engine,
 ) -> None:
-    """One unit's failure costs the others nothing: they are not run again."""
+    """A batch runs its units together first; when one fails, the batch runs again with a
+    savepoint per unit, and the batches after it start that way: a failing unit then
+    costs the others nothing."""
     group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.05)
     runs: list[int] = []
 
@@ -162,19 +164,85 @@ def test_a_failing_unit_is_rolled_back_to_its_savepoint_and_the_others_run_once(
 
         return work
 
-    async def main() -> list[object]:
-        units = [group.run(unit(1)), group.run(unit(2, fail=True)), group.run(unit(3))]
+    async def main(first: int) -> list[object]:
+        units = [
+            group.run(unit(first)),
+            group.run(unit(first + 1, fail=True)),
+            group.run(unit(first + 2)),
+        ]
         return await asyncio.gather(*units, return_exceptions=True)
 
     groupcommit.on_flush("test.rows", lambda db, staged: db.execute(rows.insert(), staged))
-    results = asyncio.run(main())
+    # The first batch stops at the failing unit and runs again contained; the second
+    # starts contained.
+    for first, tried in ((1, [1, 2]), (4, [])):
+        runs.clear()
+        results = asyncio.run(main(first))
+        assert results[0] == first
+        assert results[2] == first + 2
+        assert isinstance(results[1], ValueError)
+        assert sorted(runs) == sorted([*tried, first, first + 1, first + 2])
     group.close()
-    assert results[0] == 1
-    assert results[2] == 3
-    assert isinstance(results[1], ValueError)
-    assert sorted(runs) == [1, 2, 3]  # once each
+    assert group.batches == 2
+    # The failed units' rows and staged rows: gone.
+    assert _stored(engine) == [1, 3, 4, 6, 101, 103, 104, 106]
+
+
+def test_an_object_a_unit_added_is_inserted_again_when_its_batch_reruns(
+    engine: Engine,
+) -> None:
+    """A unit adds an object made before the batch (as services do: built on the reader,
+    added in the writer) and flushes it; another unit of the batch fails, so the batch
+    runs again contained. The object is inserted in the rerun: not left detached with its
+    key from the rolled-back flush, which would add it without an INSERT."""
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.05)
+    made = _Row(id=1, v="made before the batch")
+
+    def add(db: Session) -> int:
+        db.add(made)
+        db.flush()
+        return 1
+
+    def fail(db: Session) -> int:
+        raise ValueError("a later unit of the batch fails")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(group.run(add), group.run(fail), return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    group.close()
+    assert first == 1
+    assert isinstance(second, ValueError)
+    assert _stored(engine) == [1]
+
+
+def test_units_of_a_batch_commit_together_without_savepoints(engine: Engine) -> None:
+    """Without failures a batch runs no savepoint: one transaction, no SAVEPOINT."""
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.05)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    def unit(row_id: int):  # type: ignore[no-untyped-def]
+        def work(db: Session) -> int:
+            db.execute(rows.insert().values(id=row_id, v="x"))
+            return row_id
+
+        return work
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(group.run(unit(i)) for i in (1, 2, 3)))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert asyncio.run(main()) == [1, 2, 3]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    group.close()
     assert group.batches == 1
-    assert _stored(engine) == [1, 3, 101, 103]  # unit 2's row and staged row: gone
+    assert "SAVEPOINT" not in statements, statements
+    assert _stored(engine) == [1, 2, 3]
 
 
 def test_a_blocking_caller_on_a_thread_gets_its_result_and_its_error(engine: Engine) -> None:

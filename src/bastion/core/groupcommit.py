@@ -3,7 +3,9 @@
 A request reads and decides outside any write transaction (signatures checked, values
 decrypted, rights decided), then hands its writes over as a *unit*: a function of a
 session. One writer thread per process takes whatever units are waiting and runs them
-in one transaction, each inside a savepoint, and commits once. So:
+in one transaction and commits once: all together first, and when any of them fails,
+the batch is rolled back and run again with each unit inside a savepoint (as are the
+next batches for a while: see `GroupCommit._commit`). So:
 
 - a unit's changes and its audit event commit together or not at all;
 - a unit that raises fails alone: its savepoint is rolled back, the others commit;
@@ -19,12 +21,13 @@ per kind (`on_flush` names the writer of each kind). A failed unit's staged rows
 with its savepoint.
 
 A unit's own failure (a domain refusal, a broken constraint, a bug) is contained in its
-savepoint. A failure of the database itself (a lost connection, a full disk: SQLite then
-rolls back the whole transaction) ends the batch, as does a failed commit: every unit of
-the batch is then run again in a transaction of its own, so only the units that fail
-again fail, with the database's error (answered 503: retry). Units
-must therefore be safe to run again from scratch: they compute their writes from their
-inputs and what they read in the transaction, nothing else.
+savepoint (once the batch's first, savepoint-free, run has failed). A failure of the
+database itself (a lost connection, a full disk: SQLite then rolls back the whole
+transaction) ends the batch, as does a failed commit: every unit of the batch is then
+run again in a transaction of its own, so only the units that fail again fail, with the
+database's error (answered 503: retry). Units must therefore be safe to run again from
+scratch: they compute their writes from their inputs and what they read in the
+transaction, nothing else.
 
 Services that may run either way write through `defer`: on a *deferring* session (a
 request's reader, see `deferring`) the write waits for the request's unit; on any other
@@ -39,7 +42,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -114,10 +117,58 @@ def _refuse_writes_on_a_reader(db: Session, _context: Any, _instances: Any) -> N
 class _Unit(Generic[T]):
     work: Work[T]
     order: str  # units of a batch run sorted by it: row locks taken in one order
-    settle: Callable[[T | None, BaseException | None], None] = field(repr=False)
+    # Its caller's future: on `loop` (`run`), or a thread's (`run_blocking`, no loop).
+    future: asyncio.Future[T] | concurrent.futures.Future[T] = field(repr=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+
+Outcome = tuple[_Unit[Any], Any, BaseException | None]  # a unit, its result, its error
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Tell the units' callers: one wake-up per event loop for the whole batch (each
+    wake-up writes to the loop's socket, giving up the interpreter lock)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        unit, result, error = outcome
+        if unit.loop is not None:
+            by_loop.setdefault(unit.loop, []).append(outcome)
+        elif error is not None:
+            unit.future.set_exception(error)
+        else:
+            unit.future.set_result(result)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: no one to tell
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _resolve(settled: list[Outcome]) -> None:
+    """On the callers' loop: settle their futures (a cancelled one is left alone)."""
+    for unit, result, error in settled:
+        if unit.future.done():
+            continue
+        if error is not None:
+            unit.future.set_exception(error)
+        else:
+            unit.future.set_result(result)
 
 
 _STOP = object()
+_CONTAINED_AFTER_FAILURE = 64  # batches
+
+
+@contextlib.contextmanager
+def _undone_on_error(db: Session) -> Iterator[None]:
+    """Roll a failed batch back before its session closes: what its units added becomes
+    transient again, so a rerun adds and inserts it anew (closed without a rollback, a
+    flushed row's object would stay detached with its key, as if stored, and a rerun
+    would add it without an INSERT: seen as a team answered 201 and never written)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(SQLAlchemyError):
+            db.rollback()
+        raise
 
 
 class GroupCommit:
@@ -146,6 +197,9 @@ class GroupCommit:
         self._lock = threading.Lock()
         self.batches = 0
         self.units = 0
+        # After a unit failed, this many batches run contained straight away: a stream
+        # of failing units (replayed deliveries) does not run every batch twice.
+        self._contained_for = 0
 
     def __repr__(self) -> str:
         return f"GroupCommit(batches={self.batches}, units={self.units})"
@@ -153,34 +207,14 @@ class GroupCommit:
     async def run(self, work: Work[T], *, order: str = "") -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            def done() -> None:
-                if future.done():
-                    return
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)  # type: ignore[arg-type]
-
-            with contextlib.suppress(RuntimeError):  # the loop has closed: no one to tell
-                loop.call_soon_threadsafe(done)
-
-        self._put(_Unit(work, order, settle))
+        self._put(_Unit(work, order, future, loop))
         # Shielded: a client that goes away does not un-ask; its unit still commits.
         return await asyncio.shield(future)
 
     def run_blocking(self, work: Work[T], *, order: str = "") -> T:
         """`run` for a caller on a worker thread (never the writer thread itself)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-        self._put(_Unit(work, order, settle))
+        self._put(_Unit(work, order, future))
         return future.result()
 
     def _put(self, unit: _Unit[Any]) -> None:
@@ -242,50 +276,97 @@ class GroupCommit:
                         if not self._queue.empty():  # queued meanwhile: not left waiting
                             self._start()
                 stopped = RuntimeError("the group commit writer stopped")
-                for unit in batch:
-                    unit.settle(None, stopped)
+                _settle([(unit, None, stopped) for unit in batch])
                 return
             if stop:
                 return
 
     def _commit(self, batch: list[_Unit[Any]]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+        """Commit `batch`: first all its units together, without savepoints; if any of
+        them fails (or the flush or commit does), the batch is rolled back and run again
+        unit by unit in savepoints (`_commit_contained`), which fails only those units.
+        Failures are rare, and a savepoint per unit cost more than its unit's own work
+        (two statements, a flush each, and every chain head updated once per unit)."""
+        if self._contained_for > 0:
+            self._contained_for -= 1
+            self._commit_contained(batch)
+            return
+        db = self._begin(batch)
+        if db is None:
+            return
+        outcomes: list[Any] = []
+        try:
+            with db, _undone_on_error(db):
+                staged: dict[str, list[Any]] = {}
+                db.info[_UNIT] = staged
+                for unit in batch:
+                    outcomes.append(unit.work(db))
+                db.info.pop(_UNIT, None)
+                self._finish(db, staged)
+        except Exception as error:
+            if len(batch) > 1:
+                self._contained_for = _CONTAINED_AFTER_FAILURE
+                self._commit_contained(batch)
+            else:
+                self._failed(batch[0], error)
+            return
+        self.batches += 1
+        self.units += len(batch)
+        _settle([(unit, result, None) for unit, result in zip(batch, outcomes, strict=True)])
+
+    def _begin(self, batch: list[_Unit[Any]]) -> Session | None:
+        """A session with the batch's transaction begun (the writer's slot, taken once
+        for the whole batch); None when the database refused, the batch's units told."""
         db = None
         try:
             db = self._sessions()
-            db.connection()  # BEGIN: the writer's slot, once for the whole batch
+            db.connection()  # BEGIN
         except Exception as error:  # busy, or no connection: the batch waits no more
             log.warning("group commit could not begin", error=type(error).__name__)
             if db is not None:
                 db.close()
-            for unit in batch:
-                unit.settle(None, error)
+            _settle([(unit, None, error) for unit in batch])
+            return None
+        return db
+
+    def _finish(self, db: Session, staged: dict[str, list[Any]]) -> None:
+        for kind, rows in staged.items():
+            if rows:
+                _FLUSHERS[kind](db, rows)
+        if self._before_commit is not None:
+            self._before_commit(db)
+        db.commit()
+
+    @staticmethod
+    def _failed(unit: _Unit[Any], error: BaseException) -> None:
+        if not isinstance(error, BastionError):
+            log.warning("group commit failed", error=type(error).__name__)
+        _settle([(unit, None, error)])
+
+    def _commit_contained(self, batch: list[_Unit[Any]]) -> None:
+        """Each unit in a savepoint: one that raises is rolled back alone. A failure of
+        the database itself ends the batch, and each unit runs again on its own."""
+        db = self._begin(batch)
+        if db is None:
             return
+        outcomes: list[Outcome] = []
         try:
-            with db:
+            with db, _undone_on_error(db):
                 staged: dict[str, list[Any]] = {}
                 for unit in batch:
-                    outcomes.append(self._run_unit(db, unit, staged))
+                    outcomes.append((unit, *self._run_unit(db, unit, staged)))
                 db.info.pop(_UNIT, None)
-                for kind, rows in staged.items():
-                    if rows:
-                        _FLUSHERS[kind](db, rows)
-                if self._before_commit is not None:
-                    self._before_commit(db)
-                db.commit()
+                self._finish(db, staged)
         except Exception as error:
             if len(batch) == 1:
-                if not isinstance(error, BastionError):
-                    log.warning("group commit failed", error=type(error).__name__)
-                batch[0].settle(None, error)
+                self._failed(batch[0], error)
                 return
             for unit in batch:  # one per transaction: only the units that fail again fail
-                self._commit([unit])
+                self._commit_contained([unit])
             return
         self.batches += 1
         self.units += len(batch)
-        for unit, (result, failure) in zip(batch, outcomes, strict=True):
-            unit.settle(result, failure)
+        _settle(outcomes)
 
     @staticmethod
     def _run_unit(
