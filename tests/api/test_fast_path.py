@@ -12,6 +12,8 @@ stands still meanwhile, so a window never ends between the two requests of a pai
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -36,7 +38,7 @@ from tests.factories import Factory, Org, bearer
 
 # Values that differ between two requests doing the same thing: ids and times of rows
 # each one created (compared by presence and type only).
-_VOLATILE_FIELDS = {"id", "created_at", "decided_at", "approval_id"}
+_VOLATILE_FIELDS = {"id", "created_at", "decided_at", "approval_id", "event_id"}
 
 
 @dataclass
@@ -47,15 +49,19 @@ class Pair:
 
     def same(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request to both apps; assert they answer alike; the fast answer."""
+        return self.alike(method, path, kwargs, kwargs)
+
+    def alike(self, method: str, path: str, fast: dict[str, Any], slow: dict[str, Any]) -> Any:
+        """`same`, for two requests that must differ (each app's own delivery)."""
         before = len(self.served)
         fast_rid, slow_rid = f"f-{uuid.uuid4().hex}", f"s-{uuid.uuid4().hex}"
-        got = _send(self.fast, method, path, fast_rid, kwargs)
+        got = _send(self.fast, method, path, fast_rid, fast)
         lean = len(self.served) > before
-        want = _send(self.slow, method, path, slow_rid, kwargs)
+        want = _send(self.slow, method, path, slow_rid, slow)
         assert len(self.served) == before + lean, "the app without the fast path used it"
         assert got.status_code == want.status_code, (got.text, want.text)
-        assert _headers(got) == _headers(want), (method, path, kwargs)
-        assert _body(got) == _body(want), (method, path, kwargs)
+        assert _headers(got) == _headers(want), (method, path, fast)
+        assert _body(got) == _body(want), (method, path, fast)
         assert _events(self.fast, fast_rid) == _events(self.slow, slow_rid)
         got.lean = lean
         return got
@@ -410,6 +416,55 @@ def test_secret_reveal_answers_alike(pair: Pair, world: World) -> None:
     key = uuid.uuid4().hex
     first, again = (_idempotent(pair, path, world.org.headers, key, {})[0] for _ in range(2))
     assert first.status_code == again.status_code == 200
+
+
+def _delivery(secret: str, **changes: Any) -> dict[str, Any]:
+    """A GitHub delivery signed with `secret`, distinct from every other."""
+    body = json.dumps({"action": "opened", "nonce": uuid.uuid4().hex}).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "pull_request",
+        "X-Hub-Signature-256": signature,
+    }
+    return {"headers": {**headers, **changes.pop("headers", {})}, "content": body, **changes}
+
+
+def test_webhook_deliveries_answer_alike(pair: Pair, world: World) -> None:
+    secret = "s" * 32
+    created = {
+        side: client.post(
+            f"/v1/orgs/{world.org.id}/webhook-endpoints",
+            json={"name": f"hook {side}", "provider": "github", "secret": secret},
+            headers=world.org.headers,
+        )
+        for side, client in (("fast", pair.fast), ("slow", pair.slow))
+    }
+    assert all(r.status_code == 201 for r in created.values()), created
+    path = created["fast"].json()["url"]  # both apps serve it: one database
+    accepted = pair.alike("POST", path, _delivery(secret), _delivery(secret))
+    assert accepted.lean
+    assert accepted.status_code == 202, accepted.text
+    # The same delivery again (each app's own): a replay.
+    first, again = _delivery(secret), _delivery(secret)
+    pair.alike("POST", path, first, again)
+    assert pair.alike("POST", path, first, again).status_code == 409
+    refusals = [
+        _delivery("wrong-secret-" + "x" * 20),
+        _delivery(secret, headers={"X-Hub-Signature-256": "sha256=00"}),
+        _delivery(secret, headers={"X-Hub-Signature-256": ""}),
+        {"content": b"", "headers": {"X-GitHub-Event": "ping"}},
+        {"content": b"a=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+    ]
+    statuses = {pair.same("POST", path, **body).status_code for body in refusals}
+    assert statuses == {401}, statuses
+    for other in ("whe_01ARZ3NDEKTSV4RRFFQ69G5FAV", "org_01ARZ3NDEKTSV4RRFFQ69G5FAV", "x"):
+        response = pair.same("POST", f"/v1/hooks/{other}", **_delivery(secret))
+        assert response.lean
+        assert response.status_code == 404
+    for near in (f"{path}/", f"{path}/more", "/v1/hooks/"):
+        response = pair.same("POST", near, **_delivery(secret), follow_redirects=False)
+        assert not response.lean, near
 
 
 def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:

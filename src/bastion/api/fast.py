@@ -1,5 +1,5 @@
 """The hot routes without the framework: `GET /v1/me`, the authorization questions
-(check, check-batch, filter) and the tool-call gate.
+(check, check-batch, filter), the tool-call gate, secret reveal and webhook deliveries.
 
 Their work takes tens of microseconds; FastAPI's routing and dependency resolution and
 Starlette's middleware stack cost several times that (issue 13: `/v1/me` spent ~37 µs
@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from bastion.agents.schemas import ToolCallIn
@@ -38,6 +39,7 @@ from bastion.api.routers.access import check_many, check_one, filter_allowed
 from bastion.api.routers.agents import ask_gate
 from bastion.api.routers.me import me_out
 from bastion.api.routers.secrets import reveal_answer
+from bastion.api.routers.webhooks import accept_delivery
 from bastion.api.state import AppState
 from bastion.authz.schemas import CheckBatchIn, CheckIn, FilterIn
 from bastion.core.principal import Principal
@@ -52,6 +54,11 @@ Send = Callable[[Message], Awaitable[None]]
 # What a route computes once its caller and body are known: (state, ctx, principal,
 # path parameters, body) → the response model.
 Answer = Callable[[AppState, RequestContext, Principal, tuple[str, ...], Any], Awaitable[BaseModel]]
+# A route whose credential is the request itself (a signed delivery): (state, ctx, path
+# parameters, headers, raw body) → the response model.
+PublicAnswer = Callable[
+    [AppState, RequestContext, tuple[str, ...], Headers, bytes], Awaitable[BaseModel]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,15 @@ class Route:
     # Path parameters FastAPI validates (by position; None: any one segment), as the
     # route declares them.
     checked: tuple[tuple[str, TypeAdapter[Any]] | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PublicRoute:
+    """A route without bearer authentication (its answer authenticates the request)."""
+
+    template: str
+    status: int
+    answer: PublicAnswer
 
 
 class _Missing:
@@ -112,6 +128,12 @@ async def _reveal(
     return await reveal_answer(state, ctx, principal, params[0], params[1], body)
 
 
+async def _delivery(
+    state: AppState, ctx: RequestContext, params: Params, headers: Headers, body: bytes
+) -> BaseModel:
+    return await accept_delivery(state, ctx, params[0], headers, body)
+
+
 ME = Route("/v1/me", None, 200, _me)
 CHECK = Route("/v1/orgs/{org}/authz/check", CheckIn, 200, _check)
 CHECK_BATCH = Route("/v1/orgs/{org}/authz/check-batch", CheckBatchIn, 200, _check_batch)
@@ -125,14 +147,17 @@ REVEAL = Route(
     checked=(None, ("name", TypeAdapter(SecretName))),
 )
 
+DELIVERY = PublicRoute("/v1/hooks/{endpoint}", 202, _delivery)
+
 _ORG_ROUTES = {"authz/check": CHECK, "authz/check-batch": CHECK_BATCH, "authz/filter": FILTER}
 _ORGS = "/v1/orgs/"
 _RUNS = "/v1/runs/"
+_HOOKS = "/v1/hooks/"
 _SECRETS = "secrets/"
 _REVEAL = "/reveal"
 
 
-def match(method: str, path: str) -> tuple[Route, Params] | None:
+def match(method: str, path: str) -> tuple[Route | PublicRoute, Params] | None:
     """The lean route for a request and its path parameters, by plain string tests (a
     parameter is one non-empty segment, as Starlette's `{name}` matches); None for
     every other request, which the app serves."""
@@ -152,29 +177,31 @@ def match(method: str, path: str) -> tuple[Route, Params] | None:
             run, _, rest = path[len(_RUNS) :].partition("/")
             if rest == "tool-calls" and run:
                 return TOOL_CALL, (run,)
+        elif path.startswith(_HOOKS):
+            endpoint = path[len(_HOOKS) :]
+            if endpoint and "/" not in endpoint:
+                return DELIVERY, (endpoint,)
     elif method == "GET" and path == "/v1/me":
         return ME, ()
     return None
 
 
 async def serve(
-    state: AppState, route: Route, params: Params, scope: Scope, receive: Receive, send: Send
+    state: AppState,
+    route: Route | PublicRoute,
+    params: Params,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
 ) -> None:
     """Answer one request to `route`, as the app would (see the module docstring)."""
     ctx: RequestContext = scope[SCOPE_KEY]
     try:
-        parsed: BaseModel | None = None
-        raw: Any = _MISSING
-        if route.body is not None:
-            body = (await receive()).get("body", b"")
-            parsed, raw = _decode(route.body, body, ctx.headers.get(b"content-type"))
-        token = bearer_token(ctx.headers.get(b"authorization"))
-        principal = await authenticate_request(ctx, state, token, route.template)
-        if route.checked:
-            _check_params(route, params, parsed, raw)
-        if route.body is not None and parsed is None:
-            parsed = _validate(route.body, raw)
-        out = await route.answer(state, ctx, principal, params, parsed)
+        if isinstance(route, PublicRoute):
+            body = (await receive()).get("body", b"")  # the whole body (the middleware's)
+            out = await route.answer(state, ctx, params, Headers(scope=scope), body)
+        else:
+            out = await _authenticated(state, route, params, ctx, receive)
     except Exception as exc:
         problem = await problem_for(ctx, state.limiter, exc)
         if problem is None:
@@ -191,6 +218,23 @@ async def serve(
         [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")],
         content,
     )
+
+
+async def _authenticated(
+    state: AppState, route: Route, params: Params, ctx: RequestContext, receive: Receive
+) -> BaseModel:
+    parsed: BaseModel | None = None
+    raw: Any = _MISSING
+    if route.body is not None:
+        body = (await receive()).get("body", b"")
+        parsed, raw = _decode(route.body, body, ctx.headers.get(b"content-type"))
+    token = bearer_token(ctx.headers.get(b"authorization"))
+    principal = await authenticate_request(ctx, state, token, route.template)
+    if route.checked:
+        _check_params(route, params, parsed, raw)
+    if route.body is not None and parsed is None:
+        parsed = _validate(route.body, raw)
+    return await route.answer(state, ctx, principal, params, parsed)
 
 
 async def _respond(

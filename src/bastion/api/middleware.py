@@ -157,8 +157,11 @@ class BastionMiddleware:
             if watcher is not None:
                 watcher.cancel()
             if ctx.db_opened is not None:
-                with anyio.CancelScope(shield=True):  # a cancelled request closes it too
-                    await anyio.to_thread.run_sync(ctx.db_opened.close, limiter=self.finishing)
+                if self.state.direct.local:
+                    ctx.db_opened.close()  # a local file: at once (closed already, often)
+                else:
+                    with anyio.CancelScope(shield=True):  # a cancelled request closes it too
+                        await anyio.to_thread.run_sync(ctx.db_opened.close, limiter=self.finishing)
 
     async def _prepare(
         self, scope: Scope, receive: Receive, ctx: RequestContext, respond: Responder, is_api: bool

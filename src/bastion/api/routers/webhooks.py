@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
+from bastion.api.context import RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Ctx, Cursor, Limit, State
+from bastion.api.state import AppState
 from bastion.core.schemas import ListOf
 from bastion.webhooks import gateway
 from bastion.webhooks import service as webhooks
@@ -162,9 +164,21 @@ def list_events(
     openapi_extra={"security": []},
 )
 async def receive(endpoint: str, request: Request, ctx: Ctx, state: State) -> Accepted:
-    body = await request.body()
-    received = await run_in_threadpool(
-        gateway.receive, ctx.reader, state.vault, endpoint, request.headers, body, ctx.actor
+    return await accept_delivery(state, ctx, endpoint, request.headers, await request.body())
+
+
+async def accept_delivery(
+    state: AppState,
+    ctx: RequestContext,
+    endpoint: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> Accepted:
+    """The answer of `POST /v1/hooks/{endpoint}` (also served by `bastion.api.fast`):
+    verified on the request's reader; stored and audited by the request's unit."""
+    db = ctx.reader
+    received = await state.read(
+        lambda: gateway.receive(db, state.vault, endpoint, headers, body, ctx.actor)
     )
     ctx.unit_order = received.org_id  # its unit locks the organisation's chain head
     return Accepted(event_id=received.event_id)
