@@ -25,7 +25,7 @@ from bastion.core.clock import rfc3339, utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
 from bastion.core.events import EventType, Outcome
-from bastion.core.ids import new_id
+from bastion.core.ids import has_prefix, new_id
 from bastion.core.redact import redact
 
 GENESIS = "0" * 64
@@ -144,23 +144,24 @@ STAGED_EVENTS = "audit.events"
 
 def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
     """Append an event to its organisation's chain. In a group-commit unit (see
-    `bastion.core.groupcommit`) its row is staged for the batch's one insert of events
-    (None is returned); elsewhere it is an `AuditEvent` added to `db`. On a request's
-    reader it waits for the request's unit."""
+    `bastion.core.groupcommit`) it is staged (None is returned): its place in the chain
+    is given when the batch's events are inserted together (`insert_events`), so a unit
+    never touches a chain head and a unit that fails leaves no gap. Elsewhere it is an
+    `AuditEvent` added to `db`. On a request's reader it waits for the request's unit."""
     if groupcommit.is_deferring(db):
         groupcommit.defer(db, lambda writer: record(writer, **fields))
         return None
-    values = event_row(db, **fields)
+    values = _event_fields(**fields)
     if groupcommit.stage(db, STAGED_EVENTS, values):
         return None
+    _chain(values, _head_state(db, values["chain"]))
     values["event_metadata"] = values.pop("metadata")
     event = AuditEvent(**values)
     db.add(event)  # flushed with the transaction's other writes (autoflush before reads)
     return event
 
 
-def event_row(
-    db: Session,
+def _event_fields(
     *,
     type: EventType,
     actor: Actor,
@@ -170,56 +171,66 @@ def event_row(
     reason: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The next event of the chain as a row of `audit_events` (column names), with the
-    chain's head moved past it: `record` adds it to the session; a hot path that writes
-    many events per transaction inserts the rows together (`insert_events`), before the
-    transaction commits and before anything in it reads the audit log."""
-    chain = org_id or INSTANCE_CHAIN
-    head = _lock_head(db, chain)
-    now, before = utcnow(), head.time
-    if before is None and head.seq > 0:  # a head last moved before revision 0014
-        before = db.execute(
-            select(AuditEvent.time).where(AuditEvent.chain == chain, AuditEvent.seq == head.seq)
-        ).scalar_one_or_none()
-    if before is not None and now < before:
-        now = before  # never earlier than the event before it (see AuditHead)
-    # The hash is computed from the values the event is built with (what `canonical`
-    # would read back from it).
-    id_, seq, type_, outcome_ = new_id("evt"), head.seq + 1, str(type), str(outcome)
-    user_agent = (actor.user_agent or None) and actor.user_agent[:512]
+    """An event as a row of `audit_events` (column names), all but its place in the
+    chain (`seq`, `prev_hash`, `hash`; `time` may still move forward: see `_chain`)."""
     resource_type, resource_id = resource if resource else (None, None)
-    reason = reason[:500] if reason else None
-    event_metadata = redact(metadata or {})
-    hash_ = sha256_hex(
-        chainwalk.canonical_bytes(
-            id_, chain, seq, org_id, rfc3339(now), type_, actor.type, actor.id, actor.ip,
-            user_agent, resource_type, resource_id, outcome_, reason, actor.request_id,
-            chainwalk.encode_json(event_metadata), head.hash,
-        )
-    )  # fmt: skip
-    values = {
-        "id": id_,
-        "chain": chain,
-        "seq": seq,
+    return {
+        "id": new_id("evt"),
+        "chain": org_id or INSTANCE_CHAIN,
         "org_id": org_id,
-        "time": now,
-        "type": type_,
+        "time": utcnow(),
+        "type": str(type),
         "actor_type": actor.type,
         "actor_id": actor.id,
         "actor_ip": actor.ip,
-        "actor_user_agent": user_agent,
+        "actor_user_agent": (actor.user_agent or None) and actor.user_agent[:512],
         "resource_type": resource_type,
         "resource_id": resource_id,
-        "outcome": outcome_,
-        "reason": reason,
+        "outcome": str(outcome),
+        "reason": reason[:500] if reason else None,
         "request_id": actor.request_id,
-        "metadata": event_metadata,
-        "prev_hash": head.hash,
-        "hash": hash_,
+        "metadata": redact(metadata or {}),
     }
-    head.seq = seq
-    head.hash = hash_
-    head.time = now
+
+
+def _head_state(db: Session, chain: str) -> AuditHead:
+    """The chain's head, locked, with the time of its last event filled in for a head
+    last moved before revision 0014."""
+    head = _lock_head(db, chain)
+    if head.time is None and head.seq > 0:
+        head.time = db.execute(
+            select(AuditEvent.time).where(AuditEvent.chain == chain, AuditEvent.seq == head.seq)
+        ).scalar_one_or_none()
+    return head
+
+
+def _chain(values: dict[str, Any], head: AuditHead) -> None:
+    """Give the event `values` its place after `head` (seq, prev_hash, hash), never
+    earlier than the event before it (see AuditHead), and move the head past it."""
+    now, before = values["time"], head.time
+    if before is not None and now < before:
+        values["time"] = now = before
+    seq = head.seq + 1
+    # The hash is computed from the values the event is built with (what `canonical`
+    # would read back from it).
+    hash_ = sha256_hex(
+        chainwalk.canonical_bytes(
+            values["id"], values["chain"], seq, values["org_id"], rfc3339(now), values["type"],
+            values["actor_type"], values["actor_id"], values["actor_ip"],
+            values["actor_user_agent"], values["resource_type"], values["resource_id"],
+            values["outcome"], values["reason"], values["request_id"],
+            chainwalk.encode_json(values["metadata"]), head.hash,
+        )
+    )  # fmt: skip
+    values["seq"], values["prev_hash"], values["hash"] = seq, head.hash, hash_
+    head.seq, head.hash, head.time = seq, hash_, now
+
+
+def event_row(db: Session, **fields: Unpack[EventFields]) -> dict[str, Any]:
+    """The next event of the chain as a row of `audit_events` (column names), with the
+    chain's head locked and moved past it."""
+    values = _event_fields(**fields)
+    _chain(values, _head_state(db, values["chain"]))
     return values
 
 
@@ -228,9 +239,32 @@ _INSERT_EVENTS = insert(_EVENTS)
 
 
 def insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert rows made by `event_row`, in one statement."""
-    if rows:
-        db.connection().execute(_INSERT_EVENTS, rows)
+    """Insert staged events (from `_event_fields`), in one statement, after giving each
+    its place in its chain in the order staged: each chain's head is locked here, once
+    per transaction, in chain order (so batches of several chains never wait on each
+    other in opposite orders), and moved once, past the last of them."""
+    if not rows:
+        return
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_chain.setdefault(row["chain"], []).append(row)
+    for chain in sorted(by_chain):
+        head = _head_state(db, chain)
+        for row in by_chain[chain]:
+            _chain(row, head)
+    db.connection().execute(_INSERT_EVENTS, rows)
+
+
+def _lock_batch_heads(db: Session, orders: list[str]) -> None:
+    """A group-commit batch's first statements: the heads of the organisations its units
+    are for (their `order` keys begin with the organisation's id), in chain order.
+    Every writer takes a head before the rows it changes (see `_lock_head`); a batch's
+    units change rows before their events are placed at the batch's end, so the heads
+    are taken here, before the units run."""
+    for chain in sorted({order.partition(":")[0] for order in orders}):
+        if has_prefix(chain, "org"):
+            _lock_head(db, chain)
 
 
 groupcommit.on_flush(STAGED_EVENTS, insert_events)
+groupcommit.on_begin(_lock_batch_heads)

@@ -62,11 +62,19 @@ log = structlog.get_logger(__name__)
 _UNIT = "bastion.groupcommit.unit"  # session.info: the running unit's rows by kind
 _DEFERRED = "bastion.groupcommit.deferred"  # session.info: a deferring session's writes
 _FLUSHERS: dict[str, Callable[[Session, list[Any]], None]] = {}
+_BEGIN_HOOKS: list[Callable[[Session, list[str]], None]] = []
 
 
 def on_flush(kind: str, flush: Callable[[Session, list[Any]], None]) -> None:
     """Register how staged rows of `kind` are written (once, at import of their owner)."""
     _FLUSHERS[kind] = flush
+
+
+def on_begin(hook: Callable[[Session, list[str]], None]) -> None:
+    """Register what a batch does first, given its units' distinct `order` keys, sorted
+    (once, at import of its owner): the audit chain locks the heads of the batch's
+    organisations there, so a batch takes a head before any row, as every writer does."""
+    _BEGIN_HOOKS.append(hook)
 
 
 def stage(db: Session, kind: str, row: Any) -> bool:
@@ -116,7 +124,9 @@ def _refuse_writes_on_a_reader(db: Session, _context: Any, _instances: Any) -> N
 @dataclass
 class _Unit(Generic[T]):
     work: Work[T]
-    order: str  # units of a batch run sorted by it: row locks taken in one order
+    # Units of a batch run sorted by it (row locks taken in one order); it begins with
+    # the organisation's id the unit writes for (`org_…` or `org_…:…`), or is empty.
+    order: str
     # Its caller's future: on `loop` (`run`), or a thread's (`run_blocking`, no loop).
     future: asyncio.Future[T] | concurrent.futures.Future[T] = field(repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
@@ -155,6 +165,12 @@ def _resolve(settled: list[Outcome]) -> None:
 
 _STOP = object()
 _CONTAINED_AFTER_FAILURE = 64  # batches
+
+
+def _begun(db: Session, batch: list[_Unit[Any]]) -> None:
+    orders = sorted({unit.order for unit in batch if unit.order})
+    for hook in _BEGIN_HOOKS:
+        hook(db, orders)
 
 
 @contextlib.contextmanager
@@ -297,6 +313,7 @@ class GroupCommit:
         outcomes: list[Any] = []
         try:
             with db, _undone_on_error(db):
+                _begun(db, batch)
                 staged: dict[str, list[Any]] = {}
                 db.info[_UNIT] = staged
                 for unit in batch:
@@ -352,6 +369,7 @@ class GroupCommit:
         outcomes: list[Outcome] = []
         try:
             with db, _undone_on_error(db):
+                _begun(db, batch)
                 staged: dict[str, list[Any]] = {}
                 for unit in batch:
                     outcomes.append((unit, *self._run_unit(db, unit, staged)))
