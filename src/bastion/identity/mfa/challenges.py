@@ -95,14 +95,16 @@ def invalid() -> Unauthenticated:
     return Unauthenticated("the mfa_token is invalid, expired or used up; sign in again")
 
 
-def load(db: Session, token: str, purpose: str, hasher: TokenHasher) -> MfaChallenge:
-    """The live challenge `token` names, locked for this transaction. Raises `invalid()`."""
+def load(
+    db: Session, token: str, purpose: str, hasher: TokenHasher, *, lock: bool = True
+) -> MfaChallenge:
+    """The live challenge `token` names, locked for this transaction (unless only read
+    to authenticate an enrolment request). Raises `invalid()`."""
     parsed = parse(token)
     if parsed is None or parsed.kind is not TokenKind.MFA:
         raise invalid()
-    row = db.execute(
-        select(MfaChallenge).where(MfaChallenge.id == parsed.row_id).with_for_update()
-    ).scalar_one_or_none()
+    stmt = select(MfaChallenge).where(MfaChallenge.id == parsed.row_id)
+    row = db.execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
     if row is None or not hasher.matches(
         TokenKind.MFA, parsed.secret, row.pepper_version, row.token_hash
     ):
@@ -133,7 +135,7 @@ def count_failure(challenge_id: str) -> Callable[[Session], None]:
 def enrolment_principal(db: Session, token: str, actor: Actor, hasher: TokenHasher) -> Principal:
     """The person an enrolment mfa token speaks for: no permission at all, accepted by
     the enrolment endpoints alone. Raises `invalid()`."""
-    row = load(db, token, ENROL, hasher)
+    row = load(db, token, ENROL, hasher, lock=False)
     user = db.get(User, row.user_id)
     if user is None or user.status != "active" or user.org_id != row.org_id:
         raise invalid()
