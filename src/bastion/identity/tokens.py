@@ -131,8 +131,10 @@ class TokenHasher:
 
     def keyed_matches(self, purpose: str, value: str, version: int, stored: str) -> bool:
         pepper = self._pepper()
-        if version not in pepper.versions:
-            return False
+        if version not in pepper.versions:  # perhaps added by another process just now
+            pepper = self._pepper(recheck=True)
+            if version not in pepper.versions:
+                return False
         return constant_time_equals(
             hmac_sha256_hex(self._key(pepper, purpose, version), value), stored
         )
