@@ -14,6 +14,9 @@ from typing import Protocol
 POLICIES = ("optional", "admins", "all")
 METHODS = ("totp", "webauthn")  # what an organisation may allow
 DEFAULT_METHODS = METHODS
+# What a person can enrol today (passkeys come with issue 14's second part): an
+# organisation's allowed methods must include one, or nobody could satisfy its policy.
+AVAILABLE = ("totp",)
 
 # RFC 8176 values: a password; a one-time password (TOTP); more than one factor.
 PASSWORD = "pwd"  # noqa: S105 - the amr value naming the method, not a password

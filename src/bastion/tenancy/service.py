@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.core import groupcommit
+from bastion.core import groupcommit, mfa
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
@@ -108,6 +108,10 @@ def update_org(
         "step_up_max_age": step_up_max_age,
     }
     mfa_changes = {k: v for k, v in mfa_changes.items() if v is not None}
+    if mfa_methods is not None and not set(mfa_methods) & set(mfa.AVAILABLE):
+        raise InvalidInput.field(
+            "mfa_methods", f"must include a method members can enrol: {', '.join(mfa.AVAILABLE)}"
+        )
     if mfa_changes:
         principal.require_recent_auth("org.mfa_settings")
     changes: dict[str, object] = {}
