@@ -171,13 +171,21 @@ def test_changing_mfa_settings_needs_step_up(client: TestClient, factory: Factor
     assert client.patch(url, json={"name": "Renamed"}, headers=org.admin.headers).status_code == 200
     _assert_step_up(client.post("/v1/me/mfa/recovery-codes", headers=org.admin.headers))
     _assert_step_up(client.delete(f"/v1/me/mfa/{enrolled.factor_id}", headers=org.admin.headers))
-    # A second authenticator beside a confirmed one (a stolen session planting its own).
+    # Another authenticator (a stolen session planting its own).
     _assert_step_up(client.post("/v1/me/mfa/totp", headers=org.admin.headers))
 
 
-def test_a_first_factor_needs_no_step_up(client: TestClient, factory: Factory) -> None:
+def test_a_stale_session_steps_up_before_a_first_factor(
+    client: TestClient, factory: Factory
+) -> None:
     org = factory.org()
     clock.advance(STALE)
+    _assert_step_up(client.post("/v1/me/mfa/totp", headers=org.admin.headers))
+    stepped = client.post(
+        "/v1/auth/step-up", json={"method": "password", "password": PASSWORD},
+        headers=org.admin.headers,
+    )  # fmt: skip
+    assert stepped.status_code == 200
     assert client.post("/v1/me/mfa/totp", headers=org.admin.headers).status_code == 200
 
 

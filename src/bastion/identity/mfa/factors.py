@@ -98,7 +98,7 @@ def _active(db: Session, org_id: str, user_id: str) -> list[MfaFactor]:
 
 def start_totp(db: Session, vault: Vault, principal: Principal, *, name: str) -> Enrolment:
     """A pending TOTP factor with a new secret (sealed); earlier pending ones of the
-    person are discarded. Adding a factor beside a confirmed one needs step-up."""
+    person are discarded. A session needs a recent verification (step-up)."""
     user_id = _person(principal)
     org = tenancy.find_org(db, principal.org_id)
     if org is None or TOTP not in mfa.allowed(org.mfa_methods):
@@ -106,9 +106,10 @@ def start_totp(db: Session, vault: Vault, principal: Principal, *, name: str) ->
     user = db.get(User, user_id)
     if user is None:
         raise NotFound("user not found")
-    if principal.credential is CredentialKind.SESSION and _active(db, principal.org_id, user_id):
-        # Another factor for an account that has one: a stolen session must not plant
-        # its own authenticator. A first factor cannot ask for one.
+    # A stolen session must not plant its own authenticator (and keep signing in, or
+    # lock the owner out): a session adds a factor only within the step-up window. An
+    # enrolment token is minutes old and proves the password.
+    if principal.credential is CredentialKind.SESSION:
         principal.require_recent_auth("mfa.factor_add")
     pending = db.execute(
         select(MfaFactor).where(
