@@ -8,7 +8,9 @@ from sqlalchemy import select
 
 from bastion.api.app import create_app
 from bastion.core.clock import clock
+from bastion.identity.mfa import signin
 from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode
+from bastion.identity.tokens import parse
 from bastion.secrets.models import SecretVersion
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, bearer
@@ -331,3 +333,20 @@ def test_wrong_password_is_the_same_401_for_a_user_with_mfa(
     assert wrong.status_code == ghost.status_code == 401
     assert "mfa" not in wrong.text
     assert PASSWORD not in wrong.text
+
+
+def test_tries_in_flight_count_before_the_code_is_checked(
+    client: TestClient, factory: Factory
+) -> None:
+    """Five tries taken from the token's budget (as five requests in flight on other
+    workers would, before any of them is counted in the database): the sixth is
+    refused even with the right code."""
+    org = factory.org()
+    enrolled = enrol_totp(client, org.admin.headers)
+    next_step()
+    token = login(client, org.admin.email)["mfa_token"]
+    parsed = parse(token)
+    assert parsed is not None
+    for _ in range(5):
+        factory.state.limiter.take(signin._PER_TOKEN, f"mfa:token:{parsed.row_id}")
+    assert finish(client, token, "totp", code(enrolled.secret)).status_code == 401

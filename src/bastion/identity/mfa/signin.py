@@ -1,10 +1,11 @@
 """Finishing a sign-in with a second factor (`POST /v1/auth/mfa`) and step-up
 (`POST /v1/auth/step-up`, RFC 9470).
 
-Wrong codes are throttled twice: five per `mfa_token` (counted in the database, so on
-every worker), and per person across tokens (`FAILURES_PER_USER` in `WINDOW_SECONDS`,
-progressive), so signing in again with the password does not buy fresh guesses at a
-six-digit code.
+Wrong codes are throttled twice: five per `mfa_token` (counted in the database after
+each refusal, so on every worker, and each try also takes one of five from the rate
+limiter before the code is checked, so tries sent at once cannot outrun the count), and
+per person across tokens (`FAILURES_PER_USER` in `WINDOW_SECONDS`, progressive), so
+signing in again with the password does not buy fresh guesses at a six-digit code.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bastion.tenancy import service as tenancy
 FAILURES_PER_USER = 10
 WINDOW_SECONDS = 900
 PASSWORD = "password"  # noqa: S105 - the step-up method name
+_PER_TOKEN = per_window(challenges.MAX_ATTEMPTS, challenges.TTL_SECONDS)
 
 
 def _tiers() -> list[RateLimitItem]:
@@ -92,6 +94,11 @@ def complete(
         raise challenges.invalid()
     who = Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id)
     _throttle(limiter, user.id, who, user.org_id)
+    # Each try takes one of the token's attempts before the code is checked, atomically
+    # (shared through Redis): tries sent at once cannot all pass the database count.
+    allowed, _ = limiter.take(_PER_TOKEN, f"mfa:token:{challenge.id}")
+    if not allowed:
+        raise challenges.invalid()
     result = factors.verify(db, vault, hasher, user, org, method, code, who)
     if not result.ok:
         _count(limiter, user.id)
