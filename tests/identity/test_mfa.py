@@ -350,3 +350,24 @@ def test_tries_in_flight_count_before_the_code_is_checked(
     for _ in range(5):
         factory.state.limiter.take(signin._PER_TOKEN, f"mfa:token:{parsed.row_id}")
     assert finish(client, token, "totp", code(enrolled.secret)).status_code == 401
+
+
+def test_wrong_codes_across_tokens_are_throttled_per_person(
+    client: TestClient, factory: Factory
+) -> None:
+    """Signing in again with the password buys no fresh guesses: ten wrong codes over
+    two tokens, and the third token is refused (429) even with the right code."""
+    org = factory.org()
+    enrolled = enrol_totp(client, org.admin.headers)
+    next_step()
+    right = code(enrolled.secret)
+    wrong = str((int(right) + 1) % 1_000_000).zfill(6)
+    for _ in range(2):
+        token = login(client, org.admin.email)["mfa_token"]
+        for _ in range(5):
+            assert finish(client, token, "totp", wrong).status_code == 401
+    refused = finish(client, login(client, org.admin.email)["mfa_token"], "totp", right)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    failed = _events(client, org.headers, org.id, "auth.mfa_failed")
+    assert failed[0]["reason"] == "throttled"
