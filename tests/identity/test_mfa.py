@@ -11,7 +11,7 @@ from bastion.core.clock import clock
 from bastion.identity.mfa import signin
 from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode
 from bastion.identity.tokens import parse
-from bastion.secrets.models import SecretVersion
+from bastion.secrets.models import Secret, SecretVersion
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, bearer
 from tests.identity.mfa_support import (
@@ -371,3 +371,27 @@ def test_wrong_codes_across_tokens_are_throttled_per_person(
     assert int(refused.headers["retry-after"]) > 0
     failed = _events(client, org.headers, org.id, "auth.mfa_failed")
     assert failed[0]["reason"] == "throttled"
+
+
+def test_no_factor_secret_outlives_its_factor_or_its_user(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    mine = enrol_totp(client, org.admin.headers)
+    theirs = enrol_totp(client, member.headers)
+
+    def sealed(factor_id: str) -> int:
+        with factory.state.sessions() as db:
+            stmt = select(Secret.id).where(Secret.scope_type == "mfa", Secret.scope_id == factor_id)
+            return len(list(db.execute(stmt).scalars()))
+
+    assert sealed(mine.factor_id) == sealed(theirs.factor_id) == 1
+    listed = client.get(f"/v1/orgs/{org.id}/secrets", headers=org.headers).json()["data"]
+    assert listed == []  # the secrets API never lists (nor reveals) them
+    assert (
+        client.delete(f"/v1/me/mfa/{mine.factor_id}", headers=org.admin.headers).status_code == 204
+    )
+    deleted = client.delete(f"/v1/orgs/{org.id}/users/{member.user_id}", headers=org.headers)
+    assert deleted.status_code == 204
+    assert sealed(mine.factor_id) == sealed(theirs.factor_id) == 0
