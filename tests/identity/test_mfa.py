@@ -206,6 +206,10 @@ def test_an_expired_mfa_token_is_refused(client: TestClient, factory: Factory) -
     refused = finish(client, token, "totp", code(enrolled.secret))
     assert refused.status_code == 401
     assert "mfa_token" in refused.json()["detail"]
+    failed = _events(client, org.headers, org.id, "auth.mfa_failed")
+    assert failed[0]["reason"] == "mfa_token_expired"
+    assert failed[0]["resource"] == {"type": "user", "id": org.admin.user_id}
+    assert token not in str(failed)
 
 
 def test_an_mfa_token_is_used_once(client: TestClient, factory: Factory) -> None:

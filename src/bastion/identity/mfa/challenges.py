@@ -24,6 +24,7 @@ from bastion.core import mfa
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
+from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
@@ -95,27 +96,48 @@ def invalid() -> Unauthenticated:
     return Unauthenticated("the mfa_token is invalid, expired or used up; sign in again")
 
 
+def refused(actor: Actor, reason: str, row: MfaChallenge | None = None) -> Unauthenticated:
+    """`invalid()`, audited (`auth.mfa_failed`) with why: in the person's organisation
+    when the token names one, else in the instance chain."""
+    return invalid().with_audit(
+        type=EventType.AUTH_MFA_FAILED,
+        actor=actor,
+        org_id=row.org_id if row is not None else None,
+        outcome=Outcome.FAILURE,
+        reason=reason,
+        resource=("user", row.user_id) if row is not None else None,
+        metadata={"stage": "mfa_token"},
+    )
+
+
 def load(
-    db: Session, token: str, purpose: str, hasher: TokenHasher, *, lock: bool = True
+    db: Session,
+    token: str,
+    purpose: str,
+    hasher: TokenHasher,
+    actor: Actor,
+    *,
+    lock: bool = True,
 ) -> MfaChallenge:
     """The live challenge `token` names, locked for this transaction (unless only read
-    to authenticate an enrolment request). Raises `invalid()`."""
+    to authenticate an enrolment request). Raises `invalid()`, audited."""
     parsed = parse(token)
     if parsed is None or parsed.kind is not TokenKind.MFA:
-        raise invalid()
+        raise refused(actor, "malformed_mfa_token")
     stmt = select(MfaChallenge).where(MfaChallenge.id == parsed.row_id)
     row = db.execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
     if row is None or not hasher.matches(
         TokenKind.MFA, parsed.secret, row.pepper_version, row.token_hash
     ):
-        raise invalid()
-    if (
-        row.purpose != purpose
-        or row.used_at is not None
-        or row.expires_at <= utcnow()
-        or row.attempts >= MAX_ATTEMPTS
-    ):
-        raise invalid()
+        raise refused(actor, "unknown_or_wrong_mfa_token")
+    if row.purpose != purpose:
+        raise refused(actor, f"mfa_token_not_for_{purpose}", row)
+    if row.used_at is not None:
+        raise refused(actor, "mfa_token_used", row)
+    if row.expires_at <= utcnow():
+        raise refused(actor, "mfa_token_expired", row)
+    if row.attempts >= MAX_ATTEMPTS:
+        raise refused(actor, "mfa_token_spent", row)
     return row
 
 
@@ -135,7 +157,7 @@ def count_failure(challenge_id: str) -> Callable[[Session], None]:
 def enrolment_principal(db: Session, token: str, actor: Actor, hasher: TokenHasher) -> Principal:
     """The person an enrolment mfa token speaks for: no permission at all, accepted by
     the enrolment endpoints alone. Raises `invalid()`."""
-    row = load(db, token, ENROL, hasher, lock=False)
+    row = load(db, token, ENROL, hasher, actor, lock=False)
     user = db.get(User, row.user_id)
     if user is None or user.status != "active" or user.org_id != row.org_id:
         raise invalid()

@@ -87,7 +87,7 @@ def complete(
 ) -> LoginResult:
     """Redeem a sign-in `mfa_token` with a factor's code: a session whose `amr` names
     the password and the factor."""
-    challenge = challenges.load(db, mfa_token, challenges.SIGN_IN, hasher)
+    challenge = challenges.load(db, mfa_token, challenges.SIGN_IN, hasher, actor)
     user = db.get(User, challenge.user_id)
     org = tenancy.find_org(db, challenge.org_id)
     if user is None or user.status != "active" or org is None or org.status != "active":
@@ -98,7 +98,7 @@ def complete(
     # (shared through Redis): tries sent at once cannot all pass the database count.
     allowed, _ = limiter.take(_PER_TOKEN, f"mfa:token:{challenge.id}")
     if not allowed:
-        raise challenges.invalid()
+        raise challenges.refused(who, "mfa_token_spent", challenge)
     result = factors.verify(db, vault, hasher, user, org, method, code, who)
     if not result.ok:
         _count(limiter, user.id)
