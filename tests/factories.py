@@ -29,6 +29,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def step_up(client: TestClient, headers: dict[str, str], password: str = PASSWORD) -> None:
+    """Verify a person (without a factor) again: a session whose sign-in is older than
+    its organisation's `step_up_max_age` may then take sensitive actions again."""
+    response = client.post(
+        "/v1/auth/step-up", json={"method": "password", "password": password}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+
+
 @dataclass
 class Member:
     user_id: str

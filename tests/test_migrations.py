@@ -10,14 +10,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, delete, insert, select, text
+from sqlalchemy import column, create_engine, delete, insert, select, table, text
 from sqlalchemy.exc import IntegrityError
 
-from bastion.core.db import make_engine
+from bastion.core.clock import utcnow
+from bastion.core.db import UTCDateTime, make_engine
 from bastion.migrations.runner import alembic_config, head_revision
 from bastion.registry import metadata
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
-from bastion.tenancy.models import Organization
 from tests.conftest import _admin_sql, _postgres_database
 
 
@@ -51,6 +51,14 @@ def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
             )
 
 
+_ORGS_AT_0012 = table(
+    "organizations",
+    *(column(name) for name in ("id", "name", "status", "audit_retention_days")),
+    column("created_at", UTCDateTime()),
+    column("updated_at", UTCDateTime()),
+)
+
+
 def test_0013_keeps_readable_versions_drops_shredded_ones_and_holds_keys(tmp_path: Path) -> None:
     """Secret versions get a foreign key to the data key they name: rows whose key was
     already destroyed (organisations shredded before 0013) are dropped, the rest kept,
@@ -61,7 +69,13 @@ def test_0013_keeps_readable_versions_drops_shredded_ones_and_holds_keys(tmp_pat
         config = alembic_config(url)
         command.upgrade(config, "0012")
         with engine.begin() as conn:
-            conn.execute(insert(Organization.__table__).values(id="org_A", name="A"))
+            # The columns organisations had at 0012 (the model's later ones do not exist yet).
+            conn.execute(
+                insert(_ORGS_AT_0012).values(
+                    id="org_A", name="A", status="active", audit_retention_days=365,
+                    created_at=utcnow(), updated_at=utcnow(),
+                )
+            )  # fmt: skip
             conn.execute(
                 insert(OrgKey.__table__).values(
                     org_id="org_A", version=1, wrapped=b"wrapped", root_version=1

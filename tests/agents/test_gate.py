@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from bastion.approvals import service as approvals
 from bastion.core.clock import clock
-from tests.factories import Factory, Member, Org, bearer
+from tests.factories import Factory, Member, Org, bearer, step_up
 
 REFUND_SCHEMA = {
     "type": "object",
@@ -271,6 +271,7 @@ def test_escalation_lets_other_approvers_decide_after_the_delay(w: World) -> Non
         approvals.sweep(db)
         db.commit()
     assert w.events("approval.escalated")[0]["resource"]["id"] == call["approval_id"]
+    step_up(w.client, backup.headers)  # a high-risk call, decided 601 s after sign-in
     assert w.decide(call["approval_id"], backup).json()["status"] == "approved"
 
 

@@ -26,7 +26,7 @@ from bastion.core.db import begin_write
 from bastion.core.events import EventType
 from bastion.webhooks import verify
 from tests.conftest import make_settings
-from tests.factories import Factory, Org
+from tests.factories import Factory, Org, step_up
 from tests.receivers import HttpReceiver, StartHttp, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -470,6 +470,7 @@ def test_approvals_pending_too_long_alert_by_email_and_resolve(
     [(rcpt, content)] = box.messages
     assert rcpt == ["approvers@example.com"]
     assert b"pending" in content
+    step_up(client, manager.headers)  # deciding a high-risk call, 601 s after sign-in
     decided = client.post(
         f"{base}/approvals/{call['approval_id']}/decisions",
         json={"decision": "deny"},

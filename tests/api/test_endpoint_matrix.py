@@ -189,6 +189,13 @@ def _team_and_member(w: World) -> Params:
 
 
 ROWS: list[Row] = [
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/users/{user}/mfa",
+        P.USERS_MANAGE,
+        204,
+        params=lambda w: {"user": w.user()},
+    ),
     Row("GET", "/v1/permissions", None, 200, org_scoped=False),
     Row("GET", "/v1/audit/signing-keys", None, 200, org_scoped=False),
     Row("POST", "/v1/auth/logout", None, 204, org_scoped=False),
@@ -202,6 +209,34 @@ ROWS: list[Row] = [
         404,
         org_scoped=False,
         params=lambda w: {"session_id": "ses_01ZZZZZZZZZZZZZZZZZZZZZZZZ"},
+    ),
+    Row(
+        "POST",
+        "/v1/auth/step-up",
+        None,
+        200,
+        org_scoped=False,
+        body=lambda w: {"method": "password", "password": PASSWORD},
+    ),
+    Row("GET", "/v1/me/mfa", None, 200, org_scoped=False),
+    Row("POST", "/v1/me/mfa/totp", None, 200, org_scoped=False),
+    Row(
+        "POST",
+        "/v1/me/mfa/totp/{factor}/confirm",
+        None,
+        404,
+        org_scoped=False,
+        params=lambda w: {"factor": "mfa_01ZZZZZZZZZZZZZZZZZZZZZZZZ"},
+        body=lambda w: {"code": "123456"},
+    ),
+    Row("POST", "/v1/me/mfa/recovery-codes", None, 409, org_scoped=False),  # no factor yet
+    Row(
+        "DELETE",
+        "/v1/me/mfa/{factor}",
+        None,
+        404,
+        org_scoped=False,
+        params=lambda w: {"factor": "mfa_01ZZZZZZZZZZZZZZZZZZZZZZZZ"},
     ),
     Row("GET", "/v1/orgs/{org}", P.ORG_READ, 200),
     Row("PATCH", "/v1/orgs/{org}", P.ORG_MANAGE, 200, body=lambda w: {"name": "Renamed"}),
@@ -831,6 +866,7 @@ ROWS: list[Row] = [
 PUBLIC = {
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/setup"),
+    ("POST", "/v1/auth/mfa"),  # the mfa_token in the body is the credential
     ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
 }
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]

@@ -34,7 +34,7 @@ from bastion.audit.models import AuditEvent
 from bastion.core import ratelimit
 from bastion.core.events import EventType
 from tests.conftest import make_settings
-from tests.factories import Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer
 
 # Values that differ between two requests doing the same thing: ids and times of rows
 # each one created (compared by presence and type only).
@@ -166,6 +166,8 @@ class World:
     revoked_key: dict[str, str]
     revoked_run: str
     revoked_run_token: dict[str, str]
+    held_session: dict[str, str]  # password only, in an org that now requires MFA
+    mfa_token: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +195,15 @@ def world(app: Any, client: TestClient) -> World:
     key = factory.api_key(org)
     gone = client.delete(f"{base}/api-keys/{key['id']}", headers=org.headers)
     assert gone.status_code == 204, gone.text
+    strict = factory.org("Strict")
+    held = factory.member(strict, "member")
+    policy = {"mfa_policy": "all"}
+    assert (
+        client.patch(f"/v1/orgs/{strict.id}", json=policy, headers=strict.headers).status_code
+        == 200
+    )
+    login = {"email": held.email, "password": PASSWORD}
+    enrolment = client.post("/v1/auth/login", json=login).json()["mfa_token"]
     return World(
         org,
         other,
@@ -203,6 +214,8 @@ def world(app: Any, client: TestClient) -> World:
         bearer(key["key"]),
         revoked_run,
         bearer(revoked_token),
+        held.headers,
+        bearer(enrolment),
     )
 
 
@@ -220,6 +233,8 @@ def _credentials(world: World) -> dict[str, dict[str, str]]:
         "spaced": {"Authorization": "bearer   " + world.org.headers["Authorization"][7:] + " "},
         "revoked key": world.revoked_key,
         "ended run": world.revoked_run_token,
+        "held for MFA": world.held_session,
+        "enrolment mfa token": world.mfa_token,
     }
 
 
@@ -231,6 +246,8 @@ def test_me_answers_alike_for_every_credential(pair: Pair, world: World) -> None
     assert pair.same("GET", "/v1/me", headers=world.run_token).status_code == 200
     assert pair.same("GET", "/v1/me", headers={}).status_code == 401
     assert pair.same("GET", "/v1/me", headers=world.revoked_key).status_code == 401
+    assert pair.same("GET", "/v1/me", headers=world.held_session).status_code == 403
+    assert pair.same("GET", "/v1/me", headers=world.mfa_token).status_code == 401
     # Near misses are the framework's on both sides.
     for method, path in [("HEAD", "/v1/me"), ("GET", "/v1/me/"), ("POST", "/v1/me")]:
         response = pair.same(method, path, headers=world.org.headers, follow_redirects=False)

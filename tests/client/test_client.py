@@ -45,6 +45,7 @@ def test_public_surface_is_pinned() -> None:
         "RetryPolicy",
         "Run",
         "ServerError",
+        "StepUpRequired",
         "TransportError",
         "ValidationError",
     ]

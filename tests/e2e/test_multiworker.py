@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from tests.e2e.server import Server, server_env
-from tests.factories import Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer
+from tests.identity.mfa_support import enrol_totp
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +207,31 @@ def test_concurrent_tool_calls_keep_budgets_exact_and_the_chain_whole(
         )
     verified = httpx.post(f"{server.url}/v1/orgs/{org.id}/audit-events/verify", headers=org.headers)
     assert verified.json()["valid"] is True, verified.text
+
+
+def test_a_totp_code_is_accepted_once_across_workers(server: Server, factory: Factory) -> None:
+    """The same code sent at once on fresh connections to both workers: one session,
+    every other answer 401 (the last step is compared and set in the database)."""
+    org = factory.org()
+    enrolled = enrol_totp(factory.client, org.admin.headers)  # used this step's code
+    code = pyotp.TOTP(enrolled.secret).at(time.time() + 30)  # the next step, in the window
+    tokens = []
+    for _ in range(6):
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            owed = c.post("/v1/auth/login", json={"email": org.admin.email, "password": PASSWORD})
+            tokens.append(owed.json()["mfa_token"])
+    results: list[int] = []
+    start = threading.Barrier(len(tokens))
+
+    def redeem(token: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            start.wait()
+            body = {"mfa_token": token, "method": "totp", "code": code}
+            results.append(c.post("/v1/auth/mfa", json=body).status_code)
+
+    threads = [threading.Thread(target=redeem, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] + [401] * (len(tokens) - 1)

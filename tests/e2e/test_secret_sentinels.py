@@ -1,5 +1,6 @@
 """Secrets never leak: a real server on its own data directory is driven through every
-flow that handles a password, API key, session token, setup token or the pepper; then
+flow that handles a password, API key, session token, setup token, TOTP secret,
+recovery code, mfa token or the pepper; then
 each secret is searched for in the server's output, every response that is not the one
 meant to carry it, the audit trail, and every byte of the database (incl. its WAL)."""
 
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from bastion.core.config import Settings
@@ -87,6 +89,20 @@ def test_no_secret_appears_anywhere(tmp_path: Path) -> None:
                 key = call("POST", f"/v1/orgs/{org['org_id']}/api-keys", True, json={"name": "k", "role": "admin"}, headers=admin).json()  # fmt: skip
                 secrets.append(key["key"])
                 by_key = {"Authorization": f"Bearer {key['key']}"}
+                # A second factor: its secret, recovery codes, mfa tokens, and the session.
+                enrol = call("POST", "/v1/me/mfa/totp", True, headers=admin).json()
+                secrets.append(enrol["secret"])
+                confirmed = call("POST", f"/v1/me/mfa/totp/{enrol['factor_id']}/confirm", True, json={"code": pyotp.TOTP(enrol["secret"]).now()}, headers=admin).json()  # fmt: skip
+                secrets.extend(confirmed["recovery_codes"])
+                owed = call("POST", "/v1/auth/login", True, json={"email": admin_email, "password": admin_password}).json()  # fmt: skip
+                secrets.append(owed["mfa_token"])
+                assert call("POST", "/v1/auth/mfa", json={"mfa_token": owed["mfa_token"], "method": "recovery_code", "code": f"{SENTINEL}-no"}).status_code == 401  # fmt: skip
+                mfa = call("POST", "/v1/auth/mfa", True, json={"mfa_token": owed["mfa_token"], "method": "recovery_code", "code": confirmed["recovery_codes"][0]}).json()  # fmt: skip
+                secrets.append(mfa["token"])
+                assert call("POST", "/v1/auth/step-up", json={"method": "recovery_code", "code": confirmed["recovery_codes"][1]}, headers={"Authorization": f"Bearer {mfa['token']}"}).status_code == 200  # fmt: skip
+                assert (
+                    call("GET", "/v1/me/mfa", headers=admin).json()["recovery_codes_remaining"] == 8
+                )
                 assert call("GET", "/v1/me", headers=by_key).status_code == 200
                 member_password = f"{SENTINEL}-member-{uuid.uuid4().hex}"
                 secrets.append(member_password)

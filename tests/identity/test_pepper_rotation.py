@@ -16,6 +16,7 @@ from bastion.core.keyring import PEPPER_FILE, read_keyring
 from bastion.core.revisions import INSTANCE, REHASH_OPTION, AuthRevision
 from bastion.identity.models import ApiKey, SetupToken, UserSession
 from tests.factories import PASSWORD, bearer, unique_email
+from tests.identity.mfa_support import enrol_totp, finish, login
 from tests.instance import Instance, fresh_instance
 
 
@@ -192,3 +193,20 @@ def test_only_a_rehash_is_spared_the_revision_bump(instance: Instance) -> None:
             db.execute(statement)
             db.commit()
         assert (_revision(instance, INSTANCE) > before) is bumps, statement
+
+
+def test_recovery_codes_are_counted_and_keep_working_after_rotation(instance: Instance) -> None:
+    client, factory = instance.client, instance.factory
+    org = factory.org()
+    enrolled = enrol_totp(client, org.admin.headers)
+    instance.cli("keys", "rotate-pepper")
+    status = instance.cli("keys", "pepper-status", "--json")
+    assert status["versions"]["1"]["recovery_codes"] == 10
+    owed = login(client, org.admin.email)  # its mfa token under the new version
+    assert (
+        finish(client, owed["mfa_token"], "recovery_code", enrolled.recovery_codes[0]).status_code
+        == 200
+    )
+    status = instance.cli("keys", "pepper-status", "--json")
+    assert status["versions"]["1"]["recovery_codes"] == 9
+    assert status["versions"]["2"]["mfa_tokens"] == 0  # redeemed: no longer counted

@@ -41,6 +41,17 @@ PERMISSION_EVENTS = frozenset(
 EXPORT_EVENTS = frozenset({"audit.exported"})
 # A credential-stuffing run goes on after its address is throttled: those attempts count.
 SIGNIN_FAILURES = ("auth.login_failed", "auth.login_throttled")
+MFA_FAILURES = ("auth.mfa_failed", "auth.step_up_failed")
+MFA_CHANGES = frozenset(
+    {
+        "mfa_factor.confirmed",
+        "mfa_factor.deleted",
+        "mfa_factor.reset",
+        "mfa_recovery_code.used",
+        "mfa_recovery_codes.generated",
+    }
+)
+STEP_UP_REFUSALS = ("auth.step_up_required",)
 
 
 class Event(Protocol):
@@ -137,6 +148,23 @@ def _not_found_burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     return Finding(f"actor:{e.actor_id}", summary, window, n)
 
 
+def _person_threshold(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """Wrong second-factor codes, or actions refused for a stale verification, by one
+    person: `threshold` within the window."""
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    types = MFA_FAILURES if rule.kind == "mfa_failures" else STEP_UP_REFUSALS
+    if e.type not in types or e.actor_type != "user" or not e.actor_id:
+        return None
+    since = t - timedelta(seconds=window)
+    n = stream.count_between(db, e.chain, since, t, types=types, actor_id=e.actor_id)
+    if n < p["threshold"]:
+        return None
+    what = "wrong second-factor codes" if rule.kind == "mfa_failures" else "step-up refusals"
+    return Finding(f"user:{e.actor_id}", f"{n} {what} for user {e.actor_id} within {window} s",
+                   window, n)  # fmt: skip
+
+
 def _burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """Permission changes and exports: a burst by one actor is one alert."""
     window = int(rule.params["window_seconds"])
@@ -144,6 +172,12 @@ def _burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
         if e.type not in EXPORT_EVENTS:
             return None
         summary = f"audit trail exported by {e.actor_type} {e.actor_id}"
+    elif rule.kind == "mfa_change":
+        if e.type not in MFA_CHANGES:
+            return None
+        summary = f"second factors changed by {e.actor_type} {e.actor_id}: {e.type}"
+        details = {"type": e.type, "resource": f"{e.resource_type}:{e.resource_id}"}
+        return Finding(f"actor:{e.actor_id}", summary, window, details=details)
     else:
         role_change = e.type == "user.updated" and "role" in (e.event_metadata or {})
         if e.type not in PERMISSION_EVENTS and not role_change:
@@ -209,6 +243,9 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "data_export": _burst,
     "api_key_new_network": _key_network,
     "approval_requested": _approval_requested,
+    "mfa_failures": _person_threshold,
+    "mfa_change": _burst,
+    "step_up_refused": _person_threshold,
 }
 
 

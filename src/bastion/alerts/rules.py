@@ -24,6 +24,12 @@ Rule kinds (parameters, defaults):
   request): how approvers hear of it by email or Slack.
 - `approval_pending` — an agent's tool call has waited for human approval longer than
   `after_seconds` (900); one alert per approval, resolved when it is decided or expires.
+- `mfa_failures` — `threshold` (5) wrong second-factor codes (sign-in, confirmation or
+  step-up) by one person within `window_seconds` (900).
+- `mfa_change` — a factor confirmed, removed or reset, new recovery codes, a recovery
+  code used; a burst by one actor within `window_seconds` (300) is one alert.
+- `step_up_refused` — `threshold` (3) actions refused for a stale verification by one
+  person within `window_seconds` (300).
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -58,6 +64,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "api_key_new_network": {},
     "approval_pending": {"after_seconds": 900},
     "approval_requested": {},
+    "mfa_failures": {"threshold": 5, "window_seconds": 900},
+    "mfa_change": {"window_seconds": 300},
+    "step_up_refused": {"threshold": 3, "window_seconds": 300},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"

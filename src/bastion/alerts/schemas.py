@@ -29,6 +29,9 @@ class AlertRuleIn(In):
         "api_key_new_network",
         "approval_pending",
         "approval_requested",
+        "mfa_failures",
+        "mfa_change",
+        "step_up_refused",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

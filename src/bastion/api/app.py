@@ -28,6 +28,7 @@ from bastion.api.routers import (
     auth,
     me,
     meta,
+    mfa,
     orgs,
     roles,
     secrets,
@@ -281,7 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # tool-call gate) come first.
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
-    for module in (auth, me, orgs, users, teams, roles, apikeys, service_accounts, audit):
+    for module in (auth, me, mfa, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
     app.include_router(audit.signing_keys_router, responses=ERROR_RESPONSES)

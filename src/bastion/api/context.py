@@ -33,6 +33,9 @@ class RequestContext:
     principal: Principal | None = None
     quota: Quota | None = None
     failure_events: list[dict[str, Any]] = field(default_factory=list)
+    # Writes a refusal asks for despite the rollback (`BastionError.with_write`), run
+    # with the failure events.
+    failure_writes: list[Callable[[Session], None]] = field(default_factory=list)
     after_commit: list[Callable[[Session], None]] = field(default_factory=list)
     _db: Session | None = field(default=None, repr=False)
     deferring: bool = False  # the session is a reader whose writes go as one unit

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.state import AppState
-from bastion.core.errors import Forbidden, TooManyRequests, Unauthenticated
+from bastion.core.errors import Forbidden, MfaEnrolmentRequired, TooManyRequests, Unauthenticated
 from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
@@ -24,6 +24,8 @@ from bastion.identity.authenticate import (
     authenticate_cached_async,
 )
 from bastion.identity.credentials import Authenticated
+from bastion.identity.mfa import challenges
+from bastion.identity.tokens import TokenKind
 
 bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
 
@@ -105,6 +107,11 @@ async def authenticate_request(
         principal = await run_in_threadpool(_authenticate, ctx, state, token)
     if principal.credential is CredentialKind.AGENT_RUN and route not in RUN_TOKEN_ROUTES:
         raise Forbidden("agent run tokens act only on their own run")
+    if principal.mfa_pending and route not in MFA_ENROLMENT_ROUTES:
+        raise MfaEnrolmentRequired(
+            "your organisation requires a second factor: enrol one at /v1/me/mfa, then"
+            " sign in again or step up with it"
+        )
     return principal
 
 
@@ -120,6 +127,48 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/orgs/{org}/secrets/{name}/reveal",
     }
 )
+
+
+# What a person whose organisation requires a second factor they have not used may
+# call (with a password-only session, or with an enrolment `mfa_token`): enrol a
+# factor, step up with it, sign out. Everything else is 403 `mfa_enrolment_required`.
+MFA_ENROLMENT_ROUTES = frozenset(
+    {
+        "/v1/me/mfa",
+        "/v1/me/mfa/totp",
+        "/v1/me/mfa/totp/{factor}/confirm",
+        "/v1/me/mfa/{factor}",
+        "/v1/me/mfa/recovery-codes",
+        "/v1/auth/step-up",
+        "/v1/auth/logout",
+    }
+)
+
+
+async def get_person(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller of the `/v1/me/mfa…` endpoints: a session as usual, or an enrolment
+    `mfa_token` (`bsm_…`), which no other route accepts."""
+    ctx: RequestContext = request.scope[SCOPE_KEY]
+    state: AppState = request.app.state.bastion
+    token = credentials.credentials if credentials else None
+    route = getattr(request.scope.get("route"), "path", "")
+    if token is None or not token.startswith(TokenKind.MFA.value + "_"):
+        return await authenticate_request(ctx, state, token, route)
+    return await run_in_threadpool(_enrolment, ctx, state, token)
+
+
+def _enrolment(ctx: RequestContext, state: AppState, token: str) -> Principal:
+    allowed, quota = state.limiter.take(state.ip_quota, f"ip:{ctx.ip}")
+    ctx.quota = quota
+    if not allowed:
+        raise TooManyRequests("too many requests from this address", retry_after=quota.reset_after)
+    with state.sessions() as db:
+        principal = challenges.enrolment_principal(db, token, ctx.actor, state.hasher)
+    ctx.principal = principal
+    return principal
 
 
 def reauthenticate(request: Request, state: AppState) -> Principal:
@@ -173,6 +222,8 @@ def _admit(ctx: RequestContext, result: Authenticated, verdict: tuple[bool, Quot
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+# The `/v1/me/mfa…` endpoints: a session, or an enrolment mfa token.
+Person = Annotated[Principal, Depends(get_person)]
 
 Limit = Annotated[QueryInt, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="From `next_cursor`.")]

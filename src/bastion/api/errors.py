@@ -97,6 +97,7 @@ async def domain_problem(
             await note_event(ctx, limiter, exc.audit, f"{resource[0]}:{resource[1]}")
         elif exc.audit is not None:
             ctx.failure_events.append(exc.audit)
+        ctx.failure_writes.extend(exc.writes)
         if isinstance(exc, Forbidden) and ctx.principal is not None:
             ctx.failure_events.append(
                 {

@@ -204,7 +204,7 @@ class BastionMiddleware:
             ctx.quota = quota
             if not allowed:
                 await note(ctx, self.state.limiter, EventType.REQUEST_RATE_LIMITED, status=429)
-                if ctx.failure_events:
+                if ctx.failure_events or ctx.failure_writes:
                     await self._write_failure_events(ctx)
                 status, headers, payload = problems.generic(
                     429, "too many requests from this address", ctx.request_id
@@ -274,7 +274,7 @@ class BastionMiddleware:
             final = await anyio.to_thread.run_sync(self._end, ctx, status, record, limiter=limiter)
         else:
             final = status
-        if status >= 400 and ctx.failure_events:
+        if status >= 400 and (ctx.failure_events or ctx.failure_writes):
             await self._write_failure_events(ctx)
         elif final < 400 and ctx.after_commit:
             await self._after_commit(ctx)
@@ -302,7 +302,7 @@ class BastionMiddleware:
             else:
                 await anyio.to_thread.run_sync(reader.close, limiter=self.finishing)
         if status >= 400:
-            if ctx.failure_events:
+            if ctx.failure_events or ctx.failure_writes:
                 await self._write_failure_events(ctx)
             return status
         if writes or record is not None:
@@ -373,8 +373,11 @@ class BastionMiddleware:
         """A failed request's audit events, as a unit of the app's group commit: many
         failures (bad signatures, denied calls) share one transaction."""
         events = list(ctx.failure_events)
+        writes = list(ctx.failure_writes)
 
         def unit(db: Session) -> None:
+            for write in writes:
+                write(db)
             for event in events:
                 audit.record(db, **event)
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from bastion.approvals import approvers
 from bastion.approvals.hooks import agent_side
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
+from bastion.approvals.policies import LOW_RISK
 from bastion.audit import service as audit
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
@@ -233,6 +234,16 @@ def list_approvals(
 # --- deciding -------------------------------------------------------------------------
 
 
+def _high_risk(db: Session, approval: Approval) -> bool:
+    """Whether the tool the approval is about is high risk (or its risk is unknown, or
+    the tool is gone: fail closed): deciding it then needs step-up."""
+    for _, tools in agent_side().tools(db, approval.org_id, [approval.agent_id]):
+        for tool in tools:
+            if tool.get("name") == approval.tool:
+                return tool.get("risk", "low") not in LOW_RISK
+    return True
+
+
 def decide(
     db: Session,
     principal: Principal,
@@ -267,6 +278,8 @@ def decide(
         raise Forbidden("you are not an approver of this request", permission="approvals:decide")
     if db.get(ApprovalDecision, (approval.id, approver.user_id)) is not None:
         raise Conflict("you have already decided this approval")
+    if _high_risk(db, approval):
+        principal.require_recent_auth("approval.decide_high_risk")
     db.add(
         ApprovalDecision(
             approval_id=approval.id,

@@ -46,6 +46,7 @@ def begin(
     is sent): exporting the trail is itself an audited act."""
     principal.require_org(org_id)
     principal.require(Permission.AUDIT_EXPORT)
+    principal.require_recent_auth("audit.export")
     audit.record(
         db,
         type=EventType.AUDIT_EXPORTED,

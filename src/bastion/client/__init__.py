@@ -33,6 +33,7 @@ from bastion.client._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    StepUpRequired,
     TransportError,
     ValidationError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "ServerError",
+    "StepUpRequired",
     "TransportError",
     "ValidationError",
 ]

@@ -79,9 +79,15 @@ def headers_for(token: str | None, req: Req) -> dict[str, str]:
     return headers
 
 
-def decode(status: int, content: bytes, json_body: Any, retry_after: str | None) -> Any:
+def decode(
+    status: int,
+    content: bytes,
+    json_body: Any,
+    retry_after: str | None,
+    www_authenticate: str | None = None,
+) -> Any:
     if status >= 400:
-        raise from_response(status, json_body, retry_after)
+        raise from_response(status, json_body, retry_after, www_authenticate)
     if not content:
         return None
     return json_body
@@ -102,6 +108,16 @@ class Endpoints:
     @staticmethod
     def login(email: str, password: str) -> Req:
         return Req("POST", _p("auth", "login"), json={"email": email, "password": password})
+
+    @staticmethod
+    def mfa(mfa_token: str, method: str, code: str) -> Req:
+        body = {"mfa_token": mfa_token, "method": method, "code": code}
+        return Req("POST", _p("auth", "mfa"), json=body)
+
+    @staticmethod
+    def step_up(method: str, code: str | None, password: str | None) -> Req:
+        body = _clean({"method": method, "code": code, "password": password})
+        return Req("POST", _p("auth", "step-up"), json=body)
 
     @staticmethod
     def logout() -> Req:

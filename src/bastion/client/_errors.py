@@ -5,6 +5,7 @@ BastionError
 ├── ActionDenied                  (the tool-call gate did not allow a guarded action)
 └── APIError                      (status, code, title, detail, request_id, errors)
     ├── AuthenticationError       401
+    │   └── StepUpRequired        401 `step_up_required` (max_age, challenge: RFC 9470)
     ├── PermissionDeniedError     403
     ├── NotFoundError             404
     ├── ConflictError             409
@@ -15,6 +16,7 @@ BastionError
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,17 @@ class AuthenticationError(APIError):
     pass
 
 
+class StepUpRequired(AuthenticationError):
+    """The action needs a more recent verification of the person (RFC 9470): call
+    `auth.step_up(...)` and retry. `max_age` is the organisation's window in seconds;
+    `challenge` the server's `WWW-Authenticate` header."""
+
+    def __init__(self, *args: Any, max_age: int | None, challenge: str | None) -> None:
+        super().__init__(*args)
+        self.max_age = max_age
+        self.challenge = challenge
+
+
 class PermissionDeniedError(APIError):
     pass
 
@@ -115,7 +128,12 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
-def from_response(status: int, body: Any, retry_after: str | None) -> APIError:
+_MAX_AGE = re.compile(r"max_age=\"?(\d+)")
+
+
+def from_response(
+    status: int, body: Any, retry_after: str | None, www_authenticate: str | None = None
+) -> APIError:
     doc = body if isinstance(body, dict) else {}
     errors = [
         FieldError(str(e.get("field", "")), str(e.get("message", "")))
@@ -129,7 +147,7 @@ def from_response(status: int, body: Any, retry_after: str | None) -> APIError:
             wait = float(retry_after)
         except ValueError:
             wait = None
-    return cls(
+    args = (
         status,
         str(doc.get("code", "error")),
         str(doc.get("title", "")),
@@ -138,3 +156,8 @@ def from_response(status: int, body: Any, retry_after: str | None) -> APIError:
         errors,
         wait,
     )
+    if status == 401 and doc.get("code") == "step_up_required":
+        found = _MAX_AGE.search(www_authenticate or "")
+        max_age = int(found.group(1)) if found else None
+        return StepUpRequired(*args, max_age=max_age, challenge=www_authenticate)
+    return cls(*args)

@@ -129,6 +129,7 @@ class Client:
                 response.content,
                 _json(response),
                 response.headers.get("retry-after"),
+                response.headers.get("www-authenticate"),
             )
 
     def _pages(self, req: Req) -> Iterator[JSON]:
@@ -163,11 +164,24 @@ class _Auth:
         self._c = c
 
     def login(self, email: str, password: str, *, use: bool = True) -> JSON:
-        """Sign in; with `use=True` the client sends the new session token from now on."""
+        """Sign in; with `use=True` the client sends the new session token from now on.
+        When a second factor is owed the answer has `mfa_required` (or
+        `mfa_enrolment_required`) and an `mfa_token` instead: finish with `mfa(...)`."""
         result = self._c._call(E.login(email, password))
+        if use and "token" in result:
+            self._c.set_token(result["token"])
+        return result
+
+    def mfa(self, mfa_token: str, method: str, code: str, *, use: bool = True) -> JSON:
+        """Finish a sign-in with a second factor (`method`: "totp" or "recovery_code")."""
+        result = self._c._call(E.mfa(mfa_token, method, code))
         if use:
             self._c.set_token(result["token"])
         return result
+
+    def step_up(self, method: str, *, code: str | None = None, password: str | None = None) -> JSON:
+        """Verify again (RFC 9470) after a `StepUpRequired`: `{"auth_time", "amr"}`."""
+        return self._c._call(E.step_up(method, code, password))
 
     def logout(self) -> None:
         self._c._run(E.logout())

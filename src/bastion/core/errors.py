@@ -3,8 +3,10 @@
     BastionError                       status  code
     ├── InvalidInput                   422     validation_failed   (names each bad field)
     ├── Unauthenticated                401     unauthenticated     (WWW-Authenticate: the
-    │                                                              error's `challenge`, else Bearer)
+    │   │                                                          error's `challenge`, else Bearer)
+    │   └── StepUpRequired             401     step_up_required    (RFC 9470 challenge, `max_age`)
     ├── Forbidden                      403     forbidden           (audited as `denied`)
+    │   └── MfaEnrolmentRequired       403     mfa_enrolment_required
     ├── NotFound                       404     not_found           (also: not visible to caller)
     ├── Conflict                       409     conflict
     ├── PayloadTooLarge                413     payload_too_large
@@ -18,6 +20,7 @@ exceptions. Messages must never contain a secret: they are shown to callers verb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -38,11 +41,20 @@ class BastionError(Exception):
         self.detail = detail or self.title
         self.errors = errors or []
         self.audit: dict[str, Any] | None = None
+        # Writes that must outlive the failed request's rollback (a wrong MFA code
+        # counts against its `mfa_token`): run with the audit event, after the rollback.
+        self.writes: list[Callable[[Any], None]] = []
 
     def with_audit(self, **event: Any) -> Self:
         """Attach an audit event to be written after the failed change is rolled back
         (a failed sign-in must be recorded even though its transaction is not kept)."""
         self.audit = event
+        return self
+
+    def with_write(self, write: Callable[[Any], None]) -> Self:
+        """Attach a write (`write(db)`) to run after the failed change is rolled back,
+        in the transaction that records the failure's audit event."""
+        self.writes.append(write)
         return self
 
 
@@ -62,6 +74,19 @@ class Unauthenticated(BastionError):
     title = "Authentication required"
 
 
+class StepUpRequired(Unauthenticated):
+    """The person's last verification is older than their organisation allows for this
+    action (RFC 9470): verify again at `POST /v1/auth/step-up`, then retry."""
+
+    code = "step_up_required"
+    title = "Step-up authentication required"
+
+    def __init__(self, detail: str | None = None, *, max_age: int):
+        super().__init__(detail)
+        self.max_age = max_age
+        self.challenge = f'Bearer error="insufficient_user_authentication", max_age={max_age}'
+
+
 class Forbidden(BastionError):
     status = 403
     code = "forbidden"
@@ -70,6 +95,15 @@ class Forbidden(BastionError):
     def __init__(self, detail: str | None = None, *, permission: str | None = None):
         super().__init__(detail)
         self.permission = permission
+
+
+class MfaEnrolmentRequired(Forbidden):
+    """The organisation requires this person to use a second factor and their session
+    has none: only the `/v1/me/mfa…` enrolment endpoints answer until they enrol and
+    sign in again (or step up with the new factor)."""
+
+    code = "mfa_enrolment_required"
+    title = "MFA enrolment required"
 
 
 class NotFound(BastionError):

@@ -45,6 +45,9 @@ PREFIXES = frozenset(
         "whs",
         "whd",
         "wf",
+        "mfa",
+        "mfc",
+        "rc",
     }
 )
 

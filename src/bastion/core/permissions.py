@@ -84,6 +84,7 @@ ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)
 class CredentialKind(StrEnum):
     AGENT_RUN = "agent_run"
     API_KEY = "api_key"
+    MFA_ENROLMENT = "mfa_enrolment"
     SESSION = "session"
 
 
@@ -94,6 +95,9 @@ CREDENTIAL_PERMISSIONS: dict[CredentialKind, frozenset[Permission]] = {
     CredentialKind.SESSION: ALL_PERMISSIONS,
     CredentialKind.API_KEY: ALL_PERMISSIONS,
     CredentialKind.AGENT_RUN: frozenset(),
+    # An `mfa_token` of a person who must enrol a factor first: it reaches the
+    # `/v1/me/mfa…` enrolment endpoints only, which check no permission.
+    CredentialKind.MFA_ENROLMENT: frozenset(),
 }
 
 

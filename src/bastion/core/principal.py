@@ -6,9 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bastion.core.clock import utcnow
 from bastion.core.context import Actor
-from bastion.core.errors import Forbidden, NotFound
+from bastion.core.errors import Forbidden, NotFound, StepUpRequired
+from bastion.core.events import EventType, Outcome
 from bastion.core.permissions import CREDENTIAL_PERMISSIONS, CredentialKind, Permission
+
+DEFAULT_STEP_UP_MAX_AGE = 600
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class Principal:
     temporary: Mapping[Permission, datetime] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # Sessions: how the person proved who they are (RFC 8176 values, e.g. ("pwd",
+    # "otp", "mfa")) and when they last did (sign-in or step-up); the organisation's
+    # window for step-up, and whether its MFA policy still wants a factor of them.
+    amr: tuple[str, ...] = ()
+    auth_time: datetime | None = None
+    step_up_max_age: int = DEFAULT_STEP_UP_MAX_AGE
+    mfa_pending: bool = False
 
     @property
     def permissions(self) -> frozenset[Permission]:
@@ -43,6 +54,31 @@ class Principal:
     def require(self, permission: Permission) -> None:
         if permission not in self.permissions:
             raise Forbidden(f"missing permission {permission}", permission=str(permission))
+
+    def require_recent_auth(self, action: str) -> None:
+        """Step-up (RFC 9470) for a sensitive action: a person's session must have been
+        verified within the organisation's `step_up_max_age`. API keys, service accounts
+        and agent runs are not people: it does not apply to them. Reads only what the
+        principal carries (cached with the credential): no query."""
+        if self.credential is not CredentialKind.SESSION and (
+            self.credential is not CredentialKind.MFA_ENROLMENT
+        ):
+            return
+        max_age = self.step_up_max_age
+        if self.auth_time is not None and (utcnow() - self.auth_time).total_seconds() <= max_age:
+            return
+        raise StepUpRequired(
+            f"{action} needs a verification within the last {max_age} seconds;"
+            " step up at POST /v1/auth/step-up",
+            max_age=max_age,
+        ).with_audit(
+            type=EventType.AUTH_STEP_UP_REQUIRED,
+            actor=self.actor,
+            org_id=self.org_id,
+            outcome=Outcome.DENIED,
+            resource=("session", self.session_id) if self.session_id else None,
+            metadata={"action": action, "max_age": max_age},
+        )
 
     def require_org(self, org_id: str) -> None:
         """Another organisation's objects do not exist for this caller."""

@@ -81,6 +81,8 @@ def create_key(
         raise InvalidInput.field("role", "is required")
     stored_role = authz.resolve_role(db, org_id, role)
     if principal is not None:
+        if stored_role == "admin":  # a person handing out admin rights: step-up
+            principal.require_recent_auth("api_key.create_admin")
         granted = authz.permissions_of_role(db, org_id, stored_role)
         authz.ensure_can_confer(principal, granted, until=expires_at)
     if expires_at is not None and expires_at <= utcnow():
@@ -164,6 +166,8 @@ def rotate_key(
     if key_status(old, now) != "active" or old.rotated_to is not None:
         raise Conflict("only an active key that was not rotated already can be rotated")
     _require_may_hold(principal, old)
+    if old.role == "admin":
+        principal.require_recent_auth("api_key.rotate_admin")
     # The successor is handed to the caller, with the old key's role and expiry.
     granted = authz.permissions_of_role(db, org_id, old.role)
     authz.ensure_can_confer(principal, granted, until=old.expires_at)

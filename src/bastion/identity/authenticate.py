@@ -25,14 +25,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bastion.audit import service as audit
 from bastion.authz import service as authz
-from bastion.core import revisions
-from bastion.core.clock import utcnow
+from bastion.core import mfa, revisions
+from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
 from bastion.core.events import EventType
 from bastion.core.netguard import network_of
 from bastion.core.permissions import CredentialKind, Permission
-from bastion.core.principal import Principal
+from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE, Principal
 from bastion.identity import credentials
 from bastion.identity.authcache import AuthCache, Entry, Revisions
 from bastion.identity.credentials import Authenticated, Loaded, Touch, labelled, rejected
@@ -58,6 +58,11 @@ class _SessionRow(NamedTuple):
     org_status: str | None
     org_rev: int
     instance_rev: int
+    amr: list[str] | None
+    auth_time: datetime | None
+    created_at: datetime
+    mfa_policy: str | None
+    step_up_max_age: int | None
 
 
 _SESSION_QUERY = select(
@@ -77,6 +82,11 @@ _SESSION_QUERY = select(
         org_status=tenancy.org_status(User.org_id),
         org_rev=revisions.org_revision(User.org_id),
         instance_rev=revisions.instance_revision(),
+        amr=UserSession.amr,
+        auth_time=UserSession.auth_time,
+        created_at=UserSession.created_at,
+        mfa_policy=tenancy.org_mfa_policy(User.org_id),
+        step_up_max_age=tenancy.org_step_up_max_age(User.org_id),
     )
 ).join(User, User.id == UserSession.user_id)
 
@@ -357,6 +367,7 @@ def _session(
     if row.status != "active" or row.org_status != "active":
         raise rejected(actor, "user_inactive", org_id, resource)
     rights = authz.user_rights(db, org_id, row.role, row.user_id, row.grants_until)
+    amr = tuple(row.amr) if row.amr else (mfa.PASSWORD,)  # sessions older than MFA
     principal = Principal(
         principal_type="user",
         id=row.user_id,
@@ -369,6 +380,12 @@ def _session(
         credential_id=session_id,
         actor=Actor("user", row.user_id, actor.ip, actor.user_agent, actor.request_id),
         temporary=rights.temporary,
+        # Step-up reads these from the (cached) principal: no query per sensitive action.
+        # A step-up or a policy change bumps the auth revision, which reloads them.
+        amr=amr,
+        auth_time=as_utc(row.auth_time or row.created_at),
+        step_up_max_age=row.step_up_max_age or DEFAULT_STEP_UP_MAX_AGE,
+        mfa_pending=mfa.required(row.mfa_policy, row.role) and not mfa.has_second_factor(amr),
     )
     touch_every = min(TOUCH_INTERVAL_SECONDS, idle / 10)
     touch = None

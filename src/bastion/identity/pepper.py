@@ -4,7 +4,10 @@ A pepper version may be retired once no such credential needs it: revoked, expir
 redeemed credentials never verify again, so they do not count. API keys, sessions and
 the kinds other domains register (agent run tokens, see `credentials`) move to the
 active version on their next use (rehash on use, see `authenticate`); a setup token is
-used once, so it keeps its version until it is redeemed or expires (72 hours at most).
+used once, so it keeps its version until it is redeemed or expires (72 hours at most),
+and so does an mfa token (5 minutes). Unused recovery codes keep theirs until used or
+replaced: retiring a version they need voids them (the person signs in with a factor
+and asks for a new set).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from bastion.core.clock import utcnow
 from bastion.identity import credentials
-from bastion.identity.models import ApiKey, SetupToken, UserSession
+from bastion.identity.models import ApiKey, MfaChallenge, RecoveryCode, SetupToken, UserSession
 
 
 def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
@@ -35,6 +38,11 @@ def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
             SetupToken,
             SetupToken.used_at.is_(None) & (SetupToken.expires_at > now),
         ),
+        "mfa_tokens": (
+            MfaChallenge,
+            MfaChallenge.used_at.is_(None) & (MfaChallenge.expires_at > now),
+        ),
+        "recovery_codes": (RecoveryCode, RecoveryCode.used_at.is_(None)),
     }
     return own | {r.name: (r.model, r.live(now)) for r in credentials.registered()}
 

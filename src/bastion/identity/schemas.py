@@ -28,6 +28,82 @@ class LoginOut(Out):
     user_id: str
 
 
+class MfaRequiredOut(Out):
+    """The password was right; a second factor is owed before a session."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str = Field(description="For `POST /v1/auth/mfa`; 5 minutes, 5 wrong codes.")
+    methods: list[str] = Field(description="What the person may answer with.")
+
+
+class MfaEnrolmentOut(Out):
+    """The password was right, the organisation requires a factor, the person has none."""
+
+    mfa_enrolment_required: Literal[True] = True
+    mfa_token: str = Field(
+        description="Bearer of the `/v1/me/mfa…` enrolment endpoints only; 5 minutes. "
+        "Once a factor is confirmed, sign in again."
+    )
+
+
+MfaToken = Annotated[SecretStr, Field(min_length=1, max_length=512)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class MfaIn(In):
+    mfa_token: MfaToken
+    method: Literal["totp", "recovery_code"]
+    code: Code
+
+
+class StepUpIn(In):
+    method: Literal["totp", "recovery_code", "password"]
+    code: Code | None = None
+    password: Password | None = None
+
+
+class StepUpOut(Out):
+    auth_time: datetime
+    amr: list[str]
+
+
+class TotpEnrolIn(In):
+    name: DisplayName = "Authenticator app"
+
+
+class TotpEnrolOut(Out):
+    factor_id: str
+    secret: str = Field(description="Base32 shared secret. Shown in this response only.")
+    otpauth_uri: str = Field(description="`otpauth://totp/…` for an authenticator app.")
+
+
+class TotpConfirmIn(In):
+    code: Code
+
+
+class RecoveryCodesOut(Out):
+    recovery_codes: list[str] = Field(
+        description="Ten one-time codes, shown once; empty when confirming a later factor."
+    )
+
+
+class FactorOut(Out):
+    id: str
+    kind: str
+    name: str
+    status: Literal["pending", "active"]
+    created_at: datetime
+    confirmed_at: datetime | None
+    last_used_at: datetime | None
+
+
+class MfaStatusOut(Out):
+    data: list[FactorOut]
+    next_cursor: str | None = None
+    recovery_codes_remaining: int
+    mfa_required: bool = Field(description="Whether the organisation's policy requires a factor.")
+
+
 class SetupIn(In):
     token: Annotated[SecretStr, Field(min_length=1, max_length=512)]
     password: Password
@@ -45,6 +121,12 @@ class MeOut(Out):
     permissions: list[str]
     user_id: str | None = None
     session_id: str | None = None
+    amr: list[str] | None = Field(
+        default=None, description="Sessions: how the person signed in (RFC 8176 values)."
+    )
+    auth_time: datetime | None = Field(
+        default=None, description="Sessions: the last verification (sign-in or step-up)."
+    )
 
 
 class SessionOut(Out):
@@ -54,6 +136,8 @@ class SessionOut(Out):
     expires_at: datetime
     ip: str | None
     user_agent: str | None
+    amr: list[str]
+    auth_time: datetime
     current: bool = False
 
 

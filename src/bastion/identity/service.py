@@ -21,6 +21,8 @@ from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.identity import passwords
+from bastion.identity.mfa import factors
+from bastion.identity.mfa import store as mfa_store
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy import service as tenancy
@@ -264,6 +266,7 @@ def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) ->
     if _active_admin(user):
         _keep_an_admin(db, org_id, user)
     end_access(db, user)
+    mfa_store.destroy_user(db, org_id, user.id)  # with the factors, their sealed secrets
     email = user.email
     db.delete(user)
     db.flush()
@@ -275,6 +278,12 @@ def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) ->
         resource=("user", user_id),
         metadata={"email": email},
     )
+
+
+def reset_mfa(db: Session, principal: Principal, org_id: str, user_id: str) -> int:
+    """An admin (who may manage the user) removes every factor and recovery code of
+    another user; needs step-up. Returns the number of factors removed."""
+    return factors.reset_user(db, principal, org_id, user_id, _ensure_may_manage, _find_user)
 
 
 def complete_setup(

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
+from bastion.core import mfa
 from bastion.core.clock import utcnow
 from bastion.core.config import Settings
 from bastion.core.context import Actor
@@ -21,6 +22,7 @@ from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
+from bastion.identity.mfa import challenges
 from bastion.identity.models import User, UserSession
 from bastion.identity.service import normalize_email
 from bastion.identity.tokens import TokenHasher, TokenKind
@@ -36,6 +38,19 @@ class LoginResult:
 
     def __repr__(self) -> str:
         return f"LoginResult(user_id={self.user_id}, session_id={self.session_id})"
+
+
+@dataclass(frozen=True)
+class MfaOwed:
+    """A right password, and a factor still owed: no session yet (see `mfa.challenges`)."""
+
+    mfa_token: str
+    purpose: str  # "sign_in": answer with one of `methods`; "enrol": enrol a factor first
+    methods: tuple[str, ...]
+    user_id: str
+
+    def __repr__(self) -> str:
+        return f"MfaOwed(user_id={self.user_id}, purpose={self.purpose})"
 
 
 # How far back a successful sign-in makes an address familiar to an account.
@@ -94,7 +109,7 @@ def login(
     hasher: TokenHasher,
     limiter: RateLimiter,
     settings: Settings,
-) -> LoginResult:
+) -> LoginResult | MfaOwed:
     normalized = normalize_email(email)
     user = db.execute(select(User).where(User.email_normalized == normalized)).scalar_one_or_none()
     org_id = user.org_id if user else None
@@ -131,6 +146,35 @@ def login(
         raise Unauthenticated("invalid email or password")
     if new_hash:
         user.password_hash = new_hash
+    owed = challenges.owed(db, user, org)
+    if owed is not None:
+        token = challenges.issue(db, user, owed.purpose, hasher)
+        audit.record(
+            db,
+            type=EventType.AUTH_MFA_CHALLENGED,
+            actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+            org_id=user.org_id,
+            resource=("user", user.id),
+            metadata={"purpose": owed.purpose, "methods": list(owed.methods)},
+        )
+        return MfaOwed(token, owed.purpose, owed.methods, user.id)
+    return open_session(db, actor, user, [mfa.PASSWORD], hasher=hasher, settings=settings)
+
+
+def open_session(
+    db: Session,
+    actor: Actor,
+    user: User,
+    amr: list[str],
+    *,
+    hasher: TokenHasher,
+    settings: Settings,
+) -> LoginResult:
+    """A new session for `user` (of an active organisation), who proved who they are
+    with `amr` just now."""
+    org = tenancy.find_org(db, user.org_id)
+    if org is None or org.status != "active":
+        raise Unauthenticated("invalid email or password")
     now = utcnow()
     idle = org.session_idle_timeout or settings.session_idle_timeout
     absolute = org.session_absolute_timeout or settings.session_absolute_timeout
@@ -147,6 +191,8 @@ def login(
         last_seen_at=now,
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:512] or None,
+        amr=amr,
+        auth_time=now,
     )
     db.add(session)
     user.last_login_at = now
@@ -157,6 +203,7 @@ def login(
         actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
         org_id=user.org_id,
         resource=("session", session_id),
+        metadata={"amr": amr},
     )
     return LoginResult(token, session.expires_at, user.id, session_id)
 

@@ -7,6 +7,7 @@ constant time. A wrong secret and an unknown id give the same answer.
     bsk_key_01J…_<secret>   API key         (purpose "api_key")
     bss_ses_01J…_<secret>   session token   (purpose "session")
     bsu_inv_01J…_<secret>   setup token     (purpose "setup", single use)
+    bsm_mfc_01J…_<secret>   mfa token       (purpose "bsm", single use, 5 minutes)
     bat_run_01J…_<secret>   agent run token (purpose "bat", one run, short-lived)
 """
 
@@ -25,6 +26,7 @@ class TokenKind(StrEnum):
     SESSION = "bss"
     SETUP = "bsu"
     AGENT_RUN = "bat"
+    MFA = "bsm"
 
 
 ROW_PREFIX = {
@@ -32,6 +34,7 @@ ROW_PREFIX = {
     TokenKind.SESSION: "ses",
     TokenKind.SETUP: "inv",
     TokenKind.AGENT_RUN: "run",
+    TokenKind.MFA: "mfc",
 }
 _ID_LEN = 26
 
@@ -119,6 +122,22 @@ class TokenHasher:
         if version == pepper.active:
             return None
         return hmac_sha256_hex(self._key(pepper, kind.value, pepper.active), secret), pepper.active
+
+    def keyed(self, purpose: str, value: str) -> tuple[str, int]:
+        """A keyed hash of a value that is not a bearer credential (a recovery code),
+        under the active version and a key of its own purpose: (digest, version)."""
+        pepper = self._pepper()
+        return hmac_sha256_hex(self._key(pepper, purpose, pepper.active), value), pepper.active
+
+    def keyed_matches(self, purpose: str, value: str, version: int, stored: str) -> bool:
+        pepper = self._pepper()
+        if version not in pepper.versions:  # perhaps added by another process just now
+            pepper = self._pepper(recheck=True)
+            if version not in pepper.versions:
+                return False
+        return constant_time_equals(
+            hmac_sha256_hex(self._key(pepper, purpose, version), value), stored
+        )
 
     def issue(self, kind: TokenKind, row_id: str) -> tuple[str, str, int]:
         """A new credential for `row_id`: (token shown once, digest to store, pepper version)."""

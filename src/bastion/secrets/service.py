@@ -167,6 +167,7 @@ def reveal(
     """The value at the most specific scope that has one: run > workflow > org."""
     principal.require_org(org_id)
     principal.require(Permission.SECRETS_REVEAL)
+    principal.require_recent_auth("secret.reveal")  # people only; from the principal
     return reveal_granted(
         db,
         vault,

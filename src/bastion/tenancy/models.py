@@ -7,7 +7,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core import revisions
 from bastion.core.clock import utcnow
-from bastion.core.db import Base, UTCDateTime
+from bastion.core.db import Base, JSONType, UTCDateTime
+from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
 
@@ -25,6 +26,18 @@ class Organization(Base):
         Integer,
         default=DEFAULT_AUDIT_RETENTION_DAYS,
         server_default=str(DEFAULT_AUDIT_RETENTION_DAYS),
+    )
+    # Who must use a second factor: nobody (optional), holders of the admin role, all.
+    mfa_policy: Mapped[str] = mapped_column(
+        String(20), default="optional", server_default="optional"
+    )
+    # The factors members may enrol and sign in with; NULL: all (`core.mfa.METHODS`).
+    mfa_methods: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # Seconds a verification (sign-in or step-up) counts for sensitive actions.
+    step_up_max_age: Mapped[int] = mapped_column(
+        Integer,
+        default=DEFAULT_STEP_UP_MAX_AGE,
+        server_default=str(DEFAULT_STEP_UP_MAX_AGE),
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
+from bastion.core import mfa
 from bastion.core.schemas import Description, In, Name, Out
 
 Seconds = Annotated[int, Field(ge=60, le=30 * 24 * 3600)]
+MfaPolicy = Literal["optional", "admins", "all"]
+MfaMethod = Literal["totp", "webauthn"]
+
+
+def _methods(value: Any) -> Any:
+    return list(mfa.allowed(value)) if value is None else value
 
 
 class OrgOut(Out):
@@ -17,6 +24,13 @@ class OrgOut(Out):
     session_idle_timeout: int | None = Field(description="Seconds; null uses the instance default.")
     session_absolute_timeout: int | None
     audit_retention_days: int = Field(description="Audit events older than this are purged.")
+    mfa_policy: MfaPolicy = Field(description="Who must use a second factor.")
+    mfa_methods: Annotated[list[str], BeforeValidator(_methods)] = Field(
+        description="The factor kinds members may enrol and sign in with."
+    )
+    step_up_max_age: int = Field(
+        description="Seconds a verification counts for sensitive actions (step-up)."
+    )
     created_at: datetime
 
 
@@ -25,6 +39,9 @@ class OrgUpdate(In):
     session_idle_timeout: Seconds | None = None
     session_absolute_timeout: Seconds | None = None
     audit_retention_days: Annotated[int, Field(ge=30, le=3650)] | None = None
+    mfa_policy: MfaPolicy | None = None
+    mfa_methods: Annotated[list[MfaMethod], Field(min_length=1, max_length=2)] | None = None
+    step_up_max_age: Annotated[int, Field(ge=30, le=24 * 3600)] | None = None
 
 
 class TeamCreate(In):

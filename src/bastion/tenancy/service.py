@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.core import groupcommit
+from bastion.core import groupcommit, mfa
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
@@ -63,6 +63,17 @@ def org_status(org_id: Any) -> ColumnElement[str]:
     return select(Organization.status).where(Organization.id == org_id).scalar_subquery()
 
 
+def org_mfa_policy(org_id: Any) -> ColumnElement[str]:
+    """The organisation's `mfa_policy`, as `org_status` reads its status."""
+    return select(Organization.mfa_policy).where(Organization.id == org_id).scalar_subquery()
+
+
+def org_step_up_max_age(org_id: Any) -> ColumnElement[int]:
+    """The organisation's `step_up_max_age`, as `org_status` reads its status."""
+    stmt = select(Organization.step_up_max_age).where(Organization.id == org_id)
+    return stmt.scalar_subquery()
+
+
 def get_org(db: Session, principal: Principal, org_id: str) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_READ)
@@ -82,13 +93,31 @@ def update_org(
     session_absolute_timeout: int | None,
     fields_set: set[str],
     audit_retention_days: int | None = None,
+    mfa_policy: str | None = None,
+    mfa_methods: list[str] | None = None,
+    step_up_max_age: int | None = None,
 ) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
     org = db.get(Organization, org_id)
     if org is None:
         raise NotFound("organization not found")
+    mfa_changes = {
+        "mfa_policy": mfa_policy,
+        "mfa_methods": sorted(set(mfa_methods)) if mfa_methods is not None else None,
+        "step_up_max_age": step_up_max_age,
+    }
+    mfa_changes = {k: v for k, v in mfa_changes.items() if v is not None}
+    if mfa_methods is not None and not set(mfa_methods) & set(mfa.AVAILABLE):
+        raise InvalidInput.field(
+            "mfa_methods", f"must include a method members can enrol: {', '.join(mfa.AVAILABLE)}"
+        )
+    if mfa_changes:
+        principal.require_recent_auth("org.mfa_settings")
     changes: dict[str, object] = {}
+    for name_, value in mfa_changes.items():
+        setattr(org, name_, value)
+        changes[name_] = value
     if name is not None:
         org.name, changes["name"] = name, name
     if "session_idle_timeout" in fields_set:

@@ -5,13 +5,25 @@ from fastapi import APIRouter, Response
 from bastion.api.deps import Caller, Ctx, State
 from bastion.identity import service as users
 from bastion.identity import sessions
-from bastion.identity.schemas import LoginIn, LoginOut, SetupIn, SetupOut
+from bastion.identity.mfa import signin
+from bastion.identity.schemas import (
+    LoginIn,
+    LoginOut,
+    MfaEnrolmentOut,
+    MfaIn,
+    MfaRequiredOut,
+    SetupIn,
+    SetupOut,
+    StepUpIn,
+    StepUpOut,
+)
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 @router.post("/login", summary="Sign in with email and password")
-def login(body: LoginIn, ctx: Ctx, state: State) -> LoginOut:
+def login(body: LoginIn, ctx: Ctx, state: State) -> LoginOut | MfaRequiredOut | MfaEnrolmentOut:
+    """A session, or (when a second factor is owed) an `mfa_token` and no session."""
     result = sessions.login(
         ctx.db,
         ctx.actor,
@@ -21,7 +33,42 @@ def login(body: LoginIn, ctx: Ctx, state: State) -> LoginOut:
         limiter=state.limiter,
         settings=state.settings,
     )
+    if isinstance(result, sessions.MfaOwed):
+        if result.purpose == "enrol":
+            return MfaEnrolmentOut(mfa_token=result.mfa_token)
+        return MfaRequiredOut(mfa_token=result.mfa_token, methods=list(result.methods))
     return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)
+
+
+@router.post("/mfa", summary="Finish signing in with a second factor")
+def mfa(body: MfaIn, ctx: Ctx, state: State) -> LoginOut:
+    result = signin.complete(
+        ctx.db,
+        state.vault,
+        ctx.actor,
+        mfa_token=body.mfa_token.get_secret_value(),
+        method=body.method,
+        code=body.code,
+        hasher=state.hasher,
+        limiter=state.limiter,
+        settings=state.settings,
+    )
+    return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)
+
+
+@router.post("/step-up", summary="Verify again, for sensitive actions (RFC 9470)")
+def step_up(body: StepUpIn, principal: Caller, ctx: Ctx, state: State) -> StepUpOut:
+    done = signin.step_up(
+        ctx.db,
+        state.vault,
+        principal,
+        method=body.method,
+        code=body.code,
+        password=body.password.get_secret_value() if body.password else None,
+        hasher=state.hasher,
+        limiter=state.limiter,
+    )
+    return StepUpOut(auth_time=done.auth_time, amr=done.amr)
 
 
 @router.post("/logout", status_code=204, summary="End the current session now")

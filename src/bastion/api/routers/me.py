@@ -26,6 +26,8 @@ def me_out(principal: Principal) -> MeOut:
         permissions=sorted(principal.permissions),
         user_id=principal.user_id,
         session_id=principal.session_id,
+        amr=list(principal.amr) if principal.session_id else None,
+        auth_time=principal.auth_time if principal.session_id else None,
     )
 
 
@@ -35,7 +37,17 @@ def list_sessions(
 ) -> ListOf[SessionOut]:
     page = sessions.list_sessions(db, principal, limit=limit, cursor=cursor)
     data = [
-        SessionOut.model_validate(s).model_copy(update={"current": s.id == principal.session_id})
+        SessionOut(
+            id=s.id,
+            created_at=s.created_at,
+            last_seen_at=s.last_seen_at,
+            expires_at=s.expires_at,
+            ip=s.ip,
+            user_agent=s.user_agent,
+            amr=s.amr or ["pwd"],  # sessions older than MFA
+            auth_time=s.auth_time or s.created_at,
+            current=s.id == principal.session_id,
+        )
         for s in page.data
     ]
     return ListOf[SessionOut](data=data, next_cursor=page.next_cursor)

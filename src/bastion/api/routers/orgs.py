@@ -14,7 +14,9 @@ def get_org(org: str, principal: Caller, db: DB) -> OrgOut:
     return OrgOut.model_validate(tenancy.get_org(db, principal, org))
 
 
-@router.patch("", summary="Change the organisation's name or session timeouts")
+@router.patch(
+    "", summary="Change the organisation's name, session timeouts, retention or MFA policy"
+)
 def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
     updated = tenancy.update_org(
         db,
@@ -25,6 +27,9 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         session_absolute_timeout=body.session_absolute_timeout,
         fields_set=body.model_fields_set,
         audit_retention_days=body.audit_retention_days,
+        mfa_policy=body.mfa_policy,
+        mfa_methods=list(body.mfa_methods) if body.mfa_methods is not None else None,
+        step_up_max_age=body.step_up_max_age,
     )
     return OrgOut.model_validate(updated)
 

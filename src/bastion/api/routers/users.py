@@ -83,6 +83,16 @@ def delete_user(org: str, user: str, principal: Caller, db: DB) -> Response:
     return Response(status_code=204)
 
 
+@router.delete(
+    "/{user}/mfa",
+    status_code=204,
+    summary="Remove every second factor and recovery code of another user (needs step-up)",
+)
+def reset_mfa(org: str, user: str, principal: Caller, db: DB) -> Response:
+    users.reset_mfa(db, principal, org, user)
+    return Response(status_code=204)
+
+
 def _grant_out(grant: RoleGrant) -> GrantOut:
     active = grant.revoked_at is None and grant.expires_at > utcnow()
     return GrantOut(
