@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bastion.core.revisions import AuthzRevision
 from tests.factories import Factory, Org
 from tests.webhooks.test_gateway import (
     audit_events,
@@ -153,3 +154,29 @@ def test_a_flood_of_forged_deliveries_costs_about_log2_writes(
     accepted = post_hook(client, endpoint["url"], body, sign("github", secret, body))
     assert accepted.status_code == 202, accepted.text
     _verify(client, org)
+
+
+def test_a_batch_advances_an_orgs_revision_once_and_caches_still_see_each_change(
+    app: Any, client: TestClient, factory: Factory
+) -> None:
+    """Teams created in the same batches bump the org's authorization revision once per
+    batch, not once per team (still before any of them is answered)."""
+    org = factory.org()
+    state = app.state.bastion
+
+    def revision() -> int:
+        with state.sessions() as db:
+            found = db.get(AuthzRevision, org.id)
+            return found.revision if found is not None else 0
+
+    before, batches = revision(), _writer(app).batches
+
+    def create(i: int) -> Any:
+        body = {"name": f"batched-{i}"}
+        return client.post(f"/v1/orgs/{org.id}/teams", json=body, headers=org.headers)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(create, range(32)))
+    assert [a.status_code for a in answers] == [201] * 32
+    used = _writer(app).batches - batches
+    assert 1 <= revision() - before <= used < 32  # shared batches, one bump each

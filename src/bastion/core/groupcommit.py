@@ -63,6 +63,7 @@ _UNIT = "bastion.groupcommit.unit"  # session.info: the running unit's rows by k
 _DEFERRED = "bastion.groupcommit.deferred"  # session.info: a deferring session's writes
 _FLUSHERS: dict[str, Callable[[Session, list[Any]], None]] = {}
 _BEGIN_HOOKS: list[Callable[[Session, list[str]], None]] = []
+_FINISH_HOOKS: list[Callable[[Session], None]] = []
 
 
 def on_flush(kind: str, flush: Callable[[Session, list[Any]], None]) -> None:
@@ -75,6 +76,13 @@ def on_begin(hook: Callable[[Session, list[str]], None]) -> None:
     (once, at import of its owner): the audit chain locks the heads of the batch's
     organisations there, so a batch takes a head before any row, as every writer does."""
     _BEGIN_HOOKS.append(hook)
+
+
+def on_finish(hook: Callable[[Session], None]) -> None:
+    """Register what a batch does last, after its units' changes and staged rows are
+    written and before it commits (once, at import of its owner): revision counters
+    advance there once per organisation for the whole batch."""
+    _FINISH_HOOKS.append(hook)
 
 
 def stage(db: Session, kind: str, row: Any) -> bool:
@@ -347,9 +355,12 @@ class GroupCommit:
         return db
 
     def _finish(self, db: Session, staged: dict[str, list[Any]]) -> None:
+        db.flush()  # the units' own changes first: their flush events run now
         for kind, rows in staged.items():
             if rows:
                 _FLUSHERS[kind](db, rows)
+        for hook in _FINISH_HOOKS:
+            hook(db)
         if self._before_commit is not None:
             self._before_commit(db)
         db.commit()

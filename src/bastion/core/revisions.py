@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, aliased, mapped_column
 
+from bastion.core import groupcommit
 from bastion.core.db import ORG_SCOPE_OPTION, Base
 
 INSTANCE = "*"  # the instance-wide revision, bumped by changes not tied to one org
@@ -128,8 +129,13 @@ def instance_revision() -> ColumnElement[int]:
 
 
 def bump(db: Session, org_ids: set[str], counter: Counter = AuthRevision) -> None:
-    """Advance `counter` for each org (in the caller's transaction)."""
+    """Advance `counter` for each org (in the caller's transaction; in a group-commit
+    batch, once per org at the batch's end: see `_collect`)."""
     if not org_ids:
+        return
+    collected: dict[Counter, set[str]] | None = db.info.get(_COLLECTED)
+    if collected is not None:
+        collected.setdefault(counter, set()).update(org_ids)
         return
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     connection = db.connection()
@@ -140,6 +146,30 @@ def bump(db: Session, org_ids: set[str], counter: Counter = AuthRevision) -> Non
             set_={"revision": counter.revision + 1},
         )
         connection.execute(stmt)
+
+
+# A group-commit batch's bumps, by counter, while its units run (session.info).
+_COLLECTED = "bastion.revisions.collected"
+
+
+def _collect(db: Session, _orders: list[str]) -> None:
+    """A batch begins: its bumps wait for its end. Every unit of a batch changing the
+    same organisation (team after team) then costs one UPDATE of its counter, not one
+    per flush; readers see the counters only once the batch commits either way."""
+    db.info[_COLLECTED] = {}
+
+
+def _apply_collected(db: Session) -> None:
+    """A batch ends (its changes flushed): advance each counter once per organisation.
+    Later flushes in the transaction bump at once again."""
+    collected: dict[Counter, set[str]] = db.info.pop(_COLLECTED, None) or {}
+    for counter in (AuthRevision, AuthzRevision):  # a fixed order, as `bump` keeps
+        if collected.get(counter):
+            bump(db, collected[counter], counter)
+
+
+groupcommit.on_begin(_collect)
+groupcommit.on_finish(_apply_collected)
 
 
 def _spec_of(obj: object, session: Session) -> _Watched | None:
