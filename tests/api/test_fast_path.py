@@ -51,8 +51,16 @@ class Pair:
         """Send one request to both apps; assert they answer alike; the fast answer."""
         return self.alike(method, path, kwargs, kwargs)
 
-    def alike(self, method: str, path: str, fast: dict[str, Any], slow: dict[str, Any]) -> Any:
-        """`same`, for two requests that must differ (each app's own delivery)."""
+    def alike(
+        self,
+        method: str,
+        path: str,
+        fast: dict[str, Any],
+        slow: dict[str, Any],
+        volatile: frozenset[str] = frozenset(),
+    ) -> Any:
+        """`same`, for two requests that must differ (each app's own delivery, its own
+        team name: `volatile` names the answer's fields that differ with them)."""
         before = len(self.served)
         fast_rid, slow_rid = f"f-{uuid.uuid4().hex}", f"s-{uuid.uuid4().hex}"
         got = _send(self.fast, method, path, fast_rid, fast)
@@ -61,7 +69,7 @@ class Pair:
         assert len(self.served) == before + lean, "the app without the fast path used it"
         assert got.status_code == want.status_code, (got.text, want.text)
         assert _headers(got) == _headers(want), (method, path, fast)
-        assert _body(got) == _body(want), (method, path, fast)
+        assert _body(got, volatile) == _body(want, volatile), (method, path, fast)
         assert _events(self.fast, fast_rid) == _events(self.slow, slow_rid)
         got.lean = lean
         return got
@@ -82,23 +90,27 @@ def _headers(response: Any) -> list[tuple[str, str]]:
     return [(k, "" if k in skip else v) for k, v in pairs]
 
 
-def _normalise(value: Any) -> Any:
+def _normalise(value: Any, volatile: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, dict):
         return {
-            k: (type(v).__name__ if k in _VOLATILE_FIELDS else _normalise(v))
+            k: (
+                type(v).__name__
+                if k in _VOLATILE_FIELDS or k in volatile
+                else _normalise(v, volatile)
+            )
             for k, v in value.items()
             if k != "request_id"
         }
     if isinstance(value, list):
-        return [_normalise(v) for v in value]
+        return [_normalise(v, volatile) for v in value]
     return value
 
 
-def _body(response: Any) -> Any:
+def _body(response: Any, volatile: frozenset[str] = frozenset()) -> Any:
     if not response.content:
         return None
     try:
-        return _normalise(response.json())
+        return _normalise(response.json(), volatile)
     except ValueError:
         return response.content
 
@@ -482,6 +494,71 @@ def test_webhook_deliveries_answer_alike(pair: Pair, world: World) -> None:
     for near in (f"{path}/", f"{path}/more", "/v1/hooks/"):
         response = pair.same("POST", near, **_delivery(secret), follow_redirects=False)
         assert not response.lean, near
+
+
+_NAME = frozenset({"name"})
+
+
+def test_team_create_answers_alike(pair: Pair, world: World) -> None:
+    path = f"/v1/orgs/{world.org.id}/teams"
+
+    def named(**body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Each app's own team (a name is taken once)."""
+        unique = uuid.uuid4().hex[:8]
+        return (
+            {"json": {"name": f"f-{unique}", **body}},
+            {"json": {"name": f"s-{unique}", **body}},
+        )
+
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        fast, slow = named(description="on both paths")
+        response = pair.alike(
+            "POST", path, {**fast, "headers": headers}, {**slow, "headers": headers}, _NAME
+        )
+        assert response.lean, name
+        statuses.add(response.status_code)
+    assert {201, 401, 403} <= statuses, statuses
+    # A name taken (by either app: one database), bad bodies, other orgs.
+    taken = pair.fast.post(path, json={"name": "taken-once"}, headers=world.org.headers)
+    pair.slow.get("/v1/me", headers=world.org.headers)  # each app's key quota used once
+    assert taken.status_code == 201, taken.text
+    assert (
+        pair.same("POST", path, headers=world.org.headers, json={"name": "taken-once"}).status_code
+        == 409
+    )
+    for body in (
+        {"json": {}},
+        {"json": {"name": ""}},
+        {"json": {"name": "x" * 500}},
+        {"json": {"name": "ok", "extra": 1}},
+        {"json": {"name": 5}},
+        {"json": ["name"]},
+        {"content": b'{"name": '},
+        {"content": b""},
+    ):
+        response = _post(pair, path, world.org.headers, body)
+        assert response.lean, body
+        assert response.status_code == 422, body
+    for org in (world.other.id, "org_missing"):
+        fast, slow = named()
+        other = f"/v1/orgs/{org}/teams"
+        answer = pair.alike(
+            "POST",
+            other,
+            {**fast, "headers": world.org.headers},
+            {**slow, "headers": world.org.headers},
+        )
+        assert answer.status_code == 404
+    fast, slow = named()
+    near = pair.alike(
+        "POST",
+        f"{path}/",
+        {**fast, "headers": world.org.headers, "follow_redirects": False},
+        {**slow, "headers": world.org.headers, "follow_redirects": False},
+        _NAME,
+    )
+    assert not near.lean
 
 
 def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:

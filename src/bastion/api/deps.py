@@ -51,16 +51,6 @@ async def get_db(ctx: Ctx) -> Session:
 DB = Annotated[Session, Depends(get_db)]
 
 
-async def get_reader(ctx: Ctx) -> Session:
-    return ctx.reader
-
-
-# For routes whose writes are one group-commit unit: reads outside the writer, writes
-# (through `groupcommit.defer` and `audit.record`) committed in a batch (see the
-# middleware), never taking the database's writer for the request's own reads.
-Reader = Annotated[Session, Depends(get_reader)]
-
-
 async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

@@ -1,5 +1,6 @@
 """The hot routes without the framework: `GET /v1/me`, the authorization questions
-(check, check-batch, filter), the tool-call gate, secret reveal and webhook deliveries.
+(check, check-batch, filter), the tool-call gate, secret reveal, webhook deliveries and
+team creation (the audited writes of issue 13's goal).
 
 Their work takes tens of microseconds; FastAPI's routing and dependency resolution and
 Starlette's middleware stack cost several times that (issue 13: `/v1/me` spent ~37 µs
@@ -39,12 +40,14 @@ from bastion.api.routers.access import check_many, check_one, filter_allowed
 from bastion.api.routers.agents import ask_gate
 from bastion.api.routers.me import me_out
 from bastion.api.routers.secrets import reveal_answer
+from bastion.api.routers.teams import create_team_answer
 from bastion.api.routers.webhooks import accept_delivery
 from bastion.api.state import AppState
 from bastion.authz.schemas import CheckBatchIn, CheckIn, FilterIn
 from bastion.core.principal import Principal
 from bastion.core.schemas import SecretName
 from bastion.secrets.schemas import RevealIn
+from bastion.tenancy.schemas import TeamCreate
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -134,6 +137,12 @@ async def _delivery(
     return await accept_delivery(state, ctx, params[0], headers, body)
 
 
+async def _team(
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
+) -> BaseModel:
+    return create_team_answer(ctx, principal, params[0], body)
+
+
 ME = Route("/v1/me", None, 200, _me)
 CHECK = Route("/v1/orgs/{org}/authz/check", CheckIn, 200, _check)
 CHECK_BATCH = Route("/v1/orgs/{org}/authz/check-batch", CheckBatchIn, 200, _check_batch)
@@ -147,9 +156,15 @@ REVEAL = Route(
     checked=(None, ("name", TypeAdapter(SecretName))),
 )
 
+TEAM = Route("/v1/orgs/{org}/teams", TeamCreate, 201, _team)
 DELIVERY = PublicRoute("/v1/hooks/{endpoint}", 202, _delivery)
 
-_ORG_ROUTES = {"authz/check": CHECK, "authz/check-batch": CHECK_BATCH, "authz/filter": FILTER}
+_ORG_ROUTES = {
+    "authz/check": CHECK,
+    "authz/check-batch": CHECK_BATCH,
+    "authz/filter": FILTER,
+    "teams": TEAM,
+}
 _ORGS = "/v1/orgs/"
 _RUNS = "/v1/runs/"
 _HOOKS = "/v1/hooks/"

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, Reader
+from bastion.api.context import RequestContext
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Ctx, Cursor, Limit
+from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.models import Team
@@ -17,7 +19,16 @@ def _detail(db: DB, team: Team) -> TeamDetail:
 
 
 @router.post("", status_code=201, summary="Create a team")
-def create_team(org: str, body: TeamCreate, principal: Caller, db: Reader) -> TeamDetail:
+async def create_team(org: str, body: TeamCreate, principal: Caller, ctx: Ctx) -> TeamDetail:
+    return create_team_answer(ctx, principal, org, body)
+
+
+def create_team_answer(
+    ctx: RequestContext, principal: Principal, org: str, body: TeamCreate
+) -> TeamDetail:
+    """The answer of `POST /v1/orgs/{org}/teams` (also served by `bastion.api.fast`). It
+    reads nothing: the name is checked, and the team written, by the request's unit."""
+    db = ctx.reader
     team = tenancy.create_team(db, principal, org, name=body.name, description=body.description)
     return TeamDetail(**TeamOut.model_validate(team).model_dump(), member_ids=[])  # a new team
 
