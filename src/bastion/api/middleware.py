@@ -35,7 +35,7 @@ from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
 from bastion.core import groupcommit, idempotency
-from bastion.core.crypto import random_base32
+from bastion.core.crypto import label_base32
 from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
 from bastion.core.events import EventType
@@ -108,7 +108,7 @@ class BastionMiddleware:
         request_id = (
             incoming_id
             if incoming_id and _REQUEST_ID.match(incoming_id)
-            else f"req_{random_base32(20)}"
+            else f"req_{label_base32(20)}"
         )
         client = scope.get("client")
         path: str = scope["path"]
@@ -134,11 +134,13 @@ class BastionMiddleware:
 
         # A write's client may leave while the write waits for the database: then it
         # stops waiting (`client_gone`) instead of queueing work no one will read.
-        left = threading.Event()
         watcher = None
+        has_left = _never
         if ctx.method in _BODY_METHODS and is_api:  # the body is read: `receive` is free
+            left = threading.Event()
             watcher = asyncio.get_running_loop().create_task(_watch_disconnect(original, left))
-        gone = client_gone.set(left.is_set)
+            has_left = left.is_set
+        gone = client_gone.set(has_left)
         # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
         lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
         try:
@@ -419,6 +421,10 @@ class BastionMiddleware:
 def _is_json(ctx: RequestContext) -> bool:
     content_type = (ctx.headers.get(b"content-type") or "").split(";")[0].strip().lower()
     return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _never() -> bool:
+    return False
 
 
 async def _watch_disconnect(receive: Receive, left: threading.Event) -> None:

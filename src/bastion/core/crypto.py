@@ -32,9 +32,20 @@ def random_token(nbytes: int = 32) -> str:
 
 
 def random_base32(length: int) -> str:
-    """`length` Crockford base32 characters, 5 random bits each (one read of the OS
-    generator; this runs on every request)."""
+    """`length` Crockford base32 characters, 5 random bits each, straight from the OS
+    generator (for secrets such as recovery codes; a label uses `label_base32`)."""
     value = secrets.randbits(5 * length)
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(chars)
+
+
+def label_base32(length: int) -> str:
+    """`length` Crockford base32 characters for a label that is not a secret (a request
+    id): from `random_int_bits`'s pool, without a call into the OS per request."""
+    value = random_int_bits(5 * length)
     chars = []
     for _ in range(length):
         chars.append(_ALPHABET[value & 31])

@@ -19,6 +19,7 @@ refused unless the destination matches `BASTION_OUTBOUND_PLAINTEXT_ALLOW`
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -334,9 +335,11 @@ class GuardedTransport(httpx.HTTPTransport):
             _plain.entries = None
 
 
+@functools.lru_cache(maxsize=4096)
 def network_of(ip: str | None) -> str | None:
     """The network an address belongs to for "new network" checks: IPv4 /24, IPv6 /48;
-    None for anything that is not an IP address."""
+    None for anything that is not an IP address. Remembered per address (it is asked on
+    every authenticated request, and parsing cost more than the rest of a cache hit)."""
     if not ip:
         return None
     try:
