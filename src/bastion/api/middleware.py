@@ -21,6 +21,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -372,33 +373,30 @@ class BastionMiddleware:
             ctx.db_opened.rollback()
 
     async def _write_failure_events(self, ctx: RequestContext) -> None:
-        """A failed request's audit events, as a unit of the app's group commit: many
-        failures (bad signatures, denied calls) share one transaction."""
-        events = list(ctx.failure_events)
-        writes = list(ctx.failure_writes)
-
-        def unit(db: Session) -> None:
-            for write in writes:
-                write(db)
-            for event in events:
-                audit.record(db, **event)
-
-        try:
-            await self.state.writer.run(unit)
-        except SQLAlchemyError:
-            log.exception("could not write failure audit events", request_id=ctx.request_id)
+        """A failed request's audit events (and the writes its failure asked for, such
+        as a counted wrong code), which its rollback must not take with it."""
+        events = [partial(_record, event=event) for event in ctx.failure_events]
+        await self._aside(ctx, [*ctx.failure_writes, *events], "failure events not written")
 
     async def _after_commit(self, ctx: RequestContext) -> None:
-        actions = list(ctx.after_commit)
+        await self._aside(ctx, list(ctx.after_commit), "bookkeeping write skipped")
+
+    async def _aside(
+        self, ctx: RequestContext, works: list[Callable[[Session], object]], skipped: str
+    ) -> None:
+        """Writes beside a request's own, as one unit of the app's group commit (many
+        requests' share a transaction). A database failure is logged, not answered: the
+        request's own outcome stands."""
 
         def unit(db: Session) -> None:
-            for action in actions:
-                action(db)
+            for work in works:
+                work(db)
 
+        principal = ctx.principal
         try:
-            await self.state.writer.run(unit)
-        except SQLAlchemyError:
-            log.warning("bookkeeping write skipped", request_id=ctx.request_id)
+            await self.state.writer.run(unit, order=principal.org_id if principal else "")
+        except SQLAlchemyError as exc:
+            log.warning(skipped, request_id=ctx.request_id, error=type(exc).__name__)
 
     def headers_for(
         self, ctx: RequestContext, is_api: bool, path: str
@@ -421,6 +419,10 @@ class BastionMiddleware:
 def _is_json(ctx: RequestContext) -> bool:
     content_type = (ctx.headers.get(b"content-type") or "").split(";")[0].strip().lower()
     return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _record(db: Session, event: dict[str, Any]) -> None:
+    audit.record(db, **event)
 
 
 def _never() -> bool:
