@@ -315,6 +315,19 @@ _CONTENT_TYPES = [
 ]
 
 
+def _every_credential(
+    pair: Pair, world: World, path: str, bodies: list[dict[str, Any]]
+) -> set[int]:
+    """Each body with each credential, on both paths (each served lean): the statuses."""
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        for body in bodies:
+            response = _post(pair, path, headers, body)
+            assert response.lean, (name, body)
+            statuses.add(response.status_code)
+    return statuses
+
+
 def _post(pair: Pair, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
     if "content" in body:
         headers = {"content-type": "application/json", **headers}
@@ -345,12 +358,7 @@ def test_authz_routes_answer_alike(pair: Pair, world: World, route: str) -> None
             {"json": {**good, "resource_type": "planet"}},
             {"json": {**good, "resource_ids": ["x"]}},
         ]
-    statuses = set()
-    for name, headers in _credentials(world).items():
-        for body in bodies:
-            response = _post(pair, path, headers, body)
-            assert response.lean, (name, body)
-            statuses.add(response.status_code)
+    statuses = _every_credential(pair, world, path, bodies)
     # Each kind of answer was seen (the corpus can fail).
     assert {200, 401, 403, 422} <= statuses, statuses
     good_body = bodies[0] if route != "filter" else bodies[-3]
@@ -418,12 +426,7 @@ def test_secret_reveal_answers_alike(pair: Pair, world: World) -> None:
         {"content": b'{"version": '},
         {"content": b""},
     ]
-    statuses = set()
-    for name, headers in _credentials(world).items():
-        for body in bodies:
-            response = _post(pair, path, headers, body)
-            assert response.lean, (name, body)
-            statuses.add(response.status_code)
+    statuses = _every_credential(pair, world, path, bodies)
     assert {200, 401, 403, 404, 422} <= statuses, statuses
     # Names FastAPI refuses (alone, and with a bad body), secrets not there, other orgs.
     for name in ("a b", "x" * 201, "missing", "api-token"):
@@ -574,12 +577,7 @@ def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:
         {"content": b'{"tool": '},
         {"content": b'{"tool": "lookup", "arguments": {"n": NaN}}'},
     ]
-    statuses = set()
-    for name, headers in _credentials(world).items():
-        for body in calls:
-            response = _post(pair, path, headers, body)
-            assert response.lean, (name, body)
-            statuses.add(response.status_code)
+    statuses = _every_credential(pair, world, path, calls)
     assert {201, 401, 404, 422} <= statuses, statuses
     good = calls[0]
     # Another run's id with this run's token, an ended run's, a missing one.
