@@ -10,14 +10,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, delete, insert, select, text
+from sqlalchemy import column, create_engine, delete, insert, select, table, text
 from sqlalchemy.exc import IntegrityError
 
+from bastion.core.clock import utcnow
 from bastion.core.db import make_engine
 from bastion.migrations.runner import alembic_config, head_revision
 from bastion.registry import metadata
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
-from bastion.tenancy.models import Organization
 from tests.conftest import _admin_sql, _postgres_database
 
 
@@ -61,7 +61,21 @@ def test_0013_keeps_readable_versions_drops_shredded_ones_and_holds_keys(tmp_pat
         config = alembic_config(url)
         command.upgrade(config, "0012")
         with engine.begin() as conn:
-            conn.execute(insert(Organization.__table__).values(id="org_A", name="A"))
+            # The columns of 0012 only: the model's table has columns added later.
+            orgs = table(
+                "organizations",
+                column("id"),
+                column("name"),
+                column("status"),
+                column("created_at"),
+                column("updated_at"),
+            )
+            now = utcnow()
+            conn.execute(
+                insert(orgs).values(
+                    id="org_A", name="A", status="active", created_at=now, updated_at=now
+                )
+            )
             conn.execute(
                 insert(OrgKey.__table__).values(
                     org_id="org_A", version=1, wrapped=b"wrapped", root_version=1

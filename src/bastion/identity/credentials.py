@@ -97,7 +97,9 @@ class Resolver:
         return self.digest.class_
 
 
-OWN_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION, TokenKind.SETUP})
+OWN_KINDS = frozenset(
+    {TokenKind.API_KEY, TokenKind.SESSION, TokenKind.SETUP, TokenKind.PASSWORD_RESET}
+)
 _RESOLVERS: dict[TokenKind, Resolver] = {}
 _registering = threading.Lock()
 

@@ -4,7 +4,8 @@ A pepper version may be retired once no such credential needs it: revoked, expir
 redeemed credentials never verify again, so they do not count. API keys, sessions and
 the kinds other domains register (agent run tokens, see `credentials`) move to the
 active version on their next use (rehash on use, see `authenticate`); a setup token is
-used once, so it keeps its version until it is redeemed or expires (72 hours at most).
+used once, so it keeps its version until it is redeemed or expires (72 hours at most),
+and so does a password-reset link (30 minutes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from bastion.core.clock import utcnow
 from bastion.identity import credentials
-from bastion.identity.models import ApiKey, SetupToken, UserSession
+from bastion.identity.models import ApiKey, PasswordReset, SetupToken, UserSession
 
 
 def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
@@ -34,6 +35,10 @@ def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
         "setup_tokens": (
             SetupToken,
             SetupToken.used_at.is_(None) & (SetupToken.expires_at > now),
+        ),
+        "password_resets": (
+            PasswordReset,
+            PasswordReset.used_at.is_(None) & (PasswordReset.expires_at > now),
         ),
     }
     return own | {r.name: (r.model, r.live(now)) for r in credentials.registered()}

@@ -3,11 +3,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from bastion.core.schemas import Description, In, Name, Out
 
 Seconds = Annotated[int, Field(ge=60, le=30 * 24 * 3600)]
+Cidr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class PasswordPolicyOut(Out):
+    min_length: int = Field(description="Minimum length of a new password.")
+    breached_check: bool = Field(description="Refuse passwords in the bundled breached list.")
+
+
+class PasswordPolicyIn(In):
+    """Only the fields given change."""
+
+    min_length: Annotated[int, Field(ge=8, le=128)] | None = None
+    breached_check: bool | None = None
 
 
 class OrgOut(Out):
@@ -17,6 +30,15 @@ class OrgOut(Out):
     session_idle_timeout: int | None = Field(description="Seconds; null uses the instance default.")
     session_absolute_timeout: int | None
     audit_retention_days: int = Field(description="Audit events older than this are purged.")
+    password_policy: PasswordPolicyOut
+    max_sessions_per_user: int | None = Field(
+        description="Parallel sessions per user; a new sign-in past it ends the oldest. "
+        "Null: unlimited."
+    )
+    ip_allowlist: list[str] = Field(
+        description="CIDR networks every credential of the organisation must come from; "
+        "empty: any address."
+    )
     created_at: datetime
 
 
@@ -25,6 +47,13 @@ class OrgUpdate(In):
     session_idle_timeout: Seconds | None = None
     session_absolute_timeout: Seconds | None = None
     audit_retention_days: Annotated[int, Field(ge=30, le=3650)] | None = None
+    password_policy: PasswordPolicyIn | None = None
+    max_sessions_per_user: Annotated[int, Field(ge=1, le=1000)] | None = None
+    ip_allowlist: Annotated[list[Cidr], Field(max_length=200)] | None = None
+    confirm_lockout: bool = Field(
+        default=False,
+        description="Save an IP allowlist that excludes the caller's own address.",
+    )
 
 
 class TeamCreate(In):

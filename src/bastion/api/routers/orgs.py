@@ -14,8 +14,9 @@ def get_org(org: str, principal: Caller, db: DB) -> OrgOut:
     return OrgOut.model_validate(tenancy.get_org(db, principal, org))
 
 
-@router.patch("", summary="Change the organisation's name or session timeouts")
+@router.patch("", summary="Change the organisation's settings and policies")
 def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
+    policy = body.password_policy
     updated = tenancy.update_org(
         db,
         principal,
@@ -25,6 +26,11 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         session_absolute_timeout=body.session_absolute_timeout,
         fields_set=body.model_fields_set,
         audit_retention_days=body.audit_retention_days,
+        password_min_length=policy.min_length if policy else None,
+        password_breached_check=policy.breached_check if policy else None,
+        max_sessions_per_user=body.max_sessions_per_user,
+        ip_allowlist=body.ip_allowlist,
+        confirm_lockout=body.confirm_lockout,
     )
     return OrgOut.model_validate(updated)
 
