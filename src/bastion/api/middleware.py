@@ -69,6 +69,7 @@ _READ_HEADERS = frozenset(
         b"idempotency-key",
         b"content-type",
         b"content-length",
+        b"x-forwarded-for",
     }
 )
 
@@ -114,7 +115,9 @@ class BastionMiddleware:
         path: str = scope["path"]
         ctx = RequestContext(
             request_id=request_id,
-            ip=client[0] if client else None,
+            ip=self.state.proxies.client(
+                client[0] if client else None, headers.get(b"x-forwarded-for")
+            ),
             user_agent=headers.get(b"user-agent"),
             headers=headers,
             method=scope["method"],

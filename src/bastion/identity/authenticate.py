@@ -10,6 +10,11 @@ rehash of a credential stored under an older pepper version: the secret just pre
 is hashed under the active version, for the cache at once and for the row after the
 request. API keys and sessions are identity's; other kinds (agent run tokens) are
 resolved by the domain that registered them (`credentials`), and any other is refused.
+
+Every credential of an organisation with an IP allowlist is refused (403
+`ip_not_allowed`) from an address outside it, before the request does anything. The
+allowlist is read once with the credential and cached parsed beside it; a change to it
+bumps the organisation's auth revision, so the next request everywhere reads it anew.
 """
 
 from __future__ import annotations
@@ -25,17 +30,18 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bastion.audit import service as audit
 from bastion.authz import service as authz
-from bastion.core import revisions
+from bastion.core import clientip, revisions
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
-from bastion.core.events import EventType
+from bastion.core.events import EventType, Outcome
 from bastion.core.netguard import network_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import Principal
 from bastion.identity import credentials
 from bastion.identity.authcache import AuthCache, Entry, Revisions
 from bastion.identity.credentials import Authenticated, Loaded, Touch, labelled, rejected
+from bastion.identity.errors import IpNotAllowed
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy import service as tenancy
@@ -162,6 +168,7 @@ def authenticate(
         loaded = foreign.resolve(db, parsed.row_id, parsed.secret, actor, hasher)
     else:  # unregistered meanwhile: never an allow
         raise rejected(actor, "unknown_credential_kind")
+    allowlist = _allowlist(db, loaded.result.principal.org_id)
     upgraded = hasher.upgrade(parsed.kind, parsed.secret, loaded.pepper_version)
     if upgraded is not None:
         rehash = _rehash(
@@ -187,9 +194,50 @@ def authenticate(
                 last_touched=utcnow() if loaded.result.touch else loaded.last_touched,
                 touch_every=loaded.touch_every,
                 networks=networks,
+                allowlist=allowlist,
             ),
         )
+    _check_address(allowlist, loaded.result.principal, actor)
     return _watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
+
+
+def _allowlist(db: Session, org_id: str) -> tuple[clientip.Network, ...] | None:
+    """The organisation's IP allowlist, parsed; None when it has none (any address). An
+    entry that does not parse (never saved so: the API validates them) matches nothing."""
+    entries = tenancy.ip_allowlist(db, org_id)
+    if not entries:
+        return None
+    parsed: list[clientip.Network] = []
+    for entry in entries:
+        try:
+            parsed.extend(clientip.parse_networks([entry]))
+        except clientip.BadNetwork:
+            continue
+    return tuple(parsed)
+
+
+def _check_address(
+    allowlist: tuple[clientip.Network, ...] | None, principal: Principal, actor: Actor
+) -> None:
+    if allowlist is None or clientip.contains(allowlist, clientip.parse_address(actor.ip)):
+        return
+    raise IpNotAllowed().with_audit(
+        type=EventType.AUTH_IP_NOT_ALLOWED,
+        actor=Actor(
+            principal.actor.type, principal.actor.id, actor.ip, actor.user_agent, actor.request_id
+        ),
+        org_id=principal.org_id,
+        outcome=Outcome.DENIED,
+        resource=(_RESOURCE.get(principal.credential, "credential"), principal.credential_id or ""),
+        metadata={"ip": actor.ip},
+    )
+
+
+_RESOURCE = {
+    CredentialKind.SESSION: "session",
+    CredentialKind.API_KEY: "api_key",
+    CredentialKind.AGENT_RUN: "run",
+}
 
 
 def _key_networks(db: Session, key_id: str) -> frozenset[str]:
@@ -278,6 +326,7 @@ def _confirm(
         cache.misses += 1
         return None
     cache.hits += 1
+    _check_address(entry.allowlist, entry.principal, actor)
     who = entry.principal.actor
     principal = replace(
         entry.principal,
