@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from bastion.api.app import create_app
 from tests.conftest import make_settings
-from tests.factories import Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer
 
 INSIDE = "10.1.2.3"
 OUTSIDE = "192.0.2.7"
@@ -215,3 +215,27 @@ def test_forwarded_for_is_read_from_the_right_and_only_from_a_trusted_proxy(
     assert _refused(direct.get("/v1/me", headers=_from(INSIDE, org.headers)))
     inside = TestClient(app, client=("10.1.7.7", 1), raise_server_exceptions=False)
     assert inside.get("/v1/me", headers=_from(OUTSIDE, org.headers)).status_code == 200
+
+
+def test_no_session_is_handed_out_from_outside(client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    assert _save(client, org, ["10.1.0.0/16"]).status_code == 200
+    login = {"email": member.email, "password": PASSWORD}
+    outside = client.post("/v1/auth/login", json=login, headers=_from(OUTSIDE))
+    assert _refused(outside)
+    assert "token" not in outside.json()
+    # A wrong password from outside stays the usual 401: the list is consulted only for
+    # a person who proved who they are, so it tells a guesser nothing.
+    wrong = client.post(
+        "/v1/auth/login",
+        json={"email": member.email, "password": "not the password at all"},
+        headers=_from(OUTSIDE),
+    )
+    assert wrong.status_code == 401
+    inside = client.post("/v1/auth/login", json=login, headers=_from(INSIDE))
+    assert inside.status_code == 200
+    listed = client.get(
+        f"/v1/orgs/{org.id}/users/{member.user_id}/sessions", headers=org.headers
+    ).json()["data"]
+    assert {s["ip"] for s in listed} == {INSIDE}  # the outside attempt left no session

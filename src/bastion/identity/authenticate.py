@@ -202,9 +202,12 @@ def authenticate(
 
 
 def _allowlist(db: Session, org_id: str) -> tuple[clientip.Network, ...] | None:
-    """The organisation's IP allowlist, parsed; None when it has none (any address). An
+    return parse_allowlist(tenancy.ip_allowlist(db, org_id))
+
+
+def parse_allowlist(entries: list[str] | None) -> tuple[clientip.Network, ...] | None:
+    """An organisation's IP allowlist, parsed; None when it has none (any address). An
     entry that does not parse (never saved so: the API validates them) matches nothing."""
-    entries = tenancy.ip_allowlist(db, org_id)
     if not entries:
         return None
     parsed: list[clientip.Network] = []
@@ -216,20 +219,37 @@ def _allowlist(db: Session, org_id: str) -> tuple[clientip.Network, ...] | None:
     return tuple(parsed)
 
 
-def _check_address(
-    allowlist: tuple[clientip.Network, ...] | None, principal: Principal, actor: Actor
+def refuse_outside(
+    allowlist: tuple[clientip.Network, ...] | None,
+    org_id: str,
+    actor: Actor,
+    resource: tuple[str, str],
 ) -> None:
+    """Raise 403 `ip_not_allowed` (audited, sampled) when `actor.ip` is outside the
+    organisation's allowlist."""
     if allowlist is None or clientip.contains(allowlist, clientip.parse_address(actor.ip)):
         return
     raise IpNotAllowed().with_audit(
         type=EventType.AUTH_IP_NOT_ALLOWED,
-        actor=Actor(
-            principal.actor.type, principal.actor.id, actor.ip, actor.user_agent, actor.request_id
-        ),
-        org_id=principal.org_id,
+        actor=actor,
+        org_id=org_id,
         outcome=Outcome.DENIED,
-        resource=(_RESOURCE.get(principal.credential, "credential"), principal.credential_id or ""),
+        resource=resource,
         metadata={"ip": actor.ip},
+    )
+
+
+def _check_address(
+    allowlist: tuple[clientip.Network, ...] | None, principal: Principal, actor: Actor
+) -> None:
+    if allowlist is None:
+        return
+    who = principal.actor
+    refuse_outside(
+        allowlist,
+        principal.org_id,
+        Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
+        (_RESOURCE.get(principal.credential, "credential"), principal.credential_id or ""),
     )
 
 

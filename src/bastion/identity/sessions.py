@@ -23,6 +23,7 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
+from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.models import User, UserSession
 from bastion.identity.service import normalize_email, require_user_in_org
 from bastion.identity.tokens import TokenHasher, TokenKind
@@ -131,6 +132,13 @@ def login(
     org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
+    # A session is a credential of the organisation: not handed out where it may not be used.
+    refuse_outside(
+        parse_allowlist(org.ip_allowlist),
+        org.id,
+        Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        ("user", user.id),
+    )
     if new_hash:
         user.password_hash = new_hash
     now = utcnow()
