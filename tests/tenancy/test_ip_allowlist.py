@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from bastion.api.app import create_app
 from tests.conftest import make_settings
@@ -239,3 +240,31 @@ def test_no_session_is_handed_out_from_outside(client: TestClient, factory: Fact
         f"/v1/orgs/{org.id}/users/{member.user_id}/sessions", headers=org.headers
     ).json()["data"]
     assert {s["ip"] for s in listed} == {INSIDE}  # the outside attempt left no session
+
+
+def test_a_cached_credential_is_checked_without_a_query(
+    client: TestClient, factory: Factory, world: tuple[TestClient, Any]
+) -> None:
+    """The list is parsed once, into the cache entry; a hit reads no row for it."""
+    state = world[1]
+    org = factory.org()
+    assert _save(client, org, ["10.1.0.0/16", "2001:db8::/32"]).status_code == 200
+    assert _me(client, org.admin.headers, INSIDE).status_code == 200  # a miss: cached now
+    session_id = org.admin.token.split("_")[1] + "_" + org.admin.token.split("_")[2]
+    entry = state.auth_cache.get(session_id)
+    assert entry is not None
+    assert [str(n) for n in entry.allowlist] == ["10.1.0.0/16", "2001:db8::/32"]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(state.engine, "before_cursor_execute", count)
+    try:
+        hits = state.auth_cache.hits
+        assert _me(client, org.admin.headers, INSIDE).status_code == 200
+        assert _refused(_me(client, org.admin.headers, OUTSIDE))
+        assert state.auth_cache.hits == hits + 2
+    finally:
+        event.remove(state.engine, "before_cursor_execute", count)
+    assert not [s for s in statements if "organizations" in s]

@@ -62,6 +62,7 @@ class _SessionRow(NamedTuple):
     status: str
     grants_until: datetime | None
     org_status: str | None
+    ip_allowlist: list[str] | None
     org_rev: int
     instance_rev: int
 
@@ -81,6 +82,7 @@ _SESSION_QUERY = select(
         status=User.status,
         grants_until=User.grants_until,
         org_status=tenancy.org_status(User.org_id),
+        ip_allowlist=tenancy.org_ip_allowlist(User.org_id),
         org_rev=revisions.org_revision(User.org_id),
         instance_rev=revisions.instance_revision(),
     )
@@ -103,6 +105,7 @@ class _KeyRow(NamedTuple):
     sa_status: str | None
     sa_role: str  # likewise with sa_status
     org_status: str | None
+    ip_allowlist: list[str] | None
     org_rev: int
     instance_rev: int
 
@@ -126,6 +129,7 @@ _KEY_QUERY = (
             sa_status=ServiceAccount.status,
             sa_role=ServiceAccount.role,
             org_status=tenancy.org_status(ApiKey.org_id),
+            ip_allowlist=tenancy.org_ip_allowlist(ApiKey.org_id),
             org_rev=revisions.org_revision(ApiKey.org_id),
             instance_rev=revisions.instance_revision(),
         )
@@ -168,7 +172,12 @@ def authenticate(
         loaded = foreign.resolve(db, parsed.row_id, parsed.secret, actor, hasher)
     else:  # unregistered meanwhile: never an allow
         raise rejected(actor, "unknown_credential_kind")
-    allowlist = _allowlist(db, loaded.result.principal.org_id)
+    # Read with the credential by identity's own kinds; another domain's resolver may
+    # leave it to one more primary-key read here (a miss only: a hit uses the cache).
+    entries = loaded.ip_allowlist
+    if entries is None:
+        entries = tenancy.ip_allowlist(db, loaded.result.principal.org_id)
+    allowlist = parse_allowlist(entries)
     upgraded = hasher.upgrade(parsed.kind, parsed.secret, loaded.pepper_version)
     if upgraded is not None:
         rehash = _rehash(
@@ -199,10 +208,6 @@ def authenticate(
         )
     _check_address(allowlist, loaded.result.principal, actor)
     return _watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
-
-
-def _allowlist(db: Session, org_id: str) -> tuple[clientip.Network, ...] | None:
-    return parse_allowlist(tenancy.ip_allowlist(db, org_id))
 
 
 def parse_allowlist(entries: list[str] | None) -> tuple[clientip.Network, ...] | None:
@@ -456,6 +461,7 @@ def _session(
         ),
         last_touched=row.last_seen_at,
         touch_every=touch_every,
+        ip_allowlist=list(row.ip_allowlist or []),
     )
 
 
@@ -518,6 +524,7 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         ),
         last_touched=last_used or now,
         touch_every=TOUCH_INTERVAL_SECONDS,
+        ip_allowlist=list(row.ip_allowlist or []),
     )
 
 
