@@ -43,7 +43,7 @@ class SmtpConfig:
 
 @dataclass(frozen=True)
 class Mail:
-    to: str = field(repr=False)
+    to: str = field(repr=False)  # one address, or several separated by ", "
     subject: str
     body: str = field(repr=False)
 
@@ -61,7 +61,10 @@ def send(config: SmtpConfig, mail: Mail) -> None:
         if config.username or config.password:
             raise MailRefused("refused to log in without TLS (BASTION_SMTP_STARTTLS)")
         if not plaintext_permitted(config.host, config.port, config.plaintext_allow):
-            raise MailRefused("refused plain SMTP to a server not in the plaintext allowance")
+            raise MailRefused(
+                "refused plain SMTP: enable BASTION_SMTP_STARTTLS or BASTION_SMTP_TLS, "
+                "or list the server in BASTION_OUTBOUND_PLAINTEXT_ALLOW"
+            )
     message = EmailMessage()
     message["From"] = config.sender
     message["To"] = mail.to
