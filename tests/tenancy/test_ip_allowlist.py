@@ -268,3 +268,21 @@ def test_a_cached_credential_is_checked_without_a_query(
     finally:
         event.remove(state.engine, "before_cursor_execute", count)
     assert not [s for s in statements if "organizations" in s]
+
+
+def test_a_second_forwarded_for_line_is_read_after_the_first(
+    client: TestClient, factory: Factory
+) -> None:
+    """A proxy that adds its own header line after the client's: the last hop counts."""
+    org = factory.org()
+    assert _save(client, org, ["10.1.0.0/16"]).status_code == 200
+    headers = [
+        ("authorization", org.headers["Authorization"]),
+        ("x-forwarded-for", INSIDE),  # written by the client
+        ("x-forwarded-for", OUTSIDE),  # appended by the proxy
+    ]
+    app = client.app
+    with_lines = TestClient(app, client=("127.0.0.1", 1), raise_server_exceptions=False)
+    assert _refused(with_lines.get("/v1/me", headers=headers))
+    reversed_lines = [headers[0], headers[2], headers[1]]
+    assert with_lines.get("/v1/me", headers=reversed_lines).status_code == 200

@@ -74,12 +74,21 @@ _READ_HEADERS = frozenset(
 )
 
 
+_FORWARDED_FOR = b"x-forwarded-for"
+
+
 def _read_headers(scope: Scope) -> dict[bytes, str]:
-    """The first value of each header in `_READ_HEADERS` (as Starlette's `Headers.get`)."""
+    """The first value of each header in `_READ_HEADERS` (as Starlette's `Headers.get`),
+    but every `X-Forwarded-For` line joined in order: a proxy may add its own line after
+    the client's, and the rightmost hop is the one to believe."""
     found: dict[bytes, str] = {}
     for key, value in scope.get("headers", ()):
-        if key in _READ_HEADERS and key not in found:
+        if key not in _READ_HEADERS:
+            continue
+        if key not in found:
             found[key] = value.decode("latin-1")
+        elif key == _FORWARDED_FOR:
+            found[key] += "," + value.decode("latin-1")
     return found
 
 
