@@ -4,6 +4,8 @@ name them (`BASTION_TRUSTED_PROXIES`, `BASTION_PUBLIC_URL`)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bastion.core.clientip import (
     BadNetwork,
@@ -112,3 +114,27 @@ def test_smtp_credentials_stay_out_of_reprs() -> None:
     settings = load_settings(smtp_username="mailer-user", smtp_password="mailer-password-x")
     assert "mailer-user" not in repr(settings)
     assert "mailer-password-x" not in repr(settings)
+
+
+_HOPS = st.lists(
+    st.sampled_from(
+        ["10.0.0.2", "10.0.0.3", "fd00::9", "203.0.113.9", "198.51.100.4", "2001:db8::1"]
+    ),
+    max_size=5,
+)
+
+
+@given(peer=st.sampled_from(["10.0.0.1", "198.51.100.1"]), hops=_HOPS)
+def test_the_client_is_the_rightmost_hop_not_a_proxy(peer: str, hops: list[str]) -> None:
+    """Against a naive reference: walk the chain peer ← hops from the right while the
+    current address is a trusted proxy; nothing left of the first untrusted address is
+    ever believed."""
+    trusted = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::9"}
+    expected = peer
+    if peer in trusted:
+        for hop in reversed(hops):
+            expected = hop
+            if hop not in trusted:
+                break
+    got = PROXIES.client(peer, ", ".join(hops) or None)
+    assert got == expected
