@@ -20,6 +20,7 @@ from sqlalchemy import event
 from bastion.api.app import create_app
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, Org, bearer
+from tests.identity.mfa_support import code, enrol_totp, next_step
 
 INSIDE = "10.1.2.3"
 OUTSIDE = "192.0.2.7"
@@ -286,3 +287,61 @@ def test_a_second_forwarded_for_line_is_read_after_the_first(
     assert _refused(with_lines.get("/v1/me", headers=headers))
     reversed_lines = [headers[0], headers[2], headers[1]]
     assert with_lines.get("/v1/me", headers=reversed_lines).status_code == 200
+
+
+def _finish(client: TestClient, mfa_token: str, value: str, ip: str) -> Any:
+    return client.post(
+        "/v1/auth/mfa",
+        json={"mfa_token": mfa_token, "method": "totp", "code": value},
+        headers=_from(ip),
+    )
+
+
+def test_no_mfa_token_is_handed_out_or_redeemed_from_outside(
+    client: TestClient, factory: Factory
+) -> None:
+    """The allowlist comes before the second factor: a right password from outside earns
+    no mfa token, and a token earned inside is refused outside, its code not spent."""
+    org = factory.org()
+    member = factory.member(org)
+    enrolled = enrol_totp(client, member.headers)
+    assert _save(client, org, ["10.1.0.0/16"]).status_code == 200
+    login = {"email": member.email, "password": PASSWORD}
+    next_step()
+    outside = client.post("/v1/auth/login", json=login, headers=_from(OUTSIDE))
+    assert _refused(outside)
+    assert "mfa_token" not in outside.json()
+    owed = client.post("/v1/auth/login", json=login, headers=_from(INSIDE)).json()
+    assert owed["mfa_required"] is True
+    value = code(enrolled.secret)
+    assert _refused(_finish(client, owed["mfa_token"], value, OUTSIDE))
+    done = _finish(client, owed["mfa_token"], value, INSIDE)  # neither token nor code used
+    assert done.status_code == 200, done.text
+    assert _me(client, bearer(done.json()["token"]), INSIDE).json()["amr"] == ["pwd", "otp", "mfa"]
+    listed = client.get(
+        f"/v1/orgs/{org.id}/users/{member.user_id}/sessions", headers=org.headers
+    ).json()["data"]
+    assert {s["ip"] for s in listed} == {INSIDE}
+    challenged = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "auth.mfa_challenged"},
+        headers=org.headers,
+    ).json()["data"]
+    assert {e["actor"]["ip"] for e in challenged} == {INSIDE}
+
+
+def test_an_enrolment_mfa_token_is_refused_from_outside(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    policy = client.patch(f"/v1/orgs/{org.id}", json={"mfa_policy": "all"}, headers=org.headers)
+    assert policy.status_code == 200, policy.text
+    assert _save(client, org, ["10.1.0.0/16"]).status_code == 200
+    login = {"email": member.email, "password": PASSWORD}
+    owed = client.post("/v1/auth/login", json=login, headers=_from(INSIDE)).json()
+    assert owed["mfa_enrolment_required"] is True
+    enrolment = bearer(owed["mfa_token"])
+    assert _refused(client.post("/v1/me/mfa/totp", headers=_from(OUTSIDE, enrolment)))
+    assert _refused(client.get("/v1/me/mfa", headers=_from(OUTSIDE, enrolment)))
+    assert client.post("/v1/me/mfa/totp", headers=_from(INSIDE, enrolment)).status_code == 200

@@ -147,13 +147,8 @@ def login(
     org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
-    # A session is a credential of the organisation: not handed out where it may not be used.
-    refuse_outside(
-        parse_allowlist(org.ip_allowlist),
-        org.id,
-        Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
-        ("user", user.id),
-    )
+    # Before an mfa token too: neither credential is handed out where it may not be used.
+    _refuse_outside(org.ip_allowlist, user, actor)
     if new_hash:
         user.password_hash = new_hash
     owed = challenges.owed(db, user, org)
@@ -181,10 +176,13 @@ def open_session(
     settings: Settings,
 ) -> LoginResult:
     """A new session for `user` (of an active organisation), who proved who they are
-    with `amr` just now."""
+    with `amr` just now: never from outside the organisation's IP allowlist, and never
+    past its cap on parallel sessions (the oldest end). Every sign-in path (password
+    alone, or password and a second factor) ends here."""
     org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
+    _refuse_outside(org.ip_allowlist, user, actor)
     now = utcnow()
     idle = org.session_idle_timeout or settings.session_idle_timeout
     absolute = org.session_absolute_timeout or settings.session_absolute_timeout
@@ -217,6 +215,17 @@ def open_session(
         metadata={"amr": amr},
     )
     return LoginResult(token, session.expires_at, user.id, session_id)
+
+
+def _refuse_outside(allowlist: list[str] | None, user: User, actor: Actor) -> None:
+    """A session (or an mfa token) is a credential of the organisation: 403
+    `ip_not_allowed` from outside its IP allowlist, audited."""
+    refuse_outside(
+        parse_allowlist(allowlist),
+        user.org_id,
+        Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        ("user", user.id),
+    )
 
 
 def _enforce_cap(db: Session, user: User, cap: int | None, *, keep: str, actor: Actor) -> None:
