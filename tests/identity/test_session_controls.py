@@ -9,7 +9,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from bastion.core.clock import clock
-from tests.factories import Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer
+from tests.identity.mfa_support import enrol_totp, sign_in_with_totp
 
 
 def _sessions(client: TestClient, org: Org, user: str, headers: dict[str, str]) -> Any:
@@ -131,3 +132,38 @@ def test_bad_caps_are_refused(client: TestClient, factory: Factory) -> None:
         )
         assert answer.status_code == 422
         assert answer.json()["errors"][0]["field"] == "max_sessions_per_user"
+
+
+def test_the_cap_counts_sessions_made_with_a_second_factor(
+    client: TestClient, factory: Factory
+) -> None:
+    """The cap applies wherever a session is born: after the second factor too (and an
+    mfa token, which is no session, does not count)."""
+    org = factory.org()
+    member = factory.member(org)
+    enrolled = enrol_totp(client, member.headers)
+    answer = client.patch(
+        f"/v1/orgs/{org.id}", json={"max_sessions_per_user": 1}, headers=org.headers
+    )
+    assert answer.status_code == 200, answer.text
+    first = member.headers
+    assert client.get("/v1/me", headers=first).status_code == 200  # cached
+    clock.advance(1)
+    pending = client.post("/v1/auth/login", json={"email": member.email, "password": PASSWORD})
+    assert pending.json()["mfa_required"] is True
+    assert client.get("/v1/me", headers=first).status_code == 200  # no session yet
+    second = sign_in_with_totp(client, member.email, enrolled.secret)
+    assert client.get("/v1/me", headers=first).status_code == 401
+    assert client.get("/v1/me", headers=second).json()["amr"] == ["pwd", "otp", "mfa"]
+    clock.advance(1)
+    third = sign_in_with_totp(client, member.email, enrolled.secret)
+    assert client.get("/v1/me", headers=second).status_code == 401
+    assert client.get("/v1/me", headers=third).status_code == 200
+    listed = _sessions(client, org, member.user_id, org.headers).json()["data"]
+    assert len(listed) == 1
+    events = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "session.revoked"},
+        headers=org.headers,
+    ).json()["data"]
+    assert [e["reason"] for e in events] == ["session_limit", "session_limit"]
