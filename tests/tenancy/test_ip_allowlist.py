@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from bastion.api.app import create_app
+from bastion.core.clock import clock
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer, step_up
 from tests.identity.mfa_support import code, enrol_totp, next_step
 
 INSIDE = "10.1.2.3"
@@ -345,3 +346,40 @@ def test_an_enrolment_mfa_token_is_refused_from_outside(
     assert _refused(client.post("/v1/me/mfa/totp", headers=_from(OUTSIDE, enrolment)))
     assert _refused(client.get("/v1/me/mfa", headers=_from(OUTSIDE, enrolment)))
     assert client.post("/v1/me/mfa/totp", headers=_from(INSIDE, enrolment)).status_code == 200
+
+
+def test_changing_the_allowlist_needs_step_up(client: TestClient, factory: Factory) -> None:
+    """An IP setting (the contract's step-up list): a person whose last verification is
+    older than `step_up_max_age` must step up first; keys are not people."""
+    org = factory.org()
+    person = org.admin.headers
+
+    def by_person(allowlist: list[str]) -> Any:
+        return client.patch(
+            f"/v1/orgs/{org.id}", json={"ip_allowlist": allowlist}, headers=_from(INSIDE, person)
+        )
+
+    clock.advance(601)  # past the default step_up_max_age
+    refused = by_person(["10.1.0.0/16"])
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["code"] == "step_up_required"
+    assert refused.headers["www-authenticate"] == (
+        'Bearer error="insufficient_user_authentication", max_age=600'
+    )
+    assert client.get(f"/v1/orgs/{org.id}", headers=org.headers).json()["ip_allowlist"] == []
+    # The password and session settings of the same page are not on that list.
+    other = {"password_policy": {"min_length": 14}, "max_sessions_per_user": 5}
+    assert client.patch(f"/v1/orgs/{org.id}", json=other, headers=person).status_code == 200
+    step_up(client, person)
+    assert by_person(["10.1.0.0/16"]).status_code == 200
+    clock.advance(601)
+    # Saving the list unchanged changes nothing and needs nothing; emptying it does.
+    assert by_person(["10.1.0.0/16"]).status_code == 200
+    assert by_person([]).status_code == 401
+    assert _save(client, org, []).status_code == 200  # an API key: step-up does not apply
+    events = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "auth.step_up_required"},
+        headers=org.headers,
+    ).json()["data"]
+    assert {e["metadata"]["action"] for e in events} == {"org.ip_allowlist"}

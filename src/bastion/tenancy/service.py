@@ -182,14 +182,19 @@ def _set_ip_allowlist(
 ) -> None:
     """Save the allowlist (canonical networks, duplicates dropped), refusing one that
     would shut out the caller's own address unless they confirm it, and audit the
-    change. Its row change bumps the org's auth revision: every credential's cached
-    allowlist is replaced by the very next request on every worker."""
+    change. A change is an IP setting: a person needs step-up (RFC 9470); saving the
+    list unchanged does not. Its row change bumps the org's auth revision: every
+    credential's cached allowlist is replaced by the very next request on every worker."""
     try:
         networks = clientip.normalize_networks(entries)
     except clientip.BadNetwork as exc:
         raise InvalidInput.field(
             f"ip_allowlist.{exc.index}", "must be an IPv4 or IPv6 address or CIDR network"
         ) from None
+    before = list(org.ip_allowlist or [])
+    if before == networks:
+        return
+    principal.require_recent_auth("org.ip_allowlist")
     caller = clientip.parse_address(principal.actor.ip)
     parsed = clientip.parse_networks(networks)
     if networks and not clientip.contains(parsed, caller) and not confirm_lockout:
@@ -203,9 +208,6 @@ def _set_ip_allowlist(
                 FieldError("confirm_lockout", "must be true to save a list that excludes you"),
             ],
         )
-    before = list(org.ip_allowlist or [])
-    if before == networks:
-        return
     org.ip_allowlist = networks
     audit.record(
         db,
