@@ -22,6 +22,7 @@ from bastion.api.app import create_app
 from bastion.core.clock import clock
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, Org, bearer, unique_email
+from tests.identity.mfa_support import code, enrol_totp, finish, next_step
 from tests.receivers import free_port
 
 NEW_PASSWORD = "a fresh and lengthy passphrase"
@@ -261,3 +262,32 @@ def test_a_failed_send_is_logged_without_the_link(
     assert "mail not sent" in text
     assert "bsr_" not in text
     assert "reset-password" not in text
+
+
+def test_a_reset_never_bypasses_mfa(
+    client: TestClient, factory: Factory, smtp: tuple[Mailbox, int]
+) -> None:
+    """A person with a factor is asked for it at the next sign-in after a reset; the
+    factor and recovery codes survive."""
+    org = factory.org()
+    member = factory.member(org)
+    enrolled = enrol_totp(client, member.headers)
+    next_step()
+    assert _login(client, member.email, PASSWORD).json()["mfa_required"] is True
+    assert _request(client, member.email).status_code == 202
+    (body,) = smtp[0].wait_for(member.email)
+    assert _confirm(client, _token_from(body)).status_code == 204
+
+    after = _login(client, member.email, NEW_PASSWORD)
+    assert after.status_code == 200, after.text
+    owed = after.json()
+    assert owed["mfa_required"] is True
+    assert "token" not in owed
+    assert owed["methods"] == ["totp", "recovery_code"]
+    value = code(enrolled.secret)
+    done = finish(client, owed["mfa_token"], "totp", value)
+    assert done.status_code == 200, done.text
+    session = bearer(done.json()["token"])
+    assert client.get("/v1/me", headers=session).json()["amr"] == ["pwd", "otp", "mfa"]
+    factors = client.get("/v1/me/mfa", headers=session).json()
+    assert enrolled.factor_id in str(factors)
