@@ -268,12 +268,14 @@ def test_a_reset_never_bypasses_mfa(
     client: TestClient, factory: Factory, smtp: tuple[Mailbox, int]
 ) -> None:
     """A person with a factor is asked for it at the next sign-in after a reset; the
-    factor and recovery codes survive."""
+    factor and recovery codes survive; an mfa token earned with the old password is
+    spent by the reset."""
     org = factory.org()
     member = factory.member(org)
     enrolled = enrol_totp(client, member.headers)
     next_step()
-    assert _login(client, member.email, PASSWORD).json()["mfa_required"] is True
+    before = _login(client, member.email, PASSWORD).json()
+    assert before["mfa_required"] is True
     assert _request(client, member.email).status_code == 202
     (body,) = smtp[0].wait_for(member.email)
     assert _confirm(client, _token_from(body)).status_code == 204
@@ -285,9 +287,29 @@ def test_a_reset_never_bypasses_mfa(
     assert "token" not in owed
     assert owed["methods"] == ["totp", "recovery_code"]
     value = code(enrolled.secret)
+    stale = finish(client, before["mfa_token"], "totp", value)
+    assert stale.status_code == 401  # earned with the old password: spent by the reset
     done = finish(client, owed["mfa_token"], "totp", value)
     assert done.status_code == 200, done.text
     session = bearer(done.json()["token"])
     assert client.get("/v1/me", headers=session).json()["amr"] == ["pwd", "otp", "mfa"]
     factors = client.get("/v1/me/mfa", headers=session).json()
     assert enrolled.factor_id in str(factors)
+
+
+def test_a_password_change_spends_pending_mfa_tokens(client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    enrolled = enrol_totp(client, member.headers)
+    next_step()
+    pending = _login(client, member.email, PASSWORD).json()["mfa_token"]
+    changed = client.post(
+        "/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=member.headers,
+    )
+    assert changed.status_code == 204, changed.text
+    assert finish(client, pending, "totp", code(enrolled.secret)).status_code == 401
+    owed = _login(client, member.email, NEW_PASSWORD).json()
+    assert owed["mfa_required"] is True
+    assert finish(client, owed["mfa_token"], "totp", code(enrolled.secret)).status_code == 200

@@ -2,7 +2,8 @@
 
 - Change: the current password is verified (a wrong one is 401 and counts like a failed
   sign-in), the new one obeys the organisation's policy, and every other session of
-  the user ends; the current one stays.
+  the user ends; the current one stays. Pending mfa tokens (earned with the old
+  password) are spent.
 - Reset request: the same 202 whatever the email, and the same work either way (one
   lookup, one audit write), so neither the answer nor its time tells whether an account
   exists. Limited per address and per email (429). For an active user, a one-time
@@ -10,9 +11,9 @@
   and a link to `BASTION_PUBLIC_URL` is handed back for the caller to send *after*
   the transaction commits (see `core.mail`).
 - Reset confirm: the token is spent by compare-and-set (one use), the new password
-  obeys the policy, every session of the user ends. No session is created: the user
-  signs in again, with their second factor if they have one (a reset never bypasses
-  MFA), and factors are left untouched.
+  obeys the policy, every session of the user ends, and so does every pending mfa
+  token. No session is created: the user signs in again, with their second factor if
+  they have one (a reset never bypasses MFA), and factors are left untouched.
 
 No password or token is ever put in an audit event or a log line.
 """
@@ -37,6 +38,7 @@ from bastion.core.mail import Mail
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
+from bastion.identity.mfa import challenges
 from bastion.identity.models import PasswordReset, User, UserSession
 from bastion.identity.service import check_new_password, normalize_email
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
@@ -122,6 +124,7 @@ def change_password(
     user.updated_at = utcnow()
     db.flush()
     ended = _end_sessions(db, user, keep=principal.session_id)
+    challenges.void_for_user(db, user.id)
     audit.record(
         db,
         type=EventType.AUTH_PASSWORD_CHANGED,
@@ -250,6 +253,7 @@ def confirm_reset(
     user.updated_at = now
     db.flush()
     ended = _end_sessions(db, user, keep=None)
+    challenges.void_for_user(db, user.id)
     audit.record(
         db,
         type=EventType.AUTH_PASSWORD_RESET_COMPLETED,

@@ -186,6 +186,17 @@ def enrolment_principal(db: Session, token: str, actor: Actor, hasher: TokenHash
     )
 
 
+def void_for_user(db: Session, user_id: str) -> int:
+    """Spend every unused mfa token of a person (their password changed: a token earned
+    with the old one must not finish a sign-in). Returns how many."""
+    result = db.execute(
+        update(MfaChallenge)
+        .where(MfaChallenge.user_id == user_id, MfaChallenge.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def use_up(db: Session, challenge_id: str) -> None:
     db.execute(
         update(MfaChallenge)
