@@ -25,7 +25,7 @@ run: $(VENV)/.installed
 	$(BIN)/bastion init
 	@echo
 	@echo "Create your first organisation (in another terminal):"
-	@echo "  printf '%s\n' 'a-long-admin-password' | $(BIN)/bastion org create Acme --admin-email admin@example.com --admin-password-stdin"
+	@echo "  printf '%s\n' 'correct-horse-battery-staple' | $(BIN)/bastion org create Acme --admin-email admin@example.com --admin-password-stdin"
 	@echo "  $(BIN)/bastion apikey create --org <org_id> --name first-key --role admin"
 	@echo
 	$(BIN)/bastion serve --host $(HOST) --port $(PORT)

@@ -25,7 +25,7 @@ from bench import pg as pg_db
 from bench.scale import SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench-admin-password-long-enough"  # noqa: S105 - a throwaway bench org
+PASSWORD = "throwaway-passphrase-long-enough"  # noqa: S105 - a throwaway bench org
 GOAL = 0.5
 WORKERS = SCALE.pick(2, 1)  # of each server (a smoke run starts one process, not two)
 NOTES = """

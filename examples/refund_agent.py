@@ -19,7 +19,7 @@ Run it (from the repository root):
     make run                                      # terminal 1: serves on :8400
 
     # terminal 2: an organisation and an admin API key (README, "First steps")
-    printf '%s\\n' 'a-long-admin-password' | .venv/bin/bastion org create Acme \\
+    printf '%s\\n' 'correct-horse-battery-staple' | .venv/bin/bastion org create Acme \\
         --admin-email admin@example.com --admin-password-stdin --json
     .venv/bin/bastion apikey create --org org_… --name examples --role admin --json
 

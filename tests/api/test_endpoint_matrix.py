@@ -238,6 +238,15 @@ ROWS: list[Row] = [
         org_scoped=False,
         params=lambda w: {"factor": "mfa_01ZZZZZZZZZZZZZZZZZZZZZZZZ"},
     ),
+    Row(
+        "POST",
+        "/v1/me/password",
+        None,
+        204,
+        org_scoped=False,
+        body=lambda w: {"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+        caller=lambda w: w.org.admin.headers,
+    ),
     Row("GET", "/v1/orgs/{org}", P.ORG_READ, 200),
     Row("PATCH", "/v1/orgs/{org}", P.ORG_MANAGE, 200, body=lambda w: {"name": "Renamed"}),
     Row(
@@ -262,6 +271,20 @@ ROWS: list[Row] = [
     Row(
         "DELETE",
         "/v1/orgs/{org}/users/{user}",
+        P.USERS_MANAGE,
+        204,
+        params=lambda w: {"user": w.user()},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/users/{user}/sessions",
+        P.USERS_MANAGE,
+        200,
+        params=lambda w: {"user": w.org.admin.user_id},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/users/{user}/sessions",
         P.USERS_MANAGE,
         204,
         params=lambda w: {"user": w.user()},
@@ -867,6 +890,8 @@ PUBLIC = {
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/setup"),
     ("POST", "/v1/auth/mfa"),  # the mfa_token in the body is the credential
+    ("POST", "/v1/auth/password-reset"),  # the same 202 for any email
+    ("POST", "/v1/auth/password-reset/confirm"),  # the emailed token is the credential
     ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
 }
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]

@@ -647,3 +647,22 @@ def test_failures_leave_the_same_audit_trail(pair: Pair, world: World) -> None:
             select(AuditEvent).where(AuditEvent.type == EventType.AUTHZ_DENIED)
         ).all()
     assert denied
+
+
+def test_ip_allowlist_refusals_answer_alike(pair: Pair, app: Any, client: TestClient) -> None:
+    """An organisation whose allowlist excludes the caller: refused alike on both paths,
+    cached or not, with the same sampled audit events."""
+    factory = Factory(app.state.bastion, client)
+    org = factory.org("Fenced")
+    body = {"ip_allowlist": ["10.0.0.0/8"], "confirm_lockout": True}  # tests come from nowhere
+    saved = client.patch(f"/v1/orgs/{org.id}", json=body, headers=org.headers)
+    assert saved.status_code == 200, saved.text
+    check = {"subject": org.admin.user_id, "action": "read", "resource": "document:doc_x"}
+    for _ in range(3):
+        for headers in (org.headers, org.admin.headers):
+            me = pair.same("GET", "/v1/me", headers=headers)
+            assert me.status_code == 403
+            assert me.json()["code"] == "ip_not_allowed"
+            assert me.lean
+            asked = pair.same("POST", f"/v1/orgs/{org.id}/authz/check", headers=headers, json=check)
+            assert asked.json()["code"] == "ip_not_allowed"

@@ -98,6 +98,30 @@ def test_api_key_lifecycle(client: TestClient, factory: Factory) -> None:
     assert sdk.audit_events.verify(org.id)["valid"] is True
 
 
+def test_password_change_reset_and_user_sessions(client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    member = factory.member(org)
+    admin = Client(http_client=client, token=org.admin_key)
+    assert len(list(admin.users.sessions(org.id, member.user_id))) == 1
+    person = Client(http_client=client)
+    person.auth.login(member.email, PASSWORD)
+    person.auth.change_password(PASSWORD, "a brand new passphrase")
+    with pytest.raises(AuthenticationError):
+        Client(http_client=client, token=member.token).me()  # the other session ended
+    assert person.me()["id"] == member.user_id  # this one stayed
+    with pytest.raises(ValidationError) as weak:
+        person.auth.change_password("a brand new passphrase", "qwerty123456")
+    assert weak.value.code == "password_breached"
+    assert [e.field for e in weak.value.errors] == ["new_password"]
+    admin.users.end_sessions(org.id, member.user_id)
+    with pytest.raises(AuthenticationError):
+        person.me()
+    assert list(admin.users.sessions(org.id, member.user_id)) == []
+    Client(http_client=client).auth.request_password_reset(unique_email("ghost"))  # 202, None
+    with pytest.raises(AuthenticationError):
+        Client(http_client=client).auth.confirm_password_reset("bsr_bogus", "a long new passphrase")
+
+
 @pytest.mark.anyio
 async def test_async_client_against_the_app(app, factory: Factory) -> None:  # type: ignore[no-untyped-def]
     org = factory.org()
@@ -111,6 +135,11 @@ async def test_async_client_against_the_app(app, factory: Factory) -> None:  # t
         assert team["id"] in teams
         with pytest.raises(NotFoundError):
             await sdk.teams.get(org.id, "team_01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+        sessions = [s async for s in sdk.users.sessions(org.id, org.admin.user_id)]
+        assert len(sessions) == 1
+        await sdk.users.end_sessions(org.id, org.admin.user_id)
+        assert [s async for s in sdk.users.sessions(org.id, org.admin.user_id)] == []
+        await sdk.auth.request_password_reset(unique_email("ghost"))
 
 
 def test_mock_transport_retries_429_and_503_reusing_the_idempotency_key() -> None:

@@ -86,6 +86,44 @@ def test_revoking_a_key_and_logging_out(server: Server, factory: Factory) -> Non
     assert statuses(server, "GET", "/v1/me", member.headers) == {401}
 
 
+def test_an_admin_ending_a_users_sessions_and_a_password_change(
+    server: Server, factory: Factory
+) -> None:
+    org = factory.org()
+    member = factory.member(org, "viewer")
+    other = bearer(factory.login(member.email))
+    assert statuses(server, "GET", "/v1/me", member.headers) == {200}
+    assert statuses(server, "GET", "/v1/me", other) == {200}
+    changed = httpx.post(
+        f"{server.url}/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+        headers=member.headers,
+    )
+    assert changed.status_code == 204, changed.text
+    assert statuses(server, "GET", "/v1/me", other) == {401}
+    assert statuses(server, "GET", "/v1/me", member.headers) == {200}
+    ended = httpx.delete(
+        f"{server.url}/v1/orgs/{org.id}/users/{member.user_id}/sessions", headers=org.headers
+    )
+    assert ended.status_code == 204, ended.text
+    assert statuses(server, "GET", "/v1/me", member.headers) == {401}
+
+
+def test_an_ip_allowlist_applies_on_every_worker(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    url = f"{server.url}/v1/orgs/{org.id}"
+    here = httpx.patch(url, json={"ip_allowlist": ["127.0.0.1/32"]}, headers=org.headers)
+    assert here.status_code == 200, here.text
+    assert statuses(server, "GET", "/v1/me", org.headers) == {200}
+    assert statuses(server, "GET", "/v1/me", org.admin.headers) == {200}
+    elsewhere = {"ip_allowlist": ["10.0.0.0/8"]}
+    assert httpx.patch(url, json=elsewhere, headers=org.headers).status_code == 422
+    away = httpx.patch(url, json={**elsewhere, "confirm_lockout": True}, headers=org.headers)
+    assert away.status_code == 200, away.text
+    assert statuses(server, "GET", "/v1/me", org.headers) == {403}
+    assert statuses(server, "GET", "/v1/me", org.admin.headers) == {403}
+
+
 def test_key_expiry_is_checked_at_request_time(server: Server, factory: Factory) -> None:
     org = factory.org()
     expires = datetime.now(UTC) + timedelta(seconds=6)  # room for a loaded machine

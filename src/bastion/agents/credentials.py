@@ -42,6 +42,7 @@ class _RunRow(NamedTuple):
     on_behalf_of: str | None
     org_status: str | None
     user_status: str | None
+    ip_allowlist: list[str] | None
     org_rev: int
     instance_rev: int
 
@@ -58,6 +59,7 @@ _RUN_QUERY = select(
         on_behalf_of=Run.on_behalf_of,
         org_status=tenancy.org_status(Run.org_id),
         user_status=credentials.user_status(Run.on_behalf_of),
+        ip_allowlist=tenancy.org_ip_allowlist(Run.org_id),
         org_rev=revisions.org_revision(Run.org_id),
         instance_rev=revisions.instance_revision(),
     )
@@ -102,6 +104,7 @@ def _resolve(db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenH
         valid_until=row.expires_at,
         last_touched=now,
         touch_every=math.inf,  # nothing to keep up to date
+        ip_allowlist=list(row.ip_allowlist or []),
     )
 
 

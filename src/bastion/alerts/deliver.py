@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import smtplib
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
@@ -29,9 +27,11 @@ from sqlalchemy.orm import Session
 from bastion.alerts.models import Alert, AlertRule
 from bastion.alerts.rules import open_secrets
 from bastion.audit.siem_transport import backoff_delay
+from bastion.core import mail
 from bastion.core.clock import rfc3339, utcnow
 from bastion.core.keyring import Keyring
-from bastion.core.netguard import GuardedTransport, OutboundRefused, plaintext_permitted
+from bastion.core.mail import Mail, SmtpConfig
+from bastion.core.netguard import GuardedTransport, OutboundRefused
 from bastion.webhooks import sign_standard
 
 Sessions = Callable[[], Session]
@@ -141,47 +141,31 @@ def _send(alert: Alert, rule: AlertRule, notifier: Notifier) -> None:
 
 
 def _email(alert: Alert, to: Sequence[str], notifier: Notifier) -> None:
-    if not notifier.smtp_host:
-        raise NotifyError("email channel but no SMTP server configured (BASTION_SMTP_HOST)")
-    message = EmailMessage()
-    message["From"] = notifier.smtp_from
-    message["To"] = ", ".join(to)
-    message["Subject"] = f"[Bastion alert] {alert.summary}"[:200]
-    message.set_content(json.dumps(alert_json(alert), indent=2))
-    host, port = notifier.smtp_host, notifier.smtp_port
-    encrypted = notifier.smtp_tls or notifier.smtp_starttls
-    if not encrypted:
-        if notifier.smtp_username or notifier.smtp_password:
-            raise NotifyError("SMTP: refused to log in without TLS (BASTION_SMTP_STARTTLS)")
-        if not plaintext_permitted(host, port, notifier.plaintext):
-            raise NotifyError(
-                "SMTP: refused plain SMTP: enable BASTION_SMTP_STARTTLS or BASTION_SMTP_TLS, "
-                "or list the server in BASTION_OUTBOUND_PLAINTEXT_ALLOW"
-            )
+    """One alert by email, through the one SMTP client (`bastion.core.mail`): TLS
+    verified by default, plain SMTP only where allowed and never with a login."""
+    config = SmtpConfig(
+        host=notifier.smtp_host,
+        port=notifier.smtp_port,
+        sender=notifier.smtp_from,
+        starttls=notifier.smtp_starttls,
+        tls=notifier.smtp_tls,
+        ca_file=notifier.smtp_ca_file,
+        username=notifier.smtp_username,
+        password=notifier.smtp_password,
+        plaintext_allow=tuple(notifier.plaintext),
+    )
+    message = Mail(
+        to=", ".join(to),
+        subject=f"[Bastion alert] {alert.summary}"[:200],
+        body=json.dumps(alert_json(alert), indent=2),
+    )
     try:
-        smtp = (
-            smtplib.SMTP_SSL(host, port, timeout=10, context=_smtp_context(notifier))
-            if notifier.smtp_tls
-            else smtplib.SMTP(host, port, timeout=10)
-        )
-        with smtp:
-            if notifier.smtp_starttls and not notifier.smtp_tls:
-                # Raises SMTPNotSupportedError when the server offers no STARTTLS: never
-                # fall back to plain text.
-                smtp.starttls(context=_smtp_context(notifier))
-            if notifier.smtp_username and notifier.smtp_password:
-                smtp.login(notifier.smtp_username, notifier.smtp_password)
-            smtp.send_message(message)
+        mail.send(config, message)
+    except mail.MailRefused as exc:
+        raise NotifyError(f"SMTP: {exc}") from None
     except (OSError, smtplib.SMTPException) as exc:
+        # Raises SMTPNotSupportedError when the server offers no STARTTLS: never plain.
         raise NotifyError(f"SMTP: {type(exc).__name__}") from None
-
-
-def _smtp_context(notifier: Notifier) -> ssl.SSLContext:
-    """TLS for SMTP: the server's certificate and host name verified (the system trust
-    store, or `smtp_ca_file`), TLS 1.2 at least. smtplib's own default verifies nothing."""
-    context = ssl.create_default_context(cafile=notifier.smtp_ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _claim(sessions: Sessions, alert: Alert) -> bool:

@@ -262,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await anyio.to_thread.run_sync(state.writer.close)
+            await anyio.to_thread.run_sync(state.mailer.close)
             state.direct.close()
             await state.auth_cache.aclose()
             state.engine.dispose()

@@ -23,6 +23,7 @@ from bastion.core.errors import BastionError, FieldError, Forbidden, NotFound, T
 from bastion.core.events import EventType, Outcome
 from bastion.core.ratelimit import RateLimiter
 from bastion.core.schemas import In
+from bastion.identity.errors import IpNotAllowed
 from bastion.webhooks.errors import SignatureRejected
 
 
@@ -95,6 +96,9 @@ async def domain_problem(
             # does not queue one write each.
             resource = exc.audit.get("resource") or ("", "")
             await note_event(ctx, limiter, exc.audit, f"{resource[0]}:{resource[1]}")
+        elif isinstance(exc, IpNotAllowed) and exc.audit is not None:
+            # A flood from outside an allowlist: sampled per organisation and address.
+            await note_event(ctx, limiter, exc.audit, f"{exc.audit.get('org_id')}:{ctx.ip}")
         elif exc.audit is not None:
             ctx.failure_events.append(exc.audit)
         ctx.failure_writes.extend(exc.writes)

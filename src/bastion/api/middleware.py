@@ -70,16 +70,26 @@ _READ_HEADERS = frozenset(
         b"idempotency-key",
         b"content-type",
         b"content-length",
+        b"x-forwarded-for",
     }
 )
 
 
+_FORWARDED_FOR = b"x-forwarded-for"
+
+
 def _read_headers(scope: Scope) -> dict[bytes, str]:
-    """The first value of each header in `_READ_HEADERS` (as Starlette's `Headers.get`)."""
+    """The first value of each header in `_READ_HEADERS` (as Starlette's `Headers.get`),
+    but every `X-Forwarded-For` line joined in order: a proxy may add its own line after
+    the client's, and the rightmost hop is the one to believe."""
     found: dict[bytes, str] = {}
     for key, value in scope.get("headers", ()):
-        if key in _READ_HEADERS and key not in found:
+        if key not in _READ_HEADERS:
+            continue
+        if key not in found:
             found[key] = value.decode("latin-1")
+        elif key == _FORWARDED_FOR:
+            found[key] += "," + value.decode("latin-1")
     return found
 
 
@@ -115,7 +125,9 @@ class BastionMiddleware:
         path: str = scope["path"]
         ctx = RequestContext(
             request_id=request_id,
-            ip=client[0] if client else None,
+            ip=self.state.proxies.client(
+                client[0] if client else None, headers.get(b"x-forwarded-for")
+            ),
             user_agent=headers.get(b"user-agent"),
             headers=headers,
             method=scope["method"],

@@ -16,10 +16,12 @@ from bastion.agents.waiting import Waiters
 from bastion.audit.checkpoints import Signer
 from bastion.authz import access
 from bastion.authz.engine import Engine as AuthzEngine
+from bastion.core.clientip import TrustedProxies
 from bastion.core.config import Settings
 from bastion.core.db import DirectReader
 from bastion.core.groupcommit import GroupCommit
 from bastion.core.keyring import Keyring
+from bastion.core.mail import Mailer, SmtpConfig
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
@@ -51,6 +53,10 @@ class AppState:
     # The write path of requests that read first and write as one unit (see
     # `bastion.core.groupcommit`): one writer thread per process.
     writer: GroupCommit = field(init=False, repr=False)
+    # Email sent for a person (password-reset links), off the request (`core.mail`).
+    mailer: Mailer = field(init=False, repr=False)
+    # Whose X-Forwarded-For names the client (`BASTION_TRUSTED_PROXIES`).
+    proxies: TrustedProxies = field(init=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
@@ -67,6 +73,21 @@ class AppState:
         )
         # Anonymous and per-address ceiling: generous, it guards the sign-in surface.
         self.ip_quota = per_window(per_minute * 4, 60)
+        s = self.settings
+        self.mailer = Mailer(
+            SmtpConfig(
+                host=s.smtp_host,
+                port=s.smtp_port,
+                sender=s.smtp_from,
+                starttls=s.smtp_starttls,
+                tls=s.smtp_tls,
+                ca_file=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                plaintext_allow=tuple(s.outbound_plaintext_allow),
+            )
+        )
+        self.proxies = TrustedProxies(s.trusted_proxies)
 
     async def read(self, work: Callable[[], T]) -> T:
         """Run a request's short synchronous read (a few primary-key or indexed lookups,

@@ -191,6 +191,18 @@ class _Auth:
     async def setup(self, token: str, password: str) -> JSON:
         return await self._c._call(E.setup(token, password))
 
+    async def change_password(self, current_password: str, new_password: str) -> None:
+        """Change the signed-in user's password; their other sessions end."""
+        await self._c._run(E.change_password(current_password, new_password))
+
+    async def request_password_reset(self, email: str) -> None:
+        """Ask for a reset link by email (the same answer whether the email is known)."""
+        await self._c._run(E.request_password_reset(email))
+
+    async def confirm_password_reset(self, token: str, password: str) -> None:
+        """Set a new password with the emailed token; every session of the user ends."""
+        await self._c._run(E.confirm_password_reset(token, password))
+
 
 class _Sessions:
     def __init__(self, c: AsyncClient) -> None:
@@ -259,6 +271,14 @@ class _Users(_Collection):
 
     async def revoke_grant(self, org: str, user: str, grant: str) -> None:
         await self._c._run(E.revoke_grant(org, user, grant))
+
+    def sessions(self, org: str, user: str) -> AsyncIterator[JSON]:
+        """A user's active sessions, newest first."""
+        return self._c._pages(E.user_sessions(org, user))
+
+    async def end_sessions(self, org: str, user: str) -> None:
+        """End every session of the user now."""
+        await self._c._run(E.end_user_sessions(org, user))
 
 
 class _Teams(_Collection):

@@ -128,6 +128,30 @@ class Endpoints:
         return Req("POST", _p("auth", "setup"), json={"token": token, "password": password})
 
     @staticmethod
+    def change_password(current_password: str, new_password: str) -> Req:
+        body = {"current_password": current_password, "new_password": new_password}
+        return Req("POST", _p("me", "password"), json=body, expect_body=False)
+
+    @staticmethod
+    def request_password_reset(email: str) -> Req:
+        return Req("POST", _p("auth", "password-reset"), json={"email": email}, expect_body=False)
+
+    @staticmethod
+    def confirm_password_reset(token: str, password: str) -> Req:
+        body = {"token": token, "password": password}
+        return Req("POST", _p("auth", "password-reset", "confirm"), json=body, expect_body=False)
+
+    @staticmethod
+    def user_sessions(org: str, user: str, limit: int | None = None) -> Req:
+        return Req(
+            "GET", _p("orgs", org, "users", user, "sessions"), params=_clean({"limit": limit})
+        )
+
+    @staticmethod
+    def end_user_sessions(org: str, user: str) -> Req:
+        return Req("DELETE", _p("orgs", org, "users", user, "sessions"), expect_body=False)
+
+    @staticmethod
     def me() -> Req:
         return Req("GET", _p("me"))
 

@@ -189,6 +189,18 @@ class _Auth:
     def setup(self, token: str, password: str) -> JSON:
         return self._c._call(E.setup(token, password))
 
+    def change_password(self, current_password: str, new_password: str) -> None:
+        """Change the signed-in user's password; their other sessions end."""
+        self._c._run(E.change_password(current_password, new_password))
+
+    def request_password_reset(self, email: str) -> None:
+        """Ask for a reset link by email (the same answer whether the email is known)."""
+        self._c._run(E.request_password_reset(email))
+
+    def confirm_password_reset(self, token: str, password: str) -> None:
+        """Set a new password with the emailed token; every session of the user ends."""
+        self._c._run(E.confirm_password_reset(token, password))
+
 
 class _Sessions:
     def __init__(self, c: Client) -> None:
@@ -253,6 +265,14 @@ class _Users(_Collection):
 
     def revoke_grant(self, org: str, user: str, grant: str) -> None:
         self._c._run(E.revoke_grant(org, user, grant))
+
+    def sessions(self, org: str, user: str) -> Iterator[JSON]:
+        """A user's active sessions, newest first."""
+        return self._c._pages(E.user_sessions(org, user))
+
+    def end_sessions(self, org: str, user: str) -> None:
+        """End every session of the user now."""
+        self._c._run(E.end_user_sessions(org, user))
 
 
 class _Teams(_Collection):

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     tls_terminated_by_proxy: bool = False
     forwarded_allow_ips: list[str] = Field(default_factory=list)
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For Bastion believes when it decides
+    # a request's client address (IP allowlists, throttling, audit): only when the peer
+    # is one of them, and then the rightmost address that is not one of them. Nobody's
+    # when empty: the peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # The origin of every absolute link Bastion sends (password-reset emails, later
+    # WebAuthn and SSO): scheme, host and port only.
+    public_url: str = "http://127.0.0.1:8400"
 
     # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
     pepper: SecretStr | None = None
@@ -115,7 +123,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_tls: bool = False
     smtp_ca_file: Path | None = None
-    smtp_username: str | None = None
+    smtp_username: str | None = Field(default=None, repr=False)
     smtp_password: SecretStr | None = None
     # Webhooks: how often outbound deliveries are sent (seconds); attempts per delivery;
     # consecutive failed attempts after which a subscription is disabled; retry backoff
@@ -142,7 +150,25 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("forwarded_allow_ips")
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ValueError("must be an origin such as https://bastion.example.com") from None
+        extra = parsed.path not in ("", "/") or parsed.query or parsed.fragment
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or extra:
+            raise ValueError("must be an origin such as https://bastion.example.com")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("must not carry credentials")
+        host = parsed.hostname
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{parsed.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+    @field_validator("forwarded_allow_ips", "trusted_proxies")
     @classmethod
     def _forwarders_are_addresses(cls, value: list[str]) -> list[str]:
         for entry in value:

@@ -103,6 +103,15 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha1_digest(data: bytes | str) -> bytes:
+    """SHA-1, only to look a candidate password up in a published list of breached ones
+    (their format: Have I Been Pwned, `bastion.identity.breached`); never for integrity,
+    signatures or anything stored about a secret."""
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
 def constant_time_equals(a: bytes | str, b: bytes | str) -> bool:
     if isinstance(a, str):
         a = a.encode()

@@ -35,6 +35,7 @@ PREFIXES = frozenset(
         "evt",
         "req",
         "inv",
+        "pwr",
         "snk",
         "alr",
         "alt",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bastion.core.clientip import Network
 from bastion.core.coalesce import SharedReads
 from bastion.core.db import AsyncDirectReader, DirectReader
 from bastion.core.principal import Principal
@@ -49,6 +50,8 @@ class Entry:
     last_touched: datetime
     touch_every: float  # seconds between bookkeeping writes (`last_seen_at`/`last_used_at`)
     networks: frozenset[str] = frozenset()  # an API key's networks seen so far
+    # The organisation's IP allowlist, parsed once; None: any address.
+    allowlist: tuple[Network, ...] | None = None
 
 
 Revisions = tuple[int, int]

@@ -58,6 +58,9 @@ class Loaded:
     valid_until: datetime | None
     last_touched: datetime
     touch_every: float  # seconds between bookkeeping writes; `math.inf`: none
+    # The organisation's IP allowlist as read in the resolver's own query (use
+    # `tenancy.service.org_ip_allowlist`); None: not read, `authenticate` reads it.
+    ip_allowlist: list[str] | None = None
 
 
 def rejected(
@@ -97,7 +100,9 @@ class Resolver:
         return self.digest.class_
 
 
-OWN_KINDS = frozenset({TokenKind.API_KEY, TokenKind.SESSION, TokenKind.SETUP})
+OWN_KINDS = frozenset(
+    {TokenKind.API_KEY, TokenKind.SESSION, TokenKind.SETUP, TokenKind.PASSWORD_RESET}
+)
 _RESOLVERS: dict[TokenKind, Resolver] = {}
 _registering = threading.Lock()
 

@@ -5,9 +5,9 @@ redeemed credentials never verify again, so they do not count. API keys, session
 the kinds other domains register (agent run tokens, see `credentials`) move to the
 active version on their next use (rehash on use, see `authenticate`); a setup token is
 used once, so it keeps its version until it is redeemed or expires (72 hours at most),
-and so does an mfa token (5 minutes). Unused recovery codes keep theirs until used or
-replaced: retiring a version they need voids them (the person signs in with a factor
-and asks for a new set).
+and so do a password-reset link (30 minutes) and an mfa token (5 minutes). Unused
+recovery codes keep theirs until used or replaced: retiring a version they need voids
+them (the person signs in with a factor and asks for a new set).
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 
 from bastion.core.clock import utcnow
 from bastion.identity import credentials
-from bastion.identity.models import ApiKey, MfaChallenge, RecoveryCode, SetupToken, UserSession
+from bastion.identity.models import (
+    ApiKey,
+    MfaChallenge,
+    PasswordReset,
+    RecoveryCode,
+    SetupToken,
+    UserSession,
+)
 
 
 def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
@@ -43,6 +50,10 @@ def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
             MfaChallenge.used_at.is_(None) & (MfaChallenge.expires_at > now),
         ),
         "recovery_codes": (RecoveryCode, RecoveryCode.used_at.is_(None)),
+        "password_resets": (
+            PasswordReset,
+            PasswordReset.used_at.is_(None) & (PasswordReset.expires_at > now),
+        ),
     }
     return own | {r.name: (r.model, r.live(now)) for r in credentials.registered()}
 

@@ -109,6 +109,20 @@ class SetupIn(In):
     password: Password
 
 
+class PasswordChangeIn(In):
+    current_password: Password
+    new_password: Password
+
+
+class PasswordResetIn(In):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+
+
+class PasswordResetConfirmIn(In):
+    token: Annotated[SecretStr, Field(min_length=1, max_length=512)]
+    password: Password
+
+
 class SetupOut(Out):
     user_id: str
 

@@ -68,7 +68,7 @@ def create_user(
     if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
         raise Conflict("a user with this email already exists")
     if password is not None:
-        passwords.check_policy(password)
+        check_new_password(db, org_id, password, email=email, name=name)
     user = User(
         id=new_id("usr"),
         org_id=org_id,
@@ -105,6 +105,24 @@ def create_user(
         metadata={"email": user.email, "role": stored_role, "status": user.status},
     )
     return CreatedUser(user, token)
+
+
+def check_new_password(
+    db: Session, org_id: str, password: str, *, email: str, name: str, field: str = "password"
+) -> None:
+    """A new password obeys the organisation's policy and contains no context word (the
+    organisation's name, the user's email local part and name, "bastion")."""
+    org = tenancy.find_org(db, org_id)
+    policy = (
+        passwords.Policy(org.password_min_length, org.password_breached_check)
+        if org is not None
+        else passwords.Policy()
+    )
+    context = passwords.context_words(
+        whole=[email.strip().rsplit("@", 1)[0]],
+        split=[org.name if org is not None else None, name],
+    )
+    passwords.check_policy(password, field, policy=policy, context=context)
 
 
 def _find_user(db: Session, org_id: str, user_id: str) -> User:
@@ -303,10 +321,10 @@ def complete_setup(
     )
     if not valid or row is None:
         raise Unauthenticated("setup token is invalid, used or expired")
-    passwords.check_policy(password)
     user = db.get(User, row.user_id)
     if user is None or user.status != "invited":
         raise Unauthenticated("setup token is invalid, used or expired")
+    check_new_password(db, user.org_id, password, email=user.email, name=user.name)
     # Spent by a compare-and-set: two uses at once (PostgreSQL) both read it unused, and
     # only one may set the password.
     spent = db.execute(

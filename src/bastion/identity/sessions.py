@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
+from bastion.authz import service as authz
 from bastion.core import mfa
 from bastion.core.clock import utcnow
 from bastion.core.config import Settings
@@ -19,12 +20,14 @@ from bastion.core.errors import NotFound, TooManyRequests, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
+from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
+from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.mfa import challenges
 from bastion.identity.models import User, UserSession
-from bastion.identity.service import normalize_email
+from bastion.identity.service import normalize_email, require_user_in_org
 from bastion.identity.tokens import TokenHasher, TokenKind
 from bastion.tenancy import service as tenancy
 
@@ -144,6 +147,8 @@ def login(
     org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
+    # Before an mfa token too: neither credential is handed out where it may not be used.
+    _refuse_outside(org.ip_allowlist, user, actor)
     if new_hash:
         user.password_hash = new_hash
     owed = challenges.owed(db, user, org)
@@ -171,10 +176,13 @@ def open_session(
     settings: Settings,
 ) -> LoginResult:
     """A new session for `user` (of an active organisation), who proved who they are
-    with `amr` just now."""
+    with `amr` just now: never from outside the organisation's IP allowlist, and never
+    past its cap on parallel sessions (the oldest end). Every sign-in path (password
+    alone, or password and a second factor) ends here."""
     org = tenancy.find_org(db, user.org_id)
     if org is None or org.status != "active":
         raise Unauthenticated("invalid email or password")
+    _refuse_outside(org.ip_allowlist, user, actor)
     now = utcnow()
     idle = org.session_idle_timeout or settings.session_idle_timeout
     absolute = org.session_absolute_timeout or settings.session_absolute_timeout
@@ -197,6 +205,7 @@ def open_session(
     db.add(session)
     user.last_login_at = now
     db.flush()
+    _enforce_cap(db, user, org.max_sessions_per_user, keep=session_id, actor=actor)
     audit.record(
         db,
         type=EventType.AUTH_LOGIN_SUCCEEDED,
@@ -206,6 +215,58 @@ def open_session(
         metadata={"amr": amr},
     )
     return LoginResult(token, session.expires_at, user.id, session_id)
+
+
+def _refuse_outside(allowlist: list[str] | None, user: User, actor: Actor) -> None:
+    """A session (or an mfa token) is a credential of the organisation: 403
+    `ip_not_allowed` from outside its IP allowlist, audited."""
+    refuse_outside(
+        parse_allowlist(allowlist),
+        user.org_id,
+        Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        ("user", user.id),
+    )
+
+
+def _enforce_cap(db: Session, user: User, cap: int | None, *, keep: str, actor: Actor) -> None:
+    """At most `cap` live sessions per user: past it, the oldest end (the new one stays).
+    Revoking bumps the org's auth revision, so they are refused on the very next request
+    on every worker."""
+    if cap is None:
+        return
+    now = utcnow()
+    live = [
+        s
+        for s in db.execute(
+            select(UserSession)
+            .where(
+                UserSession.user_id == user.id,
+                UserSession.revoked_at.is_(None),
+                UserSession.expires_at > now,
+            )
+            .order_by(UserSession.created_at.desc(), UserSession.id.desc())
+        ).scalars()
+        if is_active(s, now) or s.id == keep
+    ]
+    kept = [s for s in live if s.id == keep] + [s for s in live if s.id != keep]
+    ended = [s.id for s in kept[cap:]]
+    if not ended:
+        return
+    db.execute(
+        update(UserSession)
+        .where(UserSession.id.in_(ended), UserSession.revoked_at.is_(None))
+        .values(revoked_at=now),
+        execution_options=org_scoped(user.org_id),
+    )
+    audit.record(
+        db,
+        type=EventType.SESSION_REVOKED,
+        actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
+        org_id=user.org_id,
+        resource=("user", user.id),
+        reason="session_limit",
+        metadata={"count": len(ended), "session_ids": ended, "max_sessions_per_user": cap},
+    )
 
 
 def logout(db: Session, principal: Principal) -> None:
@@ -296,5 +357,65 @@ def revoke_other_sessions(db: Session, principal: Principal) -> int:
         org_id=principal.org_id,
         resource=("user", principal.user_id),
         metadata={"all_but_current": True, "count": count},
+    )
+    return count
+
+
+# --- an administrator's view of another user's sessions ---------------------------------
+
+
+def list_user_sessions(
+    db: Session, principal: Principal, org_id: str, user_id: str, *, limit: int, cursor: str | None
+) -> Page[UserSession]:
+    """A user's live sessions, newest first: for whoever may manage users (addresses
+    and devices are not for every reader of the user list), or the user."""
+    principal.require_org(org_id)
+    if user_id != principal.user_id:
+        principal.require(Permission.USERS_MANAGE)
+    user = require_user_in_org(db, org_id, user_id)
+    now = utcnow()
+    stmt = select(UserSession).where(
+        UserSession.org_id == org_id,
+        UserSession.user_id == user.id,
+        UserSession.revoked_at.is_(None),
+        UserSession.expires_at > now,
+    )
+    after = decode_id_cursor(cursor)
+    if after:
+        stmt = stmt.where(UserSession.id < after)
+    rows = [
+        s for s in db.execute(stmt.order_by(UserSession.id.desc())).scalars() if is_active(s, now)
+    ]
+    return page_of(rows[: limit + 1], limit, key=lambda s: s.id)
+
+
+def end_user_sessions(db: Session, principal: Principal, org_id: str, user_id: str) -> int:
+    """End every session of a user now (`users:manage`, and the user must not outrank
+    the caller). Their API keys are not touched: suspend the user to stop those too."""
+    principal.require_org(org_id)
+    principal.require(Permission.USERS_MANAGE)
+    user = require_user_in_org(db, org_id, user_id)
+    if user.id != principal.user_id:
+        held = authz.user_permissions(db, org_id, user.role, user.id, user.grants_until)
+        authz.ensure_outranks(principal, held, "this user")
+    result = db.execute(
+        update(UserSession)
+        .where(
+            UserSession.org_id == org_id,
+            UserSession.user_id == user.id,
+            UserSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow()),
+        execution_options=org_scoped(org_id),
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    audit.record(
+        db,
+        type=EventType.SESSION_REVOKED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("user", user.id),
+        reason="ended_by_admin",
+        metadata={"count": count, "ended_by_admin": True},
     )
     return count

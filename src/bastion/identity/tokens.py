@@ -8,6 +8,7 @@ constant time. A wrong secret and an unknown id give the same answer.
     bss_ses_01J…_<secret>   session token   (purpose "session")
     bsu_inv_01J…_<secret>   setup token     (purpose "setup", single use)
     bsm_mfc_01J…_<secret>   mfa token       (purpose "bsm", single use, 5 minutes)
+    bsr_pwr_01J…_<secret>   password reset  (purpose "bsr", single use, 30 minutes)
     bat_run_01J…_<secret>   agent run token (purpose "bat", one run, short-lived)
 """
 
@@ -25,6 +26,7 @@ class TokenKind(StrEnum):
     API_KEY = "bsk"
     SESSION = "bss"
     SETUP = "bsu"
+    PASSWORD_RESET = "bsr"  # noqa: S105 - a token prefix, not a credential
     AGENT_RUN = "bat"
     MFA = "bsm"
 
@@ -33,6 +35,7 @@ ROW_PREFIX = {
     TokenKind.API_KEY: "key",
     TokenKind.SESSION: "ses",
     TokenKind.SETUP: "inv",
+    TokenKind.PASSWORD_RESET: "pwr",
     TokenKind.AGENT_RUN: "run",
     TokenKind.MFA: "mfc",
 }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core import revisions
@@ -11,6 +11,7 @@ from bastion.core.db import Base, JSONType, UTCDateTime
 from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
+DEFAULT_PASSWORD_MIN_LENGTH = 12
 
 
 class Organization(Base):
@@ -39,8 +40,28 @@ class Organization(Base):
         default=DEFAULT_STEP_UP_MAX_AGE,
         server_default=str(DEFAULT_STEP_UP_MAX_AGE),
     )
+    # The password policy new passwords of its users obey (`identity.passwords`).
+    password_min_length: Mapped[int] = mapped_column(
+        Integer,
+        default=DEFAULT_PASSWORD_MIN_LENGTH,
+        server_default=str(DEFAULT_PASSWORD_MIN_LENGTH),
+    )
+    password_breached_check: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
+    # Parallel sessions per user; a sign-in past it ends the oldest. NULL: unlimited.
+    max_sessions_per_user: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # CIDR networks every credential of the organisation must come from; empty: any.
+    ip_allowlist: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def password_policy(self) -> dict[str, object]:
+        return {
+            "min_length": self.password_min_length,
+            "breached_check": self.password_breached_check,
+        }
 
 
 class Team(Base):

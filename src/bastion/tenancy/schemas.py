@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, StringConstraints
 
 from bastion.core import mfa
 from bastion.core.schemas import Description, In, Name, Out
@@ -15,6 +15,21 @@ MfaMethod = Literal["totp", "webauthn"]
 
 def _methods(value: Any) -> Any:
     return list(mfa.allowed(value)) if value is None else value
+
+
+Cidr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class PasswordPolicyOut(Out):
+    min_length: int = Field(description="Minimum length of a new password.")
+    breached_check: bool = Field(description="Refuse passwords in the bundled breached list.")
+
+
+class PasswordPolicyIn(In):
+    """Only the fields given change."""
+
+    min_length: Annotated[int, Field(ge=8, le=128)] | None = None
+    breached_check: bool | None = None
 
 
 class OrgOut(Out):
@@ -31,6 +46,15 @@ class OrgOut(Out):
     step_up_max_age: int = Field(
         description="Seconds a verification counts for sensitive actions (step-up)."
     )
+    password_policy: PasswordPolicyOut
+    max_sessions_per_user: int | None = Field(
+        description="Parallel sessions per user; a new sign-in past it ends the oldest. "
+        "Null: unlimited."
+    )
+    ip_allowlist: list[str] = Field(
+        description="CIDR networks every credential of the organisation must come from; "
+        "empty: any address."
+    )
     created_at: datetime
 
 
@@ -42,6 +66,13 @@ class OrgUpdate(In):
     mfa_policy: MfaPolicy | None = None
     mfa_methods: Annotated[list[MfaMethod], Field(min_length=1, max_length=2)] | None = None
     step_up_max_age: Annotated[int, Field(ge=30, le=24 * 3600)] | None = None
+    password_policy: PasswordPolicyIn | None = None
+    max_sessions_per_user: Annotated[int, Field(ge=1, le=1000)] | None = None
+    ip_allowlist: Annotated[list[Cidr], Field(max_length=200)] | None = None
+    confirm_lockout: bool = Field(
+        default=False,
+        description="Save an IP allowlist that excludes the caller's own address.",
+    )
 
 
 class TeamCreate(In):

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.core import groupcommit, mfa
+from bastion.core import clientip, groupcommit, mfa
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
-from bastion.core.errors import Conflict, InvalidInput, NotFound
+from bastion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from bastion.core.events import EventType
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
@@ -74,6 +74,20 @@ def org_step_up_max_age(org_id: Any) -> ColumnElement[int]:
     return stmt.scalar_subquery()
 
 
+def org_ip_allowlist(org_id: Any) -> ColumnElement[Any]:
+    """The IP allowlist of the organisation `org_id` (a column or a value) as a scalar
+    subquery, read with a credential's check in its one query (see `org_status`)."""
+    return select(Organization.ip_allowlist).where(Organization.id == org_id).scalar_subquery()
+
+
+def ip_allowlist(db: Session, org_id: str) -> list[str]:
+    """The organisation's IP allowlist (empty: any address); for credentials whose
+    resolver does not read it in its own query."""
+    found = db.execute(select(Organization.ip_allowlist).where(Organization.id == org_id))
+    value = found.scalar_one_or_none()
+    return list(value or [])
+
+
 def get_org(db: Session, principal: Principal, org_id: str) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_READ)
@@ -96,6 +110,11 @@ def update_org(
     mfa_policy: str | None = None,
     mfa_methods: list[str] | None = None,
     step_up_max_age: int | None = None,
+    password_min_length: int | None = None,
+    password_breached_check: bool | None = None,
+    max_sessions_per_user: int | None = None,
+    ip_allowlist: list[str] | None = None,
+    confirm_lockout: bool = False,
 ) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
@@ -118,6 +137,17 @@ def update_org(
     for name_, value in mfa_changes.items():
         setattr(org, name_, value)
         changes[name_] = value
+    if password_min_length is not None:
+        org.password_min_length = password_min_length
+        changes["password_min_length"] = password_min_length
+    if password_breached_check is not None:
+        org.password_breached_check = password_breached_check
+        changes["password_breached_check"] = password_breached_check
+    if "max_sessions_per_user" in fields_set:
+        org.max_sessions_per_user = max_sessions_per_user
+        changes["max_sessions_per_user"] = max_sessions_per_user
+    if ip_allowlist is not None:
+        _set_ip_allowlist(db, principal, org, ip_allowlist, confirm_lockout=confirm_lockout)
     if name is not None:
         org.name, changes["name"] = name, name
     if "session_idle_timeout" in fields_set:
@@ -140,6 +170,57 @@ def update_org(
         metadata=changes,
     )
     return org
+
+
+def _set_ip_allowlist(
+    db: Session,
+    principal: Principal,
+    org: Organization,
+    entries: list[str],
+    *,
+    confirm_lockout: bool,
+) -> None:
+    """Save the allowlist (canonical networks, duplicates dropped), refusing one that
+    would shut out the caller's own address unless they confirm it, and audit the
+    change. A change is an IP setting: a person needs step-up (RFC 9470); saving the
+    list unchanged does not. Its row change bumps the org's auth revision: every
+    credential's cached allowlist is replaced by the very next request on every worker."""
+    try:
+        networks = clientip.normalize_networks(entries)
+    except clientip.BadNetwork as exc:
+        raise InvalidInput.field(
+            f"ip_allowlist.{exc.index}", "must be an IPv4 or IPv6 address or CIDR network"
+        ) from None
+    before = list(org.ip_allowlist or [])
+    if before == networks:
+        return
+    principal.require_recent_auth("org.ip_allowlist")
+    caller = clientip.parse_address(principal.actor.ip)
+    parsed = clientip.parse_networks(networks)
+    if networks and not clientip.contains(parsed, caller) and not confirm_lockout:
+        message = (
+            "excludes the address of this request; send confirm_lockout: true to save it anyway"
+        )
+        raise InvalidInput(
+            f"ip_allowlist: {message}",
+            errors=[
+                FieldError("ip_allowlist", message),
+                FieldError("confirm_lockout", "must be true to save a list that excludes you"),
+            ],
+        )
+    org.ip_allowlist = networks
+    audit.record(
+        db,
+        type=EventType.ORG_IP_ALLOWLIST_CHANGED,
+        actor=principal.actor,
+        org_id=org.id,
+        resource=("org", org.id),
+        metadata={
+            "from": before,
+            "to": networks,
+            "excludes_caller": bool(networks) and not clientip.contains(parsed, caller),
+        },
+    )
 
 
 def delete_org(

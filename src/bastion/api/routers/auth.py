@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 
 from bastion.api.deps import Caller, Ctx, State
+from bastion.core.mail import Mailer
+from bastion.identity import account, sessions
 from bastion.identity import service as users
-from bastion.identity import sessions
+from bastion.identity.account import ResetRequested
 from bastion.identity.mfa import signin
 from bastion.identity.schemas import (
     LoginIn,
@@ -12,6 +17,8 @@ from bastion.identity.schemas import (
     MfaEnrolmentOut,
     MfaIn,
     MfaRequiredOut,
+    PasswordResetConfirmIn,
+    PasswordResetIn,
     SetupIn,
     SetupOut,
     StepUpIn,
@@ -87,3 +94,47 @@ def setup(body: SetupIn, ctx: Ctx, state: State) -> SetupOut:
         hasher=state.hasher,
     )
     return SetupOut(user_id=user.id)
+
+
+@router.post(
+    "/password-reset",
+    status_code=202,
+    summary="Email a one-time password-reset link (the same answer for any email)",
+)
+def request_password_reset(body: PasswordResetIn, ctx: Ctx, state: State) -> Response:
+    requested = account.request_reset(
+        ctx.db,
+        ctx.actor,
+        email=body.email,
+        hasher=state.hasher,
+        limiter=state.limiter,
+        public_url=state.settings.public_url,
+    )
+    # Queued for the mailer's thread once the token is committed; queued (or not) the
+    # same way whether the email is known, so the answer takes the same time.
+    ctx.after_commit.append(_queue_mail(state.mailer, requested))
+    return Response(status_code=202)
+
+
+def _queue_mail(mailer: Mailer, requested: ResetRequested) -> Callable[[Session], None]:
+    def run(_db: Session) -> None:
+        if requested.mail is not None:
+            mailer.submit(requested.mail)
+
+    return run
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=204,
+    summary="Set a new password with a reset token; every session of the user ends",
+)
+def confirm_password_reset(body: PasswordResetConfirmIn, ctx: Ctx, state: State) -> Response:
+    account.confirm_reset(
+        ctx.db,
+        ctx.actor,
+        token=body.token.get_secret_value(),
+        password=body.password.get_secret_value(),
+        hasher=state.hasher,
+    )
+    return Response(status_code=204)

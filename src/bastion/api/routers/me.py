@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit
+from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
 from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf
-from bastion.identity import sessions
-from bastion.identity.schemas import MeOut, SessionOut
+from bastion.identity import account, sessions
+from bastion.identity.schemas import MeOut, PasswordChangeIn, SessionOut
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -62,4 +62,16 @@ def revoke_session(session_id: str, principal: Caller, db: DB) -> Response:
 @router.delete("/sessions", status_code=204, summary="Revoke every session but the current one")
 def revoke_other_sessions(principal: Caller, db: DB) -> Response:
     sessions.revoke_other_sessions(db, principal)
+    return Response(status_code=204)
+
+
+@router.post("/password", status_code=204, summary="Change your password; your other sessions end")
+def change_password(body: PasswordChangeIn, principal: Caller, db: DB, state: State) -> Response:
+    account.change_password(
+        db,
+        principal,
+        current_password=body.current_password.get_secret_value(),
+        new_password=body.new_password.get_secret_value(),
+        limiter=state.limiter,
+    )
     return Response(status_code=204)

@@ -14,10 +14,9 @@ def get_org(org: str, principal: Caller, db: DB) -> OrgOut:
     return OrgOut.model_validate(tenancy.get_org(db, principal, org))
 
 
-@router.patch(
-    "", summary="Change the organisation's name, session timeouts, retention or MFA policy"
-)
+@router.patch("", summary="Change the organisation's settings and policies")
 def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
+    policy = body.password_policy
     updated = tenancy.update_org(
         db,
         principal,
@@ -30,6 +29,11 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         mfa_policy=body.mfa_policy,
         mfa_methods=list(body.mfa_methods) if body.mfa_methods is not None else None,
         step_up_max_age=body.step_up_max_age,
+        password_min_length=policy.min_length if policy else None,
+        password_breached_check=policy.breached_check if policy else None,
+        max_sessions_per_user=body.max_sessions_per_user,
+        ip_allowlist=body.ip_allowlist,
+        confirm_lockout=body.confirm_lockout,
     )
     return OrgOut.model_validate(updated)
 

@@ -9,9 +9,11 @@ from bastion.authz.models import RoleGrant
 from bastion.core.clock import utcnow
 from bastion.core.schemas import ListOf
 from bastion.identity import service as users
+from bastion.identity import sessions
 from bastion.identity.schemas import (
     GrantCreate,
     GrantOut,
+    SessionOut,
     UserCreate,
     UserCreated,
     UserOut,
@@ -132,4 +134,27 @@ def list_grants(
 @router.delete("/{user}/role-grants/{grant}", status_code=204, summary="Revoke a grant now")
 def revoke_grant(org: str, user: str, grant: str, principal: Caller, db: DB) -> Response:
     users.revoke_role_grant(db, principal, org, user, grant)
+    return Response(status_code=204)
+
+
+@router.get("/{user}/sessions", summary="A user's active sessions, newest first")
+def list_user_sessions(
+    org: str,
+    user: str,
+    principal: Caller,
+    db: DB,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+) -> ListOf[SessionOut]:
+    page = sessions.list_user_sessions(db, principal, org, user, limit=limit, cursor=cursor)
+    data = [
+        SessionOut.model_validate(s).model_copy(update={"current": s.id == principal.session_id})
+        for s in page.data
+    ]
+    return ListOf[SessionOut](data=data, next_cursor=page.next_cursor)
+
+
+@router.delete("/{user}/sessions", status_code=204, summary="End every session of a user now")
+def end_user_sessions(org: str, user: str, principal: Caller, db: DB) -> Response:
+    sessions.end_user_sessions(db, principal, org, user)
     return Response(status_code=204)

@@ -5,6 +5,8 @@
                        nothing else (every other route refuses the `bsm_` kind); used
                        up when a factor is confirmed
 
+An mfa token is a credential of the person's organisation: used from outside the
+organisation's IP allowlist it is refused (403 `ip_not_allowed`), like every other.
 Each lives `TTL_SECONDS` and dies after `MAX_ATTEMPTS` wrong codes. Only its keyed
 hash is stored (purpose "bsm"); the row is read `FOR UPDATE`, so two redemptions take
 turns. A wrong code is counted by a write attached to the refusal, which runs after the
@@ -28,8 +30,10 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
+from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode, User
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
+from bastion.tenancy import service as tenancy
 
 TTL_SECONDS = 300
 MAX_ATTEMPTS = 5
@@ -120,7 +124,8 @@ def load(
     lock: bool = True,
 ) -> MfaChallenge:
     """The live challenge `token` names, locked for this transaction (unless only read
-    to authenticate an enrolment request). Raises `invalid()`, audited."""
+    to authenticate an enrolment request). Raises `invalid()`, audited; or 403
+    `ip_not_allowed` from outside the organisation's IP allowlist."""
     parsed = parse(token)
     if parsed is None or parsed.kind is not TokenKind.MFA:
         raise refused(actor, "malformed_mfa_token")
@@ -138,6 +143,12 @@ def load(
         raise refused(actor, "mfa_token_expired", row)
     if row.attempts >= MAX_ATTEMPTS:
         raise refused(actor, "mfa_token_spent", row)
+    refuse_outside(
+        parse_allowlist(tenancy.ip_allowlist(db, row.org_id)),
+        row.org_id,
+        Actor("user", row.user_id, actor.ip, actor.user_agent, actor.request_id),
+        ("mfa_token", row.id),
+    )
     return row
 
 
@@ -173,6 +184,17 @@ def enrolment_principal(db: Session, token: str, actor: Actor, hasher: TokenHash
         actor=Actor("user", user.id, actor.ip, actor.user_agent, actor.request_id),
         mfa_pending=True,
     )
+
+
+def void_for_user(db: Session, user_id: str) -> int:
+    """Spend every unused mfa token of a person (their password changed: a token earned
+    with the old one must not finish a sign-in). Returns how many."""
+    result = db.execute(
+        update(MfaChallenge)
+        .where(MfaChallenge.user_id == user_id, MfaChallenge.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def use_up(db: Session, challenge_id: str) -> None:
