@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from bastion.client import Client, StepUpRequired
 from bastion.client._base import Req
 from bastion.core.clock import clock
-from tests.factories import PASSWORD, Factory, Org, bearer
+from tests.factories import PASSWORD, Factory, Org, bearer, step_up
 from tests.identity.mfa_support import code, enrol_totp, sign_in_with_totp
 
 STALE = 601  # past the default step_up_max_age (600)
@@ -173,6 +173,24 @@ def test_changing_mfa_settings_needs_step_up(client: TestClient, factory: Factor
     _assert_step_up(client.delete(f"/v1/me/mfa/{enrolled.factor_id}", headers=org.admin.headers))
     # Another authenticator (a stolen session planting its own).
     _assert_step_up(client.post("/v1/me/mfa/totp", headers=org.admin.headers))
+
+
+def test_changing_retention_settings_needs_step_up(client: TestClient, factory: Factory) -> None:
+    """A retention setting (the contract's step-up list): a person whose last
+    verification is stale steps up first; the same value again, or a key, needs none."""
+    org = factory.org()
+    url = f"/v1/orgs/{org.id}"
+    current = client.get(url, headers=org.headers).json()["audit_retention_days"]
+    clock.advance(STALE)
+    longer = {"audit_retention_days": current + 30}
+    _assert_step_up(client.patch(url, json=longer, headers=org.admin.headers))
+    assert client.get(url, headers=org.headers).json()["audit_retention_days"] == current
+    same = {"audit_retention_days": current}
+    assert client.patch(url, json=same, headers=org.admin.headers).status_code == 200
+    assert client.patch(url, json=longer, headers=org.headers).status_code == 200  # a key
+    step_up(client, org.admin.headers)
+    shorter = {"audit_retention_days": current}
+    assert client.patch(url, json=shorter, headers=org.admin.headers).status_code == 200
 
 
 def test_a_stale_session_steps_up_before_a_first_factor(

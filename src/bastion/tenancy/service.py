@@ -6,7 +6,7 @@ lookup identity registers (`register_user_lookup`); until it has, nobody can be 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
@@ -131,8 +131,7 @@ def update_org(
         raise InvalidInput.field(
             "mfa_methods", f"must include a method members can enrol: {', '.join(mfa.AVAILABLE)}"
         )
-    if mfa_changes:
-        principal.require_recent_auth("org.mfa_settings")
+    _step_up_for(principal, org, mfa_changes, audit_retention_days)
     changes: dict[str, object] = {}
     for name_, value in mfa_changes.items():
         setattr(org, name_, value)
@@ -170,6 +169,20 @@ def update_org(
         metadata=changes,
     )
     return org
+
+
+def _step_up_for(
+    principal: Principal,
+    org: Organization,
+    mfa_changes: Mapping[str, object],
+    audit_retention_days: int | None,
+) -> None:
+    """Changing MFA or retention settings needs a recent verification (RFC 9470 step-up;
+    the IP allowlist's is checked where it is saved)."""
+    if mfa_changes:
+        principal.require_recent_auth("org.mfa_settings")
+    if audit_retention_days is not None and audit_retention_days != org.audit_retention_days:
+        principal.require_recent_auth("org.retention")
 
 
 def _set_ip_allowlist(
