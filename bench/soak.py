@@ -1,8 +1,9 @@
 """Soak under writes (issue 13): a fixed-rate open-loop load of 200 requests per second
 for ten minutes through `bastion serve --workers 2` on SQLite, 80 % reads (`GET /v1/me`,
-`POST /v1/orgs/{org}/authz/check`) and 20 % writes that change what authorization
-depends on (a team create, which bumps the organisation's auth revision and so
-invalidates every worker's caches, and a secret reveal).
+`POST /v1/orgs/{org}/authz/check`) and 20 % writes: team writes that change what
+authorization depends on (a create, or a delete of the oldest once `LIVE_TEAMS` exist;
+each bumps the organisation's authz revision and so invalidates every worker's index)
+and a secret reveal.
 
 Sends are scheduled at fixed intervals and never wait for an answer, so a slow server
 meets the same rate; each latency runs from the request's scheduled time to its answer.
@@ -21,6 +22,7 @@ import json
 import os
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,12 @@ GOAL_P99_RATIO = 2.0  # last minute's p99 over the first's
 WORKERS = SCALE.pick(2, 1)
 # One cycle of ten sends: 4 x /v1/me, 4 x authz check, 1 team create, 1 secret reveal.
 MIX = ["me"] * 4 + ["check"] * 4 + ["team", "reveal"]
+# Teams kept at once: past it, each "team" send deletes the oldest instead of creating
+# one. Every team write still changes what authorization depends on (each worker's
+# caches and index are rebuilt), while the data stays the same size: growth then is
+# what the server keeps, not what it was given (20 creates a second would add 12,000
+# teams in ten minutes, and a bigger organisation is rightly a bigger index).
+LIVE_TEAMS = 100
 WRITES = {"team", "reveal"}
 SECRET = "soak-token"  # noqa: S105 - a secret's name
 
@@ -175,10 +183,10 @@ class Client:
         )
         return head.encode() + content
 
-    async def send(self, request: bytes) -> int:
-        """The answer's status. An idle connection the server has closed meanwhile (its
-        keep-alive timeout) fails before any answer: the request is sent again once, on
-        a new connection."""
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """The answer's status and body. An idle connection the server has closed
+        meanwhile (its keep-alive timeout) fails before any answer: the request is sent
+        again once, on a new connection."""
         if self.idle:
             try:
                 return await self._send(self.idle.pop(), request)
@@ -186,7 +194,7 @@ class Client:
                 pass
         return await self._send(await asyncio.open_connection(self.host, self.port), request)
 
-    async def _send(self, connection: Connection, request: bytes) -> int:
+    async def _send(self, connection: Connection, request: bytes) -> tuple[int, bytes]:
         reader, writer = connection
         try:
             writer.write(request)
@@ -201,8 +209,7 @@ class Client:
                     keep = False
                 elif name == b"transfer-encoding":
                     raise ValueError("chunked answers are not read by this client")
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
         except BaseException:
             writer.close()
             raise
@@ -210,20 +217,22 @@ class Client:
             self.idle.append((reader, writer))
         else:
             writer.close()
-        return status
+        return status, body
 
     def close(self) -> None:
         for _, writer in self.idle:
             writer.close()
 
 
-def _requests(client: Client, kind: str, n: int) -> bytes:
+def _requests(client: Client, kind: str, n: int, live: deque[str] | None = None) -> bytes:
     org = client.target.org
     if kind == "me":
         return client.encode("GET", "/v1/me", None)
     if kind == "check":
         return client.encode("POST", f"/v1/orgs/{org}/authz/check", client.target.check)
     if kind == "team":
+        if live is not None and len(live) >= LIVE_TEAMS:  # the oldest goes: data bounded
+            return client.encode("DELETE", f"/v1/orgs/{org}/teams/{live.popleft()}", None)
         name = f"soak-{uuid.uuid4().hex[:10]}-{n}"
         return client.encode("POST", f"/v1/orgs/{org}/teams", {"name": name})
     return client.encode("POST", f"/v1/orgs/{org}/secrets/{SECRET}/reveal", {})
@@ -237,10 +246,14 @@ async def _load(target: Target, seconds: float, server: int) -> Run:
     fixed = {kind: _requests(client, kind, 0) for kind in ("me", "check", "reveal")}
     start = loop.time()
 
+    live: deque[str] = deque()  # teams created and not yet deleted, oldest first
+
     async def send(kind: str, request: bytes, due: float) -> None:
         try:
-            status = await client.send(request)
+            status, body = await client.send(request)
             label, ok = f"{kind} {status}", status < 400
+            if kind == "team" and status == 201:
+                live.append(json.loads(body)["id"])
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as error:
             label, ok = f"{kind} {type(error).__name__}", False
         if ok:
@@ -260,7 +273,7 @@ async def _load(target: Target, seconds: float, server: int) -> Run:
     sampler = asyncio.create_task(sample())
     total = int(seconds * RATE)
     for n, kind in zip(range(total), itertools.cycle(MIX), strict=False):
-        request = fixed.get(kind) or _requests(client, kind, n)
+        request = fixed.get(kind) or _requests(client, kind, n, live)
         due = start + n / RATE
         delay = due - loop.time()
         if delay > 0:
@@ -401,7 +414,9 @@ def _report(f: dict[str, object]) -> None:
             f"`bastion serve --workers {f['workers']}` on SQLite, {RATE} requests per second"
             " open-loop (sent at fixed intervals, not waiting for answers; latency from the"
             " scheduled send): 40 % `GET /v1/me`, 40 % `POST /authz/check`, 10 % team"
-            " create (each bumps the organisation's auth revision), 10 % secret reveal."
+            f" writes (a create, or once {LIVE_TEAMS} of them exist a delete of the oldest:"
+            " each bumps the organisation's authz revision, so every worker rebuilds its"
+            " index, while the data stays the same size), 10 % secret reveal."
             " RssAnon of each worker sampled every 10 s (bench/soak.py). Goal: < 10 %"
             f" growth after the {f['warm_up_s']:.0f} s warm-up, and p99 steady (last"
             " minute within 2x the first).",
