@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     tls_terminated_by_proxy: bool = False
     forwarded_allow_ips: list[str] = Field(default_factory=list)
+    # The origin of every absolute link Bastion sends, and the WebAuthn origin (its host
+    # is the RP ID): scheme, host and port only.
+    public_url: str = "http://localhost:8400"
 
     # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
     pepper: SecretStr | None = None
@@ -141,6 +144,24 @@ class Settings(BaseSettings):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ValueError("must be an origin such as https://bastion.example.com") from None
+        extra = parsed.path not in ("", "/") or parsed.query or parsed.fragment
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or extra:
+            raise ValueError("must be an origin such as https://bastion.example.com")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("must not carry credentials")
+        host = parsed.hostname
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{parsed.scheme}://{host}" + (f":{port}" if port is not None else "")
 
     @field_validator("forwarded_allow_ips")
     @classmethod
