@@ -48,6 +48,7 @@ PREFIXES = frozenset(
         "mfa",
         "mfc",
         "rc",
+        "wac",
     }
 )
 
