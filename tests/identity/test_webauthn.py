@@ -557,3 +557,42 @@ def test_no_key_material_but_the_public_key_is_stored(client: TestClient, factor
         assert factor.sign_count == 0
         assert factor.secret_id is None
         assert db.get(User, org.admin.user_id) is not None
+
+
+def test_a_held_password_only_session_enrols_a_key_and_steps_up_with_it(
+    client: TestClient, factory: Factory
+) -> None:
+    org = factory.org()
+    member = factory.member(org)  # signed in with a password, under "optional"
+    changed = client.patch(f"/v1/orgs/{org.id}", json={"mfa_policy": "all"}, headers=org.headers)
+    assert changed.status_code == 200, changed.text
+    assert client.get(f"/v1/orgs/{org.id}", headers=member.headers).status_code == 403
+    key = SoftAuthenticator()
+    registered(client, member.headers, key)  # the enrolment routes answer
+    options = client.post("/v1/auth/step-up/webauthn-options", headers=member.headers)
+    assert options.status_code == 200, options.text
+    stepped = client.post(
+        "/v1/auth/step-up",
+        json={"method": "webauthn", "credential": key.get(options.json())},
+        headers=member.headers,
+    )
+    assert stepped.status_code == 200, stepped.text
+    assert stepped.json()["amr"] == ["pwd", "hwk", "mfa"]
+    assert client.get(f"/v1/orgs/{org.id}", headers=member.headers).status_code == 200
+
+
+def test_the_relying_party_is_the_public_url() -> None:
+    from bastion.core.config import ConfigError, load_settings
+    from bastion.identity.mfa.passkeys import RelyingParty
+
+    rp = RelyingParty.of(load_settings(public_url="https://Bastion.Example.com:8443/"))
+    assert (rp.id, rp.origin) == ("bastion.example.com", "https://bastion.example.com:8443")
+    assert RelyingParty.of(load_settings()).origin == "http://localhost:8400"
+    for bad in (
+        "bastion.example.com",
+        "https://x.example/path",
+        "ftp://x.example",
+        "https://u:p@x",
+    ):
+        with pytest.raises(ConfigError, match="BASTION_PUBLIC_URL"):
+            load_settings(public_url=bad)
