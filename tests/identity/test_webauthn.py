@@ -596,3 +596,25 @@ def test_the_relying_party_is_the_public_url() -> None:
     ):
         with pytest.raises(ConfigError, match="BASTION_PUBLIC_URL"):
             load_settings(public_url=bad)
+
+
+def test_an_admin_reset_removes_keys_and_open_challenges(
+    client: TestClient, factory: Factory
+) -> None:
+    from bastion.identity.models import WebAuthnChallenge
+
+    org = factory.org()
+    member = factory.member(org)
+    key = SoftAuthenticator()
+    registered(client, member.headers, key)
+    client.post("/v1/me/mfa/webauthn/registration-options", headers=member.headers)
+    reset = client.delete(f"/v1/orgs/{org.id}/users/{member.user_id}/mfa", headers=org.headers)
+    assert reset.status_code == 204, reset.text
+    with factory.state.sessions() as db:
+        left = db.execute(
+            select(WebAuthnChallenge).where(WebAuthnChallenge.user_id == member.user_id)
+        ).all()
+        assert left == []
+    refused = client.post("/v1/auth/passkey", json={"credential": key.get(passkey_options(client))})
+    assert refused.status_code == 401
+    assert "token" in login(client, member.email)  # a password alone again
