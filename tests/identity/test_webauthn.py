@@ -618,3 +618,19 @@ def test_an_admin_reset_removes_keys_and_open_challenges(
     refused = client.post("/v1/auth/passkey", json={"credential": key.get(passkey_options(client))})
     assert refused.status_code == 401
     assert "token" in login(client, member.email)  # a password alone again
+
+
+def test_expired_challenges_are_swept_when_new_ones_are_issued(
+    client: TestClient, factory: Factory
+) -> None:
+    from bastion.core.crypto import sha256_hex
+    from bastion.identity.models import WebAuthnChallenge
+
+    first = unb64url(passkey_options(client)["challenge"])
+    clock.advance(301)
+    passkey_options(client)
+    with factory.state.sessions() as db:
+        found = db.execute(
+            select(WebAuthnChallenge).where(WebAuthnChallenge.challenge_hash == sha256_hex(first))
+        ).all()
+        assert found == []

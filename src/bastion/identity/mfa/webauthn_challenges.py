@@ -29,6 +29,7 @@ from bastion.identity.models import WebAuthnChallenge
 
 TTL_SECONDS = 300
 CHALLENGE_BYTES = 32
+SWEEP_BATCH = 100
 REGISTER, SIGN_IN, STEP_UP, PASSKEY = "register", "sign_in", "step_up", "passkey"
 
 Write = Callable[[Session], None]
@@ -39,7 +40,15 @@ def issue(
 ) -> bytes:
     """A new challenge for `purpose`, stored by its hash; expired ones are swept."""
     now = utcnow()
-    db.execute(delete(WebAuthnChallenge).where(WebAuthnChallenge.expires_at < now))
+    # A bounded sweep that skips rows another transaction holds (PostgreSQL): requests
+    # issuing options at once never wait on, nor deadlock over, each other's sweep.
+    stale = (
+        select(WebAuthnChallenge.id)
+        .where(WebAuthnChallenge.expires_at < now)
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    db.execute(delete(WebAuthnChallenge).where(WebAuthnChallenge.id.in_(stale.scalar_subquery())))
     challenge = random_bytes(CHALLENGE_BYTES)
     db.add(
         WebAuthnChallenge(
