@@ -24,6 +24,7 @@ SUITES = [
     "secrets",
     "webhooks",
     "agents",
+    "mfa",
     "writes",
     "soak",
 ]

@@ -230,6 +230,24 @@ ROWS: list[Row] = [
         body=lambda w: {"code": "123456"},
     ),
     Row("POST", "/v1/me/mfa/recovery-codes", None, 409, org_scoped=False),  # no factor yet
+    Row("POST", "/v1/me/mfa/webauthn/registration-options", None, 200, org_scoped=False),
+    Row(
+        "POST",
+        "/v1/me/mfa/webauthn",
+        None,
+        422,  # a well-formed response to no challenge of Bastion's
+        org_scoped=False,
+        body=lambda w: {
+            "name": "key",
+            "credential": {
+                "id": "AA",
+                "rawId": "AA",
+                "type": "public-key",
+                "response": {"clientDataJSON": "e30", "attestationObject": "oA"},
+            },
+        },
+    ),
+    Row("POST", "/v1/auth/step-up/webauthn-options", None, 409, org_scoped=False),  # no key
     Row(
         "DELETE",
         "/v1/me/mfa/{factor}",
@@ -892,6 +910,9 @@ PUBLIC = {
     ("POST", "/v1/auth/mfa"),  # the mfa_token in the body is the credential
     ("POST", "/v1/auth/password-reset"),  # the same 202 for any email
     ("POST", "/v1/auth/password-reset/confirm"),  # the emailed token is the credential
+    ("POST", "/v1/auth/mfa/webauthn-options"),  # likewise
+    ("POST", "/v1/auth/passkey/options"),  # passwordless: the passkey is the credential
+    ("POST", "/v1/auth/passkey"),
     ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
 }
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]

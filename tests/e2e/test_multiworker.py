@@ -273,3 +273,35 @@ def test_a_totp_code_is_accepted_once_across_workers(server: Server, factory: Fa
     for t in threads:
         t.join()
     assert sorted(results) == [200] + [401] * (len(tokens) - 1)
+
+
+def test_a_passkey_assertion_signs_in_once_across_workers(server: Server, factory: Factory) -> None:
+    """One passwordless assertion sent at once on fresh connections to both workers: one
+    session, every other answer 401 (the challenge is used by compare-and-set)."""
+    from tests.identity.webauthn_authenticator import SoftAuthenticator
+
+    org = factory.org()
+    key = SoftAuthenticator()
+    client = factory.client
+    options = client.post("/v1/me/mfa/webauthn/registration-options", headers=org.admin.headers)
+    done = client.post(
+        "/v1/me/mfa/webauthn",
+        json={"credential": key.create(options.json())},
+        headers=org.admin.headers,
+    )
+    assert done.status_code == 200, done.text
+    assertion = key.get(httpx.post(f"{server.url}/v1/auth/passkey/options").json())
+    results: list[int] = []
+    start = threading.Barrier(6)
+
+    def redeem() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            start.wait()
+            results.append(c.post("/v1/auth/passkey", json={"credential": assertion}).status_code)
+
+    threads = [threading.Thread(target=redeem) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] + [401] * 5

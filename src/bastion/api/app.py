@@ -285,6 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
     for module in (auth, me, mfa, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(mfa.auth_router, responses=ERROR_RESPONSES)
     app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
     app.include_router(audit.signing_keys_router, responses=ERROR_RESPONSES)
     app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)

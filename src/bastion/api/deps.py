@@ -127,9 +127,12 @@ MFA_ENROLMENT_ROUTES = frozenset(
         "/v1/me/mfa",
         "/v1/me/mfa/totp",
         "/v1/me/mfa/totp/{factor}/confirm",
+        "/v1/me/mfa/webauthn/registration-options",
+        "/v1/me/mfa/webauthn",
         "/v1/me/mfa/{factor}",
         "/v1/me/mfa/recovery-codes",
         "/v1/auth/step-up",
+        "/v1/auth/step-up/webauthn-options",
         "/v1/auth/logout",
     }
 )

@@ -57,9 +57,10 @@ class Settings(BaseSettings):
     # is one of them, and then the rightmost address that is not one of them. Nobody's
     # when empty: the peer is the client.
     trusted_proxies: list[str] = Field(default_factory=list)
-    # The origin of every absolute link Bastion sends (password-reset emails, later
-    # WebAuthn and SSO): scheme, host and port only.
-    public_url: str = "http://127.0.0.1:8400"
+    # The origin of every absolute link Bastion sends (password-reset emails, SSO), and
+    # the WebAuthn origin (its host is the RP ID; browsers refuse an IP address there,
+    # hence localhost): scheme, host and port only.
+    public_url: str = "http://localhost:8400"
 
     # Overrides the pepper keyring file (for orchestrators that inject secrets by env).
     pepper: SecretStr | None = None

@@ -60,6 +60,7 @@ class EventType(StrEnum):
     MFA_FACTOR_CREATED = "mfa_factor.created"
     MFA_FACTOR_DELETED = "mfa_factor.deleted"
     MFA_FACTORS_RESET = "mfa_factor.reset"
+    MFA_FACTOR_USED = "mfa_factor.used"
     MFA_RECOVERY_CODE_USED = "mfa_recovery_code.used"
     MFA_RECOVERY_CODES_GENERATED = "mfa_recovery_codes.generated"
     ORG_CREATED = "org.created"

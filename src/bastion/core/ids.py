@@ -49,6 +49,7 @@ PREFIXES = frozenset(
         "mfa",
         "mfc",
         "rc",
+        "wac",
     }
 )
 

@@ -14,14 +14,18 @@ from typing import Protocol
 POLICIES = ("optional", "admins", "all")
 METHODS = ("totp", "webauthn")  # what an organisation may allow
 DEFAULT_METHODS = METHODS
-# What a person can enrol today (passkeys come with issue 14's second part): an
-# organisation's allowed methods must include one, or nobody could satisfy its policy.
-AVAILABLE = ("totp",)
+# What a person can enrol: an organisation's allowed methods must include one, or
+# nobody could satisfy its policy (every method can be enrolled now that passkeys exist).
+AVAILABLE = ("totp", "webauthn")
 
-# RFC 8176 values: a password; a one-time password (TOTP); more than one factor.
+# RFC 8176 values: a password; a one-time password (TOTP); more than one factor; a
+# hardware-bound key (a WebAuthn credential that cannot leave its device) or a
+# software-held one (a synced passkey: backup eligible).
 PASSWORD = "pwd"  # noqa: S105 - the amr value naming the method, not a password
 OTP = "otp"
 MULTI = "mfa"
+HARDWARE_KEY = "hwk"
+SOFTWARE_KEY = "swk"
 
 
 def required(policy: str | None, role: str) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core import revisions
@@ -89,10 +89,16 @@ class UserSession(Base):
 class MfaFactor(Base):
     """A person's second factor. TOTP: its secret is sealed in the vault (`secret_id`)
     and never shown again; `last_step` is the last time-step accepted, so a code is
-    accepted once (compare-and-set in the accepting transaction)."""
+    accepted once (compare-and-set in the accepting transaction). WebAuthn: the
+    credential's id (base64url, unique in the instance), its COSE public key (not a
+    secret), the authenticator's signature counter (compare-and-set on use), the
+    transports the browser reported and the authenticator model (AAGUID)."""
 
     __tablename__ = "mfa_factors"
-    __table_args__ = (Index("ix_mfa_factors_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_mfa_factors_user_id", "user_id"),
+        Index("ix_mfa_factors_credential_id", "credential_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
@@ -102,6 +108,11 @@ class MfaFactor(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | active
     secret_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    credential_id: Mapped[str | None] = mapped_column(String(1400), nullable=True)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sign_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    transports: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    aaguid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -138,6 +149,34 @@ class MfaChallenge(Base):
     token_hash: Mapped[str] = mapped_column(String(64), info={"secret": True})
     pepper_version: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebAuthnChallenge(Base):
+    """A WebAuthn challenge Bastion issued: single use, `TTL` short, bound to what it
+    was issued for. `purpose` "register" (a person adding a credential: `user_id`),
+    "sign_in" (a second factor for the mfa token `bound_to`), "step_up" (the session
+    `bound_to`), "passkey" (passwordless sign-in: nobody yet). Looked up by the SHA-256
+    of the challenge, which comes back inside the signed client data."""
+
+    __tablename__ = "mfa_webauthn_challenges"
+    __table_args__ = (
+        Index("ix_mfa_webauthn_challenges_challenge_hash", "challenge_hash", unique=True),
+        Index("ix_mfa_webauthn_challenges_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    purpose: Mapped[str] = mapped_column(String(20))
+    bound_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    challenge_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

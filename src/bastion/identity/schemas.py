@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field, SecretStr, StringConstraints
+from pydantic import ConfigDict, EmailStr, Field, SecretStr, StringConstraints
 
 from bastion.core.schemas import Description, DisplayName, In, Name, Out, Timestamp
 
@@ -50,16 +50,94 @@ MfaToken = Annotated[SecretStr, Field(min_length=1, max_length=512)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
+# WebAuthn responses as browsers serialise them (`PublicKeyCredential.toJSON()`):
+# base64url fields; members a browser adds that Bastion does not use are ignored.
+B64Url = Annotated[
+    str, StringConstraints(min_length=1, max_length=16_384, pattern=r"^[A-Za-z0-9_-]+={0,2}$")
+]
+
+
+class _Browser(In):
+    model_config = ConfigDict(extra="ignore", str_max_length=20_000)
+
+
+class AssertionResponseIn(_Browser):
+    client_data_json: B64Url = Field(alias="clientDataJSON")
+    authenticator_data: B64Url = Field(alias="authenticatorData")
+    signature: B64Url
+    user_handle: B64Url | None = Field(default=None, alias="userHandle")
+
+
+class AssertionIn(_Browser):
+    """What `navigator.credentials.get()` returned, as JSON."""
+
+    id: B64Url
+    raw_id: B64Url = Field(alias="rawId")
+    type: Literal["public-key"]
+    response: AssertionResponseIn
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class AttestationResponseIn(_Browser):
+    client_data_json: B64Url = Field(alias="clientDataJSON")
+    attestation_object: B64Url = Field(alias="attestationObject")
+    transports: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
+        default_factory=list, max_length=16
+    )
+
+
+class RegistrationIn(_Browser):
+    """What `navigator.credentials.create()` returned, as JSON."""
+
+    id: B64Url
+    raw_id: B64Url = Field(alias="rawId")
+    type: Literal["public-key"]
+    response: AttestationResponseIn
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
 class MfaIn(In):
     mfa_token: MfaToken
-    method: Literal["totp", "recovery_code"]
-    code: Code
+    method: Literal["totp", "recovery_code", "webauthn"]
+    code: Code | None = Field(default=None, description="For `totp` and `recovery_code`.")
+    credential: AssertionIn | None = Field(
+        default=None, description="For `webauthn`: the assertion, answering the options of "
+        "`POST /v1/auth/mfa/webauthn-options`.",
+    )  # fmt: skip
 
 
 class StepUpIn(In):
-    method: Literal["totp", "recovery_code", "password"]
+    method: Literal["totp", "recovery_code", "webauthn", "password"]
     code: Code | None = None
     password: Password | None = None
+    credential: AssertionIn | None = Field(
+        default=None,
+        description="For `webauthn`: answering `POST /v1/auth/step-up/webauthn-options`.",
+    )
+
+
+class MfaOptionsIn(In):
+    mfa_token: MfaToken
+
+
+class PasskeyIn(In):
+    credential: AssertionIn
+
+
+class WebAuthnRegisterIn(In):
+    name: Name = "Passkey"
+    credential: RegistrationIn
+
+
+class WebAuthnRegisteredOut(Out):
+    factor_id: str
+    recovery_codes: list[str] = Field(
+        description="Ten one-time codes with the person's first factor, shown once; else empty."
+    )
 
 
 class StepUpOut(Out):
@@ -92,6 +170,8 @@ class FactorOut(Out):
     kind: str
     name: str
     status: Literal["pending", "active"]
+    transports: list[str] | None = Field(default=None, description="WebAuthn: as the browser said.")
+    aaguid: str | None = Field(default=None, description="WebAuthn: the authenticator's model.")
     created_at: datetime
     confirmed_at: datetime | None
     last_used_at: datetime | None

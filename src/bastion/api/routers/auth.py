@@ -59,6 +59,7 @@ def mfa(body: MfaIn, ctx: Ctx, state: State) -> LoginOut:
         hasher=state.hasher,
         limiter=state.limiter,
         settings=state.settings,
+        credential=body.credential.as_json() if body.credential else None,
     )
     return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)
 
@@ -74,6 +75,8 @@ def step_up(body: StepUpIn, principal: Caller, ctx: Ctx, state: State) -> StepUp
         password=body.password.get_secret_value() if body.password else None,
         hasher=state.hasher,
         limiter=state.limiter,
+        credential=body.credential.as_json() if body.credential else None,
+        settings=state.settings,
     )
     return StepUpOut(auth_time=done.auth_time, amr=done.amr)
 

@@ -1,22 +1,33 @@
 """A person's second factors: `/v1/me/mfa…`. The caller is a session or an enrolment
-`mfa_token` (`deps.Person`); API keys, service accounts and agent runs are refused."""
+`mfa_token` (`deps.Person`); API keys, service accounts and agent runs are refused.
+
+`auth_router`: the WebAuthn ceremonies of signing in (`/v1/auth/mfa/webauthn-options`,
+`/v1/auth/passkey…`) and of step-up (`/v1/auth/step-up/webauthn-options`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
-from bastion.api.deps import Ctx, Person, State
-from bastion.identity.mfa import factors
+from bastion.api.deps import Caller, Ctx, Person, State
+from bastion.identity.mfa import factors, passkeys
 from bastion.identity.schemas import (
     FactorOut,
+    LoginOut,
+    MfaOptionsIn,
     MfaStatusOut,
+    PasskeyIn,
     RecoveryCodesOut,
     TotpConfirmIn,
     TotpEnrolIn,
     TotpEnrolOut,
+    WebAuthnRegisteredOut,
+    WebAuthnRegisterIn,
 )
 
 router = APIRouter(prefix="/v1/me/mfa", tags=["mfa"])
+auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 @router.get("", summary="The caller's factors (never their secrets)")
@@ -48,6 +59,30 @@ def confirm_totp(
     return RecoveryCodesOut(recovery_codes=codes)
 
 
+@router.post(
+    "/webauthn/registration-options",
+    summary="Options to register a passkey or security key (PublicKeyCredentialCreationOptions)",
+)
+def webauthn_registration_options(principal: Person, ctx: Ctx, state: State) -> dict[str, Any]:
+    rp = passkeys.RelyingParty.of(state.settings)
+    return passkeys.registration_options(ctx.db, rp, principal)
+
+
+@router.post("/webauthn", summary="Register a passkey or security key")
+def webauthn_register(
+    body: WebAuthnRegisterIn, principal: Person, ctx: Ctx, state: State
+) -> WebAuthnRegisteredOut:
+    done = passkeys.register(
+        ctx.db,
+        passkeys.RelyingParty.of(state.settings),
+        principal,
+        name=body.name,
+        credential=body.credential.as_json(),
+        hasher=state.hasher,
+    )
+    return WebAuthnRegisteredOut(factor_id=done.factor_id, recovery_codes=done.recovery_codes)
+
+
 @router.post("/recovery-codes", summary="New recovery codes; the old ones stop working")
 def regenerate_codes(principal: Person, ctx: Ctx, state: State) -> RecoveryCodesOut:
     return RecoveryCodesOut(
@@ -59,3 +94,49 @@ def regenerate_codes(principal: Person, ctx: Ctx, state: State) -> RecoveryCodes
 def delete_factor(factor: str, principal: Person, ctx: Ctx) -> Response:
     factors.delete_factor(ctx.db, principal, factor)
     return Response(status_code=204)
+
+
+@auth_router.post(
+    "/mfa/webauthn-options",
+    summary="Options to answer an mfa token with a passkey or security key",
+)
+def webauthn_sign_in_options(body: MfaOptionsIn, ctx: Ctx, state: State) -> dict[str, Any]:
+    return passkeys.sign_in_options(
+        ctx.db,
+        passkeys.RelyingParty.of(state.settings),
+        body.mfa_token.get_secret_value(),
+        state.hasher,
+        ctx.actor,
+    )
+
+
+@auth_router.post(
+    "/step-up/webauthn-options", summary="Options to step up with a passkey or security key"
+)
+def webauthn_step_up_options(principal: Caller, ctx: Ctx, state: State) -> dict[str, Any]:
+    return passkeys.step_up_options(ctx.db, passkeys.RelyingParty.of(state.settings), principal)
+
+
+@auth_router.post("/passkey/options", summary="Options to sign in with a passkey, no password")
+def passkey_options(ctx: Ctx, state: State) -> dict[str, Any]:
+    return passkeys.passkey_options(
+        ctx.db,
+        passkeys.RelyingParty.of(state.settings),
+        ctx.actor,
+        state.limiter,
+        state.settings,
+    )
+
+
+@auth_router.post("/passkey", summary="Sign in with a passkey (user verification required)")
+def passkey_sign_in(body: PasskeyIn, ctx: Ctx, state: State) -> LoginOut:
+    result = passkeys.passkey_sign_in(
+        ctx.db,
+        passkeys.RelyingParty.of(state.settings),
+        ctx.actor,
+        body.credential.as_json(),
+        hasher=state.hasher,
+        limiter=state.limiter,
+        settings=state.settings,
+    )
+    return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)

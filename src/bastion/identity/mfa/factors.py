@@ -46,10 +46,12 @@ class Enrolment:
 
 @dataclass(frozen=True)
 class Verified:
-    """The outcome of checking a code: `amr` values on success, else why not."""
+    """The outcome of checking a code: `amr` values on success, else why not (and the
+    writes a refusal still owes after its rollback: a WebAuthn challenge is used up)."""
 
     amr: tuple[str, ...] = ()
-    reason: str = ""  # wrong_code | replayed | method_not_allowed
+    reason: str = ""  # wrong_code | replayed | method_not_allowed | (WebAuthn) …
+    on_failure: tuple[Callable[[Session], None], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -59,7 +61,7 @@ class Verified:
 # --- who may manage factors ----------------------------------------------------------
 
 
-def _person(principal: Principal) -> str:
+def person(principal: Principal) -> str:
     """Factors are managed by the person, signed in (or holding an enrolment token);
     never by an API key, a service account or an agent run."""
     if principal.user_id is None or principal.credential not in (
@@ -71,7 +73,7 @@ def _person(principal: Principal) -> str:
 
 
 def _factor(db: Session, principal: Principal, factor_id: str) -> MfaFactor:
-    user_id = _person(principal)
+    user_id = person(principal)
     if not has_prefix(factor_id, "mfa"):
         raise NotFound("factor not found")
     factor = db.execute(
@@ -86,7 +88,7 @@ def _factor(db: Session, principal: Principal, factor_id: str) -> MfaFactor:
     return factor
 
 
-def _active(db: Session, org_id: str, user_id: str) -> list[MfaFactor]:
+def active_factors(db: Session, org_id: str, user_id: str) -> list[MfaFactor]:
     stmt = select(MfaFactor).where(
         MfaFactor.org_id == org_id, MfaFactor.user_id == user_id, MfaFactor.status == "active"
     )
@@ -99,7 +101,7 @@ def _active(db: Session, org_id: str, user_id: str) -> list[MfaFactor]:
 def start_totp(db: Session, vault: Vault, principal: Principal, *, name: str) -> Enrolment:
     """A pending TOTP factor with a new secret (sealed); earlier pending ones of the
     person are discarded. A session needs a recent verification (step-up)."""
-    user_id = _person(principal)
+    user_id = person(principal)
     org = tenancy.find_org(db, principal.org_id)
     if org is None or TOTP not in mfa.allowed(org.mfa_methods):
         raise Forbidden("the organisation does not allow TOTP factors")
@@ -174,7 +176,7 @@ def confirm_totp(
         if principal.credential is CredentialKind.MFA_ENROLMENT and principal.credential_id:
             error.with_write(challenges.count_failure(principal.credential_id))
         raise error
-    first = not _active(db, principal.org_id, factor.user_id)
+    first = not active_factors(db, principal.org_id, factor.user_id)
     now = utcnow()
     done = db.execute(
         update(MfaFactor)
@@ -195,7 +197,7 @@ def confirm_totp(
     )
     if not first:
         return []
-    return _new_codes(db, principal, factor.user_id, hasher)
+    return new_codes(db, principal, factor.user_id, hasher)
 
 
 # --- listing, removal, reset ---------------------------------------------------------
@@ -209,7 +211,7 @@ class Status:
 
 
 def status(db: Session, principal: Principal) -> Status:
-    user_id = _person(principal)
+    user_id = person(principal)
     stmt = select(MfaFactor).where(
         MfaFactor.org_id == principal.org_id, MfaFactor.user_id == user_id
     )
@@ -226,7 +228,8 @@ def delete_factor(db: Session, principal: Principal, factor_id: str) -> None:
     factor = _factor(db, principal, factor_id)
     if factor.status == "active":
         principal.require_recent_auth("mfa.factor_delete")
-        others = [f for f in _active(db, principal.org_id, factor.user_id) if f.id != factor.id]
+        active = active_factors(db, principal.org_id, factor.user_id)
+        others = [f for f in active if f.id != factor.id]
         org = tenancy.find_org(db, principal.org_id)
         if not others and org is not None and mfa.required(org.mfa_policy, principal.role):
             raise Conflict("the organisation requires a second factor: add another one first")
@@ -286,7 +289,7 @@ def _void_codes(db: Session, org_id: str, user_id: str) -> None:
     )
 
 
-def _new_codes(db: Session, principal: Principal, user_id: str, hasher: TokenHasher) -> list[str]:
+def new_codes(db: Session, principal: Principal, user_id: str, hasher: TokenHasher) -> list[str]:
     _void_codes(db, principal.org_id, user_id)
     codes = [_format(random_base32(4 * _CODE_GROUPS)) for _ in range(RECOVERY_CODES)]
     for code in codes:
@@ -314,11 +317,11 @@ def _new_codes(db: Session, principal: Principal, user_id: str, hasher: TokenHas
 
 def regenerate_codes(db: Session, principal: Principal, hasher: TokenHasher) -> list[str]:
     """A new set of ten recovery codes; the old ones stop working. Needs step-up."""
-    user_id = _person(principal)
+    user_id = person(principal)
     principal.require_recent_auth("mfa.recovery_codes")
-    if not _active(db, principal.org_id, user_id):
+    if not active_factors(db, principal.org_id, user_id):
         raise Conflict("recovery codes come with a confirmed factor: enrol one first")
-    return _new_codes(db, principal, user_id, hasher)
+    return new_codes(db, principal, user_id, hasher)
 
 
 # --- verification (sign-in, step-up) -------------------------------------------------
@@ -349,7 +352,7 @@ def verify(
 def _verify_totp(db: Session, vault: Vault, user: User, code: str) -> Verified:
     now = utcnow()
     replayed = False
-    for factor in _active(db, user.org_id, user.id):
+    for factor in active_factors(db, user.org_id, user.id):
         if factor.kind != TOTP:
             continue
         secret = store.open_secret(db, vault, factor.secret_id)

@@ -10,8 +10,10 @@ signing in again with the password does not buy fresh guesses at a six-digit cod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from limits import RateLimitItem
 from sqlalchemy import update
@@ -35,7 +37,7 @@ from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords
-from bastion.identity.mfa import challenges, factors
+from bastion.identity.mfa import challenges, factors, passkeys, webauthn_challenges
 from bastion.identity.models import User, UserSession
 from bastion.identity.sessions import LoginResult, open_session
 from bastion.identity.tokens import TokenHasher
@@ -80,13 +82,18 @@ def complete(
     *,
     mfa_token: str,
     method: str,
-    code: str,
+    code: str | None,
     hasher: TokenHasher,
     limiter: RateLimiter,
     settings: Settings,
+    credential: Mapping[str, Any] | None = None,
 ) -> LoginResult:
-    """Redeem a sign-in `mfa_token` with a factor's code: a session whose `amr` names
-    the password and the factor."""
+    """Redeem a sign-in `mfa_token` with a factor's code (or, for WebAuthn, an
+    assertion): a session whose `amr` names the password and the factor."""
+    if method == passkeys.WEBAUTHN and credential is None:
+        raise InvalidInput.field("credential", "is required for this method")
+    if method != passkeys.WEBAUTHN and not code:
+        raise InvalidInput.field("code", "is required for this method")
     challenge = challenges.load(db, mfa_token, challenges.SIGN_IN, hasher, actor)
     user = db.get(User, challenge.user_id)
     org = tenancy.find_org(db, challenge.org_id)
@@ -99,10 +106,17 @@ def complete(
     allowed, _ = limiter.take(_PER_TOKEN, f"mfa:token:{challenge.id}")
     if not allowed:
         raise challenges.refused(who, "mfa_token_spent", challenge)
-    result = factors.verify(db, vault, hasher, user, org, method, code, who)
+    if method == passkeys.WEBAUTHN:
+        rp = passkeys.RelyingParty.of(settings)
+        result = passkeys.verify(
+            db, rp, user, org, credential,
+            purpose=webauthn_challenges.SIGN_IN, bound_to=challenge.id, actor=who,
+        )  # fmt: skip
+    else:
+        result = factors.verify(db, vault, hasher, user, org, method, code or "", who)
     if not result.ok:
         _count(limiter, user.id)
-        raise (
+        error = (
             Unauthenticated("the code is wrong, expired or was already used")
             .with_audit(
                 type=EventType.AUTH_MFA_FAILED,
@@ -115,6 +129,9 @@ def complete(
             )
             .with_write(challenges.count_failure(challenge.id))
         )
+        for write in result.on_failure:
+            error.with_write(write)
+        raise error
     challenge.used_at = utcnow()
     amr = mfa.merged([mfa.PASSWORD], result.amr)
     return open_session(db, actor, user, amr, hasher=hasher, settings=settings)
@@ -136,11 +153,13 @@ def step_up(
     password: str | None,
     hasher: TokenHasher,
     limiter: RateLimiter,
+    credential: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> SteppedUp:
     """Verify the person again and move their session's `auth_time` to now (adding the
-    method to its `amr`). A person with a factor steps up with a factor (a TOTP code or
-    a recovery code); a person without one, where their organisation does not require
-    one, with their password."""
+    method to its `amr`). A person with a factor steps up with a factor (a TOTP code, a
+    recovery code or a WebAuthn assertion); a person without one, where their
+    organisation does not require one, with their password."""
     if principal.credential is not CredentialKind.SESSION or principal.session_id is None:
         raise Forbidden("step-up applies to people signed in with a session")
     user = db.get(User, principal.user_id)
@@ -153,10 +172,10 @@ def step_up(
     if kinds:
         if method == PASSWORD:
             raise InvalidInput.field("method", "a person with a second factor steps up with it")
-        if not code:
-            raise InvalidInput.field("code", "is required for this method")
-        result = factors.verify(db, vault, hasher, user, org, method, code, actor)
-        amr, reason = result.amr, result.reason
+        result = _verify_factor(
+            db, vault, hasher, user, org, principal, method, code, credential, settings
+        )
+        amr, reason, on_failure = result.amr, result.reason, result.on_failure
     else:
         if mfa.required(org.mfa_policy, user.role):
             raise MfaEnrolmentRequired("enrol a second factor first")
@@ -165,10 +184,10 @@ def step_up(
         if not password:
             raise InvalidInput.field("password", "is required for this method")
         ok, _ = passwords.verify_password(user.password_hash, password)
-        amr, reason = ((mfa.PASSWORD,) if ok else ()), "wrong_password"
+        amr, reason, on_failure = ((mfa.PASSWORD,) if ok else ()), "wrong_password", ()
     if not amr:
         _count(limiter, user.id)
-        raise Unauthenticated("the code or password is wrong, or was already used").with_audit(
+        error = Unauthenticated("the code or password is wrong, or was already used").with_audit(
             type=EventType.AUTH_STEP_UP_FAILED,
             actor=actor,
             org_id=user.org_id,
@@ -177,6 +196,9 @@ def step_up(
             resource=("session", principal.session_id),
             metadata={"method": method},
         )
+        for write in on_failure:
+            error.with_write(write)
+        raise error
     now = utcnow()
     merged = mfa.merged(principal.amr or [mfa.PASSWORD], amr)
     # Not a bookkeeping column: the auth revision moves, so every worker's cached
@@ -196,3 +218,30 @@ def step_up(
         metadata={"method": method, "amr": merged},
     )
     return SteppedUp(now, merged)
+
+
+def _verify_factor(
+    db: Session,
+    vault: Vault,
+    hasher: TokenHasher,
+    user: User,
+    org: mfa.Settings,
+    principal: Principal,
+    method: str,
+    code: str | None,
+    credential: Mapping[str, Any] | None,
+    settings: Settings | None,
+) -> factors.Verified:
+    """A step-up's factor: a WebAuthn assertion answering this session's options, or a
+    code."""
+    if method == passkeys.WEBAUTHN and settings is not None:
+        if credential is None:
+            raise InvalidInput.field("credential", "is required for this method")
+        return passkeys.verify(
+            db, passkeys.RelyingParty.of(settings), user, org, credential,
+            purpose=webauthn_challenges.STEP_UP, bound_to=principal.session_id,
+            actor=principal.actor,
+        )  # fmt: skip
+    if not code:
+        raise InvalidInput.field("code", "is required for this method")
+    return factors.verify(db, vault, hasher, user, org, method, code, principal.actor)

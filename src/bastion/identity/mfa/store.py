@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode
+from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode, WebAuthnChallenge
 from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 
@@ -48,13 +48,13 @@ def destroy(db: Session, factors: list[MfaFactor]) -> None:
 
 def destroy_user(db: Session, org_id: str, user_id: str) -> int:
     """Everything MFA of one user: factors (and secrets), recovery codes, open mfa
-    tokens. Returns the number of factors removed."""
+    tokens and WebAuthn challenges. Returns the number of factors removed."""
     factors = list(
         db.execute(
             select(MfaFactor).where(MfaFactor.org_id == org_id, MfaFactor.user_id == user_id)
         ).scalars()
     )
     destroy(db, factors)
-    for model in (RecoveryCode, MfaChallenge):
+    for model in (RecoveryCode, MfaChallenge, WebAuthnChallenge):
         db.execute(delete(model).where(model.org_id == org_id, model.user_id == user_id))
     return len(factors)
