@@ -35,7 +35,7 @@ from bench.scale import SCALE
 
 USERS = SCALE.pick(120, 2)  # the sign-in pool: each signs in at most twice per 30 s
 THREADS = SCALE.pick(8, 2)
-PASSWORD = "bench-mfa-password-long-enough"  # noqa: S105 - throwaway bench users
+PASSWORD = "throwaway-mfa-passphrase-long-enough"  # noqa: S105 - throwaway users (no context word: the org is "Bench")
 NOTES = """
 What a sign-in with a second factor costs: the password's argon2id hash (64 MiB, 3 passes,
 by default: by far the largest part, and deliberately so), the mfa token issued (its keyed
