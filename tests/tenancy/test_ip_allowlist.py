@@ -22,6 +22,8 @@ from bastion.core.clock import clock
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Factory, Org, bearer, step_up
 from tests.identity.mfa_support import code, enrol_totp, next_step
+from tests.identity.test_webauthn import registered
+from tests.identity.webauthn_authenticator import SoftAuthenticator
 
 INSIDE = "10.1.2.3"
 OUTSIDE = "192.0.2.7"
@@ -383,3 +385,36 @@ def test_changing_the_allowlist_needs_step_up(client: TestClient, factory: Facto
         headers=org.headers,
     ).json()["data"]
     assert {e["metadata"]["action"] for e in events} == {"org.ip_allowlist"}
+
+
+def test_a_passkey_signs_in_only_from_inside_and_under_the_session_cap(
+    client: TestClient, factory: Factory
+) -> None:
+    """Passwordless sign-in makes its session where every other sign-in does: the
+    allowlist refuses it from outside (the passkey's challenge not spent), and the
+    organisation's cap on parallel sessions ends the oldest."""
+    org = factory.org()
+    member = factory.member(org)
+    key = SoftAuthenticator()
+    registered(client, _from(INSIDE, member.headers), key)
+    assert _save(client, org, ["10.1.0.0/16"]).status_code == 200
+    capped = client.patch(
+        f"/v1/orgs/{org.id}", json={"max_sessions_per_user": 1}, headers=org.headers
+    )
+    assert capped.status_code == 200, capped.text
+
+    def sign_in(ip: str) -> Any:
+        options = client.post("/v1/auth/passkey/options", headers=_from(ip)).json()
+        return client.post(
+            "/v1/auth/passkey", json={"credential": key.get(options)}, headers=_from(ip)
+        )
+
+    outside = sign_in(OUTSIDE)
+    assert _refused(outside), outside.text
+    first = sign_in(INSIDE)
+    assert first.status_code == 200, first.text
+    second = sign_in(INSIDE)
+    assert second.status_code == 200, second.text
+    # The cap is one session: the first passkey session was ended by the second.
+    assert _me(client, bearer(first.json()["token"]), INSIDE).status_code == 401
+    assert _me(client, bearer(second.json()["token"]), INSIDE).status_code == 200
