@@ -37,6 +37,17 @@ class World:
         body = {"email": unique_email(), "role": "viewer", "password": PASSWORD}
         return str(self.post("users", body)["id"])
 
+    def signed_in(self) -> dict[str, str]:
+        """A user with a session: the ids of both."""
+        email = unique_email()
+        body = {"email": email, "role": "viewer", "password": PASSWORD}
+        user = str(self.post("users", body)["id"])
+        self.factory.login(email)
+        listed = self.client.get(
+            f"/v1/orgs/{self.org.id}/users/{user}/sessions", headers=self.org.headers
+        )
+        return {"user": user, "session": str(listed.json()["data"][0]["id"])}
+
     def team(self) -> str:
         return str(self.post("teams", {"name": unique_name("team")})["id"])
 
@@ -306,6 +317,14 @@ ROWS: list[Row] = [
         P.USERS_MANAGE,
         204,
         params=lambda w: {"user": w.user()},
+    ),
+    Row("DELETE", "/v1/orgs/{org}/sessions", P.ORG_MANAGE, 204),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/users/{user}/sessions/{session}",
+        P.USERS_MANAGE,
+        204,
+        params=lambda w: w.signed_in(),
     ),
     Row(
         "POST",

@@ -43,8 +43,66 @@ def test_admin_lists_and_ends_a_users_sessions(client: TestClient, factory: Fact
         params={"type": "session.revoked"},
         headers=org.headers,
     ).json()["data"]
-    assert events[0]["metadata"] == {"count": 2, "ended_by_admin": True}
+    assert events[0]["metadata"] == {
+        "count": 2,
+        "ended_by_admin": True,
+        "user_id": member.user_id,
+    }
     assert events[0]["resource"]["id"] == member.user_id
+
+
+def test_admin_ends_one_session_of_a_user(client: TestClient, factory: Factory) -> None:
+    org, other = factory.org(), factory.org("Other")
+    member = factory.member(org)
+    second = factory.login(member.email)
+    for token in (member.token, second):
+        assert client.get("/v1/me", headers=bearer(token)).status_code == 200
+    listed = _sessions(client, org, member.user_id, org.headers).json()["data"]
+    newest = listed[0]["id"]  # the second sign-in's
+    base = f"/v1/orgs/{org.id}/users/{member.user_id}/sessions"
+    assert client.delete(f"{base}/{newest}", headers=org.headers).status_code == 204
+    assert client.get("/v1/me", headers=bearer(second)).status_code == 401
+    assert client.get("/v1/me", headers=bearer(member.token)).status_code == 200
+    # Unknown, mistyped, another user's and another organisation's sessions are 404.
+    admins = _sessions(client, org, org.admin.user_id, org.headers).json()["data"]
+    theirs = _sessions(client, other, other.admin.user_id, other.headers).json()["data"]
+    for missing in ("ses_01ARZ3NDEKTSV4RRFFQ69G5FAV", "usr_x", admins[0]["id"]):
+        assert client.delete(f"{base}/{missing}", headers=org.headers).status_code == 404
+    foreign = f"/v1/orgs/{other.id}/users/{other.admin.user_id}/sessions/{theirs[0]['id']}"
+    assert client.delete(foreign, headers=org.headers).status_code == 404
+    assert client.get("/v1/me", headers=other.admin.headers).status_code == 200
+    event = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "session.revoked"},
+        headers=org.headers,
+    ).json()["data"][0]
+    assert event["resource"] == {"type": "session", "id": newest}
+    assert event["metadata"]["user_id"] == member.user_id
+
+
+def test_an_admin_ends_everyones_sessions_but_their_own(
+    client: TestClient, factory: Factory
+) -> None:
+    org, other = factory.org(), factory.org("Other")
+    member, manager = factory.member(org), factory.member(org, "manager")
+    others = [member.token, manager.token, factory.login(org.admin.email)]
+    for token in [*others, org.admin.token, other.admin.token]:
+        assert client.get("/v1/me", headers=bearer(token)).status_code == 200
+    url = f"/v1/orgs/{org.id}/sessions"
+    assert client.delete(url, headers=manager.headers).status_code == 403  # not org:manage
+    assert client.delete(f"/v1/orgs/{other.id}/sessions", headers=org.headers).status_code == 404
+    assert client.delete(url, headers=org.admin.headers).status_code == 204
+    for token in others:  # the admin's other session too
+        assert client.get("/v1/me", headers=bearer(token)).status_code == 401
+    assert client.get("/v1/me", headers=org.admin.headers).status_code == 200  # the caller's
+    assert client.get("/v1/me", headers=other.admin.headers).status_code == 200
+    assert client.get("/v1/me", headers=org.headers).status_code == 200  # keys stay
+    event = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "session.revoked"},
+        headers=org.headers,
+    ).json()["data"][0]
+    assert event["metadata"] == {"count": 3, "ended_by_admin": True, "everyone": True}
 
 
 def test_a_user_may_see_their_own_sessions_but_not_anothers(

@@ -389,20 +389,16 @@ def list_user_sessions(
     return page_of(rows[: limit + 1], limit, key=lambda s: s.id)
 
 
-def end_user_sessions(db: Session, principal: Principal, org_id: str, user_id: str) -> int:
-    """End every session of a user now (`users:manage`, and the user must not outrank
-    the caller). Their API keys are not touched: suspend the user to stop those too."""
+def end_org_sessions(db: Session, principal: Principal, org_id: str) -> int:
+    """End every session of every user of the organisation now but the caller's own
+    (`org:manage`: an incident response; API keys are not touched). The count ended."""
     principal.require_org(org_id)
-    principal.require(Permission.USERS_MANAGE)
-    user = require_user_in_org(db, org_id, user_id)
-    if user.id != principal.user_id:
-        held = authz.user_permissions(db, org_id, user.role, user.id, user.grants_until)
-        authz.ensure_outranks(principal, held, "this user")
+    principal.require(Permission.ORG_MANAGE)
     result = db.execute(
         update(UserSession)
         .where(
             UserSession.org_id == org_id,
-            UserSession.user_id == user.id,
+            UserSession.id != (principal.session_id or ""),
             UserSession.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow()),
@@ -414,8 +410,47 @@ def end_user_sessions(db: Session, principal: Principal, org_id: str, user_id: s
         type=EventType.SESSION_REVOKED,
         actor=principal.actor,
         org_id=org_id,
-        resource=("user", user.id),
+        resource=("org", org_id),
         reason="ended_by_admin",
-        metadata={"count": count, "ended_by_admin": True},
+        metadata={"count": count, "ended_by_admin": True, "everyone": True},
+    )
+    return count
+
+
+def end_user_sessions(
+    db: Session, principal: Principal, org_id: str, user_id: str, session_id: str | None = None
+) -> int:
+    """End every session of a user now, or the one named (`users:manage`, and the user
+    must not outrank the caller). Their API keys are not touched: suspend the user to
+    stop those too. An unknown session, or another user's, is not found."""
+    principal.require_org(org_id)
+    principal.require(Permission.USERS_MANAGE)
+    user = require_user_in_org(db, org_id, user_id)
+    if user.id != principal.user_id:
+        held = authz.user_permissions(db, org_id, user.role, user.id, user.grants_until)
+        authz.ensure_outranks(principal, held, "this user")
+    which = [UserSession.org_id == org_id, UserSession.user_id == user.id]
+    if session_id is not None:
+        if not has_prefix(session_id, "ses"):
+            raise NotFound("session not found")
+        found = db.execute(select(UserSession.id).where(UserSession.id == session_id, *which))
+        if found.scalar_one_or_none() is None:
+            raise NotFound("session not found")
+        which.append(UserSession.id == session_id)
+    result = db.execute(
+        update(UserSession)
+        .where(*which, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow()),
+        execution_options=org_scoped(org_id),
+    )
+    count = int(getattr(result, "rowcount", 0) or 0)
+    audit.record(
+        db,
+        type=EventType.SESSION_REVOKED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("session", session_id) if session_id else ("user", user.id),
+        reason="ended_by_admin",
+        metadata={"count": count, "ended_by_admin": True, "user_id": user.id},
     )
     return count

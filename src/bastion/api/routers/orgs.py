@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from bastion.api.deps import DB, Caller, State
+from bastion.identity import sessions
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.schemas import OrgOut, OrgUpdate
 
@@ -45,4 +46,14 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
 )
 def delete_org(org: str, principal: Caller, db: DB, state: State) -> Response:
     tenancy.delete_org(db, state.vault, principal.actor, org, principal)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/sessions",
+    status_code=204,
+    summary="End every user's sessions now but the caller's own (incident response)",
+)
+def end_org_sessions(org: str, principal: Caller, db: DB) -> Response:
+    sessions.end_org_sessions(db, principal, org)
     return Response(status_code=204)

@@ -158,3 +158,11 @@ def list_user_sessions(
 def end_user_sessions(org: str, user: str, principal: Caller, db: DB) -> Response:
     sessions.end_user_sessions(db, principal, org, user)
     return Response(status_code=204)
+
+
+@router.delete(
+    "/{user}/sessions/{session}", status_code=204, summary="End one session of a user now"
+)
+def end_user_session(org: str, user: str, session: str, principal: Caller, db: DB) -> Response:
+    sessions.end_user_sessions(db, principal, org, user, session)
+    return Response(status_code=204)
