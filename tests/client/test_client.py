@@ -117,6 +117,16 @@ def test_password_change_reset_and_user_sessions(client: TestClient, factory: Fa
     with pytest.raises(AuthenticationError):
         person.me()
     assert list(admin.users.sessions(org.id, member.user_id)) == []
+    # One session of a user; then every user's sessions in the organisation.
+    one = factory.login(member.email, "a brand new passphrase")
+    listed = list(admin.users.sessions(org.id, member.user_id))
+    admin.users.end_sessions(org.id, member.user_id, listed[0]["id"])
+    with pytest.raises(AuthenticationError):
+        Client(http_client=client, token=one).me()
+    two = factory.login(member.email, "a brand new passphrase")
+    Client(http_client=client, token=org.admin.token).orgs.end_sessions(org.id)
+    with pytest.raises(AuthenticationError):
+        Client(http_client=client, token=two).me()
     Client(http_client=client).auth.request_password_reset(unique_email("ghost"))  # 202, None
     with pytest.raises(AuthenticationError):
         Client(http_client=client).auth.confirm_password_reset("bsr_bogus", "a long new passphrase")

@@ -148,8 +148,13 @@ class Endpoints:
         )
 
     @staticmethod
-    def end_user_sessions(org: str, user: str) -> Req:
-        return Req("DELETE", _p("orgs", org, "users", user, "sessions"), expect_body=False)
+    def end_user_sessions(org: str, user: str, session: str | None = None) -> Req:
+        parts = ("orgs", org, "users", user, "sessions", *((session,) if session else ()))
+        return Req("DELETE", _p(*parts), expect_body=False)
+
+    @staticmethod
+    def end_org_sessions(org: str) -> Req:
+        return Req("DELETE", _p("orgs", org, "sessions"), expect_body=False)
 
     @staticmethod
     def me() -> Req:

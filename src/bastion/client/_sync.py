@@ -226,6 +226,10 @@ class _Orgs:
     def update(self, org: str, **changes: Any) -> JSON:
         return self._c._call(E.update_org(org, **changes))
 
+    def end_sessions(self, org: str) -> None:
+        """End every session of every user of the organisation now but the caller's."""
+        self._c._run(E.end_org_sessions(org))
+
 
 class _Collection:
     def __init__(self, c: Client, name: str) -> None:
@@ -270,9 +274,9 @@ class _Users(_Collection):
         """A user's active sessions, newest first."""
         return self._c._pages(E.user_sessions(org, user))
 
-    def end_sessions(self, org: str, user: str) -> None:
-        """End every session of the user now."""
-        self._c._run(E.end_user_sessions(org, user))
+    def end_sessions(self, org: str, user: str, session: str | None = None) -> None:
+        """End every session of the user now, or only `session`."""
+        self._c._run(E.end_user_sessions(org, user, session))
 
 
 class _Teams(_Collection):
