@@ -82,7 +82,8 @@ def test_public_url_is_an_origin(given: str, origin: str) -> None:
 
 
 def test_public_url_default() -> None:
-    assert load_settings().public_url == "http://127.0.0.1:8400"
+    # localhost, not 127.0.0.1: the WebAuthn RP ID is its host, and browsers refuse an IP.
+    assert load_settings().public_url == "http://localhost:8400"
 
 
 @pytest.mark.parametrize(
