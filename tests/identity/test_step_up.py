@@ -70,6 +70,46 @@ def test_api_keys_are_not_people_step_up_does_not_apply(
     assert refused.status_code == 403
 
 
+def test_an_organisation_may_refuse_admin_keys_the_step_up_actions(
+    client: TestClient, factory: Factory
+) -> None:
+    """The contract's org setting: admin-role API keys refused the actions that need
+    step-up of a person (403, audited); other keys, and people who stepped up, not."""
+    org = factory.org()
+    reveal = _secret(client, org)
+    url = f"/v1/orgs/{org.id}"
+    role = {"name": "revealer", "permissions": ["secrets:reveal"]}
+    assert client.post(f"{url}/roles", json=role, headers=org.headers).status_code == 201
+    reader = factory.api_key(org, role="revealer")  # may reveal, not an admin key
+    assert client.get(url, headers=org.headers).json()["step_up_refuses_admin_keys"] is False
+    on = {"step_up_refuses_admin_keys": True}
+    clock.advance(STALE)
+    _assert_step_up(client.patch(url, json=on, headers=org.admin.headers))  # an MFA setting
+    step_up(client, org.admin.headers)
+    assert client.patch(url, json=on, headers=org.admin.headers).status_code == 200
+    refused = client.post(reveal, json={}, headers=org.headers)  # the admin key, cached
+    assert refused.status_code == 403, refused.text
+    assert "refuses admin-role API keys" in refused.json()["detail"]
+    export = client.get(f"/v1/orgs/{org.id}/audit-events/export", headers=org.headers)
+    assert export.status_code == 403
+    made = client.post(
+        f"/v1/orgs/{org.id}/api-keys", json={"name": "k", "role": "admin"}, headers=org.headers
+    )
+    assert made.status_code == 403
+    assert client.post(reveal, json={}, headers=bearer(reader["key"])).status_code == 200
+    assert client.post(reveal, json={}, headers=org.admin.headers).status_code == 200
+    events = client.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "auth.step_up_required"},
+        headers=org.admin.headers,
+    ).json()["data"]
+    assert any(e["metadata"].get("admin_key_refused") for e in events)
+    # Off again (the person is within the window): the key may act again at once.
+    off = {"step_up_refuses_admin_keys": False}
+    assert client.patch(url, json=off, headers=org.admin.headers).status_code == 200
+    assert client.post(reveal, json={}, headers=org.headers).status_code == 200
+
+
 def test_a_person_with_a_factor_steps_up_with_it(client: TestClient, factory: Factory) -> None:
     org = factory.org()
     enrolled = enrol_totp(client, org.admin.headers)

@@ -42,6 +42,9 @@ class Principal:
     auth_time: datetime | None = None
     step_up_max_age: int = DEFAULT_STEP_UP_MAX_AGE
     mfa_pending: bool = False
+    # An admin-role API key of an organisation that refuses such keys the actions that
+    # need step-up of a person (`step_up_refuses_admin_keys`).
+    step_up_refused: bool = False
 
     @property
     def permissions(self) -> frozenset[Permission]:
@@ -58,8 +61,21 @@ class Principal:
     def require_recent_auth(self, action: str) -> None:
         """Step-up (RFC 9470) for a sensitive action: a person's session must have been
         verified within the organisation's `step_up_max_age`. API keys, service accounts
-        and agent runs are not people: it does not apply to them. Reads only what the
-        principal carries (cached with the credential): no query."""
+        and agent runs are not people: it does not apply to them, unless the organisation
+        refuses admin-role keys these actions (403). Reads only what the principal
+        carries (cached with the credential): no query."""
+        if self.step_up_refused:
+            raise Forbidden(
+                f"{action} needs a person who stepped up: this organisation refuses"
+                " admin-role API keys it",
+            ).with_audit(
+                type=EventType.AUTH_STEP_UP_REQUIRED,
+                actor=self.actor,
+                org_id=self.org_id,
+                outcome=Outcome.DENIED,
+                resource=("api_key", self.credential_id) if self.credential_id else None,
+                metadata={"action": action, "admin_key_refused": True},
+            )
         if self.credential is not CredentialKind.SESSION and (
             self.credential is not CredentialKind.MFA_ENROLMENT
         ):

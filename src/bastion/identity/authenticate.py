@@ -116,6 +116,7 @@ class _KeyRow(NamedTuple):
     sa_role: str  # likewise with sa_status
     org_status: str | None
     ip_allowlist: list[str] | None
+    refuses_admin_keys: bool | None
     org_rev: int
     instance_rev: int
 
@@ -140,6 +141,7 @@ _KEY_QUERY = (
             sa_role=ServiceAccount.role,
             org_status=tenancy.org_status(ApiKey.org_id),
             ip_allowlist=tenancy.org_ip_allowlist(ApiKey.org_id),
+            refuses_admin_keys=tenancy.org_refuses_admin_keys(ApiKey.org_id),
             org_rev=revisions.org_revision(ApiKey.org_id),
             instance_rev=revisions.instance_revision(),
         )
@@ -523,6 +525,9 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
         credential_id=key_id,
         actor=Actor(principal_type, principal_id, actor.ip, actor.user_agent, actor.request_id),
         temporary=temporary,
+        # Read from the (cached) principal at each step-up action; a change of the
+        # setting bumps the organisation's auth revision, which reloads it.
+        step_up_refused=bool(row.refuses_admin_keys) and row.role == "admin",
     )
     last_used = row.last_used_at
     touch = None

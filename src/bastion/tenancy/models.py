@@ -2,7 +2,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core import revisions
@@ -39,6 +49,11 @@ class Organization(Base):
         Integer,
         default=DEFAULT_STEP_UP_MAX_AGE,
         server_default=str(DEFAULT_STEP_UP_MAX_AGE),
+    )
+    # Whether admin-role API keys are refused the actions that need step-up of a person
+    # (keys are not people: without it they may take them).
+    step_up_refuses_admin_keys: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
     )
     # The password policy new passwords of its users obey (`identity.passwords`).
     password_min_length: Mapped[int] = mapped_column(

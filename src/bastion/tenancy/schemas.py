@@ -46,6 +46,10 @@ class OrgOut(Out):
     step_up_max_age: int = Field(
         description="Seconds a verification counts for sensitive actions (step-up)."
     )
+    step_up_refuses_admin_keys: bool = Field(
+        description="Refuse admin-role API keys the actions that need step-up of a person "
+        "(keys are not people: step-up does not apply to them)."
+    )
     password_policy: PasswordPolicyOut
     max_sessions_per_user: int | None = Field(
         description="Parallel sessions per user; a new sign-in past it ends the oldest. "
@@ -66,6 +70,7 @@ class OrgUpdate(In):
     mfa_policy: MfaPolicy | None = None
     mfa_methods: Annotated[list[MfaMethod], Field(min_length=1, max_length=2)] | None = None
     step_up_max_age: Annotated[int, Field(ge=30, le=24 * 3600)] | None = None
+    step_up_refuses_admin_keys: bool | None = None
     password_policy: PasswordPolicyIn | None = None
     max_sessions_per_user: Annotated[int, Field(ge=1, le=1000)] | None = None
     ip_allowlist: Annotated[list[Cidr], Field(max_length=200)] | None = None

@@ -74,6 +74,13 @@ def org_step_up_max_age(org_id: Any) -> ColumnElement[int]:
     return stmt.scalar_subquery()
 
 
+def org_refuses_admin_keys(org_id: Any) -> ColumnElement[bool]:
+    """Whether the organisation refuses admin-role keys the step-up actions (read with a
+    key's check in its one query, as `org_status` is)."""
+    stmt = select(Organization.step_up_refuses_admin_keys).where(Organization.id == org_id)
+    return stmt.scalar_subquery()
+
+
 def org_ip_allowlist(org_id: Any) -> ColumnElement[Any]:
     """The IP allowlist of the organisation `org_id` (a column or a value) as a scalar
     subquery, read with a credential's check in its one query (see `org_status`)."""
@@ -110,6 +117,7 @@ def update_org(
     mfa_policy: str | None = None,
     mfa_methods: list[str] | None = None,
     step_up_max_age: int | None = None,
+    step_up_refuses_admin_keys: bool | None = None,
     password_min_length: int | None = None,
     password_breached_check: bool | None = None,
     max_sessions_per_user: int | None = None,
@@ -125,6 +133,7 @@ def update_org(
         "mfa_policy": mfa_policy,
         "mfa_methods": sorted(set(mfa_methods)) if mfa_methods is not None else None,
         "step_up_max_age": step_up_max_age,
+        "step_up_refuses_admin_keys": step_up_refuses_admin_keys,
     }
     mfa_changes = {k: v for k, v in mfa_changes.items() if v is not None}
     if mfa_methods is not None and not set(mfa_methods) & set(mfa.AVAILABLE):

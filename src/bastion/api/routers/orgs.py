@@ -30,6 +30,7 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         mfa_policy=body.mfa_policy,
         mfa_methods=list(body.mfa_methods) if body.mfa_methods is not None else None,
         step_up_max_age=body.step_up_max_age,
+        step_up_refuses_admin_keys=body.step_up_refuses_admin_keys,
         password_min_length=policy.min_length if policy else None,
         password_breached_check=policy.breached_check if policy else None,
         max_sessions_per_user=body.max_sessions_per_user,
