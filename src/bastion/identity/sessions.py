@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from limits import RateLimitItem
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
@@ -300,11 +300,16 @@ def list_sessions(
 ) -> Page[UserSession]:
     if principal.user_id is None:
         return Page([], None)
+    return _live_page(db, UserSession.user_id == principal.user_id, limit=limit, cursor=cursor)
+
+
+def _live_page(
+    db: Session, *which: ColumnElement[bool], limit: int, cursor: str | None
+) -> Page[UserSession]:
+    """The live sessions `which` selects, newest first, one page."""
     now = utcnow()
     stmt = select(UserSession).where(
-        UserSession.user_id == principal.user_id,
-        UserSession.revoked_at.is_(None),
-        UserSession.expires_at > now,
+        *which, UserSession.revoked_at.is_(None), UserSession.expires_at > now
     )
     after = decode_id_cursor(cursor)
     if after:
@@ -373,20 +378,8 @@ def list_user_sessions(
     if user_id != principal.user_id:
         principal.require(Permission.USERS_MANAGE)
     user = require_user_in_org(db, org_id, user_id)
-    now = utcnow()
-    stmt = select(UserSession).where(
-        UserSession.org_id == org_id,
-        UserSession.user_id == user.id,
-        UserSession.revoked_at.is_(None),
-        UserSession.expires_at > now,
-    )
-    after = decode_id_cursor(cursor)
-    if after:
-        stmt = stmt.where(UserSession.id < after)
-    rows = [
-        s for s in db.execute(stmt.order_by(UserSession.id.desc())).scalars() if is_active(s, now)
-    ]
-    return page_of(rows[: limit + 1], limit, key=lambda s: s.id)
+    which = (UserSession.org_id == org_id, UserSession.user_id == user.id)
+    return _live_page(db, *which, limit=limit, cursor=cursor)
 
 
 def end_org_sessions(db: Session, principal: Principal, org_id: str) -> int:
