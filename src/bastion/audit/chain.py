@@ -128,7 +128,7 @@ def start_chain(db: Session, org_id: str) -> None:
 
 
 class EventFields(TypedDict, total=False):
-    """What an event is recorded with (the arguments of `record` and `event_row`)."""
+    """What an event is recorded with (the arguments of `record`)."""
 
     type: Required[EventType]
     actor: Required[Actor]
@@ -224,14 +224,6 @@ def _chain(values: dict[str, Any], head: AuditHead) -> None:
     )  # fmt: skip
     values["seq"], values["prev_hash"], values["hash"] = seq, head.hash, hash_
     head.seq, head.hash, head.time = seq, hash_, now
-
-
-def event_row(db: Session, **fields: Unpack[EventFields]) -> dict[str, Any]:
-    """The next event of the chain as a row of `audit_events` (column names), with the
-    chain's head locked and moved past it."""
-    values = _event_fields(**fields)
-    _chain(values, _head_state(db, values["chain"]))
-    return values
 
 
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
