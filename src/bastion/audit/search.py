@@ -94,7 +94,8 @@ def filtered(
     """The organisation's events matching `filters` (every filter uses an index except
     the text search, which scans within the other filters' range). A time range also
     bounds seq: by `seq_range` as `bounded` looks it up, written into the statement as
-    numbers (the planner then knows how wide the range is), or else by subqueries."""
+    numbers (the planner then knows how wide the range is) in place of the time
+    conditions they stand for, or else by subqueries."""
     stmt = select(AuditEvent).where(AuditEvent.chain == org_id)
     if filters.type:
         stmt = stmt.where(AuditEvent.type == filters.type)
@@ -104,12 +105,15 @@ def filtered(
         stmt = stmt.where(AuditEvent.resource_id == filters.resource)
     if filters.outcome:
         stmt = stmt.where(AuditEvent.outcome == filters.outcome)
-    if filters.since:
+    low, high = seq_range if seq_range is not None else (0, _NO_SEQ)
+    # A bound `seq_range` found is exact (see `_seq_edges`), so the time condition it
+    # stands for is left out: kept, it would only make the planner guess how many of
+    # the range's rows match and, guessing few, sort the whole range for one page.
+    if filters.since and low <= 0:
         stmt = stmt.where(AuditEvent.time >= filters.since)
-    if filters.until:
+    if filters.until and high >= _NO_SEQ:
         stmt = stmt.where(AuditEvent.time < filters.until)
     if seq_range is not None:
-        low, high = seq_range
         if low > 0:
             stmt = stmt.where(AuditEvent.seq >= bindparam("seq_low", low, literal_execute=True))
         if high < _NO_SEQ:
