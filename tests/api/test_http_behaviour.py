@@ -173,3 +173,20 @@ def test_idempotency_keys_are_per_credential(client: TestClient, factory: Factor
     assert a.status_code == 201
     assert "idempotent-replayed" not in b.headers  # a different caller is not replayed
     assert b.status_code == 409  # ... and really ran: the team name is taken
+
+
+def test_an_unexpected_error_is_a_500_problem(data_dir: Path, database_url: str) -> None:
+    """A route that fails in a way nothing answers: the client gets the problem document
+    (not Starlette's plain text) with the request id, and nothing of the error."""
+    app = create_app(make_settings(data_dir, database_url))
+
+    @app.post("/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/boom", json={}, headers={"x-request-id": "req-boom-1"})
+        body = _assert_problem(response, 500)
+        assert body["request_id"] == "req-boom-1"
+        assert "a bug" not in response.text
+        assert client.get("/healthz").status_code == 200

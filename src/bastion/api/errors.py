@@ -250,7 +250,15 @@ async def problem_for(
     return None
 
 
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A 500 for an error nothing else answers, in the shape `BastionMiddleware` sends
+    for one; the exception goes on to the middleware, which logs it and discards the
+    request's work."""
+    return _response(*problems.generic(500, "internal error", _rid(request)))
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(BastionError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
