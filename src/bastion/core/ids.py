@@ -11,6 +11,7 @@ import time
 from bastion.core.crypto import random_int_bits
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DIGITS = frozenset(_ALPHABET)
 _BODY_LEN = 26
 
 PREFIXES = frozenset(
@@ -68,9 +69,4 @@ def new_id(prefix: str) -> str:
 def has_prefix(value: str, prefix: str) -> bool:
     """True when `value` is a well-formed id of type `prefix`; anything else is not found."""
     head, sep, body = value.partition("_")
-    return (
-        sep == "_"
-        and head == prefix
-        and len(body) == _BODY_LEN
-        and all(c in _ALPHABET for c in body)
-    )
+    return sep == "_" and head == prefix and len(body) == _BODY_LEN and _DIGITS.issuperset(body)

@@ -46,6 +46,16 @@ class Principal:
     # need step-up of a person (`step_up_refuses_admin_keys`).
     step_up_refused: bool = False
 
+    def acting_as(self, actor: Actor) -> Principal:
+        """This principal on behalf of `actor` (a request's address, agent and id): what
+        a cached credential gives each request, so a copy made without
+        `dataclasses.replace`'s field-by-field re-initialisation (~4 µs per request)."""
+        copy = object.__new__(Principal)
+        fields = copy.__dict__
+        fields.update(self.__dict__)
+        fields["actor"] = actor
+        return copy
+
     @property
     def permissions(self) -> frozenset[Permission]:
         """What this caller may exercise: its role, cut to what its credential kind allows."""

@@ -365,9 +365,8 @@ def _confirm(
     cache.hits += 1
     _check_address(entry.allowlist, entry.principal, actor)
     who = entry.principal.actor
-    principal = replace(
-        entry.principal,
-        actor=Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
+    principal = entry.principal.acting_as(
+        Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id)
     )
     touch = None
     due = (now - entry.last_touched).total_seconds() >= entry.touch_every
