@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
-from bastion.core.db import DirectReader, make_engine
+from bastion.core.db import DirectReader, begin_write, fetch, make_engine, read_aside
+from bastion.core.ids import new_id
+from bastion.tenancy.models import Team
 
 
 def test_many_threads_share_a_bounded_set_of_connections(database_url: str, backend: str) -> None:
@@ -58,3 +60,26 @@ def test_a_failed_read_gives_its_slot_back(database_url: str, backend: str) -> N
     finally:
         reader.close()
         engine.dispose()
+
+
+def test_fetch_reads_in_the_session_unless_told_to_read_aside(app, factory) -> None:  # type: ignore[no-untyped-def]
+    """`fetch` on a plain session reads in its transaction (its own uncommitted writes
+    included); on a session given a direct reader, through that reader (what is
+    committed), with the same rows for the same SQL on either backend."""
+    org = factory.org()
+    sql = "SELECT name FROM teams WHERE org_id = ? ORDER BY name"
+    state = app.state.bastion
+    with state.write_sessions() as db:
+        begin_write(db)
+        db.add(Team(id=new_id("team"), org_id=org.id, name="uncommitted"))
+        db.flush()
+        assert fetch(db, sql, (org.id,)) == [("uncommitted",)]
+        aside = state.sessions()
+        read_aside(aside, state.direct)
+        assert fetch(aside, sql, (org.id,)) == []
+        aside.close()
+        db.commit()
+    aside = state.sessions()
+    read_aside(aside, state.direct)
+    assert fetch(aside, sql, (org.id,)) == [("uncommitted",)]
+    aside.close()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.core import groupcommit
 from bastion.core.context import Actor
+from bastion.core.db import DirectReader, read_aside
 from bastion.core.ratelimit import Quota
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class RequestContext:
     write_sessions: sessionmaker[Session] = field(repr=False)
     # The headers the middleware and the lean routes read, first value each, read once.
     headers: dict[bytes, str] = field(default_factory=dict, repr=False)
+    # Where the reader's hot-path reads go (`bastion.core.db.fetch`).
+    direct: DirectReader | None = field(default=None, repr=False)
     principal: Principal | None = None
     quota: Quota | None = None
     failure_events: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +69,8 @@ class RequestContext:
         if self._db is None:
             self._db = self.sessions()
             groupcommit.deferring(self._db)
+            if self.direct is not None:
+                read_aside(self._db, self.direct)
             self.deferring = True
         elif not self.deferring:
             raise RuntimeError("the request's unit of work is already a writer")

@@ -134,6 +134,7 @@ class BastionMiddleware:
             path=path,
             sessions=self.state.sessions,
             write_sessions=self.state.write_sessions,
+            direct=self.state.direct,
         )
         scope[SCOPE_KEY] = ctx
         is_api = path.startswith("/v1/")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bastion.core.db.base import NAMING, Base, JSONType, UTCDateTime, get_in_org
-from bastion.core.db.direct import AsyncDirectReader, DirectReader
+from bastion.core.db.direct import AsyncDirectReader, DirectReader, fetch, read_aside
 from bastion.core.db.writers import _WRITERS as _WRITERS
 from bastion.core.db.writers import (
     PG_WAITING,
@@ -53,10 +53,12 @@ __all__ = [
     "begin_write",
     "client_gone",
     "database_busy",
+    "fetch",
     "get_in_org",
     "make_engine",
     "make_sessionmaker",
     "org_scoped",
+    "read_aside",
     "writer_stats",
 ]
 

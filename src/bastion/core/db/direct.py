@@ -10,6 +10,30 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
+
+_ASIDE = "bastion.direct_reader"
+
+
+def read_aside(db: Session, reader: DirectReader) -> None:
+    """Let `fetch` run `db`'s hot-path reads on `reader` instead of `db`'s connection:
+    for a request's reader session, which holds no writes of its own (they wait for its
+    group-commit unit), so another connection reads exactly what it would."""
+    db.info[_ASIDE] = reader
+
+
+def fetch(db: Session, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The rows of one hot-path read (`?` placeholders): on the `DirectReader` that
+    `read_aside` gave `db`, else in `db`'s own transaction. A request's reveal spent
+    ~150 µs of CPU in the session's connection checkout, transaction and execution
+    machinery around a ~10 µs query."""
+    reader: DirectReader | None = db.info.get(_ASIDE)
+    if reader is not None:
+        return reader.fetchall(sql, params)
+    conn = db.connection()
+    if conn.dialect.name != "sqlite":
+        sql = sql.replace("?", "%s")
+    return [tuple(row) for row in conn.exec_driver_sql(sql, params)]
 
 
 class DirectReader:
