@@ -340,9 +340,12 @@ def create_team(
 
     def write(writer: Session) -> None:
         # In the writer's transaction: a create committed just before this one counts.
+        # Not flushed here, so a batch's teams go in one INSERT: two units of one batch
+        # taking the same name both pass the check, the unique constraint refuses the
+        # batch's flush, and the batch's rerun in savepoints (each flushed) answers the
+        # second one with this check's conflict.
         _ensure_name_free(writer, org_id, name)
         writer.add(team)
-        writer.flush()
 
     groupcommit.defer(db, write)
     audit.record(
