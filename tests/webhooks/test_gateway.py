@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -234,6 +235,29 @@ def test_a_replayed_delivery_is_409_and_audited(
     assert_refused(replayed, 409)
     (audited,) = audit_events(client, org, "webhook_event.rejected", endpoint["id"])
     assert audited["reason"] == "replayed"
+    events = client.get(
+        f"/v1/orgs/{org.id}/webhook-endpoints/{endpoint['id']}/events", headers=org.headers
+    ).json()["data"]
+    assert len(events) == 1
+
+
+def test_one_delivery_sent_many_times_at_once_is_accepted_once(
+    client: TestClient, factory: Factory
+) -> None:
+    """Copies of one delivery in the same writer batches: the batch's one flush refuses
+    the duplicate key, and the rerun answers every copy but one with the replay 409."""
+    org = factory.org()
+    secret = new_secret("github")
+    endpoint = create_endpoint(client, org, "github", secret)
+    body = body_for("github")
+    headers = sign("github", secret, body)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(
+            pool.map(lambda _: post_hook(client, endpoint["url"], body, headers), range(24))
+        )
+    assert sorted(a.status_code for a in answers) == [202] + [409] * 23
+    rejected = audit_events(client, org, "webhook_event.rejected", endpoint["id"])
+    assert [e["reason"] for e in rejected] == ["replayed"] * 23
     events = client.get(
         f"/v1/orgs/{org.id}/webhook-endpoints/{endpoint['id']}/events", headers=org.headers
     ).json()["data"]

@@ -22,7 +22,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
@@ -30,6 +29,7 @@ from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
+from bastion.core.db import fetch
 from bastion.core.errors import Conflict, NotFound
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
@@ -124,7 +124,11 @@ def _secrets(db: Session, vault: Vault, endpoint: WebhookEndpoint, now: datetime
 def _remember(
     db: Session, endpoint: WebhookEndpoint, provider: Provider, key: str, now: datetime
 ) -> bool:
-    """Record the delivery key; False when it was already recorded (a replay)."""
+    """Record the delivery key; False when it was already recorded (a replay). The
+    lookup is plain SQL and the new key is left unflushed, so a batch's keys go in one
+    INSERT: should two units of one batch (or two writers at once) record the same
+    key, the primary key refuses the flush and the rerun in savepoints (each flushed)
+    finds the first one's key here."""
     expires_at = None
     if provider in _TIMESTAMPED:
         window = endpoint.tolerance_seconds
@@ -133,17 +137,17 @@ def _remember(
         # An authentic timestamp is at most `window` ahead of now and is refused once it
         # is `window` behind: after that the window has closed for this key for good.
         expires_at = now + timedelta(seconds=2 * window + 60)
-    try:
-        with db.begin_nested():
-            db.add(
-                WebhookReplayKey(endpoint_id=endpoint.id, delivery_key=key, expires_at=expires_at)
-            )
-    except IntegrityError:
+    if fetch(db, _RECORDED, (endpoint.id, key)):
         existing = db.get(WebhookReplayKey, (endpoint.id, key))
         if existing is None or existing.expires_at is None or existing.expires_at >= now:
             return False
         existing.expires_at = expires_at  # a key left over from a closed window
+        return True
+    db.add(WebhookReplayKey(endpoint_id=endpoint.id, delivery_key=key, expires_at=expires_at))
     return True
+
+
+_RECORDED = "SELECT 1 FROM webhook_replay_keys WHERE endpoint_id = ? AND delivery_key = ?"
 
 
 def receive(
@@ -219,7 +223,6 @@ def receive(
         writer.add(event)
         if forwarded is not None:
             outbound.enqueue_forward(writer, endpoint, body, content_type, delivery_id=forwarded)
-        writer.flush()
 
     groupcommit.defer(db, write)
     audit.record(
