@@ -16,6 +16,8 @@ import bastion.core.idempotency
 import bastion.core.revisions
 import bastion.identity.models
 import bastion.secrets.models
+import bastion.sso.enforcement
+import bastion.sso.models
 import bastion.tenancy.models
 import bastion.webhooks.models  # noqa: F401
 from bastion.core.db import Base

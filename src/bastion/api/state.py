@@ -26,6 +26,7 @@ from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.secrets.vault import Vault
+from bastion.sso.oidc import RelyingParty
 
 T = TypeVar("T")
 
@@ -57,6 +58,8 @@ class AppState:
     mailer: Mailer = field(init=False, repr=False)
     # Whose X-Forwarded-For names the client (`BASTION_TRUSTED_PROXIES`).
     proxies: TrustedProxies = field(init=False)
+    # The OpenID Connect relying party: providers' discovery documents and keys, cached.
+    sso_rp: RelyingParty = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
@@ -88,6 +91,7 @@ class AppState:
             )
         )
         self.proxies = TrustedProxies(s.trusted_proxies)
+        self.sso_rp = RelyingParty(s)
 
     async def read(self, work: Callable[[], T]) -> T:
         """Run a request's short synchronous read (a few primary-key or indexed lookups,

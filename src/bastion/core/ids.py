@@ -51,6 +51,10 @@ PREFIXES = frozenset(
         "mfc",
         "rc",
         "wac",
+        "ssoc",
+        "dom",
+        "ssor",
+        "ssox",
     }
 )
 
