@@ -29,6 +29,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
+from bastion.core.clock import utcnow
 from bastion.core.config import Settings
 from bastion.core.crypto import constant_time_equals, digest
 from bastion.core.netguard import GuardedTransport, OutboundRefused
@@ -257,7 +258,7 @@ class RelyingParty:
                 continue
         if claims is None:
             raise SsoFailure("token_invalid", "id_token signature does not verify")
-        _check_claims(claims, provider.issuer, client_id, nonce, now or time.time())
+        _check_claims(claims, provider.issuer, client_id, nonce, now or utcnow().timestamp())
         if "at_hash" in claims and access_token is not None:
             expected = _half_hash(_AT_HASH[alg], access_token)
             if not constant_time_equals(str(claims["at_hash"]), expected):
