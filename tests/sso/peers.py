@@ -203,7 +203,8 @@ class FakeProvider:
     def sign(self, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
         return jwt.encode(header or {"alg": "RS256", "kid": "fake-1"}, claims, self.key)
 
-    def claims(self, nonce: str, **overrides: Any) -> dict[str, Any]:
+    def claims(self, expected_nonce: str, **overrides: Any) -> dict[str, Any]:
+        nonce = expected_nonce
         now = int(time.time())
         base = {
             "iss": self.issuer,
