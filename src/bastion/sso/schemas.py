@@ -134,16 +134,17 @@ class ConnectionOut(Out):
     updated_at: datetime
 
 
-Domain = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True,
-        to_lower=True,
-        min_length=3,
-        max_length=253,
-        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
-    ),
-]
+_DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def _domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not 3 <= len(value) <= 253 or not _DOMAIN.fullmatch(value):
+        raise ValueError("must be a domain name such as example.com")
+    return value
+
+
+Domain = Annotated[str, StringConstraints(max_length=254), AfterValidator(_domain)]
 
 
 class DomainIn(In):
