@@ -60,11 +60,6 @@ def enforced_for(
         if user_org is not None and org_enforces:  # fail closed: no gate to ask
             return SsoEnforced(user_org, org_break_glass)
         return None
-
-
-def start_url(public_url: str, email: str) -> str:
-    """Where a browser starts signing `email` in with SSO."""
-    return f"{public_url}{START_PATH}?" + urlencode({"email": email})
     for gate in tuple(_GATES):
         found = gate(db, email)
         if found is not None and (user_org is None or found.org_id == user_org):
