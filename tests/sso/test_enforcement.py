@@ -135,3 +135,34 @@ def test_an_unverified_domain_is_not_enforced(
     member = _person(browser, org, domain, "member")
     _enforce(browser, org, sso_enforced=True)
     assert _login(browser, member).status_code == 200
+
+
+def test_a_burst_of_refused_sso_sign_ins_raises_an_alert(
+    browser: TestClient, sso_factory: Factory, dns: DnsServer, sso_app: object
+) -> None:
+    from bastion.alerts import service as alerts
+    from bastion.api.app import notifier
+
+    org = sso_factory.org()
+    domain = verified_domain(browser, dns, org)
+    rule = {"name": "sso", "kind": "sso_failures", "params": {"threshold": 3, "window_seconds": 300}}
+    assert browser.post(f"/v1/orgs/{org.id}/alert-rules", json=rule, headers=org.headers).status_code == 201
+    created = browser.post(
+        f"/v1/orgs/{org.id}/sso-connections",
+        json={"type": "oidc", "name": "x", "issuer": "http://127.0.0.1:9/", "client_id": "c"},
+        headers=org.headers,
+    )
+    assert created.status_code == 201, created.text
+    state = sso_factory.state
+
+    def round_() -> list[dict[str, object]]:
+        alerts.run_round(state.sessions, state.write_sessions, notifier(state), org.id)
+        return list(browser.get(f"/v1/orgs/{org.id}/alerts", headers=org.headers).json()["data"])
+
+    for _ in range(2):  # the provider is unreachable: each start is refused and audited
+        answer = browser.get("/v1/auth/sso/start", params={"email": f"a@{domain}"}, follow_redirects=False)
+        assert answer.headers["location"] == "/console/?error=provider_unreachable"
+    assert round_() == []
+    browser.get("/v1/auth/sso/start", params={"email": f"a@{domain}"}, follow_redirects=False)
+    [alert] = round_()
+    assert alert["kind"] == "sso_failures" and alert["key"] == "sso"
