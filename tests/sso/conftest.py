@@ -78,7 +78,9 @@ def new_domain() -> str:
 
 def verified_domain(browser: TestClient, dns: DnsServer, org: Org) -> str:
     domain = new_domain()
-    created = browser.post(f"/v1/orgs/{org.id}/domains", json={"domain": domain}, headers=org.headers)
+    created = browser.post(
+        f"/v1/orgs/{org.id}/domains", json={"domain": domain}, headers=org.headers
+    )
     assert created.status_code == 201, created.text
     dns.records[domain] = [created.json()["txt_record"]]
     verified = browser.post(

@@ -165,7 +165,7 @@ class FakeProvider:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 if path == "/.well-known/openid-configuration":
                     self._json(
@@ -182,7 +182,7 @@ class FakeProvider:
                 else:
                     self._json({"error": "not_found"}, 404)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 fake.token_requests.append(

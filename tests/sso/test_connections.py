@@ -43,8 +43,10 @@ def test_crud_and_the_secret_never_comes_back(browser: TestClient, sso_factory: 
     assert conn["issuer"] == "https://acme.okta.com"  # filled in by the preset
     assert conn["groups_attribute"] == "groups"
     assert "groups" in conn["scopes"]
-    assert conn["client_secret_set"] is True and "client_secret" not in conn
-    assert conn["default_role"] == "viewer" and conn["jit"] is True
+    assert conn["client_secret_set"] is True
+    assert "client_secret" not in conn
+    assert conn["default_role"] == "viewer"
+    assert conn["jit"] is True
     assert conn["redirect_uri"] == "http://localhost:8400/v1/auth/sso/oidc/callback"
     url = f"/v1/orgs/{org.id}/sso-connections/{conn['id']}"
     assert SECRET not in browser.get(url, headers=org.headers).text
@@ -55,7 +57,8 @@ def test_crud_and_the_secret_never_comes_back(browser: TestClient, sso_factory: 
 
     changed = browser.patch(url, json={"name": "Okta prod", "jit": False}, headers=org.headers)
     assert changed.status_code == 200, changed.text
-    assert changed.json()["name"] == "Okta prod" and changed.json()["jit"] is False
+    assert changed.json()["name"] == "Okta prod"
+    assert changed.json()["jit"] is False
     assert browser.delete(url, headers=org.headers).status_code == 204
     assert browser.get(url, headers=org.headers).status_code == 404
 
@@ -94,9 +97,9 @@ def test_invalid_input_names_the_field(browser: TestClient, sso_factory: Factory
         answer = _create(browser, org, **body)
         assert answer.status_code == 422, (body, answer.text)
         assert answer.json()["errors"][0]["field"] == field, (body, answer.text)
-    assert browser.get(f"/v1/orgs/{org.id}/sso-connections", headers=org.headers).json()[
-        "data"
-    ] == []  # nothing half-written
+    assert (
+        browser.get(f"/v1/orgs/{org.id}/sso-connections", headers=org.headers).json()["data"] == []
+    )  # nothing half-written
 
 
 def test_a_mapping_cannot_hand_out_more_than_the_caller_holds(
@@ -111,9 +114,7 @@ def test_a_mapping_cannot_hand_out_more_than_the_caller_holds(
     assert role.status_code == 201, role.text
     key = sso_factory.api_key(org, role=role.json()["id"])
     headers = {"Authorization": f"Bearer {key['key']}"}
-    refused = _create(
-        browser, org, headers=headers, role_mapping=[{"group": "g", "role": "admin"}]
-    )
+    refused = _create(browser, org, headers=headers, role_mapping=[{"group": "g", "role": "admin"}])
     assert refused.status_code == 403, refused.text
     refused_default = _create(browser, org, headers=headers, default_role="member")
     assert refused_default.status_code == 403
@@ -149,7 +150,10 @@ def test_connections_are_scoped_and_permission_checked(
     member = sso_factory.member(org, "member")
     assert browser.patch(url, json={"name": "x"}, headers=member.headers).status_code == 403
     assert browser.delete(url, headers=member.headers).status_code == 403
-    assert browser.get(f"/v1/orgs/{org.id}/sso-connections/ssoc_x", headers=org.headers).status_code == 404
+    assert (
+        browser.get(f"/v1/orgs/{org.id}/sso-connections/ssoc_x", headers=org.headers).status_code
+        == 404
+    )
 
 
 def test_presets_fill_in_issuers(browser: TestClient, sso_factory: Factory) -> None:

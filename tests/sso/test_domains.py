@@ -19,7 +19,8 @@ def test_a_domain_is_verified_by_its_txt_record(
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["domain"] == domain and body["verified"] is False
+    assert body["domain"] == domain
+    assert body["verified"] is False
     assert body["id"].startswith("dom_")
     assert body["txt_record"].startswith("bastion-verification=")
     verify = f"/v1/orgs/{org.id}/domains/{body['id']}/verify"
@@ -74,7 +75,9 @@ def test_one_organisation_per_domain(
         f"/v1/orgs/{second.id}/domains/{claims[1]['id']}/verify", headers=second.headers
     )
     assert taken.status_code == 409
-    again = browser.post(f"/v1/orgs/{second.id}/domains", json={"domain": domain}, headers=second.headers)
+    again = browser.post(
+        f"/v1/orgs/{second.id}/domains", json={"domain": domain}, headers=second.headers
+    )
     assert again.status_code == 409
     # Removed by its owner, the domain can be verified by the other organisation.
     gone = browser.delete(f"/v1/orgs/{first.id}/domains/{claims[0]['id']}", headers=first.headers)
@@ -95,11 +98,18 @@ def test_domains_are_scoped_and_permission_checked(
     url = f"/v1/orgs/{org.id}/domains/{created['id']}"
     assert browser.get(url).status_code == 401
     assert browser.get(url, headers=other.headers).status_code == 404
-    assert browser.get(f"/v1/orgs/{other.id}/domains/{created['id']}", headers=other.headers).status_code == 404
+    assert (
+        browser.get(
+            f"/v1/orgs/{other.id}/domains/{created['id']}", headers=other.headers
+        ).status_code
+        == 404
+    )
     member = sso_factory.member(org, "member")
     assert browser.delete(url, headers=member.headers).status_code == 403
     assert browser.post(f"{url}/verify", headers=member.headers).status_code == 403
-    bad = browser.post(f"/v1/orgs/{org.id}/domains", json={"domain": "not a domain"}, headers=org.headers)
+    bad = browser.post(
+        f"/v1/orgs/{org.id}/domains", json={"domain": "not a domain"}, headers=org.headers
+    )
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "domain"
     assert browser.get(f"/v1/orgs/{org.id}/domains/dom_x", headers=org.headers).status_code == 404

@@ -119,16 +119,18 @@ def test_changing_enforcement_needs_step_up(browser: TestClient, sso_factory: Fa
     assert refused.status_code == 401
     assert refused.json()["code"] == "step_up_required"
     step_up(browser, org.admin.headers)
-    assert browser.patch(
-        f"/v1/orgs/{org.id}", json={"sso_enforced": True}, headers=org.admin.headers
-    ).json()["sso_enforced"] is True
+    assert (
+        browser.patch(
+            f"/v1/orgs/{org.id}", json={"sso_enforced": True}, headers=org.admin.headers
+        ).json()["sso_enforced"]
+        is True
+    )
     got = browser.get(f"/v1/orgs/{org.id}", headers=org.headers).json()
-    assert got["sso_enforced"] is True and got["sso_break_glass"] is False
+    assert got["sso_enforced"] is True
+    assert got["sso_break_glass"] is False
 
 
-def test_an_unverified_domain_is_not_enforced(
-    browser: TestClient, sso_factory: Factory
-) -> None:
+def test_an_unverified_domain_is_not_enforced(browser: TestClient, sso_factory: Factory) -> None:
     org = sso_factory.org()
     domain = new_domain()
     browser.post(f"/v1/orgs/{org.id}/domains", json={"domain": domain}, headers=org.headers)
@@ -145,8 +147,15 @@ def test_a_burst_of_refused_sso_sign_ins_raises_an_alert(
 
     org = sso_factory.org()
     domain = verified_domain(browser, dns, org)
-    rule = {"name": "sso", "kind": "sso_failures", "params": {"threshold": 3, "window_seconds": 300}}
-    assert browser.post(f"/v1/orgs/{org.id}/alert-rules", json=rule, headers=org.headers).status_code == 201
+    rule = {
+        "name": "sso",
+        "kind": "sso_failures",
+        "params": {"threshold": 3, "window_seconds": 300},
+    }
+    assert (
+        browser.post(f"/v1/orgs/{org.id}/alert-rules", json=rule, headers=org.headers).status_code
+        == 201
+    )
     created = browser.post(
         f"/v1/orgs/{org.id}/sso-connections",
         json={"type": "oidc", "name": "x", "issuer": "http://127.0.0.1:9/", "client_id": "c"},
@@ -160,9 +169,12 @@ def test_a_burst_of_refused_sso_sign_ins_raises_an_alert(
         return list(browser.get(f"/v1/orgs/{org.id}/alerts", headers=org.headers).json()["data"])
 
     for _ in range(2):  # the provider is unreachable: each start is refused and audited
-        answer = browser.get("/v1/auth/sso/start", params={"email": f"a@{domain}"}, follow_redirects=False)
+        answer = browser.get(
+            "/v1/auth/sso/start", params={"email": f"a@{domain}"}, follow_redirects=False
+        )
         assert answer.headers["location"] == "/console/?error=provider_unreachable"
     assert round_() == []
     browser.get("/v1/auth/sso/start", params={"email": f"a@{domain}"}, follow_redirects=False)
     [alert] = round_()
-    assert alert["kind"] == "sso_failures" and alert["key"] == "sso"
+    assert alert["kind"] == "sso_failures"
+    assert alert["key"] == "sso"

@@ -39,9 +39,7 @@ def world(
     fake_idp.discovery_issuer = None
 
 
-def _run(
-    browser: TestClient, fake: FakeProvider, domain: str, token: Callable[[str], str]
-) -> str:
+def _run(browser: TestClient, fake: FakeProvider, domain: str, token: Callable[[str], str]) -> str:
     """Start a sign-in, let the fake provider answer with `token(nonce)`, return where
     Bastion sends the browser."""
     started = start(browser, email=f"p@{domain}")
@@ -156,10 +154,8 @@ def test_hmac_keyed_with_the_providers_public_key_is_refused(
 ) -> None:
     """The algorithm-confusion attack: HS256 whose secret is the public key."""
     _, domain = world
-    public_pem = (
-        fake_idp.key.public_key.public_bytes(  # type: ignore[union-attr]
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    public_pem = fake_idp.key.public_key.public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
     def confused(nonce: str) -> str:
@@ -217,10 +213,10 @@ def test_a_discovery_document_naming_another_issuer_is_refused(
 ) -> None:
     _, domain = world
     fake_idp.discovery_issuer = fake_idp.issuer + "/"
-    sso_app.state.bastion.sso_rp._metadata.clear()  # noqa: SLF001 - drop the cached document
+    sso_app.state.bastion.sso_rp._metadata.clear()
     try:
         started = start(browser, email=f"p@{domain}")
         assert started.headers["location"] == "/console/?error=issuer_mismatch"
     finally:
         fake_idp.discovery_issuer = None
-        sso_app.state.bastion.sso_rp._metadata.clear()  # noqa: SLF001
+        sso_app.state.bastion.sso_rp._metadata.clear()

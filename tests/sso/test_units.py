@@ -50,12 +50,12 @@ def test_unknown_key_ids_refetch_at_most_once_per_interval(
 ) -> None:
     rp = RelyingParty(make_settings(data_dir, database_url, sso_jwks_refetch_interval=3600))
     provider = rp.metadata(fake_idp.issuer)
-    assert rp._candidates(provider.jwks_uri, "RS256", "fake-1", refresh=False)  # noqa: SLF001
+    assert rp._candidates(provider.jwks_uri, "RS256", "fake-1", refresh=False)
     old = fake_idp.key
     fake_idp.key = RSAKey.generate_key(2048, parameters={"kid": "fake-9", "use": "sig"})
     try:
         # Just fetched: a forged or new kid does not make Bastion fetch again yet.
-        assert rp._candidates(provider.jwks_uri, "RS256", "fake-9", refresh=True) == []  # noqa: SLF001
-        assert rp._candidates(provider.jwks_uri, "ES256", "fake-1", refresh=False) == []  # noqa: SLF001
+        assert rp._candidates(provider.jwks_uri, "RS256", "fake-9", refresh=True) == []
+        assert rp._candidates(provider.jwks_uri, "ES256", "fake-1", refresh=False) == []
     finally:
         fake_idp.key = old

@@ -26,7 +26,7 @@ from bastion.sso import presets
 from bastion.sso.models import SsoConnection
 from bastion.tenancy import service as tenancy
 
-SECRET_SCOPE = "sso"
+SECRET_SCOPE = "sso"  # noqa: S105 - a vault scope name, not a secret
 STEP_UP_ACTION = "org.sso_settings"
 # The fields a caller sets directly (the rest are derived or sealed).
 PLAIN_FIELDS = (
@@ -261,11 +261,14 @@ def update(
     elif "idp_metadata_url" in values:
         conn.idp_metadata_xml = None
     if mapping is not None:
-        conn.role_mapping, _ = mapping, changed.append("role_mapping")
+        conn.role_mapping = mapping
+        changed.append("role_mapping")
     if "team_mapping" in values:
-        conn.team_mapping, _ = list(values["team_mapping"]), changed.append("team_mapping")
+        conn.team_mapping = list(values["team_mapping"])
+        changed.append("team_mapping")
     if default is not None and default != conn.default_role:
-        conn.default_role, _ = default, changed.append("default_role")
+        conn.default_role = default
+        changed.append("default_role")
     _check_complete(conn)
     if client_secret_value:
         _seal(db, vault, conn, client_secret_value)

@@ -124,7 +124,7 @@ def lookup_txt(domain: str, nameserver: str | None) -> tuple[list[str], str | No
         return [], "lookup_failed"
     texts = []
     for record in answer:
-        texts.append(b"".join(record.strings).decode("utf-8", "replace"))  # type: ignore[attr-defined]
+        texts.append(b"".join(record.strings).decode("utf-8", "replace"))
     return texts, None
 
 

@@ -296,8 +296,10 @@ def _check_claims(
     if (len(audiences) > 1 or azp is not None) and azp != client_id:
         raise SsoFailure("audience_mismatch", "id_token azp is not this client")
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-    if not _number(exp) or not _number(iat):
+    if not isinstance(exp, int | float) or not isinstance(iat, int | float):
         raise SsoFailure("token_invalid", "id_token lacks exp or iat")
+    if isinstance(exp, bool) or isinstance(iat, bool):
+        raise SsoFailure("token_invalid", "id_token exp or iat is not a number")
     if now > float(exp) + SKEW_SECONDS:
         raise SsoFailure("token_expired", "id_token expired")
     if float(iat) > now + SKEW_SECONDS:

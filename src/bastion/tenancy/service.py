@@ -168,16 +168,7 @@ def update_org(
         changes["max_sessions_per_user"] = max_sessions_per_user
     if ip_allowlist is not None:
         _set_ip_allowlist(db, principal, org, ip_allowlist, confirm_lockout=confirm_lockout)
-    sso_changes = {
-        k: v
-        for k, v in (("sso_enforced", sso_enforced), ("sso_break_glass", sso_break_glass))
-        if v is not None and v != getattr(org, k)
-    }
-    if sso_changes:  # SSO settings are sensitive: a person steps up (RFC 9470)
-        principal.require_recent_auth("org.sso_settings")
-        for name_, value in sso_changes.items():
-            setattr(org, name_, value)
-            changes[name_] = value
+    changes.update(_set_sso(principal, org, sso_enforced, sso_break_glass))
     if name is not None:
         org.name, changes["name"] = name, name
     if "session_idle_timeout" in fields_set:
@@ -214,6 +205,20 @@ def _step_up_for(
         principal.require_recent_auth("org.mfa_settings")
     if audit_retention_days is not None and audit_retention_days != org.audit_retention_days:
         principal.require_recent_auth("org.retention")
+
+
+def _set_sso(
+    principal: Principal, org: Organization, enforced: bool | None, break_glass: bool | None
+) -> dict[str, bool]:
+    """Change `sso_enforced` / `sso_break_glass`: SSO settings, so a person steps up
+    (RFC 9470) for a change; saving them unchanged does not. The changes made."""
+    wanted = (("sso_enforced", enforced), ("sso_break_glass", break_glass))
+    changes = {k: v for k, v in wanted if v is not None and v != getattr(org, k)}
+    if changes:
+        principal.require_recent_auth("org.sso_settings")
+        for name, value in changes.items():
+            setattr(org, name, value)
+    return changes
 
 
 def _set_ip_allowlist(

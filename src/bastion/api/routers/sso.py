@@ -38,7 +38,7 @@ def _connection_out(state: AppState, conn: SsoConnection) -> ConnectionOut:
     public = state.settings.public_url
     return ConnectionOut(
         id=conn.id,
-        type=conn.type,  # type: ignore[arg-type]
+        type=conn.type,
         name=conn.name,
         preset=conn.preset,
         issuer=conn.issuer,
