@@ -208,7 +208,7 @@ class FakeProvider:
         now = int(time.time())
         base = {
             "iss": self.issuer,
-            "sub": "fake-subject",
+            "sub": "fake-" + str(overrides.get("email", "subject")),
             "aud": "fake-client",
             "exp": now + 300,
             "iat": now,

@@ -339,3 +339,24 @@ def test_the_authorization_request_uses_pkce_s256_state_and_nonce(
     cookie = started.headers["set-cookie"].lower()
     for attribute in ("httponly", "samesite=lax", "path=/", "max-age=600"):
         assert attribute in cookie
+
+
+def test_a_user_stays_bound_to_the_provider_account_that_first_signed_in(
+    browser: TestClient, sso_factory: Factory, dns: DnsServer, oidc_provider: NodeProvider
+) -> None:
+    """An email handed to another account at the provider takes over nobody."""
+    org, domain, _ = _org_with_sso(browser, sso_factory, dns, oidc_provider)
+    first, email = _account(oidc_provider, domain)
+    assert "code=" in sign_in(browser, oidc_provider, first, email=email).headers["location"]
+    second, _ = _account(oidc_provider, domain, email=email)  # the address, reassigned
+    browser.cookies.clear()
+    taken = sign_in(browser, oidc_provider, second, email=email)
+    assert taken.headers["location"] == "/console/?error=subject_mismatch"
+    # The first account, renamed at the provider, is not someone else either.
+    oidc_provider.add_account(
+        first, email=f"renamed-{uuid.uuid4().hex[:4]}@{domain}", email_verified=True, groups=[]
+    )
+    browser.cookies.clear()
+    renamed = sign_in(browser, oidc_provider, first, email=email)
+    assert renamed.headers["location"] == "/console/?error=subject_mismatch"
+    assert _events(browser, org, "sso.signin_failed")[0]["reason"] == "subject_mismatch"

@@ -53,7 +53,7 @@ from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 from bastion.sso import connections, domains, oidc
 from bastion.sso.errors import BadReturnTo, BadState, SsoFailure
-from bastion.sso.models import SsoCode, SsoConnection, SsoRequest
+from bastion.sso.models import SsoCode, SsoConnection, SsoIdentity, SsoRequest
 from bastion.tenancy import service as tenancy
 
 STATE_TTL = 600
@@ -462,7 +462,23 @@ def complete_sign_in(
     org = tenancy.find_org(db, conn.org_id)
     if org is None or org.status != "active":
         raise SsoFailure("org_inactive", "organisation not active")
+    subject = identity.subject[:255]
+    bound = db.execute(
+        select(SsoIdentity.user_id).where(
+            SsoIdentity.connection_id == conn.id, SsoIdentity.subject == subject
+        )
+    ).scalar_one_or_none()
     user = users.find_user_by_email(db, email)
+    if bound is not None and (user is None or user.id != bound):
+        raise SsoFailure("subject_mismatch", "this provider account signed in as another user")
+    if bound is None and user is not None:
+        taken = db.execute(
+            select(SsoIdentity.subject).where(
+                SsoIdentity.connection_id == conn.id, SsoIdentity.user_id == user.id
+            )
+        ).scalar_one_or_none()
+        if taken is not None:
+            raise SsoFailure("subject_mismatch", "the user signs in as another provider account")
     if user is not None and user.org_id != conn.org_id:
         raise SsoFailure("user_in_other_org", "the email belongs to another organisation")
     if user is not None and user.status == "suspended":
@@ -490,6 +506,10 @@ def complete_sign_in(
             metadata={"connection_id": conn.id, "email": user.email, "role": role},
         )
     actor = Actor("user", user.id, env.actor.ip, env.actor.user_agent, env.actor.request_id)
+    if bound is None:
+        db.add(
+            SsoIdentity(connection_id=conn.id, subject=subject, org_id=conn.org_id, user_id=user.id)
+        )
     if not created:
         role_change = users.apply_sso_role(db, actor, user, role)
     added, removed = tenancy.sync_memberships(

@@ -79,6 +79,23 @@ class SsoRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class SsoIdentity(Base):
+    """Which user a provider's subject (`iss` + `sub` of a connection) signed in as
+    first: later sign-ins of that subject are that user, and that user is that subject
+    (an email moved to another account at the provider takes over nobody)."""
+
+    __tablename__ = "sso_identities"
+    __table_args__ = (UniqueConstraint("connection_id", "user_id"),)
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("sso_connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SsoCode(Base):
     """The one-time code an SSO sign-in ends with (60 seconds), as a keyed hash."""
 

@@ -93,6 +93,25 @@ def upgrade() -> None:
         sa.Column("created_at", bastion.core.db.UTCDateTime(timezone=True), nullable=False),
     )  # fmt: skip
     op.create_table(
+        "sso_identities",
+        sa.Column(
+            "connection_id", sa.String(40),
+            sa.ForeignKey("sso_connections.id", ondelete="CASCADE"), primary_key=True,
+        ),
+        sa.Column("subject", sa.String(255), primary_key=True),
+        sa.Column(
+            "org_id", sa.String(40), sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("created_at", bastion.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("connection_id", "user_id"),
+    )  # fmt: skip
+    op.create_index("ix_sso_identities_user_id", "sso_identities", ["user_id"])
+    op.create_table(
         "sso_codes",
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column(
@@ -129,6 +148,8 @@ def downgrade() -> None:
     op.drop_index("ix_sso_once_used_expires_at", table_name="sso_once_used")
     op.drop_table("sso_once_used")
     op.drop_table("sso_codes")
+    op.drop_index("ix_sso_identities_user_id", table_name="sso_identities")
+    op.drop_table("sso_identities")
     op.drop_table("sso_requests")
     op.drop_table("sso_domains")
     op.drop_index("ix_sso_connections_org", table_name="sso_connections")
