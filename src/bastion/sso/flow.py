@@ -441,16 +441,7 @@ def _mapped_role(db: Session, conn: SsoConnection, groups: set[str]) -> str:
         raise SsoFailure("mapping_invalid", "a mapped role no longer exists") from None
 
 
-def complete_sign_in(
-    db: Session,
-    env: Env,
-    conn: SsoConnection,
-    identity: VerifiedIdentity,
-    request: SsoRequest,
-) -> str:
-    """The provider proved `identity`: check it belongs to `conn`'s organisation,
-    create or update the user, and issue the one-time code (returned). Raises
-    `SsoFailure` before writing anything when the person may not sign in."""
+def _checked_email(db: Session, conn: SsoConnection, identity: VerifiedIdentity) -> str:
     email = (identity.email or "").strip()
     if "@" not in email or len(email) > 320:
         raise SsoFailure("email_missing", "the provider sent no usable email")
@@ -462,23 +453,46 @@ def complete_sign_in(
     org = tenancy.find_org(db, conn.org_id)
     if org is None or org.status != "active":
         raise SsoFailure("org_inactive", "organisation not active")
-    subject = identity.subject[:255]
+    return email
+
+
+def _check_binding(db: Session, conn: SsoConnection, subject: str, user_id: str | None) -> bool:
+    """The provider subject and the user found by email must be bound to each other,
+    or to nobody yet: True when they already are."""
     bound = db.execute(
         select(SsoIdentity.user_id).where(
             SsoIdentity.connection_id == conn.id, SsoIdentity.subject == subject
         )
     ).scalar_one_or_none()
-    user = users.find_user_by_email(db, email)
-    if bound is not None and (user is None or user.id != bound):
-        raise SsoFailure("subject_mismatch", "this provider account signed in as another user")
-    if bound is None and user is not None:
+    if bound is not None:
+        if bound != user_id:
+            raise SsoFailure("subject_mismatch", "this provider account signed in as another user")
+        return True
+    if user_id is not None:
         taken = db.execute(
             select(SsoIdentity.subject).where(
-                SsoIdentity.connection_id == conn.id, SsoIdentity.user_id == user.id
+                SsoIdentity.connection_id == conn.id, SsoIdentity.user_id == user_id
             )
         ).scalar_one_or_none()
         if taken is not None:
             raise SsoFailure("subject_mismatch", "the user signs in as another provider account")
+    return False
+
+
+def complete_sign_in(
+    db: Session,
+    env: Env,
+    conn: SsoConnection,
+    identity: VerifiedIdentity,
+    request: SsoRequest,
+) -> str:
+    """The provider proved `identity`: check it belongs to `conn`'s organisation,
+    create or update the user, and issue the one-time code (returned). Raises
+    `SsoFailure` before writing anything when the person may not sign in."""
+    email = _checked_email(db, conn, identity)
+    subject = identity.subject[:255]
+    user = users.find_user_by_email(db, email)
+    bound = _check_binding(db, conn, subject, user.id if user else None)
     if user is not None and user.org_id != conn.org_id:
         raise SsoFailure("user_in_other_org", "the email belongs to another organisation")
     if user is not None and user.status == "suspended":
@@ -487,8 +501,6 @@ def complete_sign_in(
         raise SsoFailure("user_unknown", "no such user and just-in-time creation is off")
     groups = set(identity.groups)
     role = _mapped_role(db, conn, groups)
-    wanted = {m["team_id"] for m in conn.team_mapping or [] if m["group"] in groups}
-    managed = {m["team_id"] for m in conn.team_mapping or []}
     # Decided; from here on only writes.
     created = user is None
     if user is None:
@@ -496,7 +508,6 @@ def complete_sign_in(
         user = users.provision_sso_user(
             db, system, conn.org_id, email=email, name=identity.name or "", role=role
         )
-        role_change = None
         audit.record(
             db,
             type=EventType.SSO_USER_PROVISIONED,
@@ -506,14 +517,42 @@ def complete_sign_in(
             metadata={"connection_id": conn.id, "email": user.email, "role": role},
         )
     actor = Actor("user", user.id, env.actor.ip, env.actor.user_agent, env.actor.request_id)
-    if bound is None:
+    if not bound:
         db.add(
             SsoIdentity(connection_id=conn.id, subject=subject, org_id=conn.org_id, user_id=user.id)
         )
-    if not created:
-        role_change = users.apply_sso_role(db, actor, user, role)
+    role_change = None if created else users.apply_sso_role(db, actor, user, role)
+    _apply_teams(db, actor, conn, user.id, groups, role_change)
+    code = _issue_code(db, env, conn, user.id, request, identity)
+    audit.record(
+        db,
+        type=EventType.SSO_SIGNIN_SUCCEEDED,
+        actor=actor,
+        org_id=conn.org_id,
+        resource=("user", user.id),
+        metadata={
+            "connection_id": conn.id,
+            "subject": subject[:200],
+            "groups": sorted(groups)[:50],
+            "created": created,
+        },
+    )
+    return code
+
+
+def _apply_teams(
+    db: Session,
+    actor: Actor,
+    conn: SsoConnection,
+    user_id: str,
+    groups: set[str],
+    role_change: dict[str, str] | None,
+) -> None:
+    """The mapped teams, and one `sso.mapping_applied` event when anything changed."""
+    wanted = {m["team_id"] for m in conn.team_mapping or [] if m["group"] in groups}
+    managed = {m["team_id"] for m in conn.team_mapping or []}
     added, removed = tenancy.sync_memberships(
-        db, actor, conn.org_id, user.id, wanted=wanted, managed=managed
+        db, actor, conn.org_id, user_id, wanted=wanted, managed=managed
     )
     if role_change or added or removed:
         audit.record(
@@ -521,7 +560,7 @@ def complete_sign_in(
             type=EventType.SSO_MAPPING_APPLIED,
             actor=actor,
             org_id=conn.org_id,
-            resource=("user", user.id),
+            resource=("user", user_id),
             metadata={
                 "connection_id": conn.id,
                 "role": role_change,
@@ -529,6 +568,16 @@ def complete_sign_in(
                 "teams_removed": removed,
             },
         )
+
+
+def _issue_code(
+    db: Session,
+    env: Env,
+    conn: SsoConnection,
+    user_id: str,
+    request: SsoRequest,
+    identity: VerifiedIdentity,
+) -> str:
     amr = [mfa.FEDERATED] + ([mfa.MULTI] if mfa.MULTI in identity.amr else [])
     code = random_token(32)
     code_hash, version = env.hasher.keyed(_CODE, code)
@@ -536,7 +585,7 @@ def complete_sign_in(
         SsoCode(
             id=new_id("ssox"),
             org_id=conn.org_id,
-            user_id=user.id,
+            user_id=user_id,
             connection_id=conn.id,
             code_hash=code_hash,
             pepper_version=version,
@@ -547,19 +596,6 @@ def complete_sign_in(
         )
     )
     db.flush()
-    audit.record(
-        db,
-        type=EventType.SSO_SIGNIN_SUCCEEDED,
-        actor=actor,
-        org_id=conn.org_id,
-        resource=("user", user.id),
-        metadata={
-            "connection_id": conn.id,
-            "subject": identity.subject[:200],
-            "groups": sorted(groups)[:50],
-            "created": created,
-        },
-    )
     return code
 
 
