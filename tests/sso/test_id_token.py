@@ -220,3 +220,23 @@ def test_a_discovery_document_naming_another_issuer_is_refused(
     finally:
         fake_idp.discovery_issuer = None
         sso_app.state.bastion.sso_rp._metadata.clear()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[1, 2]", b"not json", b'{"iss": 1, "aud": {"x": 1}, "exp": "soon", "iat": true}'],
+)
+def test_malformed_payloads_are_refused_never_a_500(
+    browser: TestClient, world: tuple[Org, str], fake_idp: FakeProvider, payload: bytes
+) -> None:
+    _, domain = world
+
+    def odd(nonce: str) -> str:
+        from joserfc import jws
+
+        header = {"alg": "RS256", "kid": "fake-1"}
+        return str(jws.serialize_compact(header, payload, fake_idp.key))
+
+    location = _run(browser, fake_idp, domain, odd)
+    assert location.startswith("/console/?error=")
+    assert location.split("=", 1)[1] in {"token_invalid", "issuer_mismatch", "provider_invalid"}

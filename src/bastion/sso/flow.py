@@ -33,7 +33,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import structlog
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
@@ -56,6 +58,7 @@ from bastion.sso.errors import BadReturnTo, BadState, SsoFailure
 from bastion.sso.models import SsoCode, SsoConnection, SsoIdentity, SsoRequest
 from bastion.tenancy import service as tenancy
 
+log = structlog.get_logger("bastion.sso")
 STATE_TTL = 600
 CODE_TTL = 60
 START_PATH = "/v1/auth/sso/start"
@@ -335,11 +338,24 @@ def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | N
     try:
         if conn.type != "oidc":
             raise SsoFailure("protocol_mismatch", "an OIDC answer for a non-OIDC connection")
-        identity = _oidc_identity(db, env, conn, request, params)
+        identity = _guarded(lambda: _oidc_identity(db, env, conn, request, params))
         code = complete_sign_in(db, env, conn, identity, request)
     except SsoFailure as failure:
         return fail(db, env, request, conn, failure)
     return Redirect(with_params(request.return_to, code=code))
+
+
+def _guarded(work: Callable[[], VerifiedIdentity]) -> VerifiedIdentity:
+    """The provider's part: anything unforeseen in what it sent (a library's error on a
+    malformed token, a field of an unexpected type) refuses the sign-in as a failure,
+    logged without the token; the database's own errors still end the request."""
+    try:
+        return work()
+    except (SsoFailure, SQLAlchemyError):
+        raise
+    except Exception as exc:
+        log.warning("sso provider answer refused", error=type(exc).__name__)
+        raise SsoFailure("provider_invalid", f"unexpected answer: {type(exc).__name__}") from None
 
 
 def _oidc_identity(
