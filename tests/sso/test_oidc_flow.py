@@ -360,3 +360,21 @@ def test_a_user_stays_bound_to_the_provider_account_that_first_signed_in(
     renamed = sign_in(browser, oidc_provider, first, email=email)
     assert renamed.headers["location"] == "/console/?error=subject_mismatch"
     assert _events(browser, org, "sso.signin_failed")[0]["reason"] == "subject_mismatch"
+
+
+def test_a_browser_exchanges_only_codes_of_its_own_sign_ins(
+    browser: TestClient, sso_factory: Factory, dns: DnsServer, oidc_provider: NodeProvider
+) -> None:
+    """Login CSRF at the last step: an attacker's code planted in a victim's page."""
+    _, domain, _ = _org_with_sso(browser, sso_factory, dns, oidc_provider)
+    sub, email = _account(oidc_provider, domain)
+    code = query(sign_in(browser, oidc_provider, sub, email=email).headers["location"])["code"]
+    attackers_cookies = dict(browser.cookies)
+    browser.cookies.clear()  # the victim's browser: another cookie, or none
+    planted = browser.post(
+        "/v1/auth/sso/exchange", json={"code": code}, headers={"Origin": "http://localhost:8400"}
+    )
+    assert planted.status_code == 401
+    # The code is burnt by the attempt: not even its own browser can use it now.
+    browser.cookies.update(attackers_cookies)
+    assert browser.post("/v1/auth/sso/exchange", json={"code": code}).status_code == 401

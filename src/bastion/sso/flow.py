@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -107,6 +107,9 @@ class Env:
 class Redirect:
     location: str
     browser: str | None = field(default=None, repr=False)  # cookie value to set
+    # The provider answers with a cross-site POST (SAML): the binding cookie must be
+    # SameSite=None (and so Secure) to come along; a redirect back (OIDC) keeps Lax.
+    cross_site_post: bool = False
 
 
 # (db, env, connection, state, login hint) -> where to send the browser
@@ -155,7 +158,9 @@ def with_params(return_to: str, **params: str) -> str:
 # --- start ---------------------------------------------------------------------------------
 
 
-def _derived(env: Env, purpose: str, state: str) -> str:
+def derive(env: Env, purpose: str, state: str) -> str:
+    """A value only this server can compute from a sign-in's state, per purpose (the
+    PKCE verifier, the nonce; SAML: its AuthnRequest ID): nothing of it is stored."""
     return env.hasher.keyed(f"sso-{purpose}", state)[0]
 
 
@@ -207,6 +212,7 @@ def start(
             reason="no_connection",
         )
         return Redirect(with_params(return_to, error="no_connection"))
+    _prune(db)
     browser = _browser_value(cookie)
     state = random_token(32)
     state_hash, version = env.hasher.keyed(_STATE, state)
@@ -241,7 +247,21 @@ def start(
         resource=("sso_connection", conn.id),
         metadata={"connection_id": conn.id, "type": conn.type},
     )
-    return Redirect(location, browser)
+    return Redirect(location, browser, cross_site_post=conn.type == "saml")
+
+
+PRUNE_BATCH = 200
+
+
+def _prune(db: Session) -> None:
+    """Drop sign-in requests and codes past their time (a day later, so a late replay
+    still meets `state_replayed` rather than an unknown state), a batch at a time."""
+    before = utcnow() - timedelta(days=1)
+    for model in (SsoRequest, SsoCode):
+        stale = select(model.id).where(model.expires_at < before).limit(PRUNE_BATCH)
+        ids = list(db.execute(stale).scalars())
+        if ids:
+            db.execute(delete(model).where(model.id.in_(ids)))
 
 
 def _oidc_start(
@@ -252,14 +272,14 @@ def _oidc_start(
     provider = env.rp.metadata(conn.issuer)
     if provider.code_challenge_methods and "S256" not in provider.code_challenge_methods:
         raise SsoFailure("provider_invalid", "provider does not support PKCE S256")
-    verifier = _derived(env, "pkce", state)
+    verifier = derive(env, "pkce", state)
     params = {
         "response_type": "code",
         "client_id": conn.client_id,
         "redirect_uri": env.redirect_uri,
         "scope": " ".join(conn.scopes or ["openid", "email", "profile"]),
         "state": state,
-        "nonce": _derived(env, "nonce", state),
+        "nonce": derive(env, "nonce", state),
         "code_challenge": _b64(digest("sha256", verifier)),
         "code_challenge_method": "S256",
     }
@@ -384,7 +404,7 @@ def _oidc_identity(
         redirect_uri=env.redirect_uri,
         client_id=conn.client_id,
         client_secret=secret,
-        code_verifier=_derived(env, "pkce", state),
+        code_verifier=derive(env, "pkce", state),
     )
     id_token, access_token = tokens.get("id_token"), tokens.get("access_token")
     if not isinstance(id_token, str):
@@ -393,7 +413,7 @@ def _oidc_identity(
         provider,
         id_token,
         client_id=conn.client_id,
-        nonce=_derived(env, "nonce", state),
+        nonce=derive(env, "nonce", state),
         access_token=access_token if isinstance(access_token, str) else None,
         groups_attribute=conn.groups_attribute,
     )
@@ -630,9 +650,14 @@ def _refused(env: Env, reason: str, org_id: str | None, code_id: str | None) -> 
     )
 
 
-def exchange(db: Session, env: Env, code: str, cookie: str | None) -> sessions.LoginResult:
+def exchange(
+    db: Session, env: Env, code: str, cookie: str | None, *, from_browser: bool = False
+) -> sessions.LoginResult:
     """A session for the person the code was issued to: once, within 60 seconds, and
-    from the browser that signed in when the request carries its cookie."""
+    from the browser that signed in. A browser's request (`from_browser`: it sent an
+    `Origin`) must carry that browser's cookie, so a code planted in a victim's page
+    signs nobody in (login CSRF); an API client that drove the flow itself may carry
+    its cookie jar or none."""
     if not code or len(code) > 200:
         raise _refused(env, "code_invalid", None, None)
     row = db.execute(
@@ -650,8 +675,9 @@ def exchange(db: Session, env: Env, code: str, cookie: str | None) -> sessions.L
         raise _refused(env, "code_replayed", row.org_id, row.id)
     if as_utc(row.expires_at) <= now:
         raise _refused(env, "code_expired", row.org_id, row.id)
-    if cookie is not None and not env.hasher.keyed_matches(
-        _BROWSER, cookie, row.browser_pepper_version, row.browser_hash
+    if (cookie is not None or from_browser) and not (
+        cookie is not None
+        and env.hasher.keyed_matches(_BROWSER, cookie, row.browser_pepper_version, row.browser_hash)
     ):
         raise _refused(env, "browser_mismatch", row.org_id, row.id).with_write(_burn(row.id, now))
     user = users.find_user_in_org(db, row.org_id, row.user_id)

@@ -168,7 +168,7 @@ def _env(ctx: RequestContext, state: AppState) -> flow.Env:
     return flow.Env(state.settings, state.hasher, state.vault, state.sso_rp, ctx.actor)
 
 
-def _redirect(env: flow.Env, target: flow.Redirect, *, clear: bool = False) -> Response:
+def _redirect(env: flow.Env, target: flow.Redirect) -> Response:
     response = RedirectResponse(target.location, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -180,7 +180,7 @@ def _redirect(env: flow.Env, target: flow.Redirect, *, clear: bool = False) -> R
             path="/",
             secure=env.secure,
             httponly=True,
-            samesite="lax",
+            samesite="none" if target.cross_site_post and env.secure else "lax",
         )
     return response
 
@@ -258,6 +258,10 @@ def oidc_callback(
 def exchange(body: ExchangeIn, request: Request, ctx: Ctx, state: State) -> LoginOut:
     env = _env(ctx, state)
     result = flow.exchange(
-        ctx.db, env, body.code.get_secret_value(), request.cookies.get(env.cookie_name)
+        ctx.db,
+        env,
+        body.code.get_secret_value(),
+        request.cookies.get(env.cookie_name),
+        from_browser=request.headers.get("origin") is not None,
     )
     return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)
