@@ -5,9 +5,10 @@
     POST /v1/auth/sso/exchange      `exchange`: the one-time code for a session
 
 `start` dispatches on the connection's type to a registered protocol (`oidc` here;
-SAML registers its own with `register_protocol`). Whatever the protocol, once the
-provider has proven who the person is, `complete_sign_in` takes the connection and the
-`VerifiedIdentity` and does the rest: domain and user checks, just-in-time creation,
+SAML registers its own with `register_protocol`). The provider's answer goes through
+`answer` (claim the request once, from its browser; verify; complete; or fail back to
+`return_to`). Whatever the protocol, once the provider has proven who the person is,
+`complete_sign_in` takes the connection and the `VerifiedIdentity` and does the rest: domain and user checks, just-in-time creation,
 role and team mapping, audit, and the one-time code.
 
 Binding and one-time use (login CSRF, replays): the browser that starts a sign-in gets
@@ -349,20 +350,38 @@ def _bad_state(env: Env, reason: str) -> BadState:
     )
 
 
-def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | None) -> Redirect:
-    """The provider's redirect back: 302 to `return_to` with a code or an error."""
+Verify = Callable[[SsoRequest, SsoConnection], VerifiedIdentity]
+
+
+def answer(
+    db: Session, env: Env, state: str | None, cookie: str | None, verify: Verify
+) -> Redirect:
+    """Every protocol's answer from the provider, one way: claim the request in flight
+    `state` names (once, from its browser), let `verify` prove who the person is (it
+    raises `SsoFailure` when the answer is not good), finish with `complete_sign_in`,
+    and send the browser to `return_to` with the code, or with `?error=` and an audit
+    event. The OIDC callback is one; SAML's ACS passes its RelayState and validator."""
     try:
-        request, conn = claim_request(db, env, params.get("state"), cookie)
+        request, conn = claim_request(db, env, state, cookie)
     except _Known as known:
         return fail(db, env, known.request, known.conn, known.failure)
     try:
-        if conn.type != "oidc":
-            raise SsoFailure("protocol_mismatch", "an OIDC answer for a non-OIDC connection")
-        identity = _guarded(lambda: _oidc_identity(db, env, conn, request, params))
+        identity = _guarded(lambda: verify(request, conn))
         code = complete_sign_in(db, env, conn, identity, request)
     except SsoFailure as failure:
         return fail(db, env, request, conn, failure)
     return Redirect(with_params(request.return_to, code=code))
+
+
+def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | None) -> Redirect:
+    """The OpenID provider's redirect back: 302 to `return_to` with a code or an error."""
+
+    def verify(request: SsoRequest, conn: SsoConnection) -> VerifiedIdentity:
+        if conn.type != "oidc":
+            raise SsoFailure("protocol_mismatch", "an OIDC answer for a non-OIDC connection")
+        return _oidc_identity(db, env, conn, request, params)
+
+    return answer(db, env, params.get("state"), cookie, verify)
 
 
 def _guarded(work: Callable[[], VerifiedIdentity]) -> VerifiedIdentity:
