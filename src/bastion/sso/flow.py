@@ -8,16 +8,17 @@
 SAML registers its own with `register_protocol`). The provider's answer goes through
 `answer` (claim the request once, from its browser; verify; complete; or fail back to
 `return_to`). Whatever the protocol, once the provider has proven who the person is,
-`complete_sign_in` takes the connection and the `VerifiedIdentity` and does the rest: domain and user checks, just-in-time creation,
-role and team mapping, audit, and the one-time code.
+`complete_sign_in` takes the connection and the `VerifiedIdentity` and does the rest:
+domain and user checks, just-in-time creation, role and team mapping, audit, and the
+one-time code.
 
 Binding and one-time use (login CSRF, replays): the browser that starts a sign-in gets
 a random value in an HttpOnly cookie; the request in flight keeps only keyed hashes of
 its `state` and of that value. The callback must come with both (a state from someone
 else's browser is refused), within 10 minutes, once. The PKCE verifier and the nonce
 are derived from the state under keys of their own, so neither is stored. The code is
-kept as a keyed hash, lives 60 seconds and is exchanged once; an exchange that carries
-the cookie must carry the same browser's.
+kept as a keyed hash, lives 60 seconds and is exchanged once; a browser's exchange
+(with an `Origin`) must carry the cookie of the browser that signed in.
 
 Failures after the request in flight is known go back to its `return_to` with
 `?error=<code>` (never a stack trace) and are audited with the reason; a state nobody
@@ -31,7 +32,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -234,7 +235,7 @@ def start(
     try:
         if starter is None:
             raise SsoFailure("protocol_unavailable", f"no {conn.type} support in this build")
-        location = starter(db, env, conn, state, email)
+        location = _guarded(lambda: starter(db, env, conn, state, email))
     except SsoFailure as failure:
         _audit_failure(db, env, conn, None, failure)
         return Redirect(with_params(return_to, error=failure.code))
@@ -384,7 +385,10 @@ def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | N
     return answer(db, env, params.get("state"), cookie, verify)
 
 
-def _guarded(work: Callable[[], VerifiedIdentity]) -> VerifiedIdentity:
+T = TypeVar("T")
+
+
+def _guarded(work: Callable[[], T]) -> T:
     """The provider's part: anything unforeseen in what it sent (a library's error on a
     malformed token, a field of an unexpected type) refuses the sign-in as a failure,
     logged without the token; the database's own errors still end the request."""
