@@ -169,3 +169,32 @@ def test_presets_fill_in_issuers(browser: TestClient, sso_factory: Factory) -> N
         assert made.status_code == 201, made.text
         assert made.json()["issuer"] == issuer
     assert json.dumps(made.json())  # serialisable
+
+
+def test_patching_preset_and_tenant_moves_the_issuer(
+    browser: TestClient, sso_factory: Factory
+) -> None:
+    org = sso_factory.org()
+    conn = _create(browser, org).json()
+    url = f"/v1/orgs/{org.id}/sso-connections/{conn['id']}"
+    moved = browser.patch(url, json={"tenant": "globex"}, headers=org.headers)
+    assert moved.json()["issuer"] == "https://globex.okta.com"
+    entra = browser.patch(url, json={"preset": "entra", "tenant": "t-1"}, headers=org.headers)
+    assert entra.json()["issuer"] == "https://login.microsoftonline.com/t-1/v2.0"
+    google = browser.patch(url, json={"preset": "google"}, headers=org.headers)
+    assert google.json()["issuer"] == "https://accounts.google.com"
+    needs = browser.patch(url, json={"preset": "okta"}, headers=org.headers)
+    assert needs.status_code == 422
+    assert needs.json()["errors"][0]["field"] == "tenant"
+    explicit = browser.patch(
+        url, json={"issuer": "https://idp.example.com/x", "client_secret": "new-secret-value"},
+        headers=org.headers,
+    )  # fmt: skip
+    assert explicit.json()["issuer"] == "https://idp.example.com/x"
+    events = browser.get(
+        f"/v1/orgs/{org.id}/audit-events",
+        params={"type": "sso_connection.updated"},
+        headers=org.headers,
+    ).json()["data"]
+    assert events[0]["metadata"]["changed"] == ["client_secret", "issuer"]
+    assert "new-secret-value" not in str(events)

@@ -120,6 +120,28 @@ def _fill_preset(values: dict[str, Any], tenant: str | None, current_issuer: str
         values["scopes"] = list(info.scopes)
 
 
+def _refill_preset(conn: SsoConnection, values: dict[str, Any], tenant: str | None) -> None:
+    """A change of preset or tenant: the issuer follows unless given; the groups claim
+    and scopes only where the connection has none."""
+    preset = values.get("preset") or conn.preset
+    if tenant is not None and "issuer" not in values:
+        if preset is None:
+            raise InvalidInput.field("tenant", "a tenant fills in a preset's issuer: give preset")
+        values["issuer"] = presets.issuer_for(preset, tenant)
+    elif "preset" in values and "issuer" not in values:
+        issuer = presets.issuer_for(values["preset"], None)
+        if issuer is None:
+            raise InvalidInput.field("tenant", "the preset needs your tenant to fill the issuer")
+        values["issuer"] = issuer
+    if preset is not None:
+        info = presets.PRESETS[preset]
+        keep_groups = conn.groups_attribute or "groups_attribute" in values
+        if not keep_groups and info.groups_attribute is not None:
+            values["groups_attribute"] = info.groups_attribute
+        if not conn.scopes and "scopes" not in values:
+            values["scopes"] = list(info.scopes)
+
+
 def _check_complete(conn: SsoConnection) -> None:
     if conn.type == "oidc":
         if not conn.issuer:
@@ -243,12 +265,8 @@ def update(
     conn = _find(db, org_id, connection_id)
     principal.require_recent_auth(STEP_UP_ACTION)
     values = {k: v for k, v in values.items() if v is not None}
-    if conn.type == "oidc" and "preset" in values:
-        _fill_preset(values, tenant, conn.issuer if "issuer" not in values else None)
-    elif tenant is not None and conn.preset is not None and "issuer" not in values:
-        issuer = presets.issuer_for(conn.preset, tenant)
-        if issuer is not None:
-            values["issuer"] = issuer
+    if conn.type == "oidc":
+        _refill_preset(conn, values, tenant)
     mapping, default = _check_roles(db, principal, org_id, values)
     _check_teams(db, org_id, values.get("team_mapping"))
     changed: list[str] = []
