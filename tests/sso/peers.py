@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +35,7 @@ from joserfc.jwk import RSAKey
 from tests.receivers import free_port
 
 CACHE = Path.home() / ".cache" / "bastion-tests" / "oidc-provider"
-PACKAGE = "oidc-provider@8.8.1"
+VERSION = "8.8.1"
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 REDIRECT_URI = "http://localhost:8400/v1/auth/sso/oidc/callback"
 CLIENTS = [
@@ -50,22 +52,27 @@ def _missing(what: str) -> None:
 
 
 def install_provider() -> Path:
-    """oidc-provider in the cache directory (installed once)."""
+    """oidc-provider and the test's script in the cache directory (installed once; an
+    exclusive lock keeps parallel test workers from installing over each other)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         _missing("node or npm not found")
-    marker = CACHE / "node_modules" / "oidc-provider" / "package.json"
-    if not marker.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        package = CACHE / "package.json"
-        if not package.exists():
-            package.write_text('{"name": "bastion-test-oidc", "private": true}\n')
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", PACKAGE],
-            cwd=CACHE,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = CACHE / "node_modules" / "oidc-provider" / "package.json"
+        if not marker.exists() or f'"version": "{VERSION}"' not in marker.read_text():
+            (CACHE / "package.json").write_text('{"name": "bastion-test-oidc", "private": true}\n')
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", f"oidc-provider@{VERSION}"],
+                cwd=CACHE,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        # Next to its node_modules, so that ES module resolution finds them.
+        script = CACHE / SCRIPT.name
+        if not script.exists() or script.read_text() != SCRIPT.read_text():
+            script.write_text(SCRIPT.read_text())
     return CACHE
 
 
@@ -84,28 +91,24 @@ class NodeProvider:
             }
             for c in CLIENTS
         ]
-        env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "OIDC_CLIENTS": json.dumps(clients),
-            "NODE_PATH": str(cache / "node_modules"),
-        }
-        # The script is copied next to its node_modules so that ESM resolution finds them.
-        script = cache / "oidc_provider.mjs"
-        script.write_text(SCRIPT.read_text())
+        env = {**os.environ, "PORT": str(self.port), "OIDC_CLIENTS": json.dumps(clients)}
+        script = cache / SCRIPT.name
+        # Its warnings go to a file (a pipe nobody reads could fill and stall it).
+        self.log = tempfile.NamedTemporaryFile(prefix="oidc-provider-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             ["node", str(script)],
             cwd=cache,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             text=True,
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
+        line = self.process.stdout.readline()  # "ready …" once listening; nothing after
         if not line.startswith("ready"):
             self.process.kill()
-            err = self.process.stderr.read() if self.process.stderr else ""
+            self.log.seek(0)
+            err = self.log.read().decode(errors="replace")
             raise RuntimeError(f"oidc-provider did not start: {line} {err[-2000:]}")
 
     def add_account(self, sub: str, **claims: Any) -> None:
@@ -138,6 +141,7 @@ class NodeProvider:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
 class FakeProvider:
