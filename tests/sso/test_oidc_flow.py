@@ -4,8 +4,11 @@ driven headless: start → provider → callback → one-time code → session."
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from bastion.core.clock import clock
 from tests.factories import PASSWORD, Factory, Org, bearer
@@ -19,7 +22,7 @@ from tests.sso.conftest import (
     start,
     verified_domain,
 )
-from tests.sso.peers import DnsServer, NodeProvider
+from tests.sso.peers import CLIENTS, DnsServer, NodeProvider
 
 
 def test_sign_in_end_to_end_creates_the_user_and_a_session(
@@ -378,3 +381,45 @@ def test_a_browser_exchanges_only_codes_of_its_own_sign_ins(
     # The code is burnt by the attempt: not even its own browser can use it now.
     browser.cookies.update(attackers_cookies)
     assert browser.post("/v1/auth/sso/exchange", json={"code": code}).status_code == 401
+
+
+def test_the_client_secret_is_sealed_and_no_token_reaches_the_logs(
+    browser: TestClient,
+    sso_factory: Factory,
+    dns: DnsServer,
+    oidc_provider: NodeProvider,
+    sso_app: Any,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    _, domain, _ = _org_with_sso(browser, sso_factory, dns, oidc_provider)
+    secret = CLIENTS[0]["client_secret"]
+    with sso_app.state.bastion.sessions() as db:
+        for table in ("sso_connections", "secrets", "secret_versions"):
+            rows = db.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608 - fixed names
+            assert secret not in repr(rows), table
+    sub, email = _account(oidc_provider, domain)
+    done = sign_in(browser, oidc_provider, sub, email=email)
+    code = query(done.headers["location"])["code"]
+    token = browser.post("/v1/auth/sso/exchange", json={"code": code}).json()["token"]
+    out, err = capfd.readouterr()
+    for value in ("eyJ", code, token, secret):
+        assert value not in out
+        assert value not in err
+
+
+def test_a_saml_connection_without_the_saml_module_fails_cleanly(
+    browser: TestClient, sso_factory: Factory, dns: DnsServer
+) -> None:
+    org = sso_factory.org()
+    domain = verified_domain(browser, dns, org)
+    created = browser.post(
+        f"/v1/orgs/{org.id}/sso-connections",
+        json={"type": "saml", "name": "saml", "idp_metadata_url": "https://idp.example/md"},
+        headers=org.headers,
+    )
+    assert created.status_code == 201, created.text
+    answer = start(browser, email=f"a@{domain}")
+    if answer.headers["location"].startswith("/console/?error="):
+        assert answer.headers["location"] == "/console/?error=protocol_unavailable"
+    else:  # the SAML module is merged: it sends the browser to the provider
+        assert answer.status_code == 302
