@@ -186,11 +186,15 @@ class Idp:
         attributes: dict[str, list[str]] | None = None,
         sign: str = "assertion",
         key: SpCredentials | None = None,
+        signature_algorithm: str | None = None,
         **overrides: Any,
     ) -> dict[str, Any]:
+        description = self.description(key)
+        if signature_algorithm:
+            description["signature_algorithm"] = signature_algorithm
         answer = self._process.call(
             op="login",
-            idp=self.description(key),
+            idp=description,
             sp_metadata=sp_metadata(settings),
             request_url=request_url,
             user={

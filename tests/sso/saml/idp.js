@@ -6,7 +6,7 @@
 //    "user": {"email", "groups": [...]}, "sign": "assertion"|"response"|"both",
 //    "overrides": {Tag: value|null}}         -> {"ok": true, "saml_response": b64,
 //                                                "request_id", "relay_state", "request"}
-// "idp" is {"entity_id", "sso_url", "key_pem", "cert_pems": [...]}: the key signs, every
+// "idp" is {"entity_id", "sso_url", "key_pem", "cert_pems": [...], "signature_algorithm"?}: the key signs, every
 // certificate is published in the metadata. With a request_url, the IdP parses OUR
 // AuthnRequest from the redirect URL: schema-validates it, verifies its signature
 // against the certificate in OUR metadata, and checks issuer, destination and ACS URL.
@@ -40,6 +40,7 @@ function identityProvider(idp) {
     wantAuthnRequestsSigned: true,
     nameIDFormat: [EMAIL_FORMAT],
     singleSignOnService: [{ Binding: Constants.namespace.binding.redirect, Location: idp.sso_url }],
+    ...(idp.signature_algorithm ? { requestSignatureAlgorithm: idp.signature_algorithm } : {}),
   });
 }
 
