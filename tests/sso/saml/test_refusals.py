@@ -29,7 +29,9 @@ def sp_initiated(idp: Idp, settings: SamlSettings, **options: Any) -> tuple[str,
 
 def refused(settings: SamlSettings, response: str, request_id: str | None, **kw: Any) -> str:
     with pytest.raises(SamlError) as caught:
-        parse_response(settings, response, expected_request_id=request_id, now=kw.get("now", utcnow()))
+        parse_response(
+            settings, response, expected_request_id=request_id, now=kw.get("now", utcnow())
+        )
     assert caught.value.code in caught.value.args[0]
     return caught.value.code
 
@@ -176,7 +178,10 @@ def test_replay_information(idp: Idp, settings: SamlSettings) -> None:
     assert first.assertion_id == again.assertion_id
     assert first.assertion_id == one(decode(response), "saml:Assertion").get("ID")
     other, other_id = sp_initiated(idp, settings)
-    assert parse_response(settings, other, expected_request_id=other_id, now=utcnow()).assertion_id != first.assertion_id
+    assert (
+        parse_response(settings, other, expected_request_id=other_id, now=utcnow()).assertion_id
+        != first.assertion_id
+    )
     assert first.not_on_or_after > utcnow()
 
 
@@ -207,7 +212,9 @@ def test_more_than_one_assertion(idp: Idp, settings: SamlSettings) -> None:
         ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha512", True),
     ],
 )
-def test_signature_algorithms(idp: Idp, settings: SamlSettings, algorithm: str, accepted: bool) -> None:
+def test_signature_algorithms(
+    idp: Idp, settings: SamlSettings, algorithm: str, accepted: bool
+) -> None:
     response, request_id = sp_initiated(idp, settings, signature_algorithm=algorithm)
     if accepted:
         parse_response(settings, response, expected_request_id=request_id, now=utcnow())
@@ -215,7 +222,9 @@ def test_signature_algorithms(idp: Idp, settings: SamlSettings, algorithm: str, 
         assert refused(settings, response, request_id) == "signature_unsupported"
 
 
-def test_email_from_attributes_when_name_id_is_not_an_email(idp: Idp, settings: SamlSettings) -> None:
+def test_email_from_attributes_when_name_id_is_not_an_email(
+    idp: Idp, settings: SamlSettings
+) -> None:
     response, request_id = sp_initiated(
         idp,
         settings,
@@ -224,14 +233,22 @@ def test_email_from_attributes_when_name_id_is_not_an_email(idp: Idp, settings: 
         attributes={"mail": ["grace@example.com"], "memberOf": ["ops"]},
     )
     identity = parse_response(settings, response, expected_request_id=request_id, now=utcnow())
-    assert (identity.name_id, identity.email, identity.groups) == ("00u1abcd", "grace@example.com", ("ops",))
+    assert (identity.name_id, identity.email, identity.groups) == (
+        "00u1abcd",
+        "grace@example.com",
+        ("ops",),
+    )
     named = dataclasses.replace(settings, email_attribute="work_email", groups_attribute="teams")
     response, request_id = sp_initiated(
         idp,
         named,
         email="00u1abcd",
         NameIDFormat="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
-        attributes={"mail": ["wrong@example.com"], "work_email": ["grace@example.com"], "teams": ["a", "b"]},
+        attributes={
+            "mail": ["wrong@example.com"],
+            "work_email": ["grace@example.com"],
+            "teams": ["a", "b"],
+        },
     )
     identity = parse_response(named, response, expected_request_id=request_id, now=utcnow())
     assert (identity.email, identity.groups) == ("grace@example.com", ("a", "b"))

@@ -37,7 +37,8 @@ def test_sp_initiated_round_trip(idp: Idp, settings: SamlSettings, sign: str) ->
     assert identity.name_id == "ada@example.com"
     assert identity.groups == ("eng", "admins")
     assert identity.in_response_to == redirect.request_id
-    assert identity.session_index and identity.session_index.startswith("_session_")
+    assert identity.session_index is not None
+    assert identity.session_index.startswith("_session_")
     assert identity.assertion_id
     # Replay bookkeeping: the id is kept until the assertion could no longer be accepted.
     assert utcnow() + timedelta(minutes=4) < identity.not_on_or_after
@@ -52,7 +53,9 @@ def test_each_request_has_a_fresh_id(settings: SamlSettings) -> None:
 def test_idp_initiated_when_enabled(idp: Idp, settings: SamlSettings) -> None:
     enabled = dataclasses.replace(settings, allow_idp_initiated=True)
     answer = idp.login(enabled, None)
-    identity = parse_response(enabled, answer["saml_response"], expected_request_id=None, now=utcnow())
+    identity = parse_response(
+        enabled, answer["saml_response"], expected_request_id=None, now=utcnow()
+    )
     assert identity.email == "ada@example.com"
     assert identity.in_response_to is None
 

@@ -13,8 +13,8 @@ import pytest
 from lxml import etree
 
 from bastion.core.clock import utcnow
-from bastion.sso.saml import response as response_module
 from bastion.sso.saml import SamlError, SamlSettings, authn_request, parse_response
+from bastion.sso.saml import response as response_module
 from tests.sso.saml.conftest import Idp
 from tests.sso.saml.xmltools import DS, SAML, SAMLP, decode, encode, one
 
@@ -176,7 +176,9 @@ VARIANTS: list[tuple[str, Callable[[etree._Element], etree._Element]]] = [
 
 
 @pytest.mark.parametrize(("sign", "attack"), VARIANTS, ids=[f.__name__ for _, f in VARIANTS])
-def test_wrapping_refused(idp: Idp, settings: SamlSettings, sign: str, attack: Callable[[etree._Element], etree._Element]) -> None:
+def test_wrapping_refused(
+    idp: Idp, settings: SamlSettings, sign: str, attack: Callable[[etree._Element], etree._Element]
+) -> None:
     redirect = authn_request(settings, "relay")
     genuine = idp.login(settings, redirect.url, sign=sign)["saml_response"]
     # The genuine response is accepted: what follows is refused for the attack alone.
@@ -219,7 +221,9 @@ def test_wrapping_refused_by_reference_alone(
     assert caught.value.code in {"signature_wrapping", "signature_invalid", "signature_missing"}
 
 
-def test_assertion_only_signature_covers_the_used_assertion(idp: Idp, settings: SamlSettings) -> None:
+def test_assertion_only_signature_covers_the_used_assertion(
+    idp: Idp, settings: SamlSettings
+) -> None:
     """A response-level change outside the signed assertion (sign=assertion) does not
     matter to the identity, while the assertion itself is what the signature covers."""
     redirect = authn_request(settings, "relay")
@@ -228,5 +232,7 @@ def test_assertion_only_signature_covers_the_used_assertion(idp: Idp, settings: 
     assert one(root, "saml:Assertion/ds:Signature/ds:SignedInfo/ds:Reference").get("URI") == "#" + (
         one(root, "saml:Assertion").get("ID") or ""
     )
-    identity = parse_response(settings, genuine, expected_request_id=redirect.request_id, now=utcnow())
+    identity = parse_response(
+        settings, genuine, expected_request_id=redirect.request_id, now=utcnow()
+    )
     assert identity.email == "ada@example.com"

@@ -23,9 +23,7 @@ def encode(root: etree._Element) -> str:
 def signed_parts(saml_response: str) -> set[str]:
     """Local names of the elements carrying a ds:Signature."""
     root = decode(saml_response)
-    return {
-        etree.QName(sig.getparent()).localname for sig in root.iter(f"{{{DS}}}Signature")
-    }
+    return {etree.QName(sig.getparent()).localname for sig in root.iter(f"{{{DS}}}Signature")}
 
 
 def one(root: etree._Element, path: str) -> etree._Element:
