@@ -8,6 +8,7 @@ message, except under `CI=true`, where that is a failure.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -44,24 +45,32 @@ def _install() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         _unavailable("node or npm is not on PATH")
+        raise AssertionError("unreachable")  # _unavailable skips or fails
     home = CACHE / "saml-idp"
     stamp = home / f".installed-{'-'.join(p.replace('/', '_') for p in PACKAGES)}"
-    if not stamp.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "package.json").exists():
-            (home / "package.json").write_text('{"name": "bastion-saml-idp", "private": true}\n')
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--no-save", *PACKAGES],
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            _unavailable(f"npm install failed: {done.stderr.strip()[-500:]}")
-        stamp.touch()
+    home.mkdir(parents=True, exist_ok=True)
+    # xdist workers (and parallel runs) install once: the others wait on the lock.
+    with (home / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            _npm_install(npm, home)
+            stamp.touch()
     return home / "node_modules"
+
+
+def _npm_install(npm: str, home: Path) -> None:
+    if not (home / "package.json").exists():
+        (home / "package.json").write_text('{"name": "bastion-saml-idp", "private": true}\n')
+    done = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--no-save", *PACKAGES],
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        _unavailable(f"npm install failed: {done.stderr.strip()[-500:]}")
 
 
 class SamlIdpProcess:

@@ -36,12 +36,23 @@ def refused(settings: SamlSettings, response: str, request_id: str | None, **kw:
     return caught.value.code
 
 
-def past(delta: timedelta) -> str:
-    return (utcnow() - delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def future(delta: timedelta) -> str:
     return (utcnow() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """A time `minutes` from when the test runs (not when it is collected: xdist
+    workers must collect the same test ids)."""
+
+    minutes: int
+
+    def __str__(self) -> str:
+        return f"now{self.minutes:+d}min"
+
+    def resolve(self) -> str:
+        return future(self.minutes * MINUTE)
 
 
 @pytest.mark.parametrize(
@@ -53,21 +64,22 @@ def future(delta: timedelta) -> str:
         ({"SubjectRecipient": "https://evil.example.test/acs"}, "recipient_mismatch"),
         ({"Issuer": "https://other-idp.example.test"}, "issuer_mismatch"),
         ({"StatusCode": "urn:oasis:names:tc:SAML:2.0:status:Responder"}, "status_not_success"),
-        ({"ConditionsNotBefore": future(10 * MINUTE)}, "not_yet_valid"),
-        ({"ConditionsNotOnOrAfter": past(3 * MINUTE)}, "expired"),
-        ({"SubjectConfirmationDataNotOnOrAfter": past(3 * MINUTE)}, "expired"),
+        ({"ConditionsNotBefore": Shift(10)}, "not_yet_valid"),
+        ({"ConditionsNotOnOrAfter": Shift(-3)}, "expired"),
+        ({"SubjectConfirmationDataNotOnOrAfter": Shift(-3)}, "expired"),
         ({"SubjectConfirmationDataNotOnOrAfter": None}, "expired"),
-        ({"IssueInstant": future(10 * MINUTE)}, "not_yet_valid"),
+        ({"IssueInstant": Shift(10)}, "not_yet_valid"),
         ({"InResponseTo": "_another_request"}, "in_response_to_mismatch"),
         ({"InResponseTo": None}, "in_response_to_mismatch"),
     ],
-    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v),
+    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v),  # stable
 )
 @pytest.mark.parametrize("sign", ["assertion", "response"])
 def test_signed_but_wrong(
     idp: Idp, settings: SamlSettings, overrides: dict[str, Any], code: str, sign: str
 ) -> None:
-    response, request_id = sp_initiated(idp, settings, sign=sign, **overrides)
+    values = {k: v.resolve() if isinstance(v, Shift) else v for k, v in overrides.items()}
+    response, request_id = sp_initiated(idp, settings, sign=sign, **values)
     assert refused(settings, response, request_id) == code
 
 

@@ -236,3 +236,25 @@ def test_assertion_only_signature_covers_the_used_assertion(
         settings, genuine, expected_request_id=redirect.request_id, now=utcnow()
     )
     assert identity.email == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    "attribute", ["ID", "{urn:example:evil}ID", "{http://www.w3.org/XML/1998/namespace}id", "Id"]
+)
+def test_an_id_shared_in_any_spelling_is_refused(
+    idp: Idp, settings: SamlSettings, attribute: str
+) -> None:
+    """xmlsec resolves `#id` through any attribute named ID (whatever its namespace)
+    and xml:id: a second element claiming the signed assertion's ID, in any of these
+    spellings, could steer the reference."""
+    redirect = authn_request(settings, "relay")
+    root = decode(idp.login(settings, redirect.url)["saml_response"])
+    assertion_id = one(root, "saml:Assertion").get("ID") or ""
+    extensions = etree.Element(f"{{{SAMLP}}}Extensions")
+    extensions.set(attribute, assertion_id)
+    one(root, "saml:Issuer").addnext(extensions)
+    with pytest.raises(SamlError) as caught:
+        parse_response(
+            settings, encode(root), expected_request_id=redirect.request_id, now=utcnow()
+        )
+    assert caught.value.code == "signature_wrapping"

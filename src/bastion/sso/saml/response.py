@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import xmlsec
 from lxml import etree
 
+from bastion.core.clock import as_utc
 from bastion.sso.saml import signature as dsig
 from bastion.sso.saml._xml import (
     CM_BEARER,
@@ -356,6 +357,7 @@ def parse_response(
     (SP-initiated), or None for an unsolicited response (IdP-initiated: refused unless
     `settings.allow_idp_initiated`, and then refused if it claims to answer a request).
     `now` is an aware datetime (`bastion.core.clock.utcnow()` in the service)."""
+    now = as_utc(now)  # a naive time is UTC, as everywhere in Bastion
     root = parse(_decode(saml_response_b64), max_bytes=MAX_RESPONSE_BYTES, code="malformed")
     try:
         return _identity(settings, root, expected_request_id, now)

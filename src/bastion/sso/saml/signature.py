@@ -24,7 +24,7 @@ import xmlsec
 from lxml import etree
 from xmlsec import constants
 
-from bastion.sso.saml._xml import DS, XML_NS, q
+from bastion.sso.saml._xml import DS, q
 from bastion.sso.saml.errors import SamlError
 
 C14N_EXCL = "http://www.w3.org/2001/10/xml-exc-c14n#"
@@ -47,7 +47,9 @@ DIGEST_METHODS = {
 }
 REFERENCE_TRANSFORMS = {ENVELOPED: constants.TransformEnveloped, **CANONICALIZATIONS}
 
-_ID_ATTRIBUTES = ("ID", "Id", "id", q(XML_NS, "id"))
+# Attribute local names an XML-DSig reference may resolve through, in any namespace
+# (xmlsec's `add_ids` matches the name alone; libxml2 registers xml:id by itself).
+_ID_NAMES = frozenset({"ID", "Id", "id"})
 
 
 def _wrapping(message: str) -> SamlError:
@@ -63,11 +65,10 @@ def unique_ids(root: etree._Element) -> dict[str, etree._Element]:
     elements share one (or one element has several), the shape wrapping needs."""
     ids: dict[str, etree._Element] = {}
     for element in root.iter(etree.Element):
-        values = [element.get(name) for name in _ID_ATTRIBUTES if element.get(name) is not None]
+        values = [v for k, v in element.attrib.items() if etree.QName(k).localname in _ID_NAMES]
         if len(values) > 1:
             raise _wrapping("an element carries several ID attributes")
         for value in values:
-            assert value is not None  # noqa: S101 - filtered above; for the type checker
             if value in ids:
                 raise _wrapping("two elements share one ID")
             ids[value] = element
