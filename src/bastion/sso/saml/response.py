@@ -142,20 +142,19 @@ def _signed_assertion(
     if not signatures:
         raise SamlError("signature_missing", "neither the response nor the assertion is signed")
     xmlsec.tree.add_ids(root, ["ID"])
-    covered: etree._Element | None = None
     for signature in signatures.values():
         dsig.verify(signature, certificates)
+        # What the verified reference points at (IDs are unique): the response, whose
+        # one assertion child is then covered, or the assertion itself.
         parent = signature.getparent()
-        assert parent is not None  # noqa: S101 - placed under root or assertion
-        referenced = ids.get(parent.get("ID") or "")
+        referenced = ids.get(parent.get("ID") or "") if parent is not None else None
         if referenced is root:
-            covered = next(iter(referenced.iterchildren(q(SAML, "Assertion"))), None)
-        elif referenced is assertion and covered is None:
+            covered = next(referenced.iterchildren(q(SAML, "Assertion")), None)
+        else:
             covered = referenced
         if covered is not assertion:
             raise SamlError("signature_wrapping", "the signature does not cover the assertion")
-    assert covered is not None  # noqa: S101 - signatures is not empty
-    return covered
+    return assertion
 
 
 def _check_issuer(element: etree._Element, entity_id: str, *, required: bool) -> None:
