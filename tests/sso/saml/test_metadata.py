@@ -242,3 +242,14 @@ def test_fetch_refuses_other_schemes() -> None:
         with pytest.raises(SamlError) as caught:
             fetch_idp_metadata(url)
         assert caught.value.code == "metadata_fetch_failed"
+
+
+def test_entities_descriptor_with_one_idp(idp: Idp) -> None:
+    """An aggregate holding a single IdP (and an SP, which is not an IdP) is accepted."""
+    entity = _metadata(_idp(_body(idp.keys.primary))).replace(f' xmlns:md="{MD}"', "")
+    sp_only = (
+        '<md:EntityDescriptor entityID="https://sp.example.test"><md:SPSSODescriptor '
+        'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"/></md:EntityDescriptor>'
+    )
+    xml = f'<md:EntitiesDescriptor xmlns:md="{MD}">{sp_only}{entity}</md:EntitiesDescriptor>'
+    assert parse_idp_metadata(xml).entity_id == IDP_ENTITY_ID

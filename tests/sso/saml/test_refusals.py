@@ -36,7 +36,6 @@ def refused(settings: SamlSettings, response: str, request_id: str | None, **kw:
     return caught.value.code
 
 
-
 def future(delta: timedelta) -> str:
     return (utcnow() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -65,3 +65,20 @@ def test_idp_initiated_refused_by_default(idp: Idp, settings: SamlSettings) -> N
     with pytest.raises(SamlError) as caught:
         parse_response(settings, answer["saml_response"], expected_request_id=None, now=utcnow())
     assert caught.value.code == "idp_initiated_disabled"
+
+
+def test_a_naive_now_is_utc(idp: Idp, settings: SamlSettings) -> None:
+    redirect = authn_request(settings, "")
+    answer = idp.login(settings, redirect.url)
+    naive = utcnow().replace(tzinfo=None)
+    identity = parse_response(
+        settings, answer["saml_response"], expected_request_id=redirect.request_id, now=naive
+    )
+    assert identity.email == "ada@example.com"
+    with pytest.raises(SamlError, match="expired"):
+        parse_response(
+            settings,
+            answer["saml_response"],
+            expected_request_id=redirect.request_id,
+            now=naive + timedelta(minutes=8),
+        )
