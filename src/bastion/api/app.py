@@ -31,6 +31,7 @@ from bastion.api.routers import (
     mfa,
     orgs,
     roles,
+    scim,
     secrets,
     service_accounts,
     teams,
@@ -303,5 +304,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
+    app.include_router(scim.router, responses=ERROR_RESPONSES)
+    app.mount("/scim/v2", scim.build_app(state))
     app.add_middleware(BastionMiddleware, state=state)
     return app

@@ -136,7 +136,7 @@ class BastionMiddleware:
             write_sessions=self.state.write_sessions,
         )
         scope[SCOPE_KEY] = ctx
-        is_api = path.startswith("/v1/")
+        is_api = path.startswith(("/v1/", "/scim/v2/"))
         respond = Responder(self, ctx, send, is_api)
 
         original = receive

@@ -48,6 +48,7 @@ PREFIXES = frozenset(
         "wf",
         "mfa",
         "mfc",
+        "sct",
         "rc",
         "wac",
     }
