@@ -234,6 +234,16 @@ def apply(
             raise errors.invalid_value(f"Operations[{i}].value is required for {op}")
         if path is None or not path.strip():
             _apply_root(result, op, value, core_urn, extensions)
+        elif path.strip().lower() in extensions:  # an extension's whole object
+            key = _key(result, path.strip())
+            if op == "remove":
+                result.pop(key, None)
+            elif not isinstance(value, dict):
+                raise errors.invalid_value(f"Operations[{i}].value must be an object")
+            else:
+                if op == "replace" or not isinstance(result.get(key), dict):
+                    result[key] = {}
+                _merge(result[key], value, add=True)
         else:
             pp = _parse(path.strip(), core_urn)
             if pp.path.urn and pp.path.urn.lower() not in extensions:

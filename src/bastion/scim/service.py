@@ -273,18 +273,19 @@ def _page(
 
 
 def _email_of(doc: dict[str, Any]) -> str:
-    """The Bastion email of a SCIM user: its userName when that is an address, else its
-    primary (or first) email."""
-    user_name = doc["userName"]
+    """The Bastion email (sign-in identifier) of a SCIM user: its userName when that is
+    an address, else its primary (or first) email, else the userName itself (an
+    identity provider whose userName is not an address: such a user signs in by SSO)."""
+    user_name = str(doc["userName"]).strip()
     if _EMAIL.match(user_name):
-        return str(user_name)
+        return user_name
     emails = [e for e in doc.get("emails") or [] if isinstance(e, dict)]
     emails.sort(key=lambda e: not e.get("primary"))
     for entry in emails:
         value = entry.get("value")
         if isinstance(value, str) and _EMAIL.match(value):
             return value
-    raise errors.invalid_value("userName must be an email address, or emails must hold one")
+    return user_name
 
 
 def _name_of(doc: dict[str, Any]) -> str:
@@ -341,7 +342,8 @@ def _validated_user(body: Any) -> tuple[dict[str, Any], bool]:
         active = active.lower() == "true"
     if not isinstance(active, bool):
         raise errors.invalid_value("active must be a boolean")
-    doc["active"] = active
+    if "active" in doc:
+        doc["active"] = active
     if doc.get("name") is not None and not isinstance(doc["name"], dict):
         raise errors.invalid_value("name must be an object")
     for multi in ("emails", "phoneNumbers"):
@@ -371,7 +373,8 @@ def _user_doc(
                                                   "primary": True}]}  # fmt: skip
         if user.name:
             doc["displayName"] = user.name
-    doc["active"] = user.status != "suspended"
+    if user.status == "suspended" or link is None or "active" in doc:
+        doc["active"] = user.status != "suspended"  # Bastion's status is the truth
     schemas = [USER_URN] + ([ENTERPRISE_URN] if ENTERPRISE_URN in doc else [])
     location = f"{call.base_url}/Users/{user.id}"
     modified = max(as_utc(user.updated_at), as_utc(link.updated_at) if link else as_utc(user.updated_at))
@@ -464,7 +467,6 @@ def create_user(call: Call, body: Any) -> dict[str, Any]:
         )  # fmt: skip
     except Conflict:
         raise errors.uniqueness("a user with this email exists") from None
-    doc.pop("active", None)
     _store_link(call.db, call.org_id, "User", user.id, doc)
     return _user_doc(call, user, _link(call.db, call.org_id, user.id), [])
 
@@ -485,7 +487,6 @@ def _write_user(
                 "the organisation must keep at least one active admin", status=409
             ) from None
         raise errors.uniqueness("a user with this email exists") from None
-    doc = {k: v for k, v in doc.items() if k != "active"}
     changed = _store_link(call.db, call.org_id, "User", user.id, doc)
     same = (updated.email, updated.name, updated.status) == (user.email, user.name, user.status)
     if changed and same:
@@ -574,9 +575,14 @@ def _group_doc(call: Call, team: Any, link: ScimResource | None, members: list[s
     doc = copy.deepcopy(link.attributes) if link is not None else {}
     doc["displayName"] = team.name
     out: dict[str, Any] = {"schemas": [GROUP_URN], "id": team.id, **doc}
-    out["members"] = [
-        {"value": uid, "$ref": f"{call.base_url}/Users/{uid}", "type": "User"} for uid in members
-    ]
+    sent = {m.get("value"): m for m in doc.get("members") or [] if isinstance(m, dict)}
+    out["members"] = []
+    for uid in members:
+        member = {"value": uid, "$ref": f"{call.base_url}/Users/{uid}", "type": "User"}
+        display = sent.get(uid, {}).get("display")
+        if isinstance(display, str):
+            member["display"] = display  # as the client named them
+        out["members"].append(member)
     modified = as_utc(team.updated_at)
     if link is not None:
         modified = max(modified, as_utc(link.updated_at))
@@ -645,12 +651,17 @@ def _validated_group(body: Any) -> tuple[dict[str, Any], list[str]]:
                 continue
             if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
                 raise errors.invalid_value("members must be a list of objects")
+            kept = []
             for m in value:
                 uid = m.get("value")
                 if not isinstance(uid, str) or not has_prefix(uid, "usr"):
                     raise errors.invalid_value("members[].value must be a User id of this service")
                 if uid not in members:
                     members.append(uid)
+                    display = m.get("display")
+                    if isinstance(display, str):
+                        kept.append({"value": uid, "display": _clean_text(display)})
+            doc["members"] = kept  # the members' display names, as sent
             continue
         canonical = {"displayname": "displayName", "externalid": "externalId"}.get(lowered, key)
         doc[canonical] = value

@@ -223,12 +223,12 @@ def _listing(request: Request, result: dict[str, Any], core: str) -> Response:
 
 def _one(request: Request, doc: dict[str, Any], core: str, status: int = 200) -> Response:
     attributes, excluded = _names(request, "attributes"), _names(request, "excludedAttributes")
-    response = _resource(doc, status)
-    if attributes or excluded:
-        projected = _project(doc, attributes, excluded, core)
-        response = _scim(projected, status, dict(response.headers))
-        response.headers["content-type"] = MEDIA
-    return response
+    if not (attributes or excluded):
+        return _resource(doc, status)
+    headers = {"etag": doc["meta"]["version"]}
+    if status == 201:
+        headers["location"] = doc["meta"]["location"]
+    return _scim(_project(doc, attributes, excluded, core), status, headers)
 
 
 def _filter(request: Request) -> str | None:
@@ -304,6 +304,65 @@ async def list_users(request: Request) -> Response:
         lambda c: service.list_users(c, filter_text=text, start_index=start, count=count),
     )
     return _listing(request, result, service.USER_URN)
+
+
+def _search_params(body: Any) -> tuple[str | None, int | None, int | None, list[str] | None,
+                                       list[str] | None]:  # fmt: skip
+    """A `POST …/.search` body (RFC 7644 §3.4.3)."""
+    if not isinstance(body, dict):
+        raise scim_errors.invalid_syntax("the body must be a JSON object")
+    text = body.get("filter")
+    if text is not None and (not isinstance(text, str) or len(text) > MAX_FILTER_PARAM):
+        raise scim_errors.invalid_filter("filter must be a string")
+    numbers = []
+    for name in ("startIndex", "count"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise scim_errors.invalid_value(f"{name} must be an integer")
+        numbers.append(value)
+    lists = []
+    for name in ("attributes", "excludedAttributes"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise scim_errors.invalid_value(f"{name} must be a list of strings")
+        lists.append(value)
+    return text, numbers[0], numbers[1], lists[0], lists[1]
+
+
+async def _search(request: Request, kind: str) -> Response:
+    text, start, count, attributes, excluded = _search_params(await _body(request))
+    if kind == "User":
+        result = await _run(
+            request,
+            lambda c: service.list_users(c, filter_text=text, start_index=start, count=count),
+        )
+        core = service.USER_URN
+    else:
+        result = await _run(
+            request,
+            lambda c: service.list_groups(c, filter_text=text, start_index=start, count=count),
+        )
+        core = service.GROUP_URN
+    result["Resources"] = [_project(d, attributes, excluded, core) for d in result["Resources"]]
+    return _scim(result)
+
+
+@scim_router.post("/.search")
+async def search_all(request: Request) -> Response:
+    await _call(request)
+    raise ScimError("searching several resource types at once is not supported", status=501)
+
+
+@scim_router.post("/Users/.search")
+async def search_users(request: Request) -> Response:
+    return await _search(request, "User")
+
+
+@scim_router.post("/Groups/.search")
+async def search_groups(request: Request) -> Response:
+    return await _search(request, "Group")
 
 
 @scim_router.post("/Users")
