@@ -335,8 +335,7 @@ def values_at(resource: dict[str, Any], path: AttrPath) -> list[Any]:
     for item in current:
         if isinstance(item, dict):
             value = _get(item, "value")
-            if value is not None:
-                out.append(value)
+            out.append(value if value is not None else item)  # a complex value: itself
         else:
             out.append(item)
     return out
