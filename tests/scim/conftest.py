@@ -37,9 +37,7 @@ class Scim:
 
     def patch(self, path: str, ops: list[dict[str, Any]], **headers: str) -> Any:
         body = {"schemas": [PATCH_URN], "Operations": ops}
-        return self.client.patch(
-            f"/scim/v2{path}", json=body, headers={**self.headers, **headers}
-        )
+        return self.client.patch(f"/scim/v2{path}", json=body, headers={**self.headers, **headers})
 
     def delete(self, path: str, **headers: str) -> Any:
         return self.client.delete(f"/scim/v2{path}", headers={**self.headers, **headers})

@@ -120,11 +120,15 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
 
 def test_paths() -> None:
     p = parse_path('emails[type eq "work"].value', CORE)
-    assert p.path.names == ("emails",) and p.sub == "value" and p.filter is not None
+    assert p.path.names == ("emails",)
+    assert p.sub == "value"
+    assert p.filter is not None
     p = parse_path(f"{ENT}:manager.value", CORE)
-    assert p.path.urn == ENT and p.path.names == ("manager", "value")
+    assert p.path.urn == ENT
+    assert p.path.names == ("manager", "value")
     p = parse_path(f"{CORE}:name.givenName", CORE)
-    assert p.path.urn == "" and p.path.names == ("name", "givenName")
+    assert p.path.urn == ""
+    assert p.path.names == ("name", "givenName")
     for bad in ('emails[type eq "work"] x', "[x]", 'emails[type eq "a"].'):
         with pytest.raises(InvalidPath):
             parse_path(bad, CORE)

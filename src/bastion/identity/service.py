@@ -422,9 +422,15 @@ class ProvisionedUser:
 
 def _provisioned(user: User) -> ProvisionedUser:
     return ProvisionedUser(
-        user.id, user.org_id, user.email, user.name, user.role, user.status,
-        user.created_at, user.updated_at,
-    )  # fmt: skip
+        user.id,
+        user.org_id,
+        user.email,
+        user.name,
+        user.role,
+        user.status,
+        user.created_at,
+        user.updated_at,
+    )
 
 
 def provisioned_users(db: Session, org_id: str) -> list[ProvisionedUser]:

@@ -55,7 +55,9 @@ _TOKEN_QUERY = select(
 def _resolve(db: Session, token_id: str, secret: str, actor: Actor, hasher: TokenHasher) -> Loaded:
     found = db.execute(_TOKEN_QUERY.where(ScimToken.id == token_id)).first()
     row = _TokenRow._make(found) if found is not None else None
-    if row is None or not hasher.matches(TokenKind.SCIM, secret, row.pepper_version, row.token_hash):
+    if row is None or not hasher.matches(
+        TokenKind.SCIM, secret, row.pepper_version, row.token_hash
+    ):
         raise rejected(actor, "unknown_or_wrong_secret")
     org_id, resource = row.org_id, ("scim_token", token_id)
     if row.revoked_at is not None:

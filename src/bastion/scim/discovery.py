@@ -1,4 +1,4 @@
-"""The discovery documents (RFC 7643 §5–7): what this service provider supports, its
+"""The discovery documents (RFC 7643 §5 to §7): what this service provider supports, its
 resource types and their schemas. The schemas are scim2-models' own (RFC 7643 §8.7),
 cut to the attributes Bastion keeps."""
 
@@ -17,9 +17,22 @@ SCHEMA_URN = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 
 # What Bastion keeps of each schema (the rest is not offered).
 _USER_ATTRIBUTES = frozenset(
-    {"userName", "name", "displayName", "nickName", "title", "userType", "preferredLanguage",
-     "locale", "timezone", "active", "emails", "phoneNumbers", "groups"}
-)  # fmt: skip
+    {
+        "userName",
+        "name",
+        "displayName",
+        "nickName",
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "active",
+        "emails",
+        "phoneNumbers",
+        "groups",
+    }
+)
 _GROUP_ATTRIBUTES = frozenset({"displayName", "members"})
 _ENTERPRISE_ATTRIBUTES = frozenset(
     {"employeeNumber", "costCenter", "organization", "division", "department"}
@@ -43,8 +56,11 @@ def _schema(model: Any, keep: frozenset[str], base_url: str) -> dict[str, Any]:
 
 @cache
 def _schemas_template() -> tuple[tuple[Any, frozenset[str]], ...]:
-    return ((User, _USER_ATTRIBUTES), (EnterpriseUser, _ENTERPRISE_ATTRIBUTES),
-            (Group, _GROUP_ATTRIBUTES))  # fmt: skip
+    return (
+        (User, _USER_ATTRIBUTES),
+        (EnterpriseUser, _ENTERPRISE_ATTRIBUTES),
+        (Group, _GROUP_ATTRIBUTES),
+    )
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:

@@ -249,7 +249,9 @@ class _Parser:
         if op == "pr":
             return Present(path)
         if op not in COMPARE_OPS:
-            raise InvalidFilter("expected a comparison operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr)")
+            raise InvalidFilter(
+                "expected a comparison operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr)"
+            )
         return Compare(path, op, self._value())
 
     def _value(self) -> Any:
@@ -348,16 +350,20 @@ def _fold(value: Any, exact: bool) -> Any:
 def _compare(actual: Any, op: str, expected: Any, exact: bool) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool) or expected is None:
         if op == "eq":
-            return actual == expected
+            return bool(actual == expected)
         if op == "ne":
-            return actual != expected
+            return bool(actual != expected)
         return False
     if isinstance(actual, int | float) and isinstance(expected, int | float):
         a_num, e_num = actual, expected
         return {
-            "eq": a_num == e_num, "ne": a_num != e_num, "gt": a_num > e_num,
-            "ge": a_num >= e_num, "lt": a_num < e_num, "le": a_num <= e_num,
-        }.get(op, False)  # fmt: skip
+            "eq": a_num == e_num,
+            "ne": a_num != e_num,
+            "gt": a_num > e_num,
+            "ge": a_num >= e_num,
+            "lt": a_num < e_num,
+            "le": a_num <= e_num,
+        }.get(op, False)
     if not isinstance(actual, str) or not isinstance(expected, str):
         return op == "ne"
     a, e = _fold(actual, exact), _fold(expected, exact)
@@ -371,7 +377,7 @@ def _compare(actual: Any, op: str, expected: Any, exact: bool) -> bool:
         return bool(a.startswith(e))
     if op == "ew":
         return bool(a.endswith(e))
-    return {"gt": a > e, "ge": a >= e, "lt": a < e, "le": a <= e}[op]
+    return bool({"gt": a > e, "ge": a >= e, "lt": a < e, "le": a <= e}[op])
 
 
 def matches(node: Node, resource: dict[str, Any]) -> bool:
@@ -384,8 +390,9 @@ def matches(node: Node, resource: dict[str, Any]) -> bool:
     if isinstance(node, Present):
         return any(v not in (None, "", [], {}) for v in values_at(resource, node.path))
     if isinstance(node, ValuePath):
-        elements = _get(resource if not node.path.urn else _get(resource, node.path.urn),
-                        node.path.names[0])  # fmt: skip
+        elements = _get(
+            resource if not node.path.urn else _get(resource, node.path.urn), node.path.names[0]
+        )
         for name in node.path.names[1:]:
             elements = _get(elements, name)
         if isinstance(elements, dict):

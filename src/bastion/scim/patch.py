@@ -82,9 +82,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _merge(target: dict[str, Any], value: dict[str, Any], *, add: bool) -> None:
-    for name, sub in value.items():
+    for name, given in value.items():
         key = _key(target, name)
-        sub = _coerce(name, sub)
+        sub = _coerce(name, given)
         if add and isinstance(target.get(key), list) and isinstance(sub, list):
             existing = target[key]
             existing.extend(v for v in sub if not any(_same(v, e) for e in existing))
@@ -105,8 +105,11 @@ def _element_from(node: Node) -> dict[str, Any] | None:
     return None
 
 
-def _apply_filtered(doc: dict[str, Any], op: str, pp: PatchPath, value: Any) -> None:
-    assert pp.filter is not None
+def _apply_filtered(  # noqa: PLR0912 - one branch per case of RFC 7644 §3.5.2
+    doc: dict[str, Any], op: str, pp: PatchPath, value: Any
+) -> None:
+    if pp.filter is None:  # callers pass filtered paths only
+        raise errors.invalid_path("the path has no filter")
     holder = _container(doc, pp, create=op != "remove")
     name = pp.path.names[-1]
     key = _key(holder, name) if holder is not None else name
@@ -140,8 +143,8 @@ def _apply_filtered(doc: dict[str, Any], op: str, pp: PatchPath, value: Any) -> 
             _merge(el, value, add=False)
         else:
             raise errors.invalid_value("a filtered path without a sub-attribute takes an object")
-    assert holder is not None
-    holder[key] = elements
+    if holder is not None:
+        holder[key] = elements
 
 
 def _apply_path(doc: dict[str, Any], op: str, pp: PatchPath, value: Any) -> None:
@@ -164,7 +167,8 @@ def _apply_path(doc: dict[str, Any], op: str, pp: PatchPath, value: Any) -> None
         else:
             holder.pop(key, None)
         return
-    assert holder is not None
+    if holder is None:  # created above for add and replace
+        raise errors.no_target("the path's parent cannot hold a value")
     key = _key(holder, name)
     value = _coerce(name, value)
     current = holder.get(key)
@@ -211,7 +215,7 @@ def _parse(text: str, core_urn: str) -> PatchPath:
         raise errors.invalid_path(f"path {exc}") from None
 
 
-def apply(
+def apply(  # noqa: PLR0912 - one branch per rule of RFC 7644 §3.5.2
     doc: dict[str, Any], operations: Any, core_urn: str, extensions: frozenset[str]
 ) -> dict[str, Any]:
     """`doc` after the operations, on a copy (a failed operation changes nothing)."""

@@ -289,8 +289,8 @@ def _email_of(doc: dict[str, Any]) -> str:
 
 
 def _name_of(doc: dict[str, Any]) -> str:
-    name = doc.get("name") if isinstance(doc.get("name"), dict) else {}
-    assert isinstance(name, dict)
+    given = doc.get("name")
+    name: dict[str, Any] = given if isinstance(given, dict) else {}
     for candidate in (
         doc.get("displayName"),
         name.get("formatted"),
@@ -301,11 +301,23 @@ def _name_of(doc: dict[str, Any]) -> str:
     return ""
 
 
-_USER_STRINGS = ("userName", "displayName", "nickName", "title", "userType",
-                 "preferredLanguage", "locale", "timezone", "externalId", "profileUrl")  # fmt: skip
+_USER_STRINGS = (
+    "userName",
+    "displayName",
+    "nickName",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "externalId",
+    "profileUrl",
+)
 
 
-def _validated_user(body: Any) -> tuple[dict[str, Any], bool]:
+def _validated_user(  # noqa: PLR0912 - one branch per attribute rule
+    body: Any,
+) -> tuple[dict[str, Any], bool]:
     """The attributes to keep of a User body (POST, PUT, a PATCH's result) and `active`."""
     if not isinstance(body, dict):
         raise errors.invalid_syntax("the body must be a JSON object")
@@ -317,14 +329,16 @@ def _validated_user(body: Any) -> tuple[dict[str, Any], bool]:
         if lowered in ("id", "meta", "groups", "schemas", "password"):
             continue  # read-only, or never stored (a password is not taken by SCIM)
         canonical = next((n for n in _USER_STRINGS if n.lower() == lowered), None)
-        canonical = canonical or {"active": "active", "name": "name", "emails": "emails",
-                                  "phonenumbers": "phoneNumbers", ENTERPRISE_URN.lower():
-                                  ENTERPRISE_URN}.get(lowered, key)  # fmt: skip
-        doc[canonical] = value
+        canonical = canonical or {
+            "active": "active",
+            "name": "name",
+            "emails": "emails",
+            "phonenumbers": "phoneNumbers",
+            ENTERPRISE_URN.lower(): ENTERPRISE_URN,
+        }.get(lowered, key)
+        doc[str(canonical)] = value
     schemas = body.get("schemas")
-    if schemas is not None and (
-        not isinstance(schemas, list) or USER_URN not in schemas
-    ):
+    if schemas is not None and (not isinstance(schemas, list) or USER_URN not in schemas):
         raise errors.invalid_syntax(f"schemas must include {USER_URN}")
     user_name = doc.get("userName")
     if not isinstance(user_name, str) or not user_name.strip():
@@ -369,22 +383,30 @@ def _user_doc(
     if link is not None:
         doc = copy.deepcopy(link.attributes)
     else:  # a user Bastion made itself (API, SSO): what it knows
-        doc = {"userName": user.email, "emails": [{"value": user.email, "type": "work",
-                                                  "primary": True}]}  # fmt: skip
+        doc = {
+            "userName": user.email,
+            "emails": [{"value": user.email, "type": "work", "primary": True}],
+        }
         if user.name:
             doc["displayName"] = user.name
     if user.status == "suspended" or link is None or "active" in doc:
         doc["active"] = user.status != "suspended"  # Bastion's status is the truth
     schemas = [USER_URN] + ([ENTERPRISE_URN] if ENTERPRISE_URN in doc else [])
     location = f"{call.base_url}/Users/{user.id}"
-    modified = max(as_utc(user.updated_at), as_utc(link.updated_at) if link else as_utc(user.updated_at))
+    modified = max(
+        as_utc(user.updated_at), as_utc(link.updated_at) if link else as_utc(user.updated_at)
+    )
     out: dict[str, Any] = {"schemas": schemas, "id": user.id, **doc}
     if groups:
         out["groups"] = [
-            {"value": tid, "display": name, "$ref": f"{call.base_url}/Groups/{tid}",
-             "type": "direct"}
+            {
+                "value": tid,
+                "display": name,
+                "$ref": f"{call.base_url}/Groups/{tid}",
+                "type": "direct",
+            }
             for tid, name in groups
-        ]  # fmt: skip
+        ]
     out["meta"] = {
         "resourceType": "User",
         "created": _time(user.created_at),
@@ -442,9 +464,9 @@ def _unique_user_name(call: Call, user_name: str, except_id: str | None) -> None
     wanted = user_name.lower()
     for row in _links(call.db, call.org_id, "User").values():
         other = row.attributes.get("userName")
-        if row.resource_id != except_id and isinstance(other, str) and other.lower() == wanted:
-            if row.resource_id and _exists(call, row.resource_id):
-                raise errors.uniqueness("a User with this userName exists")
+        same = isinstance(other, str) and other.lower() == wanted
+        if row.resource_id != except_id and same and _exists(call, row.resource_id):
+            raise errors.uniqueness("a User with this userName exists")
 
 
 def _exists(call: Call, user_id: str) -> bool:
@@ -462,9 +484,14 @@ def create_user(call: Call, body: Any) -> dict[str, Any]:
     email = _email_of(doc)
     try:
         user = identity.provision_user(
-            call.db, call.actor, call.org_id, email=email, name=_name_of(doc),
-            role=NEW_USER_ROLE, active=active,
-        )  # fmt: skip
+            call.db,
+            call.actor,
+            call.org_id,
+            email=email,
+            name=_name_of(doc),
+            role=NEW_USER_ROLE,
+            active=active,
+        )
     except Conflict:
         raise errors.uniqueness("a user with this email exists") from None
     _store_link(call.db, call.org_id, "User", user.id, doc)
@@ -478,9 +505,14 @@ def _write_user(
     email = _email_of(doc)
     try:
         updated = identity.update_provisioned_user(
-            call.db, call.actor, call.org_id, user.id,
-            email=email, name=_name_of(doc), active=active,
-        )  # fmt: skip
+            call.db,
+            call.actor,
+            call.org_id,
+            user.id,
+            email=email,
+            name=_name_of(doc),
+            active=active,
+        )
     except Conflict as exc:
         if "admin" in exc.detail:
             raise errors.ScimError(
@@ -500,12 +532,21 @@ def _write_user(
         )
     if user.status != "suspended" and updated.status == "suspended":
         _deprovisioned(call, updated, "deactivated")
-    return _user_doc(call, updated, _link(call.db, call.org_id, user.id),
-                     _groups_of(call.db, call.org_id, user.id))  # fmt: skip
+    return _user_doc(
+        call,
+        updated,
+        _link(call.db, call.org_id, user.id),
+        _groups_of(call.db, call.org_id, user.id),
+    )
 
 
-def _deprovisioned(call: Call, user: identity.ProvisionedUser | None, action: str,
-                   user_id: str = "", role: str = "") -> None:  # fmt: skip
+def _deprovisioned(
+    call: Call,
+    user: identity.ProvisionedUser | None,
+    action: str,
+    user_id: str = "",
+    role: str = "",
+) -> None:
     audit.record(
         call.db,
         type=EventType.SCIM_USER_DEPROVISIONED,
@@ -571,7 +612,9 @@ def _operations(body: Any) -> Any:
 # --- groups (teams) -----------------------------------------------------------------
 
 
-def _group_doc(call: Call, team: Any, link: ScimResource | None, members: list[str]) -> dict[str, Any]:
+def _group_doc(
+    call: Call, team: Any, link: ScimResource | None, members: list[str]
+) -> dict[str, Any]:
     doc = copy.deepcopy(link.attributes) if link is not None else {}
     doc["displayName"] = team.name
     out: dict[str, Any] = {"schemas": [GROUP_URN], "id": team.id, **doc}
@@ -632,7 +675,9 @@ def get_group(call: Call, team_id: str) -> dict[str, Any]:
     return _group_doc(call, team, _link(call.db, call.org_id, team.id), members)
 
 
-def _validated_group(body: Any) -> tuple[dict[str, Any], list[str]]:
+def _validated_group(  # noqa: PLR0912 - one branch per attribute rule
+    body: Any,
+) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(body, dict):
         raise errors.invalid_syntax("the body must be a JSON object")
     if _depth(body) > MAX_JSON_DEPTH:
@@ -664,7 +709,7 @@ def _validated_group(body: Any) -> tuple[dict[str, Any], list[str]]:
             doc["members"] = kept  # the members' display names, as sent
             continue
         canonical = {"displayname": "displayName", "externalid": "externalId"}.get(lowered, key)
-        doc[canonical] = value
+        doc[str(canonical)] = value
     name = doc.get("displayName")
     if not isinstance(name, str) or not _clean_text(name):
         raise errors.invalid_value("displayName is required")
@@ -700,8 +745,9 @@ def create_group(call: Call, body: Any) -> dict[str, Any]:
         )
     except Conflict as exc:
         raise _name_taken(exc) from None
-    _store_link(call.db, call.org_id, "Group", team.id, {k: v for k, v in doc.items()
-                                                         if k != "displayName"})  # fmt: skip
+    _store_link(
+        call.db, call.org_id, "Group", team.id, {k: v for k, v in doc.items() if k != "displayName"}
+    )
     _set_members(call, team.id, members)
     return get_group(call, team.id)
 
@@ -710,9 +756,13 @@ def _write_group(call: Call, team: Any, doc: dict[str, Any], members: list[str])
     if doc["displayName"] != team.name:
         try:
             tenancy.update_team(
-                call.db, call.principal, call.org_id, team.id,
-                name=doc["displayName"], description=None,
-            )  # fmt: skip
+                call.db,
+                call.principal,
+                call.org_id,
+                team.id,
+                name=doc["displayName"],
+                description=None,
+            )
         except Conflict as exc:
             raise _name_taken(exc) from None
     kept = {k: v for k, v in doc.items() if k != "displayName"}

@@ -254,8 +254,13 @@ async def resource_types(request: Request) -> Response:
     await _call(request)
     found = discovery.resource_types(_base_url(_state(request)))
     return _scim(
-        {"schemas": [service.LIST_URN], "totalResults": len(found), "startIndex": 1,
-         "itemsPerPage": len(found), "Resources": found}  # fmt: skip
+        {
+            "schemas": [service.LIST_URN],
+            "totalResults": len(found),
+            "startIndex": 1,
+            "itemsPerPage": len(found),
+            "Resources": found,
+        }
     )
 
 
@@ -273,8 +278,13 @@ async def schemas(request: Request) -> Response:
     await _call(request)
     found = discovery.schemas(_base_url(_state(request)))
     return _scim(
-        {"schemas": [service.LIST_URN], "totalResults": len(found), "startIndex": 1,
-         "itemsPerPage": len(found), "Resources": found}  # fmt: skip
+        {
+            "schemas": [service.LIST_URN],
+            "totalResults": len(found),
+            "startIndex": 1,
+            "itemsPerPage": len(found),
+            "Resources": found,
+        }
     )
 
 
@@ -306,8 +316,9 @@ async def list_users(request: Request) -> Response:
     return _listing(request, result, service.USER_URN)
 
 
-def _search_params(body: Any) -> tuple[str | None, int | None, int | None, list[str] | None,
-                                       list[str] | None]:  # fmt: skip
+def _search_params(
+    body: Any,
+) -> tuple[str | None, int | None, int | None, list[str] | None, list[str] | None]:
     """A `POST …/.search` body (RFC 7644 §3.4.3)."""
     if not isinstance(body, dict):
         raise scim_errors.invalid_syntax("the body must be a JSON object")
@@ -407,10 +418,13 @@ async def list_groups(request: Request) -> Response:
     result = await _run(
         request,
         lambda c: service.list_groups(
-            c, filter_text=text, start_index=start, count=count,
+            c,
+            filter_text=text,
+            start_index=start,
+            count=count,
             with_members="members" not in excluded,
         ),
-    )  # fmt: skip
+    )
     return _listing(request, result, service.GROUP_URN)
 
 

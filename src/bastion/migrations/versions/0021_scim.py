@@ -65,9 +65,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("resource_id", name=op.f("pk_scim_resources")),
     )
-    op.create_index(
-        "ix_scim_resources_org_id_type", "scim_resources", ["org_id", "resource_type"]
-    )
+    op.create_index("ix_scim_resources_org_id_type", "scim_resources", ["org_id", "resource_type"])
     op.create_index(
         "ix_scim_resources_org_id_external_id",
         "scim_resources",
