@@ -60,6 +60,7 @@ ANN = {
         (f'{ENT}:department eq "r&d"', True),
         ('userName ne "ann@example.com"', False),
         ('displayName eq "Ann \\"The\\" Lee"', False),
+        ("emails[type eq 'work'].value eq 'ann@example.com'", True),  # single quotes
     ],
 )
 def test_matches(text: str, expected: bool) -> None:

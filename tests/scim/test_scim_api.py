@@ -269,10 +269,11 @@ def test_group_members_add_remove_like_okta_and_entra(scim: Scim) -> None:
         f"/Groups/{gid}", [{"op": "Remove", "path": "members", "value": [{"value": b["id"]}]}]
     )
     assert gone2.json()["members"] == []
-    renamed = scim.patch(
-        f"/Groups/{gid}", [{"op": "replace", "value": {"id": gid, "displayName": "Engineering"}}]
-    )
-    assert renamed.status_code == 400 or renamed.json()["displayName"] == "Engineering"
+    # Okta's group rename: a path-less replace whose value carries the group's id
+    okta = [{"op": "replace", "value": {"id": gid, "displayName": "Eng Team"}}]
+    renamed = scim.patch(f"/Groups/{gid}", okta)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["displayName"] == "Eng Team"
     renamed = scim.patch(
         f"/Groups/{gid}", [{"op": "replace", "path": "displayName", "value": "Engineering"}]
     )

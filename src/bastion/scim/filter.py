@@ -104,6 +104,7 @@ _TOKEN = re.compile(
     \s*(?:
       (?P<lpar>\() | (?P<rpar>\)) | (?P<lbr>\[) | (?P<rbr>\]) |
       (?P<string>"(?:[^"\\]|\\.)*") |
+      (?P<squoted>'[^'\\]*') |
       (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.]) |
       (?P<word>(?:urn:[A-Za-z0-9:._-]+|[A-Za-z$][\w$-]*(?:\.[A-Za-z$][\w$-]*)*))
     )
@@ -261,6 +262,8 @@ class _Parser:
                 return json.loads(tok.text)
             except ValueError:
                 raise InvalidFilter("has a malformed string") from None
+        if tok.kind == "squoted":  # not RFC 7644, but some Entra paths quote so
+            return tok.text[1:-1]
         if tok.kind == "number":
             return json.loads(tok.text)
         if tok.kind == "word" and tok.text.lower() in ("true", "false", "null"):

@@ -190,7 +190,9 @@ def _apply_root(
         raise errors.invalid_value("an operation without a path takes an object")
     for name, sub in value.items():
         lowered = name.lower()
-        if lowered == "schemas":
+        if lowered in READ_ONLY:
+            # Okta sends the group's own id in a path-less replace: read-only values in
+            # a value object are ignored, as PUT ignores them (RFC 7644 §3.5.1).
             continue
         if lowered in extensions and isinstance(sub, dict):
             # an extension's whole object, e.g. "urn:…:enterprise:2.0:User": {...}
