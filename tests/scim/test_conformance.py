@@ -68,8 +68,10 @@ def test_scim2_tester_passes(live: str, client: TestClient, factory: Factory) ->
         for r in results
         if r.status not in (Status.SUCCESS, Status.SKIPPED)  # type: ignore[attr-defined]
     ]
-    print("scim2-tester:", dict(statuses))
-    for r in results:
-        print(r.status, r.title, r.resource_type, (r.reason or "")[:200])  # type: ignore[attr-defined]
+    print("scim2-tester:", dict(statuses))  # shown with -s, recorded in docs/scim.md
     assert not failed, failed
-    assert statuses[Status.SUCCESS] >= 20
+    # Not applicable, and only this: POST /.search at the root (several resource types
+    # at once), which RFC 7644 §3.4.3 lets a server refuse with 501.
+    skipped = {r.title for r in results if r.status == Status.SKIPPED}  # type: ignore[attr-defined]
+    assert skipped <= {"search_with_attributes"}, skipped
+    assert statuses[Status.SUCCESS] >= 100  # 105 with scim2-tester 0.5.2 (docs/scim.md)
