@@ -378,3 +378,33 @@ def test_every_scim_change_is_audited_with_the_token_as_actor(scim: Scim) -> Non
     ).json()["data"]
     types = {e["type"] for e in events}
     assert {"user.created", "user.updated"} <= types
+
+
+def test_indexed_lookups_answer_as_a_full_scan(scim: Scim, factory: Factory) -> None:
+    # userName/externalId eq are answered from indexes; `not (not (…))` forces the scan.
+    a = scim.user(unique_email("idx"), externalId="ext-A")
+    scim.user(unique_email("idx"), externalId="ext-B")
+    plain = factory.member(scim.org)  # made by the API: no SCIM attributes
+    odd = scim.user(
+        "not-an-email-" + unique_email("x").split("@")[0],
+        emails=[{"value": unique_email("odd"), "primary": True}],
+    )
+    filters = [
+        f'userName eq "{a["userName"].upper()}"',
+        f'userName eq "{plain.email}"',
+        f'userName eq "{odd["userName"]}"',
+        f'userName eq "{odd["emails"][0]["value"]}"',
+        'externalId eq "ext-A"',
+        'externalId eq "EXT-A"',
+        f'userName eq "{a["userName"]}" and active eq true',
+        f'userName eq "{a["userName"]}" or externalId eq "ext-B"',
+        f'userName eq "{plain.email}" or userName eq "{a["userName"]}"',
+        'userName eq "nobody@example.com"',
+    ]
+    for text in filters:
+        fast = scim.get("/Users", params={"filter": text}).json()
+        slow = scim.get("/Users", params={"filter": f"not (not ({text}))"}).json()
+        assert [r["id"] for r in fast["Resources"]] == [r["id"] for r in slow["Resources"]], text
+        assert fast["totalResults"] == slow["totalResults"]
+    found = scim.get("/Users", params={"filter": f'userName eq "{plain.email}"'}).json()
+    assert [r["id"] for r in found["Resources"]] == [plain.user_id]

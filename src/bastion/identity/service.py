@@ -433,10 +433,25 @@ def _provisioned(user: User) -> ProvisionedUser:
     )
 
 
-def provisioned_users(db: Session, org_id: str) -> list[ProvisionedUser]:
-    """Every user of the organisation, oldest first (the SCIM list's stable order)."""
-    rows = db.execute(select(User).where(User.org_id == org_id).order_by(User.id)).scalars()
-    return [_provisioned(u) for u in rows]
+def provisioned_users(
+    db: Session, org_id: str, *, ids: set[str] | None = None
+) -> list[ProvisionedUser]:
+    """The organisation's users (all, or those of `ids`), oldest first (the SCIM list's
+    stable order)."""
+    stmt = select(User).where(User.org_id == org_id)
+    if ids is not None:
+        if not ids:
+            return []
+        stmt = stmt.where(User.id.in_(sorted(ids)))
+    return [_provisioned(u) for u in db.execute(stmt.order_by(User.id)).scalars()]
+
+
+def user_ids_by_email(db: Session, org_id: str, email: str) -> set[str]:
+    """The organisation's user with this email (compared as stored: normalised)."""
+    stmt = select(User.id).where(
+        User.org_id == org_id, User.email_normalized == normalize_email(email)
+    )
+    return set(db.execute(stmt).scalars())
 
 
 def provisioned_user(db: Session, org_id: str, user_id: str) -> ProvisionedUser:

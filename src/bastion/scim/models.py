@@ -41,12 +41,16 @@ class ScimResource(Base):
     __table_args__ = (
         Index("ix_scim_resources_org_id_type", "org_id", "resource_type"),
         Index("ix_scim_resources_org_id_external_id", "org_id", "resource_type", "external_id"),
+        Index("ix_scim_resources_org_id_user_name", "org_id", "resource_type", "user_name"),
     )
 
     resource_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     resource_type: Mapped[str] = mapped_column(String(20))  # "User" | "Group"
     external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # A User's userName in lower case (unique in the organisation; indexed for the
+    # `userName eq "…"` lookups identity providers make before every create).
+    user_name: Mapped[str | None] = mapped_column(String(320), nullable=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

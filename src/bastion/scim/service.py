@@ -42,7 +42,7 @@ from bastion.core.principal import Principal
 from bastion.identity import service as identity
 from bastion.identity.tokens import TokenHasher, TokenKind
 from bastion.scim import errors, patch
-from bastion.scim.filter import InvalidFilter, matches, parse_filter
+from bastion.scim.filter import Compare, InvalidFilter, Logical, Node, matches, parse_filter
 from bastion.scim.models import ScimResource, ScimToken
 from bastion.tenancy import service as tenancy
 
@@ -221,6 +221,8 @@ def _store_link(
 ) -> bool:
     """Keep the client's attributes; True when they changed."""
     external = attributes.get("externalId")
+    user_name = attributes.get("userName")
+    user_name = user_name.strip().lower() if isinstance(user_name, str) else None
     row = _link(db, org_id, resource_id)
     now = utcnow()
     if row is None:
@@ -230,6 +232,7 @@ def _store_link(
                 org_id=org_id,
                 resource_type=kind,
                 external_id=external,
+                user_name=user_name,
                 attributes=attributes,
                 created_at=now,
                 updated_at=now,
@@ -240,22 +243,24 @@ def _store_link(
     if row.attributes == attributes:
         return False
     row.attributes, row.external_id, row.updated_at = attributes, external, now
+    row.user_name = user_name
     db.flush()
     return True
 
 
+def _parsed(filter_text: str | None, core_urn: str) -> Node | None:
+    if filter_text is None:
+        return None
+    try:
+        return parse_filter(filter_text, core_urn)
+    except InvalidFilter as exc:
+        raise errors.invalid_filter(f"filter {exc}") from None
+
+
 def _page(
-    docs: list[dict[str, Any]],
-    filter_text: str | None,
-    core_urn: str,
-    start_index: int | None,
-    count: int | None,
+    docs: list[dict[str, Any]], node: Node | None, start_index: int | None, count: int | None
 ) -> dict[str, Any]:
-    if filter_text is not None:
-        try:
-            node = parse_filter(filter_text, core_urn)
-        except InvalidFilter as exc:
-            raise errors.invalid_filter(f"filter {exc}") from None
+    if node is not None:
         docs = [d for d in docs if matches(node, d)]
     start = max(1, start_index or 1)
     size = MAX_COUNT if count is None else max(0, min(count, MAX_COUNT))
@@ -439,17 +444,61 @@ def _find_user(call: Call, user_id: str) -> identity.ProvisionedUser:
         raise errors.not_found(f"User {user_id} not found") from None
 
 
+def _user_candidates(call: Call, node: Node) -> set[str] | None:
+    """The ids a filter can match at most, from the indexed lookups identity providers
+    lean on (`userName eq`, `externalId eq`); None when the filter needs every user."""
+    if isinstance(node, Logical):
+        left, right = _user_candidates(call, node.left), _user_candidates(call, node.right)
+        if node.op == "and":
+            return left if right is None else right if left is None else left & right
+        return None if left is None or right is None else left | right
+    if not (
+        isinstance(node, Compare)
+        and node.op == "eq"
+        and isinstance(node.value, str)
+        and not node.path.urn
+        and len(node.path.names) == 1
+    ):
+        return None
+    name, value = node.path.names[0].lower(), node.value
+    if name == "username":
+        linked = call.db.execute(
+            select(ScimResource.resource_id).where(
+                ScimResource.org_id == call.org_id,
+                ScimResource.resource_type == "User",
+                ScimResource.user_name == value.strip().lower(),
+            )
+        ).scalars()
+        # a user without SCIM attributes shows its email as userName
+        return set(linked) | identity.user_ids_by_email(call.db, call.org_id, value)
+    if name == "externalid":
+        return set(
+            call.db.execute(
+                select(ScimResource.resource_id).where(
+                    ScimResource.org_id == call.org_id,
+                    ScimResource.resource_type == "User",
+                    ScimResource.external_id == value,
+                )
+            ).scalars()
+        )
+    return None
+
+
 def list_users(
     call: Call, *, filter_text: str | None, start_index: int | None, count: int | None
 ) -> dict[str, Any]:
     call.principal.require(Permission.USERS_READ)
-    links = _links(call.db, call.org_id, "User")
-    groups = _groups_by_user(call.db, call.org_id)
-    docs = [
-        _user_doc(call, u, links.get(u.id), groups.get(u.id, []))
-        for u in identity.provisioned_users(call.db, call.org_id)
-    ]
-    return _page(docs, filter_text, USER_URN, start_index, count)
+    node = _parsed(filter_text, USER_URN)
+    ids = _user_candidates(call, node) if node is not None else None
+    users = identity.provisioned_users(call.db, call.org_id, ids=ids)
+    if ids is None:
+        links = _links(call.db, call.org_id, "User")
+        groups = _groups_by_user(call.db, call.org_id)
+    else:
+        links = {u.id: link for u in users if (link := _link(call.db, call.org_id, u.id))}
+        groups = {u.id: _groups_of(call.db, call.org_id, u.id) for u in users}
+    docs = [_user_doc(call, u, links.get(u.id), groups.get(u.id, [])) for u in users]
+    return _page(docs, node, start_index, count)
 
 
 def get_user(call: Call, user_id: str) -> dict[str, Any]:
@@ -461,11 +510,15 @@ def get_user(call: Call, user_id: str) -> dict[str, Any]:
 
 def _unique_user_name(call: Call, user_name: str, except_id: str | None) -> None:
     """userName is unique in the organisation, without regard to case (RFC 7643 §4.1.1)."""
-    wanted = user_name.lower()
-    for row in _links(call.db, call.org_id, "User").values():
-        other = row.attributes.get("userName")
-        same = isinstance(other, str) and other.lower() == wanted
-        if row.resource_id != except_id and same and _exists(call, row.resource_id):
+    rows = call.db.execute(
+        select(ScimResource.resource_id).where(
+            ScimResource.org_id == call.org_id,
+            ScimResource.resource_type == "User",
+            ScimResource.user_name == user_name.strip().lower(),
+        )
+    ).scalars()
+    for resource_id in rows:
+        if resource_id != except_id and _exists(call, resource_id):
             raise errors.uniqueness("a User with this userName exists")
 
 
@@ -665,7 +718,7 @@ def list_groups(
         _group_doc(call, t, links.get(t.id), sorted(members.get(t.id, [])))
         for t in tenancy.org_teams(call.db, call.org_id)
     ]
-    return _page(docs, filter_text, GROUP_URN, start_index, count)
+    return _page(docs, _parsed(filter_text, GROUP_URN), start_index, count)
 
 
 def get_group(call: Call, team_id: str) -> dict[str, Any]:

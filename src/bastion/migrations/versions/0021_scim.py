@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(length=40), nullable=False),
         sa.Column("resource_type", sa.String(length=20), nullable=False),
         sa.Column("external_id", sa.String(length=512), nullable=True),
+        sa.Column("user_name", sa.String(length=320), nullable=True),
         sa.Column("attributes", _JSON, nullable=False),
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("updated_at", _TIME, nullable=False),
@@ -67,6 +68,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_scim_resources_org_id_type", "scim_resources", ["org_id", "resource_type"])
     op.create_index(
+        "ix_scim_resources_org_id_user_name",
+        "scim_resources",
+        ["org_id", "resource_type", "user_name"],
+    )
+    op.create_index(
         "ix_scim_resources_org_id_external_id",
         "scim_resources",
         ["org_id", "resource_type", "external_id"],
@@ -75,6 +81,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_scim_resources_org_id_external_id", table_name="scim_resources")
+    op.drop_index("ix_scim_resources_org_id_user_name", table_name="scim_resources")
     op.drop_index("ix_scim_resources_org_id_type", table_name="scim_resources")
     op.drop_table("scim_resources")
     op.drop_index("ix_scim_tokens_org_id_id", table_name="scim_tokens")
