@@ -408,3 +408,15 @@ def test_indexed_lookups_answer_as_a_full_scan(scim: Scim, factory: Factory) -> 
         assert fast["totalResults"] == slow["totalResults"]
     found = scim.get("/Users", params={"filter": f'userName eq "{plain.email}"'}).json()
     assert [r["id"] for r in found["Resources"]] == [plain.user_id]
+
+
+def test_a_user_deleted_outside_scim_frees_its_user_name(scim: Scim) -> None:
+    email = unique_email("gone")
+    created = scim.user(email)
+    deleted = scim.client.delete(
+        f"/v1/orgs/{scim.org.id}/users/{created['id']}", headers=scim.org.headers
+    )
+    assert deleted.status_code == 204
+    _error(scim.get(f"/Users/{created['id']}"), 404)
+    again = scim.user(email)
+    assert again["id"] != created["id"]

@@ -35,7 +35,8 @@ class ScimToken(Base):
 class ScimResource(Base):
     """The SCIM representation of a Bastion user (`usr_…`) or team (`team_…`) beyond the
     fields Bastion holds itself. `resource_id` names the Bastion row; a row whose user
-    or team is gone is ignored and removed when met."""
+    or team was deleted outside SCIM is ignored, and removed when a new user takes its
+    userName."""
 
     __tablename__ = "scim_resources"
     __table_args__ = (

@@ -517,9 +517,18 @@ def _unique_user_name(call: Call, user_name: str, except_id: str | None) -> None
             ScimResource.user_name == user_name.strip().lower(),
         )
     ).scalars()
-    for resource_id in rows:
-        if resource_id != except_id and _exists(call, resource_id):
+    for resource_id in list(rows):
+        if resource_id == except_id:
+            continue
+        if _exists(call, resource_id):
             raise errors.uniqueness("a User with this userName exists")
+        # the user was deleted outside SCIM: its SCIM attributes go now
+        call.db.execute(
+            delete(ScimResource).where(
+                ScimResource.org_id == call.org_id, ScimResource.resource_id == resource_id
+            ),
+            execution_options=org_scoped(call.org_id),
+        )
 
 
 def _exists(call: Call, user_id: str) -> bool:
