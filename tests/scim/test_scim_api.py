@@ -420,3 +420,14 @@ def test_a_user_deleted_outside_scim_frees_its_user_name(scim: Scim) -> None:
     _error(scim.get(f"/Users/{created['id']}"), 404)
     again = scim.user(email)
     assert again["id"] != created["id"]
+
+
+def test_a_put_without_active_does_not_reactivate(scim: Scim) -> None:
+    created = scim.user(unique_email("put"))
+    uid = created["id"]
+    off = scim.patch(f"/Users/{uid}", [{"op": "replace", "path": "active", "value": False}])
+    assert off.json()["active"] is False
+    body = {"schemas": [USER_URN], "userName": created["userName"], "title": "Ex"}
+    put = scim.put(f"/Users/{uid}", body)
+    assert put.status_code == 200, put.text
+    assert put.json()["active"] is False

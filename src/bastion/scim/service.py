@@ -322,8 +322,10 @@ _USER_STRINGS = (
 
 def _validated_user(  # noqa: PLR0912 - one branch per attribute rule
     body: Any,
-) -> tuple[dict[str, Any], bool]:
-    """The attributes to keep of a User body (POST, PUT, a PATCH's result) and `active`."""
+) -> tuple[dict[str, Any], bool | None]:
+    """The attributes to keep of a User body (POST, PUT, a PATCH's result) and `active`
+    (None when the body does not say: a PUT without it leaves the status alone, so a
+    profile update never reactivates a de-provisioned user)."""
     if not isinstance(body, dict):
         raise errors.invalid_syntax("the body must be a JSON object")
     if _depth(body) > MAX_JSON_DEPTH:
@@ -356,12 +358,12 @@ def _validated_user(  # noqa: PLR0912 - one branch per attribute rule
     external = doc.get("externalId")
     if isinstance(external, str) and len(external) > 512:
         raise errors.invalid_value("externalId is longer than 512 characters")
-    active = doc.get("active", True)
+    active = doc.get("active")
     if isinstance(active, str) and active.lower() in ("true", "false"):
         active = active.lower() == "true"
-    if not isinstance(active, bool):
+    if active is not None and not isinstance(active, bool):
         raise errors.invalid_value("active must be a boolean")
-    if "active" in doc:
+    if active is not None:
         doc["active"] = active
     if doc.get("name") is not None and not isinstance(doc["name"], dict):
         raise errors.invalid_value("name must be an object")
@@ -552,7 +554,7 @@ def create_user(call: Call, body: Any) -> dict[str, Any]:
             email=email,
             name=_name_of(doc),
             role=NEW_USER_ROLE,
-            active=active,
+            active=active is not False,
         )
     except Conflict:
         raise errors.uniqueness("a user with this email exists") from None
@@ -561,7 +563,7 @@ def create_user(call: Call, body: Any) -> dict[str, Any]:
 
 
 def _write_user(
-    call: Call, user: identity.ProvisionedUser, doc: dict[str, Any], active: bool
+    call: Call, user: identity.ProvisionedUser, doc: dict[str, Any], active: bool | None
 ) -> dict[str, Any]:
     _unique_user_name(call, doc["userName"], user.id)
     email = _email_of(doc)
