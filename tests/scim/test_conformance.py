@@ -11,17 +11,17 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
 
 from bastion.api.app import create_app
 from tests.conftest import make_settings
 from tests.factories import Factory
 from tests.scim.conftest import new_token
+from tests.scim.engine import HttpxSCIMClient
 
 
 def _free_port() -> int:
@@ -50,11 +50,11 @@ def live(data_dir: Path, database_url: str) -> Iterator[str]:
 
 
 def run_checks(base: str, token: str) -> list[object]:
-    http = httpx2.Client(
+    http = httpx.Client(
         base_url=f"{base}/scim/v2", headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     with http:
-        scim = SyncSCIMClient(http)
+        scim = HttpxSCIMClient(http)
         return list(check_server(scim))
 
 

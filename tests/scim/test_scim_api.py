@@ -431,3 +431,14 @@ def test_a_put_without_active_does_not_reactivate(scim: Scim) -> None:
     put = scim.put(f"/Users/{uid}", body)
     assert put.status_code == 200, put.text
     assert put.json()["active"] is False
+
+
+def test_removing_active_never_reactivates(scim: Scim) -> None:
+    created = scim.user(unique_email("rm"))
+    uid = created["id"]
+    scim.patch(f"/Users/{uid}", [{"op": "replace", "path": "active", "value": False}])
+    removed = scim.patch(f"/Users/{uid}", [{"op": "remove", "path": "active"}])
+    assert removed.status_code == 200, removed.text
+    assert "active" not in removed.json()
+    users = scim.client.get(f"/v1/orgs/{scim.org.id}/users/{uid}", headers=scim.org.headers)
+    assert users.json()["status"] == "suspended"

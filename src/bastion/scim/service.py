@@ -396,8 +396,10 @@ def _user_doc(
         }
         if user.name:
             doc["displayName"] = user.name
-    if user.status == "suspended" or link is None or "active" in doc:
-        doc["active"] = user.status != "suspended"  # Bastion's status is the truth
+    if link is None or "active" in doc:
+        # Bastion's status is the truth. A client that removed `active` sees none; the
+        # removal itself changed no status (it never reactivates anyone).
+        doc["active"] = user.status != "suspended"
     schemas = [USER_URN] + ([ENTERPRISE_URN] if ENTERPRISE_URN in doc else [])
     location = f"{call.base_url}/Users/{user.id}"
     modified = max(
@@ -627,6 +629,8 @@ def replace_user(call: Call, user_id: str, body: Any, if_match: str | None) -> d
     check_if_match(current, if_match)
     user = _find_user(call, user_id)
     doc, active = _validated_user(body)
+    if active is None and "active" in current:  # the status stays, and stays shown
+        doc["active"] = current["active"]
     return _write_user(call, user, doc, active)
 
 
