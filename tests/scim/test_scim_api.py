@@ -442,3 +442,19 @@ def test_removing_active_never_reactivates(scim: Scim) -> None:
     assert "active" not in removed.json()
     users = scim.client.get(f"/v1/orgs/{scim.org.id}/users/{uid}", headers=scim.org.headers)
     assert users.json()["status"] == "suspended"
+
+
+def test_group_put_and_user_groups(scim: Scim) -> None:
+    a, b = scim.user(unique_email("ga")), scim.user(unique_email("gb"))
+    body = {"schemas": [GROUP_URN], "displayName": "Ops", "members": [{"value": a["id"]}]}
+    gid = scim.post("/Groups", body).json()["id"]
+    user = scim.get(f"/Users/{a['id']}").json()
+    assert [(g["value"], g["display"]) for g in user["groups"]] == [(gid, "Ops")]
+    listed = scim.get("/Users", params={"filter": f'groups.value eq "{gid}"'}).json()
+    assert [r["id"] for r in listed["Resources"]] == [a["id"]]
+    put = scim.put(f"/Groups/{gid}", {**body, "members": [{"value": b["id"]}]})
+    assert put.status_code == 200, put.text
+    assert [m["value"] for m in put.json()["members"]] == [b["id"]]
+    assert "groups" not in scim.get(f"/Users/{a['id']}").json()
+    found = scim.get("/Groups", params={"filter": 'displayName eq "ops"'}).json()
+    assert [r["id"] for r in found["Resources"]] == [gid]
