@@ -59,6 +59,9 @@ class World:
     def key(self) -> str:
         return str(self.post("api-keys", {"name": "k", "role": "viewer"})["id"])
 
+    def scim_token(self) -> str:
+        return str(self.post("scim-tokens", {"name": "idp"})["id"])
+
     def account(self) -> str:
         return str(self.post("service-accounts", {"name": "sa", "role": "viewer"})["id"])
 
@@ -437,6 +440,15 @@ ROWS: list[Row] = [
         body=lambda w: {"name": "k", "role": "viewer"},
     ),
     Row("GET", "/v1/orgs/{org}/api-keys", P.APIKEYS_READ, 200),
+    Row("POST", "/v1/orgs/{org}/scim-tokens", P.ORG_MANAGE, 201, body=lambda w: {"name": "idp"}),
+    Row("GET", "/v1/orgs/{org}/scim-tokens", P.ORG_READ, 200),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/scim-tokens/{token}",
+        P.ORG_MANAGE,
+        204,
+        params=lambda w: {"token": w.scim_token()},
+    ),
     Row(
         "GET",
         "/v1/orgs/{org}/api-keys/{key}",
@@ -1142,4 +1154,16 @@ def test_an_agent_run_token_can_call_nothing_outside_its_run(
     params = row.params(w)
     w.run()  # a fresh run of this organisation, whose token tries the operation
     response = _call(client, row, w.org.id, params, bearer(w.run_token), row.body(w))
+    assert response.status_code == 403, f"{response.status_code}: {response.text}"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_a_scim_token_can_call_nothing_in_v1(
+    client: TestClient, factory: Factory, row: Row
+) -> None:
+    """A SCIM token acts only on /scim/v2: every /v1 operation refuses it (403)."""
+    w = _world(client, factory)
+    params = row.params(w)
+    token = w.post("scim-tokens", {"name": "idp"})["token"]
+    response = _call(client, row, w.org.id, params, bearer(token), row.body(w))
     assert response.status_code == 403, f"{response.status_code}: {response.text}"

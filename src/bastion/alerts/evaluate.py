@@ -223,6 +223,19 @@ def _approval_requested(db: Session, rule: AlertRule, e: Event) -> Finding | Non
     return Finding(f"approval:{e.resource_id}", summary, 0, details=details)
 
 
+def _scim_admin(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """An admin de-provisioned by the identity provider (`scim_user.deprovisioned`)."""
+    metadata = e.event_metadata or {}
+    if e.type != "scim_user.deprovisioned" or metadata.get("role") != "admin":
+        return None
+    summary = (
+        f"admin {e.resource_id} {metadata.get('action', 'de-provisioned')} by SCIM"
+        f" (token {e.actor_id})"
+    )
+    details = {"user_id": e.resource_id, "action": metadata.get("action"), "token": e.actor_id}
+    return Finding(f"user:{e.resource_id}", summary, 0, details=details)
+
+
 def _match(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
@@ -262,6 +275,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "mfa_change": _burst,
     "step_up_refused": _person_threshold,
     "sso_failures": _sso_failures,
+    "scim_admin_deprovisioned": _scim_admin,
 }
 
 

@@ -32,6 +32,8 @@ Rule kinds (parameters, defaults):
   person within `window_seconds` (300).
 - `sso_failures` — `threshold` (10) refused SSO sign-ins (`sso.signin_failed`) in the
   organisation within `window_seconds` (300); one alert per burst.
+- `scim_admin_deprovisioned` — an admin deactivated or deleted by SCIM (the identity
+  provider): one alert per de-provisioned admin.
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -70,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mfa_change": {"window_seconds": 300},
     "step_up_refused": {"threshold": 3, "window_seconds": 300},
     "sso_failures": {"threshold": 10, "window_seconds": 300},
+    "scim_admin_deprovisioned": {},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"

@@ -32,6 +32,7 @@ from bastion.api.routers import (
     mfa,
     orgs,
     roles,
+    scim,
     secrets,
     service_accounts,
     sso,
@@ -308,6 +309,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
     app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
+    app.include_router(scim.router, responses=ERROR_RESPONSES)
+    app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app
 

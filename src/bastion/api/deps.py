@@ -25,7 +25,7 @@ from bastion.identity.authenticate import (
 )
 from bastion.identity.credentials import Authenticated
 from bastion.identity.mfa import challenges
-from bastion.identity.tokens import TokenKind
+from bastion.identity.tokens import TokenKind, parse
 
 bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
 
@@ -83,6 +83,33 @@ async def authenticate_request(
     """The caller of a request to `route` (its path template), counted against its
     quota: the one way both the routes (`get_principal`) and the lean routes
     (`bastion.api.fast`) authenticate."""
+    principal = await _caller(ctx, state, token)
+    if principal.credential is CredentialKind.SCIM:
+        # A SCIM token acts only on /scim/v2 of its organisation (`authenticate_scim`).
+        raise Forbidden("SCIM tokens act only on /scim/v2")
+    if principal.credential is CredentialKind.AGENT_RUN and route not in RUN_TOKEN_ROUTES:
+        raise Forbidden("agent run tokens act only on their own run")
+    if principal.mfa_pending and route not in MFA_ENROLMENT_ROUTES:
+        raise MfaEnrolmentRequired(
+            "your organisation requires a second factor: enrol one at /v1/me/mfa, then"
+            " sign in again or step up with it"
+        )
+    return principal
+
+
+async def authenticate_scim(ctx: RequestContext, state: AppState, token: str | None) -> Principal:
+    """The caller of a `/scim/v2` request: a SCIM token (`bsp_…`) and nothing else (an API
+    key or a session is refused as if it were no credential)."""
+    parsed = parse(token) if token else None
+    if parsed is None or parsed.kind is not TokenKind.SCIM:
+        raise Unauthenticated("a SCIM token (bsp_…) is required")
+    principal = await _caller(ctx, state, token)
+    if principal.credential is not CredentialKind.SCIM:  # cannot happen: fail closed
+        raise Unauthenticated("a SCIM token (bsp_…) is required")
+    return principal
+
+
+async def _caller(ctx: RequestContext, state: AppState, token: str | None) -> Principal:
     cache = state.auth_cache
     # A cache hit costs an HMAC and one primary-key read, done on the event loop (a local
     # file read for SQLite, an async query for PostgreSQL): no hop to a worker thread.
@@ -95,13 +122,6 @@ async def authenticate_request(
         principal = _admit(ctx, hit, verdict)
     else:
         principal = await run_in_threadpool(_authenticate, ctx, state, token)
-    if principal.credential is CredentialKind.AGENT_RUN and route not in RUN_TOKEN_ROUTES:
-        raise Forbidden("agent run tokens act only on their own run")
-    if principal.mfa_pending and route not in MFA_ENROLMENT_ROUTES:
-        raise MfaEnrolmentRequired(
-            "your organisation requires a second factor: enrol one at /v1/me/mfa, then"
-            " sign in again or step up with it"
-        )
     return principal
 
 
@@ -175,6 +195,8 @@ def reauthenticate(request: Request, state: AppState) -> Principal:
             db, token if scheme.lower() == "bearer" else None, ctx.actor, state.hasher,
             state.auth_cache,
         )  # fmt: skip
+    if result.principal.credential is CredentialKind.SCIM:
+        raise Forbidden("SCIM tokens act only on /scim/v2")
     return result.principal
 
 

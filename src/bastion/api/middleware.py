@@ -137,7 +137,7 @@ class BastionMiddleware:
             direct=self.state.direct,
         )
         scope[SCOPE_KEY] = ctx
-        is_api = path.startswith("/v1/")
+        is_api = path.startswith(("/v1/", "/scim/v2/"))
         respond = Responder(self, ctx, send, is_api)
 
         original = receive

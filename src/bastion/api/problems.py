@@ -99,6 +99,49 @@ def idempotency_key_in_use(request_id: str | None) -> tuple[int, dict[str, str],
     return 409, problem_headers(None, 409), encode(body)
 
 
+# --- SCIM error documents (RFC 7644 §3.12): every error on /scim/v2 -------------------
+
+SCIM_PREFIX = "/scim/v2"
+SCIM_ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
+SCIM_CONTENT_TYPE = "application/scim+json"
+# A status's scimType where the error does not name one.
+_SCIM_TYPES = {413: "tooMany", 415: "invalidSyntax", 422: "invalidValue", 400: "invalidSyntax"}
+
+
+def is_scim(path: str) -> bool:
+    return path == SCIM_PREFIX or path.startswith(SCIM_PREFIX + "/")
+
+
+def scim_error(
+    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A SCIM error document; a validation failure (422 elsewhere) is a 400 here."""
+    status = 400 if status == 422 else status
+    body: dict[str, Any] = {"schemas": [SCIM_ERROR_URN], "status": str(status), "detail": detail}
+    scim_type = scim_type or _SCIM_TYPES.get(status)
+    if scim_type:
+        body["scimType"] = scim_type
+    out = {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+    out["content-type"] = SCIM_CONTENT_TYPE
+    return status, out, encode(body)
+
+
+def as_scim(
+    status: int, headers: dict[str, str], body: bytes, scim_type: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A problem document (status, headers, body) as a SCIM error document: its detail
+    and the field names it lists, its headers (WWW-Authenticate, Retry-After) kept."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        problem = {}
+    detail = str(problem.get("detail") or GENERIC.get(status, ("", "Error"))[1])
+    fields = [e.get("field") for e in problem.get("errors") or [] if isinstance(e, dict)]
+    if fields and not detail.startswith("invalid fields"):
+        detail = f"{detail} ({', '.join(str(f) for f in fields)})"
+    return scim_error(status, detail, scim_type, headers)
+
+
 # --- OpenAPI description of the error responses -----------------------------------
 
 from pydantic import BaseModel  # noqa: E402 - documentation models after the runtime code

@@ -48,6 +48,10 @@ class Responder:
         return {**message, "headers": headers}
 
     async def problem(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        if problems.is_scim(self.ctx.path) and not headers.get("content-type", "").startswith(
+            problems.SCIM_CONTENT_TYPE
+        ):  # /scim/v2 answers every error, the middleware's too, as a SCIM error document
+            status, headers, body = problems.as_scim(status, headers, body)
         raw = [(k.encode(), v.encode()) for k, v in headers.items()]
         raw.append((b"content-length", str(len(body)).encode()))
         self.started = True

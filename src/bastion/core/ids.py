@@ -49,6 +49,7 @@ PREFIXES = frozenset(
         "wf",
         "mfa",
         "mfc",
+        "sct",
         "rc",
         "wac",
         "ssoc",

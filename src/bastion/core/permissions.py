@@ -85,6 +85,7 @@ class CredentialKind(StrEnum):
     AGENT_RUN = "agent_run"
     API_KEY = "api_key"
     MFA_ENROLMENT = "mfa_enrolment"
+    SCIM = "scim"
     SESSION = "session"
 
 
@@ -98,6 +99,16 @@ CREDENTIAL_PERMISSIONS: dict[CredentialKind, frozenset[Permission]] = {
     # An `mfa_token` of a person who must enrol a factor first: it reaches the
     # `/v1/me/mfa…` enrolment endpoints only, which check no permission.
     CredentialKind.MFA_ENROLMENT: frozenset(),
+    # A SCIM token (`bsp_…`) provisions its organisation's users and teams at `/scim/v2`
+    # and nowhere else: every `/v1` route refuses it before any permission is asked.
+    CredentialKind.SCIM: frozenset(
+        {
+            Permission.TEAMS_MANAGE,
+            Permission.TEAMS_READ,
+            Permission.USERS_MANAGE,
+            Permission.USERS_READ,
+        }
+    ),
 }
 
 

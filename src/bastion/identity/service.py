@@ -494,3 +494,172 @@ def find_user_in_org(db: Session, org_id: str, user_id: str) -> User | None:
     return db.execute(
         select(User).where(User.org_id == org_id, User.id == user_id)
     ).scalar_one_or_none()
+
+
+# --- provisioning: the organisation's identity provider (SCIM) acts, not a person -------
+
+
+@dataclass(frozen=True)
+class ProvisionedUser:
+    """A user as provisioning sees it (no credential material)."""
+
+    id: str
+    org_id: str
+    email: str
+    name: str
+    role: str
+    status: str
+    created_at: Any
+    updated_at: Any
+
+
+def _provisioned(user: User) -> ProvisionedUser:
+    return ProvisionedUser(
+        user.id,
+        user.org_id,
+        user.email,
+        user.name,
+        user.role,
+        user.status,
+        user.created_at,
+        user.updated_at,
+    )
+
+
+def provisioned_users(
+    db: Session, org_id: str, *, ids: set[str] | None = None
+) -> list[ProvisionedUser]:
+    """The organisation's users (all, or those of `ids`), oldest first (the SCIM list's
+    stable order)."""
+    stmt = select(User).where(User.org_id == org_id)
+    if ids is not None:
+        if not ids:
+            return []
+        stmt = stmt.where(User.id.in_(sorted(ids)))
+    return [_provisioned(u) for u in db.execute(stmt.order_by(User.id)).scalars()]
+
+
+def user_ids_by_email(db: Session, org_id: str, email: str) -> set[str]:
+    """The organisation's user with this email (compared as stored: normalised)."""
+    stmt = select(User.id).where(
+        User.org_id == org_id, User.email_normalized == normalize_email(email)
+    )
+    return set(db.execute(stmt).scalars())
+
+
+def provisioned_user(db: Session, org_id: str, user_id: str) -> ProvisionedUser:
+    return _provisioned(_find_user(db, org_id, user_id))
+
+
+def provision_user(
+    db: Session, actor: Actor, org_id: str, *, email: str, name: str, role: str, active: bool
+) -> ProvisionedUser:
+    """A user created by the organisation's identity provider: no password (they sign in
+    through SSO, or set one by a password reset), `active` or `suspended` as it says."""
+    normalized = normalize_email(email)
+    if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
+        raise Conflict("a user with this email already exists")
+    stored_role = authz.resolve_role(db, org_id, role)
+    status = "active" if active else "suspended"
+    user = User(
+        id=new_id("usr"),
+        org_id=org_id,
+        email=email.strip(),
+        email_normalized=normalized,
+        name=name,
+        role=stored_role,
+        status=status,
+        password_hash=None,
+        attributes={},
+    )
+    db.add(user)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.USER_CREATED,
+        actor=actor,
+        org_id=org_id,
+        resource=("user", user.id),
+        metadata={"email": user.email, "role": stored_role, "status": status, "via": "scim"},
+    )
+    return _provisioned(user)
+
+
+def update_provisioned_user(
+    db: Session,
+    actor: Actor,
+    org_id: str,
+    user_id: str,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    active: bool | None = None,
+) -> ProvisionedUser:
+    """Change what the identity provider owns of a user: email, name, active. Making a
+    user inactive suspends them: their sessions end and their API keys stop at once, on
+    every worker (the user row bumps the organisation's auth revision). The last active
+    admin is never suspended (409)."""
+    if active is not None:
+        audit.lock_chain(db, org_id)  # first: see the org's admins as they are
+    user = _find_user(db, org_id, user_id)
+    was_admin = _active_admin(user)
+    changes: dict[str, Any] = {}
+    if email is not None and normalize_email(email) != user.email_normalized:
+        normalized = normalize_email(email)
+        taken = db.execute(
+            select(User.id).where(User.email_normalized == normalized, User.id != user.id)
+        ).first()
+        if taken:
+            raise Conflict("a user with this email already exists")
+        changes["email"] = {"from": user.email, "to": email.strip()}
+        user.email, user.email_normalized = email.strip(), normalized
+    elif email is not None and email.strip() != user.email:
+        user.email = email.strip()  # the same address, other letter case
+    if name is not None and name != user.name:
+        user.name, changes["name"] = name, name
+    if active is not None:
+        wanted = "active" if active else "suspended"
+        current = "suspended" if user.status == "suspended" else "active"
+        if wanted != current:
+            target = wanted if user.status != "invited" or not active else user.status
+            changes["status"] = {"from": user.status, "to": target}
+            user.status = target
+            if target == "suspended":
+                end_access(db, user)
+    if was_admin and not _active_admin(user):
+        _keep_an_admin(db, org_id, user)
+    if changes:
+        user.updated_at = utcnow()
+        db.flush()
+        audit.record(
+            db,
+            type=EventType.USER_UPDATED,
+            actor=actor,
+            org_id=org_id,
+            resource=("user", user.id),
+            metadata={**changes, "via": "scim"},
+        )
+    return _provisioned(user)
+
+
+def delete_provisioned_user(db: Session, actor: Actor, org_id: str, user_id: str) -> str:
+    """Delete a user for the identity provider: sessions end, API keys go with them, the
+    last active admin stays (409). Returns the role they held."""
+    audit.lock_chain(db, org_id)  # first: see the org's admins as they are
+    user = _find_user(db, org_id, user_id)
+    if _active_admin(user):
+        _keep_an_admin(db, org_id, user)
+    end_access(db, user)
+    mfa_store.destroy_user(db, org_id, user.id)
+    email, role = user.email, user.role
+    db.delete(user)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.USER_DELETED,
+        actor=actor,
+        org_id=org_id,
+        resource=("user", user_id),
+        metadata={"email": email, "role": role, "via": "scim"},
+    )
+    return role

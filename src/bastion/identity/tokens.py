@@ -10,6 +10,7 @@ constant time. A wrong secret and an unknown id give the same answer.
     bsm_mfc_01J…_<secret>   mfa token       (purpose "bsm", single use, 5 minutes)
     bsr_pwr_01J…_<secret>   password reset  (purpose "bsr", single use, 30 minutes)
     bat_run_01J…_<secret>   agent run token (purpose "bat", one run, short-lived)
+    bsp_sct_01J…_<secret>   SCIM token      (purpose "bsp", its org's `/scim/v2` only)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TokenKind(StrEnum):
     PASSWORD_RESET = "bsr"  # noqa: S105 - a token prefix, not a credential
     AGENT_RUN = "bat"
     MFA = "bsm"
+    SCIM = "bsp"
 
 
 ROW_PREFIX = {
@@ -38,6 +40,7 @@ ROW_PREFIX = {
     TokenKind.PASSWORD_RESET: "pwr",
     TokenKind.AGENT_RUN: "run",
     TokenKind.MFA: "mfc",
+    TokenKind.SCIM: "sct",
 }
 _ID_LEN = 26
 

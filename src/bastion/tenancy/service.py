@@ -590,3 +590,8 @@ def sync_memberships(
             metadata={"user_id": user_id, "source": "sso"},
         )
     return added, removed
+
+
+def org_teams(db: Session, org_id: str) -> list[Team]:
+    """Every team of the organisation, oldest first (SCIM's stable list order)."""
+    return list(db.execute(select(Team).where(Team.org_id == org_id).order_by(Team.id)).scalars())
