@@ -51,6 +51,8 @@ PREFIXES = frozenset(
         "mfc",
         "rc",
         "wac",
+        "oac",  # OAuth client (its client_id)
+        "oat",  # OAuth access token (its jti)
     }
 )
 
