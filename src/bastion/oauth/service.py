@@ -290,8 +290,12 @@ def authenticate_client(
             ).with_audit(
                 type=EventType.OAUTH_TOKEN_REFUSED,
                 actor=actor,
+                org_id=None,
                 outcome=Outcome.DENIED,
                 reason="throttled",
+                resource=("oauth_client", creds.client_id)
+                if has_prefix(creds.client_id, "oac")
+                else None,
                 metadata={"scope": "client" if key.startswith("oauth:client:") else "address"},
             )
     found = None
