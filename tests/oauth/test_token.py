@@ -135,6 +135,7 @@ def test_refused_requests_are_audited_without_the_secret(
     ).json()["data"]
     types = [e["type"] for e in events]
     assert "oauth_token.issued" in types
+    assert "oauth_token.refused" in types
     assert "oauth_client.created" in types
     assert m.secret not in str(events)
     issued = next(e for e in events if e["type"] == "oauth_token.issued")
