@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +102,30 @@ class _EdDSAOnly(JWSRegistry):
 _REGISTRY = _EdDSAOnly(algorithms=[JWS_ALGORITHM])
 
 
+@dataclass(frozen=True)
+class _Derived:
+    """What one reading of the keyring file gives: replaced whole, never mixed."""
+
+    keys: Keyring
+    kids: dict[int, str]  # version -> kid
+    private: dict[int, OKPKey] = field(repr=False)  # version -> signing key
+    public: dict[str, tuple[int, OKPKey]] = field(repr=False)  # kid -> (version, key)
+
+
+def _derive(keys: Keyring) -> _Derived:
+    kids: dict[int, str] = {}
+    private: dict[int, OKPKey] = {}
+    public: dict[str, tuple[int, OKPKey]] = {}
+    for version, seed in keys.versions.items():
+        raw = ed25519_public_key(seed)
+        kid = thumbprint(raw)
+        kids[version] = kid
+        jwk = public_jwk(raw)
+        private[version] = OKPKey.import_key({**jwk, "d": _b64url(seed)})
+        public[kid] = (version, OKPKey.import_key(jwk))
+    return _Derived(keys, kids, private, public)
+
+
 class InstanceSigner:
     """Signs with the active key version; verifies with any version it knows.
 
@@ -113,10 +137,7 @@ class InstanceSigner:
 
     def __init__(self, keys: Keyring) -> None:
         self._live = LiveKeyring(keys)
-        self._derived_from: Keyring | None = None
-        self._kids: dict[int, str] = {}
-        self._private: dict[int, OKPKey] = {}
-        self._public: dict[str, tuple[int, OKPKey]] = {}
+        self._derived = _derive(keys)
 
     def __repr__(self) -> str:
         return f"InstanceSigner({self._live.current()!r})"
@@ -127,30 +148,19 @@ class InstanceSigner:
     def keys(self) -> Keyring:
         return self._live.current(recheck=True)
 
-    def _current(self, *, recheck: bool = False) -> Keyring:
+    def _current(self, *, recheck: bool = False) -> _Derived:
         keys = self._live.current(recheck=recheck)
-        if keys is not self._derived_from:  # the file changed: derive afresh
-            kids: dict[int, str] = {}
-            private: dict[int, OKPKey] = {}
-            public: dict[str, tuple[int, OKPKey]] = {}
-            for version, seed in keys.versions.items():
-                raw = ed25519_public_key(seed)
-                kid = thumbprint(raw)
-                kids[version] = kid
-                jwk = public_jwk(raw)
-                private[version] = OKPKey.import_key({**jwk, "d": _b64url(seed)})
-                public[kid] = (version, OKPKey.import_key(jwk))
-            self._kids, self._private, self._public = kids, private, public
-            self._derived_from = keys
-        return keys
+        derived = self._derived
+        if keys is not derived.keys:  # the file changed: derive afresh
+            derived = self._derived = _derive(keys)
+        return derived
 
     @property
     def public_keys(self) -> dict[int, bytes]:
         return {version: ed25519_public_key(seed) for version, seed in self.keys.versions.items()}
 
     def kid(self, version: int) -> str:
-        self._current()
-        return self._kids[version]
+        return self._current().kids[version]
 
     def version_of(self, kid: str) -> int | None:
         """The key version a `kid` names; None when it is none of ours."""
@@ -160,11 +170,9 @@ class InstanceSigner:
     def _lookup(self, kid: str) -> tuple[int, OKPKey] | None:
         """(version, public key) of a `kid`, looked up again in the key file when unknown:
         another process may have rotated just now."""
-        self._current()
-        found = self._public.get(kid)
+        found = self._current().public.get(kid)
         if found is None:
-            self._current(recheck=True)
-            found = self._public.get(kid)
+            found = self._current(recheck=True).public.get(kid)
         return found
 
     def sign(self, message: bytes) -> tuple[int, bytes]:
@@ -173,13 +181,14 @@ class InstanceSigner:
 
     def published(self) -> list[PublishedKey]:
         """Every version's public key with its validity, oldest first."""
-        keys = self._current(recheck=True)
+        derived = self._current(recheck=True)
+        keys = derived.keys
         versions = sorted(keys.versions)
         since = {v: _instant(keys.created.get(v)) for v in versions}
         return [
             PublishedKey(
                 key_version=version,
-                kid=self._kids[version],
+                kid=derived.kids[version],
                 algorithm=self.ALGORITHM,
                 public_key=ed25519_public_key(keys.versions[version]).hex(),
                 status="active" if version == keys.active else "previous",
@@ -202,13 +211,14 @@ class InstanceSigner:
 
     def jwks(self) -> dict[str, list[dict[str, str | list[str]]]]:
         """The JSON Web Key Set of every version, the active one first."""
-        keys = self._current(recheck=True)
+        derived = self._current(recheck=True)
+        keys = derived.keys
         order = [keys.active, *sorted((v for v in keys.versions if v != keys.active), reverse=True)]
         return {
             "keys": [
                 {
                     **public_jwk(ed25519_public_key(keys.versions[version])),
-                    "kid": self._kids[version],
+                    "kid": derived.kids[version],
                     "use": "sig",
                     "alg": JWS_ALGORITHM,
                 }
@@ -220,11 +230,12 @@ class InstanceSigner:
 
     def sign_jws(self, payload: Mapping[str, Any], typ: str) -> tuple[str, str]:
         """A compact JWS of `payload` (JSON) with the active key: (token, kid)."""
-        keys = self._current(recheck=True)
-        kid = self._kids[keys.active]
+        derived = self._current(recheck=True)
+        active = derived.keys.active
+        kid = derived.kids[active]
         header = {"alg": JWS_ALGORITHM, "kid": kid, "typ": typ}
         body = json.dumps(dict(payload), separators=(",", ":"), sort_keys=True).encode()
-        token = jws.serialize_compact(header, body, self._private[keys.active], registry=_REGISTRY)
+        token = jws.serialize_compact(header, body, derived.private[active], registry=_REGISTRY)
         return token, kid
 
     def verify_jws(self, token: str, typ: str) -> tuple[int, dict[str, Any]]:

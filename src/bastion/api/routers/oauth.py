@@ -208,7 +208,7 @@ def _required(form: OAuthRequest, name: str) -> str:
 @router.post(
     "/token",
     summary="An access token for a service account (client credentials, RFC 6749 §4.4)",
-    responses=_OAUTH_ERRORS,
+    responses={200: {"model": TokenOut, "description": "The access token"}, **_OAUTH_ERRORS},
     openapi_extra=_form_body(
         {
             "grant_type": {"type": "string", "enum": ["client_credentials"]},
