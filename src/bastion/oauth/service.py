@@ -242,7 +242,10 @@ def _throttles(
     settings: Settings, client_id: str, ip: str | None
 ) -> list[tuple[RateLimitItem, str]]:
     window = settings.login_failure_window
-    found = [(per_window(settings.login_failures_per_account, window), f"oauth:client:{client_id}")]
+    # Only a well-formed id gets a counter of its own: a caller's arbitrary text never
+    # becomes a key (ids that cannot exist share one, and never authenticate anyway).
+    client = client_id if has_prefix(client_id, "oac") else "malformed"
+    found = [(per_window(settings.login_failures_per_account, window), f"oauth:client:{client}")]
     if ip:
         found.append((per_window(settings.login_failures_per_ip, window), f"oauth:ip:{ip}"))
     return found
