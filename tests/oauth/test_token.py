@@ -183,6 +183,7 @@ def test_scopes(client: TestClient, factory: Factory) -> None:
     assert (unknown.status_code, unknown.json()["error"]) == (400, "invalid_scope")
     beyond = request_token(client, m, scope="org:manage")  # not a manager's
     assert (beyond.status_code, beyond.json()["error"]) == (400, "invalid_scope")
+    assert request_token(client, m, scope="").status_code == 200  # empty: none asked
     narrowed = request_token(client, m, scope="users:read")
     assert narrowed.status_code == 200, narrowed.text
     assert narrowed.json()["scope"] == "users:read"

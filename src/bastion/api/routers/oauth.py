@@ -224,7 +224,7 @@ def token(form: Form, ctx: Ctx, state: State) -> JSONResponse:
         ctx.actor,
         form.creds,
         grant_type=grant_type,
-        scope=form.params.get("scope"),
+        scope=form.params.get("scope") or None,  # an empty scope is no scope
         signer=state.signer,
         where=state.oauth_audience,
         hasher=state.hasher,
