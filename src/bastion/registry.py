@@ -17,6 +17,8 @@ import bastion.core.revisions
 import bastion.identity.models
 import bastion.oauth.models
 import bastion.secrets.models
+import bastion.sso.enforcement
+import bastion.sso.models
 import bastion.tenancy.models
 import bastion.webhooks.models  # noqa: F401
 from bastion.core.db import Base

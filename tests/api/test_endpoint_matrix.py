@@ -162,12 +162,27 @@ class World:
         body = {"name": "refunds", "match": {"tools": ["refund"]}, "decision": "deny"}
         return str(self.post("approval-policies", body)["id"])
 
+    def sso_connection(self) -> str:
+        return str(self.post("sso-connections", _SSO_CONNECTION)["id"])
+
+    def domain(self) -> str:
+        return str(self.post("domains", {"domain": f"{unique_name('d')}.example.org"})["id"])
+
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.client.post(
             f"/v1/orgs/{self.org.id}/{path}", json=body, headers=self.org.headers
         )
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+
+_SSO_CONNECTION = {
+    "type": "oidc",
+    "name": "idp",
+    "issuer": "https://idp.example.com",
+    "client_id": "bastion",
+    "client_secret": "matrix-client-secret",
+}
 
 
 def unique_name(prefix: str) -> str:
@@ -954,6 +969,67 @@ ROWS: list[Row] = [
         caller=lambda w: w.org.admin.headers,
     ),
     # ^ agents and approvals rows go above this line
+    Row(
+        "POST",
+        "/v1/orgs/{org}/sso-connections",
+        P.ORG_MANAGE,
+        201,
+        body=lambda w: _SSO_CONNECTION,
+    ),
+    Row("GET", "/v1/orgs/{org}/sso-connections", P.ORG_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/sso-connections/{conn}",
+        P.ORG_READ,
+        200,
+        params=lambda w: {"conn": w.sso_connection()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/sso-connections/{conn}",
+        P.ORG_MANAGE,
+        200,
+        params=lambda w: {"conn": w.sso_connection()},
+        body=lambda w: {"name": "renamed"},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/sso-connections/{conn}",
+        P.ORG_MANAGE,
+        204,
+        params=lambda w: {"conn": w.sso_connection()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/domains",
+        P.ORG_MANAGE,
+        201,
+        body=lambda w: {"domain": f"{unique_name('d')}.example.org"},
+    ),
+    Row("GET", "/v1/orgs/{org}/domains", P.ORG_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/domains/{dom}",
+        P.ORG_READ,
+        200,
+        params=lambda w: {"dom": w.domain()},
+    ),
+    # The matrix has no DNS server: the permitted caller reaches the lookup, which finds
+    # no record (tests/sso/test_domains.py verifies against a real one).
+    Row(
+        "POST",
+        "/v1/orgs/{org}/domains/{dom}/verify",
+        P.ORG_MANAGE,
+        422,
+        params=lambda w: {"dom": w.domain()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/domains/{dom}",
+        P.ORG_MANAGE,
+        204,
+        params=lambda w: {"dom": w.domain()},
+    ),
 ]
 
 # Reachable without a credential by design.
@@ -971,6 +1047,10 @@ PUBLIC = {
     ("POST", "/v1/oauth/token"),
     ("POST", "/v1/oauth/introspect"),
     ("POST", "/v1/oauth/revoke"),
+    # SSO: the identity provider's answer is the credential (tests/sso)
+    ("GET", "/v1/auth/sso/start"),
+    ("GET", "/v1/auth/sso/oidc/callback"),
+    ("POST", "/v1/auth/sso/exchange"),
 }
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]
 

@@ -52,6 +52,7 @@ MFA_CHANGES = frozenset(
     }
 )
 STEP_UP_REFUSALS = ("auth.step_up_required",)
+SSO_FAILURES = ("sso.signin_failed",)
 
 
 class Event(Protocol):
@@ -165,6 +166,20 @@ def _person_threshold(db: Session, rule: AlertRule, e: Event) -> Finding | None:
                    window, n)  # fmt: skip
 
 
+def _sso_failures(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """Refused SSO sign-ins of the organisation: `threshold` within the window (a
+    broken or misconfigured provider, or someone replaying and forging answers)."""
+    p, t = rule.params, as_utc(e.time)
+    window = int(p["window_seconds"])
+    if e.type not in SSO_FAILURES:
+        return None
+    since = t - timedelta(seconds=window)
+    n = stream.count_between(db, e.chain, since, t, types=SSO_FAILURES)
+    if n < p["threshold"]:
+        return None
+    return Finding("sso", f"{n} refused SSO sign-ins within {window} s", window, n)
+
+
 def _burst(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """Permission changes and exports: a burst by one actor is one alert."""
     window = int(rule.params["window_seconds"])
@@ -246,6 +261,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "mfa_failures": _person_threshold,
     "mfa_change": _burst,
     "step_up_refused": _person_threshold,
+    "sso_failures": _sso_failures,
 }
 
 

@@ -30,6 +30,8 @@ Rule kinds (parameters, defaults):
   code used; a burst by one actor within `window_seconds` (300) is one alert.
 - `step_up_refused` — `threshold` (3) actions refused for a stale verification by one
   person within `window_seconds` (300).
+- `sso_failures` — `threshold` (10) refused SSO sign-ins (`sso.signin_failed`) in the
+  organisation within `window_seconds` (300); one alert per burst.
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -67,6 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mfa_failures": {"threshold": 5, "window_seconds": 900},
     "mfa_change": {"window_seconds": 300},
     "step_up_refused": {"threshold": 3, "window_seconds": 300},
+    "sso_failures": {"threshold": 10, "window_seconds": 300},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"

@@ -32,6 +32,7 @@ class AlertRuleIn(In):
         "mfa_failures",
         "mfa_change",
         "step_up_refused",
+        "sso_failures",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

@@ -35,6 +35,7 @@ from bastion.api.routers import (
     roles,
     secrets,
     service_accounts,
+    sso,
     teams,
     users,
     webhooks,
@@ -304,6 +305,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
     app.include_router(oauth.clients_router)
     app.include_router(oauth.router)
+    app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
+    app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
+    app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
     app.front = BastionMiddleware(app.framework, state=state)
     return app
 

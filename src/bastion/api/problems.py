@@ -48,6 +48,10 @@ def from_error(error: BastionError, request_id: str | None) -> tuple[int, dict[s
     body = problem_body(
         error.status, error.code, error.title, error.detail, request_id, error.errors
     )
+    # RFC 9457 extension members an error declares (e.g. `sso_start_url`), never
+    # overriding a standard member.
+    for name, value in (getattr(error, "extensions", None) or {}).items():
+        body.setdefault(name, value)
     return error.status, problem_headers(error, error.status), encode(body)
 
 

@@ -28,6 +28,7 @@ from bastion.identity.tokens import TokenHasher
 from bastion.oauth.service import AccessTokenVerifier
 from bastion.oauth.tokens import Audience
 from bastion.secrets.vault import Vault
+from bastion.sso.oidc import RelyingParty
 
 T = TypeVar("T")
 
@@ -64,6 +65,8 @@ class AppState:
     # authentication is handed (a JWT bearer credential is refused without it).
     oauth_audience: Audience = field(init=False)
     access_tokens: AccessTokenVerifier = field(init=False, repr=False)
+    # The OpenID Connect relying party: providers' discovery documents and keys, cached.
+    sso_rp: RelyingParty = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
@@ -97,6 +100,7 @@ class AppState:
         self.proxies = TrustedProxies(s.trusted_proxies)
         self.oauth_audience = Audience(s.public_url)
         self.access_tokens = AccessTokenVerifier(self.signer, self.oauth_audience)
+        self.sso_rp = RelyingParty(s)
 
     @property
     def audit_signer(self) -> InstanceSigner:

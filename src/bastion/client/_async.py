@@ -72,6 +72,8 @@ class AsyncClient:
         self.workflows = _Collection(self, "workflows")
         self.approval_policies = _Policies(self, "approval-policies")
         self.approvals = _Approvals(self)
+        self.sso_connections = _Collection(self, "sso-connections")
+        self.domains = _Domains(self, "domains")
         self.runs = _Runs(self)
 
     def __repr__(self) -> str:
@@ -216,6 +218,14 @@ class _Auth:
         """Verify again (RFC 9470) after a `StepUpRequired`: `{"auth_time", "amr"}`."""
         return await self._c._call(E.step_up(method, code, password))
 
+    async def sso_exchange(self, code: str, *, use: bool = True) -> JSON:
+        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session
+        (`{"token", "expires_at", "user_id"}`); with `use=True` the client uses it."""
+        result = await self._c._call(E.sso_exchange(code))
+        if use:
+            self._c.set_token(result["token"])
+        return result
+
     async def logout(self) -> None:
         await self._c._run(E.logout())
 
@@ -352,6 +362,12 @@ class _OAuthClients:
     async def delete(self, org: str, account: str, client: str) -> None:
         """Delete the client: every token it obtained stops working at once."""
         await self._c._run(E.delete_oauth_client(org, account, client))
+
+
+class _Domains(_Collection):
+    async def verify(self, org: str, domain: str) -> JSON:
+        """Look the domain's TXT record up; 422 `domain_not_verified` while it is absent."""
+        return await self._c._call(E.verify_domain(org, domain))
 
 
 class _Audit(_Collection):

@@ -121,6 +121,10 @@ class Endpoints:
         return Req("POST", _p("auth", "step-up"), json=body)
 
     @staticmethod
+    def sso_exchange(code: str) -> Req:
+        return Req("POST", _p("auth", "sso", "exchange"), json={"code": code})
+
+    @staticmethod
     def logout() -> Req:
         return Req("POST", _p("auth", "logout"), expect_body=False)
 
@@ -254,6 +258,10 @@ class Endpoints:
             {"overlap_seconds": overlap_seconds},
             idempotency_key,
         )
+
+    @staticmethod
+    def verify_domain(org: str, domain: str) -> Req:
+        return post(_p("orgs", org, "domains", domain, "verify"), None, None)
 
     @staticmethod
     def verify_audit(org: str) -> Req:

@@ -73,6 +73,8 @@ class Client:
         self.workflows = _Collection(self, "workflows")
         self.approval_policies = _Policies(self, "approval-policies")
         self.approvals = _Approvals(self)
+        self.sso_connections = _Collection(self, "sso-connections")
+        self.domains = _Domains(self, "domains")
         self.runs = _Runs(self)
 
     def __repr__(self) -> str:
@@ -214,6 +216,14 @@ class _Auth:
         """Verify again (RFC 9470) after a `StepUpRequired`: `{"auth_time", "amr"}`."""
         return self._c._call(E.step_up(method, code, password))
 
+    def sso_exchange(self, code: str, *, use: bool = True) -> JSON:
+        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session
+        (`{"token", "expires_at", "user_id"}`); with `use=True` the client uses it."""
+        result = self._c._call(E.sso_exchange(code))
+        if use:
+            self._c.set_token(result["token"])
+        return result
+
     def logout(self) -> None:
         self._c._run(E.logout())
 
@@ -344,6 +354,12 @@ class _OAuthClients:
     def delete(self, org: str, account: str, client: str) -> None:
         """Delete the client: every token it obtained stops working at once."""
         self._c._run(E.delete_oauth_client(org, account, client))
+
+
+class _Domains(_Collection):
+    def verify(self, org: str, domain: str) -> JSON:
+        """Look the domain's TXT record up; 422 `domain_not_verified` while it is absent."""
+        return self._c._call(E.verify_domain(org, domain))
 
 
 class _Audit(_Collection):

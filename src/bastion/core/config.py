@@ -142,6 +142,18 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
     webhook_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
+    # SSO: the DNS resolver domain verification asks (`host:port`, e.g. a private
+    # resolver or a test server); empty: the system's. Origins other than
+    # `public_url` that an SSO sign-in may return to (`return_to`), e.g. a console
+    # served elsewhere: scheme, host and port each.
+    dns_resolver: str | None = None
+    allowed_return_origins: list[str] = Field(default_factory=list)
+    # Seconds the identity provider's discovery document and keys are kept, and the
+    # least seconds between two fetches of its keys for an unknown key id.
+    sso_metadata_ttl: Annotated[int, Field(ge=60, le=86_400)] = 3600
+    sso_jwks_refetch_interval: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    sso_http_timeout: Annotated[float, Field(gt=0, le=60)] = 10.0
+
     log_level: str = "info"
     log_json: bool = True
 
@@ -172,6 +184,34 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"{parsed.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _resolver_is_host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, sep, port = value.strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            raise ValueError("must be an address and port, e.g. 10.0.0.2:53") from None
+        if not sep or not 0 < number < 65536:
+            raise ValueError("must be an address and port, e.g. 10.0.0.2:53")
+        return value.strip()
+
+    @field_validator("allowed_return_origins")
+    @classmethod
+    def _return_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for entry in value:
+            parsed = urlsplit(entry.strip())
+            extra = parsed.path not in ("", "/") or parsed.query or parsed.fragment
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or extra:
+                raise ValueError("must list origins such as https://console.example.com")
+            origins.append(f"{parsed.scheme}://{parsed.netloc}".lower())
+        return origins
 
     @field_validator("forwarded_allow_ips", "trusted_proxies")
     @classmethod

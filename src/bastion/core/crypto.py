@@ -103,6 +103,16 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def digest(name: str, data: bytes | str) -> bytes:
+    """A SHA-2 digest by name (`sha256`, `sha384`, `sha512`), e.g. an OpenID Connect
+    `at_hash`, which halves the digest its ID token's algorithm names."""
+    if name not in ("sha256", "sha384", "sha512"):
+        raise ValueError(f"unsupported digest {name!r}")
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.new(name, data).digest()
+
+
 def sha1_digest(data: bytes | str) -> bytes:
     """SHA-1, only to look a candidate password up in a published list of breached ones
     (their format: Have I Been Pwned, `bastion.identity.breached`); never for integrity,

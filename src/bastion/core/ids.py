@@ -53,6 +53,10 @@ PREFIXES = frozenset(
         "wac",
         "oac",  # OAuth client (its client_id)
         "oat",  # OAuth access token (its jti)
+        "ssoc",
+        "dom",
+        "ssor",
+        "ssox",
     }
 )
 

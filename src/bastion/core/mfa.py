@@ -26,6 +26,10 @@ OTP = "otp"
 MULTI = "mfa"
 HARDWARE_KEY = "hwk"
 SOFTWARE_KEY = "swk"
+# A sign-in through the organisation's identity provider (SSO): RFC 8176 has no value
+# for federation; "ext" (external) is Bastion's, with "mfa" added when the provider
+# reports it verified more than one factor.
+FEDERATED = "ext"
 
 
 def required(policy: str | None, role: str) -> bool:

@@ -401,3 +401,96 @@ def revoke_role_grant(
     user = _find_user(db, org_id, user_id)
     authz.revoke_grant(db, principal, org_id, user.id, grant_id)
     user.grants_until = authz.latest_grant_expiry(db, user.id)
+
+
+# --- users an identity provider vouches for (`bastion.sso`) ------------------------------
+
+
+def find_user_by_email(db: Session, email: str) -> User | None:
+    """The user of this email in any organisation (emails are unique in the instance)."""
+    normalized = normalize_email(email)
+    return db.execute(select(User).where(User.email_normalized == normalized)).scalar_one_or_none()
+
+
+def provision_sso_user(
+    db: Session, actor: Actor, org_id: str, *, email: str, name: str, role: str
+) -> User:
+    """Create a user just in time for their first SSO sign-in: active, without a
+    password (they sign in through their organisation's identity provider), with the
+    role the connection's mapping gave (`role` is already resolved and checked)."""
+    normalized = normalize_email(email)
+    if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
+        raise Conflict("a user with this email already exists")
+    user = User(
+        id=new_id("usr"),
+        org_id=org_id,
+        email=email.strip(),
+        email_normalized=normalized,
+        name=name,
+        role=role,
+        status="active",
+        password_hash=None,
+        attributes={},
+    )
+    db.add(user)
+    db.flush()
+    audit.record(
+        db,
+        type=EventType.USER_CREATED,
+        actor=actor,
+        org_id=org_id,
+        resource=("user", user.id),
+        metadata={"email": user.email, "role": role, "status": user.status, "source": "sso"},
+    )
+    return user
+
+
+def apply_sso_role(db: Session, actor: Actor, user: User, role: str) -> dict[str, str] | None:
+    """Give `user` the role an SSO sign-in mapped them to (resolved and checked by the
+    connection); the change made ({"from", "to"}) or None. An invited user becomes
+    active (the provider vouched for the email). The organisation's last active admin
+    keeps the role: a mapping never locks an organisation out of itself."""
+    changes: dict[str, Any] = {}
+    if user.status == "invited":
+        changes["status"] = {"from": "invited", "to": "active"}
+        user.status = "active"
+    change = None
+    if role != user.role:
+        if _active_admin(user):
+            audit.lock_chain(db, user.org_id)
+            others = db.execute(
+                select(func.count())
+                .select_from(User)
+                .where(
+                    User.org_id == user.org_id,
+                    User.role == "admin",
+                    User.status == "active",
+                    User.id != user.id,
+                )
+            ).scalar_one()
+            if not others:
+                role = user.role
+        if role != user.role:
+            change = {"from": user.role, "to": role}
+            changes["role"] = change
+            user.role = role
+    if changes:
+        user.updated_at = utcnow()
+        db.flush()
+        audit.record(
+            db,
+            type=EventType.USER_UPDATED,
+            actor=actor,
+            org_id=user.org_id,
+            resource=("user", user.id),
+            metadata={**changes, "source": "sso"},
+        )
+    return change
+
+
+def find_user_in_org(db: Session, org_id: str, user_id: str) -> User | None:
+    if not has_prefix(user_id, "usr"):
+        return None
+    return db.execute(
+        select(User).where(User.org_id == org_id, User.id == user_id)
+    ).scalar_one_or_none()

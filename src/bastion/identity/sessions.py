@@ -23,8 +23,9 @@ from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
-from bastion.identity import passwords
+from bastion.identity import passwords, signin_policy
 from bastion.identity.authenticate import parse_allowlist, refuse_outside
+from bastion.identity.errors import SsoRequired
 from bastion.identity.mfa import challenges
 from bastion.identity.models import User, UserSession
 from bastion.identity.service import normalize_email, require_user_in_org
@@ -131,6 +132,16 @@ def login(
                 resource=("user", user.id) if user else None,
                 metadata={"scope": _scope(key), "familiar_address": familiar},
             )
+    sso = _sso_enforced(db, normalized, user)
+    if sso is not None and not (sso.break_glass and user is not None and user.role == "admin"):
+        raise SsoRequired(signin_policy.start_url(settings.public_url, normalized)).with_audit(
+            type=EventType.AUTH_LOGIN_FAILED,
+            actor=actor,
+            org_id=sso.org_id,
+            outcome=Outcome.FAILURE,
+            resource=("user", user.id) if user else None,
+            reason="sso_required",
+        )
     ok, new_hash = passwords.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or user.status != "active":
         for item, key in counted:
@@ -152,6 +163,17 @@ def login(
     if new_hash:
         user.password_hash = new_hash
     owed = challenges.owed(db, user, org)
+    if sso is not None and (owed is None or owed.purpose != "sign_in"):
+        # Break-glass is a password and a second factor, never a password alone.
+        raise SsoRequired(signin_policy.start_url(settings.public_url, normalized)).with_audit(
+            type=EventType.AUTH_LOGIN_FAILED,
+            actor=actor,
+            org_id=user.org_id,
+            outcome=Outcome.FAILURE,
+            resource=("user", user.id),
+            reason="sso_required",
+            metadata={"break_glass": "no_second_factor"},
+        )
     if owed is not None:
         token = challenges.issue(db, user, owed.purpose, hasher)
         audit.record(
@@ -164,6 +186,13 @@ def login(
         )
         return MfaOwed(token, owed.purpose, owed.methods, user.id)
     return open_session(db, actor, user, [mfa.PASSWORD], hasher=hasher, settings=settings)
+
+
+def _sso_enforced(db: Session, email: str, user: User | None) -> signin_policy.SsoEnforced | None:
+    enforces, break_glass = tenancy.sso_policy(db, user.org_id) if user else (False, False)
+    return signin_policy.enforced_for(
+        db, email, user.org_id if user else None, enforces, break_glass
+    )
 
 
 def open_session(

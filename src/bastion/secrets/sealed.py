@@ -111,6 +111,14 @@ def read(db: Session, vault: Vault, secret_id: str, version: int) -> bytes:
     return _open(db, vault, row)
 
 
+def read_current(db: Session, vault: Vault, secret_id: str) -> bytes:
+    """The newest version's plaintext. Raises `Unreadable`."""
+    secret = db.get(Secret, secret_id)
+    if secret is None or secret.current_version < 1:
+        raise Unreadable("the sealed secret is gone")
+    return read(db, vault, secret_id, secret.current_version)
+
+
 def destroy(db: Session, *secret_ids: str | None) -> None:
     """Delete sealed secrets (their versions go with them)."""
     ids = [s for s in secret_ids if s]

@@ -68,6 +68,11 @@ class Organization(Base):
     max_sessions_per_user: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # CIDR networks every credential of the organisation must come from; empty: any.
     ip_allowlist: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
+    # Users of the organisation's verified domains sign in through its SSO connection,
+    # never by password (`bastion.sso`); with `sso_break_glass`, admins keep a password
+    # and second-factor sign-in for when the identity provider is down.
+    sso_enforced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sso_break_glass: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

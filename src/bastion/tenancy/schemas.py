@@ -59,6 +59,13 @@ class OrgOut(Out):
         description="CIDR networks every credential of the organisation must come from; "
         "empty: any address."
     )
+    sso_enforced: bool = Field(
+        description="Users of the organisation's verified domains must sign in with SSO "
+        "(password sign-in answers 401 `sso_required`)."
+    )
+    sso_break_glass: bool = Field(
+        description="With `sso_enforced`, admins keep a password + second-factor sign-in."
+    )
     created_at: datetime
 
 
@@ -74,6 +81,8 @@ class OrgUpdate(In):
     password_policy: PasswordPolicyIn | None = None
     max_sessions_per_user: Annotated[int, Field(ge=1, le=1000)] | None = None
     ip_allowlist: Annotated[list[Cidr], Field(max_length=200)] | None = None
+    sso_enforced: bool | None = None
+    sso_break_glass: bool | None = None
     confirm_lockout: bool = Field(
         default=False,
         description="Save an IP allowlist that excludes the caller's own address.",

@@ -87,6 +87,16 @@ def org_ip_allowlist(org_id: Any) -> ColumnElement[Any]:
     return select(Organization.ip_allowlist).where(Organization.id == org_id).scalar_subquery()
 
 
+def sso_policy(db: Session, org_id: str) -> tuple[bool, bool]:
+    """The organisation's (`sso_enforced`, `sso_break_glass`); (False, False) when gone."""
+    row = db.execute(
+        select(Organization.sso_enforced, Organization.sso_break_glass).where(
+            Organization.id == org_id
+        )
+    ).first()
+    return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+
 def ip_allowlist(db: Session, org_id: str) -> list[str]:
     """The organisation's IP allowlist (empty: any address); for credentials whose
     resolver does not read it in its own query."""
@@ -123,6 +133,8 @@ def update_org(
     max_sessions_per_user: int | None = None,
     ip_allowlist: list[str] | None = None,
     confirm_lockout: bool = False,
+    sso_enforced: bool | None = None,
+    sso_break_glass: bool | None = None,
 ) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
@@ -156,6 +168,7 @@ def update_org(
         changes["max_sessions_per_user"] = max_sessions_per_user
     if ip_allowlist is not None:
         _set_ip_allowlist(db, principal, org, ip_allowlist, confirm_lockout=confirm_lockout)
+    changes.update(_set_sso(principal, org, sso_enforced, sso_break_glass))
     if name is not None:
         org.name, changes["name"] = name, name
     if "session_idle_timeout" in fields_set:
@@ -192,6 +205,20 @@ def _step_up_for(
         principal.require_recent_auth("org.mfa_settings")
     if audit_retention_days is not None and audit_retention_days != org.audit_retention_days:
         principal.require_recent_auth("org.retention")
+
+
+def _set_sso(
+    principal: Principal, org: Organization, enforced: bool | None, break_glass: bool | None
+) -> dict[str, bool]:
+    """Change `sso_enforced` / `sso_break_glass`: SSO settings, so a person steps up
+    (RFC 9470) for a change; saving them unchanged does not. The changes made."""
+    wanted = (("sso_enforced", enforced), ("sso_break_glass", break_glass))
+    changes = {k: v for k, v in wanted if v is not None and v != getattr(org, k)}
+    if changes:
+        principal.require_recent_auth("org.sso_settings")
+        for name, value in changes.items():
+            setattr(org, name, value)
+    return changes
 
 
 def _set_ip_allowlist(
@@ -505,3 +532,61 @@ def remove_member(
         resource=("team", team.id),
         metadata={"user_id": user_id},
     )
+
+
+def sync_memberships(
+    db: Session,
+    actor: Actor,
+    org_id: str,
+    user_id: str,
+    *,
+    wanted: set[str],
+    managed: set[str],
+) -> tuple[list[str], list[str]]:
+    """Make the user a member of exactly the teams of `wanted` among those of `managed`
+    (the teams an SSO connection's mapping manages; other memberships are left alone).
+    Teams that are not the organisation's are skipped. Each change is audited;
+    returns (teams joined, teams left)."""
+    existing = existing_team_ids(db, org_id, sorted(managed | wanted))
+    current = set(
+        db.execute(
+            select(TeamMember.team_id).where(
+                TeamMember.org_id == org_id,
+                TeamMember.user_id == user_id,
+                TeamMember.team_id.in_(sorted(existing)),
+            )
+        ).scalars()
+    )
+    added = sorted((wanted & existing) - current)
+    removed = sorted((current & managed & existing) - wanted)
+    for team_id in added:
+        db.add(TeamMember(team_id=team_id, user_id=user_id, org_id=org_id))
+    if removed:
+        db.execute(
+            delete(TeamMember).where(
+                TeamMember.org_id == org_id,
+                TeamMember.user_id == user_id,
+                TeamMember.team_id.in_(removed),
+            ),
+            execution_options=org_scoped(org_id),
+        )
+    db.flush()
+    for team_id in added:
+        audit.record(
+            db,
+            type=EventType.TEAM_MEMBER_ADDED,
+            actor=actor,
+            org_id=org_id,
+            resource=("team", team_id),
+            metadata={"user_id": user_id, "source": "sso"},
+        )
+    for team_id in removed:
+        audit.record(
+            db,
+            type=EventType.TEAM_MEMBER_REMOVED,
+            actor=actor,
+            org_id=org_id,
+            resource=("team", team_id),
+            metadata={"user_id": user_id, "source": "sso"},
+        )
+    return added, removed

@@ -36,6 +36,8 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         max_sessions_per_user=body.max_sessions_per_user,
         ip_allowlist=body.ip_allowlist,
         confirm_lockout=body.confirm_lockout,
+        sso_enforced=body.sso_enforced,
+        sso_break_glass=body.sso_break_glass,
     )
     return OrgOut.model_validate(updated)
 

@@ -1,7 +1,7 @@
 """OAuth 2.0 clients of service accounts and revoked access tokens
 
 Revision ID: 0021_oauth
-Revises: 0020
+Revises: 0021_sso
 Create Date: 2026-12-07 08:45:00.000000
 
 A client's secret is a keyed hash under the pepper, as an API key's is; access tokens
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 import bastion.core.db
 
 revision: str = "0021_oauth"
-down_revision: str | None = "0020"
+down_revision: str | None = "0021_sso"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
