@@ -65,6 +65,11 @@ class World:
     def account(self) -> str:
         return str(self.post("service-accounts", {"name": "sa", "role": "viewer"})["id"])
 
+    def oauth_client(self) -> Params:
+        account = self.account()
+        made = self.post(f"service-accounts/{account}/oauth-clients", {"name": "c"})
+        return {"account": account, "client": str(made["client_id"])}
+
     def grant(self, user: str) -> str:
         body = {"role": "member", "expires_at": _in_an_hour(), "reason": "matrix"}
         return str(self.post(f"users/{user}/role-grants", body)["id"])
@@ -500,6 +505,35 @@ ROWS: list[Row] = [
         P.SERVICE_ACCOUNTS_MANAGE,
         204,
         params=lambda w: {"account": w.account()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/service-accounts/{account}/oauth-clients",
+        P.APIKEYS_MANAGE,
+        201,
+        params=lambda w: {"account": w.account()},
+        body=lambda w: {"name": "ci"},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/service-accounts/{account}/oauth-clients",
+        P.SERVICE_ACCOUNTS_READ,
+        200,
+        params=lambda w: {"account": w.account()},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/service-accounts/{account}/oauth-clients/{client}",
+        P.SERVICE_ACCOUNTS_READ,
+        200,
+        params=lambda w: w.oauth_client(),
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/service-accounts/{account}/oauth-clients/{client}",
+        P.SERVICE_ACCOUNTS_MANAGE,
+        204,
+        params=lambda w: w.oauth_client(),
     ),
     Row("GET", "/v1/orgs/{org}/audit-events", P.AUDIT_READ, 200),
     Row("GET", "/v1/orgs/{org}/audit-events/export", P.AUDIT_EXPORT, 200),
@@ -1021,6 +1055,10 @@ PUBLIC = {
     ("POST", "/v1/auth/passkey/options"),  # passwordless: the passkey is the credential
     ("POST", "/v1/auth/passkey"),
     ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
+    # OAuth's own endpoints: the client's id and secret are the credential (tests/oauth).
+    ("POST", "/v1/oauth/token"),
+    ("POST", "/v1/oauth/introspect"),
+    ("POST", "/v1/oauth/revoke"),
     # SSO: the identity provider's answer is the credential (tests/sso)
     ("GET", "/v1/auth/sso/start"),
     ("GET", "/v1/auth/sso/oidc/callback"),

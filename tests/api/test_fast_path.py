@@ -180,6 +180,7 @@ class World:
     revoked_run_token: dict[str, str]
     held_session: dict[str, str]  # password only, in an org that now requires MFA
     mfa_token: dict[str, str]
+    oauth_token: dict[str, str]  # an OAuth access token (JWT) of a manager service account
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +217,22 @@ def world(app: Any, client: TestClient) -> World:
     )
     login = {"email": held.email, "password": PASSWORD}
     enrolment = client.post("/v1/auth/login", json=login).json()["mfa_token"]
+    account = client.post(
+        f"{base}/service-accounts", json={"name": "robot", "role": "manager"}, headers=org.headers
+    ).json()["id"]
+    oauth = client.post(
+        f"{base}/service-accounts/{account}/oauth-clients", json={"name": "c"}, headers=org.headers
+    ).json()
+    issued = client.post(
+        "/v1/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": oauth["client_id"],
+            "client_secret": oauth["client_secret"],
+        },
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert issued.status_code == 200, issued.text
     return World(
         org,
         other,
@@ -228,6 +245,7 @@ def world(app: Any, client: TestClient) -> World:
         bearer(revoked_token),
         held.headers,
         bearer(enrolment),
+        bearer(issued.json()["access_token"]),
     )
 
 
@@ -247,6 +265,9 @@ def _credentials(world: World) -> dict[str, dict[str, str]]:
         "ended run": world.revoked_run_token,
         "held for MFA": world.held_session,
         "enrolment mfa token": world.mfa_token,
+        "oauth access token": world.oauth_token,
+        "unsigned jwt": bearer("eyJhbGciOiJub25lIn0.eyJzdWIiOiJzYV94In0."),
+        "jwt-shaped garbage": bearer("eyJhbGciOiJFZERTQSJ9.eyJ9.c2ln"),
     }
 
 
@@ -258,6 +279,7 @@ def test_me_answers_alike_for_every_credential(pair: Pair, world: World) -> None
     assert pair.same("GET", "/v1/me", headers=world.run_token).status_code == 200
     assert pair.same("GET", "/v1/me", headers={}).status_code == 401
     assert pair.same("GET", "/v1/me", headers=world.revoked_key).status_code == 401
+    assert pair.same("GET", "/v1/me", headers=world.oauth_token).status_code == 200
     assert pair.same("GET", "/v1/me", headers=world.held_session).status_code == 403
     assert pair.same("GET", "/v1/me", headers=world.mfa_token).status_code == 401
     # Near misses are the framework's on both sides.

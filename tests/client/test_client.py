@@ -36,6 +36,7 @@ def test_public_surface_is_pinned() -> None:
         "AuthenticationError",
         "BastionError",
         "Client",
+        "ClientCredentials",
         "ConflictError",
         "FieldError",
         "MockBastion",

@@ -97,7 +97,14 @@ def test_every_domain_declared_its_tables() -> None:
     import bastion.registry  # noqa: F401 - every domain, as the app and the CLI load them
 
     auth = {"api_keys", "sessions", "users", "service_accounts", "roles", "role_grants"}
-    auth |= {"organizations", "agent_runs", "agents", "scim_tokens"}
+    auth |= {
+        "organizations",
+        "agent_runs",
+        "agents",
+        "scim_tokens",
+        "oauth_clients",
+        "oauth_revoked_tokens",
+    }
     authz = {"teams", "team_members", "sources", "documents", "acl_entries", "authz_rules"}
     authz |= {"approval_policies", "agents"}
     assert {t for t, w in revisions._WATCHED.items() if AuthRevision in w.counters} == auth

@@ -305,3 +305,31 @@ def test_a_passkey_assertion_signs_in_once_across_workers(server: Server, factor
     for t in threads:
         t.join()
     assert sorted(results) == [200] + [401] * 5
+
+
+def test_a_revoked_oauth_token_stops_on_every_worker(server: Server, factory: Factory) -> None:
+    org = factory.org()
+    base = f"{server.url}/v1/orgs/{org.id}"
+    account = httpx.post(
+        f"{base}/service-accounts", json={"name": "robot", "role": "viewer"}, headers=org.headers
+    ).json()["id"]
+    made = httpx.post(
+        f"{base}/service-accounts/{account}/oauth-clients", json={"name": "c"}, headers=org.headers
+    ).json()
+    auth = (made["client_id"], made["client_secret"])
+    grant = {"grant_type": "client_credentials"}
+    issued = httpx.post(f"{server.url}/v1/oauth/token", data=grant, auth=auth)
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    assert statuses(server, "GET", "/v1/me", bearer(token)) == {200}  # every worker caches it
+    revoked = httpx.post(f"{server.url}/v1/oauth/revoke", data={"token": token}, auth=auth)
+    assert revoked.status_code == 200
+    assert statuses(server, "GET", "/v1/me", bearer(token)) == {401}
+    # Another token of the client works; deleting the client ends it everywhere too.
+    again = httpx.post(f"{server.url}/v1/oauth/token", data=grant, auth=auth).json()
+    assert statuses(server, "GET", "/v1/me", bearer(again["access_token"])) == {200}
+    gone = httpx.delete(
+        f"{base}/service-accounts/{account}/oauth-clients/{made['client_id']}", headers=org.headers
+    )
+    assert gone.status_code == 204
+    assert statuses(server, "GET", "/v1/me", bearer(again["access_token"])) == {401}

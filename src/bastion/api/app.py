@@ -30,6 +30,7 @@ from bastion.api.routers import (
     me,
     meta,
     mfa,
+    oauth,
     orgs,
     roles,
     scim,
@@ -44,19 +45,14 @@ from bastion.api.routers import (
 from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
 from bastion.audit import checkpoints, sinks
-from bastion.audit.checkpoints import Signer
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
-from bastion.core.keyring import (
-    AUDIT_SIGNING_KEY_FILE,
-    ROOT_KEY_FILE,
-    load_pepper,
-    read_keyring,
-)
+from bastion.core.keyring import ROOT_KEY_FILE, load_pepper, read_keyring
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
+from bastion.core.signing import SIGNING_KEY_FILE, InstanceSigner
 from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
@@ -68,10 +64,12 @@ from bastion.webhooks import outbound as webhook_outbound
 DESCRIPTION = """
 Bastion is the security and compliance control plane for AI agent platforms.
 
-Authenticate with `Authorization: Bearer <token>`: an API key (`bsk_…`) or a session
-token (`bss_…`) from `POST /v1/auth/login`. Errors are RFC 9457 problem documents.
-Lists take `limit` and `cursor` and return `{"data": [...], "next_cursor": ...}`.
-POST accepts an `Idempotency-Key` header.
+Authenticate with `Authorization: Bearer <token>`: an API key (`bsk_…`), a session
+token (`bss_…`) from `POST /v1/auth/login`, or an OAuth access token (a JWT) from
+`POST /v1/oauth/token` (client credentials of a service account). Errors are RFC 9457
+problem documents (OAuth's own endpoints answer RFC 6749 errors). Lists take `limit`
+and `cursor` and return `{"data": [...], "next_cursor": ...}`. POST accepts an
+`Idempotency-Key` header.
 """
 
 
@@ -99,7 +97,7 @@ def build_state(settings: Settings) -> AppState:
             AsyncDirectReader(engine) if engine.dialect.name == "postgresql" else None,
         ),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
-        audit_signer=Signer(read_keyring(settings.data_dir / AUDIT_SIGNING_KEY_FILE)),
+        signer=InstanceSigner(read_keyring(settings.data_dir / SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
         authz=AuthzEngine(direct),
         vault=Vault(LocalKeyProvider(settings.data_dir / ROOT_KEY_FILE)),
@@ -119,7 +117,7 @@ def _maintain_audit(state: AppState) -> Worker:
 
     def checkpoint() -> None:
         with state.write_sessions() as db:
-            checkpoints.create_all(db, state.audit_signer)
+            checkpoints.create_all(db, state.signer)
             db.commit()
 
     def purge() -> None:
@@ -306,6 +304,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
+    app.include_router(oauth.clients_router)
+    app.include_router(oauth.router)
     app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
     app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)

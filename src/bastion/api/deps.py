@@ -27,7 +27,10 @@ from bastion.identity.credentials import Authenticated
 from bastion.identity.mfa import challenges
 from bastion.identity.tokens import TokenKind, parse
 
-bearer = HTTPBearer(auto_error=False, description="API key (`bsk_…`) or session token (`bss_…`).")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="API key (`bsk_…`), session token (`bss_…`) or OAuth access token (a JWT).",
+)
 
 
 async def get_ctx(request: Request) -> RequestContext:
@@ -193,7 +196,7 @@ def reauthenticate(request: Request, state: AppState) -> Principal:
     with state.sessions() as db:
         result = authenticate(
             db, token if scheme.lower() == "bearer" else None, ctx.actor, state.hasher,
-            state.auth_cache,
+            state.auth_cache, jwt=state.access_tokens,
         )  # fmt: skip
     if result.principal.credential is CredentialKind.SCIM:
         raise Forbidden("SCIM tokens act only on /scim/v2")
@@ -210,7 +213,9 @@ def _authenticate(ctx: RequestContext, state: AppState, token: str | None) -> Pr
         # transaction (a writer: on SQLite, BEGIN IMMEDIATE) starts only when the route
         # needs it, so the single writer slot is held for the work, not the sign-in.
         with state.sessions() as db:
-            result = authenticate(db, token, ctx.actor, state.hasher, state.auth_cache)
+            result = authenticate(
+                db, token, ctx.actor, state.hasher, state.auth_cache, jwt=state.access_tokens
+            )
     except Unauthenticated:
         # Bad credentials count against the address, so guessing is throttled too.
         allowed, quota = state.limiter.take(state.ip_quota, f"ip:{ctx.ip}")

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from bastion.api import problems
@@ -24,6 +24,7 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.ratelimit import RateLimiter
 from bastion.core.schemas import In
 from bastion.identity.errors import IpNotAllowed
+from bastion.oauth.errors import OAuthError
 from bastion.webhooks.errors import SignatureRejected
 
 
@@ -257,8 +258,24 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return _response(*problems.generic(500, "internal error", _rid(request)))
 
 
+async def on_oauth_error(request: Request, exc: Exception) -> Response:
+    """An RFC 6749 §5.2 error response (OAuth clients read these, not problem documents);
+    its audit event sampled per client and address, as anyone can cause one."""
+    if not isinstance(exc, OAuthError):  # registered for this type only
+        raise exc
+    ctx = _ctx(request)
+    if ctx is not None and exc.audit is not None:
+        resource = exc.audit.get("resource") or ("", "")
+        await note_event(ctx, _limiter(request), exc.audit, f"{resource[1]}:{ctx.ip}")
+    headers = {"cache-control": "no-store", "pragma": "no-cache"}
+    if exc.challenge:
+        headers["www-authenticate"] = 'Basic realm="bastion", charset="UTF-8"'
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(OAuthError, on_oauth_error)
     app.add_exception_handler(BastionError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -52,6 +52,10 @@ log = structlog.get_logger("bastion.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RAW_BODY_PREFIXES = ("/v1/hooks/",)  # provider webhooks: any content type, raw bytes
+# OAuth 2.0 endpoints take form-encoded bodies (RFC 6749 §4.4.2, RFC 7662, RFC 7009): they
+# check the content type themselves and answer in OAuth's terms; their answers (tokens)
+# are never stored for idempotent replay.
+OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oauth/revoke"})
 _DOCS_PREFIXES = ("/docs", "/redoc")
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
@@ -203,7 +207,12 @@ class BastionMiddleware:
                     )
                 )
                 return None
-            if body and not path.startswith(_RAW_BODY_PREFIXES) and not _is_json(ctx):
+            if (
+                body
+                and not path.startswith(_RAW_BODY_PREFIXES)
+                and path not in OAUTH_FORM_PATHS
+                and not _is_json(ctx)
+            ):
                 await respond.problem(
                     *problems.generic(
                         415, "send JSON with Content-Type: application/json", ctx.request_id
@@ -230,7 +239,7 @@ class BastionMiddleware:
                 return None
 
         scope_idem = None
-        if is_api and ctx.method == "POST":
+        if is_api and ctx.method == "POST" and path not in OAUTH_FORM_PATHS:
             key = ctx.headers.get(b"idempotency-key")
             credential = ctx.headers.get(b"authorization")
             if key is not None and credential:

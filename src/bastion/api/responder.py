@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
+# Public documents whose own `Cache-Control` stands (everything else is `no-store`).
+CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json"})
+
 
 class Responder:
     """Wraps `send`: finishes the transaction before the response starts, adds headers,
@@ -39,13 +42,13 @@ class Responder:
         self._buffer: list[Message] = []
 
     def _decorate(self, message: Message) -> Message:
-        headers = [
-            (k, v)
-            for k, v in message.get("headers", [])
-            if k.lower() not in (b"x-request-id", b"cache-control")
-        ]
-        headers += self.mw.headers_for(self.ctx, self.is_api, self.ctx.path)
-        return {**message, "headers": headers}
+        own_cache = self.ctx.path in CACHEABLE_PATHS
+        dropped = (b"x-request-id",) if own_cache else (b"x-request-id", b"cache-control")
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dropped]
+        ours = self.mw.headers_for(self.ctx, self.is_api, self.ctx.path)
+        if own_cache and any(k.lower() == b"cache-control" for k, _ in headers):
+            ours = [(k, v) for k, v in ours if k != b"cache-control"]
+        return {**message, "headers": headers + ours}
 
     async def problem(self, status: int, headers: dict[str, str], body: bytes) -> None:
         if problems.is_scim(self.ctx.path) and not headers.get("content-type", "").startswith(
@@ -76,7 +79,7 @@ class Responder:
                 try:
                     authenticate(
                         db, token if scheme.lower() == "bearer" else None, self.ctx.actor,
-                        state.hasher, state.auth_cache,
+                        state.hasher, state.auth_cache, jwt=state.access_tokens,
                     )  # fmt: skip
                 except BastionError:
                     return None

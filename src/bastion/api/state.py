@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.agents.gate import Gate
 from bastion.agents.waiting import Waiters
-from bastion.audit.checkpoints import Signer
 from bastion.authz import access
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.clientip import TrustedProxies
@@ -23,8 +22,11 @@ from bastion.core.groupcommit import GroupCommit
 from bastion.core.keyring import Keyring
 from bastion.core.mail import Mailer, SmtpConfig
 from bastion.core.ratelimit import RateLimiter, per_window
+from bastion.core.signing import InstanceSigner
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.oauth.service import AccessTokenVerifier
+from bastion.oauth.tokens import Audience
 from bastion.secrets.vault import Vault
 from bastion.sso.oidc import RelyingParty
 
@@ -41,7 +43,8 @@ class AppState:
     hasher: TokenHasher = field(repr=False)
     auth_cache: AuthCache = field(repr=False)
     limiter: RateLimiter = field(repr=False)
-    audit_signer: Signer = field(repr=False)
+    # The instance signing keys: audit checkpoints, OAuth access tokens, reports.
+    signer: InstanceSigner = field(repr=False)
     root_keys: Keyring = field(repr=False)
     authz: AuthzEngine = field(repr=False)
     vault: Vault = field(repr=False)
@@ -58,6 +61,10 @@ class AppState:
     mailer: Mailer = field(init=False, repr=False)
     # Whose X-Forwarded-For names the client (`BASTION_TRUSTED_PROXIES`).
     proxies: TrustedProxies = field(init=False)
+    # OAuth access tokens: who issues them (BASTION_PUBLIC_URL) and their verifier, which
+    # authentication is handed (a JWT bearer credential is refused without it).
+    oauth_audience: Audience = field(init=False)
+    access_tokens: AccessTokenVerifier = field(init=False, repr=False)
     # The OpenID Connect relying party: providers' discovery documents and keys, cached.
     sso_rp: RelyingParty = field(init=False, repr=False)
 
@@ -91,7 +98,14 @@ class AppState:
             )
         )
         self.proxies = TrustedProxies(s.trusted_proxies)
+        self.oauth_audience = Audience(s.public_url)
+        self.access_tokens = AccessTokenVerifier(self.signer, self.oauth_audience)
         self.sso_rp = RelyingParty(s)
+
+    @property
+    def audit_signer(self) -> InstanceSigner:
+        """The signer of audit checkpoints: the instance signing keys."""
+        return self.signer
 
     async def read(self, work: Callable[[], T]) -> T:
         """Run a request's short synchronous read (a few primary-key or indexed lookups,

@@ -1,4 +1,4 @@
-"""Signed checkpoints over the audit chains (Ed25519, key in the data directory).
+"""Signed checkpoints over the audit chains (Ed25519, the instance signing keys).
 
 A checkpoint signs `chain, seq, hash, time`. Verification checks every signature, that
 the event at each checkpoint's `seq` still has the signed hash (a rewrite after the
@@ -9,8 +9,6 @@ past the end of the chain (a cut tail is caught even if the head row was edited 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,87 +16,17 @@ from sqlalchemy.orm import Session
 
 from bastion.audit.models import AuditCheckpoint, AuditHead
 from bastion.core.clock import rfc3339, utcnow
-from bastion.core.crypto import ed25519_public_key, ed25519_sign, ed25519_verify
+from bastion.core.crypto import ed25519_verify
 from bastion.core.ids import new_id
-from bastion.core.keyring import Keyring, LiveKeyring
+from bastion.core.signing import InstanceSigner
+
+# Checkpoints are signed by the instance signing keys (`bastion.core.signing`), which
+# also sign OAuth access tokens and reports; the names audit used before stay.
+Signer = InstanceSigner
 
 
 def statement(chain: str, seq: int, hash_: str, created_at: str) -> bytes:
     return f"bastion-audit-checkpoint:v1\n{chain}\n{seq}\n{hash_}\n{created_at}".encode()
-
-
-@dataclass(frozen=True)
-class PublishedKey:
-    """A signing key as anyone checking checkpoints needs it: the version a checkpoint
-    names (`key_version`), the Ed25519 public key (hex) and when it signed: from
-    `valid_from` until the next version replaced it (`valid_until`, None while active).
-    Times are unknown (None) for keys made before they were recorded."""
-
-    key_version: int
-    algorithm: str
-    public_key: str
-    status: str  # "active" | "previous"
-    valid_from: datetime | None
-    valid_until: datetime | None
-
-
-class Signer:
-    """Signs with the active key version; verifies with any version it knows.
-
-    Follows its key file (`LiveKeyring`): after `bastion keys rotate-signing` in another
-    process, the next checkpoint is signed with the new version and checkpoints signed
-    with it verify, without a restart. Older versions stay in the file, so checkpoints
-    they signed keep verifying and their public keys stay published."""
-
-    ALGORITHM = "Ed25519"
-
-    def __init__(self, keys: Keyring) -> None:
-        self._live = LiveKeyring(keys)
-
-    def __repr__(self) -> str:
-        return f"Signer({self._live.current()!r})"
-
-    @property
-    def keys(self) -> Keyring:
-        return self._live.current(recheck=True)
-
-    @property
-    def public_keys(self) -> dict[int, bytes]:
-        return {version: ed25519_public_key(seed) for version, seed in self.keys.versions.items()}
-
-    def sign(self, message: bytes) -> tuple[int, bytes]:
-        keys = self.keys
-        return keys.active, ed25519_sign(keys.key(), message)
-
-    def published(self) -> list[PublishedKey]:
-        """Every version's public key with its validity, oldest first."""
-        keys = self.keys
-        versions = sorted(keys.versions)
-        since = {v: _instant(keys.created.get(v)) for v in versions}
-        return [
-            PublishedKey(
-                key_version=version,
-                algorithm=self.ALGORITHM,
-                public_key=ed25519_public_key(keys.versions[version]).hex(),
-                status="active" if version == keys.active else "previous",
-                valid_from=since[version],
-                valid_until=(
-                    None
-                    if version == keys.active
-                    else next((since[v] for v in versions if v > version), None)
-                ),
-            )
-            for version in versions
-        ]
-
-
-def _instant(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def checkpoint_valid(cp: AuditCheckpoint, public_keys: Mapping[int, bytes]) -> bool:

@@ -54,13 +54,15 @@ class CheckpointOut(Out):
 
 
 class SigningKeyOut(Out):
-    """A public key that signs (or signed) audit checkpoints."""
+    """An instance signing key: it signs (or signed) audit checkpoints, OAuth access
+    tokens and reports; the same key is in `/.well-known/jwks.json` under `kid`."""
 
     key_version: int = Field(description="The key id a checkpoint names in `key_version`.")
+    kid: str = Field(description="Its `kid` in /.well-known/jwks.json (RFC 7638 thumbprint).")
     algorithm: Literal["Ed25519"]
     public_key: str = Field(description="Raw 32-byte Ed25519 public key, hex.")
     status: Literal["active", "previous"] = Field(
-        description="`active` signs new checkpoints; `previous` only verifies older ones."
+        description="`active` signs from now on; `previous` only verifies what it signed."
     )
     valid_from: datetime | None = Field(description="When it became active, if recorded.")
     valid_until: datetime | None = Field(

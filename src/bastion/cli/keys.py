@@ -7,10 +7,10 @@ keys rotate-org --org ORG` adds a version and re-encrypts that org's secrets.
 
 Pepper (the key behind every credential hash): `rotate-pepper` adds a version and makes
 it current, `pepper-status` counts the usable credentials under each version,
-`retire-pepper VERSION` removes one nothing needs any more. Audit-signing key:
-`rotate-signing` adds a version and makes it current, `signing-keys` lists every
-version's public key. Running servers follow each key file without a restart.
-See docs/keys.md."""
+`retire-pepper VERSION` removes one nothing needs any more. Instance signing key (audit
+checkpoints, OAuth access tokens, reports): `rotate-signing` adds a version and makes it
+current, `signing-keys` lists every version's public key and `kid`. Running servers
+follow each key file without a restart. See docs/keys.md."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import func, select
 
-from bastion.audit.checkpoints import Signer
 from bastion.audit.schemas import SigningKeyOut
 from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
 from bastion.core import revisions
@@ -29,7 +28,6 @@ from bastion.core.clock import utcnow
 from bastion.core.config import ConfigError, Settings
 from bastion.core.db import make_engine, make_sessionmaker
 from bastion.core.keyring import (
-    AUDIT_SIGNING_KEY_FILE,
     PEPPER_FILE,
     ROOT_KEY_FILE,
     Keyring,
@@ -38,13 +36,14 @@ from bastion.core.keyring import (
     replace_keyring,
     rotate_keyring,
 )
+from bastion.core.signing import SIGNING_KEY_FILE, InstanceSigner
 from bastion.identity import pepper as peppers
 from bastion.secrets import service as secrets
 from bastion.secrets.models import OrgKey
 from bastion.secrets.vault import LocalKeyProvider, Vault, rewrap
 
 app = typer.Typer(
-    help="Instance keys: vault root key, pepper, audit-signing key.", no_args_is_help=True
+    help="Instance keys: vault root key, pepper, instance signing key.", no_args_is_help=True
 )
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -296,33 +295,36 @@ def retire_pepper(
     emit(data, json, human)
 
 
-# --- the audit-signing key ---------------------------------------------------------------
+# --- the instance signing key -----------------------------------------------------------
 
 
 @app.command("rotate-signing")
 def rotate_signing(json: Json = False) -> None:
-    """Add a new audit-signing key (Ed25519) and make it current: the next checkpoints
-    are signed with it (running servers follow within a second). Older keys stay, so
-    the checkpoints they signed still verify and their public keys stay published."""
-    path = settings().data_dir / AUDIT_SIGNING_KEY_FILE
+    """Add a new instance signing key (Ed25519) and make it current: the next audit
+    checkpoints and OAuth access tokens are signed with it (running servers follow within
+    a second). Older keys stay, so what they signed still verifies (access tokens issued
+    before the rotation until they expire) and their public keys stay published."""
+    path = settings().data_dir / SIGNING_KEY_FILE
     _read(path)
     version = rotate_keyring(path)
+    signer = InstanceSigner(_read(path))
     emit(
-        {"active_version": version},
+        {"active_version": version, "kid": signer.kid(version)},
         json,
-        f"audit-signing key version {version} is now active",
+        f"instance signing key version {version} is now active (kid {signer.kid(version)})",
     )
 
 
 @app.command("signing-keys")
 def signing_keys(json: Json = False) -> None:
-    """Every audit-signing key's public key, with the version a checkpoint names and
-    when it signed (what `GET /v1/audit/signing-keys` publishes)."""
-    signer = Signer(_read(settings().data_dir / AUDIT_SIGNING_KEY_FILE))
+    """Every instance signing key's public key, with the version a checkpoint names, the
+    `kid` a token names and when it signed (what `GET /v1/audit/signing-keys` and
+    `/.well-known/jwks.json` publish)."""
+    signer = InstanceSigner(_read(settings().data_dir / SIGNING_KEY_FILE))
     keys = [SigningKeyOut.model_validate(k).model_dump(mode="json") for k in signer.published()]
     lines = [
         f"version {k['key_version']} ({k['status']}) {k['algorithm']} {k['public_key']}"
-        f" from {k['valid_from'] or '?'} until {k['valid_until'] or 'now'}"
+        f" kid {k['kid']} from {k['valid_from'] or '?'} until {k['valid_until'] or 'now'}"
         for k in keys
     ]
     emit({"data": keys}, json, "\n".join(lines))

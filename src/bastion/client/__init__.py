@@ -18,6 +18,11 @@ approval, and raises `ActionDenied` unless the call is allowed:
 
     @run.guard(timeout=120)
     def refund_payment(order: str, amount: float) -> None: ...
+
+A service account authenticates with its OAuth client: the SDK fetches and renews
+short-lived access tokens itself.
+
+    bastion = Client(url, token=ClientCredentials("oac_…", "boc_…"))
 """
 
 from bastion.client._async import AsyncClient, AsyncRun
@@ -38,6 +43,7 @@ from bastion.client._errors import (
     ValidationError,
 )
 from bastion.client._mock import MockBastion
+from bastion.client._oauth import ClientCredentials
 from bastion.client._sync import Client, Run
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "AuthenticationError",
     "BastionError",
     "Client",
+    "ClientCredentials",
     "ConflictError",
     "FieldError",
     "MockBastion",

@@ -22,6 +22,7 @@ from bastion.client._base import (
     retryable,
 )
 from bastion.client._errors import BastionError, TransportError
+from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
 
 E = Endpoints
@@ -34,14 +35,16 @@ class AsyncClient:
         for user in client.users.list(org_id):
             ...
 
-    `token` is an API key (`bsk_…`) or a session token (`bss_…`). Pass `http_client`
+    `token` is an API key (`bsk_…`), a session token (`bss_…`) or a service account's
+    OAuth client (`ClientCredentials(client_id, client_secret)`: access tokens are
+    fetched and renewed as needed). Pass `http_client`
     (any `httpx.Client`, e.g. with a mock transport) to control the connection.
     """
 
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8400",
-        token: str | None = None,
+        token: str | ClientCredentials | None = None,
         *,
         timeout: float = 30.0,
         max_retries: int = 2,
@@ -63,6 +66,7 @@ class AsyncClient:
         self.roles = _Collection(self, "roles")
         self.api_keys = _ApiKeys(self, "api-keys")
         self.service_accounts = _Collection(self, "service-accounts")
+        self.oauth_clients = _OAuthClients(self)
         self.audit_events = _Audit(self, "audit-events")
         self.agents = _Agents(self, "agents")
         self.workflows = _Collection(self, "workflows")
@@ -86,7 +90,7 @@ class AsyncClient:
         if self._own:
             await self._http.aclose()
 
-    def set_token(self, token: str | None) -> None:
+    def set_token(self, token: str | ClientCredentials | None) -> None:
         self._token = token
 
     async def me(self) -> JSON:
@@ -99,8 +103,27 @@ class AsyncClient:
     async def _call(self, req: Req) -> JSON:
         return cast(JSON, await self._run(req))
 
+    async def _bearer(self) -> str | None:
+        """The bearer token: the one given, or a current access token of the OAuth
+        client given (fetched when it has none that lasts)."""
+        source = self._token
+        if not isinstance(source, ClientCredentials):
+            return source
+        held = source.current()
+        if held is not None:
+            return held
+        path, form, headers = source.token_request()
+        try:
+            response = await self._http.post(path, data=form, headers=headers)
+        except httpx.TransportError as exc:
+            raise TransportError(f"POST {path}: {type(exc).__name__}") from None
+        return source.accept(
+            response.status_code, _json(response), response.headers.get("retry-after")
+        )
+
     async def _run(self, req: Req) -> Any:
         attempt = 0
+        renewed = False
         while True:
             try:
                 response = await self._http.request(
@@ -108,7 +131,7 @@ class AsyncClient:
                     req.path,
                     params=req.params,
                     json=req.json,
-                    headers=headers_for(self._token, req),
+                    headers=headers_for(await self._bearer(), req),
                     timeout=httpx.USE_CLIENT_DEFAULT if req.timeout is None else req.timeout,
                 )
             except httpx.TransportError as exc:
@@ -124,6 +147,14 @@ class AsyncClient:
             ):
                 await asyncio.sleep(self.retry.delay(attempt, _retry_after(response)))
                 attempt += 1
+                continue
+            if (
+                response.status_code == 401
+                and not renewed
+                and isinstance(self._token, ClientCredentials)
+            ):
+                self._token.forget()  # revoked or expired early: one new token, once
+                renewed = True
                 continue
             return decode(
                 response.status_code,
@@ -309,6 +340,28 @@ class _ApiKeys(_Collection):
 
     async def revoke(self, org: str, key: str) -> None:
         await self.delete(org, key)
+
+
+class _OAuthClients:
+    """A service account's OAuth clients: `create` shows the `client_secret` once."""
+
+    def __init__(self, c: AsyncClient) -> None:
+        self._c = c
+
+    async def create(
+        self, org: str, account: str, *, name: str, scopes: list[str] | None = None
+    ) -> JSON:
+        body: JSON = {"name": name}
+        if scopes is not None:
+            body["scopes"] = scopes
+        return await self._c._call(E.create_oauth_client(org, account, body))
+
+    def list(self, org: str, account: str) -> AsyncIterator[JSON]:
+        return self._c._pages(E.oauth_clients(org, account))
+
+    async def delete(self, org: str, account: str, client: str) -> None:
+        """Delete the client: every token it obtained stops working at once."""
+        await self._c._run(E.delete_oauth_client(org, account, client))
 
 
 class _Domains(_Collection):

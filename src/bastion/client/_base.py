@@ -71,6 +71,7 @@ def retryable(status: int, body: Any) -> bool:
 
 
 def headers_for(token: str | None, req: Req) -> dict[str, str]:
+    """Headers of a request; `token` is the bearer token itself."""
     headers = {"user-agent": USER_AGENT, "accept": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -197,6 +198,19 @@ class Endpoints:
     @staticmethod
     def list(org: str, collection: str, limit: int | None = None, **filters: Any) -> Req:
         return Req("GET", _p("orgs", org, collection), params=_clean({"limit": limit, **filters}))
+
+    @staticmethod
+    def oauth_clients(org: str, account: str) -> Req:
+        return Req("GET", _p("orgs", org, "service-accounts", account, "oauth-clients"))
+
+    @staticmethod
+    def create_oauth_client(org: str, account: str, body: JSON) -> Req:
+        return post(_p("orgs", org, "service-accounts", account, "oauth-clients"), body, None)
+
+    @staticmethod
+    def delete_oauth_client(org: str, account: str, client: str) -> Req:
+        path = _p("orgs", org, "service-accounts", account, "oauth-clients", client)
+        return Req("DELETE", path, expect_body=False)
 
     @staticmethod
     def get(org: str, collection: str, item: str) -> Req:

@@ -147,11 +147,13 @@ def from_response(
             wait = float(retry_after)
         except ValueError:
             wait = None
+    # A problem document, or an OAuth error object (RFC 6749 §5.2: `error`,
+    # `error_description`) from the OAuth endpoints.
     args = (
         status,
-        str(doc.get("code", "error")),
+        str(doc.get("code", doc.get("error", "error"))),
         str(doc.get("title", "")),
-        str(doc.get("detail", "")),
+        str(doc.get("detail", doc.get("error_description", ""))),
         doc.get("request_id"),
         errors,
         wait,

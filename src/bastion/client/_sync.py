@@ -23,6 +23,7 @@ from bastion.client._base import (
     retryable,
 )
 from bastion.client._errors import BastionError, TransportError
+from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
 
 E = Endpoints
@@ -35,14 +36,16 @@ class Client:
         for user in client.users.list(org_id):
             ...
 
-    `token` is an API key (`bsk_…`) or a session token (`bss_…`). Pass `http_client`
+    `token` is an API key (`bsk_…`), a session token (`bss_…`) or a service account's
+    OAuth client (`ClientCredentials(client_id, client_secret)`: access tokens are
+    fetched and renewed as needed). Pass `http_client`
     (any `httpx.Client`, e.g. with a mock transport) to control the connection.
     """
 
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8400",
-        token: str | None = None,
+        token: str | ClientCredentials | None = None,
         *,
         timeout: float = 30.0,
         max_retries: int = 2,
@@ -64,6 +67,7 @@ class Client:
         self.roles = _Collection(self, "roles")
         self.api_keys = _ApiKeys(self, "api-keys")
         self.service_accounts = _Collection(self, "service-accounts")
+        self.oauth_clients = _OAuthClients(self)
         self.audit_events = _Audit(self, "audit-events")
         self.agents = _Agents(self, "agents")
         self.workflows = _Collection(self, "workflows")
@@ -87,7 +91,7 @@ class Client:
         if self._own:
             self._http.close()
 
-    def set_token(self, token: str | None) -> None:
+    def set_token(self, token: str | ClientCredentials | None) -> None:
         self._token = token
 
     def me(self) -> JSON:
@@ -100,8 +104,27 @@ class Client:
     def _call(self, req: Req) -> JSON:
         return cast(JSON, self._run(req))
 
+    def _bearer(self) -> str | None:
+        """The bearer token: the one given, or a current access token of the OAuth
+        client given (fetched when it has none that lasts)."""
+        source = self._token
+        if not isinstance(source, ClientCredentials):
+            return source
+        held = source.current()
+        if held is not None:
+            return held
+        path, form, headers = source.token_request()
+        try:
+            response = self._http.post(path, data=form, headers=headers)
+        except httpx.TransportError as exc:
+            raise TransportError(f"POST {path}: {type(exc).__name__}") from None
+        return source.accept(
+            response.status_code, _json(response), response.headers.get("retry-after")
+        )
+
     def _run(self, req: Req) -> Any:
         attempt = 0
+        renewed = False
         while True:
             try:
                 response = self._http.request(
@@ -109,7 +132,7 @@ class Client:
                     req.path,
                     params=req.params,
                     json=req.json,
-                    headers=headers_for(self._token, req),
+                    headers=headers_for(self._bearer(), req),
                     timeout=httpx.USE_CLIENT_DEFAULT if req.timeout is None else req.timeout,
                 )
             except httpx.TransportError as exc:
@@ -125,6 +148,14 @@ class Client:
             ):
                 time.sleep(self.retry.delay(attempt, _retry_after(response)))
                 attempt += 1
+                continue
+            if (
+                response.status_code == 401
+                and not renewed
+                and isinstance(self._token, ClientCredentials)
+            ):
+                self._token.forget()  # revoked or expired early: one new token, once
+                renewed = True
                 continue
             return decode(
                 response.status_code,
@@ -303,6 +334,26 @@ class _ApiKeys(_Collection):
 
     def revoke(self, org: str, key: str) -> None:
         self.delete(org, key)
+
+
+class _OAuthClients:
+    """A service account's OAuth clients: `create` shows the `client_secret` once."""
+
+    def __init__(self, c: Client) -> None:
+        self._c = c
+
+    def create(self, org: str, account: str, *, name: str, scopes: list[str] | None = None) -> JSON:
+        body: JSON = {"name": name}
+        if scopes is not None:
+            body["scopes"] = scopes
+        return self._c._call(E.create_oauth_client(org, account, body))
+
+    def list(self, org: str, account: str) -> Iterator[JSON]:
+        return self._c._pages(E.oauth_clients(org, account))
+
+    def delete(self, org: str, account: str, client: str) -> None:
+        """Delete the client: every token it obtained stops working at once."""
+        self._c._run(E.delete_oauth_client(org, account, client))
 
 
 class _Domains(_Collection):

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     session_absolute_timeout: Annotated[int, Field(ge=300)] = 12 * 60 * 60
     setup_token_ttl: Annotated[int, Field(ge=300)] = 72 * 60 * 60
 
+    # OAuth 2.0 access tokens (client credentials): their lifetime in seconds (5 to 60
+    # minutes). A previous signing key verifies tokens for this long after a rotation.
+    oauth_token_ttl: Annotated[int, Field(ge=300, le=3600)] = 15 * 60
+
     login_failures_per_account: Annotated[int, Field(ge=1)] = 10
     login_failures_per_ip: Annotated[int, Field(ge=1)] = 50
     login_failure_window: Annotated[int, Field(ge=1)] = 15 * 60

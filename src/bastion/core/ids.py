@@ -52,6 +52,8 @@ PREFIXES = frozenset(
         "sct",
         "rc",
         "wac",
+        "oac",  # OAuth client (its client_id)
+        "oat",  # OAuth access token (its jti)
         "ssoc",
         "dom",
         "ssor",

@@ -86,6 +86,7 @@ class CredentialKind(StrEnum):
     API_KEY = "api_key"
     MFA_ENROLMENT = "mfa_enrolment"
     SCIM = "scim"
+    OAUTH_TOKEN = "oauth_token"  # noqa: S105 - a credential kind's name
     SESSION = "session"
 
 
@@ -95,6 +96,9 @@ class CredentialKind(StrEnum):
 CREDENTIAL_PERMISSIONS: dict[CredentialKind, frozenset[Permission]] = {
     CredentialKind.SESSION: ALL_PERMISSIONS,
     CredentialKind.API_KEY: ALL_PERMISSIONS,
+    # An OAuth access token acts as its service account, within the token's scope (cut
+    # into its role permissions when it is verified).
+    CredentialKind.OAUTH_TOKEN: ALL_PERMISSIONS,
     CredentialKind.AGENT_RUN: frozenset(),
     # An `mfa_token` of a person who must enrol a factor first: it reaches the
     # `/v1/me/mfa…` enrolment endpoints only, which check no permission.

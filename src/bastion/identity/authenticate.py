@@ -10,6 +10,10 @@ rehash of a credential stored under an older pepper version: the secret just pre
 is hashed under the active version, for the cache at once and for the row after the
 request. API keys and sessions are identity's; other kinds (agent run tokens) are
 resolved by the domain that registered them (`credentials`), and any other is refused.
+A JWT (an OAuth access token) is verified by the `JwtVerifier` the app passes (the
+issuing domain's, with this instance's keys); it is cached by its SHA-256 until it
+expires or a revision changes (a revocation, a change to its client or service
+account). Without a verifier every JWT is refused.
 
 Every credential of an organisation with an IP allowlist is refused (403
 `ip_not_allowed`) from an address outside it, before the request does anything. The
@@ -19,6 +23,7 @@ bumps the organisation's auth revision, so the next request everywhere reads it 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -33,6 +38,7 @@ from bastion.authz import service as authz
 from bastion.core import clientip, mfa, revisions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
+from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.netguard import network_of
@@ -43,7 +49,7 @@ from bastion.identity.authcache import AuthCache, Entry, Revisions
 from bastion.identity.credentials import Authenticated, Loaded, Touch, labelled, rejected
 from bastion.identity.errors import IpNotAllowed
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
-from bastion.identity.tokens import TokenHasher, TokenKind, parse
+from bastion.identity.tokens import TokenHasher, TokenKind, looks_like_jwt, parse
 from bastion.tenancy import service as tenancy
 
 TOUCH_INTERVAL_SECONDS = 60
@@ -163,11 +169,15 @@ def authenticate(
     actor: Actor,
     hasher: TokenHasher,
     cache: AuthCache | None = None,
+    *,
+    jwt: credentials.JwtVerifier | None = None,
 ) -> Authenticated:
     if not token:
         raise Unauthenticated("a bearer credential is required")
     parsed = parse(token)
-    if parsed is None or not _known(parsed.kind):
+    if parsed is None:
+        return _jwt(db, token, actor, hasher, cache, jwt)
+    if not _known(parsed.kind):
         raise rejected(actor, "unknown_credential_kind")  # fail closed
     if cache is not None:
         hit = authenticate_cached(token, actor, hasher, cache)
@@ -222,6 +232,54 @@ def authenticate(
     return _watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
 
 
+JWT_KIND = "jwt"  # the cache's kind of a verified JWT, kept under `_jwt_key`
+
+
+def _jwt_key(token: str) -> str:
+    return f"{JWT_KIND}:{sha256_hex(token)}"
+
+
+def _jwt(
+    db: Session,
+    token: str,
+    actor: Actor,
+    hasher: TokenHasher,
+    cache: AuthCache | None,
+    verify: credentials.JwtVerifier | None,
+) -> Authenticated:
+    """A bearer credential that is no `<kind>_<id>_<secret>`: a JWT the verifier accepts,
+    or refused (fail closed)."""
+    if verify is None or not looks_like_jwt(token):
+        raise rejected(actor, "unknown_credential_kind")
+    if cache is not None:
+        hit = authenticate_cached(token, actor, hasher, cache)
+        if hit is not None:
+            return hit
+    loaded = verify(db, token, actor)
+    entries = loaded.ip_allowlist
+    if entries is None:
+        entries = tenancy.ip_allowlist(db, loaded.result.principal.org_id)
+    allowlist = parse_allowlist(entries)
+    if cache is not None:
+        cache.put(
+            _jwt_key(token),
+            Entry(
+                kind=JWT_KIND,
+                stored_hash="",
+                pepper_version=0,
+                principal=loaded.result.principal,
+                org_rev=loaded.org_rev,
+                instance_rev=loaded.instance_rev,
+                valid_until=loaded.valid_until,
+                last_touched=loaded.last_touched,
+                touch_every=math.inf,
+                allowlist=allowlist,
+            ),
+        )
+    _check_address(allowlist, loaded.result.principal, actor)
+    return loaded.result
+
+
 def parse_allowlist(entries: list[str] | None) -> tuple[clientip.Network, ...] | None:
     """An organisation's IP allowlist, parsed; None when it has none (any address). An
     entry that does not parse (never saved so: the API validates them) matches nothing."""
@@ -274,6 +332,7 @@ _RESOURCE = {
     CredentialKind.SESSION: "session",
     CredentialKind.API_KEY: "api_key",
     CredentialKind.AGENT_RUN: "run",
+    CredentialKind.OAUTH_TOKEN: "oauth_client",
 }
 
 
@@ -284,7 +343,7 @@ def _key_networks(db: Session, key_id: str) -> frozenset[str]:
 
 def _watch_network(
     result: Authenticated,
-    kind: TokenKind,
+    kind: TokenKind | None,
     key_id: str,
     networks: frozenset[str],
     actor: Actor,
@@ -329,16 +388,35 @@ class _Candidate:
     """A cached entry whose secret matched and whose time limits hold; it still needs
     its revisions confirmed."""
 
-    row_id: str
-    kind: TokenKind
+    row_id: str  # the cache's key (a JWT's is `_jwt_key`)
+    kind: TokenKind | None  # None: a JWT
     entry: Entry
     now: datetime
     upgraded: tuple[str, int] | None  # (digest, version) under the active pepper version
 
 
+def _jwt_candidate(cache: AuthCache, token: str) -> _Candidate | None:
+    if not looks_like_jwt(token):
+        return None
+    key = _jwt_key(token)  # the same hash: the same token, verified by this app before
+    entry = cache.get(key)
+    if entry is None or entry.kind != JWT_KIND:
+        cache.misses += 1
+        return None
+    now = utcnow()
+    if entry.valid_until is not None and now >= entry.valid_until:
+        cache.drop(key)
+        return None
+    return _Candidate(key, None, entry, now, None)
+
+
 def _candidate(cache: AuthCache, token: str | None, hasher: TokenHasher) -> _Candidate | None:
-    parsed = parse(token) if token else None
-    if parsed is None or not _known(parsed.kind):
+    if not token:
+        return None
+    parsed = parse(token)
+    if parsed is None:
+        return _jwt_candidate(cache, token)
+    if not _known(parsed.kind):
         return None
     entry = cache.get(parsed.row_id)
     if entry is None or entry.kind != parsed.kind.value:
@@ -378,7 +456,7 @@ def _confirm(
         )
         cache.update(row_id, lambda e: replace(e, last_touched=now))
     extra: tuple[Touch, ...] = ()
-    if found.upgraded is not None:
+    if found.upgraded is not None and found.kind is not None:
         digest, version = found.upgraded
         cache.update(row_id, lambda e: replace(e, stored_hash=digest, pepper_version=version))
         old = (entry.stored_hash, entry.pepper_version)

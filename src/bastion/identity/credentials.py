@@ -12,6 +12,16 @@ own kinds.
 A resolver answers with `Loaded` or raises `rejected(...)`: one indexed query per
 credential, which reads the organisation's status with `tenancy.service.org_status`
 and the revisions with `bastion.core.revisions` in that same query.
+
+A bearer credential that is a signed JWT (an OAuth access token, issued by
+`bastion.oauth`) has no row id and no pepper. Its verifier depends on the instance (its
+signing keys, its issuer URL), so the app hands one to `authenticate` (`JwtVerifier`,
+built by the issuing domain): it checks the signature and claims, then reads the
+credential's state in one query, as a `Resolver` does. Without one a JWT is refused.
+
+Secrets hashed under the pepper that are not bearer credentials (an OAuth client's
+secret) are declared with `register_secret_store`, so a pepper version is retired only
+once none of them needs it either.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from bastion.core.context import Actor
 from bastion.core.errors import Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.principal import Principal
-from bastion.identity.models import User
+from bastion.identity.models import ServiceAccount, User
 from bastion.identity.tokens import TokenHasher, TokenKind
 
 Touch = Callable[[Session], None]
@@ -100,10 +110,30 @@ class Resolver:
         return self.digest.class_
 
 
+# (db, the JWT, actor) -> the credential, or raises `rejected(...)`. Its `Loaded` has
+# `stored_hash` "" and `pepper_version` 0: the cache keeps a verified JWT by its hash.
+JwtVerifier = Callable[[Session, str, Actor], Loaded]
+
+
+@dataclass(frozen=True)
+class SecretStore:
+    """Pepper-hashed secrets that are not bearer credentials: counted by
+    `bastion.identity.pepper` like the credentials (its table has `pepper_version`)."""
+
+    digest: InstrumentedAttribute[str]
+    live: Callable[[datetime], ColumnElement[bool]]
+    name: str
+
+    @property
+    def model(self) -> Any:
+        return self.digest.class_
+
+
 OWN_KINDS = frozenset(
     {TokenKind.API_KEY, TokenKind.SESSION, TokenKind.SETUP, TokenKind.PASSWORD_RESET}
 )
 _RESOLVERS: dict[TokenKind, Resolver] = {}
+_STORES: dict[str, SecretStore] = {}
 _registering = threading.Lock()
 
 
@@ -125,6 +155,16 @@ def registered() -> tuple[Resolver, ...]:
     return tuple(_RESOLVERS.values())
 
 
+def register_secret_store(store: SecretStore) -> None:
+    with _registering:
+        if _STORES.setdefault(store.name, store) is not store:
+            raise ValueError(f"secret store {store.name} is already registered")
+
+
+def secret_stores() -> tuple[SecretStore, ...]:
+    return tuple(_STORES.values())
+
+
 def labelled(row: type[tuple[Any, ...]], **columns: ColumnElement[Any] | Any) -> list[Any]:
     """The columns of a one-row query, in the order of the NamedTuple `row`'s fields and
     labelled by them, so `row._make(result)` reads each value by name: a column added,
@@ -133,6 +173,16 @@ def labelled(row: type[tuple[Any, ...]], **columns: ColumnElement[Any] | Any) ->
     if set(fields) != set(columns):
         raise TypeError(f"{row.__name__}: columns {sorted(columns)} != fields {sorted(fields)}")
     return [columns[name].label(name) for name in fields]
+
+
+def service_account_column(account_id: Any, column: str) -> ColumnElement[Any]:
+    """A column (`status`, `role`, `org_id`) of the service account `account_id` (a
+    column) names, NULL when there is none: for a resolver's one query."""
+    return (
+        select(getattr(ServiceAccount, column))
+        .where(ServiceAccount.id == account_id)
+        .scalar_subquery()
+    )
 
 
 def user_status(user_id: Any) -> ColumnElement[str]:

@@ -7,7 +7,9 @@ active version on their next use (rehash on use, see `authenticate`); a setup to
 used once, so it keeps its version until it is redeemed or expires (72 hours at most),
 and so do a password-reset link (30 minutes) and an mfa token (5 minutes). Unused
 recovery codes keep theirs until used or replaced: retiring a version they need voids
-them (the person signs in with a factor and asks for a new set).
+them (the person signs in with a factor and asks for a new set). Secrets other domains
+declare (an OAuth client's secret, see `credentials.register_secret_store`) count too:
+they move to the active version when next used.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def _live(now: datetime) -> dict[str, tuple[Any, ColumnElement[bool]]]:
             PasswordReset.used_at.is_(None) & (PasswordReset.expires_at > now),
         ),
     }
-    return own | {r.name: (r.model, r.live(now)) for r in credentials.registered()}
+    foreign = {r.name: (r.model, r.live(now)) for r in credentials.registered()}
+    stores = {s.name: (s.model, s.live(now)) for s in credentials.secret_stores()}
+    return own | foreign | stores
 
 
 def kinds() -> tuple[str, ...]:

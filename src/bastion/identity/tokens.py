@@ -11,6 +11,11 @@ constant time. A wrong secret and an unknown id give the same answer.
     bsr_pwr_01J…_<secret>   password reset  (purpose "bsr", single use, 30 minutes)
     bat_run_01J…_<secret>   agent run token (purpose "bat", one run, short-lived)
     bsp_sct_01J…_<secret>   SCIM token      (purpose "bsp", its org's `/scim/v2` only)
+    boc_oac_01J…_<secret>   OAuth client secret (purpose "boc"; never a bearer credential:
+                            it is exchanged at `/v1/oauth/token`, owned by `bastion.oauth`)
+
+A bearer credential may also be a signed JWT (an OAuth access token, `looks_like_jwt`):
+no row id, no pepper; the domain that issues them verifies them (see `credentials`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class TokenKind(StrEnum):
     AGENT_RUN = "bat"
     MFA = "bsm"
     SCIM = "bsp"
+    OAUTH_CLIENT = "boc"
 
 
 ROW_PREFIX = {
@@ -41,6 +47,7 @@ ROW_PREFIX = {
     TokenKind.AGENT_RUN: "run",
     TokenKind.MFA: "mfc",
     TokenKind.SCIM: "sct",
+    TokenKind.OAUTH_CLIENT: "oac",
 }
 _ID_LEN = 26
 
@@ -72,6 +79,19 @@ def parse(token: str) -> ParsedToken | None:
     if rest[id_len : id_len + 1] != "_" or not secret or not has_prefix(row_id, row_prefix):
         return None
     return ParsedToken(kind, row_id, secret)
+
+
+_JWT_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+MAX_JWT_LENGTH = 8192
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A compact JWS shape: three base64url parts, the first a JSON object (`eyJ`). Only
+    the shape: nothing is trusted until its signature and claims are verified."""
+    if len(token) > MAX_JWT_LENGTH or not token.startswith("eyJ"):
+        return False
+    parts = token.split(".")
+    return len(parts) == 3 and all(p and _JWT_ALPHABET.issuperset(p) for p in parts)
 
 
 class TokenHasher:

@@ -106,7 +106,7 @@ def export_events(
 
 @router.post("/verify", summary="Verify the organisation's hash chain")
 def verify(org: str, principal: Caller, db: DB, state: State) -> VerifyOut:
-    result = audit.verify_org(db, principal, org, state.audit_signer.public_keys)
+    result = audit.verify_org(db, principal, org, state.signer.public_keys)
     return VerifyOut(
         valid=result.valid,
         checked=result.checked,
@@ -133,7 +133,7 @@ def _checkpoint_out(cp: AuditCheckpoint) -> CheckpointOut:
 
 @checkpoints_router.post("", status_code=201, summary="Sign the chain's current head now")
 def create_checkpoint(org: str, principal: Caller, db: DB, state: State) -> CheckpointOut:
-    return _checkpoint_out(audit.checkpoint_org(db, principal, org, state.audit_signer))
+    return _checkpoint_out(audit.checkpoint_org(db, principal, org, state.signer))
 
 
 @checkpoints_router.get("", summary="Signed checkpoints of the chain, newest first")
@@ -145,12 +145,13 @@ signing_keys_router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @signing_keys_router.get(
-    "/signing-keys", summary="Public keys of the audit-signing key, every version, oldest first"
+    "/signing-keys", summary="Public keys of the instance signing key, every version, oldest first"
 )
 def list_signing_keys(principal: Caller, state: State) -> dict[str, list[SigningKeyOut]]:
     """A checkpoint names the key that signed it (`key_version`); older keys stay here
-    after a rotation, so every checkpoint can be checked with these alone."""
-    return {"data": [SigningKeyOut.model_validate(k) for k in state.audit_signer.published()]}
+    after a rotation, so every checkpoint can be checked with these alone. The same keys
+    sign OAuth access tokens and are published by `kid` at `/.well-known/jwks.json`."""
+    return {"data": [SigningKeyOut.model_validate(k) for k in state.signer.published()]}
 
 
 @router.get("/{event}", summary="One audit event")

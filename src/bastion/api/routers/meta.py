@@ -55,6 +55,27 @@ def readyz(state: State) -> JSONResponse:
     )
 
 
+JWKS_MAX_AGE = 300  # seconds a verifier may keep the key set before fetching it again
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    tags=["meta"],
+    summary="The instance signing keys as a JSON Web Key Set (public, cacheable)",
+)
+def jwks(state: State) -> JSONResponse:
+    """Every instance signing key (Ed25519, `EdDSA`) by `kid`: the active one signs OAuth
+    access tokens, audit checkpoints and reports from now on; previous ones stay so what
+    they signed keeps verifying (access tokens issued before a rotation, until they
+    expire). Verifiers may cache it for `max-age`; a token naming an unknown `kid` is the
+    cue to fetch it again."""
+    return JSONResponse(
+        state.signer.jwks(),
+        media_type="application/jwk-set+json",
+        headers={"cache-control": f"public, max-age={JWKS_MAX_AGE}"},
+    )
+
+
 @router.get("/v1/permissions", tags=["roles"], summary="The closed permission catalogue")
 async def permissions(principal: Caller) -> dict[str, list[PermissionOut]]:
     return {
