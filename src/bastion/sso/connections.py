@@ -3,7 +3,10 @@
 Changing one is an SSO setting: `org:manage`, and a person steps up (RFC 9470). A role
 a mapping hands out must exist and be within the caller's own rights (nobody hands on
 what they do not hold); a team must be the organisation's. The client secret is sealed
-in the vault (`bastion.secrets.sealed`) and never leaves it but for the token request."""
+in the vault (`bastion.secrets.sealed`) and never leaves it but for the token request.
+A SAML connection gets its own SP signing key (sealed likewise) and certificate when it
+is created, and its IdP metadata is checked (pasted XML) or fetched (URL) whenever it is
+set (`bastion.sso.saml_sp`): unusable metadata is a 422 naming the field."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
-from bastion.sso import presets
+from bastion.sso import presets, saml_sp
 from bastion.sso.models import SsoConnection
 from bastion.tenancy import service as tenancy
 
@@ -40,6 +43,8 @@ PLAIN_FIELDS = (
     "groups_attribute",
     "default_role",
     "jit",
+    "email_attribute",
+    "allow_idp_initiated",
 )
 
 
@@ -186,6 +191,7 @@ def create(
     *,
     tenant: str | None,
     client_secret_value: str | None,
+    outbound: saml_sp.Outbound,
 ) -> SsoConnection:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
@@ -213,10 +219,13 @@ def create(
     if conn.scopes is None:
         conn.scopes = []
     _check_complete(conn)
+    saml_sp.set_metadata(conn, values, outbound)  # before any write: a 422 leaves nothing
     db.add(conn)
     db.flush()
     if client_secret_value:
         _seal(db, vault, conn, client_secret_value)
+    if conn.type == "saml":
+        saml_sp.ensure_credentials(db, vault, conn)
     audit.record(
         db,
         type=EventType.SSO_CONNECTION_CREATED,
@@ -229,6 +238,8 @@ def create(
             "preset": conn.preset,
             "issuer": conn.issuer,
             "client_secret_set": conn.client_secret_id is not None,
+            "idp_metadata_url": conn.idp_metadata_url,
+            "allow_idp_initiated": conn.allow_idp_initiated,
         },
     )
     return conn
@@ -259,6 +270,7 @@ def update(
     *,
     tenant: str | None,
     client_secret_value: str | None,
+    outbound: saml_sp.Outbound,
 ) -> SsoConnection:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
@@ -288,9 +300,14 @@ def update(
         conn.default_role = default
         changed.append("default_role")
     _check_complete(conn)
+    saml_sp.set_metadata(conn, values, outbound)
+    if conn.type == "saml" and "idp_metadata_url" in values:
+        changed.append("idp_metadata_url")  # fetched again, changed or not: a refresh
     if client_secret_value:
         _seal(db, vault, conn, client_secret_value)
         changed.append("client_secret")
+    if conn.type == "saml" and saml_sp.ensure_credentials(db, vault, conn):
+        changed.append("sp_certificate")
     db.flush()
     if changed:
         audit.record(
@@ -309,10 +326,10 @@ def delete(db: Session, principal: Principal, org_id: str, connection_id: str) -
     principal.require(Permission.ORG_MANAGE)
     conn = _find(db, org_id, connection_id)
     principal.require_recent_auth(STEP_UP_ACTION)
-    secret_id = conn.client_secret_id
+    secret_ids = (conn.client_secret_id, conn.sp_key_secret_id)
     db.delete(conn)
     db.flush()
-    sealed.destroy(db, secret_id)
+    sealed.destroy(db, *secret_ids)
     audit.record(
         db,
         type=EventType.SSO_CONNECTION_DELETED,

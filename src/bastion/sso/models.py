@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
@@ -16,7 +16,10 @@ from bastion.core.db import Base, JSONType, UTCDateTime
 class SsoConnection(Base):
     """An organisation's identity provider: OpenID Connect (issuer, client) or SAML
     (the provider's metadata). The client secret is sealed in the vault
-    (`client_secret_id`); only its id is kept here."""
+    (`client_secret_id`); only its id is kept here. A SAML connection has its own SP
+    signing key, sealed likewise (`sp_key_secret_id`), and its public certificate
+    (`sp_cert_pem`, published in the SP metadata); with `idp_metadata_url`, the metadata
+    last fetched from it (`idp_metadata_fetched`, at `idp_metadata_fetched_at`)."""
 
     __tablename__ = "sso_connections"
     __table_args__ = (Index("ix_sso_connections_org", "org_id", "id"),)
@@ -39,6 +42,17 @@ class SsoConnection(Base):
     team_mapping: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     default_role: Mapped[str] = mapped_column(String(40), default="member")
     jit: Mapped[bool] = mapped_column(Boolean, default=True)
+    # SAML only.
+    sp_key_secret_id: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, info={"secret": True}
+    )
+    sp_cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idp_metadata_fetched: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idp_metadata_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    email_attribute: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    allow_idp_initiated: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

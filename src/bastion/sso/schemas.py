@@ -73,6 +73,16 @@ class ConnectionIn(In):
     team_mapping: Annotated[list[TeamMapping], Field(max_length=200)] = Field(default_factory=list)
     default_role: Token = "member"
     jit: bool = True
+    email_attribute: Token | None = Field(
+        default=None,
+        description="SAML: the attribute carrying the e-mail address (default: the NameID "
+        "in emailAddress format, else the common attribute names).",
+    )
+    allow_idp_initiated: bool = Field(
+        default=False,
+        description="SAML: accept sign-ins started at the IdP (unsolicited responses). "
+        "Off by default: they cannot be bound to the browser that signs in.",
+    )
 
     @model_validator(mode="after")
     def _saml_metadata(self) -> ConnectionIn:
@@ -98,6 +108,8 @@ class ConnectionUpdate(In):
     team_mapping: Annotated[list[TeamMapping], Field(max_length=200)] | None = None
     default_role: Token | None = None
     jit: bool | None = None
+    email_attribute: Token | None = None
+    allow_idp_initiated: bool | None = None
 
 
 class RoleMappingOut(Out):
@@ -128,6 +140,18 @@ class ConnectionOut(Out):
     jit: bool
     redirect_uri: str | None = Field(
         description="OIDC: the redirect URI to register at the provider."
+    )
+    email_attribute: str | None
+    allow_idp_initiated: bool
+    sp_entity_id: str | None = Field(
+        description="SAML: our entity id (Audience) for the IdP, also the SP metadata URL."
+    )
+    acs_url: str | None = Field(description="SAML: the ACS (Reply, Single sign-on) URL.")
+    sp_certificate: str | None = Field(
+        description="SAML: our signing certificate (PEM), as in the SP metadata."
+    )
+    idp_metadata_fetched_at: datetime | None = Field(
+        description="SAML with idp_metadata_url: when the IdP metadata was last fetched."
     )
     start_url: str = Field(description="Where a browser starts signing in with this connection.")
     created_at: datetime

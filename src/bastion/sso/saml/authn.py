@@ -3,13 +3,15 @@
 SAML bindings §3.4.4.1: the request is DEFLATE-compressed, base64-encoded and put in the
 query; the signature covers the octets `SAMLRequest=…&RelayState=…&SigAlg=…` exactly as
 URL-encoded in the query (no XML signature in the request itself), and travels in
-`Signature`. The request ID is fresh per call: the caller keeps it with the sign-in
-state and passes it to `parse_response` as `expected_request_id`.
+`Signature`. The request ID is fresh per call (or the caller's own, e.g. derived from
+its sign-in state so that nothing needs storing): the caller passes it to
+`parse_response` as `expected_request_id`.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,12 +86,22 @@ def _signer(key_pem: str) -> tuple[str, Callable[[bytes], bytes]]:
     raise SamlError("invalid_credentials", "the SP key is neither RSA nor EC P-256")
 
 
-def authn_request(settings: SamlSettings, relay_state: str) -> AuthnRedirect:
+_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{15,255}")
+
+
+def authn_request(
+    settings: SamlSettings, relay_state: str, *, request_id: str | None = None
+) -> AuthnRedirect:
     """A signed AuthnRequest as an HTTP-Redirect URL to the IdP's SSO endpoint, carrying
-    `relay_state` (opaque, at most 80 bytes: the caller's handle on its sign-in state)."""
+    `relay_state` (opaque, at most 80 bytes: the caller's handle on its sign-in state).
+    `request_id`, when given, must be an unguessable xs:ID (an NCName of 16 to 256
+    characters); otherwise a fresh one is made."""
     if len(relay_state.encode()) > MAX_RELAY_STATE:
         raise SamlError("invalid_relay_state", f"RelayState is longer than {MAX_RELAY_STATE} bytes")
-    request_id = new_request_id()
+    if request_id is None:
+        request_id = new_request_id()
+    elif not _NCNAME.fullmatch(request_id):
+        raise ValueError("request_id must be an xs:ID of 16 to 256 characters")
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw DEFLATE, no zlib header
     deflated = compressor.compress(_request_xml(settings, request_id)) + compressor.flush()
     query = "SAMLRequest=" + quote_plus(base64.b64encode(deflated).decode())
