@@ -56,6 +56,9 @@ _RAW_BODY_PREFIXES = ("/v1/hooks/",)  # provider webhooks: any content type, raw
 # check the content type themselves and answer in OAuth's terms; their answers (tokens)
 # are never stored for idempotent replay.
 OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oauth/revoke"})
+# Form posts by protocol: a SAML IdP posts the browser to the ACS (HTTP-POST binding);
+# its answer (a redirect with a one-time code) is never stored for idempotent replay.
+_SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
 _DOCS_PREFIXES = ("/docs", "/redoc")
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
@@ -212,6 +215,7 @@ class BastionMiddleware:
                 and not path.startswith(_RAW_BODY_PREFIXES)
                 and path not in OAUTH_FORM_PATHS
                 and not _is_json(ctx)
+                and not (_SAML_FORM_PATHS.fullmatch(path) and _is_form(ctx))
             ):
                 await respond.problem(
                     *problems.generic(
@@ -239,7 +243,12 @@ class BastionMiddleware:
                 return None
 
         scope_idem = None
-        if is_api and ctx.method == "POST" and path not in OAUTH_FORM_PATHS:
+        if (
+            is_api
+            and ctx.method == "POST"
+            and path not in OAUTH_FORM_PATHS
+            and not _SAML_FORM_PATHS.fullmatch(path)  # its answer carries a one-time code
+        ):
             key = ctx.headers.get(b"idempotency-key")
             credential = ctx.headers.get(b"authorization")
             if key is not None and credential:
@@ -436,6 +445,11 @@ class BastionMiddleware:
                 (b"ratelimit-reset", str(q.reset_after).encode()),
             ]
         return headers
+
+
+def _is_form(ctx: RequestContext) -> bool:
+    content_type = (ctx.headers.get(b"content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/x-www-form-urlencoded"
 
 
 def _is_json(ctx: RequestContext) -> bool:

@@ -100,6 +100,7 @@ class EventType(StrEnum):
     SSO_USER_PROVISIONED = "sso.user_provisioned"
     SSO_CONNECTION_CREATED = "sso_connection.created"
     SSO_CONNECTION_DELETED = "sso_connection.deleted"
+    SSO_CONNECTION_METADATA_REFRESHED = "sso_connection.metadata_refreshed"
     SSO_CONNECTION_UPDATED = "sso_connection.updated"
     SSO_DOMAIN_ADDED = "sso_domain.added"
     SSO_DOMAIN_REMOVED = "sso_domain.removed"

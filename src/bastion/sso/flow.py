@@ -5,12 +5,12 @@
     POST /v1/auth/sso/exchange      `exchange`: the one-time code for a session
 
 `start` dispatches on the connection's type to a registered protocol (`oidc` here;
-SAML registers its own with `register_protocol`). The provider's answer goes through
-`answer` (claim the request once, from its browser; verify; complete; or fail back to
-`return_to`). Whatever the protocol, once the provider has proven who the person is,
-`complete_sign_in` takes the connection and the `VerifiedIdentity` and does the rest:
-domain and user checks, just-in-time creation, role and team mapping, audit, and the
-one-time code.
+SAML registers its own with `register_protocol`, in `bastion.sso.saml_flow`). The
+provider's answer goes through `answer` (claim the request once, from its browser;
+verify; complete; or fail back to `return_to`). Whatever the protocol, once the
+provider has proven who the person is, `complete_sign_in` takes the connection and the
+`VerifiedIdentity` and does the rest: domain and user checks, just-in-time creation,
+role and team mapping, audit, and the one-time code.
 
 Binding and one-time use (login CSRF, replays): the browser that starts a sign-in gets
 a random value in an HttpOnly cookie; the request in flight keeps only keyed hashes of
@@ -19,6 +19,11 @@ else's browser is refused), within 10 minutes, once. The PKCE verifier and the n
 are derived from the state under keys of their own, so neither is stored. The code is
 kept as a keyed hash, lives 60 seconds and is exchanged once; a browser's exchange
 (with an `Origin`) must carry the cookie of the browser that signed in.
+
+A sign-in the provider starts on its own (SAML IdP-initiated, when the connection
+allows it) has no request in flight: `unsolicited` records one, already used, bound
+to the browser that posted the answer (given a binding cookie if it had none), and
+ends at `/console/`.
 
 Failures after the request in flight is known go back to its `return_to` with
 `?error=<code>` (never a stack trace) and are audited with the reason; a state nobody
@@ -64,6 +69,7 @@ log = structlog.get_logger("bastion.sso")
 STATE_TTL = 600
 CODE_TTL = 60
 START_PATH = "/v1/auth/sso/start"
+DEFAULT_RETURN_TO = "/console/"
 OIDC_CALLBACK_PATH = "/v1/auth/sso/oidc/callback"
 COOKIE = "bastion-sso"
 SECURE_COOKIE = "__Host-bastion-sso"  # under https: Secure, Path=/, no Domain
@@ -372,6 +378,71 @@ def answer(
     except SsoFailure as failure:
         return fail(db, env, request, conn, failure)
     return Redirect(with_params(request.return_to, code=code))
+
+
+def issued(db: Session, env: Env, state: str | None) -> bool:
+    """Whether `state` names a sign-in this server started (in flight, used or not,
+    until pruned a day after it expired)."""
+    if not state or len(state) > 200:
+        return False
+    state_hash = env.hasher.keyed(_STATE, state)[0]
+    found = db.execute(select(SsoRequest.id).where(SsoRequest.state_hash == state_hash))
+    return found.first() is not None
+
+
+def unsolicited(
+    db: Session,
+    env: Env,
+    conn: SsoConnection,
+    cookie: str | None,
+    verify: Callable[[], VerifiedIdentity],
+    *,
+    return_to: str = DEFAULT_RETURN_TO,
+) -> Redirect:
+    """An answer the provider sent without a request of ours (SAML IdP-initiated; the
+    caller has checked the connection allows it): recorded as a request already used,
+    bound to this browser (the code's exchange must come from it), then `verify` and
+    `complete_sign_in` as for any answer."""
+    return_to = check_return_to(return_to, env.settings)
+    _prune(db)
+    browser = _browser_value(cookie)
+    browser_hash, version = env.hasher.keyed(_BROWSER, browser)
+    now = utcnow()
+    request = SsoRequest(
+        id=new_id("ssor"),
+        org_id=conn.org_id,
+        connection_id=conn.id,
+        # No state travels: a random one nobody knows, so it can never be claimed.
+        state_hash=env.hasher.keyed(_STATE, random_token(32))[0],
+        browser_hash=browser_hash,
+        pepper_version=version,
+        return_to=return_to,
+        expires_at=now,
+        used_at=now,
+    )
+    db.add(request)
+    db.flush()
+    try:
+        identity = _guarded(verify)
+        code = complete_sign_in(db, env, conn, identity, request)
+    except SsoFailure as failure:
+        return fail(db, env, request, conn, failure)
+    return Redirect(with_params(return_to, code=code), browser, cross_site_post=True)
+
+
+def refuse(
+    db: Session,
+    env: Env,
+    conn: SsoConnection,
+    failure: SsoFailure,
+    *,
+    return_to: str = DEFAULT_RETURN_TO,
+) -> Redirect:
+    """Refuse an answer that belongs to no request (audited with the reason) and send
+    the browser to `return_to` with the code."""
+    return_to = check_return_to(return_to, env.settings)
+    _audit_failure(db, env, conn, None, failure)
+    return Redirect(with_params(return_to, error=failure.code))
 
 
 def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | None) -> Redirect:

@@ -4,17 +4,19 @@ the sign-in flow (`/v1/auth/sso/…`)."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from bastion.api.context import RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Ctx, Cursor, Limit, State
 from bastion.api.state import AppState
 from bastion.core.db import begin_write
+from bastion.core.errors import InvalidInput, UnsupportedMediaType
 from bastion.core.schemas import ListOf
 from bastion.identity.schemas import LoginOut
-from bastion.sso import connections, domains, flow
+from bastion.sso import connections, domains, flow, saml_flow, saml_sp
 from bastion.sso.models import SsoConnection, SsoDomain
 from bastion.sso.schemas import (
     ConnectionIn,
@@ -36,6 +38,7 @@ _SECRET_FIELDS = {"client_secret", "tenant", "type"}
 
 def _connection_out(state: AppState, conn: SsoConnection) -> ConnectionOut:
     public = state.settings.public_url
+    is_saml = conn.type == "saml"
     return ConnectionOut(
         id=conn.id,
         type=conn.type,
@@ -53,6 +56,12 @@ def _connection_out(state: AppState, conn: SsoConnection) -> ConnectionOut:
         default_role=conn.default_role,
         jit=conn.jit,
         redirect_uri=public + flow.OIDC_CALLBACK_PATH if conn.type == "oidc" else None,
+        email_attribute=conn.email_attribute,
+        allow_idp_initiated=conn.allow_idp_initiated,
+        sp_entity_id=saml_sp.entity_id(public, conn.id) if is_saml else None,
+        acs_url=saml_sp.acs_url(public, conn.id) if is_saml else None,
+        sp_certificate=conn.sp_cert_pem if is_saml else None,
+        idp_metadata_fetched_at=conn.idp_metadata_fetched_at if is_saml else None,
         start_url=f"{public}{flow.START_PATH}?connection={conn.id}",
         created_at=conn.created_at,
         updated_at=conn.updated_at,
@@ -83,6 +92,7 @@ def create_connection(
         values,
         tenant=body.tenant,
         client_secret_value=body.client_secret.get_secret_value() if body.client_secret else None,
+        outbound=saml_sp.Outbound.of(state.settings),
     )
     return _connection_out(state, conn)
 
@@ -121,6 +131,7 @@ def update_connection(
         values,
         tenant=body.tenant,
         client_secret_value=body.client_secret.get_secret_value() if body.client_secret else None,
+        outbound=saml_sp.Outbound.of(state.settings),
     )
     return _connection_out(state, updated)
 
@@ -265,3 +276,91 @@ def exchange(body: ExchangeIn, request: Request, ctx: Ctx, state: State) -> Logi
         from_browser=request.headers.get("origin") is not None,
     )
     return LoginOut(token=result.token, expires_at=result.expires_at, user_id=result.user_id)
+
+
+# --- SAML --------------------------------------------------------------------------------
+
+SAML_METADATA_TYPE = "application/samlmetadata+xml"
+_FORM = "application/x-www-form-urlencoded"
+_ACS_FIELDS = {"SAMLResponse": 400_000, "RelayState": 200}  # base64 of 256 KiB; 80 bytes
+
+
+async def _saml_post(request: Request) -> dict[str, str]:
+    """The IdP's HTTP-POST binding: a form with `SAMLResponse` and `RelayState`."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != _FORM:
+        raise UnsupportedMediaType(f"send the SAML response form-encoded ({_FORM})")
+    body = await request.body()
+    try:
+        fields = parse_qs(body.decode("ascii"), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput.field("SAMLResponse", "not a form-encoded SAML post") from None
+    found: dict[str, str] = {}
+    for name, limit in _ACS_FIELDS.items():
+        values = fields.get(name, [])
+        if len(values) > 1:
+            raise InvalidInput.field(name, "given more than once")
+        if values:
+            if len(values[0]) > limit:
+                raise InvalidInput.field(name, f"longer than {limit} characters")
+            found[name] = values[0]
+    if not found.get("SAMLResponse"):
+        raise InvalidInput.field("SAMLResponse", "required")
+    return found
+
+
+_ACS_BODY = {
+    "required": True,
+    "content": {
+        _FORM: {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    name: {"type": "string", "maxLength": limit}
+                    for name, limit in _ACS_FIELDS.items()
+                },
+                "required": ["SAMLResponse"],
+            }
+        }
+    },
+}
+
+
+@flow_router.get(
+    "/{conn}/saml/metadata",
+    response_class=Response,
+    responses={200: {"content": {SAML_METADATA_TYPE: {}}, "description": "SP metadata"}},
+    summary="A SAML connection's service-provider metadata (public, for the IdP)",
+)
+def saml_metadata(conn: str, ctx: Ctx, state: State) -> Response:
+    xml = saml_flow.sp_metadata_document(ctx.db, state.settings.public_url, conn)
+    return Response(xml, media_type=SAML_METADATA_TYPE)
+
+
+@flow_router.post(
+    "/{conn}/saml/acs",
+    status_code=302,
+    response_class=Response,
+    responses={302: {"description": "To `return_to` with `?code=` or `?error=`."}},
+    openapi_extra={"requestBody": _ACS_BODY},
+    summary="Where the SAML IdP posts its response (HTTP-POST binding)",
+)
+def saml_acs(
+    conn: str,
+    request: Request,
+    ctx: Ctx,
+    state: State,
+    form: Annotated[dict[str, str], Depends(_saml_post)],
+) -> Response:
+    env = _env(ctx, state)
+    db = ctx.db
+    begin_write(db)
+    target = saml_flow.acs(
+        db,
+        env,
+        conn,
+        form.get("SAMLResponse"),
+        form.get("RelayState"),
+        request.cookies.get(env.cookie_name),
+    )
+    return _redirect(env, target)
