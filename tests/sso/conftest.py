@@ -17,6 +17,11 @@ from bastion.api.app import create_app
 from tests.conftest import make_settings
 from tests.factories import Factory, Org
 from tests.sso.peers import CLIENTS, DnsServer, FakeProvider, NodeProvider
+from tests.sso.saml.conftest import (  # noqa: F401 - the SAML IdP, for the flow tests too
+    idp,
+    idp_keys,
+    idp_process,
+)
 
 CONSOLE_ORIGIN = "https://console.example.com"
 

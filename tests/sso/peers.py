@@ -6,7 +6,8 @@
 - `FakeProvider`: a tiny OpenID provider whose ID tokens the test crafts with a key it
   holds (expired, wrong audience, `alg: none`, HMAC with the public key …), which a
   certified provider will not issue;
-- `DnsServer`: a DNS server (dnslib) answering TXT records the test sets.
+- `DnsServer`: a DNS server (dnslib) answering TXT records the test sets;
+- `MetadataServer`: an http server handing out the SAML IdP metadata the test sets.
 """
 
 from __future__ import annotations
@@ -222,6 +223,41 @@ class FakeProvider:
         }
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MetadataServer:
+    """Serves the document in `body` (SAML IdP metadata) at any path over plain http on
+    loopback (the tests' outbound settings allow it), or `status` when not 200; counts
+    the requests."""
+
+    def __init__(self) -> None:
+        self.body = ""
+        self.status = 200
+        self.hits = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server.hits += 1
+                data = server.body.encode()
+                self.send_response(server.status)
+                self.send_header("content-type", "application/samlmetadata+xml")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/saml/metadata"
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from bastion.core.clock import clock
 from tests.factories import Factory, Org, step_up
 from tests.sso.peers import CLIENTS
+from tests.sso.saml.conftest import Idp
 
 SECRET = CLIENTS[0]["client_secret"]
 
@@ -63,16 +64,21 @@ def test_crud_and_the_secret_never_comes_back(browser: TestClient, sso_factory: 
     assert browser.get(url, headers=org.headers).status_code == 404
 
 
-def test_saml_connections_keep_their_metadata(browser: TestClient, sso_factory: Factory) -> None:
+def test_saml_connections_keep_their_metadata(
+    browser: TestClient, sso_factory: Factory, idp: Idp
+) -> None:
     org = sso_factory.org()
+    metadata = idp.metadata((idp.keys.primary,))
     created = browser.post(
         f"/v1/orgs/{org.id}/sso-connections",
-        json={"type": "saml", "name": "Entra SAML", "idp_metadata_url": "https://idp.example/md"},
+        json={"type": "saml", "name": "Entra SAML", "idp_metadata_xml": metadata},
         headers=org.headers,
     )
     assert created.status_code == 201, created.text
-    assert created.json()["idp_metadata_url"] == "https://idp.example/md"
+    assert created.json()["idp_metadata_xml"] == metadata
+    assert created.json()["idp_metadata_url"] is None
     assert created.json()["redirect_uri"] is None
+    assert created.json()["allow_idp_initiated"] is False
     missing = browser.post(
         f"/v1/orgs/{org.id}/sso-connections",
         json={"type": "saml", "name": "No metadata"},

@@ -23,6 +23,7 @@ from tests.sso.conftest import (
     verified_domain,
 )
 from tests.sso.peers import CLIENTS, DnsServer, NodeProvider
+from tests.sso.saml.conftest import IDP_SSO_URL, Idp
 
 
 def test_sign_in_end_to_end_creates_the_user_and_a_session(
@@ -407,19 +408,21 @@ def test_the_client_secret_is_sealed_and_no_token_reaches_the_logs(
         assert value not in err
 
 
-def test_a_saml_connection_without_the_saml_module_fails_cleanly(
-    browser: TestClient, sso_factory: Factory, dns: DnsServer
+def test_the_start_dispatches_a_saml_connection_to_its_idp(
+    browser: TestClient, sso_factory: Factory, dns: DnsServer, idp: Idp
 ) -> None:
     org = sso_factory.org()
     domain = verified_domain(browser, dns, org)
     created = browser.post(
         f"/v1/orgs/{org.id}/sso-connections",
-        json={"type": "saml", "name": "saml", "idp_metadata_url": "https://idp.example/md"},
+        json={
+            "type": "saml",
+            "name": "saml",
+            "idp_metadata_xml": idp.metadata((idp.keys.primary,)),
+        },
         headers=org.headers,
     )
     assert created.status_code == 201, created.text
     answer = start(browser, email=f"a@{domain}")
-    if answer.headers["location"].startswith("/console/?error="):
-        assert answer.headers["location"] == "/console/?error=protocol_unavailable"
-    else:  # the SAML module is merged: it sends the browser to the provider
-        assert answer.status_code == 302
+    assert answer.status_code == 302
+    assert answer.headers["location"].startswith(IDP_SSO_URL + "?SAMLRequest="), answer.headers

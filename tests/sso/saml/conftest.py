@@ -188,9 +188,10 @@ class Idp:
 
     def login(
         self,
-        settings: SamlSettings,
+        settings: SamlSettings | None,
         request_url: str | None,
         *,
+        sp_metadata_xml: str | None = None,
         email: str = "ada@example.com",
         attributes: dict[str, list[str]] | None = None,
         sign: str = "assertion",
@@ -201,10 +202,13 @@ class Idp:
         description = self.description(key)
         if signature_algorithm:
             description["signature_algorithm"] = signature_algorithm
+        if sp_metadata_xml is None:
+            assert settings is not None, "give the SP's settings or its metadata"
+            sp_metadata_xml = sp_metadata(settings)
         answer = self._process.call(
             op="login",
             idp=description,
-            sp_metadata=sp_metadata(settings),
+            sp_metadata=sp_metadata_xml,
             request_url=request_url,
             user={
                 "email": email,
