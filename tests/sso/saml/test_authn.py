@@ -121,3 +121,16 @@ def test_credentials() -> None:
     assert cert.public_key() == key.public_key()
     assert 3649 <= (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 3651
     assert new_sp_credentials("acme").key_pem != creds.key_pem
+
+
+def test_a_request_id_of_the_callers(settings: SamlSettings) -> None:
+    """The flow derives the ID from its state: it is used as given, if an xs:ID."""
+    chosen = "_" + "ab12" * 16
+    redirect = authn_request(settings, "state", request_id=chosen)
+    assert redirect.request_id == chosen
+    _, params, _, _ = _split(redirect.url)
+    xml = zlib.decompress(base64.b64decode(params["SAMLRequest"]), -15)
+    assert etree.fromstring(xml).get("ID") == chosen
+    for bad in ("1abcdefghijklmnopq", "_short", "_has space in it....", "_" + "a" * 300):
+        with pytest.raises(ValueError, match="xs:ID"):
+            authn_request(settings, "state", request_id=bad)
