@@ -1063,6 +1063,8 @@ PUBLIC = {
     ("GET", "/v1/auth/sso/start"),
     ("GET", "/v1/auth/sso/oidc/callback"),
     ("POST", "/v1/auth/sso/exchange"),
+    ("POST", "/v1/auth/sso/{conn}/saml/acs"),  # the IdP's signed response
+    ("GET", "/v1/auth/sso/{conn}/saml/metadata"),  # public: our SP metadata, for the IdP
 }
 ROW_IDS = [f"{r.method} {r.path}" for r in ROWS]
 

@@ -473,6 +473,12 @@ def test_bad_idp_metadata_is_a_422_naming_the_field(
     assert patched.json()["errors"][0]["field"] == "idp_metadata_xml"
     kept = browser.get(url, headers=org.headers).json()
     assert kept["idp_metadata_xml"] == conn["idp_metadata_xml"]
+    both = browser.patch(
+        url,
+        json={"idp_metadata_xml": conn["idp_metadata_xml"], "idp_metadata_url": "https://a.b/"},
+        headers=org.headers,
+    )
+    assert both.status_code == 422, both.text
 
 
 def test_idp_metadata_from_a_url_and_certificate_rollover(

@@ -111,6 +111,12 @@ class ConnectionUpdate(In):
     email_attribute: Token | None = None
     allow_idp_initiated: bool | None = None
 
+    @model_validator(mode="after")
+    def _saml_metadata(self) -> ConnectionUpdate:
+        if self.idp_metadata_xml is not None and self.idp_metadata_url is not None:
+            raise ValueError("give idp_metadata_xml or idp_metadata_url, not both")
+        return self
+
 
 class RoleMappingOut(Out):
     group: str
