@@ -2,8 +2,8 @@
 the IdP metadata fetched from its URL (and when), the e-mail attribute, and whether
 IdP-initiated sign-in is allowed
 
-Revision ID: 0022_saml_sp
-Revises: 0021_sso
+Revision ID: 0023_saml_sp
+Revises: 0022_scim
 Create Date: 2026-12-07 09:30:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import bastion.core.db
 
-revision: str = "0022_saml_sp"
-down_revision: str | None = "0021_sso"
+revision: str = "0023_saml_sp"
+down_revision: str | None = "0022_scim"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
