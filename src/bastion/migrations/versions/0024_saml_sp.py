@@ -2,8 +2,8 @@
 the IdP metadata fetched from its URL (and when), the e-mail attribute, and whether
 IdP-initiated sign-in is allowed
 
-Revision ID: 0023_saml_sp
-Revises: 0022_scim
+Revision ID: 0024_saml_sp
+Revises: 0023_oauth
 Create Date: 2026-12-07 09:30:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import bastion.core.db
 
-revision: str = "0023_saml_sp"
-down_revision: str | None = "0022_scim"
+revision: str = "0024_saml_sp"
+down_revision: str | None = "0023_oauth"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
