@@ -26,16 +26,18 @@ from bench.scale import SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "throwaway-passphrase-long-enough"  # noqa: S105 - a throwaway bench org
-GOAL = 0.5
+GOAL = 0.5  # SQLite
+GOAL_NETWORKED = 0.35  # PostgreSQL + Redis: two network round trips per request (issue 13)
 WORKERS = SCALE.pick(2, 1)  # of each server (a smoke run starts one process, not two)
 NOTES = """
 What a request costs. A cache hit (see `bastion.identity.authcache`) is an HMAC of the
 secret plus one primary-key read of the organisation's auth revision, so revocation and
 role changes still apply on the very next request on every worker. With SQLite and
 in-process counters that read runs on the event loop; with PostgreSQL and Redis it and
-the rate-limit increment are network round trips taken in a worker thread, and each
-loopback round trip measured about 0.3 ms on the benchmark machine (`redis-py` INCR: 325
-us), which bounds that configuration well below the goal there.
+the rate-limit increment are network round trips, awaited on the event loop, each about
+0.3 ms on loopback on the benchmark machine (`redis-py` INCR: 325 us), which is why that
+configuration's goal is lower (0.35x). The middleware stands in front of the framework
+(`bastion.api.app.BastionAPI`) and serves this route itself (`bastion.api.fast`).
 """
 
 
@@ -196,6 +198,7 @@ def _measure(
                         bare_runs.append(load.run(bare_url + "/v1/me", headers, seconds))
                     b, s = load.median(bastion_runs), load.median(bare_runs)
                     ratio = b.rps / s.rps
+                    goal = GOAL if database_url is None else GOAL_NETWORKED
                     name = f"{label}, {credential}"
                     figures[name] = {"bastion": b.__dict__, "bare": s.__dict__, "ratio": ratio}
                     rows.append(
@@ -208,7 +211,7 @@ def _measure(
                             f"{s.p50_ms:.2f}",
                             f"{s.p99_ms:.2f}",
                             f"{ratio:.2f}",
-                            "yes" if ratio >= GOAL else "**no**",
+                            f"{goal}x: " + ("yes" if ratio >= goal else "**no**"),
                             str(b.errors),
                         ]
                     )
@@ -220,7 +223,8 @@ def _report(tool: str, workers: int, seconds: int, runs: int, rows: list[list[st
         f"`bastion serve --workers {workers}` against a bare Starlette endpoint"
         f" (bench/bare_app.py) under uvicorn with {workers} workers. Load: {tool}, 2 threads,"
         f" 32 connections, {seconds} s per run, {runs} runs per peer, interleaved; medians."
-        f" Goal: at least {GOAL}x the bare endpoint's requests/s. The load generator shares"
+        f" Goal: at least {GOAL}x the bare endpoint's requests/s on SQLite, {GOAL_NETWORKED}x"
+        " on PostgreSQL + Redis. The load generator shares"
         " the machine's CPUs with the servers. The per-credential rate limit is raised for"
         " the run; it is still counted on every request."
     )
