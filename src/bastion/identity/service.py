@@ -415,9 +415,27 @@ def find_user_by_email(db: Session, email: str) -> User | None:
 def provision_sso_user(
     db: Session, actor: Actor, org_id: str, *, email: str, name: str, role: str
 ) -> User:
-    """Create a user just in time for their first SSO sign-in: active, without a
-    password (they sign in through their organisation's identity provider), with the
-    role the connection's mapping gave (`role` is already resolved and checked)."""
+    """Create a user just in time for their first SSO sign-in: active, with the role the
+    connection's mapping gave (`role` is already resolved and checked)."""
+    return _create_without_password(
+        db, actor, org_id, email=email, name=name, role=role, status="active", via="sso"
+    )
+
+
+def _create_without_password(
+    db: Session,
+    actor: Actor,
+    org_id: str,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    status: str,
+    via: str,
+) -> User:
+    """A user the organisation's identity provider vouches for (`via`: "sso" or "scim"):
+    no password (they sign in through the provider, or set one by a password reset);
+    the email must be free in the whole instance."""
     normalized = normalize_email(email)
     if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
         raise Conflict("a user with this email already exists")
@@ -428,7 +446,7 @@ def provision_sso_user(
         email_normalized=normalized,
         name=name,
         role=role,
-        status="active",
+        status=status,
         password_hash=None,
         attributes={},
     )
@@ -440,7 +458,7 @@ def provision_sso_user(
         actor=actor,
         org_id=org_id,
         resource=("user", user.id),
-        metadata={"email": user.email, "role": role, "status": user.status, "source": "sso"},
+        metadata={"email": user.email, "role": role, "status": status, "via": via},
     )
     return user
 
@@ -483,7 +501,7 @@ def apply_sso_role(db: Session, actor: Actor, user: User, role: str) -> dict[str
             actor=actor,
             org_id=user.org_id,
             resource=("user", user.id),
-            metadata={**changes, "source": "sso"},
+            metadata={**changes, "via": "sso"},
         )
     return change
 
@@ -554,33 +572,12 @@ def provisioned_user(db: Session, org_id: str, user_id: str) -> ProvisionedUser:
 def provision_user(
     db: Session, actor: Actor, org_id: str, *, email: str, name: str, role: str, active: bool
 ) -> ProvisionedUser:
-    """A user created by the organisation's identity provider: no password (they sign in
-    through SSO, or set one by a password reset), `active` or `suspended` as it says."""
-    normalized = normalize_email(email)
-    if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
-        raise Conflict("a user with this email already exists")
+    """A user created by the organisation's identity provider over SCIM, `active` or
+    `suspended` as it says."""
     stored_role = authz.resolve_role(db, org_id, role)
     status = "active" if active else "suspended"
-    user = User(
-        id=new_id("usr"),
-        org_id=org_id,
-        email=email.strip(),
-        email_normalized=normalized,
-        name=name,
-        role=stored_role,
-        status=status,
-        password_hash=None,
-        attributes={},
-    )
-    db.add(user)
-    db.flush()
-    audit.record(
-        db,
-        type=EventType.USER_CREATED,
-        actor=actor,
-        org_id=org_id,
-        resource=("user", user.id),
-        metadata={"email": user.email, "role": stored_role, "status": status, "via": "scim"},
+    user = _create_without_password(
+        db, actor, org_id, email=email, name=name, role=stored_role, status=status, via="scim"
     )
     return _provisioned(user)
 

@@ -578,7 +578,7 @@ def sync_memberships(
             actor=actor,
             org_id=org_id,
             resource=("team", team_id),
-            metadata={"user_id": user_id, "source": "sso"},
+            metadata={"user_id": user_id, "via": "sso"},
         )
     for team_id in removed:
         audit.record(
@@ -587,7 +587,7 @@ def sync_memberships(
             actor=actor,
             org_id=org_id,
             resource=("team", team_id),
-            metadata={"user_id": user_id, "source": "sso"},
+            metadata={"user_id": user_id, "via": "sso"},
         )
     return added, removed
 
