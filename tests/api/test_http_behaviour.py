@@ -190,3 +190,19 @@ def test_an_unexpected_error_is_a_500_problem(data_dir: Path, database_url: str)
         assert body["request_id"] == "req-boom-1"
         assert "a bug" not in response.text
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("route", ["teams", "api-keys"])  # a lean route and a framework one
+def test_a_body_that_is_not_json_says_where(
+    client: TestClient, factory: Factory, route: str
+) -> None:
+    """Not "invalid fields: 15" (the byte offset as a field name): the body, and where."""
+    org = factory.org()
+    response = client.post(
+        f"/v1/orgs/{org.id}/{route}",
+        content=b'{"name": "x",\n  oops}',
+        headers={**org.headers, "content-type": "application/json"},
+    )
+    body = _assert_problem(response, 422)
+    assert body["detail"] == "body: invalid JSON at line 2 column 3"
+    assert body["errors"] == [{"field": "body", "message": "invalid JSON at line 2 column 3"}]

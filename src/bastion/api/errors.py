@@ -147,22 +147,46 @@ async def _invalid(ctx: RequestContext | None, limiter: RateLimiter) -> None:
 
 
 async def validation_problem(
-    ctx: RequestContext | None, limiter: RateLimiter, errors: Sequence[Mapping[str, Any]]
+    ctx: RequestContext | None,
+    limiter: RateLimiter,
+    errors: Sequence[Mapping[str, Any]],
+    body: Any = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """Pydantic's (or FastAPI's) errors as a 422, for the app's handler and the lean
     routes alike. Never echo the offending input back, not even the name of a field the
-    API does not declare: it might be a secret, or markup a console would render."""
-    fields = [FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in errors]
-    names = ", ".join(sorted({e.field for e in fields}))
+    API does not declare: it might be a secret, or markup a console would render. A body
+    that is not JSON at all is said so, with where (`body`, the document FastAPI
+    could not decode), not as a field named after the byte offset."""
     await _invalid(ctx, limiter)
     rid = ctx.request_id if ctx else None
+    undecodable = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if undecodable is not None:
+        where = _json_position(body, undecodable.get("loc", ()))
+        message = f"invalid JSON{where}"
+        return problems.generic(422, f"body: {message}", rid, [FieldError("body", message)])
+    fields = [FieldError(_field_name(tuple(err.get("loc", ()))), _message(err)) for err in errors]
+    names = ", ".join(sorted({e.field for e in fields}))
     return problems.generic(422, f"invalid fields: {names}", rid, fields)
+
+
+def _json_position(body: Any, loc: Sequence[Any]) -> str:
+    """ " at line L column C" of the character offset in `loc` (as `json` counts them),
+    or "" when the document or the offset is not at hand."""
+    pos = loc[1] if len(loc) == 2 and isinstance(loc[1], int) else None
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if pos is None or not isinstance(body, str) or not 0 <= pos <= len(body):
+        return ""
+    line = body.count("\n", 0, pos) + 1
+    column = pos - body.rfind("\n", 0, pos)
+    return f" at line {line} column {column}"
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):  # registered for this type only
         raise exc
-    return _response(*await validation_problem(_ctx(request), _limiter(request), exc.errors()))
+    problem = await validation_problem(_ctx(request), _limiter(request), exc.errors(), exc.body)
+    return _response(*problem)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -239,7 +263,7 @@ async def problem_for(
     if isinstance(exc, BastionError):
         return await domain_problem(ctx, limiter, exc)
     if isinstance(exc, RequestValidationError):
-        return await validation_problem(ctx, limiter, exc.errors())
+        return await validation_problem(ctx, limiter, exc.errors(), exc.body)
     if isinstance(exc, StarletteHTTPException) and exc.status_code != 405:
         return http_problem(exc, rid)
     if isinstance(exc, IntegrityError):

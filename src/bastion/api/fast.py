@@ -286,7 +286,7 @@ def _decode(
             "input": {},
             "ctx": {"error": e.msg},
         }
-        raise RequestValidationError([error]) from e
+        raise RequestValidationError([error], body=e.doc) from e
     except Exception as e:
         raise HTTPException(status_code=400, detail="There was an error parsing the body") from e
 
