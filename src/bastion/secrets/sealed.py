@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bastion.core.errors import BastionError
 from bastion.core.ids import new_id
 from bastion.secrets.models import Secret, SecretVersion
-from bastion.secrets.service import decrypt_version
+from bastion.secrets.service import decrypt_stored, decrypt_version
 from bastion.secrets.vault import Vault
 from bastion.secrets.vault import add_version as store_version
 
@@ -100,6 +100,22 @@ def open_versions(db: Session, vault: Vault, secret_id: str, among: Select[int])
             opened.append(Opened(row.version, _open(db, vault, row)))
         except Unreadable:
             opened.append(Opened(row.version, None))
+    return opened
+
+
+def open_stored(
+    db: Session, vault: Vault, org_id: str, secret_id: str, rows: Iterable[tuple[int, int, bytes]]
+) -> list[Opened]:
+    """`open_versions` for versions its caller read itself, as plain values: (version,
+    key version, ciphertext) each, in the order given."""
+    opened = []
+    for version, key_version, ciphertext in rows:
+        try:
+            value = decrypt_stored(db, vault, org_id, secret_id, version, (key_version, ciphertext))
+        except (BastionError, LookupError, ValueError):  # as `_open`
+            opened.append(Opened(version, None))
+        else:
+            opened.append(Opened(version, value))
     return opened
 
 

@@ -147,6 +147,13 @@ def decrypt_version(db: Session, vault: Vault, row: SecretVersion) -> bytes:
     return _decrypt(db, vault, *args)
 
 
+def decrypt_stored(
+    db: Session, vault: Vault, org_id: str, secret_id: str, version: int, stored: tuple[int, bytes]
+) -> bytes:
+    """Decrypt one version read as plain values: its (key version, ciphertext)."""
+    return _decrypt(db, vault, org_id, secret_id, version, stored[0], stored[1])
+
+
 @dataclass(frozen=True)
 class Revealed:
     value: str = ""

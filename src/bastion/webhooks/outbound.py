@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -124,9 +124,20 @@ def enqueue(db: Session, org_id: str, event_type: str, payload: Mapping[str, Any
     return ids
 
 
+class Forwarding(Protocol):
+    """What queuing a forward needs of its endpoint (a row, or the gateway's read of one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+
+
 def enqueue_forward(
     db: Session,
-    endpoint: WebhookEndpoint,
+    endpoint: Forwarding,
     body: bytes,
     content_type: str,
     *,

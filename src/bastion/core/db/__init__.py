@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bastion.core.db.base import NAMING, Base, JSONType, UTCDateTime, get_in_org
-from bastion.core.db.direct import AsyncDirectReader, DirectReader, fetch, read_aside
+from bastion.core.db.direct import (
+    AsyncDirectReader,
+    DirectReader,
+    fetch,
+    read_aside,
+    stored_time,
+)
 from bastion.core.db.writers import _WRITERS as _WRITERS
 from bastion.core.db.writers import (
     PG_WAITING,
@@ -59,6 +65,7 @@ __all__ = [
     "make_sessionmaker",
     "org_scoped",
     "read_aside",
+    "stored_time",
     "writer_stats",
 ]
 

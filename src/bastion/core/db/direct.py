@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
+
+from bastion.core.clock import as_utc
 
 _ASIDE = "bastion.direct_reader"
 
@@ -34,6 +37,12 @@ def fetch(db: Session, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...
     if conn.dialect.name != "sqlite":
         sql = sql.replace("?", "%s")
     return [tuple(row) for row in conn.exec_driver_sql(sql, params)]
+
+
+def stored_time(value: datetime | str) -> datetime:
+    """A time as `fetch` returns it (text on SQLite, a datetime on PostgreSQL), in UTC:
+    what `UTCDateTime` gives through the ORM."""
+    return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
 class DirectReader:
