@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import BastionError
@@ -86,28 +86,12 @@ def _open(db: Session, vault: Vault, row: SecretVersion) -> bytes:
         raise Unreadable("the sealed secret cannot be decrypted") from None
 
 
-def open_versions(db: Session, vault: Vault, secret_id: str, among: Select[int]) -> list[Opened]:
-    """The secret's versions that `among` (a query of version numbers, e.g. those the
-    feature still accepts) selects, newest first, decrypted: one query for all."""
-    rows = db.execute(
-        select(SecretVersion)
-        .where(SecretVersion.secret_id == secret_id, SecretVersion.version.in_(among))
-        .order_by(SecretVersion.version.desc())
-    ).scalars()
-    opened = []
-    for row in rows:
-        try:
-            opened.append(Opened(row.version, _open(db, vault, row)))
-        except Unreadable:
-            opened.append(Opened(row.version, None))
-    return opened
-
-
 def open_stored(
     db: Session, vault: Vault, org_id: str, secret_id: str, rows: Iterable[tuple[int, int, bytes]]
 ) -> list[Opened]:
-    """`open_versions` for versions its caller read itself, as plain values: (version,
-    key version, ciphertext) each, in the order given."""
+    """Decrypt versions of a secret its caller read itself, as plain values: (version,
+    key version, ciphertext) each; the plaintexts in the order given, None for one that
+    cannot be decrypted (altered, or its key is gone)."""
     opened = []
     for version, key_version, ciphertext in rows:
         try:
