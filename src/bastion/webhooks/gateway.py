@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
@@ -231,17 +232,18 @@ def receive(
     except WebhookVerificationError as exc:
         raise SignatureRejected(REJECTED).with_audit(**rejected(exc.reason)) from None
     key = delivery_key(provider, headers, body)
-    event = WebhookEvent(
-        id=new_id("wev"),
-        org_id=endpoint.org_id,
-        endpoint_id=endpoint.id,
-        delivery_key=key,
-        headers={k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
-        body=body,
-        body_sha256=digest,
-        received_at=now,
-        expires_at=now + timedelta(days=endpoint.retention_days),
-    )
+    event_id = new_id("wev")
+    event = {  # a `webhook_events` row
+        "id": event_id,
+        "org_id": endpoint.org_id,
+        "endpoint_id": endpoint.id,
+        "delivery_key": key,
+        "headers": {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+        "body": body,
+        "body_sha256": digest,
+        "received_at": now,
+        "expires_at": now + timedelta(days=endpoint.retention_days),
+    }
     forwarded = None if endpoint.forward_url is None else new_id("whd")
     content_type = _header(headers, "content-type") or "application/octet-stream"
 
@@ -250,7 +252,10 @@ def receive(
         # impossible, whoever else is accepting the same delivery right now.
         if not _remember(writer, endpoint, provider, key, now):
             raise Conflict(REPLAYED).with_audit(**rejected("replayed"))
-        writer.add(event)
+        # With the batch's other events, one statement for them all: nothing in the
+        # transaction reads it before.
+        if not groupcommit.stage(writer, _STAGED_EVENTS, event):
+            _insert_events(writer, [event])
         if forwarded is not None:
             outbound.enqueue_forward(writer, endpoint, body, content_type, delivery_id=forwarded)
 
@@ -261,6 +266,17 @@ def receive(
         actor=actor,
         org_id=endpoint.org_id,
         resource=("webhook_endpoint", endpoint.id),
-        metadata={**facts, "event_id": event.id, "forwarded": forwarded is not None},
+        metadata={**facts, "event_id": event_id, "forwarded": forwarded is not None},
     )
-    return Received(event.id, endpoint.id, endpoint.org_id, forwarded, facts)
+    return Received(event_id, endpoint.id, endpoint.org_id, forwarded, facts)
+
+
+_STAGED_EVENTS = "webhooks.events"
+_INSERT_EVENTS = insert(cast(Table, WebhookEvent.__table__))
+
+
+def _insert_events(db: Session, rows: list[dict[str, Any]]) -> None:
+    db.connection().execute(_INSERT_EVENTS, rows)
+
+
+groupcommit.on_flush(_STAGED_EVENTS, _insert_events)
