@@ -7,14 +7,14 @@ lookup identity registers (`register_user_lookup`); until it has, nobody can be 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import retention
 from bastion.audit import service as audit
-from bastion.core import clientip, groupcommit, mfa
+from bastion.core import clientip, groupcommit, mfa, revisions
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import fetch, org_scoped
@@ -365,14 +365,24 @@ def create_team(
         updated_at=now,
     )
 
+    row = {
+        "id": team.id,
+        "org_id": org_id,
+        "name": name,
+        "description": description,
+        "created_at": now,
+        "updated_at": now,
+    }
+
     def write(writer: Session) -> None:
         # In the writer's transaction: a create committed just before this one counts.
-        # Not flushed here, so a batch's teams go in one INSERT: two units of one batch
-        # taking the same name both pass the check, the unique constraint refuses the
-        # batch's flush, and the batch's rerun in savepoints (each flushed) answers the
-        # second one with this check's conflict.
+        # Staged, so a batch's teams go in one INSERT (a plain row: no mapped object to
+        # flush): two units of one batch taking the same name both pass the check, the
+        # unique constraint refuses the batch's insert, and the units then run again
+        # each in a transaction of its own, where the second one meets this check.
         _ensure_name_free(writer, org_id, name)
-        writer.add(team)
+        if not groupcommit.stage(writer, _STAGED_TEAMS, row):
+            _insert_teams(writer, [row])
 
     groupcommit.defer(db, write)
     audit.record(
@@ -384,6 +394,20 @@ def create_team(
         metadata={"name": name},
     )
     return team
+
+
+_STAGED_TEAMS = "tenancy.teams"
+_INSERT_TEAMS = insert(cast(Table, Team.__table__))
+
+
+def _insert_teams(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert new teams as plain rows. A new team changes the organisation's data-access
+    model (the flush of a mapped one would bump its revision: see `revisions.watch`)."""
+    db.connection().execute(_INSERT_TEAMS, rows)
+    revisions.bump(db, {row["org_id"] for row in rows}, revisions.AuthzRevision)
+
+
+groupcommit.on_flush(_STAGED_TEAMS, _insert_teams)
 
 
 def list_teams(
