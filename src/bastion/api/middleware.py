@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
@@ -158,9 +157,9 @@ class BastionMiddleware:
         watcher = None
         has_left = _never
         if ctx.method in _BODY_METHODS and is_api:  # the body is read: `receive` is free
-            left = threading.Event()
+            left = _Left()
             watcher = asyncio.get_running_loop().create_task(_watch_disconnect(original, left))
-            has_left = left.is_set
+            has_left = left
         gone = client_gone.set(has_left)
         # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
         lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
@@ -465,11 +464,25 @@ def _never() -> bool:
     return False
 
 
-async def _watch_disconnect(receive: Receive, left: threading.Event) -> None:
+class _Left:
+    """Whether a request's client has gone: set on the event loop, read by the threads
+    that wait for the database (a plain attribute is enough under the interpreter lock;
+    a `threading.Event` cost a lock and a condition per request)."""
+
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def __call__(self) -> bool:
+        return self.gone
+
+
+async def _watch_disconnect(receive: Receive, left: _Left) -> None:
     with contextlib.suppress(Exception):
         while (await receive())["type"] != "http.disconnect":
             pass
-        left.set()
+        left.gone = True
 
 
 def _replay(body: bytes) -> Receive:
