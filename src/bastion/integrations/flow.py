@@ -144,10 +144,10 @@ def start(
 ) -> Redirect:
     principal.require_org(org_id)
     principal.require(Permission.INTEGRATIONS_MANAGE)
+    row = get_in_org(db, Integration, integration_id, org_id, prefix="int", noun="integration")
     if principal.user_id is None:
         raise Forbidden("only a person connects an integration (the consent is theirs)")
     return_to = check_return_to(return_to, env.settings)
-    row = get_in_org(db, Integration, integration_id, org_id, prefix="int", noun="integration")
     _prune(db)
     browser = _browser_value(cookie)
     state = random_token(32)

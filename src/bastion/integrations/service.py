@@ -31,6 +31,7 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.identity import rights
 from bastion.integrations import provider, vaulting
+from bastion.integrations.errors import NotConnected, ProviderUnavailable
 from bastion.integrations.flow import outbound
 from bastion.integrations.models import Integration, IntegrationRequest
 from bastion.integrations.presets import PRESETS
@@ -40,6 +41,8 @@ from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 
 __all__ = [
+    "NotConnected",
+    "ProviderUnavailable",
     "Token",
     "TokenBroker",
     "access_token",

@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 from bastion.audit import service as audit
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import SYSTEM
+from bastion.core.crypto import random_token
 from bastion.core.errors import NotFound
 from bastion.core.events import EventType
-from bastion.core.ids import new_id
 from bastion.integrations import provider, vaulting
 from bastion.integrations.errors import NotConnected, ProviderError, ProviderUnavailable
 from bastion.integrations.models import Integration
@@ -135,7 +135,7 @@ class TokenBroker:
         holds the lease. Returns "done" (refreshed, or someone else already did, or it
         is gone or disconnected: read again), "busy" (another worker is refreshing) or
         "unavailable" (the provider could not be reached; the lease is released)."""
-        owner = new_id("lease")
+        owner = random_token(16)
         now = utcnow()
         with self._write() as db:
             claimed = db.execute(
