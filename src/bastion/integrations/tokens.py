@@ -82,17 +82,19 @@ class TokenBroker:
         `ProviderUnavailable` when a due refresh cannot reach the provider and the token
         has expired."""
         deadline = time.monotonic() + WAIT_SECONDS
+        refreshed = False  # once a refresh happened, a token still "due" is used as it is
         while True:
             with self._read() as db:
                 row = _find(db, org_id, name)
                 if row.status != "connected":
                     raise NotConnected("the integration is not connected: connect it again")
-                if not _due(row, MIN_VALID_SECONDS) or not row.refreshable:
+                if refreshed or not row.refreshable or not _due(row, MIN_VALID_SECONDS):
                     if _expired(row):
                         raise NotConnected("the access token expired and cannot be refreshed")
                     return self._token(db, row)
                 integration_id, version = row.id, row.token_version
             outcome = self.refresh(integration_id, version)
+            refreshed = outcome == "done"
             if outcome == "busy":
                 if time.monotonic() > deadline:
                     raise ProviderUnavailable("the token is being refreshed: try again")
