@@ -168,6 +168,23 @@ class World:
     def sso_connection(self) -> str:
         return str(self.post("sso-connections", _SSO_CONNECTION)["id"])
 
+    def integration(self) -> str:
+        return str(self.post("integrations", _INTEGRATION())["id"])
+
+    def connected_run(self) -> Params:
+        """A run whose agent (configured by the admin key) is connected to an integration
+        that is registered but not connected: the permitted caller reaches the token
+        lookup, which has no token (409; tests/integrations fetch real ones)."""
+        name = str(self.post("integrations", _INTEGRATION())["name"])
+        body = {"name": unique_name("agent"), "visibility": "org", "connections": [name]}
+        agent = str(self.post("agents", body)["id"])
+        started = self.client.post(
+            f"/v1/orgs/{self.org.id}/agents/{agent}/runs", json={}, headers=self.org.admin.headers
+        )
+        assert started.status_code == 201, started.text
+        self.run_token = str(started.json()["token"])
+        return {"run": str(started.json()["run_id"]), "name": name}
+
     def domain(self) -> str:
         return str(self.post("domains", {"domain": f"{unique_name('d')}.example.org"})["id"])
 
@@ -209,6 +226,15 @@ class Row:
     query: dict[str, Any] = field(default_factory=dict)
     # The permitted caller, when it is not the org's admin key (a run token, a person).
     caller: Callable[[World], dict[str, str]] | None = None
+
+
+def _INTEGRATION() -> dict[str, Any]:  # noqa: N802 - a fresh body each call
+    return {
+        "name": unique_name("int"),
+        "provider": "linear",
+        "client_id": "matrix",
+        "client_secret": "matrix-secret",
+    }
 
 
 def _user_and_grant(w: World) -> Params:
@@ -983,6 +1009,45 @@ ROWS: list[Row] = [
     # ^ agents and approvals rows go above this line
     Row(
         "POST",
+        "/v1/orgs/{org}/integrations",
+        P.INTEGRATIONS_MANAGE,
+        201,
+        body=lambda w: _INTEGRATION(),
+    ),
+    Row("GET", "/v1/orgs/{org}/integrations", P.INTEGRATIONS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/integrations/{integration}",
+        P.INTEGRATIONS_READ,
+        200,
+        params=lambda w: {"integration": w.integration()},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/integrations/{integration}",
+        P.INTEGRATIONS_MANAGE,
+        204,
+        params=lambda w: {"integration": w.integration()},
+    ),
+    # Consent is a person's: the admin's session is sent to the provider (302).
+    Row(
+        "GET",
+        "/v1/orgs/{org}/integrations/{integration}/connect",
+        P.INTEGRATIONS_MANAGE,
+        302,
+        params=lambda w: {"integration": w.integration()},
+        caller=lambda w: w.org.admin.headers,
+    ),
+    Row(
+        "POST",
+        "/v1/runs/{run}/integrations/{name}/token",
+        None,
+        409,
+        params=lambda w: w.connected_run(),
+        caller=lambda w: bearer(w.run_token),
+    ),
+    Row(
+        "POST",
         "/v1/orgs/{org}/sso-connections",
         P.ORG_MANAGE,
         201,
@@ -1046,6 +1111,9 @@ ROWS: list[Row] = [
 
 # Reachable without a credential by design.
 PUBLIC = {
+    # The provider's redirect back: the single-use state bound to the browser is the
+    # credential (tests/integrations).
+    ("GET", "/v1/integrations/oauth/callback"),
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/setup"),
     ("POST", "/v1/auth/mfa"),  # the mfa_token in the body is the credential
@@ -1085,7 +1153,9 @@ def _call(
     client: TestClient, row: Row, org_id: str, params: Params, headers: dict[str, str], body: Any
 ) -> Any:
     path = row.path.format(org=org_id, **params)
-    return client.request(row.method, path, json=body, headers=headers, params=row.query)
+    return client.request(
+        row.method, path, json=body, headers=headers, params=row.query, follow_redirects=False
+    )
 
 
 def _world(client: TestClient, factory: Factory) -> World:
@@ -1175,6 +1245,7 @@ _RUN_TOKEN_OPERATIONS = {
     ("GET", "/v1/runs/{run}/tool-calls/{call}"),
     ("GET", "/v1/runs/{run}/tool-calls/{call}/stream"),
     ("POST", "/v1/orgs/{org}/secrets/{name}/reveal"),
+    ("POST", "/v1/runs/{run}/integrations/{name}/token"),
 }
 
 

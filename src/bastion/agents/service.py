@@ -32,6 +32,7 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import Principal
+from bastion.integrations import service as integrations
 from bastion.tenancy import service as tenancy
 
 LIST_SCAN_BATCH = 500  # agents read per query while listing the visible ones
@@ -119,6 +120,20 @@ def _ensure_may_configure(
         )
 
 
+def _ensure_may_hand_on_integrations(
+    db: Session, principal: Principal, org_id: str, connections: list[str]
+) -> None:
+    """A connection that names one of the organisation's OAuth integrations hands it on:
+    the configurer must hold `integrations:use` (checked again, against their current
+    rights, whenever a run asks for a token)."""
+    named = integrations.existing_names(db, org_id, connections)
+    if named and not integrations.may_hand_on(principal.permissions):
+        raise Forbidden(
+            "connecting an integration needs the right to use it",
+            permission=str(Permission.INTEGRATIONS_USE),
+        )
+
+
 # --- who may do what --------------------------------------------------------------
 
 
@@ -194,6 +209,7 @@ def create_agent(
         raise InvalidInput.field("name", "required")
     connections, secrets = _connections(db, org_id, body.connections), sorted(set(body.secrets))
     _ensure_may_configure(principal, rights, secrets, connections)
+    _ensure_may_hand_on_integrations(db, principal, org_id, connections)
     agent = Agent(
         id=new_id("agt"),
         org_id=org_id,
@@ -294,6 +310,7 @@ def update_agent(
         )
         secrets = sorted(set(body.secrets)) if body.secrets is not None else list(agent.secrets)
         _ensure_may_configure(principal, rights, secrets, connections)
+        _ensure_may_hand_on_integrations(db, principal, org_id, connections)
         if body.connections is not None:
             agent.connections = connections
             metadata["connections"] = connections

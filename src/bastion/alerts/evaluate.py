@@ -236,6 +236,20 @@ def _scim_admin(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     return Finding(f"user:{e.resource_id}", summary, 0, details=details)
 
 
+def _integration_disconnected(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """An integration whose refresh its provider refused (`integration.disconnected`)."""
+    if e.type != "integration.disconnected" or not e.resource_id:
+        return None
+    metadata = e.event_metadata or {}
+    summary = (
+        f"integration {metadata.get('name')} ({metadata.get('provider')}) disconnected:"
+        f" its provider refused the token refresh ({metadata.get('error')})"
+    )
+    details = {"integration_id": e.resource_id, "name": metadata.get("name"),
+               "error": metadata.get("error")}  # fmt: skip
+    return Finding(f"integration:{e.resource_id}", summary, 0, details=details)
+
+
 def _match(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
@@ -276,6 +290,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "step_up_refused": _person_threshold,
     "sso_failures": _sso_failures,
     "scim_admin_deprovisioned": _scim_admin,
+    "integration_disconnected": _integration_disconnected,
 }
 
 

@@ -34,6 +34,8 @@ Rule kinds (parameters, defaults):
   organisation within `window_seconds` (300); one alert per burst.
 - `scim_admin_deprovisioned` — an admin deactivated or deleted by SCIM (the identity
   provider): one alert per de-provisioned admin.
+- `integration_disconnected` — an OAuth integration's token refresh was refused by its
+  provider (`integration.disconnected`): one alert per integration until resolved.
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -73,6 +75,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "step_up_refused": {"threshold": 3, "window_seconds": 300},
     "sso_failures": {"threshold": 10, "window_seconds": 300},
     "scim_admin_deprovisioned": {},
+    "integration_disconnected": {},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"

@@ -27,6 +27,7 @@ from bastion.api.routers import (
     approvals,
     audit,
     auth,
+    integrations,
     me,
     meta,
     mfa,
@@ -106,6 +107,7 @@ def build_state(settings: Settings) -> AppState:
 
 
 RETENTION_EVERY_SECONDS = 3600  # webhook and audit retention: about hourly
+INTEGRATION_REFRESH_EVERY_SECONDS = 30.0  # tokens are refreshed minutes before expiry
 
 Worker = Coroutine[Any, Any, None]
 
@@ -242,6 +244,17 @@ def _deliver_webhooks(state: AppState) -> Worker:
     )
 
 
+def _refresh_integrations(state: AppState) -> Worker:
+    """Every `INTEGRATION_REFRESH_EVERY_SECONDS`, refresh integration tokens close to
+    expiry (a row lease per integration keeps workers and replicas to one refresh)."""
+    return run_periodically(
+        "integration token refresh round",
+        lambda: INTEGRATION_REFRESH_EVERY_SECONDS,
+        state.integration_tokens.refresh_due,
+        logger="bastion.integrations",
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -256,6 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_evaluate_alerts(state)),
             asyncio.create_task(_deliver_webhooks(state)),
             asyncio.create_task(_reencrypt_secrets(state)),
+            asyncio.create_task(_refresh_integrations(state)),
         ]
         try:
             yield
@@ -310,6 +324,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
     app.include_router(scim.router, responses=ERROR_RESPONSES)
+    for router in (integrations.router, integrations.oauth_router, integrations.runs_router):
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app

@@ -25,6 +25,8 @@ from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.core.signing import InstanceSigner
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.integrations import flow as integration_flow
+from bastion.integrations.service import TokenBroker
 from bastion.oauth.service import AccessTokenVerifier
 from bastion.oauth.tokens import Audience
 from bastion.secrets.vault import Vault
@@ -67,6 +69,8 @@ class AppState:
     access_tokens: AccessTokenVerifier = field(init=False, repr=False)
     # The OpenID Connect relying party: providers' discovery documents and keys, cached.
     sso_rp: RelyingParty = field(init=False, repr=False)
+    # OAuth integrations' access tokens: handed out, cached briefly, refreshed under a lease.
+    integration_tokens: TokenBroker = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
@@ -101,6 +105,9 @@ class AppState:
         self.oauth_audience = Audience(s.public_url)
         self.access_tokens = AccessTokenVerifier(self.signer, self.oauth_audience)
         self.sso_rp = RelyingParty(s)
+        self.integration_tokens = TokenBroker(
+            self.sessions, self.write_sessions, self.vault, integration_flow.outbound(s)
+        )
 
     @property
     def audit_signer(self) -> InstanceSigner:

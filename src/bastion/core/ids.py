@@ -58,6 +58,8 @@ PREFIXES = frozenset(
         "dom",
         "ssor",
         "ssox",
+        "int",  # OAuth integration
+        "intr",  # an integration's connect request in flight
     }
 )
 

@@ -22,6 +22,9 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AUTHZ_CHECK = "authz:check"
     GRANTS_MANAGE = "grants:manage"
+    INTEGRATIONS_MANAGE = "integrations:manage"
+    INTEGRATIONS_READ = "integrations:read"
+    INTEGRATIONS_USE = "integrations:use"
     ORG_MANAGE = "org:manage"
     ORG_READ = "org:read"
     ROLES_MANAGE = "roles:manage"
@@ -57,6 +60,9 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.AUDIT_READ: "Search and read audit events.",
     Permission.AUTHZ_CHECK: "Ask authorization questions about other subjects.",
     Permission.GRANTS_MANAGE: "Give and revoke temporary role grants.",
+    Permission.INTEGRATIONS_MANAGE: "Register, connect and delete OAuth integrations.",
+    Permission.INTEGRATIONS_READ: "List OAuth integrations (never their tokens or secrets).",
+    Permission.INTEGRATIONS_USE: "Give agents an OAuth integration as a connection.",
     Permission.ORG_MANAGE: "Change organisation security settings.",
     Permission.ORG_READ: "Read organisation details and settings.",
     Permission.ROLES_MANAGE: "Create, change and delete custom roles.",
