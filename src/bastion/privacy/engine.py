@@ -46,6 +46,8 @@ _PRIORITY: dict[EntityType, int] = {
     EntityType.ADDRESS: 3,
     EntityType.PERSON: 2,
 }
+_UPPER = re.compile(r"[A-ZÀ-ÞĀ-Ž]")
+_DIGIT = re.compile(r"\d")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z ]{0,24})[\s#:=.\-]*$")
 
 
@@ -159,8 +161,8 @@ def _findings(
                 accepted.append((finding.start, finding.end, rule.type))
                 out.append(finding)
     wants_names = EntityType.PERSON in wanted or EntityType.ADDRESS in wanted
-    if wants_names and any(c.isupper() for c in text):
-        if EntityType.ADDRESS in wanted and any(c.isdigit() for c in text):
+    if wants_names and _UPPER.search(text):
+        if EntityType.ADDRESS in wanted and _DIGIT.search(text):
             out.extend(names.addresses(text))
         if EntityType.PERSON in wanted:
             out.extend(names.persons(text))

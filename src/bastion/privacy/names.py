@@ -16,13 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from bastion.privacy.gazetteers import load
+from bastion.privacy.gazetteers import Gazetteers, load
 from bastion.privacy.types import EntityType, Finding
 
 _UP = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĲĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
 _LOW = "a-zß-öø-ÿā-ž"
-_CAP = rf"[{_UP}][{_LOW}]+(?:['’\-][{_UP}]?[{_LOW}]+)*"
-_TOKEN = re.compile(rf"{_CAP}|[{_UP}]\.|(?:van|von|de|da|del|der|di|du|le|la|bin|al|ibn)(?= [{_UP}])")
+_CAP = rf"(?:[{_UP}]['’]|Mc|Mac)?[{_UP}][{_LOW}]+(?:['’\-][{_UP}]?[{_LOW}]+)*"
+_TOKEN = re.compile(rf"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\.|(?:van|von|de|da|del|der|den|di|du|le|la|bin|al|ibn)(?= (?:[a-z]+ )?[{_UP}])")
 _TITLES = frozenset(
     "Mr Mrs Ms Mx Miss Dr Prof Professor Sir Dame Lady Lord Madam Mme Mlle Herr Frau Rev "
     "Sr Sra Dott Capt Captain Judge Senator Officer Agent Nurse Coach Uncle Aunt".split()
@@ -30,26 +30,26 @@ _TITLES = frozenset(
 _ORG = frozenset(
     "Inc Llc Ltd Corp Co Group Bank University College School Hospital Foundation Institute "
     "Labs Systems Technologies Partners Associates Holdings Airlines Hotel Gmbh Ag Sa Plc "
-    "Company Clinic Church Museum Park Center Centre Council Ministry Agency Services".split()
+    "Company Clinic Church Museum Park Center Centre Council Ministry Agency Services Sons "
+    "Brothers Bros Solutions Consulting Software Studios Media Capital Ventures Trust".split()
 )
-# Words just before a lone first name that say it is one.
-_CUE = re.compile(
-    r"(?:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|regards|sincerely|from|by|with|"
-    r"cc|to|ask|contact|tell|call|met|meet|named|name is|name's|i am|i'm|this is|"
-    r"signed|attn|att|patient|customer|employee|user|manager|colleague|wife|husband|"
-    r"son|daughter|mother|father|friend|and)[\s,:]*)$",
-    re.IGNORECASE,
+# Words just before a name that say it is one: strong ones admit a word no list knows
+# ("Thanks Maryse"), weak ones only a known first name ("… and James").
+_STRONG = (
+    r"hi|hello|hey|dear|thanks|thank you|name is|name's|i am|i'm|this is|ask|contact|tell|"
+    r"met|meet|named|signed|attn|patient|customer|client|employee|tenant|holder|reach|"
+    r"colleague|wife|husband|son|daughter|mother|father|friend|mr|mrs|ms|dr|notes"
 )
+_WEAK = r"cheers|regards|sincerely|from|by|with|cc|to|call|manager|user|and"
+# One pass over the text finds where every cue ends (a name may start there).
+_CUES = re.compile(rf"\b(?:({_STRONG})|{_WEAK})\b[\s,:.]*", re.IGNORECASE)
 _AFTER_CUE = re.compile(
     r"^(?:,|:| said| says| wrote| asked| called| emailed| from| will| is| was| has| "
-    r"and [A-Z]| \()"
+    r"and [A-Z]| \(| <)"
 )
+_SPEECH = re.compile(r"^ (?:said|says|wrote|asked|replied|called|emailed)\b| <[^ >]+@")
 
-_SUFFIX = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Court|Ct|Place|Pl|"
-    r"Terrace|Ter|Square|Sq|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Crescent|Cres|Close|Row|"
-    r"Mews|Gardens|Grove|Hill|Trail|Alley|Walk|Path|Loop|Plaza|Parade|Broadway)"
-)
+_SUFFIX = "(?:" + "|".join(sorted(load().street_suffixes, key=lambda s: (-len(s), s))) + ")"
 _TAIL = (
     r"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|Room|#)\.?\s*#?[A-Za-z0-9\-]{1,6})?"
     rf"(?:,\s*(?:{_CAP})(?:\s(?:{_CAP})){{0,2}})?"
@@ -77,6 +77,14 @@ _ADDRESS = re.compile(
 )
 
 
+# Street words that end a run which is a street's name, not a person's ("Martin Luther King
+# Boulevard"); the long USPS list has surnames in it (Green, Park, Hill), so only these.
+_STREETS = frozenset(
+    "Street St Avenue Ave Road Rd Boulevard Blvd Lane Ln Drive Way Court Ct Place Terrace "
+    "Square Parkway Highway Straße Strasse".split()
+)
+
+
 def addresses(text: str) -> Iterator[Finding]:
     for m in _ADDRESS.finditer(text):
         value = m.group()
@@ -94,59 +102,91 @@ def _is_name_word(word: str, stop: frozenset[str]) -> bool:
 
 def persons(text: str) -> Iterator[Finding]:
     g = load()
-    tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
-    i, n = 0, len(tokens)
-    while i < n:
-        start, end, word = tokens[i]
-        # The run of tokens separated by single spaces, from here.
-        run = [tokens[i]]
-        j = i + 1
-        while j < n and tokens[j][0] == run[-1][1] + 1 and text[run[-1][1]] == " ":
-            run.append(tokens[j])
-            j += 1
-        found = _name_in(text, run, g)
-        if found is None:
-            i += 1
-            continue
-        first, last, score = found
-        yield Finding(EntityType.PERSON, run[first][0], run[last][1], score)
-        i += last + 1
+    runs: list[list[tuple[int, int, str]]] = []
+    for m in _TOKEN.finditer(text):
+        token = (m.start(), m.end(), m.group())
+        if runs and runs[-1][-1][1] + 1 == token[0] and text[token[0] - 1] == " ":
+            runs[-1].append(token)
+        else:
+            runs.append([token])
+    if not runs:
+        return
+    strong: set[int] = set()
+    weak: set[int] = set()
+    for m in _CUES.finditer(text):
+        (strong if m.group(1) else weak).add(m.end())
+    cues = (strong, weak)
+    for run in runs:
+        i = 0
+        while i < len(run):
+            head = run[i][2]
+            if head in g.stopwords and head not in g.first_names:
+                i += 1  # most capitalised words: sentence starts
+                continue
+            found = _name_in(text, run[i : i + 5], g, cues)
+            if found is None:
+                i += 1
+                continue
+            first, last, score = found
+            yield Finding(EntityType.PERSON, run[i + first][0], run[i + last][1], score)
+            i += last + 1
 
 
-def _name_in(text: str, run: list[tuple[int, int, str]], g: object) -> tuple[int, int, float] | None:
-    gz = load()
+def _name_in(
+    text: str,
+    run: list[tuple[int, int, str]],
+    gz: Gazetteers,
+    cues: tuple[set[int], set[int]],
+) -> tuple[int, int, float] | None:
+    """(first token, last token, score) of the name this run starts with, if any."""
     words = [w.rstrip(".") for _, _, w in run]
     head = words[0]
-    if head in _TITLES and len(run) > 1:
+    if head in _TITLES:
         k = 1
         while k < len(run) and k <= 3 and _is_name_word(words[k], gz.stopwords):
             k += 1
-        if k > 1 and words[k - 1] not in gz.street_suffixes:
+        if k > 1 and words[k - 1] not in _STREETS:
             return 1, k - 1, 0.9
         return None
-    if len(head) < 2 or head in _ORG:
-        return None
-    first = head in gz.first_names
-    if not first or (head in gz.stopwords and (len(run) < 2 or words[1] not in gz.surnames)):
-        return None
-    # First name, then initials, first or last names, up to four words.
-    k = 1
+    first = head in gz.first_names or any(p in gz.first_names for p in head.split("-"))
+    # Name-like words from here: not stop words, organisations or cities; initials pass.
+    k = 0
     while k < len(run) and k < 4:
         w = words[k]
-        if len(w) == 1 or (_is_name_word(w, gz.stopwords) and w not in gz.cities):
-            k += 1
-        else:
+        name_like = _is_name_word(w, gz.stopwords) and w not in gz.cities
+        if k == 0 and not name_like:
+            # "April Johnson", "Will Smith": a first name that is also a word, with a surname.
+            name_like = first and len(run) > 1 and words[1] in gz.surnames
+        if not (name_like or (k and len(w) == 1)):
             break
-    if k < len(run) and (words[k] in _ORG or words[k] in gz.street_suffixes):
-        return None
+        k += 1
     while k > 1 and len(words[k - 1]) == 1:
         k -= 1
+    if k == 0 or len(head) < 2:
+        return None
+    if k < len(run) and (words[k] in _ORG or words[k] in _STREETS):
+        return None
+    start = run[0][0]
+    end = run[k - 1][1]
+    cue = start in cues[0]
+    speech = _SPEECH.match(text[end : end + 40]) is not None
     if k > 1:
-        known = words[k - 1] in gz.surnames or words[k - 1] in gz.first_names
-        return 0, k - 1, 0.85 if known else 0.7
-    # A first name alone: only after a cue or before a verb of speech.
-    start, end, _ = run[0]
-    before = text[max(0, start - 24) : start]
-    if _CUE.search(before) or _AFTER_CUE.match(text[end : end + 12]):
+        last = words[k - 1]
+        known_last = last in gz.surnames or last in gz.first_names
+        if first:
+            return 0, k - 1, 0.85 if known_last else 0.75
+        if cue or speech or (known_last and not _sentence_start(text, start)):
+            return 0, k - 1, 0.65 if known_last else 0.6
+        return None
+    # One word: after a cue or before a verb of speech; a word no list knows needs a
+    # strong cue, and a hyphenated one ("Watkins-Stevens", a firm) a known first name.
+    if first and (cue or speech or start in cues[1] or _AFTER_CUE.match(text[end:])):
         return 0, 0, 0.6
+    if "-" not in head and (cue or speech) and head not in gz.surnames:
+        return 0, 0, 0.5
     return None
+
+
+def _sentence_start(text: str, start: int) -> bool:
+    before = text[:start].rstrip(" \t")
+    return not before or before[-1] in ".!?\n:;\"'(" 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 import phonenumbers
 
@@ -140,17 +141,22 @@ def jwt(value: str) -> bool:
     return isinstance(header, dict) and isinstance(header.get("alg"), str)
 
 
-_REGIONS = ("US", "GB", "DE", "FR", "IN", "AU", "ES", "IT", "NL", "CA", "BR", "JP")
+# National formats: North American 3-3-4, or a trunk 0 in the plans that have one.
+_NANP = ("US",)
+_TRUNK = ("GB", "DE", "FR", "NL", "AU", "IN", "IT", "JP", "BR", "ES")
 
 
+@lru_cache(maxsize=4096)
 def phone(value: str) -> bool:
     raw = value.strip()
     number = digits(raw)
     if not 7 <= len(number) <= 15:
         return False
-    regions: tuple[str | None, ...] = (None,) if raw.startswith("+") else _REGIONS
+    regions: tuple[str | None, ...] = (None,) if raw.startswith("+") else _NANP
     if raw.startswith("00"):
         raw, regions = "+" + raw[2:], (None,)
+    elif raw.startswith("0"):
+        regions = _TRUNK
     for region in regions:
         try:
             parsed = phonenumbers.parse(raw, region)
