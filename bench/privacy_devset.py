@@ -163,8 +163,9 @@ def api_key() -> str:
             lambda: "AIza" + rand(ALNUM + "_-", 35),
             lambda: "hf_" + rand(ALNUM, 34),
             lambda: "glpat-" + rand(ALNUM + "_-", 20),
-            lambda: "bsk_" + rand(string.ascii_lowercase + string.digits, 10) + "_"
-            + rand(ALNUM, 32),
+            lambda: (
+                "bsk_" + rand(string.ascii_lowercase + string.digits, 10) + "_" + rand(ALNUM, 32)
+            ),
             lambda: "bat_" + rand(ALNUM, 40),
         ]
     )()
@@ -217,19 +218,58 @@ FILLERS = {
     "semver": (None, lambda f: f"{R.randint(0, 9)}.{R.randint(0, 30)}.{R.randint(0, 99)}"),
     "uuid": (None, lambda f: f.uuid4()),
     "sha": (None, lambda f: rand("0123456789abcdef", R.choice([40, 64]))),
-    "ts": (None, lambda f: f.date_time().strftime(R.choice(
-        ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%H:%M:%S", "%d/%m/%Y %H:%M"]))),  # fmt: skip
+    "ts": (
+        None,
+        lambda f: f.date_time().strftime(
+            R.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%H:%M:%S", "%d/%m/%Y %H:%M"])
+        ),
+    ),
     "badcard": (None, lambda f: card(valid=False)),
     "badiban": (None, lambda f: iban(valid=False)),
     "price": (None, lambda f: f"${R.randint(1, 99999):,}.{R.randint(0, 99):02d}"),
-    "isbn": (None, lambda f: f"978-{R.randint(0, 9)}-{R.randint(10, 99)}-{R.randint(100000, 999999)}-{R.randint(0, 9)}"),
+    "isbn": (
+        None,
+        lambda f: (
+            f"978-{R.randint(0, 9)}-{R.randint(10, 99)}-"
+            f"{R.randint(100000, 999999)}-{R.randint(0, 9)}"
+        ),
+    ),
     "mac": (None, lambda f: ":".join(f"{R.randint(0, 255):02X}" for _ in range(6))),
     "nine": (None, lambda f: str(R.randint(10**8, 10**9 - 1))),
-    "product": (None, lambda f: R.choice(["Google Cloud Platform", "Visual Studio Code",
-        "Apple Pay", "Microsoft Teams", "Amazon Web Services", "Slack Connect", "Jira Service Desk",
-        "Power BI", "Red Hat Enterprise Linux", "Azure Active Directory"])),  # fmt: skip
-    "city": (None, lambda f: R.choice(["San Francisco", "New York", "Berlin", "Paris", "Tokyo",
-                                       "Chicago", "London", "Madrid", "Toronto", "Sydney"])),
+    "product": (
+        None,
+        lambda f: R.choice(
+            [
+                "Google Cloud Platform",
+                "Visual Studio Code",
+                "Apple Pay",
+                "Microsoft Teams",
+                "Amazon Web Services",
+                "Slack Connect",
+                "Jira Service Desk",
+                "Power BI",
+                "Red Hat Enterprise Linux",
+                "Azure Active Directory",
+            ]
+        ),
+    ),
+    "city": (
+        None,
+        lambda f: R.choice(
+            [
+                "San Francisco",
+                "New York",
+                "Berlin",
+                "Paris",
+                "Tokyo",
+                "Chicago",
+                "London",
+                "Madrid",
+                "Toronto",
+                "Sydney",
+            ]
+        ),
+    ),
     "day": (None, lambda f: R.choice(["Monday", "Tuesday", "Friday", "next Thursday"])),
     "company": (None, lambda f: _F.company()),
 }

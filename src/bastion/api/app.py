@@ -32,6 +32,7 @@ from bastion.api.routers import (
     mfa,
     oauth,
     orgs,
+    privacy,
     roles,
     scim,
     secrets,
@@ -310,6 +311,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
     app.include_router(scim.router, responses=ERROR_RESPONSES)
+    app.include_router(privacy.router, responses=ERROR_RESPONSES)
+    app.include_router(privacy.types_router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from bastion.privacy import names
 from bastion.privacy.patterns import ASSIGNMENT_RULE, ASSIGNMENT_VALUE, PRIVATE_KEY_END, RULES, Rule
 from bastion.privacy.types import EntityType, Finding
+from bastion.privacy.validators import entropy_ok
 
 try:  # pragma: no cover - which branch runs depends on the platform
     import hyperscan
@@ -63,9 +64,7 @@ class Detector:
 
     def __init__(self) -> None:
         self._db = _compile() if HAVE_HYPERSCAN else None
-        self._compiled = [
-            re.compile(r.pattern, re.IGNORECASE if r.caseless else 0) for r in RULES
-        ]
+        self._compiled = [re.compile(r.pattern, re.IGNORECASE if r.caseless else 0) for r in RULES]
 
     def scan(
         self, texts: Sequence[str], types: Iterable[EntityType] | None = None
@@ -187,32 +186,43 @@ def _negative(text: str, start: int, rule: Rule) -> bool:
     return bool(last) and (last[-1] in rule.negative or " ".join(last[-2:]) in rule.negative)
 
 
-def _check(text: str, index: int, rule: Rule, start: int, end: int) -> Finding | None:
+def _private_key(text: str, start: int, end: int) -> int:
+    """Where the PEM block that starts here ends (its END line, else the text's end)."""
+    stop = text.find(PRIVATE_KEY_END, end)
+    if stop < 0:
+        return len(text)
+    line_end = text.find("-----", stop + len(PRIVATE_KEY_END))
+    return line_end + 5 if line_end >= 0 else len(text)
+
+
+def _assigned(text: str, rule: Rule, start: int, end: int) -> Finding | None:
+    """The value of `api_key = "…"`, when it looks random."""
+    m = _ASSIGNED.search(text, start, end)
+    if m is None or not entropy_ok(text[m.end() : end]):
+        return None
+    return Finding(rule.type, m.end(), end, rule.score)
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """A number that is part of a longer token ("v1.2.3.4", "A1234-5678")."""
     before = text[start - 1] if start else " "
     after = text[end] if end < len(text) else " "
-    if rule.type is EntityType.PRIVATE_KEY:
-        stop = text.find(PRIVATE_KEY_END, end)
-        if stop >= 0:
-            line_end = text.find("-----", stop + len(PRIVATE_KEY_END))
-            end = line_end + 5 if line_end >= 0 else len(text)
-        else:
-            end = len(text)
-        return Finding(rule.type, start, end, rule.score)
-    if index == ASSIGNMENT_RULE:
-        m = _ASSIGNED.search(text, start, end)
-        if m is None:
-            return None
-        start = m.end()
-        value = text[start:end]
-        from bastion.privacy.validators import entropy_ok
+    if before.isalnum() or (before in "._/-" and start > 1 and text[start - 2].isalnum()):
+        return True
+    return after.isalnum() or (after in ".-" and text[end + 1 : end + 2].isdigit())
 
-        return Finding(rule.type, start, end, rule.score) if entropy_ok(value) else None
-    if rule.type in _NUMERIC and (before.isalnum() or before in "._/-" and start > 1 and text[start - 2].isalnum()):
+
+def _check(text: str, index: int, rule: Rule, start: int, end: int) -> Finding | None:
+    if rule.type is EntityType.PRIVATE_KEY:
+        return Finding(rule.type, start, _private_key(text, start, end), rule.score)
+    if index == ASSIGNMENT_RULE:
+        return _assigned(text, rule, start, end)
+    if rule.type is EntityType.EMAIL:  # a local part in other scripts: "jürgen@…"
+        while start and (text[start - 1].isalnum() or text[start - 1] in "._%+-"):
+            start -= 1
+    if rule.type in _NUMERIC and _glued(text, start, end):
         return None
-    if rule.type in _NUMERIC and (after.isalnum() or after in ".-" and text[end + 1 : end + 2].isdigit()):
-        return None
-    value = text[start:end]
-    if rule.validator is not None and not rule.validator(value):
+    if rule.validator is not None and not rule.validator(text[start:end]):
         return None
     score = rule.score
     if rule.context:

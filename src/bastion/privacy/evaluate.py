@@ -63,7 +63,9 @@ class Report:
         rows = ["| type | P | R | F1 | gold |", "| --- | --- | --- | --- | --- |"]
         for t in sorted(self.by_type):
             c = self.by_type[t]
-            rows.append(f"| {t} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.tp + c.fn} |")
+            rows.append(
+                f"| {t} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.tp + c.fn} |"
+            )
         for name, c in (("structured (micro)", self.structured), ("all (micro)", self.micro)):
             rows.append(
                 f"| {name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.tp + c.fn} |"

@@ -19,19 +19,32 @@ from collections.abc import Iterator
 from bastion.privacy.gazetteers import Gazetteers, load
 from bastion.privacy.types import EntityType, Finding
 
+
+def _set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# Upper- and lower-case Latin letters (ASCII, Latin-1, Latin Extended-A); apostrophes
+# straight and curly (O'Brien, O\u2019Brien).
+_APOS = "'\u2019"
 _UP = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĲĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
 _LOW = "a-zß-öø-ÿā-ž"
-_CAP = rf"(?:[{_UP}]['’]|Mc|Mac)?[{_UP}][{_LOW}]+(?:['’\-][{_UP}]?[{_LOW}]+)*"
-_TOKEN = re.compile(rf"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\.|(?:van|von|de|da|del|der|den|di|du|le|la|bin|al|ibn)(?= (?:[a-z]+ )?[{_UP}])")
-_TITLES = frozenset(
-    "Mr Mrs Ms Mx Miss Dr Prof Professor Sir Dame Lady Lord Madam Mme Mlle Herr Frau Rev "
-    "Sr Sra Dott Capt Captain Judge Senator Officer Agent Nurse Coach Uncle Aunt".split()
+_CAP = rf"(?:[{_UP}][{_APOS}]|Mc|Mac)?[{_UP}][{_LOW}]+(?:[{_APOS}\-][{_UP}]?[{_LOW}]+)*"
+_PARTICLE = r"(?:van|von|de|da|del|der|den|di|du|le|la|bin|al|ibn)"
+_TOKEN = re.compile(
+    rf"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\."
+    rf"|{_PARTICLE}(?= (?:[a-z]+ )?[{_UP}])"
 )
-_ORG = frozenset(
-    "Inc Llc Ltd Corp Co Group Bank University College School Hospital Foundation Institute "
-    "Labs Systems Technologies Partners Associates Holdings Airlines Hotel Gmbh Ag Sa Plc "
-    "Company Clinic Church Museum Park Center Centre Council Ministry Agency Services Sons "
-    "Brothers Bros Solutions Consulting Software Studios Media Capital Ventures Trust".split()
+_TITLES = _set(
+    "Mr Mrs Ms Mx Miss Dr Prof Professor Sir Dame Lady Lord Madam Mme Mlle Herr Frau Rev "
+    "Sr Sra Dott Capt Captain Judge Senator Officer Agent Nurse Coach Uncle Aunt"
+)
+_ORG = _set(
+    "Inc Llc Ltd Corp Co Group Bank University College School Hospital Foundation "
+    "Institute Labs Systems Technologies Partners Associates Holdings Airlines Hotel Gmbh "
+    "Ag Sa Plc Company Clinic Church Museum Park Center Centre Council Ministry Agency "
+    "Services Sons Brothers Bros Solutions Consulting Software Studios Media Capital "
+    "Ventures Trust"
 )
 # Words just before a name that say it is one: strong ones admit a word no list knows
 # ("Thanks Maryse"), weak ones only a known first name ("… and James").
@@ -79,9 +92,9 @@ _ADDRESS = re.compile(
 
 # Street words that end a run which is a street's name, not a person's ("Martin Luther King
 # Boulevard"); the long USPS list has surnames in it (Green, Park, Hill), so only these.
-_STREETS = frozenset(
+_STREETS = _set(
     "Street St Avenue Ave Road Rd Boulevard Blvd Lane Ln Drive Way Court Ct Place Terrace "
-    "Square Parkway Highway Straße Strasse".split()
+    "Square Parkway Highway Straße Strasse"
 )
 
 
@@ -120,8 +133,8 @@ def persons(text: str) -> Iterator[Finding]:
         i = 0
         while i < len(run):
             head = run[i][2]
-            if head in g.stopwords and head not in g.first_names:
-                i += 1  # most capitalised words: sentence starts
+            if head[0].islower() or (head in g.stopwords and head not in g.first_names):
+                i += 1  # particles ("von") and most capitalised words: sentence starts
                 continue
             found = _name_in(text, run[i : i + 5], g, cues)
             if found is None:
@@ -130,6 +143,34 @@ def persons(text: str) -> Iterator[Finding]:
             first, last, score = found
             yield Finding(EntityType.PERSON, run[i + first][0], run[i + last][1], score)
             i += last + 1
+
+
+def _after_title(words: list[str], gz: Gazetteers) -> tuple[int, int, float] | None:
+    """ "Dr. Swamy", "Ms. Ann O'Neill": up to three name words after the title."""
+    k = 1
+    while k < len(words) and k <= 3 and _is_name_word(words[k], gz.stopwords):
+        k += 1
+    if k > 1 and words[k - 1] not in _STREETS:
+        return 1, k - 1, 0.9
+    return None
+
+
+def _extent(words: list[str], first: bool, gz: Gazetteers) -> int:
+    """How many words from the start are name-like (not stop words, organisations or
+    cities; initials pass), at most four, without trailing initials."""
+    k = 0
+    while k < len(words) and k < 4:
+        w = words[k]
+        name_like = _is_name_word(w, gz.stopwords) and w not in gz.cities
+        if k == 0 and not name_like:
+            # "April Johnson", "Will Smith": a first name that is also a word, with a surname.
+            name_like = first and len(words) > 1 and words[1] in gz.surnames
+        if not (name_like or (k and len(w) == 1)):
+            break
+        k += 1
+    while k > 1 and len(words[k - 1]) == 1:
+        k -= 1
+    return k
 
 
 def _name_in(
@@ -142,26 +183,9 @@ def _name_in(
     words = [w.rstrip(".") for _, _, w in run]
     head = words[0]
     if head in _TITLES:
-        k = 1
-        while k < len(run) and k <= 3 and _is_name_word(words[k], gz.stopwords):
-            k += 1
-        if k > 1 and words[k - 1] not in _STREETS:
-            return 1, k - 1, 0.9
-        return None
+        return _after_title(words, gz)
     first = head in gz.first_names or any(p in gz.first_names for p in head.split("-"))
-    # Name-like words from here: not stop words, organisations or cities; initials pass.
-    k = 0
-    while k < len(run) and k < 4:
-        w = words[k]
-        name_like = _is_name_word(w, gz.stopwords) and w not in gz.cities
-        if k == 0 and not name_like:
-            # "April Johnson", "Will Smith": a first name that is also a word, with a surname.
-            name_like = first and len(run) > 1 and words[1] in gz.surnames
-        if not (name_like or (k and len(w) == 1)):
-            break
-        k += 1
-    while k > 1 and len(words[k - 1]) == 1:
-        k -= 1
+    k = _extent(words, first, gz)
     if k == 0 or len(head) < 2:
         return None
     if k < len(run) and (words[k] in _ORG or words[k] in _STREETS):
@@ -189,4 +213,4 @@ def _name_in(
 
 def _sentence_start(text: str, start: int) -> bool:
     before = text[:start].rstrip(" \t")
-    return not before or before[-1] in ".!?\n:;\"'(" 
+    return not before or before[-1] in ".!?\n:;\"'("

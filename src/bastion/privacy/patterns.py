@@ -72,7 +72,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         T.CREDIT_CARD,
-        r"\b\d{4}(?:" + _SEP + r"?\d{4}){2}" + _SEP + r"?\d{1,7}\b|\b3[47]\d{2}[ \-]?\d{6}[ \-]?\d{5}\b",
+        r"\b\d{4}(?:"
+        + _SEP
+        + r"?\d{4}){2}"
+        + _SEP
+        + r"?\d{1,7}\b|\b3[47]\d{2}[ \-]?\d{6}[ \-]?\d{5}\b",
         0.9,
         v.credit_card,
         ("card", "visa", "mastercard", "amex", "credit", "debit", "cc", "payment", "pan"),

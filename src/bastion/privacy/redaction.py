@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -61,7 +61,9 @@ class Redactor:
 
     def detokenize(self, kind: EntityType, hexdata: str) -> str:
         try:
-            return crypto.siv_decrypt(self.token_key, bytes.fromhex(hexdata), kind.encode()).decode()
+            return crypto.siv_decrypt(
+                self.token_key, bytes.fromhex(hexdata), kind.encode()
+            ).decode()
         except (ValueError, crypto.InvalidTag) as exc:
             raise BadToken("not a token of this organisation") from exc
 
@@ -75,8 +77,11 @@ class Redacted:
 def redact_text(
     text: str, findings: Sequence[Finding], mode: Mode, redactor: Redactor | None = None
 ) -> Redacted:
-    if mode in (Mode.HASH, Mode.TOKENIZE) and redactor is None:
-        raise KeyRequired(f"mode {mode} needs the organisation's keys")
+    keyed: Callable[[EntityType, str], str] | None = None
+    if mode in (Mode.HASH, Mode.TOKENIZE):
+        if redactor is None:
+            raise KeyRequired(f"mode {mode} needs the organisation's keys")
+        keyed = redactor.hash if mode is Mode.HASH else redactor.tokenize
     parts: list[str] = []
     pos = 0
     for f in sorted(findings, key=lambda f: f.start):
@@ -86,12 +91,8 @@ def redact_text(
             parts.append("*" * len(value))
         elif mode is Mode.REPLACE:
             parts.append(f"<{f.type}>")
-        elif mode is Mode.HASH:
-            assert redactor is not None
-            parts.append(redactor.hash(f.type, value))
-        else:
-            assert redactor is not None
-            parts.append(redactor.tokenize(f.type, value))
+        elif keyed is not None:
+            parts.append(keyed(f.type, value))
         pos = f.end
     parts.append(text[pos:])
     return Redacted("".join(parts), list(findings))

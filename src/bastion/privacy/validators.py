@@ -69,7 +69,7 @@ def us_ssn(value: str) -> bool:
     if seps and (len(seps) != 2 or seps[0] != seps[1]):
         return False
     area, group, serial = int(number[:3]), int(number[3:5]), int(number[5:])
-    if area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0:
+    if area in {0, 666} or area >= 900 or group == 0 or serial == 0:
         return False
     # Advertised and sample numbers, and one digit repeated.
     return number not in {"078051120", "219099999", "123456789"} and len(set(number)) > 1
@@ -108,7 +108,7 @@ def ipv4(value: str) -> bool:
     if any(int(p) > 255 for p in parts):
         return False
     # 0.0.0.0-style placeholders and x.0.0.0 look like version numbers ("10.0.0.0").
-    return parts != ["0", "0", "0", "0"] and not (parts[1:] == ["0", "0", "0"])
+    return parts != ["0", "0", "0", "0"] and parts[1:] != ["0", "0", "0"]
 
 
 def ipv6(value: str) -> bool:
