@@ -47,6 +47,8 @@ _PRIORITY: dict[EntityType, int] = {
     EntityType.ADDRESS: 3,
     EntityType.PERSON: 2,
 }
+_GROUP_GOES_ON = re.compile(r"[ \-]\d")
+_UNIT = re.compile(r" ?(?:ms|s|sec|secs|seconds|kb|mb|gb|tb|%|px|x)\b", re.IGNORECASE)
 _UPPER = re.compile(r"[A-ZÀ-ÞĀ-Ž]")
 _DIGIT = re.compile(r"\d")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z ]{0,24})[\s#:=.\-]*$")
@@ -222,6 +224,10 @@ def _check(text: str, index: int, rule: Rule, start: int, end: int) -> Finding |
             start -= 1
     if rule.type in _NUMERIC and _glued(text, start, end):
         return None
+    if rule.type is EntityType.CREDIT_CARD and _GROUP_GOES_ON.match(text, end):
+        return None  # the first groups of a longer number
+    if rule.type is EntityType.IP_ADDRESS and _UNIT.match(text, end):
+        return None  # a measurement: "12.5.3.1 ms"
     if rule.validator is not None and not rule.validator(text[start:end]):
         return None
     score = rule.score

@@ -35,7 +35,6 @@ _NUMBERS_NOT_PII = (
 )  # fmt: skip
 _VERSIONS = ("version", "release", "build", "v", "ver", "firmware", "oid", "sdk")
 
-_SEP = r"[ \-]"
 _WORD = r"[A-Za-z0-9_\-]"
 
 RULES: tuple[Rule, ...] = (
@@ -64,7 +63,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         T.PHONE,
-        r"\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b",
+        r"\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b|\b0\d(?:[ .\-]?\d{2}){4}\b",
         0.65,
         v.phone,
         ("phone", "call", "tel", "mobile", "cell", "fax", "whatsapp", "text me", "reach"),
@@ -72,11 +71,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         T.CREDIT_CARD,
-        r"\b\d{4}(?:"
-        + _SEP
-        + r"?\d{4}){2}"
-        + _SEP
-        + r"?\d{1,7}\b|\b3[47]\d{2}[ \-]?\d{6}[ \-]?\d{5}\b",
+        r"\b\d{4}(?:[ \-]?\d{4}){2,3}(?:[ \-]?\d{1,4})?\b"
+        r"|\b3[47]\d{2}[ \-]?\d{6}[ \-]?\d{5}\b",
         0.9,
         v.credit_card,
         ("card", "visa", "mastercard", "amex", "credit", "debit", "cc", "payment", "pan"),
