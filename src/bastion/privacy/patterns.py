@@ -63,7 +63,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         T.PHONE,
-        r"\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b|\b0\d(?:[ .\-]?\d{2}){4}\b",
+        r"\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b"
+        r"|\b0\d(?: \d{2}){4}\b|\b0\d(?:\.\d{2}){4}\b|\b0\d(?:-\d{2}){4}\b",
         0.65,
         v.phone,
         ("phone", "call", "tel", "mobile", "cell", "fax", "whatsapp", "text me", "reach"),
