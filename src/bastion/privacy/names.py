@@ -32,8 +32,8 @@ _LOW = "a-zß-öø-ÿā-ž"
 _CAP = rf"(?:[{_UP}][{_APOS}]|Mc|Mac)?[{_UP}][{_LOW}]+(?:[{_APOS}\-][{_UP}]?[{_LOW}]+)*"
 _PARTICLE = r"(?:van|von|de|da|del|der|den|di|du|le|la|bin|al|ibn)"
 _TOKEN = re.compile(
-    rf"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\."
-    rf"|{_PARTICLE}(?= (?:[a-z]+ )?[{_UP}])"
+    rf"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\."
+    rf"|{_PARTICLE}(?= (?:[a-z]+ )?[{_UP}]))"
 )
 _TITLES = _set(
     "Mr Mrs Ms Mx Miss Dr Prof Professor Sir Dame Lady Lord Madam Mme Mlle Herr Frau Rev "
@@ -54,8 +54,26 @@ _STRONG = (
     r"colleague|wife|husband|son|daughter|mother|father|friend|mr|mrs|ms|dr|notes"
 )
 _WEAK = r"cheers|regards|sincerely|from|by|with|cc|to|call|manager|user|and"
-# One pass over the text finds where every cue ends (a name may start there).
-_CUES = re.compile(rf"\b(?:({_STRONG})|{_WEAK})\b[\s,:.]*", re.IGNORECASE)
+_STRONG_CUES = frozenset(_STRONG.split("|"))
+_WEAK_CUES = frozenset(_WEAK.split("|"))
+
+
+_PUNCT = str.maketrans(",:;()[]<>\"", "          ")
+
+
+def _cue(text: str, start: int) -> int:
+    """2 when a strong cue ends right before `start`, 1 for a weak one, else 0: the last
+    one or two words before it, without punctuation, looked up in the cue sets."""
+    words = text[max(0, start - 24) : start].lower().translate(_PUNCT).split()
+    if not words:
+        return 0
+    last = words[-1].rstrip(".")
+    two = " ".join(words[-2:]).rstrip(".")
+    if last in _STRONG_CUES or two in _STRONG_CUES:
+        return 2
+    return 1 if last in _WEAK_CUES else 0
+
+
 _AFTER_CUE = re.compile(
     r"^(?:,|:| said| says| wrote| asked| called| emailed| from| will| is| was| has| "
     r"and [A-Z]| \(| <)"
@@ -69,24 +87,42 @@ _TAIL = (
     r"(?:,?\s+[A-Z]{2}\b)?"
     r"(?:,?\s+(?:\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d)\b)?"
 )
-_ADDRESS = re.compile(
-    "|".join(
-        (
-            # 221B Baker Street, London NW1 6XE / 1600 Pennsylvania Avenue NW, Washington, DC 20500
+_EU_SUFFIXES = (
+    "straße", "strasse", "str.", "weg", "gasse", "allee", "platz", "ring", "damm", "gracht",
+    "laan", "straat", "plein", "vej", "gatan", "gata", "veien",
+)  # fmt: skip
+_ROMANCE = (
+    "rue", "Rue", "avenue", "boulevard", "place", "chemin", "allée", "impasse", "quai", "Via",
+    "via", "Viale", "Piazza", "Calle", "calle", "Avenida", "Plaza", "Rua", "Carrer",
+)  # fmt: skip
+# Each form with a substring test that must pass before its (slower) expression runs.
+_ADDRESSES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    # 221B Baker Street, London NW1 6XE / 1600 Pennsylvania Avenue NW, Washington, DC 20500
+    (
+        (),
+        re.compile(
             rf"\b\d{{1,5}}[A-Za-z]?(?:-\d{{1,5}})?\s+(?:(?:{_CAP}|\d{{1,3}}(?:st|nd|rd|th))\s+){{0,4}}"
-            rf"{_SUFFIX}\b\.?(?:\s+(?:NW|NE|SW|SE|N|S|E|W)\b)?{_TAIL}",
-            # Hauptstraße 5, 10115 Berlin / Keizersgracht 123, 1015 CJ Amsterdam
-            rf"\b(?:{_CAP}[ -])?[{_UP}][{_LOW}]*(?:straße|strasse|str\.|weg|gasse|allee|platz|"
-            rf"ring|damm|gracht|laan|straat|plein|vej|gatan|gata|veien)\s+\d{{1,4}}[a-z]?"
-            rf"(?:,\s*\d{{4,5}}(?:\s?[A-Z]{{2}})?\s+{_CAP}(?:\s{_CAP})?)?",
-            # 12 rue de la Paix, 75002 Paris / Via Roma 12, 00184 Roma / Calle Mayor 5, Madrid
-            rf"\b(?:\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+)?(?:rue|Rue|avenue|boulevard|place|chemin|"
-            rf"allée|impasse|quai|Via|via|Viale|Piazza|Calle|calle|Avenida|Plaza|Rua|Carrer)\s+"
+            rf"{_SUFFIX}\b\.?(?:\s+(?:NW|NE|SW|SE|N|S|E|W)\b)?{_TAIL}"
+        ),
+    ),
+    # Hauptstraße 5, 10115 Berlin / Keizersgracht 123, 1015 CJ Amsterdam
+    (
+        _EU_SUFFIXES,
+        re.compile(
+            rf"\b(?:{_CAP}[ -])?[{_UP}][{_LOW}]*(?:{'|'.join(map(re.escape, _EU_SUFFIXES))})"
+            rf"\s+\d{{1,4}}[a-z]?(?:,\s*\d{{4,5}}(?:\s?[A-Z]{{2}})?\s+{_CAP}(?:\s{_CAP})?)?"
+        ),
+    ),
+    # 12 rue de la Paix, 75002 Paris / Via Roma 12, 00184 Roma / Calle Mayor 5, Madrid
+    (
+        _ROMANCE,
+        re.compile(
+            rf"\b(?:\d{{1,4}}(?:\s?(?:bis|ter))?,?\s+)?(?:{'|'.join(_ROMANCE)})\s+"
             rf"(?:(?:de|del|della|des|du|la|le|l'|d'|dos|da)\s*)*{_CAP}(?:\s{_CAP}){{0,2}}"
-            rf"(?:,?\s+\d{{1,4}})?(?:,\s*\d{{4,5}}\s+{_CAP}(?:\s{_CAP})?)?",
-            r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}" + _TAIL,
-        )
-    )
+            rf"(?:,?\s+\d{{1,4}})?(?:,\s*\d{{4,5}}\s+{_CAP}(?:\s{_CAP})?)?"
+        ),
+    ),
+    (("Box",), re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d{1,6}" + _TAIL)),
 )
 
 
@@ -99,14 +135,18 @@ _STREETS = _set(
 
 
 def addresses(text: str) -> Iterator[Finding]:
-    for m in _ADDRESS.finditer(text):
-        value = m.group()
-        if not any(c.isdigit() for c in value):
+    taken: list[tuple[int, int]] = []
+    for guard, rx in _ADDRESSES:
+        if guard and not any(g in text for g in guard):
             continue
-        end = m.end()
-        while end > m.start() and text[end - 1] in ",. ":
-            end -= 1
-        yield Finding(EntityType.ADDRESS, m.start(), end, 0.85)
+        for m in rx.finditer(text):
+            start, end = m.start(), m.end()
+            while end > start and text[end - 1] in ",. ":
+                end -= 1
+            if any(s < end and start < e for s, e in taken):
+                continue
+            taken.append((start, end))
+            yield Finding(EntityType.ADDRESS, start, end, 0.85)
 
 
 def _is_name_word(word: str, stop: frozenset[str]) -> bool:
@@ -122,13 +162,6 @@ def persons(text: str) -> Iterator[Finding]:
             runs[-1].append(token)
         else:
             runs.append([token])
-    if not runs:
-        return
-    strong: set[int] = set()
-    weak: set[int] = set()
-    for m in _CUES.finditer(text):
-        (strong if m.group(1) else weak).add(m.end())
-    cues = (strong, weak)
     for run in runs:
         i = 0
         while i < len(run):
@@ -136,7 +169,7 @@ def persons(text: str) -> Iterator[Finding]:
             if head[0].islower() or (head in g.stopwords and head not in g.first_names):
                 i += 1  # particles ("von") and most capitalised words: sentence starts
                 continue
-            found = _name_in(text, run[i : i + 5], g, cues)
+            found = _name_in(text, run[i : i + 5], g)
             if found is None:
                 i += 1
                 continue
@@ -177,7 +210,6 @@ def _name_in(
     text: str,
     run: list[tuple[int, int, str]],
     gz: Gazetteers,
-    cues: tuple[set[int], set[int]],
 ) -> tuple[int, int, float] | None:
     """(first token, last token, score) of the name this run starts with, if any."""
     words = [w.rstrip(".") for _, _, w in run]
@@ -192,7 +224,8 @@ def _name_in(
         return None
     start = run[0][0]
     end = run[k - 1][1]
-    cue = start in cues[0]
+    cue_kind = _cue(text, start)
+    cue = cue_kind == 2
     speech = _SPEECH.match(text[end : end + 40]) is not None
     if k > 1:
         last = words[k - 1]
@@ -204,7 +237,7 @@ def _name_in(
         return None
     # One word: after a cue or before a verb of speech; a word no list knows needs a
     # strong cue, and a hyphenated one ("Watkins-Stevens", a firm) a known first name.
-    if first and (cue or speech or start in cues[1] or _AFTER_CUE.match(text[end:])):
+    if first and (cue_kind or speech or _AFTER_CUE.match(text[end:])):
         return 0, 0, 0.6
     if "-" not in head and (cue or speech) and head not in gz.surnames:
         return 0, 0, 0.5
