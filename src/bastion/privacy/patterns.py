@@ -112,7 +112,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         T.IP_ADDRESS,
-        r"(?:[0-9A-Fa-f]{1,4}:){1,7}:?(?:[0-9A-Fa-f]{1,4}:?){0,7}(?:[0-9A-Fa-f]{1,4}|:)",
+        r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
+        r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::(?:[0-9A-Fa-f]{1,4}:){0,6}"
+        r"[0-9A-Fa-f]{1,4}\b",
         0.85,
         v.ipv6,
         ("ip", "ipv6", "address", "host", "server", "from", "client"),
@@ -126,7 +128,7 @@ RULES: tuple[Rule, ...] = (
     Rule(T.GITHUB_TOKEN, r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b", 0.99),
     Rule(
         T.JWT,
-        r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{8,}",
+        r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{7,}[A-Za-z0-9_]\b",
         0.95,
         v.jwt,
     ),
@@ -138,24 +140,25 @@ RULES: tuple[Rule, ...] = (
     # Providers' key formats, and Bastion's own credentials.
     Rule(
         T.API_KEY,
-        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{32,}"
-        r"|\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_\-]{32,}"
-        r"|\b[srp]k_(?:live|test)_[A-Za-z0-9]{16,}"
-        r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"
-        r"|\bAIza[0-9A-Za-z_\-]{35}"
-        r"|\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"
-        r"|\bglpat-[A-Za-z0-9_\-]{20,}"
-        r"|\bnpm_[A-Za-z0-9]{36}"
-        r"|\bpypi-AgE[A-Za-z0-9_\-]{50,}"
-        r"|\bhf_[A-Za-z0-9]{34}"
-        r"|\b(?:bsk|bat|bss|bsp|bsu)_" + _WORD + r"{16,}",
+        # Each ends at a word boundary: one match per key, not one per length.
+        r"(?:\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{31,}"
+        r"|\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_\-]{31,}"
+        r"|\b[srp]k_(?:live|test)_[A-Za-z0-9]{15,}"
+        r"|\bxox[abposr]-[A-Za-z0-9\-]{9,}"
+        r"|\bAIza[0-9A-Za-z_\-]{34}"
+        r"|\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{42}"
+        r"|\bglpat-[A-Za-z0-9_\-]{19,}"
+        r"|\bnpm_[A-Za-z0-9]{35}"
+        r"|\bpypi-AgE[A-Za-z0-9_\-]{49,}"
+        r"|\bhf_[A-Za-z0-9]{33}"
+        r"|\b(?:bsk|bat|bss|bsp|bsu)_" + _WORD + r"{15,})[A-Za-z0-9_]\b",
         0.95,
     ),
     # A long random value assigned to a key-like name: `api_key = "…"`, `token: …`.
     Rule(
         T.API_KEY,
         r"(?:api[_\-]?key|secret|access[_\-]?token|auth[_\-]?token|token|password|passwd)"
-        r"[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9_\-+/]{20,}",
+        r"[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9_\-+/]{19,}[A-Za-z0-9_]\b",
         0.7,
         caseless=True,
     ),
