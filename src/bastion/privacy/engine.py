@@ -123,23 +123,12 @@ def _compile() -> hyperscan.Database:
     return db
 
 
-def _codepoints(raw: bytes, text: str) -> list[int] | None:
-    """Byte offset -> code point offset, or None when they are equal (ASCII)."""
+def _codepoint(raw: bytes, text: str, offset: int) -> int:
+    """A UTF-8 byte offset as a code point offset (equal for ASCII texts). Patterns match
+    ASCII only, so an offset never falls inside a character."""
     if len(raw) == len(text):
-        return None
-    table = [0] * (len(raw) + 1)
-    cp = 0
-    for i, b in enumerate(raw):
-        table[i] = cp
-        if b & 0xC0 != 0x80:
-            cp += 1
-        table[i + 1] = cp
-    # A byte offset at a character's start maps to that character.
-    for i, b in enumerate(raw):
-        if b & 0xC0 != 0x80:
-            table[i] = table[i + 1] - 1
-    table[len(raw)] = cp
-    return table
+        return offset
+    return len(raw[:offset].decode("utf-8", "replace"))
 
 
 def _findings(
@@ -147,14 +136,12 @@ def _findings(
 ) -> list[Finding]:
     out: list[Finding] = []
     if found:
-        table = _codepoints(raw, text)
         accepted: list[tuple[int, int, EntityType]] = []
         for c in sorted(found, key=lambda c: (c.start, -c.end)):
             rule = RULES[c.rule]
             if rule.type not in wanted:
                 continue
-            start = table[c.start] if table else c.start
-            end = table[c.end] if table else c.end
+            start, end = _codepoint(raw, text, c.start), _codepoint(raw, text, c.end)
             if any(t == rule.type and s < end and start < e for s, e, t in accepted):
                 continue
             finding = _check(text, c.rule, rule, start, end)

@@ -30,11 +30,18 @@ _APOS = "'\u2019"
 _UP = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĲĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
 _LOW = "a-zß-öø-ÿā-ž"
 _CAP = rf"(?:[{_UP}][{_APOS}]|Mc|Mac)?[{_UP}][{_LOW}]+(?:[{_APOS}\-][{_UP}]?[{_LOW}]+)*"
-_PARTICLE = r"(?:van|von|de|da|del|der|den|di|du|le|la|bin|al|ibn)"
+# One leading character class, so the expression fails at once on most positions; titles'
+# dots and particles ("van der") are the gaps runs may have (`_joins`).
 _TOKEN = re.compile(
-    rf"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle|Rev|Capt)\.|{_CAP}|[{_UP}]\."
-    rf"|{_PARTICLE}(?= (?:[a-z]+ )?[{_UP}]))"
+    rf"\b(?:Ma?c(?=[{_UP}])|[{_UP}][{_APOS}](?=[{_UP}]))?[{_UP}]"
+    rf"(?:[{_LOW}]+(?:[{_APOS}\-][{_UP}]?[{_LOW}]+)*|\.)"
 )
+_PARTICLES = _set("van von de da del der den di du le la bin al ibn") | {
+    "van der",
+    "van den",
+    "von der",
+    "de la",
+}
 _TITLES = _set(
     "Mr Mrs Ms Mx Miss Dr Prof Professor Sir Dame Lady Lord Madam Mme Mlle Herr Frau Rev "
     "Sr Sra Dott Capt Captain Judge Senator Officer Agent Nurse Coach Uncle Aunt"
@@ -153,12 +160,25 @@ def _is_name_word(word: str, stop: frozenset[str]) -> bool:
     return word not in stop and word not in _ORG and word not in _TITLES
 
 
+def _joins(text: str, previous: tuple[int, int, str], start: int) -> bool:
+    """Whether a token starting at `start` continues the run ending with `previous`:
+    one space between, or a title's dot ("Dr. Lee"), or particles ("van der")."""
+    end = previous[1]
+    if start == end + 1:
+        return text[end] == " "
+    gap = text[end:start]
+    if gap == ". ":
+        return previous[2] in _TITLES
+    return gap[:1] == " " and gap[-1:] == " " and gap.strip(" ") in _PARTICLES
+
+
 def persons(text: str) -> Iterator[Finding]:
     g = load()
     runs: list[list[tuple[int, int, str]]] = []
+    stop, first_names = g.stopwords, g.first_names
     for m in _TOKEN.finditer(text):
         token = (m.start(), m.end(), m.group())
-        if runs and runs[-1][-1][1] + 1 == token[0] and text[token[0] - 1] == " ":
+        if runs and _joins(text, runs[-1][-1], token[0]):
             runs[-1].append(token)
         else:
             runs.append([token])
@@ -166,8 +186,8 @@ def persons(text: str) -> Iterator[Finding]:
         i = 0
         while i < len(run):
             head = run[i][2]
-            if head[0].islower() or (head in g.stopwords and head not in g.first_names):
-                i += 1  # particles ("von") and most capitalised words: sentence starts
+            if head in stop and head not in first_names:
+                i += 1  # most capitalised words: sentence starts
                 continue
             found = _name_in(text, run[i : i + 5], g)
             if found is None:
