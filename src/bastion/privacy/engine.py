@@ -150,10 +150,11 @@ def _findings(
                 out.append(finding)
     wants_names = EntityType.PERSON in wanted or EntityType.ADDRESS in wanted
     if wants_names and _UPPER.search(text):
+        words = names.tokens(text)
         if EntityType.ADDRESS in wanted and _DIGIT.search(text):
-            out.extend(names.addresses(text))
+            out.extend(names.addresses(text, words))
         if EntityType.PERSON in wanted:
-            out.extend(names.persons(text))
+            out.extend(names.persons(text, words))
     return out
 
 

@@ -141,10 +141,26 @@ _STREETS = _set(
 )
 
 
-def addresses(text: str) -> Iterator[Finding]:
+# Each guard's words as one expression: one pass over the text, not one per word.
+_GUARDS = {g: re.compile("|".join(map(re.escape, g))) for g, _ in _ADDRESSES if g}
+
+Token = tuple[int, int, str]
+
+
+def tokens(text: str) -> list[Token]:
+    """The capitalised words (and initials) of a text, with their offsets."""
+    return [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+
+
+def addresses(text: str, words: list[Token] | None = None) -> Iterator[Finding]:
+    """Addresses; `words` (from `tokens`) lets the North American form run only where a
+    street suffix is among the capitalised words."""
     taken: list[tuple[int, int]] = []
+    suffixes = load().street_suffixes
     for guard, rx in _ADDRESSES:
-        if guard and not any(g in text for g in guard):
+        if guard and not _GUARDS[guard].search(text):
+            continue
+        if not guard and words is not None and not any(w in suffixes for _, _, w in words):
             continue
         for m in rx.finditer(text):
             start, end = m.start(), m.end()
@@ -172,12 +188,11 @@ def _joins(text: str, previous: tuple[int, int, str], start: int) -> bool:
     return gap[:1] == " " and gap[-1:] == " " and gap.strip(" ") in _PARTICLES
 
 
-def persons(text: str) -> Iterator[Finding]:
+def persons(text: str, words: list[Token] | None = None) -> Iterator[Finding]:
     g = load()
     runs: list[list[tuple[int, int, str]]] = []
     stop, first_names = g.stopwords, g.first_names
-    for m in _TOKEN.finditer(text):
-        token = (m.start(), m.end(), m.group())
+    for token in tokens(text) if words is None else words:
         if runs and _joins(text, runs[-1][-1], token[0]):
             runs[-1].append(token)
         else:
