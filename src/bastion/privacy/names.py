@@ -65,7 +65,7 @@ _STRONG_CUES = frozenset(_STRONG.split("|"))
 _WEAK_CUES = frozenset(_WEAK.split("|"))
 
 
-_PUNCT = str.maketrans(",:;()[]<>\"", "          ")
+_PUNCT = str.maketrans(',:;()[]<>"', "          ")
 
 
 def _cue(text: str, start: int) -> int:
