@@ -22,6 +22,7 @@ SUITES = [
     "authz",
     "conditions",
     "secrets",
+    "privacy",
     "webhooks",
     "agents",
     "mfa",

@@ -779,6 +779,28 @@ ROWS: list[Row] = [
         204,
         params=lambda w: {"name": w.secret()},
     ),
+    Row("GET", "/v1/privacy/types", None, 200, org_scoped=False),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/privacy/scan",
+        P.PRIVACY_SCAN,
+        200,
+        body=lambda w: {"texts": ["mail jane@example.com"]},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/privacy/redact",
+        P.PRIVACY_SCAN,
+        200,
+        body=lambda w: {"texts": ["mail jane@example.com"], "mode": "tokenize"},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/privacy/detokenize",
+        P.PRIVACY_DETOKENIZE,
+        200,
+        body=lambda w: {"texts": ["no tokens here"]},
+    ),
     Row(
         "POST",
         "/v1/orgs/{org}/authz/search-filter",

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
@@ -33,6 +33,7 @@ from bastion.api.routers import (
     mfa,
     oauth,
     orgs,
+    privacy,
     roles,
     scim,
     secrets,
@@ -294,41 +295,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bastion = state
     errors.install(app)
     app.include_router(meta.router)
-    # Routes are matched in order: the hot paths (authorization questions, the
-    # tool-call gate) come first.
-    app.include_router(access.authz_router, responses=ERROR_RESPONSES)
-    app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
-    for module in (auth, me, mfa, orgs, users, teams, roles, apikeys, service_accounts, audit):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
-    app.include_router(mfa.auth_router, responses=ERROR_RESPONSES)
-    app.include_router(audit.checkpoints_router, responses=ERROR_RESPONSES)
-    app.include_router(audit.signing_keys_router, responses=ERROR_RESPONSES)
-    app.include_router(audit.sinks_router, responses=ERROR_RESPONSES)
-    app.include_router(alerts.alert_rules_router, responses=ERROR_RESPONSES)
-    app.include_router(alerts.alerts_router, responses=ERROR_RESPONSES)
-    app.include_router(access.sources_router, responses=ERROR_RESPONSES)
-    app.include_router(secrets.router, responses=ERROR_RESPONSES)
-    app.include_router(secrets.key_router, responses=ERROR_RESPONSES)
-    app.include_router(agents.router, responses=ERROR_RESPONSES)
-    app.include_router(agents.hub_router, responses=ERROR_RESPONSES)
-    app.include_router(agents.org_runs_router, responses=ERROR_RESPONSES)
-    app.include_router(workflows.router, responses=ERROR_RESPONSES)
-    app.include_router(approvals.policies_router, responses=ERROR_RESPONSES)
-    app.include_router(approvals.router, responses=ERROR_RESPONSES)
-    app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
-    app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
-    app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
-    app.include_router(oauth.clients_router)
-    app.include_router(oauth.router)
-    app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
-    app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
-    app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
-    app.include_router(scim.router, responses=ERROR_RESPONSES)
-    for router in (integrations.router, integrations.oauth_router, integrations.runs_router):
+    for router in _api_routers():
         app.include_router(router, responses=ERROR_RESPONSES)
+    app.include_router(oauth.clients_router)  # OAuth's own error format (RFC 6749)
+    app.include_router(oauth.router)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app
+
+
+def _api_routers() -> tuple[APIRouter, ...]:
+    """The API's routers with problem-document errors. Routes are matched in order: the
+    hot paths (authorization questions, the tool-call gate) come first."""
+    return (
+        access.authz_router,
+        agents.runs_router,
+        *(m.router for m in (auth, me, mfa, orgs, users, teams, roles, apikeys)),
+        service_accounts.router,
+        audit.router,
+        mfa.auth_router,
+        audit.checkpoints_router,
+        audit.signing_keys_router,
+        audit.sinks_router,
+        alerts.alert_rules_router,
+        alerts.alerts_router,
+        access.sources_router,
+        secrets.router,
+        secrets.key_router,
+        agents.router,
+        agents.hub_router,
+        agents.org_runs_router,
+        workflows.router,
+        approvals.policies_router,
+        approvals.router,
+        webhooks.endpoints_router,
+        webhooks.subscriptions_router,
+        webhooks.hooks_router,
+        sso.connections_router,
+        sso.domains_router,
+        sso.flow_router,
+        scim.router,
+        integrations.router,
+        integrations.oauth_router,
+        integrations.runs_router,
+        privacy.router,
+        privacy.types_router,
+    )
 
 
 class BastionAPI(FastAPI):

@@ -13,6 +13,7 @@ import secrets
 import threading
 from typing import TYPE_CHECKING
 
+from cryptography.exceptions import InvalidTag as _InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -150,6 +151,24 @@ def aead_decrypt(key: bytes, blob: bytes, associated_data: bytes) -> bytes:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key).decrypt(blob[:12], blob[12:], associated_data)
+
+
+InvalidTag = _InvalidTag
+
+
+def siv_encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """AES-256-SIV (RFC 5297): deterministic authenticated encryption, for values that
+    must encrypt to the same token each time (privacy tokenization). Returns tag || ct."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    return AESSIV(key).encrypt(plaintext, [associated_data])
+
+
+def siv_decrypt(key: bytes, blob: bytes, associated_data: bytes) -> bytes:
+    """Raises `InvalidTag` when the key, data or blob is wrong."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    return AESSIV(key).decrypt(blob, [associated_data])
 
 
 def aes256_gcm(key: bytes) -> AESGCM:

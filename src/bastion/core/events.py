@@ -80,6 +80,8 @@ class EventType(StrEnum):
     ORG_DELETED = "org.deleted"
     ORG_IP_ALLOWLIST_CHANGED = "org.ip_allowlist_changed"
     ORG_UPDATED = "org.updated"
+    PRIVACY_DETOKENIZED = "privacy.detokenized"
+    PRIVACY_KEY_CREATED = "privacy.key_created"
     REQUEST_INVALID = "request.invalid"
     REQUEST_RATE_LIMITED = "request.rate_limited"
     ROLE_CREATED = "role.created"

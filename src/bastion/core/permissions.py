@@ -27,6 +27,8 @@ class Permission(StrEnum):
     INTEGRATIONS_USE = "integrations:use"
     ORG_MANAGE = "org:manage"
     ORG_READ = "org:read"
+    PRIVACY_DETOKENIZE = "privacy:detokenize"
+    PRIVACY_SCAN = "privacy:scan"
     ROLES_MANAGE = "roles:manage"
     ROLES_READ = "roles:read"
     SECRETS_MANAGE = "secrets:manage"
@@ -65,6 +67,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.INTEGRATIONS_USE: "Give agents an OAuth integration as a connection.",
     Permission.ORG_MANAGE: "Change organisation security settings.",
     Permission.ORG_READ: "Read organisation details and settings.",
+    Permission.PRIVACY_DETOKENIZE: "Turn privacy tokens back into values (every use is audited).",
+    Permission.PRIVACY_SCAN: "Scan and redact texts for personal data and secrets.",
     Permission.ROLES_MANAGE: "Create, change and delete custom roles.",
     Permission.ROLES_READ: "List roles and the permission catalogue.",
     Permission.SECRETS_MANAGE: "Write and delete secrets.",
