@@ -244,7 +244,7 @@ def _deliver_webhooks(state: AppState) -> Worker:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_as_json)
     state = build_state(settings)
 
     @asynccontextmanager

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 from bastion.api import fast, problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
+from bastion.api.reqlog import LEAN_ROUTE_KEY, RequestLog, route_template
 from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
@@ -116,11 +118,22 @@ class BastionMiddleware:
             )
         self.finishing = anyio.CapacityLimiter(FINISH_THREADS)
         self.fast = state.settings.fast_path
+        self.requests = RequestLog(json=state.settings.log_as_json)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            ctx: RequestContext | None = scope.get(SCOPE_KEY)
+            if ctx is not None and self.requests.enabled:
+                # No answer started: the client left (499, as nginx logs it).
+                self.requests.emit(ctx, route_template(scope), ctx.status or 499, started)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _read_headers(scope)
         incoming_id = headers.get(b"x-request-id")
         request_id = (
@@ -164,6 +177,8 @@ class BastionMiddleware:
         gone = client_gone.set(has_left)
         # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
         lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
+        if lean is not None:
+            scope[LEAN_ROUTE_KEY] = lean[0].template
         try:
             if lean is None:
                 await self.app(scope, receive, respond.send)

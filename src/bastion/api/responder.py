@@ -42,6 +42,7 @@ class Responder:
         self._buffer: list[Message] = []
 
     def _decorate(self, message: Message) -> Message:
+        self.ctx.status = message["status"]
         own_cache = self.ctx.path in CACHEABLE_PATHS
         dropped = (b"x-request-id",) if own_cache else (b"x-request-id", b"cache-control")
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dropped]

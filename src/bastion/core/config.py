@@ -156,6 +156,8 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     log_json: bool = True
+    # BASTION_LOG_FORMAT: json (one object a line) or text; set, it overrides log_json.
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator("pepper")
     @classmethod
@@ -257,6 +259,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def log_as_json(self) -> bool:
+        return self.log_format == "json" if self.log_format is not None else self.log_json
 
     @property
     def redis_url_value(self) -> str | None:
