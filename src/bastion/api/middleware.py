@@ -62,6 +62,13 @@ OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oa
 # its answer (a redirect with a one-time code) is never stored for idempotent replay.
 _SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
 _DOCS_PREFIXES = ("/docs", "/redoc")
+_CSP = b"default-src 'none'; frame-ancestors 'none'"
+# The API docs' pages (`bastion.api.docs`): this origin only, and the pages' own inline
+# start-up script and styles; ReDoc runs a worker from a blob.
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    b" img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
 
@@ -448,10 +455,9 @@ class BastionMiddleware:
         self, ctx: RequestContext, is_api: bool, path: str
     ) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self._static]
-        if not path.startswith(_DOCS_PREFIXES):
-            headers.append(
-                (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-            )
+        headers.append(
+            (b"content-security-policy", _DOCS_CSP if path.startswith(_DOCS_PREFIXES) else _CSP)
+        )
         if is_api and ctx.quota is not None:
             q = ctx.quota
             headers += [

@@ -22,7 +22,16 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 # Public documents whose own `Cache-Control` stands (everything else is `no-store`).
-CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json"})
+CACHEABLE_PATHS = frozenset(
+    {
+        "/.well-known/jwks.json",
+        # The API docs' scripts and styles (`bastion.api.docs`): a day.
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/redoc.standalone.js",
+        "/docs/assets/favicon.png",
+    }
+)
 
 
 class Responder:
