@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bastion.core.context import Actor
-from bastion.core.errors import Unauthenticated
+from bastion.core.errors import CredentialExpired, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.principal import Principal
 from bastion.identity.models import ServiceAccount, User
@@ -79,6 +79,21 @@ def rejected(
     """The one refusal of every credential kind (the same answer whatever the reason),
     audited with the reason."""
     return Unauthenticated("credential is missing, invalid, revoked or expired").with_audit(
+        type=EventType.AUTH_CREDENTIAL_REJECTED,
+        actor=actor,
+        org_id=org_id,
+        outcome=Outcome.FAILURE,
+        reason=reason,
+        resource=resource,
+    )
+
+
+def expired(
+    actor: Actor, reason: str, org_id: str, resource: tuple[str, str], detail: str
+) -> CredentialExpired:
+    """The refusal of a credential whose secret was verified but whose time is over
+    (`credential_expired`, saying what to do), audited like `rejected`."""
+    return CredentialExpired(detail).with_audit(
         type=EventType.AUTH_CREDENTIAL_REJECTED,
         actor=actor,
         org_id=org_id,
