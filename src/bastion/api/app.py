@@ -15,7 +15,7 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before the
 from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
-from bastion.api import docs, errors
+from bastion.api import docs, errors, metrics
 from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
@@ -281,6 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(meta.router)
     app.include_router(docs.router)
+    app.include_router(metrics.install(state))
     # Routes are matched in order: the hot paths (authorization questions, the
     # tool-call gate) come first.
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from bastion.api import fast, problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
+from bastion.api.metrics import observe
 from bastion.api.reqlog import LEAN_ROUTE_KEY, RequestLog, route_template
 from bastion.api.responder import Responder
 from bastion.api.state import AppState
@@ -126,6 +127,7 @@ class BastionMiddleware:
         self.finishing = anyio.CapacityLimiter(FINISH_THREADS)
         self.fast = state.settings.fast_path
         self.requests = RequestLog(json=state.settings.log_as_json)
+        self.metrics = state.settings.metrics_token is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,9 +138,13 @@ class BastionMiddleware:
             await self._serve(scope, receive, send)
         finally:
             ctx: RequestContext | None = scope.get(SCOPE_KEY)
-            if ctx is not None and self.requests.enabled:
+            if ctx is not None:
                 # No answer started: the client left (499, as nginx logs it).
-                self.requests.emit(ctx, route_template(scope), ctx.status or 499, started)
+                status = ctx.status or 499
+                if self.requests.enabled:
+                    self.requests.emit(ctx, route_template(scope), status, started)
+                if self.metrics:
+                    observe(ctx, route_template(scope), status, started)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _read_headers(scope)

@@ -213,6 +213,7 @@ def serve(
     else:
         err.print(f"Bastion listening on {listening} (docs at /docs)", highlight=False)
     trusted = cfg.tls_terminated_by_proxy and bool(cfg.forwarded_allow_ips)
+    _metrics_dir(cfg, workers or cfg.workers)
     uvicorn.run(
         "bastion.api.app:create_app",
         factory=True,
@@ -229,6 +230,19 @@ def serve(
         ssl_keyfile=str(cfg.tls_keyfile) if cfg.tls_enabled else None,
         ssl_context_factory=_ssl_context if cfg.tls_enabled else None,
     )
+
+
+def _metrics_dir(cfg: Settings, workers: int) -> None:
+    """Several workers: prometheus-client's multiprocess mode, in a directory emptied
+    now (samples of a previous run must not count), unless one is set already."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import shutil
+
+    where = cfg.data_dir / "metrics"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where.resolve())
 
 
 def _check_transport(cfg: Settings) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from bastion.core import metrics
 from bastion.core.context import Actor
 from bastion.core.errors import CredentialExpired, Unauthenticated
 from bastion.core.events import EventType, Outcome
@@ -78,6 +79,7 @@ def rejected(
 ) -> Unauthenticated:
     """The one refusal of every credential kind (the same answer whatever the reason),
     audited with the reason."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
     return Unauthenticated("credential is missing, invalid, revoked or expired").with_audit(
         type=EventType.AUTH_CREDENTIAL_REJECTED,
         actor=actor,
@@ -93,6 +95,7 @@ def expired(
 ) -> CredentialExpired:
     """The refusal of a credential whose secret was verified but whose time is over
     (`credential_expired`, saying what to do), audited like `rejected`."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
     return CredentialExpired(detail).with_audit(
         type=EventType.AUTH_CREDENTIAL_REJECTED,
         actor=actor,
