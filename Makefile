@@ -23,11 +23,11 @@ install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/bastion init
-	@echo
-	@echo "Create your first organisation (in another terminal):"
-	@echo "  printf '%s\n' 'correct-horse-battery-staple' | $(BIN)/bastion org create Acme --admin-email admin@example.com --admin-password-stdin"
-	@echo "  $(BIN)/bastion apikey create --org <org_id> --name first-key --role admin"
-	@echo
+	@printf '\n%s\n' "Data directory: $${BASTION_DATA_DIR:-$(CURDIR)/.bastion} (BASTION_DATA_DIR); every bastion command must use the same one."
+	@printf '%s\n' "Create your first organisation, in another terminal:"
+	@printf '  %s\n' "cd $(CURDIR)$${BASTION_DATA_DIR:+ && export BASTION_DATA_DIR=$$BASTION_DATA_DIR}"
+	@printf '  %s\n' "echo 'correct-horse-battery-staple' | $(BIN)/bastion org create Acme --admin-email admin@example.com --admin-password-stdin --json"
+	@printf '  %s\n\n' "$(BIN)/bastion apikey create --org <org_id> --name first-key --role admin --json"
 	$(BIN)/bastion serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev

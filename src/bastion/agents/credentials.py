@@ -27,7 +27,7 @@ from bastion.core.context import Actor
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
 from bastion.identity import credentials
-from bastion.identity.credentials import Authenticated, Loaded, labelled, rejected
+from bastion.identity.credentials import Authenticated, Loaded, expired, labelled, rejected
 from bastion.identity.tokens import TokenHasher, TokenKind
 from bastion.tenancy import service as tenancy
 
@@ -77,10 +77,11 @@ def _resolve(db: Session, run_id: str, secret: str, actor: Actor, hasher: TokenH
         raise rejected(actor, "unknown_or_wrong_secret")
     org_id, resource = row.org_id, ("run", run_id)
     now = utcnow()
+    ended = "the agent run has ended: start a new run"
     if row.revoked_at is not None:
-        raise rejected(actor, "run_revoked", org_id, resource)
+        raise expired(actor, "run_revoked", org_id, resource, ended)
     if row.expires_at <= now:
-        raise rejected(actor, "run_expired", org_id, resource)
+        raise expired(actor, "run_expired", org_id, resource, ended)
     if row.org_status != "active" or (row.on_behalf_of is not None and row.user_status != "active"):
         raise rejected(actor, "run_inactive", org_id, resource)
     principal = Principal(

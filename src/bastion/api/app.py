@@ -15,7 +15,7 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before the
 from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
-from bastion.api import errors
+from bastion.api import docs, errors, metrics
 from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
@@ -258,7 +258,7 @@ def _refresh_integrations(state: AppState) -> Worker:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_as_json)
     state = build_state(settings)
 
     @asynccontextmanager
@@ -289,12 +289,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by `bastion.api.docs`, without a CDN
         redoc_url=None,
     )
     app.state.bastion = state
     errors.install(app)
     app.include_router(meta.router)
+    app.include_router(docs.router)
+    app.include_router(metrics.install(state))
     for router in _api_routers():
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(oauth.clients_router)  # OAuth's own error format (RFC 6749)

@@ -35,6 +35,7 @@ class RequestContext:
     direct: DirectReader | None = field(default=None, repr=False)
     principal: Principal | None = None
     quota: Quota | None = None
+    status: int = 0  # of the response started (0: none yet), for the request log
     failure_events: list[dict[str, Any]] = field(default_factory=list)
     # Writes a refusal asks for despite the rollback (`BastionError.with_write`), run
     # with the failure events.

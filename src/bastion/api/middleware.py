@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
@@ -31,6 +32,8 @@ from sqlalchemy.orm import Session
 from bastion.api import fast, problems
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
+from bastion.api.metrics import observe
+from bastion.api.reqlog import LEAN_ROUTE_KEY, RequestLog, route_template
 from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
@@ -59,6 +62,13 @@ OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oa
 # its answer (a redirect with a one-time code) is never stored for idempotent replay.
 _SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
 _DOCS_PREFIXES = ("/docs", "/redoc")
+_CSP = b"default-src 'none'; frame-ancestors 'none'"
+# The API docs' pages (`bastion.api.docs`): this origin only, and the pages' own inline
+# start-up script and styles; ReDoc runs a worker from a blob.
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    b" img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
 
@@ -115,11 +125,27 @@ class BastionMiddleware:
             )
         self.finishing = anyio.CapacityLimiter(FINISH_THREADS)
         self.fast = state.settings.fast_path
+        self.requests = RequestLog(json=state.settings.log_as_json)
+        self.metrics = state.settings.metrics_token is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            ctx: RequestContext | None = scope.get(SCOPE_KEY)
+            if ctx is not None:
+                # No answer started: the client left (499, as nginx logs it).
+                status = ctx.status or 499
+                if self.requests.enabled:
+                    self.requests.emit(ctx, route_template(scope), status, started)
+                if self.metrics:
+                    observe(ctx, route_template(scope), status, started)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _read_headers(scope)
         incoming_id = headers.get(b"x-request-id")
         request_id = (
@@ -163,6 +189,8 @@ class BastionMiddleware:
         gone = client_gone.set(has_left)
         # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
         lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
+        if lean is not None:
+            scope[LEAN_ROUTE_KEY] = lean[0].template
         try:
             if lean is None:
                 await self.app(scope, receive, respond.send)
@@ -432,10 +460,9 @@ class BastionMiddleware:
         self, ctx: RequestContext, is_api: bool, path: str
     ) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self._static]
-        if not path.startswith(_DOCS_PREFIXES):
-            headers.append(
-                (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-            )
+        headers.append(
+            (b"content-security-policy", _DOCS_CSP if path.startswith(_DOCS_PREFIXES) else _CSP)
+        )
         if is_api and ctx.quota is not None:
             q = ctx.quota
             headers += [

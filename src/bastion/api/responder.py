@@ -22,7 +22,16 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 # Public documents whose own `Cache-Control` stands (everything else is `no-store`).
-CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json"})
+CACHEABLE_PATHS = frozenset(
+    {
+        "/.well-known/jwks.json",
+        # The API docs' scripts and styles (`bastion.api.docs`): a day.
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/redoc.standalone.js",
+        "/docs/assets/favicon.png",
+    }
+)
 
 
 class Responder:
@@ -42,6 +51,7 @@ class Responder:
         self._buffer: list[Message] = []
 
     def _decorate(self, message: Message) -> Message:
+        self.ctx.status = message["status"]
         own_cache = self.ctx.path in CACHEABLE_PATHS
         dropped = (b"x-request-id",) if own_cache else (b"x-request-id", b"cache-control")
         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dropped]

@@ -25,6 +25,7 @@ from bastion.approvals.hooks import agent_side
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
 from bastion.approvals.policies import LOW_RISK
 from bastion.audit import service as audit
+from bastion.core import metrics
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.db import get_in_org
@@ -336,6 +337,9 @@ def close(
     approval.status = status
     approval.reason = reason
     approval.decided_at = now
+    metrics.APPROVAL_WAIT.labels(status).observe(
+        (now - as_utc(approval.created_at)).total_seconds()
+    )
     approval.updated_at = now
     approval.version += 1
     agent_side().settle(

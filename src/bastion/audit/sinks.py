@@ -34,7 +34,8 @@ from bastion.audit.siem_formats import SiemEvent, cef, event_json, ocsf, splunk_
 from bastion.audit.siem_transport import DeliveryError, HttpTransport, SyslogTransport
 from bastion.audit.siem_transport import backoff_delay as _backoff
 from bastion.audit.stream import head_seq
-from bastion.core.clock import utcnow
+from bastion.core import metrics
+from bastion.core.clock import as_utc, utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType
@@ -417,6 +418,11 @@ def deliver(
                     break
                 _, payloads = _encode(sink, events)
                 transport.send(payloads)
+                sent_at = utcnow()
+                for event in events:
+                    metrics.SINK_DELIVERY_LAG.observe(
+                        (sent_at - as_utc(event.time)).total_seconds()
+                    )
                 cursor = events[-1].seq
                 sent += len(events)
                 _advance(db_, sink_id, cursor, len(events))

@@ -12,14 +12,24 @@ from bastion.audit import chainwalk, checkpoints, export
 from bastion.audit import service as audit
 from bastion.audit.export import ExportFormat
 from bastion.audit.models import AuditHead
-from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
+from bastion.cli.common import (
+    CLI_ACTOR,
+    EXIT_USAGE,
+    Json,
+    emit,
+    err,
+    fail,
+    group,
+    settings,
+    unit_of_work,
+)
 from bastion.core.config import ConfigError, Settings
 from bastion.core.db import make_engine, make_sessionmaker
 from bastion.core.events import EventType
 from bastion.core.keyring import AUDIT_SIGNING_KEY_FILE, read_keyring
 from bastion.tenancy.models import Organization
 
-app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app = group("The audit trail.")
 
 
 def _signer(cfg: Settings) -> checkpoints.Signer:
@@ -34,7 +44,7 @@ def verify(
     org: Annotated[
         str | None, typer.Option(help="One organisation (default: every chain).")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json: Json = False,
 ) -> None:
     """Verify hash chains and signed checkpoints. Exit 0 when intact, 1 naming the first
     bad event."""
@@ -88,7 +98,7 @@ def verify(
 
 @app.command("checkpoint")
 def checkpoint(
-    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json: Json = False,
 ) -> None:
     """Sign the head of every chain that has events newer than its last checkpoint."""
     cfg = settings()
@@ -105,9 +115,10 @@ def export_events(
     type: Annotated[str | None, typer.Option(help="Only this event type.")] = None,
     since: Annotated[datetime | None, typer.Option(help="Inclusive start (RFC 3339).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Exclusive end (RFC 3339).")] = None,
+    json: Json = False,
 ) -> None:
     """Export an organisation's audit trail to a file, with a progress bar. The export
-    itself is recorded in the trail."""
+    itself is recorded in the trail (and is the export's last event)."""
     cfg = settings()
     filters = audit.EventFilter(type=type, since=since, until=until)
     engine = make_engine(cfg.resolved_database_url)
@@ -116,9 +127,6 @@ def export_events(
         with sessions() as db:
             if db.get(Organization, org) is None:
                 fail(f"organisation {org} not found")
-            total = db.execute(
-                select(func.count()).select_from(audit.bounded(db, org, filters).subquery())
-            ).scalar_one()
         with unit_of_work(cfg) as db:
             audit.record(
                 db,
@@ -128,6 +136,12 @@ def export_events(
                 resource=("org", org),
                 metadata={"format": str(format), "destination": "file"},
             )
+        # Counted after the export's own event is written: it is in the file too.
+        with sessions() as db:
+            total = db.execute(
+                select(func.count()).select_from(audit.bounded(db, org, filters).subquery())
+            ).scalar_one()
+        written = 0
         with (
             output.open("wb") as handle,
             Progress(
@@ -136,21 +150,34 @@ def export_events(
                 MofNCompleteColumn(),
                 console=err,
                 transient=True,
+                disable=json,
             ) as bar,
         ):
             task = bar.add_task("export", total=total)
+            header = format is ExportFormat.CSV
             for chunk in export.stream(sessions, org, filters, format):
                 handle.write(chunk)
+                if header:  # the CSV header line is not an event
+                    header = False
+                    continue
                 lines = chunk.count(b"\n")
+                if format is ExportFormat.JSONL:
+                    written += lines
                 bar.advance(task, lines)
     finally:
         engine.dispose()
-    err.print(f"wrote {total} events to {output}")
+    # JSONL: the lines written, one per event; CSV (a field may hold a newline): the count.
+    count = written if format is ExportFormat.JSONL else total
+    emit(
+        {"org_id": org, "events": count, "output": str(output), "format": str(format)},
+        json,
+        f"wrote {count} events to {output}",
+    )
 
 
 @app.command("purge")
 def purge(
-    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json: Json = False,
 ) -> None:
     """Apply each organisation's audit retention now: sign fresh checkpoints, then remove
     events older than the retention period up to the newest checkpoint that covers them.

@@ -1,11 +1,15 @@
-"""Shared CLI plumbing: settings, a unit of work, JSON or human output, exit codes."""
+"""Shared CLI plumbing: settings, a unit of work, JSON or human output, exit codes.
+
+Exit codes (docs/cli.md): 0 success; 1 the work failed (a broken chain, an object not
+found, a refused change, an unreachable database); 2 usage or configuration (a bad
+option, no data directory, a missing or unsafe key); 130 interrupted."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,7 +22,12 @@ from bastion.core.context import Actor
 from bastion.core.db import begin_write, make_engine, make_sessionmaker
 from bastion.core.errors import BastionError
 from bastion.core.keyring import load_pepper
+from bastion.core.pagination import Page
+from bastion.core.permissions import ALL_PERMISSIONS, CredentialKind
+from bastion.core.principal import Principal
 from bastion.identity.tokens import TokenHasher
+
+T = TypeVar("T")
 
 err = Console(stderr=True)
 out = Console()
@@ -27,10 +36,33 @@ CLI_ACTOR = Actor(type="system", id="cli")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+# `--json` on every command: one JSON document on stdout, nothing else there.
+Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def group(help: str) -> typer.Typer:
+    """A command group: plain help (no `<bool>` placeholders, no truncated flags, the
+    defaults shown), `bastion X` alone shows its help."""
+    return typer.Typer(
+        help=help,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings=HELP_SETTINGS,
+    )
+
+
+HELP_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+    "max_content_width": 100,
+}
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -41,11 +73,39 @@ def hasher(cfg: Settings) -> TokenHasher:
         fail(str(exc), EXIT_USAGE)
 
 
-def settings() -> Settings:
+def settings(*, initialised: bool = True) -> Settings:
+    """The instance's settings; with `initialised`, the data directory (and, for the
+    default SQLite database, its file) must exist, else one line saying how to fix it."""
     try:
-        return load_settings()
+        cfg = load_settings()
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    if initialised:
+        where = cfg.data_dir.resolve()
+        if not where.is_dir():
+            fail(
+                f"no Bastion data directory at {where}: run `bastion init` or set "
+                "BASTION_DATA_DIR (the directory `bastion serve` uses)",
+                EXIT_USAGE,
+            )
+        if not cfg.database_url and not (where / "bastion.db").is_file():
+            fail(f"no database in {where}: run `bastion init`", EXIT_USAGE)
+    return cfg
+
+
+def host_principal(org_id: str) -> Principal:
+    """The operator at the host, for the services that take a principal: every
+    permission in `org_id`, audited as the CLI (actor `system:cli`). Whoever runs the
+    CLI holds the instance's keys and database already."""
+    return Principal(
+        principal_type="system",
+        id=CLI_ACTOR.id or "cli",
+        org_id=org_id,
+        role="admin",
+        credential=CredentialKind.API_KEY,
+        role_permissions=ALL_PERMISSIONS,
+        actor=CLI_ACTOR,
+    )
 
 
 @contextmanager
@@ -70,4 +130,27 @@ def emit(data: dict[str, Any], as_json: bool, human: str) -> None:
     if as_json:
         typer.echo(json.dumps(data))
     else:
-        out.print(human, highlight=False)
+        out.print(human, highlight=False, soft_wrap=True)
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Rows as aligned plain-text columns (a header line, then one line each)."""
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def all_pages(fetch: Callable[[str | None], Page[T]]) -> list[T]:
+    """Every item of a paged service listing."""
+    items: list[T] = []
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        items.extend(page.data)
+        cursor = page.next_cursor
+        if not cursor:
+            return items

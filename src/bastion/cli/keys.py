@@ -22,7 +22,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import func, select
 
 from bastion.audit.schemas import SigningKeyOut
-from bastion.cli.common import CLI_ACTOR, EXIT_USAGE, emit, err, fail, settings, unit_of_work
+from bastion.cli.common import (
+    CLI_ACTOR,
+    EXIT_USAGE,
+    Json,
+    emit,
+    err,
+    fail,
+    group,
+    settings,
+    unit_of_work,
+)
 from bastion.core import revisions
 from bastion.core.clock import utcnow
 from bastion.core.config import ConfigError, Settings
@@ -42,10 +52,7 @@ from bastion.secrets import service as secrets
 from bastion.secrets.models import OrgKey
 from bastion.secrets.vault import LocalKeyProvider, Vault, rewrap
 
-app = typer.Typer(
-    help="Instance keys: vault root key, pepper, instance signing key.", no_args_is_help=True
-)
-Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+app = group("Instance keys: vault root key, pepper, instance signing key.")
 
 
 @app.command("rotate")

@@ -5,13 +5,39 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.common import CLI_ACTOR, emit, fail, hasher, settings, unit_of_work
+from bastion.cli.common import (
+    CLI_ACTOR,
+    Json,
+    emit,
+    fail,
+    group,
+    hasher,
+    settings,
+    table,
+    unit_of_work,
+)
 from bastion.core.keyring import ROOT_KEY_FILE
 from bastion.identity import service as users
 from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
 
-app = typer.Typer(help="Organisations.", no_args_is_help=True)
+app = group("Organisations.")
+
+
+@app.command("list")
+def list_orgs(json: Json = False) -> None:
+    """List every organisation of this instance, oldest first."""
+    from sqlalchemy import select
+
+    from bastion.tenancy.models import Organization
+
+    cfg = settings()
+    with unit_of_work(cfg) as db:
+        rows = [
+            {"id": o.id, "name": o.name, "status": o.status, "created_at": o.created_at.isoformat()}
+            for o in db.execute(select(Organization).order_by(Organization.id)).scalars()
+        ]
+    emit({"data": rows}, json, table(rows, ("id", "name", "status", "created_at")))
 
 
 @app.command("create")
@@ -19,18 +45,19 @@ def create(
     name: Annotated[str, typer.Argument(help="Organisation name.")],
     admin_email: Annotated[str, typer.Option(help="Email of the first admin.")],
     admin_password_stdin: Annotated[
-        bool, typer.Option(help="Read the admin's password from stdin.")
+        bool,
+        typer.Option("--admin-password-stdin", help="Read the admin's password from stdin."),
     ] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json: Json = False,
 ) -> None:
     """Create an organisation and its first admin. Without --admin-password-stdin the admin
     is invited and a one-time setup token is printed."""
+    cfg = settings()
     password = None
     if admin_password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             fail("no password on stdin")
-    cfg = settings()
     with unit_of_work(cfg) as db:
         org = tenancy.create_org(db, CLI_ACTOR, name=name)
         created = users.create_user(
@@ -57,13 +84,13 @@ def create(
 def delete(
     org_id: Annotated[str, typer.Argument(help="Organisation id (org_...).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json: Json = False,
 ) -> None:
     """Delete an organisation: every credential of it stops working at once and its data
     keys are destroyed, so its secrets can never be decrypted again. Irreversible."""
+    cfg = settings()
     if not yes and not typer.confirm(f"Delete {org_id} and shred its secrets for good?"):
         fail("not confirmed")
-    cfg = settings()
     vault = Vault(LocalKeyProvider(cfg.data_dir / ROOT_KEY_FILE))
     with unit_of_work(cfg) as db:
         shredded = tenancy.delete_org(db, vault, CLI_ACTOR, org_id)

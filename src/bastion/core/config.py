@@ -156,6 +156,10 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     log_json: bool = True
+    # BASTION_LOG_FORMAT: json (one object a line) or text; set, it overrides log_json.
+    log_format: Literal["json", "text"] | None = None
+    # GET /metrics (Prometheus) answers a scraper sending this bearer token; unset: off.
+    metrics_token: SecretStr | None = None
 
     @field_validator("pepper")
     @classmethod
@@ -165,6 +169,13 @@ class Settings(BaseSettings):
                 check_secret("BASTION_PEPPER", value.get_secret_value())
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("public_url")
@@ -257,6 +268,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def log_as_json(self) -> bool:
+        return self.log_format == "json" if self.log_format is not None else self.log_json
 
     @property
     def redis_url_value(self) -> str | None:

@@ -4,7 +4,8 @@
     ├── InvalidInput                   422     validation_failed   (names each bad field)
     ├── Unauthenticated                401     unauthenticated     (WWW-Authenticate: the
     │   │                                                          error's `challenge`, else Bearer)
-    │   └── StepUpRequired             401     step_up_required    (RFC 9470 challenge, `max_age`)
+    │   ├── StepUpRequired             401     step_up_required    (RFC 9470 challenge, `max_age`)
+    │   └── CredentialExpired          401     credential_expired  (RFC 6750 invalid_token)
     ├── Forbidden                      403     forbidden           (audited as `denied`)
     │   └── MfaEnrolmentRequired       403     mfa_enrolment_required
     ├── NotFound                       404     not_found           (also: not visible to caller)
@@ -85,6 +86,22 @@ class StepUpRequired(Unauthenticated):
         super().__init__(detail)
         self.max_age = max_age
         self.challenge = f'Bearer error="insufficient_user_authentication", max_age={max_age}'
+
+
+class CredentialExpired(Unauthenticated):
+    """A genuine credential (its secret verified) whose time is over: an expired API key,
+    an expired or idle session, an agent run that expired or was ended. Said plainly so
+    the caller knows to get a new one; an unknown or wrong credential keeps the generic
+    401 (the secret was not verified: no oracle)."""
+
+    code = "credential_expired"
+    title = "Credential expired"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.challenge = (
+            f'Bearer realm="bastion", error="invalid_token", error_description="{detail}"'
+        )
 
 
 class Forbidden(BastionError):

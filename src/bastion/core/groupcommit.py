@@ -51,6 +51,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bastion.core import metrics
 from bastion.core.db import WriterBusy
 from bastion.core.errors import BastionError
 
@@ -231,9 +232,12 @@ class GroupCommit:
     async def run(self, work: Work[T], *, order: str = "") -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        queued = time.perf_counter()
         self._put(_Unit(work, order, future, loop))
         # Shielded: a client that goes away does not un-ask; its unit still commits.
-        return await asyncio.shield(future)
+        result = await asyncio.shield(future)
+        metrics.AUDIT_APPEND_LAG.observe(time.perf_counter() - queued)
+        return result
 
     def run_blocking(self, work: Work[T], *, order: str = "") -> T:
         """`run` for a caller on a worker thread (never the writer thread itself)."""

@@ -31,7 +31,7 @@ from bastion.audit import service as audit
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
 from bastion.core.db import org_scoped
-from bastion.core.errors import TooManyRequests, Unauthenticated
+from bastion.core.errors import NotFound, TooManyRequests, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.mail import Mail
@@ -263,3 +263,39 @@ def confirm_reset(
         metadata={"reset_id": row.id, "sessions_ended": ended},
     )
     return user
+
+
+def set_password_by_operator(
+    db: Session, actor: Actor, org_id: str, user_id: str, *, password: str
+) -> int:
+    """The instance operator (the CLI at the host) sets a user's password: for an admin
+    locked out of their account. The password obeys the organisation's policy, every
+    session of the user ends, and so does every outstanding reset link and pending mfa
+    token; factors are left untouched (`reset_mfa` is separate). Audited as
+    `auth.password_set` by the operator. Returns how many sessions ended."""
+    user = db.execute(
+        select(User).where(User.org_id == org_id, User.id == user_id)
+    ).scalar_one_or_none()
+    if user is None:
+        raise NotFound("user not found")
+    check_new_password(db, org_id, password, email=user.email, name=user.name)
+    now = utcnow()
+    db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    user.password_hash = passwords.hash_password(password)
+    user.updated_at = now
+    db.flush()
+    ended = _end_sessions(db, user, keep=None)
+    challenges.void_for_user(db, user.id)
+    audit.record(
+        db,
+        type=EventType.AUTH_PASSWORD_SET,
+        actor=actor,
+        org_id=org_id,
+        resource=("user", user.id),
+        metadata={"by": "operator", "sessions_ended": ended},
+    )
+    return ended

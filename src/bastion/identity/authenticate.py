@@ -46,7 +46,14 @@ from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE, Principal
 from bastion.identity import credentials
 from bastion.identity.authcache import AuthCache, Entry, Revisions
-from bastion.identity.credentials import Authenticated, Loaded, Touch, labelled, rejected
+from bastion.identity.credentials import (
+    Authenticated,
+    Loaded,
+    Touch,
+    expired,
+    labelled,
+    rejected,
+)
 from bastion.identity.errors import IpNotAllowed
 from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
 from bastion.identity.tokens import TokenHasher, TokenKind, looks_like_jwt, parse
@@ -516,7 +523,9 @@ def _session(
         raise rejected(actor, "session_revoked", org_id, resource)
     idle = row.idle_timeout
     if row.expires_at <= now or (now - row.last_seen_at).total_seconds() > idle:
-        raise rejected(actor, "session_expired", org_id, resource)
+        raise expired(
+            actor, "session_expired", org_id, resource, "the session has expired: sign in again"
+        )
     if row.status != "active" or row.org_status != "active":
         raise rejected(actor, "user_inactive", org_id, resource)
     rights = authz.user_rights(db, org_id, row.role, row.user_id, row.grants_until)
@@ -573,7 +582,9 @@ def _api_key(db: Session, key_id: str, secret: str, actor: Actor, hasher: TokenH
     if row.revoked_at is not None and row.revoked_at <= now:
         raise rejected(actor, "key_revoked", org_id, resource)
     if row.expires_at is not None and row.expires_at <= now:
-        raise rejected(actor, "key_expired", org_id, resource)
+        raise expired(
+            actor, "key_expired", org_id, resource, "the API key has expired: use a new key"
+        )
     if row.org_status != "active":
         raise rejected(actor, "org_inactive", org_id, resource)
     perms = authz.permissions_of_role(db, org_id, row.role)

@@ -35,8 +35,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from bastion.core import metrics
 from bastion.core.context import Actor
-from bastion.core.errors import Unauthenticated
+from bastion.core.errors import CredentialExpired, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.principal import Principal
 from bastion.identity.models import ServiceAccount, User
@@ -78,7 +79,24 @@ def rejected(
 ) -> Unauthenticated:
     """The one refusal of every credential kind (the same answer whatever the reason),
     audited with the reason."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
     return Unauthenticated("credential is missing, invalid, revoked or expired").with_audit(
+        type=EventType.AUTH_CREDENTIAL_REJECTED,
+        actor=actor,
+        org_id=org_id,
+        outcome=Outcome.FAILURE,
+        reason=reason,
+        resource=resource,
+    )
+
+
+def expired(
+    actor: Actor, reason: str, org_id: str, resource: tuple[str, str], detail: str
+) -> CredentialExpired:
+    """The refusal of a credential whose secret was verified but whose time is over
+    (`credential_expired`, saying what to do), audited like `rejected`."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
+    return CredentialExpired(detail).with_audit(
         type=EventType.AUTH_CREDENTIAL_REJECTED,
         actor=actor,
         org_id=org_id,

@@ -30,3 +30,18 @@ def head_revision() -> str | None:
 
 def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def pending(url: str) -> list[str]:
+    """The revisions between the database's current one and head, oldest first."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = current_revision(conn)
+    finally:
+        engine.dispose()
+    script = ScriptDirectory(str(HERE))
+    revisions = [r.revision for r in script.iterate_revisions("head", current or "base")]
+    return [r for r in reversed(revisions) if r != current]

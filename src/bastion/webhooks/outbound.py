@@ -35,7 +35,8 @@ from sqlalchemy.orm import Session
 from bastion import __version__
 from bastion.audit import service as audit
 from bastion.audit.siem_transport import backoff_delay
-from bastion.core.clock import rfc3339, utcnow
+from bastion.core import metrics
+from bastion.core.clock import as_utc, rfc3339, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import SYSTEM
 from bastion.core.events import EventType, Outcome
@@ -384,6 +385,7 @@ def _record(
         row.leased_until = None
         if outcome.ok:
             row.status, row.delivered_at, row.next_attempt_at = DELIVERED, now, None
+            metrics.WEBHOOK_DELIVERY_LAG.observe((now - as_utc(row.created_at)).total_seconds())
         elif row.attempts >= policy.max_attempts:
             row.status, row.next_attempt_at = FAILED, None
         else:

@@ -240,8 +240,14 @@ _STANDARD = {
     "webhook-timestamp": "webhook-timestamp",
     "webhook-signature": "webhook-signature",
 }
+# Svix's spelling of the same three headers: its libraries accept either set, and so do we
+# (the `webhook-*` set when its signature header is present, else the `svix-*` set).
+_SVIX = {
+    "svix-id": "svix-id",
+    "svix-timestamp": "svix-timestamp",
+    "svix-signature": "svix-signature",
+}
 _SLACK_SHOWN = tuple(_SLACK.values())
-_STANDARD_SHOWN = tuple(_STANDARD.values())
 
 
 def _github(
@@ -353,8 +359,13 @@ def _standard(
     now: float,
     tolerance: int | None,
 ) -> None:
-    _, ts_header, sig_header = _STANDARD_SHOWN
-    msg_id, raw_ts, value = _headers(headers, _STANDARD)
+    names = _STANDARD
+    if not any(k.lower() == "webhook-signature" for k in headers) and any(
+        k.lower() == "svix-signature" for k in headers
+    ):
+        names = _SVIX
+    _, ts_header, sig_header = names.values()
+    msg_id, raw_ts, value = _headers(headers, names)
     timestamp = _unix_seconds(raw_ts, ts_header)
     signatures: list[bytes] = []
     for entry in value.split():

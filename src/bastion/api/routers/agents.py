@@ -30,6 +30,7 @@ from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State, reauthenticate
 from bastion.api.state import AppState
 from bastion.approvals.models import Approval
+from bastion.core import metrics
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
 from bastion.core.principal import Principal
@@ -211,6 +212,9 @@ async def ask_gate(
                 connected=state.source_rights.of_agent,
             )
         )
+    counter = metrics.GATE_DECISION.get(call.decision)
+    if counter is not None:
+        counter.inc()
     return _call(gate.CallState(call, call.decision, call.reason))
 
 

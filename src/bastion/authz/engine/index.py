@@ -41,6 +41,7 @@ from bastion.authz.engine.model import (
 from bastion.authz.engine.ruleset import RuleSet, rule_sets
 from bastion.authz.models import AclEntry, AuthzRule, Document, Role, RoleGrant, Source
 from bastion.authz.service import custom_role_permissions
+from bastion.core import metrics
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.permissions import Permission
 from bastion.tenancy import service as tenancy
@@ -152,6 +153,11 @@ def _configurer_keys(
 
 
 def build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgIndex:
+    with metrics.AUTHZ_INDEX_BUILDS.time():
+        return _build_index(db, org_id, revisions)
+
+
+def _build_index(db: Session, org_id: str, revisions: tuple[int, ...]) -> OrgIndex:
     """The organisation's index, read from one snapshot of the database. `db` should be
     a session whose transaction has not begun: on PostgreSQL the build then runs in one
     REPEATABLE READ transaction, since under READ COMMITTED each of its dozen queries
