@@ -71,6 +71,7 @@ class EventType(StrEnum):
     ORG_CREATED = "org.created"
     ORG_DELETED = "org.deleted"
     ORG_IP_ALLOWLIST_CHANGED = "org.ip_allowlist_changed"
+    ORG_SLACK_UPDATED = "org.slack_updated"
     ORG_UPDATED = "org.updated"
     REQUEST_INVALID = "request.invalid"
     REQUEST_RATE_LIMITED = "request.rate_limited"
