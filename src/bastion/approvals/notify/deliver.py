@@ -4,10 +4,11 @@ A request (and an escalation) writes a `fanout` notice in its own transaction
 (`enqueue`). The notifier (`deliver_due`, run by a background worker every
 `BASTION_APPROVAL_NOTIFY_INTERVAL` seconds) turns a fanout into one notice per person
 who may decide now and per channel they have: `email` to each, `slack` to each linked
-Slack user when the organisation's Slack app has a bot token. Nobody is told twice of
-one approval. Each notice is claimed (a lease on its retry time, compare-and-set) so
-workers and replicas do not send it twice at once, sent outside any transaction, and
-retried with backoff until sent, `MAX_ATTEMPTS` at most. A notice whose approval closed
+Slack user when the organisation's Slack app has a bot token (email only when an SMTP
+server is configured). Nobody is told twice of one approval. Each notice is claimed (a
+lease on its retry time, compare-and-set) so workers and replicas do not send it twice
+at once, sent outside any transaction, and retried with backoff until sent,
+`MAX_ATTEMPTS` at most. A notice whose approval closed
 meanwhile is dropped. Failures are logged with the channel and a short reason, never a
 token or the message, and counted (`STATS`)."""
 
@@ -180,16 +181,18 @@ def _fan_out(db: Session, channels: Channels, notice: ApprovalNotice) -> None:
     approval = db.get(Approval, notice.approval_id)
     if approval is None or effective_status(approval, now) != "pending":
         return
-    told = set(
-        db.execute(
+    told = {
+        (channel, recipient)
+        for channel, recipient in db.execute(
             select(ApprovalNotice.channel, ApprovalNotice.recipient).where(
                 ApprovalNotice.approval_id == approval.id, ApprovalNotice.channel != FANOUT
             )
-        ).tuples()
-    )
+        )
+    }
+    email = channels.smtp.host is not None  # no mail server: nobody is emailed
     slack = slack_settings.view(db, approval.org_id).bot_token
     for person in recipients.deciders(db, approval, now):
-        wanted = [EMAIL] + ([SLACK] if slack and person.slack_user_id else [])
+        wanted = ([EMAIL] if email else []) + ([SLACK] if slack and person.slack_user_id else [])
         for channel in wanted:
             if (channel, person.id) in told:
                 continue
