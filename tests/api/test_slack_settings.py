@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from bastion.core.clock import clock
 from tests.factories import Factory, step_up
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - a test value
-TOKEN = "xoxb-1111-2222-not-a-real-token"  # noqa: S105 - a test value
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+TOKEN = "xoxb-1111-2222-not-a-real-token"
 
 
 def _team() -> str:
