@@ -29,7 +29,7 @@ from bastion.core.crypto import hmac_sha256_hex
 from tests.agents.test_gate import World
 from tests.conftest import make_settings
 from tests.factories import Factory, Member, bearer
-from tests.receivers import _LocalHttpServer, free_port
+from tests.receivers import HttpReceiver, _LocalHttpServer, free_port
 
 PUBLIC_URL = "https://bastion.example.test"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -106,6 +106,7 @@ class Env:
     state: AppState
     mailbox: Mailbox
     slack: SlackApi
+    hooks: HttpReceiver  # where Slack's `response_url`s point
     factory: Factory = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +130,7 @@ def mailbox_port() -> Iterator[tuple[Mailbox, int]]:
 def env(data_dir: Path, database_url: str, mailbox_port: tuple[Mailbox, int]) -> Iterator[Env]:
     box, port = mailbox_port
     box.messages.clear()
-    slack = SlackApi()
+    slack, hooks = SlackApi(), HttpReceiver()
     settings = make_settings(
         data_dir,
         database_url,
@@ -138,14 +139,16 @@ def env(data_dir: Path, database_url: str, mailbox_port: tuple[Mailbox, int]) ->
         smtp_starttls=False,  # plain SMTP: 127.0.0.0/8 is in the plaintext allowance
         public_url=PUBLIC_URL,
         slack_api_url=slack.url,
+        slack_response_url_prefix=hooks.url("/actions/"),
         # The test runs each notifier round itself.
         approval_notify_interval=60,
         approval_sweep_interval=60,
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield Env(client, app.state.bastion, box, slack)
+        yield Env(client, app.state.bastion, box, slack, hooks)
     slack.stop()
+    hooks.stop()
 
 
 def new_team() -> str:
@@ -174,7 +177,11 @@ def link(w: World, who: Member, slack_user: str) -> None:
 
 
 def payload(
-    approval_id: str, slack_user: str, team: str, action: str = "approve"
+    approval_id: str,
+    slack_user: str,
+    team: str,
+    action: str = "approve",
+    response_url: str = "https://hooks.slack.com/actions/T0/1/abcdef",
 ) -> dict[str, Any]:
     """A `block_actions` payload as Slack sends it when a button is clicked."""
     return {
@@ -186,7 +193,7 @@ def payload(
         "trigger_id": "12466734323.1395872398",
         "container": {"type": "message", "message_ts": "1.000200", "channel_id": "D0APPROVER"},
         "channel": {"id": "D0APPROVER", "name": "directmessage"},
-        "response_url": f"https://hooks.slack.com/actions/{team}/1/abcdef",
+        "response_url": response_url,
         "actions": [
             {
                 "type": "button",

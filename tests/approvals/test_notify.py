@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from bastion.approvals import service as approvals
 from bastion.approvals.models import ApprovalNotice
 from bastion.approvals.notify import deliver
+from bastion.core.clock import clock
 from tests.agents.test_gate import World
 from tests.approvals.support import (
     BOT_TOKEN,
@@ -195,3 +197,26 @@ def test_a_request_decided_before_sending_is_not_announced(env: Env, w: World) -
     assert w.decide(approval, w.managers[0], "deny").status_code == 200
     env.deliver()
     assert _sent(env, w) == 0
+
+
+def test_escalation_tells_the_escalated_approvers_once(env: Env, w: World) -> None:
+    agent = _agent(w)
+    first, escalated = w.managers[0], w.managers[1]
+    w.policy(
+        match={"tools": ["issue_credit"]},
+        decision="require_approval",
+        approvers={"users": [first.user_id]},
+        expires_in=600,
+        escalate_after=60,
+        escalate_to={"users": [escalated.user_id, first.user_id]},
+    )
+    _pending(w, agent)
+    env.deliver()
+    assert set(_emails(env, w)) == {first.email}
+    clock.advance(61)
+    with env.state.write_sessions() as db:
+        approvals.sweep(db)
+        db.commit()
+    env.deliver()
+    assert set(_emails(env, w)) == {first.email, escalated.email}
+    assert _sent(env, w) == 2  # the first approver is not told again

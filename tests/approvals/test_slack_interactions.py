@@ -6,8 +6,10 @@ harmless."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -60,7 +62,9 @@ class Slack:
 
     def click(self, approval: str, who: Member | str, action: str = "approve", **sign: Any) -> Any:
         slack_user = who if isinstance(who, str) else self.slack_ids[who.user_id]
-        return click(self.env.client, payload(approval, slack_user, self.team, action), **sign)
+        url = self.env.hooks.url(f"/actions/{self.team}/1/abc")
+        body = payload(approval, slack_user, self.team, action, response_url=url)
+        return click(self.env.client, body, **sign)
 
     def approval(self, approval: str) -> Any:
         response = self.env.client.get(
@@ -93,6 +97,10 @@ def test_approve_in_slack_lets_the_waiting_agent_proceed(s: Slack) -> None:
     assert reply["response_type"] == "ephemeral"
     assert "approved" in reply["text"]
     assert "now approved" in reply["text"]
+    # The same message reaches the clicker through the interaction's response_url.
+    told = s.env.hooks.requests[-1]
+    assert told.path == f"/actions/{s.team}/1/abc"
+    assert json.loads(told.body) == reply
     thread.join(25)
     assert out, "the waiting agent got no answer"
     assert out[0].status_code == 200, out[0].text
@@ -149,9 +157,6 @@ def test_unverifiable_requests_are_refused_and_change_nothing(s: Slack, case: st
     elif case == "mis-signed":
         response = click(s.env.client, body, secret="another-secret-of-32-characters!")
     elif case == "unsigned":
-        import json
-        from urllib.parse import urlencode
-
         response = s.env.client.post(
             "/v1/integrations/slack/interactions",
             content=urlencode({"payload": json.dumps(body)}).encode(),
@@ -222,3 +227,14 @@ def test_another_organisations_approval_is_not_found(s: Slack, env: Env) -> None
     response = s.click(approval, s.approvers[0])  # s's workspace, other's approval
     assert "does not exist" in response.json()["text"]
     _untouched(other, approval)
+
+
+def test_a_response_url_outside_slacks_hooks_is_never_called(s: Slack) -> None:
+    s.policy()
+    approval, _, _ = s.pending()
+    elsewhere = s.env.hooks.url("/elsewhere/steal")
+    body = payload(approval, s.slack_ids[s.approvers[0].user_id], s.team, response_url=elsewhere)
+    response = click(s.env.client, body)
+    assert response.status_code == 200
+    assert s.approval(approval)["status"] == "approved"
+    assert [r.path for r in s.env.hooks.requests] == []

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     # the Slack Web API they go to (`chat.postMessage` with the organisation's bot token).
     approval_notify_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
     slack_api_url: str = "https://slack.com/api"
+    # Where Slack's `response_url`s point: a click's answer is posted only to a URL under it.
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_from: str = "bastion@localhost"

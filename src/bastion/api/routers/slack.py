@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from bastion.api.deps import DB, Ctx, State
 from bastion.approvals.slack import interactions
@@ -66,7 +67,9 @@ def slack_interactions(
     """Verified with the organisation's Slack signing secret (`X-Slack-Signature`, v0
     HMAC-SHA256 over `v0:{X-Slack-Request-Timestamp}:{body}`, within 5 minutes), the
     organisation found by the payload's `team.id`; decided as the Bastion user linked to
-    the clicking Slack user, by the same rules as `POST …/approvals/{apr}/decisions`."""
+    the clicking Slack user, by the same rules as `POST …/approvals/{apr}/decisions`.
+    The clicker's message is the answer and, once answered, goes to the payload's
+    `response_url` (Slack shows it only to them)."""
     reply = interactions.handle(
         db,
         state.vault,
@@ -77,4 +80,13 @@ def slack_interactions(
     )
     if reply.status != 200:
         raise Unauthenticated("the Slack request could not be verified")
-    return JSONResponse(reply.body())
+    s = state.settings
+    later = BackgroundTask(
+        interactions.answer,
+        reply,
+        s.slack_response_url_prefix,
+        s.outbound_allow,
+        s.proxy_url,
+        s.outbound_plaintext_allow,
+    )
+    return JSONResponse(reply.body(), background=later)

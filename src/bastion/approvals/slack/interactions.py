@@ -14,16 +14,22 @@ apply. A click carries no recent verification, so a decision that needs step-up 
 high-risk tool) is refused with the console link to decide there. An unlinked or
 ineligible clicker changes nothing and is told why (an ephemeral message). The same
 click again (a retry, a replay within the window) finds the decision recorded and
-changes nothing."""
+changes nothing.
+
+Slack reads no message from the answer to a `block_actions` request: the clicker's
+message also goes to the payload's `response_url` (only one under Slack's hooks origin,
+`BASTION_SLACK_RESPONSE_URL_PREFIX`), after the answer, through the SSRF guard."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
+import structlog
 from sqlalchemy.orm import Session
 
 from bastion.approvals import decisions
@@ -31,10 +37,12 @@ from bastion.approvals.notify.messages import APPROVE, DENY, console_link
 from bastion.approvals.slack import settings
 from bastion.core.context import Actor
 from bastion.core.errors import Conflict, Forbidden, NotFound, StepUpRequired
+from bastion.core.netguard import GuardedTransport, OutboundRefused
 from bastion.identity import service as identity
 from bastion.secrets.vault import Vault
 from bastion.webhooks import WebhookVerificationError, verify
 
+log = structlog.get_logger("bastion.approvals")
 TOLERANCE_SECONDS = 300
 UNLINKED = (
     "Your Slack account is not linked to a Bastion user of this organisation, so nothing "
@@ -51,6 +59,7 @@ class Reply:
     status: int
     text: str
     decided: bool = False
+    response_url: str | None = field(default=None, repr=False)  # carries Slack's token
 
     def body(self) -> dict[str, Any]:
         return {"response_type": "ephemeral", "replace_original": False, "text": self.text}
@@ -94,7 +103,40 @@ def handle(
         verify("slack", org.signing_secret, headers, body, tolerance=TOLERANCE_SECONDS)
     except WebhookVerificationError:
         return REFUSED
-    return _act(db, org.org_id, payload, actor, public_url)
+    reply = _act(db, org.org_id, payload, actor, public_url)
+    url = payload.get("response_url")
+    if isinstance(url, str) and len(url) <= 500:
+        reply = replace(reply, response_url=url)
+    return reply
+
+
+def answer(
+    reply: Reply,
+    prefix: str,
+    allow: Sequence[str],
+    proxy: str | None = None,
+    plaintext: Sequence[str] = (),
+) -> bool:
+    """Post the clicker's message to the interaction's `response_url` (after the request
+    was answered). Only a URL under `prefix` (Slack's hooks origin); failures are logged
+    without the URL (it carries a token). Whether Slack took it."""
+    url = reply.response_url
+    if url is None or not url.startswith(prefix) or not prefix:
+        return False
+    try:
+        with httpx.Client(
+            transport=GuardedTransport(allow, proxy=proxy, plaintext=plaintext),
+            timeout=10,
+            follow_redirects=False,
+        ) as client:
+            response = client.post(url, json=reply.body())
+    except (OutboundRefused, httpx.HTTPError) as exc:
+        log.warning("slack response not sent", error=type(exc).__name__)
+        return False
+    if response.status_code != 200:
+        log.warning("slack response not sent", status=response.status_code)
+        return False
+    return True
 
 
 def _act(db: Session, org_id: str, payload: dict[str, Any], actor: Actor, public_url: str) -> Reply:
