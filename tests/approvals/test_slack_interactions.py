@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from sqlalchemy import update
 
+from bastion.tenancy.models import Organization
 from tests.agents.test_gate import World
 from tests.approvals.support import (
     Env,
@@ -238,3 +240,24 @@ def test_a_response_url_outside_slacks_hooks_is_never_called(s: Slack) -> None:
     assert response.status_code == 200
     assert s.approval(approval)["status"] == "approved"
     assert [r.path for r in s.env.hooks.requests] == []
+
+
+def test_outside_the_orgs_ip_allowlist_a_click_is_refused(s: Slack) -> None:
+    s.policy()
+    approval, _, _ = s.pending()
+    with s.env.state.write_sessions() as db:  # set directly: the test client has no address
+        db.execute(
+            update(Organization)
+            .where(Organization.id == s.w.org.id)
+            .values(ip_allowlist=["192.0.2.0/24"])
+        )
+        db.commit()
+    response = s.click(approval, s.approvers[0])
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "ip_not_allowed"
+    with s.env.state.write_sessions() as db:
+        db.execute(
+            update(Organization).where(Organization.id == s.w.org.id).values(ip_allowlist=[])
+        )
+        db.commit()
+    _untouched(s, approval)

@@ -163,6 +163,7 @@ active_people = slack.active_people
 slack_principal = slack.slack_principal
 reach = slack.reach
 person = slack.person
+refuse_outside_slack_allowlist = slack.refuse_outside_allowlist
 
 # Teams (tenancy, below) add members only through this lookup.
 tenancy.register_user_lookup(lambda db, org_id, user_id: _find_user(db, org_id, user_id).id)

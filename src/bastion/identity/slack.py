@@ -19,6 +19,7 @@ from bastion.core.context import Actor
 from bastion.core.errors import Conflict
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
+from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.models import User
 from bastion.tenancy import service as tenancy
 
@@ -101,3 +102,12 @@ def person(db: Session, org_id: str, user_id: str) -> str | None:
     if row is None:
         return None
     return f"{row[0]} <{row[1]}>" if row[0] else str(row[1])
+
+
+def refuse_outside_allowlist(db: Session, org_id: str, actor: Actor) -> None:
+    """A Slack click is a credential of the organisation: 403 `ip_not_allowed` (audited)
+    when the request's address is outside its IP allowlist (add Slack's egress ranges
+    to an allowlist to take clicks from Slack)."""
+    refuse_outside(
+        parse_allowlist(tenancy.ip_allowlist(db, org_id)), org_id, actor, ("org", org_id)
+    )

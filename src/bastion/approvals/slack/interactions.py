@@ -6,7 +6,8 @@ request is verified exactly as Slack specifies, with that organisation's signing
 `X-Slack-Signature` = `v0=` + hex(HMAC-SHA256(secret, "v0:{X-Slack-Request-Timestamp}:{raw
 body}")), compared in constant time, the timestamp within 5 minutes
 (`bastion.webhooks.verify`). An unknown workspace, a stale or mis-signed request is
-refused (401) and changes nothing.
+refused (401) and changes nothing; from outside the organisation's IP allowlist, 403
+`ip_not_allowed` (audited), as for every credential of the organisation.
 
 A verified click decides as the Bastion user linked to the clicking Slack user, through
 the same `decide` as the API: separation of duties, eligibility, quorum and step-up
@@ -103,6 +104,7 @@ def handle(
         verify("slack", org.signing_secret, headers, body, tolerance=TOLERANCE_SECONDS)
     except WebhookVerificationError:
         return REFUSED
+    identity.refuse_outside_slack_allowlist(db, org.org_id, actor)  # 403, audited
     reply = _act(db, org.org_id, payload, actor, public_url)
     url = payload.get("response_url")
     if isinstance(url, str) and len(url) <= 500:
