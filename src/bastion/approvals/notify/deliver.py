@@ -137,8 +137,9 @@ def _handle(sessions: Sessions, channels: Channels, notice_id: str) -> str:
                 db.commit()
                 return FANOUT
             send = _prepare(db, channels, notice)
-            if send is None:  # closed meanwhile: nobody needs telling any more
-                notice.sent_at, notice.error = utcnow(), "approval closed before sending"
+            if send is None:  # closed meanwhile, or the person is out of reach now
+                notice.sent_at = utcnow()
+                notice.error = "not sent: the approval closed or the recipient is out of reach"
                 db.commit()
                 return "dropped"
             channel, approval_id, attempt = notice.channel, notice.approval_id, notice.attempts
