@@ -153,9 +153,9 @@ def test_unverifiable_requests_are_refused_and_change_nothing(s: Slack, case: st
     approval, _, _ = s.pending()
     body = payload(approval, s.slack_ids[s.approvers[0].user_id], s.team)
     if case == "stale":
-        response = click(s.env.client, body, timestamp=int(time.time()) - 301)
+        response = click(s.env.client, body, timestamp=int(time.time()) - 600)
     elif case == "future":
-        response = click(s.env.client, body, timestamp=int(time.time()) + 301)
+        response = click(s.env.client, body, timestamp=int(time.time()) + 600)
     elif case == "mis-signed":
         response = click(s.env.client, body, secret="another-secret-of-32-characters!")
     elif case == "unsigned":
