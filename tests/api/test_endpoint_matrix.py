@@ -6,6 +6,7 @@ One table drives it; a test fails when the app serves a /v1 operation without a 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -260,6 +261,14 @@ ROWS: list[Row] = [
     Row("GET", "/v1/audit/signing-keys", None, 200, org_scoped=False),
     Row("POST", "/v1/auth/logout", None, 204, org_scoped=False),
     Row("GET", "/v1/me", None, 200, org_scoped=False),
+    Row(
+        "PATCH",
+        "/v1/me",
+        None,
+        200,
+        org_scoped=False,
+        body=lambda w: {"slack_user_id": "U" + uuid.uuid4().hex[:10].upper()},
+    ),
     Row("GET", "/v1/me/sessions", None, 200, org_scoped=False),
     Row("DELETE", "/v1/me/sessions", None, 204, org_scoped=False),
     Row(
@@ -997,6 +1006,14 @@ ROWS: list[Row] = [
         params=lambda w: {"policy": w.approval_policy()},
     ),
     Row(
+        "PATCH",
+        "/v1/orgs/{org}/approval-policies/{policy}",
+        P.APPROVAL_POLICIES_MANAGE,
+        200,
+        params=lambda w: {"policy": w.approval_policy()},
+        body=lambda w: {"quorum": 2},
+    ),
+    Row(
         "POST",
         "/v1/orgs/{org}/approval-policies/{policy}/reapprove",
         P.APPROVAL_POLICIES_MANAGE,
@@ -1145,6 +1162,8 @@ PUBLIC = {
     ("POST", "/v1/auth/passkey/options"),  # passwordless: the passkey is the credential
     ("POST", "/v1/auth/passkey"),
     ("POST", "/v1/hooks/{endpoint}"),  # the provider's signature is the credential
+    # Slack's signature (the org's signing secret) is the credential (tests/approvals).
+    ("POST", "/v1/integrations/slack/interactions"),
     # OAuth's own endpoints: the client's id and secret are the credential (tests/oauth).
     ("POST", "/v1/oauth/token"),
     ("POST", "/v1/oauth/introspect"),

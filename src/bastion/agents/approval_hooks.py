@@ -63,5 +63,12 @@ class _AgentSide:
         call.reason = reason
         call.decided_at = now
 
+    def describe(self, db: Session, agent_id: str, call_id: str) -> hooks.CallFacts | None:
+        call = db.get(ToolCall, call_id)
+        agent = db.get(Agent, agent_id)
+        if call is None or agent is None or call.agent_id != agent_id:
+            return None
+        return hooks.CallFacts(agent.name, call.arguments)
+
 
 hooks.register(_AgentSide())

@@ -38,6 +38,7 @@ from bastion.api.routers import (
     scim,
     secrets,
     service_accounts,
+    slack,
     sso,
     teams,
     users,
@@ -46,6 +47,7 @@ from bastion.api.routers import (
 )
 from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
+from bastion.approvals.notify import deliver as approval_notify
 from bastion.audit import checkpoints, sinks
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core import revisions
@@ -177,6 +179,35 @@ def _sweep_approvals(state: AppState) -> Worker:
     )
 
 
+def approval_channels(state: AppState) -> approval_notify.Channels:
+    s = state.settings
+    return approval_notify.Channels(
+        vault=state.vault,
+        smtp=state.mailer.config,
+        public_url=s.public_url,
+        slack_api_url=s.slack_api_url,
+        allow=s.outbound_allow,
+        proxy=s.proxy_url,
+        plaintext=s.outbound_plaintext_allow,
+    )
+
+
+def _notify_approvers(state: AppState) -> Worker:
+    """Every `approval_notify_interval` seconds, tell approvers of new and escalated
+    requests by email and Slack (after commit; leases keep workers apart; retried)."""
+    channels = approval_channels(state)
+
+    def round_() -> int:
+        return approval_notify.deliver_due(state.write_sessions, channels)
+
+    return run_periodically(
+        "approval notification round",
+        lambda: state.settings.approval_notify_interval,
+        round_,
+        logger="bastion.approvals",
+    )
+
+
 def notifier(state: AppState) -> Notifier:
     s = state.settings
     return Notifier(
@@ -266,6 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(_maintain_audit(state)),
             asyncio.create_task(_sweep_approvals(state)),
+            asyncio.create_task(_notify_approvers(state)),
             asyncio.create_task(_deliver_audit_sinks(state)),
             asyncio.create_task(_evaluate_alerts(state)),
             asyncio.create_task(_deliver_webhooks(state)),
@@ -330,6 +362,7 @@ def _api_routers() -> tuple[APIRouter, ...]:
         workflows.router,
         approvals.policies_router,
         approvals.router,
+        slack.router,
         webhooks.endpoints_router,
         webhooks.subscriptions_router,
         webhooks.hooks_router,

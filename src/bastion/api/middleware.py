@@ -61,6 +61,8 @@ OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oa
 # Form posts by protocol: a SAML IdP posts the browser to the ACS (HTTP-POST binding);
 # its answer (a redirect with a one-time code) is never stored for idempotent replay.
 _SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
+# Slack posts its interactions form-encoded (the signature covers the raw body).
+SLACK_INTERACTIONS_PATH = "/v1/integrations/slack/interactions"
 _DOCS_PREFIXES = ("/docs", "/redoc")
 _CSP = b"default-src 'none'; frame-ancestors 'none'"
 # The API docs' pages (`bastion.api.docs`): this origin only, and the pages' own inline
@@ -243,6 +245,7 @@ class BastionMiddleware:
                 and path not in OAUTH_FORM_PATHS
                 and not _is_json(ctx)
                 and not (_SAML_FORM_PATHS.fullmatch(path) and _is_form(ctx))
+                and not (path == SLACK_INTERACTIONS_PATH and _is_form(ctx))
             ):
                 await respond.problem(
                     *problems.generic(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from bastion.approvals import approvers
 from bastion.approvals.hooks import agent_side
 from bastion.approvals.models import Approval, ApprovalDecision, ApprovalPolicy
+from bastion.approvals.notify import outbox
 from bastion.approvals.policies import LOW_RISK
 from bastion.audit import service as audit
 from bastion.core import metrics
@@ -108,6 +109,7 @@ def open_approval(
         },
     )
     notify(db, org_id, "approval.requested", summary(approval))
+    outbox.enqueue(db, approval, outbox.REQUESTED, now)
     return approval.id
 
 
@@ -204,7 +206,7 @@ def list_approvals(
     cursor: str | None,
 ) -> Page[Approval]:
     """Newest first. `status=pending` lists only those still open (not past expiry);
-    `mine` keeps those the caller may decide now (the inbox)."""
+    `mine` keeps those the caller may decide now and has not decided yet (the inbox)."""
     principal.require_org(org_id)
     principal.require(Permission.APPROVALS_READ)
     now = utcnow()
@@ -227,6 +229,7 @@ def list_approvals(
             a
             for a in kept
             if approver is not None
+            and db.get(ApprovalDecision, (a.id, approver.user_id)) is None
             and approvers.eligible(approver, a, approvers.parties(db, a), now)
         ]
     return Page(kept, page.next_cursor)

@@ -38,6 +38,14 @@ class RunFacts:
         return self.revoked or as_utc(self.expires_at) <= now
 
 
+@dataclass(frozen=True)
+class CallFacts:
+    """The call an approval holds, as its notification describes it."""
+
+    agent_name: str
+    arguments: Any
+
+
 class AgentSide(Protocol):
     def tools(
         self, db: Session, org_id: str, agent_ids: Iterable[str] | None
@@ -58,6 +66,11 @@ class AgentSide(Protocol):
         self, db: Session, call_id: str, *, allowed: bool, reason: str, now: datetime
     ) -> None:
         """Apply a closed approval's outcome to its tool call, in the same transaction."""
+        ...
+
+    def describe(self, db: Session, agent_id: str, call_id: str) -> CallFacts | None:
+        """What approvers are told of the call: its agent's name and its arguments
+        (None when the call is gone)."""
         ...
 
 

@@ -84,5 +84,53 @@ class ApprovalDecision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ApprovalNotice(Base):
+    """One notification of an approval's approvers, sent after the request committed.
+
+    A `fanout` row (recipient "") is written with the request (and on escalation): the
+    notifier resolves who may decide now and adds one `email` / `slack` row per person,
+    each retried with backoff until sent, `MAX_ATTEMPTS` at most."""
+
+    __tablename__ = "approval_notices"
+    __table_args__ = (
+        Index(
+            "ux_approval_notices_target",
+            "approval_id",
+            "channel",
+            "recipient",
+            "round",
+            unique=True,
+        ),
+        Index("ix_approval_notices_due", "sent_at", "next_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(10))  # fanout | email | slack
+    recipient: Mapped[str] = mapped_column(String(40), default="")  # a user id
+    round: Mapped[int] = mapped_column(Integer, default=0)  # 0 requested, 1 escalated
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SlackSettings(Base):
+    """An organisation's Slack app: its workspace (`team_id`, how an interaction finds
+    the organisation) and, sealed in the vault, its signing secret and bot token."""
+
+    __tablename__ = "slack_settings"
+
+    org_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[str] = mapped_column(String(40), unique=True)
+    signing_secret_id: Mapped[str] = mapped_column(String(40))
+    bot_token_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Approval policies are part of the data-access model (see `bastion.core.revisions`).
 revisions.watch(ApprovalPolicy, counters=(revisions.AuthzRevision,))

@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.approvals.hooks import agent_side
 from bastion.approvals.models import ApprovalPolicy
-from bastion.approvals.schemas import Approvers, PolicyIn
+from bastion.approvals.schemas import Approvers, PolicyIn, PolicyUpdate
 from bastion.audit import service as audit
 from bastion.authz import service as authz
 from bastion.authz.rules import RuleError, compile_condition, problem, rule_answer, validate
+from bastion.core.clock import utcnow
 from bastion.core.db import get_in_org
 from bastion.core.errors import InvalidInput, NotFound
 from bastion.core.events import EventType
@@ -158,6 +160,62 @@ def reapprove_policy(
     principal.require(Permission.APPROVAL_POLICIES_MANAGE)
     policy = _find_policy(db, org_id, policy_id)
     policy.tool_digests = _pin(db, org_id, policy.match)
+    _audit_policy(db, principal, EventType.APPROVAL_POLICY_UPDATED, policy)
+    return policy
+
+
+def _as_input(policy: ApprovalPolicy) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "match": dict(policy.match),
+        "decision": policy.decision,
+        "approvers": dict(policy.approvers),
+        "quorum": policy.quorum,
+        "expires_in": policy.expires_in,
+        "escalate_after": policy.escalate_after,
+        "escalate_to": dict(policy.escalate_to) or None,
+        "allow_self_approval": policy.allow_self_approval,
+    }
+
+
+def update_policy(
+    db: Session, principal: Principal, org_id: str, policy_id: str, changes: PolicyUpdate
+) -> ApprovalPolicy:
+    """Change the fields given; the policy that results is validated as on create (422
+    naming the field) and audited. A changed `match` pins the tools it matches now.
+    Requests already open keep the approvers and deadlines they were made with."""
+    principal.require_org(org_id)
+    principal.require(Permission.APPROVAL_POLICIES_MANAGE)
+    policy = _find_policy(db, org_id, policy_id)
+    merged = {**_as_input(policy), **changes.model_dump(exclude_unset=True, exclude_none=False)}
+    if "match" in changes.model_fields_set and changes.match is not None:
+        merged["match"] = changes.match.model_dump(exclude_none=True)
+    for name in ("approvers", "escalate_to"):
+        value = getattr(changes, name)
+        if name in changes.model_fields_set and value is not None:
+            merged[name] = value.model_dump()
+    nulls = [k for k, v in merged.items() if v is None and k != "escalate_after"]
+    nulls = [k for k in nulls if k != "escalate_to"]
+    if nulls:
+        raise InvalidInput.field(nulls[0], "may not be null")
+    try:
+        body = PolicyIn.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput.field(where, str(first["msg"])) from None
+    _validate(db, org_id, body)
+    match = body.match.model_dump(exclude_none=True)
+    if match != policy.match:
+        policy.tool_digests = _pin(db, org_id, match)
+    policy.name, policy.match, policy.decision = body.name, match, body.decision
+    policy.approvers = _approvers(db, org_id, "approvers", body.approvers)
+    policy.quorum, policy.expires_in = body.quorum, body.expires_in
+    policy.escalate_after = body.escalate_after
+    policy.escalate_to = _approvers(db, org_id, "escalate_to", body.escalate_to)
+    policy.allow_self_approval = body.allow_self_approval
+    policy.updated_at = utcnow()
+    db.flush()
     _audit_policy(db, principal, EventType.APPROVAL_POLICY_UPDATED, policy)
     return policy
 

@@ -65,6 +65,21 @@ class PolicyIn(In):
         return self
 
 
+class PolicyUpdate(In):
+    """The fields to change; the result is validated as a whole, as on create.
+    `escalate_after` and `escalate_to` set to null together remove escalation."""
+
+    name: Name | None = None
+    match: Match | None = None
+    decision: Literal["allow", "deny", "require_approval"] | None = None
+    approvers: Approvers | None = None
+    quorum: Annotated[int, Field(ge=1, le=20)] | None = None
+    expires_in: Seconds | None = None
+    escalate_after: Seconds | None = None
+    escalate_to: Approvers | None = None
+    allow_self_approval: bool | None = None
+
+
 class PolicyOut(Out):
     id: str
     org_id: str

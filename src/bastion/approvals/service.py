@@ -30,6 +30,7 @@ from bastion.approvals.policies import (
     list_policies,
     policies_of,
     reapprove_policy,
+    update_policy,
 )
 from bastion.approvals.sweeper import sweep
 
@@ -55,4 +56,5 @@ __all__ = [
     "reapprove_policy",
     "status_of",
     "sweep",
+    "update_policy",
 ]

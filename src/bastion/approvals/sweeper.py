@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from bastion.approvals.decisions import close, locked, notify, summary
 from bastion.approvals.models import Approval
+from bastion.approvals.notify import outbox
 from bastion.audit import service as audit
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import SYSTEM
@@ -76,3 +77,4 @@ def _escalate(db: Session, approval: Approval, now: datetime) -> None:
         metadata={"escalate_to": approval.escalate_to},
     )
     notify(db, approval.org_id, "approval.escalated", summary(approval))
+    outbox.enqueue(db, approval, outbox.ESCALATED, now)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     alert_poll_interval: Annotated[float, Field(gt=0, le=60)] = 5.0
     # Approvals: how often expiries are recorded and escalations announced (seconds).
     approval_sweep_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Approvals: how often approvers' notifications (email, Slack) are sent (seconds), and
+    # the Slack Web API they go to (`chat.postMessage` with the organisation's bot token).
+    approval_notify_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    slack_api_url: str = "https://slack.com/api"
+    # Where Slack's `response_url`s point: a click's answer is posted only to a URL under it.
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_from: str = "bastion@localhost"

@@ -79,6 +79,7 @@ class EventType(StrEnum):
     ORG_CREATED = "org.created"
     ORG_DELETED = "org.deleted"
     ORG_IP_ALLOWLIST_CHANGED = "org.ip_allowlist_changed"
+    ORG_SLACK_UPDATED = "org.slack_updated"
     ORG_UPDATED = "org.updated"
     PRIVACY_DETOKENIZED = "privacy.detokenized"
     PRIVACY_KEY_CREATED = "privacy.key_created"

@@ -28,6 +28,7 @@ PREFIXES = frozenset(
         "agt",
         "run",
         "call",
+        "apn",
         "apr",
         "apl",
         "src",

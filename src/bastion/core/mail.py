@@ -46,6 +46,7 @@ class Mail:
     to: str = field(repr=False)  # one address, or several separated by ", "
     subject: str
     body: str = field(repr=False)
+    html: str | None = field(default=None, repr=False)  # an alternative HTML part
 
 
 class MailRefused(Exception):
@@ -70,6 +71,8 @@ def send(config: SmtpConfig, mail: Mail) -> None:
     message["To"] = mail.to
     message["Subject"] = mail.subject
     message.set_content(mail.body)
+    if mail.html is not None:
+        message.add_alternative(mail.html, subtype="html")
     smtp = (
         smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=_tls(config))
         if config.tls

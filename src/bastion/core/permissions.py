@@ -98,6 +98,7 @@ class CredentialKind(StrEnum):
     SCIM = "scim"
     OAUTH_TOKEN = "oauth_token"  # noqa: S105 - a credential kind's name
     SESSION = "session"
+    SLACK = "slack"  # a click in Slack by the person linked to the Slack user
 
 
 # Which permissions each kind of credential may exercise at all; the principal's role
@@ -110,6 +111,10 @@ CREDENTIAL_PERMISSIONS: dict[CredentialKind, frozenset[Permission]] = {
     # into its role permissions when it is verified).
     CredentialKind.OAUTH_TOKEN: ALL_PERMISSIONS,
     CredentialKind.AGENT_RUN: frozenset(),
+    # A Slack interaction (verified with the organisation's Slack signing secret) acts as
+    # the linked person for reading and deciding approvals only; it carries no recent
+    # verification, so what needs step-up is refused (see `Principal.require_recent_auth`).
+    CredentialKind.SLACK: frozenset({Permission.APPROVALS_DECIDE, Permission.APPROVALS_READ}),
     # An `mfa_token` of a person who must enrol a factor first: it reaches the
     # `/v1/me/mfa…` enrolment endpoints only, which check no permission.
     CredentialKind.MFA_ENROLMENT: frozenset(),

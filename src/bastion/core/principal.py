@@ -13,6 +13,9 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.permissions import CREDENTIAL_PERMISSIONS, CredentialKind, Permission
 
 DEFAULT_STEP_UP_MAX_AGE = 600
+# Credentials of a person, whom step-up concerns (a Slack click carries no verification
+# time: what needs step-up is refused to it).
+_PEOPLE = frozenset({CredentialKind.SESSION, CredentialKind.MFA_ENROLMENT, CredentialKind.SLACK})
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,7 @@ class Principal:
                 resource=("api_key", self.credential_id) if self.credential_id else None,
                 metadata={"action": action, "admin_key_refused": True},
             )
-        if self.credential is not CredentialKind.SESSION and (
-            self.credential is not CredentialKind.MFA_ENROLMENT
-        ):
+        if self.credential not in _PEOPLE:
             return
         max_age = self.step_up_max_age
         if self.auth_time is not None and (utcnow() - self.auth_time).total_seconds() <= max_age:

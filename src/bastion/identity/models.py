@@ -13,7 +13,11 @@ from bastion.core.db import Base, JSONType, UTCDateTime
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (Index("ix_users_org_id_id", "org_id", "id"),)
+    __table_args__ = (
+        Index("ix_users_org_id_id", "org_id", "id"),
+        # One Bastion user per Slack user in an organisation (clicks in Slack act as them).
+        Index("ux_users_org_id_slack_user_id", "org_id", "slack_user_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
@@ -26,6 +30,7 @@ class User(Base):
         String(255), nullable=True, info={"secret": True}
     )
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    slack_user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # Latest expiry among this user's active role grants; lets authentication skip the
     # grants query for the common user who has none.
     grants_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

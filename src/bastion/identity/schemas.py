@@ -242,8 +242,16 @@ class UserCreate(In):
     password: Password | None = None
 
 
+SlackUserId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[UW][A-Z0-9]{2,38}$"),
+    Field(description="A Slack user id (`U…` or `W…`); null unlinks."),
+]
+
+
 class UserUpdate(In):
     name: DisplayName | None = None
+    slack_user_id: SlackUserId | None = None
     role: RoleRef | None = None
     status: Literal["active", "suspended"] | None = None
     attributes: dict[str, Any] | None = Field(
@@ -259,8 +267,17 @@ class UserOut(Out):
     role: str
     status: str
     attributes: dict[str, Any]
+    slack_user_id: str | None = Field(
+        default=None, description="The linked Slack user: their clicks in Slack act as this user."
+    )
     last_login_at: datetime | None
     created_at: datetime
+
+
+class MeUpdate(In):
+    """What a person changes of themselves."""
+
+    slack_user_id: SlackUserId | None = None
 
 
 class UserCreated(UserOut):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -20,7 +21,7 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.identity import passwords
+from bastion.identity import passwords, slack
 from bastion.identity.mfa import factors
 from bastion.identity.mfa import store as mfa_store
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
@@ -28,6 +29,15 @@ from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy import service as tenancy
 
 USER_STATUSES = ("active", "invited", "suspended")
+
+
+class Keep(Enum):
+    """A field left as it is (where None means something: `slack_user_id` unlinks)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def normalize_email(email: str) -> str:
@@ -148,6 +158,13 @@ def require_user_in_org(db: Session, org_id: str, user_id: str) -> User:
     return _find_user(db, org_id, user_id)
 
 
+Person = slack.Person
+active_people = slack.active_people
+slack_principal = slack.slack_principal
+reach = slack.reach
+person = slack.person
+refuse_outside_slack_allowlist = slack.refuse_outside_allowlist
+
 # Teams (tenancy, below) add members only through this lookup.
 tenancy.register_user_lookup(lambda db, org_id, user_id: _find_user(db, org_id, user_id).id)
 
@@ -237,7 +254,10 @@ def update_user(
     role: str | None = None,
     status: str | None = None,
     attributes: dict[str, Any] | None = None,
+    slack_user_id: str | Keep | None = KEEP,
 ) -> User:
+    """Change the fields given (`slack_user_id`: KEEP leaves it, None unlinks). A user
+    changes their own name and Slack link; anything else of themselves is refused."""
     principal.require_org(org_id)
     if role is not None or status is not None:
         audit.lock_chain(db, org_id)  # first: see the org's admins as they are (below)
@@ -249,6 +269,11 @@ def update_user(
         _ensure_may_manage(db, principal, user)  # one rule for every field (self: name only)
     if name is not None and name != user.name:
         user.name, changes["name"] = name, name
+    if not isinstance(slack_user_id, Keep) and slack_user_id != user.slack_user_id:
+        if user.id != principal.user_id:
+            _ensure_may_manage(db, principal, user)
+        slack.link(db, user, slack_user_id)
+        changes["slack_user_id"] = slack_user_id
     if role is not None:
         stored = authz.resolve_role(db, org_id, role)
         if stored != user.role:  # the role they hold now is within reach (above)

@@ -24,6 +24,7 @@ from bastion.approvals.schemas import (
     DecisionOut,
     PolicyIn,
     PolicyOut,
+    PolicyUpdate,
 )
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.errors import BastionError
@@ -60,6 +61,18 @@ def list_policies(
 @policies_router.get("/{policy}", summary="One approval policy")
 def get_policy(org: str, policy: str, principal: Caller, db: DB) -> PolicyOut:
     return _policy(approvals.get_policy(db, principal, org, policy))
+
+
+@policies_router.patch(
+    "/{policy}",
+    summary="Change an approval policy (validated as on create; open requests unchanged)",
+)
+def update_policy(
+    org: str, policy: str, body: PolicyUpdate, principal: Caller, db: DB
+) -> PolicyOut:
+    updated = approvals.update_policy(db, principal, org, policy, body)
+    db.flush()
+    return _policy(updated)
 
 
 @policies_router.post(

@@ -3,10 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
+from bastion.core.errors import Forbidden
 from bastion.core.principal import Principal
 from bastion.core.schemas import ListOf
 from bastion.identity import account, sessions
-from bastion.identity.schemas import MeOut, PasswordChangeIn, SessionOut
+from bastion.identity import service as users
+from bastion.identity.schemas import MeOut, MeUpdate, PasswordChangeIn, SessionOut, UserOut
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -29,6 +31,24 @@ def me_out(principal: Principal) -> MeOut:
         amr=list(principal.amr) if principal.session_id else None,
         auth_time=principal.auth_time if principal.session_id else None,
     )
+
+
+@router.patch("", summary="Change what a person sets of themselves: their linked Slack user")
+def update_me(body: MeUpdate, principal: Caller, db: DB) -> UserOut:
+    """A person links their Slack user (`slack_user_id`; null unlinks): their clicks on
+    Approve / Deny in Slack then decide as them. Unique in the organisation (409)."""
+    if principal.user_id is None:
+        raise Forbidden("only a person changes their own profile")
+    updated = users.update_user(
+        db,
+        principal,
+        principal.org_id,
+        principal.user_id,
+        slack_user_id=(
+            body.slack_user_id if "slack_user_id" in body.model_fields_set else users.KEEP
+        ),
+    )
+    return UserOut.model_validate(updated)
 
 
 @router.get("/sessions", summary="The caller's active sessions")

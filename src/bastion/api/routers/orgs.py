@@ -1,22 +1,79 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Response
+from pydantic import Field, SecretStr, StringConstraints
+from sqlalchemy.orm import Session
 
 from bastion.api.deps import DB, Caller, State
+from bastion.approvals.slack import settings as slack
+from bastion.core.schemas import In, Out
 from bastion.identity import sessions
 from bastion.tenancy import service as tenancy
+from bastion.tenancy.models import Organization
 from bastion.tenancy.schemas import OrgOut, OrgUpdate
 
 router = APIRouter(prefix="/v1/orgs/{org}", tags=["organizations"])
 
 
+class SlackIn(In):
+    """The organisation's Slack app (approvals in Slack); secrets sealed in the vault."""
+
+    team_id: Annotated[str, StringConstraints(pattern=r"^T[A-Z0-9]{2,38}$")] = Field(
+        description="The Slack workspace (`T…`): interactions name it as `team.id`."
+    )
+    signing_secret: Annotated[SecretStr, Field(min_length=16, max_length=200)] = Field(
+        description="The app's signing secret: verifies Slack's interaction requests."
+    )
+    bot_token: Annotated[SecretStr, Field(min_length=8, max_length=300)] | None = Field(
+        default=None,
+        description="The app's bot token (`xoxb-…`, scope `chat:write`): posts approvers' "
+        "messages. Absent: the one saved before is kept.",
+    )
+
+
+class SlackOut(Out):
+    configured: bool
+    team_id: str | None
+    bot_token: bool = Field(description="Whether a bot token is saved (never shown).")
+
+
+class OrgUpdateIn(OrgUpdate):
+    slack: SlackIn | None = None
+
+
+class OrgWithSlack(OrgOut):
+    slack: SlackOut = Field(description="The Slack app of approvals; its secrets never shown.")
+
+
+def _out(db: Session, org: Organization) -> OrgWithSlack:
+    view = slack.view(db, org.id)
+    out = OrgOut.model_validate(org)
+    return OrgWithSlack(
+        **out.model_dump(),
+        slack=SlackOut(configured=view.configured, team_id=view.team_id, bot_token=view.bot_token),
+    )
+
+
 @router.get("", summary="The organisation and its settings")
-def get_org(org: str, principal: Caller, db: DB) -> OrgOut:
-    return OrgOut.model_validate(tenancy.get_org(db, principal, org))
+def get_org(org: str, principal: Caller, db: DB) -> OrgWithSlack:
+    return _out(db, tenancy.get_org(db, principal, org))
 
 
 @router.patch("", summary="Change the organisation's settings and policies")
-def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
+def update_org(
+    org: str, body: OrgUpdateIn, principal: Caller, db: DB, state: State
+) -> OrgWithSlack:
+    if body.slack is not None:
+        change = slack.SlackChange(
+            team_id=body.slack.team_id,
+            signing_secret=body.slack.signing_secret.get_secret_value(),
+            bot_token=body.slack.bot_token.get_secret_value() if body.slack.bot_token else None,
+        )
+        slack.configure(db, state.vault, principal, org, change)
+        if not body.model_fields_set - {"slack", "confirm_lockout"}:
+            return _out(db, tenancy.get_org(db, principal, org))
     policy = body.password_policy
     updated = tenancy.update_org(
         db,
@@ -39,7 +96,7 @@ def update_org(org: str, body: OrgUpdate, principal: Caller, db: DB) -> OrgOut:
         sso_enforced=body.sso_enforced,
         sso_break_glass=body.sso_break_glass,
     )
-    return OrgOut.model_validate(updated)
+    return _out(db, updated)
 
 
 @router.delete(

@@ -64,7 +64,9 @@ def get_user(org: str, user: str, principal: Caller, db: DB) -> UserOut:
     return UserOut.model_validate(users.get_user(db, principal, org, user))
 
 
-@router.patch("/{user}", summary="Change a user's name, role, status or attributes")
+@router.patch(
+    "/{user}", summary="Change a user's name, role, status, attributes or linked Slack user"
+)
 def update_user(org: str, user: str, body: UserUpdate, principal: Caller, db: DB) -> UserOut:
     updated = users.update_user(
         db,
@@ -75,6 +77,9 @@ def update_user(org: str, user: str, body: UserUpdate, principal: Caller, db: DB
         role=body.role,
         status=body.status,
         attributes=body.attributes,
+        slack_user_id=(
+            body.slack_user_id if "slack_user_id" in body.model_fields_set else users.KEEP
+        ),
     )
     return UserOut.model_validate(updated)
 

@@ -15,7 +15,7 @@ from alembic import op
 import bastion.core.db
 
 revision: str = "0026_privacy"
-down_revision: str | None = "0024_saml_sp"
+down_revision: str | None = "0025_approval_notify"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,3 @@
+from tests.approvals.support import env, mailbox_port
+
+__all__ = ["env", "mailbox_port"]
