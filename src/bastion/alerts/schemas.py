@@ -34,6 +34,8 @@ class AlertRuleIn(In):
         "step_up_refused",
         "sso_failures",
         "scim_admin_deprovisioned",
+        "control_failing",
+        "access_review_due",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

@@ -27,6 +27,7 @@ from bastion.api.routers import (
     approvals,
     audit,
     auth,
+    compliance,
     me,
     meta,
     mfa,
@@ -46,6 +47,8 @@ from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
 from bastion.audit import checkpoints, sinks
 from bastion.authz.engine import Engine as AuthzEngine
+from bastion.compliance import reviews as access_reviews
+from bastion.compliance import service as compliance_service
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
@@ -204,6 +207,26 @@ def _evaluate_alerts(state: AppState) -> Worker:
     )
 
 
+def _maintain_compliance(state: AppState) -> Worker:
+    """Every `COMPLIANCE_SWEEP_SECONDS`, apply `on_due` to access reviews past their due
+    date and remind reviewers; about hourly (and soon after start), evaluate every
+    organisation's controls and store their history (`control_failing` alerts)."""
+
+    def sweep() -> int:
+        return access_reviews.sweep(state.write_sessions)
+
+    def evaluate() -> int:
+        return compliance_service.evaluate_round(state.write_sessions, state.signer.public_keys)
+
+    return run_periodically(
+        "compliance round",
+        lambda: access_reviews.SWEEP_EVERY_SECONDS,
+        sweep,
+        logger="bastion.compliance",
+        occasionally=Occasional(evaluate, every=RETENTION_EVERY_SECONDS, at_start=True),
+    )
+
+
 def _reencrypt_secrets(state: AppState) -> Worker:
     """Every few seconds, move secret versions onto their organisation's newest data key
     after a rotation (small batches, compare-and-set per row: several workers may run
@@ -256,6 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_evaluate_alerts(state)),
             asyncio.create_task(_deliver_webhooks(state)),
             asyncio.create_task(_reencrypt_secrets(state)),
+            asyncio.create_task(_maintain_compliance(state)),
         ]
         try:
             yield
@@ -310,6 +334,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
     app.include_router(scim.router, responses=ERROR_RESPONSES)
+    app.include_router(compliance.router, responses=ERROR_RESPONSES)
+    app.include_router(compliance.reviews_router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app

@@ -58,6 +58,11 @@ PREFIXES = frozenset(
         "dom",
         "ssor",
         "ssox",
+        "cst",  # compliance control status (one evaluated state of a control)
+        "att",  # compliance attestation
+        "rpt",  # compliance report
+        "arv",  # access review campaign
+        "ari",  # access review item
     }
 )
 
