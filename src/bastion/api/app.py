@@ -208,22 +208,27 @@ def _evaluate_alerts(state: AppState) -> Worker:
 
 
 def _maintain_compliance(state: AppState) -> Worker:
-    """Every `COMPLIANCE_SWEEP_SECONDS`, apply `on_due` to access reviews past their due
-    date and remind reviewers; about hourly (and soon after start), evaluate every
-    organisation's controls and store their history (`control_failing` alerts)."""
+    """Every `access_review_sweep_interval` seconds, apply `on_due` to access reviews
+    past their due date and remind reviewers; every `compliance_evaluate_interval`
+    seconds (soon after start; never when 0), evaluate every organisation's controls
+    and store their history (what `control_failing` alerts watch)."""
 
     def sweep() -> int:
         return access_reviews.sweep(state.write_sessions)
 
     def evaluate() -> int:
+        if not state.settings.compliance_evaluate_interval:
+            return 0
         return compliance_service.evaluate_round(state.write_sessions, state.signer.public_keys)
 
     return run_periodically(
         "compliance round",
-        lambda: access_reviews.SWEEP_EVERY_SECONDS,
+        lambda: state.settings.access_review_sweep_interval,
         sweep,
         logger="bastion.compliance",
-        occasionally=Occasional(evaluate, every=RETENTION_EVERY_SECONDS, at_start=True),
+        occasionally=Occasional(
+            evaluate, every=state.settings.compliance_evaluate_interval or 3600, at_start=True
+        ),
     )
 
 

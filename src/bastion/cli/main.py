@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.cli import apikey, audit, keys, org
+from bastion.cli import apikey, audit, compliance, keys, org
 from bastion.cli.common import EXIT_USAGE, err, fail, out, settings
 from bastion.core.config import ConfigError, Settings
 from bastion.core.keyring import (
@@ -33,6 +33,7 @@ app.add_typer(org.app, name="org")
 app.add_typer(apikey.app, name="apikey")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(compliance.app, name="compliance")
 
 
 @app.command()

@@ -37,7 +37,6 @@ SCOPES = ("users", "api_keys", "service_accounts", "agents", "role_grants")
 RECURRENCE_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 REMIND_EVERY = timedelta(hours=24)
 MAX_ITEMS = 5000
-SWEEP_EVERY_SECONDS = 60.0  # due dates applied within a minute
 
 
 @dataclass(frozen=True)
