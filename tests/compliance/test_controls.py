@@ -106,8 +106,10 @@ def test_refusals(factory: Factory) -> None:
 
 def test_attestations_for_manual_controls(factory: Factory) -> None:
     org = factory.org()
-    url = f"/v1/orgs/{org.id}/compliance/controls/soc2/CC7.4/attestations"
+    url = f"/v1/orgs/{org.id}/compliance/attestations"
     body = {
+        "framework": "soc2",
+        "control": "CC7.4",
         "statement": "Incident response plan v3 approved and tabletop held on 2026-11-02",
         "evidence_url": "https://wiki.example.com/ir-plan",
         "document_sha256": "a" * 64,
@@ -117,35 +119,35 @@ def test_attestations_for_manual_controls(factory: Factory) -> None:
     assert response.status_code == 201, response.text
     made = response.json()
     assert made["attested_by_type"] == "api_key"
+    assert (made["framework"], made["control_id"]) == ("soc2", "CC7.4")
     assert made["statement"] == body["statement"]
     evidence = _controls(factory, org, "soc2")["CC7.4"]["evidence"]
     assert [e["id"] for e in evidence if e["type"] == "attestation"] == [made["id"]]
-    listed = factory.client.get(url, headers=org.headers).json()["data"]
+    query = {"framework": "soc2", "control": "CC7.4"}
+    listed = factory.client.get(url, params=query, headers=org.headers).json()["data"]
     assert [a["id"] for a in listed] == [made["id"]]
-    # An automated control takes none; an unknown control is not found; a past expiry
-    # is refused; a member may not attest.
-    automated = f"/v1/orgs/{org.id}/compliance/controls/soc2/CC6.1/attestations"
-    response = factory.client.post(automated, json={"statement": "x"}, headers=org.headers)
-    assert response.status_code == 422
-    assert "control" in response.text
-    unknown = f"/v1/orgs/{org.id}/compliance/controls/soc2/CC99/attestations"
-    assert (
-        factory.client.post(unknown, json={"statement": "x"}, headers=org.headers).status_code
-        == 404
-    )
-    past = {"statement": "x", "valid_until": "2001-01-01T00:00:00Z"}
-    response = factory.client.post(url, json=past, headers=org.headers)
-    assert response.status_code == 422
-    assert "valid_until" in response.text
+    # An automated control takes none; an unknown control or framework, a past expiry
+    # are refused naming the field; a member may not attest; another tenant sees none.
+    for change, field in [
+        ({"control": "CC6.1"}, "control"),
+        ({"control": "CC99"}, "control"),
+        ({"framework": "pci"}, "framework"),
+        ({"valid_until": "2001-01-01T00:00:00Z"}, "valid_until"),
+        ({"evidence_url": "javascript:alert(1)"}, "evidence_url"),
+    ]:
+        response = factory.client.post(url, json={**body, **change}, headers=org.headers)
+        assert response.status_code == 422, (change, response.text)
+        assert field in response.text
     member = factory.member(org)
-    assert (
-        factory.client.post(url, json={"statement": "x"}, headers=member.headers).status_code == 403
-    )
+    assert factory.client.post(url, json=body, headers=member.headers).status_code == 403
+    other = factory.org()
+    assert factory.client.get(url, params=query, headers=other.headers).status_code == 404
     with writing(factory) as db:
         events = (
             db.execute(
                 select(AuditEvent.type).where(
-                    AuditEvent.chain == org.id, AuditEvent.type == "compliance_attestation.created"
+                    AuditEvent.chain == org.id,
+                    AuditEvent.type == "compliance_attestation.created",
                 )
             )
             .scalars()
@@ -200,8 +202,9 @@ def test_history_and_control_failing_alert(factory: Factory) -> None:
             select(Alert).where(Alert.org_id == org.id, Alert.key == "control:soc2:CC6.1")
         ).scalar_one()
         assert alert.status == "resolved"
-    url = f"/v1/orgs/{org.id}/compliance/controls/soc2/CC6.1/history"
-    response = factory.client.get(url, headers=org.headers)
+    url = f"/v1/orgs/{org.id}/compliance/history"
+    query = {"framework": "soc2", "control": "CC6.1"}
+    response = factory.client.get(url, params=query, headers=org.headers)
     assert response.status_code == 200, response.text
     history = response.json()["data"]
     assert [h["status"] for h in history] == ["passing", "failing"]
@@ -221,7 +224,11 @@ def test_history_and_control_failing_alert(factory: Factory) -> None:
         )
     assert types == ["compliance_control.failing", "compliance_control.passing"]
     other = factory.org()
-    assert factory.client.get(url, headers=other.headers).status_code == 404
+    assert factory.client.get(url, params=query, headers=other.headers).status_code == 404
+    unknown = {"framework": "soc2", "control": "CC0"}
+    response = factory.client.get(url, params=unknown, headers=org.headers)
+    assert response.status_code == 422
+    assert "control" in response.text
 
 
 def test_record_of_processing(factory: Factory) -> None:

@@ -54,6 +54,8 @@ class ControlStateOut(Out):
 class AttestationIn(In):
     """Who states that a manual control operates is the caller; when is now."""
 
+    framework: Framework
+    control: Annotated[str, StringConstraints(min_length=1, max_length=40)]
     statement: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)
     ]

@@ -23,7 +23,7 @@ from bastion.compliance.models import Attestation, ControlState
 from bastion.core.clock import as_utc, rfc3339, utcnow
 from bastion.core.context import SYSTEM
 from bastion.core.crypto import sha256_hex
-from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.permissions import Permission
@@ -59,14 +59,11 @@ def framework_of(name: str, field_name: str = "framework") -> Framework:
 
 
 def control_of(framework: str, control_id: str) -> Control:
-    try:
-        fw = catalogue.load(framework)
-    except KeyError:
-        raise NotFound("control not found") from None
+    fw = framework_of(framework)
     for control in fw.controls:
         if control.id == control_id:
             return control
-    raise NotFound("control not found")
+    raise InvalidInput.field("control", f"no such control in {fw.id}")
 
 
 def list_frameworks(principal: Principal, org_id: str) -> list[dict[str, Any]]:

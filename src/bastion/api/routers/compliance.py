@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from bastion.api.deps import DB, Caller, State
 from bastion.compliance import processing, reports, reviews
@@ -32,9 +32,6 @@ from bastion.core.schemas import ListOf
 router = APIRouter(prefix="/v1/orgs/{org}/compliance", tags=["compliance"])
 reviews_router = APIRouter(prefix="/v1/orgs/{org}/access-reviews", tags=["access reviews"])
 
-ControlId = Annotated[str, Path(max_length=40)]
-
-
 @router.get("/frameworks", summary="The frameworks whose controls Bastion evaluates")
 def list_frameworks(org: str, principal: Caller) -> ListOf[FrameworkOut]:
     found = compliance.list_frameworks(principal, org)
@@ -56,31 +53,32 @@ def list_controls(
     return {"data": [ControlOut.model_validate(r.as_json()) for r in results]}
 
 
-@router.get(
-    "/controls/{framework}/{control}/history",
-    summary="When a control started failing and when it was fixed (newest first)",
-)
+FrameworkQuery = Annotated[Framework, Query(description="The control's framework.")]
+ControlQuery = Annotated[str, Query(max_length=40, description="The control's id, e.g. CC6.1.")]
+
+
+@router.get("/history", summary="When a control started failing and when it was fixed")
 def control_history(
-    org: str, framework: str, control: ControlId, principal: Caller, db: DB
+    org: str, principal: Caller, db: DB, framework: FrameworkQuery, control: ControlQuery
 ) -> dict[str, list[ControlStateOut]]:
+    """The control's stretches of status, newest first: each from the evaluation that
+    found it (`started_at`) to the last that confirmed it (`last_evaluated_at`)."""
     rows = compliance.history(db, principal, org, framework, control)
     return {"data": [ControlStateOut.model_validate(r) for r in rows]}
 
 
 @router.post(
-    "/controls/{framework}/{control}/attestations",
+    "/attestations",
     status_code=201,
     summary="Attest that a manual control operates (who: the caller; when: now)",
 )
-def attest(
-    org: str, framework: str, control: ControlId, body: AttestationIn, principal: Caller, db: DB
-) -> AttestationOut:
+def attest(org: str, body: AttestationIn, principal: Caller, db: DB) -> AttestationOut:
     row = compliance.attest(
         db,
         principal,
         org,
-        framework,
-        control,
+        body.framework,
+        body.control,
         statement=body.statement,
         evidence_url=body.evidence_url,
         document_sha256=body.document_sha256,
@@ -89,9 +87,9 @@ def attest(
     return AttestationOut.model_validate(row)
 
 
-@router.get("/controls/{framework}/{control}/attestations", summary="A control's attestations")
+@router.get("/attestations", summary="A manual control's attestations, newest first")
 def list_attestations(
-    org: str, framework: str, control: ControlId, principal: Caller, db: DB
+    org: str, principal: Caller, db: DB, framework: FrameworkQuery, control: ControlQuery
 ) -> dict[str, list[AttestationOut]]:
     rows = compliance.list_attestations(db, principal, org, framework, control)
     return {"data": [AttestationOut.model_validate(r) for r in rows]}
