@@ -319,6 +319,7 @@ def test_other_tenants_and_validation(factory: Factory) -> None:
     }
     changes: list[tuple[dict[str, Any], str]] = [
         ({"due_at": "2001-01-01T00:00:00Z"}, "due_at"),
+        ({"due_at": "9999-12-31T00:00:00Z"}, "due_at"),
         ({"reviewers": {}}, "reviewers"),
         ({"reviewers": {"users": ["usr_nobody"]}}, "reviewers.users[0]"),
         ({"reviewers": {"roles": ["overlord"]}}, "reviewers.roles"),

@@ -36,6 +36,7 @@ Sessions = Callable[[], Session]
 SCOPES = ("users", "api_keys", "service_accounts", "agents", "role_grants")
 RECURRENCE_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 REMIND_EVERY = timedelta(hours=24)
+MAX_DUE = timedelta(days=366)
 MAX_ITEMS = 5000
 
 
@@ -268,6 +269,8 @@ def create_review(
     principal.require(Permission.ACCESS_REVIEWS_MANAGE)
     if as_utc(due_at) <= utcnow():
         raise InvalidInput.field("due_at", "must be in the future")
+    if as_utc(due_at) > utcnow() + MAX_DUE:
+        raise InvalidInput.field("due_at", "must be within a year")
     checked = _check_reviewers(db, org_id, reviewers)
     return _start(
         db,

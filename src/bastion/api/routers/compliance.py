@@ -32,6 +32,7 @@ from bastion.core.schemas import ListOf
 router = APIRouter(prefix="/v1/orgs/{org}/compliance", tags=["compliance"])
 reviews_router = APIRouter(prefix="/v1/orgs/{org}/access-reviews", tags=["access reviews"])
 
+
 @router.get("/frameworks", summary="The frameworks whose controls Bastion evaluates")
 def list_frameworks(org: str, principal: Caller) -> ListOf[FrameworkOut]:
     found = compliance.list_frameworks(principal, org)
