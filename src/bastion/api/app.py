@@ -214,12 +214,14 @@ def _maintain_compliance(state: AppState) -> Worker:
     and store their history (what `control_failing` alerts watch)."""
 
     def sweep() -> int:
-        return access_reviews.sweep(state.write_sessions)
+        return access_reviews.sweep(state.write_sessions, read_sessions=state.sessions)
 
     def evaluate() -> int:
         if not state.settings.compliance_evaluate_interval:
             return 0
-        return compliance_service.evaluate_round(state.write_sessions, state.signer.public_keys)
+        return compliance_service.evaluate_round(
+            state.write_sessions, state.signer.public_keys, state.sessions
+        )
 
     return run_periodically(
         "compliance round",

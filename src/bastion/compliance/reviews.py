@@ -551,11 +551,14 @@ def remind(db: Session, review: AccessReview, now: datetime) -> bool:
     return True
 
 
-def sweep(write_sessions: Sessions, now: datetime | None = None) -> int:
+def sweep(
+    write_sessions: Sessions, now: datetime | None = None, read_sessions: Sessions | None = None
+) -> int:
     """Apply `on_due` to campaigns past their due date, and remind the reviewers of the
-    others; one transaction per campaign, each row locked so workers do not race."""
+    others; one transaction per campaign, each row locked so workers do not race. Open
+    campaigns are found with a reader: with none, no writer is taken."""
     at = now or utcnow()
-    with write_sessions() as db:
+    with (read_sessions or write_sessions)() as db:
         open_ids = list(
             db.execute(
                 select(AccessReview.id)

@@ -222,9 +222,13 @@ def evaluate_and_record(db: Session, org_id: str, public_keys: Mapping[int, byte
     return record(db, org_id, results, facts.now)
 
 
-def evaluate_round(write_sessions: Sessions, public_keys: Mapping[int, bytes] | None) -> int:
+def evaluate_round(
+    write_sessions: Sessions,
+    public_keys: Mapping[int, bytes] | None,
+    read_sessions: Sessions | None = None,
+) -> int:
     """Evaluate and store every active organisation's controls, one transaction each."""
-    with write_sessions() as db:
+    with (read_sessions or write_sessions)() as db:
         orgs = tenancy.active_org_ids(db)
     changed = 0
     for org_id in orgs:
