@@ -102,6 +102,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         "alert_poll_interval": 60,
         "webhook_poll_interval": 60,
         "approval_notify_interval": 60,
+        # Controls are evaluated and their history stored when a test asks.
+        "compliance_evaluate_interval": 0,
         # Each app gets its own rate-limit counters, even when they share one Redis.
         "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
     }

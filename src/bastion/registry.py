@@ -12,6 +12,7 @@ import bastion.alerts.models
 import bastion.approvals.models
 import bastion.audit.models
 import bastion.authz.models
+import bastion.compliance.models
 import bastion.core.idempotency
 import bastion.core.revisions
 import bastion.identity.models

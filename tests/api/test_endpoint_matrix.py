@@ -33,6 +33,7 @@ class World:
     factory: Factory
     org: Org
     run_token: str = ""
+    reviewer: dict[str, str] = field(default_factory=dict)  # an access review's reviewer
 
     def user(self) -> str:
         body = {"email": unique_email(), "role": "viewer", "password": PASSWORD}
@@ -241,6 +242,25 @@ def _INTEGRATION() -> dict[str, Any]:  # noqa: N802 - a fresh body each call
 def _user_and_grant(w: World) -> Params:
     user = w.user()
     return {"user": user, "grant": w.grant(user)}
+
+
+def _access_review(w: World) -> Params:
+    """A campaign over users reviewed by a new manager, and an item not their own."""
+    manager = w.factory.member(w.org, "manager")
+    w.reviewer = manager.headers
+    body = {
+        "name": unique_name("review"),
+        "scope": ["users"],
+        "reviewers": {"users": [manager.user_id]},
+        "due_at": (datetime.now(UTC) + timedelta(days=7)).isoformat(),
+        "on_due": "keep",
+    }
+    review = str(w.post("access-reviews", body)["id"])
+    items = w.client.get(
+        f"/v1/orgs/{w.org.id}/access-reviews/{review}/items", headers=w.org.headers
+    ).json()["data"]
+    item = next(i["id"] for i in items if i["subject_id"] != manager.user_id)
+    return {"review": review, "item": item}
 
 
 def _team_and_member(w: World) -> Params:
@@ -1145,6 +1165,81 @@ ROWS: list[Row] = [
         P.ORG_MANAGE,
         204,
         params=lambda w: {"dom": w.domain()},
+    ),
+    Row("GET", "/v1/orgs/{org}/compliance/frameworks", P.COMPLIANCE_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/compliance/controls",
+        P.COMPLIANCE_READ,
+        200,
+        query={"framework": "soc2"},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/compliance/history",
+        P.COMPLIANCE_READ,
+        200,
+        query={"framework": "soc2", "control": "CC6.1"},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/compliance/attestations",
+        P.COMPLIANCE_MANAGE,
+        201,
+        body=lambda w: {"framework": "soc2", "control": "CC7.4", "statement": "IR plan"},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/compliance/attestations",
+        P.COMPLIANCE_READ,
+        200,
+        query={"framework": "soc2", "control": "CC7.4"},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/compliance/reports",
+        P.COMPLIANCE_MANAGE,
+        201,
+        body=lambda w: {"framework": "soc2", "format": "json"},
+    ),
+    Row("GET", "/v1/orgs/{org}/compliance/gdpr/record-of-processing", P.COMPLIANCE_READ, 200),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/access-reviews",
+        P.ACCESS_REVIEWS_MANAGE,
+        201,
+        body=lambda w: {
+            "name": "r",
+            "scope": ["api_keys"],
+            "reviewers": {"roles": ["admin"]},
+            "due_at": _in_an_hour(),
+            "on_due": "keep",
+        },
+    ),
+    # Reviewers see the campaigns they review without a permission: reads are scoped.
+    Row("GET", "/v1/orgs/{org}/access-reviews", None, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/access-reviews/{review}",
+        None,
+        200,
+        params=lambda w: {"review": _access_review(w)["review"]},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/access-reviews/{review}/items",
+        None,
+        200,
+        params=lambda w: {"review": _access_review(w)["review"]},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/access-reviews/{review}/items/{item}/decision",
+        None,
+        200,
+        params=_access_review,
+        body=lambda w: {"decision": "keep"},
+        caller=lambda w: w.reviewer,
     ),
 ]
 

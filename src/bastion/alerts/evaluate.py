@@ -53,6 +53,7 @@ MFA_CHANGES = frozenset(
 )
 STEP_UP_REFUSALS = ("auth.step_up_required",)
 SSO_FAILURES = ("sso.signin_failed",)
+CONTROL_EVENTS = ("compliance_control.failing", "compliance_control.passing")
 
 
 class Event(Protocol):
@@ -250,6 +251,42 @@ def _integration_disconnected(db: Session, rule: AlertRule, e: Event) -> Finding
     return Finding(f"integration:{e.resource_id}", summary, 0, details=details)
 
 
+def _control_failing(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """A compliance control started failing: one alert per control; the event that it
+    passes again resolves that alert."""
+    metadata = e.event_metadata or {}
+    wanted = rule.params.get("frameworks") or []
+    if e.type not in CONTROL_EVENTS or (wanted and metadata.get("framework") not in wanted):
+        return None
+    key = f"control:{e.resource_id}"
+    if e.type == "compliance_control.passing":
+        for alert in db.execute(
+            select(Alert).where(Alert.rule_id == rule.id, Alert.key == key, Alert.status == "open")
+        ).scalars():
+            alert.status, alert.resolved_at = "resolved", as_utc(e.time)
+        return None
+    failing = metadata.get("failing_checks") or []
+    summary = (
+        f"{metadata.get('framework')} control {metadata.get('control')} is failing:"
+        f" {', '.join(str(x) for x in failing)}"
+    )
+    details = {k: metadata.get(k) for k in ("framework", "control", "title", "failing_checks")}
+    return Finding(key, summary, 0, details=details)
+
+
+def _review_due(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """Reviewers of an open access review reminded: one alert per reminder."""
+    if e.type != "access_review.reminder":
+        return None
+    metadata = e.event_metadata or {}
+    summary = (
+        f"access review {metadata.get('name')} ({e.resource_id}): {metadata.get('undecided')}"
+        f" items undecided, due {metadata.get('due_at')}"
+    )
+    details = {k: metadata.get(k) for k in ("name", "undecided", "due_at", "reviewers")}
+    return Finding(f"review:{e.resource_id}:{e.id}", summary, 0, details=details)
+
+
 def _match(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     matcher = _MATCHERS.get(rule.kind)
     return matcher(db, rule, e) if matcher is not None else None
@@ -291,6 +328,8 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "sso_failures": _sso_failures,
     "scim_admin_deprovisioned": _scim_admin,
     "integration_disconnected": _integration_disconnected,
+    "control_failing": _control_failing,
+    "access_review_due": _review_due,
 }
 
 

@@ -36,6 +36,11 @@ Rule kinds (parameters, defaults):
   provider): one alert per de-provisioned admin.
 - `integration_disconnected` — an OAuth integration's token refresh was refused by its
   provider (`integration.disconnected`): one alert per integration until resolved.
+- `control_failing` — a compliance control starts failing (`compliance_control.failing`,
+  from the evaluation of live state), for the `frameworks` listed (all when empty); one
+  alert per control, resolved when it passes again.
+- `access_review_due` — reviewers of an open access review are reminded
+  (`access_review.reminder`, once a day until its due date); one alert per reminder.
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -76,6 +81,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sso_failures": {"threshold": 10, "window_seconds": 300},
     "scim_admin_deprovisioned": {},
     "integration_disconnected": {},
+    "control_failing": {"frameworks": []},
+    "access_review_due": {},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"
@@ -115,6 +122,11 @@ def validate_params(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("threshold", "window_seconds", "lookback_days", "after_seconds"):
         if name in params and (not isinstance(params[name], int) or params[name] < 1):
             raise InvalidInput.field(f"params.{name}", "must be a positive integer")
+    if "frameworks" in params and (
+        not isinstance(params["frameworks"], list)
+        or not all(isinstance(t, str) for t in params["frameworks"])
+    ):
+        raise InvalidInput.field("params.frameworks", "must be a list of framework ids")
     if "event_types" in params and (
         not isinstance(params["event_types"], list)
         or not all(isinstance(t, str) for t in params["event_types"])

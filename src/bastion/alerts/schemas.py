@@ -35,6 +35,8 @@ class AlertRuleIn(In):
         "sso_failures",
         "scim_admin_deprovisioned",
         "integration_disconnected",
+        "control_failing",
+        "access_review_due",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

@@ -27,6 +27,7 @@ from bastion.api.routers import (
     approvals,
     audit,
     auth,
+    compliance,
     integrations,
     me,
     meta,
@@ -50,6 +51,8 @@ from bastion.approvals import service as approval_service
 from bastion.approvals.notify import deliver as approval_notify
 from bastion.audit import checkpoints, sinks
 from bastion.authz.engine import Engine as AuthzEngine
+from bastion.compliance import reviews as access_reviews
+from bastion.compliance import service as compliance_service
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
@@ -238,6 +241,33 @@ def _evaluate_alerts(state: AppState) -> Worker:
     )
 
 
+def _maintain_compliance(state: AppState) -> Worker:
+    """Every `access_review_sweep_interval` seconds, apply `on_due` to access reviews
+    past their due date and remind reviewers; every `compliance_evaluate_interval`
+    seconds (soon after start; never when 0), evaluate every organisation's controls
+    and store their history (what `control_failing` alerts watch)."""
+
+    def sweep() -> int:
+        return access_reviews.sweep(state.write_sessions, read_sessions=state.sessions)
+
+    def evaluate() -> int:
+        if not state.settings.compliance_evaluate_interval:
+            return 0
+        return compliance_service.evaluate_round(
+            state.write_sessions, state.signer.public_keys, state.sessions
+        )
+
+    return run_periodically(
+        "compliance round",
+        lambda: state.settings.access_review_sweep_interval,
+        sweep,
+        logger="bastion.compliance",
+        occasionally=Occasional(
+            evaluate, every=state.settings.compliance_evaluate_interval or 3600, at_start=True
+        ),
+    )
+
+
 def _reencrypt_secrets(state: AppState) -> Worker:
     """Every few seconds, move secret versions onto their organisation's newest data key
     after a rotation (small batches, compare-and-set per row: several workers may run
@@ -303,6 +333,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_deliver_webhooks(state)),
             asyncio.create_task(_reencrypt_secrets(state)),
             asyncio.create_task(_refresh_integrations(state)),
+            asyncio.create_task(_maintain_compliance(state)),
         ]
         try:
             yield
@@ -333,6 +364,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(oauth.clients_router)  # OAuth's own error format (RFC 6749)
     app.include_router(oauth.router)
+    app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
+    app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
+    app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
+    app.include_router(scim.router, responses=ERROR_RESPONSES)
+    app.include_router(compliance.router, responses=ERROR_RESPONSES)
+    app.include_router(compliance.reviews_router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app
@@ -375,6 +412,8 @@ def _api_routers() -> tuple[APIRouter, ...]:
         integrations.runs_router,
         privacy.router,
         privacy.types_router,
+        compliance.router,
+        compliance.reviews_router,
     )
 
 

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api"
     # Where Slack's `response_url`s point: a click's answer is posted only to a URL under it.
     slack_response_url_prefix: str = "https://hooks.slack.com/"
+    # Compliance: how often access reviews past their due date get `on_due` and reviewers
+    # are reminded (seconds), and how often every organisation's controls are evaluated
+    # and their history stored (seconds; 0: only when asked, e.g. by a report).
+    access_review_sweep_interval: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    compliance_evaluate_interval: Annotated[int, Field(ge=0)] = 3600
     smtp_host: str | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_from: str = "bastion@localhost"

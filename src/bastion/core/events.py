@@ -7,6 +7,10 @@ from enum import StrEnum
 
 
 class EventType(StrEnum):
+    ACCESS_REVIEW_COMPLETED = "access_review.completed"
+    ACCESS_REVIEW_CREATED = "access_review.created"
+    ACCESS_REVIEW_DECIDED = "access_review.decided"
+    ACCESS_REVIEW_REMINDER = "access_review.reminder"
     ACL_GRANTED = "acl.granted"
     ACL_REVOKED = "acl.revoked"
     AGENT_CREATED = "agent.created"
@@ -51,6 +55,10 @@ class EventType(StrEnum):
     AUTHZ_NOT_FOUND = "authz.not_found"
     AUTHZ_RULE_CREATED = "authz_rule.created"
     AUTHZ_RULE_DELETED = "authz_rule.deleted"
+    COMPLIANCE_ATTESTATION_CREATED = "compliance_attestation.created"
+    COMPLIANCE_CONTROL_FAILING = "compliance_control.failing"
+    COMPLIANCE_CONTROL_PASSING = "compliance_control.passing"
+    COMPLIANCE_REPORT_CREATED = "compliance_report.created"
     DATA_KEY_DESTROYED = "data_key.destroyed"
     DATA_KEY_ROTATED = "data_key.rotated"
     DOCUMENT_CREATED = "document.created"

@@ -61,6 +61,11 @@ PREFIXES = frozenset(
         "ssox",
         "int",  # OAuth integration
         "intr",  # an integration's connect request in flight
+        "cst",  # compliance control status (one evaluated state of a control)
+        "att",  # compliance attestation
+        "rpt",  # compliance report
+        "arv",  # access review campaign
+        "ari",  # access review item
     }
 )
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 
 class Permission(StrEnum):
+    ACCESS_REVIEWS_MANAGE = "access_reviews:manage"
     AGENTS_CREATE = "agents:create"
     AGENTS_MANAGE = "agents:manage"
     AGENTS_READ = "agents:read"
@@ -21,6 +22,8 @@ class Permission(StrEnum):
     AUDIT_EXPORT = "audit:export"
     AUDIT_READ = "audit:read"
     AUTHZ_CHECK = "authz:check"
+    COMPLIANCE_MANAGE = "compliance:manage"
+    COMPLIANCE_READ = "compliance:read"
     GRANTS_MANAGE = "grants:manage"
     INTEGRATIONS_MANAGE = "integrations:manage"
     INTEGRATIONS_READ = "integrations:read"
@@ -49,6 +52,7 @@ class Permission(StrEnum):
 
 
 DESCRIPTIONS: dict[Permission, str] = {
+    Permission.ACCESS_REVIEWS_MANAGE: "Start, see and close access review campaigns.",
     Permission.AGENTS_CREATE: "Register new agents.",
     Permission.AGENTS_MANAGE: "Edit, share and delete every agent of the organisation.",
     Permission.AGENTS_READ: "See agents visible to the caller.",
@@ -61,6 +65,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.AUDIT_EXPORT: "Export the audit trail.",
     Permission.AUDIT_READ: "Search and read audit events.",
     Permission.AUTHZ_CHECK: "Ask authorization questions about other subjects.",
+    Permission.COMPLIANCE_MANAGE: "Upload attestations and issue signed compliance reports.",
+    Permission.COMPLIANCE_READ: "See compliance controls, their history and evidence.",
     Permission.GRANTS_MANAGE: "Give and revoke temporary role grants.",
     Permission.INTEGRATIONS_MANAGE: "Register, connect and delete OAuth integrations.",
     Permission.INTEGRATIONS_READ: "List OAuth integrations (never their tokens or secrets).",

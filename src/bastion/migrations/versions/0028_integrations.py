@@ -17,7 +17,7 @@ from alembic import op
 import bastion.core.db
 
 revision: str = "0028_integrations"
-down_revision: str | None = "0026_privacy"
+down_revision: str | None = "0027_compliance"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
