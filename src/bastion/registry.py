@@ -15,6 +15,7 @@ import bastion.authz.models
 import bastion.core.idempotency
 import bastion.core.revisions
 import bastion.identity.models
+import bastion.mcp.models
 import bastion.oauth.models
 import bastion.scim.models
 import bastion.secrets.models

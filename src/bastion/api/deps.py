@@ -137,6 +137,7 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/runs/{run}/tool-calls",
         "/v1/runs/{run}/tool-calls/{call}",
         "/v1/runs/{run}/tool-calls/{call}/stream",
+        "/v1/runs/{run}/mcp",  # the MCP gateway (bastion.api.mcp_gateway)
         "/v1/orgs/{org}/secrets/{name}/reveal",
     }
 )

@@ -33,6 +33,7 @@ PREFIXES = frozenset(
         "src",
         "doc",
         "whe",
+        "mcs",
         "evt",
         "req",
         "inv",

@@ -22,6 +22,9 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AUTHZ_CHECK = "authz:check"
     GRANTS_MANAGE = "grants:manage"
+    MCP_SERVERS_MANAGE = "mcp_servers:manage"
+    MCP_SERVERS_READ = "mcp_servers:read"
+    MCP_SERVERS_USE = "mcp_servers:use"
     ORG_MANAGE = "org:manage"
     ORG_READ = "org:read"
     ROLES_MANAGE = "roles:manage"
@@ -57,6 +60,9 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.AUDIT_READ: "Search and read audit events.",
     Permission.AUTHZ_CHECK: "Ask authorization questions about other subjects.",
     Permission.GRANTS_MANAGE: "Give and revoke temporary role grants.",
+    Permission.MCP_SERVERS_MANAGE: "Register, change and remove upstream MCP servers.",
+    Permission.MCP_SERVERS_READ: "List MCP servers and their tools (never their headers).",
+    Permission.MCP_SERVERS_USE: "Connect agents to MCP servers (checked again at every call).",
     Permission.ORG_MANAGE: "Change organisation security settings.",
     Permission.ORG_READ: "Read organisation details and settings.",
     Permission.ROLES_MANAGE: "Create, change and delete custom roles.",
