@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp import Client
 from tests.e2e.server import Server, server_env
 from tests.factories import Factory, Member, Org, bearer
 from tests.mcp.upstream import Upstream
 
-UPSTREAM_TOKEN = "upstream-secret-token-0123456789"  # noqa: S105 - the test upstream's own
+UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
 
 
 @pytest.fixture(scope="module")

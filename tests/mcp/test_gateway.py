@@ -56,10 +56,12 @@ def test_a_denied_call_never_reaches_the_upstream(
     assert result.structured_content["bastion"]["reason"] == f"policy:{policy['id']}"
     assert upstream.calls[before:] == []
     event = world.events("tool_call.decided")[0]
-    assert event["outcome"] == "denied" and event["metadata"]["tool"] == "calc.refund"
+    assert event["outcome"] == "denied"
+    assert event["metadata"]["tool"] == "calc.refund"
     # Arguments the tool's schema refuses are denied by the gate too, never sent.
     result = world.call("calc.add", {"a": "two", "b": 3})
-    assert result.is_error and "invalid_arguments" in result.structured_content["bastion"]["reason"]
+    assert result.is_error
+    assert "invalid_arguments" in result.structured_content["bastion"]["reason"]
     assert upstream.calls[before:] == []
 
 

@@ -12,7 +12,7 @@ from bastion.api.state import AppState
 from bastion.secrets.models import Secret, SecretVersion
 from tests.factories import Factory
 
-TOKEN = "sealed-upstream-token-abcdef0123456789"  # noqa: S105 - a test value
+TOKEN = "sealed-upstream-token-abcdef0123456789"
 
 
 def _create(client: TestClient, org_id: str, auth: dict[str, str], **body: object) -> Any:
@@ -45,7 +45,8 @@ def test_register_list_change_and_remove_a_server(
         f"{base}/{server['id']}", json={"name": "docs", "headers": {}}, headers=org.headers
     )
     assert changed.status_code == 200, changed.text
-    assert changed.json()["name"] == "docs" and changed.json()["header_names"] == []
+    assert changed.json()["name"] == "docs"
+    assert changed.json()["header_names"] == []
     assert changed.json()["version"] == 2
     with state.sessions() as db:  # the replaced credential is destroyed
         assert db.execute(select(Secret).where(Secret.scope_id == server["id"])).first() is None

@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
@@ -18,7 +17,6 @@ from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
 from bastion.api import errors, mcp_gateway
 from bastion.api.background import Occasional, run_periodically
-from bastion.api.mcp_gateway import McpGateway
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
 from bastion.api.routers import (
@@ -29,7 +27,6 @@ from bastion.api.routers import (
     approvals,
     audit,
     auth,
-    mcp,
     me,
     meta,
     mfa,
@@ -249,7 +246,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_json)
     state = build_state(settings)
-    gateway = McpGateway(state)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -289,11 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # tool-call gate) come first.
     app.include_router(access.authz_router, responses=ERROR_RESPONSES)
     app.include_router(agents.runs_router, responses=ERROR_RESPONSES)
-    # The MCP gateway: the SDK's Streamable HTTP server behind the run token.
-    app.state.mcp_gateway = gateway
-    app.router.routes.append(
-        Route(mcp_gateway.ROUTE, endpoint=gateway, methods=["GET", "POST", "DELETE"])
-    )
+    gateway = mcp_gateway.mount(app, state)  # /v1/runs/{run}/mcp and the MCP server registry
     for module in (auth, me, mfa, orgs, users, teams, roles, apikeys, service_accounts, audit):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(mfa.auth_router, responses=ERROR_RESPONSES)
@@ -314,7 +306,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.endpoints_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.subscriptions_router, responses=ERROR_RESPONSES)
     app.include_router(webhooks.hooks_router, responses=ERROR_RESPONSES)
-    app.include_router(mcp.router, responses=ERROR_RESPONSES)
     app.include_router(oauth.clients_router)
     app.include_router(oauth.router)
     app.include_router(sso.connections_router, responses=ERROR_RESPONSES)

@@ -29,11 +29,13 @@ from typing import Any
 
 import mcp_types as types
 import structlog
+from fastapi import FastAPI
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bastion.agents import gate, mcp_runs
@@ -41,12 +43,15 @@ from bastion.agents.gate.runs import own_run
 from bastion.agents.service import tool_digest
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.deps import authenticate_request, bearer_token
+from bastion.api.problems import ERROR_RESPONSES
+from bastion.api.routers import mcp as registry
 from bastion.api.state import AppState
 from bastion.approvals.models import Approval
 from bastion.audit import service as audit
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.events import EventType, Outcome
 from bastion.core.principal import Principal
+from bastion.mcp.service import Upstream
 from bastion.mcp.upstream import UpstreamError, Upstreams
 
 log = structlog.get_logger("bastion.mcp")
@@ -173,7 +178,7 @@ class McpGateway:
 
     async def _refusal(
         self, view: mcp_runs.McpRun, tool: dict[str, Any] | None
-    ) -> tuple[str | None, mcp_runs.mcp.Upstream | None, str | None]:
+    ) -> tuple[str | None, Upstream | None, str | None]:
         """(a reason to deny before the gate decides, the upstream, its tool's name)."""
         if tool is None:
             return None, None, None  # the gate denies an undeclared tool
@@ -280,6 +285,17 @@ class McpGateway:
             await self.state.writer.run(write, order=f"{view.org_id}:{view.run_id}")
         except Exception:  # the audit write failed: logged, the agent still hears of it
             log.exception("could not audit a failed MCP call", call_id=call_id)
+
+
+def mount(app: FastAPI, state: AppState) -> McpGateway:
+    """Serve the gateway at `ROUTE` (outside `/openapi.json`: it speaks MCP, not this
+    API's JSON; docs/mcp.md describes it), keep it as `app.state.mcp_gateway`, and the
+    MCP server registry's routes (`/v1/orgs/{org}/mcp-servers`)."""
+    gateway = McpGateway(state)
+    app.include_router(registry.router, responses=ERROR_RESPONSES)
+    app.state.mcp_gateway = gateway
+    app.router.routes.append(Route(ROUTE, endpoint=gateway, methods=["GET", "POST", "DELETE"]))
+    return gateway
 
 
 def _inspected(hooks: list[Inspect], view: mcp_runs.McpRun, tool: str, value: Any) -> str | None:
