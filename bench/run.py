@@ -24,6 +24,7 @@ SUITES = [
     "secrets",
     "webhooks",
     "agents",
+    "mcp",
     "mfa",
     "writes",
     "soak",

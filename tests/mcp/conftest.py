@@ -54,6 +54,7 @@ class World:
         *,
         risks: dict[str, str] | None = None,
         connect: bool = True,
+        configurer: str = "member",
     ) -> None:
         self.url = url
         self.org: Org = factory.org()
@@ -77,7 +78,8 @@ class World:
             ],
             "connections": [self.server["id"]] if connect else [],
         }
-        self.agent = self.post("agents", body, self.user.headers)
+        self.configurer = self.user if configurer == "member" else self.manager
+        self.agent = self.post("agents", body, self.configurer.headers)
         self.start_run()
 
     def discover(self, risks: dict[str, str]) -> list[dict[str, Any]]:

@@ -219,3 +219,27 @@ def test_an_agent_not_connected_sees_no_tool_and_its_calls_are_refused(
     reason = result.structured_content["bastion"]["reason"]
     assert reason == f"connection_not_granted:{world.server['id']}"
     assert upstream.calls[before:] == []
+
+
+def test_a_server_whose_configurer_lost_the_right_to_use_it_is_withheld(
+    server: Server, upstream: Upstream, factory: Factory
+) -> None:
+    """Nobody hands on what they do not hold: the manager who connected the server is
+    made a viewer (no `mcp_servers:use`); the member's run loses the server's tools at
+    the next request, and its calls are refused without reaching the upstream."""
+    world = World(server.url, factory, upstream.url, configurer="manager")
+    assert "calc.add" in world.list_tools()
+    demoted = httpx.patch(
+        f"{world.url}/v1/orgs/{world.org.id}/users/{world.manager.user_id}",
+        json={"role": "viewer"},
+        headers=world.org.headers,
+        timeout=30,
+    )
+    assert demoted.status_code == 200, demoted.text
+    assert world.list_tools() == []
+    before = len(upstream.calls)
+    result = world.call("calc.add", {"a": 1, "b": 2})
+    assert result.is_error
+    reason = result.structured_content["bastion"]["reason"]
+    assert reason == f"connection_withheld:{world.server['id']}"
+    assert upstream.calls[before:] == []

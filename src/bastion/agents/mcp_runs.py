@@ -12,6 +12,7 @@ withheld, as a source would be.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -33,7 +34,7 @@ class McpRun:
     run_id: str
     org_id: str
     agent_id: str
-    expires_in: float  # seconds the run has left
+    expires_at: datetime  # the run's end (UTC)
     connections: frozenset[str]  # the agent's MCP connections (`mcs_…`)
     tools: dict[str, dict[str, Any]]  # declared tools by name
     upstreams: dict[str, mcp.Upstream] = field(repr=False)  # connected servers that exist
@@ -81,7 +82,7 @@ def load(db: Session, vault: Vault, principal: Principal, run_id: str) -> McpRun
         run_id=run.id,
         org_id=run.org_id,
         agent_id=agent.id,
-        expires_in=(as_utc(run.expires_at) - now).total_seconds(),
+        expires_at=as_utc(run.expires_at),
         connections=connections,
         tools={t["name"]: t for t in agent.tools},
         upstreams=upstreams,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,7 @@ log = structlog.get_logger("bastion.mcp")
 
 ROUTE = "/v1/runs/{run}/mcp"
 _CALLER = "bastion.mcp.caller"  # the authenticated run, in the ASGI scope
+MAX_VIEWS = 4096  # runs whose MCP view a worker keeps
 MAX_WAIT_SECONDS = 3600.0  # a pending call waits at most this long (and the run's time)
 
 # Data policies on arguments and results (a later issue): each hook sees the run, the
@@ -86,6 +88,7 @@ class McpGateway:
         self._managers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[StreamableHTTPSessionManager, asyncio.Task[None]]
         ] = weakref.WeakKeyDictionary()
+        self._views: OrderedDict[str, tuple[tuple[int, ...], mcp_runs.McpRun]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"McpGateway(upstreams={self.upstreams!r})"
@@ -140,11 +143,37 @@ class McpGateway:
         return principal, run_id
 
     async def _view(self, principal: Principal, run_id: str) -> mcp_runs.McpRun:
+        """The run's MCP view, read once per revision tuple of its organisation (an
+        agent, server, role, grant or run change bumps them) while the run lasts."""
+        org_id = principal.org_id or ""
+        authz = self.state.authz
+        revisions = (
+            authz.revisions(org_id)
+            if authz.local
+            else await run_in_threadpool(authz.revisions, org_id)
+        )
+        cached = self._views.get(run_id)
+        if (
+            cached is not None
+            and revisions is not None
+            and cached[0] == revisions
+            and cached[1].org_id == org_id
+            and cached[1].expires_at > utcnow()
+        ):
+            own_run(principal, run_id)
+            return cached[1]
+
         def read() -> mcp_runs.McpRun:
             with self.state.sessions() as db:
                 return mcp_runs.load(db, self.state.vault, principal, run_id)
 
-        return await run_in_threadpool(read)
+        view = await run_in_threadpool(read)
+        if revisions is not None:
+            self._views[run_id] = (revisions, view)
+            self._views.move_to_end(run_id)
+            while len(self._views) > MAX_VIEWS:
+                self._views.popitem(last=False)
+        return view
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -224,7 +253,8 @@ class McpGateway:
         )
         decision, reason = call.decision, call.reason
         if decision == "pending":
-            decision, reason = await self._wait(principal, run_id, call, view.expires_in)
+            left = (view.expires_at - utcnow()).total_seconds()
+            decision, reason = await self._wait(principal, run_id, call, left)
         info = {"call_id": call.id, "decision": decision, "reason": reason}
         if call.approval_id:
             info["approval_id"] = call.approval_id
@@ -241,7 +271,7 @@ class McpGateway:
         return result
 
     async def _wait(
-        self, principal: Principal, run_id: str, call: Any, expires_in: float
+        self, principal: Principal, run_id: str, call: Any, run_left: float
     ) -> tuple[str, str]:
         """Wait for the pending call's decision, within the run's time and its approval's
         expiry; then read it again with the credential (a revoked run is denied)."""
@@ -254,7 +284,7 @@ class McpGateway:
                     return 0.0
                 return max(0.0, (as_utc(approval.expires_at) - utcnow()).total_seconds())
 
-        seconds = min(expires_in, MAX_WAIT_SECONDS, await run_in_threadpool(until_expiry) + 0.05)
+        seconds = min(run_left, MAX_WAIT_SECONDS, await run_in_threadpool(until_expiry) + 0.05)
         await state.waiters.wait(call.id, seconds)
 
         def reread() -> gate.CallState:
