@@ -19,6 +19,11 @@ from tests.mcp.upstream import Upstream
 pytestmark = pytest.mark.e2e
 
 
+def _declared(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("name", "description", "input_schema", "risk", "connection")
+    return [{k: t[k] for k in keys} for t in tools]
+
+
 def _text(result: Any) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
@@ -213,6 +218,16 @@ def test_an_agent_not_connected_sees_no_tool_and_its_calls_are_refused(
 ) -> None:
     world = World(server.url, factory, upstream.url, connect=False)
     assert world.list_tools() == []
+    # A tool of no MCP server is not the gateway's to call (the REST gate's).
+    response = httpx.patch(
+        f"{world.url}/v1/orgs/{world.org.id}/agents/{world.agent['id']}",
+        json={"tools": [*_declared(world.agent["tools"]), {"name": "local_tool"}]},
+        headers=world.user.headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    local = world.call("local_tool", {})
+    assert local.structured_content["bastion"]["reason"] == "not_an_mcp_tool:local_tool"
     before = len(upstream.calls)
     result = world.call("calc.add", {"a": 1, "b": 2})
     assert result.is_error

@@ -34,6 +34,8 @@ from fastapi import FastAPI
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
@@ -52,7 +54,8 @@ from bastion.audit import service as audit
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.events import EventType, Outcome
 from bastion.core.principal import Principal
-from bastion.mcp.service import Upstream
+from bastion.core.schemas import unstorable
+from bastion.mcp.service import Upstream, is_server_id
 from bastion.mcp.upstream import UpstreamError, Upstreams
 
 log = structlog.get_logger("bastion.mcp")
@@ -212,10 +215,10 @@ class McpGateway:
         if tool is None:
             return None, None, None  # the gate denies an undeclared tool
         connection = tool.get("connection")
-        if connection is None or connection not in view.connections:
-            # Not an MCP tool, or its server is not connected: the gate decides (it
-            # denies a connection not given); nothing is ever sent upstream.
-            return None, None, None
+        if connection is None or not is_server_id(connection):
+            return f"not_an_mcp_tool:{tool['name']}", None, None  # other tools: the REST gate
+        if connection not in view.connections:
+            return None, None, None  # the gate denies a connection not given
         server = view.upstreams.get(connection)
         if server is None:
             return f"mcp_server_unavailable:{connection}", None, None
@@ -239,6 +242,9 @@ class McpGateway:
         principal, run_id = self._caller(ctx)
         view = await self._view(principal, run_id)
         arguments = dict(params.arguments or {})
+        problem = unstorable(arguments)
+        if problem is not None:  # as the REST gate's 422: refused before any decision
+            raise MCPError(INVALID_PARAMS, f"arguments {problem}")
         tool = view.tools.get(params.name)
         refuse, server, upstream_name = await self._refusal(view, tool)
         if refuse is None and tool is not None:
@@ -259,9 +265,6 @@ class McpGateway:
         if call.approval_id:
             info["approval_id"] = call.approval_id
         if decision != "allow" or server is None or upstream_name is None:
-            if decision == "allow":  # allowed, yet not an MCP tool of a connected server
-                decision, reason = "deny", "not_an_mcp_tool"
-                info.update(decision=decision, reason=reason)
             return _error(f"Bastion: this call was not allowed ({decision}: {reason})", **info)
         try:
             result = await self.upstreams.call(server, upstream_name, arguments)
