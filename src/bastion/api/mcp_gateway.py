@@ -89,7 +89,8 @@ class McpGateway:
             "bastion", on_list_tools=self._list_tools, on_call_tool=self._call_tool
         )
         self._managers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[StreamableHTTPSessionManager, asyncio.Task[None]]
+            asyncio.AbstractEventLoop,
+            tuple[StreamableHTTPSessionManager, asyncio.Task[None], asyncio.Event],
         ] = weakref.WeakKeyDictionary()
         self._views: OrderedDict[str, tuple[tuple[int, ...], mcp_runs.McpRun]] = OrderedDict()
 
@@ -104,6 +105,7 @@ class McpGateway:
         loop = asyncio.get_running_loop()
         found = self._managers.get(loop)
         if found is not None and not found[1].done():
+            await found[2].wait()  # a request that came first may still be starting it
             return found[0]
         manager = StreamableHTTPSessionManager(self.server, json_response=True, stateless=True)
         started = asyncio.Event()
@@ -114,7 +116,7 @@ class McpGateway:
                 await asyncio.Event().wait()
 
         task = loop.create_task(hold())
-        self._managers[loop] = (manager, task)
+        self._managers[loop] = (manager, task, started)
         await started.wait()
         return manager
 
@@ -132,7 +134,7 @@ class McpGateway:
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
-        for _, task in list(self._managers.values()):
+        for _, task, _ in list(self._managers.values()):
             task.cancel()
 
     # --- MCP --------------------------------------------------------------------------
@@ -271,6 +273,9 @@ class McpGateway:
         except UpstreamError as exc:
             await self._failed(principal, view, call.id, params.name, exc.reason)
             return _error(f"Bastion: the MCP server failed ({exc.reason})", **info, failed=True)
+        refused = _inspected(inspect_results, view, params.name, result)
+        if refused is not None:
+            return _error(f"Bastion: the result was withheld ({refused})", **info)
         return result
 
     async def _wait(
