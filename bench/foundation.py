@@ -89,36 +89,46 @@ def bare_server(workers: int) -> Iterator[str]:
         process.wait(timeout=15)
 
 
-_SHARED: dict[tuple[str | None, str | None, int], tuple[str, dict[str, str]]] = {}
+_SHARED: dict[
+    tuple[str | None, str | None, int, tuple[tuple[str, str], ...]], tuple[str, dict[str, str]]
+] = {}
 _SHARED_STOP = ExitStack()
 
 
 @contextmanager
 def bastion_server(
-    database_url: str | None, redis_url: str | None, workers: int
+    database_url: str | None,
+    redis_url: str | None,
+    workers: int,
+    extra_env: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """A fresh `bastion serve` with an organisation: its URL, an admin API key and an
     admin session token. In a smoke run, every suite asking for the same backend gets
     the same server, started once and stopped at exit: starting one (`bastion init`, two
     CLI commands, the workers' imports) would be most of each suite's time."""
     if not SCALE.smoke:
-        with _bastion_server(database_url, redis_url, workers) as started:
+        with _bastion_server(database_url, redis_url, workers, extra_env) as started:
             yield started
         return
-    key = (database_url, redis_url, workers)
+    key = (database_url, redis_url, workers, extra_env)
     if key not in _SHARED:
         if not _SHARED:
             atexit.register(_SHARED_STOP.close)
-        _SHARED[key] = _SHARED_STOP.enter_context(_bastion_server(database_url, redis_url, workers))
+        _SHARED[key] = _SHARED_STOP.enter_context(
+            _bastion_server(database_url, redis_url, workers, extra_env)
+        )
     yield _SHARED[key]
 
 
 @contextmanager
 def _bastion_server(
-    database_url: str | None, redis_url: str | None, workers: int
+    database_url: str | None,
+    redis_url: str | None,
+    workers: int,
+    extra_env: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[tuple[str, dict[str, str]]]:
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
-        extra = {"BASTION_API_REQUESTS_PER_MINUTE": "100000000"}
+        extra = {"BASTION_API_REQUESTS_PER_MINUTE": "100000000", **dict(extra_env)}
         if redis_url:
             extra["BASTION_REDIS_URL"] = redis_url
         env = server_env(Path(tmp), database_url, **extra)

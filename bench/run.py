@@ -25,6 +25,7 @@ SUITES = [
     "privacy",
     "webhooks",
     "agents",
+    "mcp",
     "mfa",
     "writes",
     "soak",

@@ -17,6 +17,7 @@ import bastion.core.idempotency
 import bastion.core.revisions
 import bastion.identity.models
 import bastion.integrations.models
+import bastion.mcp.models
 import bastion.oauth.models
 import bastion.privacy.models
 import bastion.scim.models

@@ -61,6 +61,10 @@ class World:
     def key(self) -> str:
         return str(self.post("api-keys", {"name": "k", "role": "viewer"})["id"])
 
+    def mcp_server(self) -> str:
+        body = {"name": unique_name("mcp"), "url": "http://127.0.0.1:9/mcp"}
+        return str(self.post("mcp-servers", body)["id"])
+
     def scim_token(self) -> str:
         return str(self.post("scim-tokens", {"name": "idp"})["id"])
 
@@ -840,6 +844,45 @@ ROWS: list[Row] = [
     Row("GET", "/v1/orgs/{org}/secrets-key", P.SECRETS_READ, 200),
     Row("POST", "/v1/orgs/{org}/secrets-key/rotate", P.SECRETS_MANAGE, 202),
     Row("DELETE", "/v1/orgs/{org}", P.ORG_MANAGE, 204),  # a fresh org per case: safe to delete
+    Row(
+        "POST",
+        "/v1/orgs/{org}/mcp-servers",
+        P.MCP_SERVERS_MANAGE,
+        201,
+        body=lambda w: {"name": "files", "url": "http://127.0.0.1:9/mcp"},
+    ),
+    Row("GET", "/v1/orgs/{org}/mcp-servers", P.MCP_SERVERS_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/mcp-servers/{mcs}",
+        P.MCP_SERVERS_READ,
+        200,
+        params=lambda w: {"mcs": w.mcp_server()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/mcp-servers/{mcs}",
+        P.MCP_SERVERS_MANAGE,
+        200,
+        params=lambda w: {"mcs": w.mcp_server()},
+        body=lambda w: {"url": "http://127.0.0.1:10/mcp"},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/mcp-servers/{mcs}",
+        P.MCP_SERVERS_MANAGE,
+        204,
+        params=lambda w: {"mcs": w.mcp_server()},
+    ),
+    # Nothing listens at the matrix's server: the permitted caller reaches the upstream
+    # and hears 502 (tests/mcp asks a real upstream for its tools).
+    Row(
+        "GET",
+        "/v1/orgs/{org}/mcp-servers/{mcs}/tools",
+        P.MCP_SERVERS_READ,
+        502,
+        params=lambda w: {"mcs": w.mcp_server()},
+    ),
     Row(
         "POST",
         "/v1/orgs/{org}/webhook-endpoints",

@@ -33,6 +33,7 @@ from bastion.core.pagination import Page, decode_id_cursor, page_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import Principal
 from bastion.integrations import service as integrations
+from bastion.mcp import service as mcp
 from bastion.tenancy import service as tenancy
 
 LIST_SCAN_BATCH = 500  # agents read per query while listing the visible ones
@@ -98,7 +99,27 @@ def _connections(db: Session, org_id: str, connections: list[str]) -> list[str]:
     missing = set(sources) - access.existing_source_ids(db, org_id, sources)
     if missing:
         raise InvalidInput.field("connections", "names a source that does not exist")
+    _mcp_servers_exist(db, org_id, unique)
     return unique
+
+
+def _mcp_servers_exist(db: Session, org_id: str, connections: list[str]) -> None:
+    """MCP servers (`mcs_…`) are connections too: each must be one of the org's."""
+    servers = [c for c in connections if mcp.is_server_id(c)]
+    if set(servers) - mcp.existing_server_ids(db, org_id, servers):
+        raise InvalidInput.field("connections", "names an MCP server that does not exist")
+
+
+def _may_connect_mcp(principal: Principal, connections: list[str]) -> None:
+    """Connecting an agent to an MCP server needs `mcp_servers:use`; the gateway asks
+    again, of the agent's configurer, at every call (`agents.mcp_runs`)."""
+    if any(mcp.is_server_id(c) for c in connections) and not principal.can(
+        Permission.MCP_SERVERS_USE
+    ):
+        raise Forbidden(
+            "connecting an MCP server needs mcp_servers:use",
+            permission=str(Permission.MCP_SERVERS_USE),
+        )
 
 
 def _ensure_may_configure(
@@ -118,6 +139,7 @@ def _ensure_may_configure(
             "connecting a source needs editor or owner on it, or sources:manage",
             permission=str(Permission.SOURCES_MANAGE),
         )
+    _may_connect_mcp(principal, connections)
 
 
 def _ensure_may_hand_on_integrations(

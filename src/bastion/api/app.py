@@ -15,7 +15,7 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before the
 from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
-from bastion.api import docs, errors, metrics
+from bastion.api import docs, errors, mcp_gateway, metrics
 from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
@@ -340,6 +340,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            await gateway.aclose()
             await anyio.to_thread.run_sync(state.writer.close)
             await anyio.to_thread.run_sync(state.mailer.close)
             state.direct.close()
@@ -360,16 +361,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(docs.router)
     app.include_router(metrics.install(state))
-    for router in _api_routers():
+    routers = _api_routers()
+    for router in routers[:2]:  # the hot paths first: authorization questions, the gate
+        app.include_router(router, responses=ERROR_RESPONSES)
+    gateway = mcp_gateway.mount(app, state)  # /v1/runs/{run}/mcp and the MCP server registry
+    for router in routers[2:]:
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(oauth.clients_router)  # OAuth's own error format (RFC 6749)
     app.include_router(oauth.router)
-    app.include_router(sso.connections_router, responses=ERROR_RESPONSES)
-    app.include_router(sso.domains_router, responses=ERROR_RESPONSES)
-    app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
-    app.include_router(scim.router, responses=ERROR_RESPONSES)
-    app.include_router(compliance.router, responses=ERROR_RESPONSES)
-    app.include_router(compliance.reviews_router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
     app.front = BastionMiddleware(app.framework, state=state)
     return app

@@ -138,6 +138,7 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/runs/{run}/tool-calls/{call}",
         "/v1/runs/{run}/tool-calls/{call}/stream",
         "/v1/runs/{run}/integrations/{name}/token",
+        "/v1/runs/{run}/mcp",  # the MCP gateway (bastion.api.mcp_gateway)
         "/v1/orgs/{org}/secrets/{name}/reveal",
     }
 )

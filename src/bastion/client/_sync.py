@@ -133,7 +133,9 @@ class Client:
                     params=req.params,
                     json=req.json,
                     headers=headers_for(self._bearer(), req),
-                    timeout=httpx.USE_CLIENT_DEFAULT if req.timeout is None else req.timeout,
+                    # Omitted, not httpx's USE_CLIENT_DEFAULT: a test's Starlette TestClient
+                    # may be an httpx2 client (installed with the `mcp` SDK).
+                    **cast(dict[str, Any], {} if req.timeout is None else {"timeout": req.timeout}),
                 )
             except httpx.TransportError as exc:
                 if attempt < self.retry.max_retries and may_retry(req):

@@ -34,6 +34,7 @@ PREFIXES = frozenset(
         "src",
         "doc",
         "whe",
+        "mcs",
         "evt",
         "req",
         "inv",

@@ -28,6 +28,9 @@ class Permission(StrEnum):
     INTEGRATIONS_MANAGE = "integrations:manage"
     INTEGRATIONS_READ = "integrations:read"
     INTEGRATIONS_USE = "integrations:use"
+    MCP_SERVERS_MANAGE = "mcp_servers:manage"
+    MCP_SERVERS_READ = "mcp_servers:read"
+    MCP_SERVERS_USE = "mcp_servers:use"
     ORG_MANAGE = "org:manage"
     ORG_READ = "org:read"
     PRIVACY_DETOKENIZE = "privacy:detokenize"
@@ -71,6 +74,9 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.INTEGRATIONS_MANAGE: "Register, connect and delete OAuth integrations.",
     Permission.INTEGRATIONS_READ: "List OAuth integrations (never their tokens or secrets).",
     Permission.INTEGRATIONS_USE: "Give agents an OAuth integration as a connection.",
+    Permission.MCP_SERVERS_MANAGE: "Register, change and remove upstream MCP servers.",
+    Permission.MCP_SERVERS_READ: "List MCP servers and their tools (never their headers).",
+    Permission.MCP_SERVERS_USE: "Connect agents to MCP servers (checked again at every call).",
     Permission.ORG_MANAGE: "Change organisation security settings.",
     Permission.ORG_READ: "Read organisation details and settings.",
     Permission.PRIVACY_DETOKENIZE: "Turn privacy tokens back into values (every use is audited).",

@@ -170,6 +170,25 @@ def _unstorable(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+def unstorable(value: Any) -> str | None:
+    """Why a JSON value cannot be stored (NUL, unpaired surrogates, NaN/Infinity,
+    nesting past `MAX_DEPTH`, integers past 64 bits), or None: for JSON parsed outside
+    a request model (the MCP gateway's tool arguments)."""
+    problem = _unstorable(value)
+    return problem if problem is not None else _too_big(value)
+
+
+def _too_big(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if _INT64[0] <= value <= _INT64[1] else "must fit in 64 bits"
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:  # bounded: `_unstorable` refused anything nested too deep
+        problem = _too_big(item)
+        if problem is not None:
+            return problem
+    return None
+
+
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

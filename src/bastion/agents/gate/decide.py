@@ -284,14 +284,22 @@ class Gate:
         tool_name: str,
         arguments: dict[str, Any],
         connection: str | None,
+        refuse: str | None = None,
     ) -> ToolCall:
+        """`refuse`: a reason the caller (the MCP gateway) already found to deny the call
+        (an upstream definition that changed, a withheld server): it is recorded,
+        audited and counted like any other denial."""
         own_run(principal, run_id)
         org_id = principal.org_id
         view = self._fresh(run_id, org_id, self._revisions(org_id)) if self._local else None
         if view is None:
             view = await anyio.to_thread.run_sync(self._view, run_id, org_id)
         now = utcnow()
-        verdict = _verdict(view, tool_name, arguments, connection)
+        verdict = (
+            approvals.Verdict("deny", refuse)
+            if refuse is not None
+            else _verdict(view, tool_name, arguments, connection)
+        )
         return await self.writes.run(
             lambda db: _record(db, principal, view, tool_name, arguments, verdict, now),
             order=f"{view.run.org_id}:{run_id}",
