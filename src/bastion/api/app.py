@@ -15,7 +15,7 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before the
 from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
-from bastion.api import errors
+from bastion.api import console_edge, errors
 from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
@@ -46,6 +46,7 @@ from bastion.api.state import AppState
 from bastion.approvals import service as approval_service
 from bastion.audit import checkpoints, sinks
 from bastion.authz.engine import Engine as AuthzEngine
+from bastion.console import build_app as build_console
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
@@ -311,6 +312,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sso.flow_router, responses=ERROR_RESPONSES)
     app.include_router(scim.router, responses=ERROR_RESPONSES)
     app.mount("/scim/v2", scim.build_app(state))
+    app.mount("/console", build_console(console_edge.build(state)))
     app.front = BastionMiddleware(app.framework, state=state)
     return app
 

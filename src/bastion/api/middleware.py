@@ -35,6 +35,7 @@ from bastion.api.failures import note
 from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
+from bastion.console.security import CSP
 from bastion.core import groupcommit, idempotency
 from bastion.core.crypto import label_base32
 from bastion.core.db import client_gone, database_busy
@@ -60,8 +61,11 @@ OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oa
 # its answer (a redirect with a one-time code) is never stored for idempotent replay.
 _SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
 _DOCS_PREFIXES = ("/docs", "/redoc")
+# The web console posts HTML forms (form-encoded, with a CSRF token) and has its own CSP.
+_CONSOLE_PREFIX = "/console/"
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
+CONSOLE_CSP = CSP.encode()
 
 
 class BodyTooLarge(Exception):
@@ -216,6 +220,7 @@ class BastionMiddleware:
                 and path not in OAUTH_FORM_PATHS
                 and not _is_json(ctx)
                 and not (_SAML_FORM_PATHS.fullmatch(path) and _is_form(ctx))
+                and not (path.startswith(_CONSOLE_PREFIX) and _is_form(ctx))
             ):
                 await respond.problem(
                     *problems.generic(
@@ -433,7 +438,9 @@ class BastionMiddleware:
         self, ctx: RequestContext, is_api: bool, path: str
     ) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self._static]
-        if not path.startswith(_DOCS_PREFIXES):
+        if path.startswith(_CONSOLE_PREFIX):
+            headers.append((b"content-security-policy", CONSOLE_CSP))
+        elif not path.startswith(_DOCS_PREFIXES):
             headers.append(
                 (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
             )
