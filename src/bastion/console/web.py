@@ -40,7 +40,12 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from bastion.console import nav, security
 from bastion.console.edge import Edge, Unit
 from bastion.core.config import Settings
-from bastion.core.errors import InvalidInput, MfaEnrolmentRequired, Unauthenticated
+from bastion.core.errors import (
+    BastionError,
+    InvalidInput,
+    MfaEnrolmentRequired,
+    Unauthenticated,
+)
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 
@@ -177,6 +182,7 @@ async def _viewer(request: Request, *, enrolment: bool, required: bool) -> Viewe
         via_mfa = token is not None
     if token is None:
         if required:
+            await _enrolment_owed(request, edge, settings)
             raise SignInNeeded
         return Viewer(request, edge, None, browser, new)
     try:
@@ -188,6 +194,19 @@ async def _viewer(request: Request, *, enrolment: bool, required: bool) -> Viewe
             raise SignInNeeded from None
         return Viewer(request, edge, None, browser, new)
     return Viewer(request, edge, principal, browser, new, via_mfa)
+
+
+async def _enrolment_owed(request: Request, edge: Edge, settings: Settings) -> None:
+    """Signed out, but holding the enrolment `mfa_token` a sign-in gave a person who must
+    enrol a second factor first: to the enrolment page, not the sign-in page."""
+    pending = security.read_cookie(request, settings, "mfa")
+    if pending is None:
+        return
+    try:
+        await edge.authenticate(request, pending, True)
+    except BastionError:
+        return  # a sign-in mfa_token (or an expired one): nothing to enrol with
+    raise EnrolmentOwed
 
 
 async def signed_in(request: Request) -> Viewer:

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
-from bastion.console.web import SignedInPost, notice, see_other
+from bastion.console.web import EnrollingPost, notice, see_other
 from bastion.core.errors import InvalidInput
 from bastion.identity.mfa import passkeys, signin
 from bastion.identity.schemas import StepUpIn
@@ -21,7 +21,7 @@ STEPPED_UP = notice("stepped-up", "Verified. Now repeat the action.")
 
 
 @router.post("/step-up")
-def step_up(posted: SignedInPost) -> Response:
+def step_up(posted: EnrollingPost) -> Response:
     values: dict[str, Any]
     if posted.get("method") == "webauthn":
         try:
@@ -53,7 +53,7 @@ def step_up(posted: SignedInPost) -> Response:
 
 
 @router.post("/step-up/passkey-options")
-def step_up_options(posted: SignedInPost) -> Response:
+def step_up_options(posted: EnrollingPost) -> Response:
     state = posted.viewer.edge.app
     options = passkeys.step_up_options(
         posted.db, passkeys.RelyingParty.of(state.settings), posted.principal
