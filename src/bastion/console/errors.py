@@ -61,6 +61,7 @@ async def _problem(
     detail: str,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    back: str | None = None,
 ) -> Response:
     viewer = _bare_viewer(request)
     return render(
@@ -71,7 +72,7 @@ async def _problem(
         title=title,
         detail=detail,
         errors=errors or [],
-        back=await _back(request),
+        back=back or await _back(request),
     )
 
 
@@ -108,6 +109,7 @@ async def on_enrolment_owed(request: Request, exc: Exception) -> Response:
         403,
         "Second factor required",
         "Your organisation requires a second factor: set one up on the Security page first.",
+        back=ENROL,
     )
 
 
