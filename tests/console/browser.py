@@ -144,6 +144,9 @@ class Watched:
             "document.addEventListener('securitypolicyviolation', e => console.error("
             "'CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));"
         )
+        # Every request is seen (redirect hops too, which routes never see); the first
+        # hop of one to another origin is also aborted.
+        page.context.on("request", self._request)
         page.context.route("**/*", self._route)
         return self
 
@@ -153,12 +156,17 @@ class Watched:
             if not any(a in message.text for a in self.allowed):
                 self.errors.append(text)
 
+    def _inside(self, url: str) -> bool:
+        return url.startswith((self.origin + "/", "data:", "blob:")) or url == self.origin
+
+    def _request(self, request: Any) -> None:
+        if not self._inside(request.url):
+            self.outside.append(request.url)
+
     def _route(self, route: Any) -> None:
-        url = route.request.url
-        if url.startswith((self.origin + "/", "data:", "blob:")) or url == self.origin:
+        if self._inside(route.request.url):
             route.continue_()
         else:
-            self.outside.append(url)
             route.abort()
 
     def clean(self) -> None:

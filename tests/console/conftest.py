@@ -4,6 +4,7 @@ watched page per test."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,20 @@ from tests.conftest import _postgres_database, make_settings
 from tests.console.browser import ConsoleServer, Watched, axe_source, launch
 from tests.factories import Factory
 from tests.receivers import free_port
+from tests.sso.peers import DnsServer
 
 
 @pytest.fixture(scope="session")
-def console_server() -> Iterator[ConsoleServer]:
-    """A Bastion of the console tests' own (its public URL names its port)."""
-    import os
+def console_dns() -> Iterator[DnsServer]:
+    """The DNS server the console's Bastion asks (domain verification for SSO)."""
+    server = DnsServer()
+    yield server
+    server.stop()
 
+
+@pytest.fixture(scope="session")
+def console_server(console_dns: DnsServer) -> Iterator[ConsoleServer]:
+    """A Bastion of the console tests' own (its public URL names its port)."""
     data = Path(tempfile.mkdtemp(prefix="bastion-console-"))
     for name in (PEPPER_FILE, ROOT_KEY_FILE, AUDIT_SIGNING_KEY_FILE):
         create_keyring(data / name)
@@ -33,7 +41,9 @@ def console_server() -> Iterator[ConsoleServer]:
     url = _postgres_database(base)[0] if base else f"sqlite:///{data / 'bastion.db'}"
     upgrade(url)
     port = free_port()
-    settings = make_settings(data, url, public_url=f"http://localhost:{port}")
+    settings = make_settings(
+        data, url, public_url=f"http://localhost:{port}", dns_resolver=console_dns.address
+    )
     server = ConsoleServer(create_app(settings), port).start()
     yield server
     server.stop()
