@@ -59,12 +59,19 @@ def _unavailable(what: str) -> None:
 
 
 def chromium() -> Path:
+    """Debian's Chromium; under CI=true (as root) installed when missing (scripts/services.sh
+    does it first; a lock keeps parallel test workers from running apt at once)."""
     if not CHROMIUM.exists() and os.environ.get("CI") == "true" and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, timeout=1200
-        )
+        AXE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        with open(AXE_CACHE.parent / ".chromium.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not CHROMIUM.exists():
+                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+                subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
+                subprocess.run(
+                    ["apt-get", "install", "-y", "-qq", "chromium"],
+                    check=False, env=env, timeout=1200,
+                )  # fmt: skip
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} not found")
     try:
