@@ -18,19 +18,25 @@ pytestmark = pytest.mark.e2e
 
 
 def enrol_totp(factory: Factory, token: str) -> tuple[pyotp.TOTP, list[str]]:
-    """A confirmed TOTP factor (through the API), confirmed with the previous step's
-    code so that the current one is still unused for the sign-in."""
+    """A confirmed TOTP factor (through the API), confirmed with the current code: the
+    sign-in then uses `later(totp)`, the next step's (accepted: ±1 step)."""
     client = factory.client
     started = client.post("/v1/me/mfa/totp", json={}, headers=bearer(token))
     assert started.status_code == 200, started.text
     totp = pyotp.TOTP(started.json()["secret"])
     confirmed = client.post(
         f"/v1/me/mfa/totp/{started.json()['factor_id']}/confirm",
-        json={"code": totp.at(time.time() - 30)},
+        json={"code": totp.now()},
         headers=bearer(token),
     )
     assert confirmed.status_code == 200, confirmed.text
     return totp, list(confirmed.json()["recovery_codes"])
+
+
+def later(totp: pyotp.TOTP) -> str:
+    """The next time step's code: unused yet, and within the window whether or not the
+    server's clock has moved on since the current code was used."""
+    return totp.at(time.time() + 30)
 
 
 def _home(watched: Watched) -> None:
@@ -53,7 +59,7 @@ def test_password_then_totp(watched: Watched, console_factory: Factory, axe: str
     page = watched.page
     wait_for_path(page, "/console/sign-in/verify")
     assert watched.axe(axe) == []
-    page.get_by_label("Code").fill(totp.now())
+    page.get_by_label("Code").fill(later(totp))
     page.get_by_role("button", name="Verify").click()
     _home(watched)
     assert any("otp" in amr and "pwd" in amr for amr in _amr(console_factory, org))
@@ -69,11 +75,11 @@ def test_a_wrong_code_is_refused_and_the_right_one_then_works(
     sign_in(watched, org.admin.email)
     page = watched.page
     wait_for_path(page, "/console/sign-in/verify")
-    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    wrong = f"{(int(later(totp)) + 1) % 1_000_000:06d}"
     page.get_by_label("Code").fill(wrong)
     page.get_by_role("button", name="Verify").click()
     assert page.get_by_role("alert").filter(has_text="wrong").is_visible()
-    page.get_by_label("Code").fill(totp.now())
+    page.get_by_label("Code").fill(later(totp))
     page.get_by_role("button", name="Verify").click()
     _home(watched)
     watched.clean()
@@ -180,14 +186,14 @@ def test_mandatory_enrolment_leaves_only_the_enrolment_page(
     uri = page.get_by_text("otpauth://").inner_text()
     assert "secret=" in uri
     totp = pyotp.TOTP(secret)
-    page.get_by_label("Authenticator code").fill(totp.at(time.time() - 30))
+    page.get_by_label("Authenticator code").fill(totp.now())
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("heading", name="Second factor added").wait_for()
     assert page.locator(".codes li").count() == 10
     page.get_by_role("link", name="Sign in again").click()
     sign_in(watched, member.email)
     wait_for_path(page, "/console/sign-in/verify")
-    page.get_by_label("Code").fill(totp.now())
+    page.get_by_label("Code").fill(later(totp))
     page.get_by_role("button", name="Verify").click()
     _home(watched)
     watched.clean()

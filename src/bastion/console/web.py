@@ -53,6 +53,7 @@ MAX_FORM_FIELDS = 200
 HOME = "/console/"
 SIGN_IN = "/console/sign-in"
 ENROL = "/console/security"
+SESSION_PREFIX = "bss_"
 
 
 class SignInNeeded(Exception):
@@ -176,6 +177,8 @@ async def _viewer(request: Request, *, enrolment: bool, required: bool) -> Viewe
     settings = edge.app.settings
     browser, new = _browser(request, settings)
     token = security.read_cookie(request, settings, "session")
+    if token is not None and not token.startswith(SESSION_PREFIX):
+        token = None  # the console's cookie holds the session its own sign-in opened
     via_mfa = False
     if token is None and enrolment:
         token = security.read_cookie(request, settings, "mfa")
