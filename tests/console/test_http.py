@@ -160,3 +160,39 @@ def test_a_member_is_refused_what_the_api_refuses(factory: Factory) -> None:
     assert "Forbidden" in answer.text
     admin = client.get(f"/v1/orgs/{org.id}/users/{org.admin.user_id}", headers=org.headers)
     assert admin.json()["status"] == "active"
+
+
+def test_next_never_leads_to_another_origin(factory: Factory) -> None:
+    org = factory.org()
+    for target in ("//evil.example/x", "https://evil.example/", "/v1/me", "/console/\\evil"):
+        client = _client(factory)
+        page = client.get("/console/sign-in", params={"next": target})
+        answer = client.post(
+            "/console/sign-in",
+            data={
+                "csrf": csrf_of(page.text),
+                "email": org.admin.email,
+                "password": PASSWORD,
+                "next": target,
+            },
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/console/", target
+
+
+def test_the_sso_return_page_exchanges_nothing_by_get(factory: Factory) -> None:
+    """The one-time code comes back in a GET; only the POST from the page (with this
+    browser's CSRF token) spends it."""
+    client = _client(factory)
+    page = client.get("/console/sso/done", params={"code": "not-a-real-code"})
+    assert page.status_code == 200
+    assert 'action="/console/sso/done"' in page.text
+    assert "bastion-session" not in client.cookies
+    spent = client.post(
+        "/console/sso/done",
+        data={"csrf": csrf_of(page.text), "code": "not-a-real-code"},
+        follow_redirects=False,
+    )
+    assert spent.status_code == 401
+    assert "bastion-session" not in client.cookies
