@@ -55,8 +55,10 @@ def console_factory(console_server: ConsoleServer) -> Factory:
     return Factory(console_server.app.state.bastion, client)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API keeps an event loop running in this thread while
+    it lives, which `asyncio.run` in the next test files of this worker must not meet."""
     from tests.console.browser import chromium
 
     chromium()  # skips (or installs under CI) before Playwright is imported
