@@ -15,7 +15,7 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before the
 from bastion import __version__
 from bastion.alerts import service as alert_service
 from bastion.alerts.deliver import Notifier
-from bastion.api import docs, errors, mcp_gateway, metrics
+from bastion.api import console_edge, docs, errors, mcp_gateway, metrics
 from bastion.api.background import Occasional, run_periodically
 from bastion.api.middleware import BastionMiddleware
 from bastion.api.problems import ERROR_RESPONSES
@@ -53,6 +53,7 @@ from bastion.audit import checkpoints, sinks
 from bastion.authz.engine import Engine as AuthzEngine
 from bastion.compliance import reviews as access_reviews
 from bastion.compliance import service as compliance_service
+from bastion.console import build_app as build_console
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
@@ -370,6 +371,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.clients_router)  # OAuth's own error format (RFC 6749)
     app.include_router(oauth.router)
     app.mount("/scim/v2", scim.build_app(state))
+    app.mount("/console", build_console(console_edge.build(state)))
     app.front = BastionMiddleware(app.framework, state=state)
     return app
 

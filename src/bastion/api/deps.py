@@ -169,10 +169,18 @@ async def get_person(
 ) -> Principal:
     """The caller of the `/v1/me/mfa…` endpoints: a session as usual, or an enrolment
     `mfa_token` (`bsm_…`), which no other route accepts."""
-    ctx: RequestContext = request.scope[SCOPE_KEY]
-    state: AppState = request.app.state.bastion
-    token = credentials.credentials if credentials else None
-    route = getattr(request.scope.get("route"), "path", "")
+    return await authenticate_person(
+        request.scope[SCOPE_KEY],
+        request.app.state.bastion,
+        credentials.credentials if credentials else None,
+        getattr(request.scope.get("route"), "path", ""),
+    )
+
+
+async def authenticate_person(
+    ctx: RequestContext, state: AppState, token: str | None, route: str
+) -> Principal:
+    """`get_person` for a route (its path template): also used by the console."""
     if token is None or not token.startswith(TokenKind.MFA.value + "_"):
         return await authenticate_request(ctx, state, token, route)
     return await run_in_threadpool(_enrolment, ctx, state, token)

@@ -37,6 +37,7 @@ from bastion.api.reqlog import LEAN_ROUTE_KEY, RequestLog, route_template
 from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
+from bastion.console.security import CSP
 from bastion.core import groupcommit, idempotency
 from bastion.core.crypto import label_base32
 from bastion.core.db import client_gone, database_busy
@@ -71,8 +72,11 @@ _DOCS_CSP = (
     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
     b" img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
 )
+# The web console posts HTML forms (form-encoded, with a CSRF token) and has its own CSP.
+_CONSOLE_PREFIX = "/console/"
 # Threads that only end transactions: they never wait for a lock, so a few suffice.
 FINISH_THREADS = 8
+CONSOLE_CSP = CSP.encode()
 
 
 class BodyTooLarge(Exception):
@@ -245,7 +249,10 @@ class BastionMiddleware:
                 and path not in OAUTH_FORM_PATHS
                 and not _is_json(ctx)
                 and not (_SAML_FORM_PATHS.fullmatch(path) and _is_form(ctx))
-                and not (path == SLACK_INTERACTIONS_PATH and _is_form(ctx))
+                and not (
+                    (path == SLACK_INTERACTIONS_PATH or path.startswith(_CONSOLE_PREFIX))
+                    and _is_form(ctx)
+                )
             ):
                 await respond.problem(
                     *problems.generic(
@@ -463,9 +470,11 @@ class BastionMiddleware:
         self, ctx: RequestContext, is_api: bool, path: str
     ) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", ctx.request_id.encode()), *self._static]
-        headers.append(
-            (b"content-security-policy", _DOCS_CSP if path.startswith(_DOCS_PREFIXES) else _CSP)
-        )
+        if path.startswith(_CONSOLE_PREFIX):
+            headers.append((b"content-security-policy", CONSOLE_CSP))
+        else:
+            csp = _DOCS_CSP if path.startswith(_DOCS_PREFIXES) else _CSP
+            headers.append((b"content-security-policy", csp))
         if is_api and ctx.quota is not None:
             q = ctx.quota
             headers += [
