@@ -79,6 +79,7 @@ def test_inbox_shows_the_request_safely_and_approve_allows_the_call(factory: Fac
     history = client.get(f"{INBOX}?tab=history").text
     assert f'id="apr-{p.approval_id}"' in history
     assert "ok for me" in history
+    assert f"approve by {org.admin.email}" in history
     # Deciding again is the API's conflict.
     assert _decide(client, p.approval_id, "approve").status_code == 409
 

@@ -79,11 +79,12 @@ def test_audit_log_search_detail_and_verification(
     sign_in(watched, org.admin.email, start="/console/audit")
     wait_for_path(watched.page, "/console/audit")
     page = watched.page
-    page.get_by_role("button", name="Verify chain").click()
-    page.get_by_text("Chain verified").wait_for()
     page.get_by_label("Text").fill("Refund bot")
     page.get_by_role("button", name="Search").click()
     page.wait_for_url("**/console/audit?*q=Refund+bot*")
+    page.get_by_role("button", name="Verify chain").click()  # keeps the search
+    page.get_by_text("Chain verified").wait_for()
+    assert page.get_by_label("Text").input_value() == "Refund bot"
     rows = page.locator("table.events tbody tr")
     assert rows.count() >= 1
     assert "agent.created" in rows.first.inner_text()

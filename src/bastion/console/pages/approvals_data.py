@@ -52,7 +52,7 @@ class Card:
     requested_for: str | None
     policy: str | None
     approvals: int
-    decisions: list[ApprovalDecision]
+    decisions: list[tuple[str, str, str]]  # (who, approve | deny, comment)
     decidable: bool  # the viewer may decide it now
     id: str
     expires_at: str  # RFC 3339, for the countdown
@@ -170,7 +170,9 @@ def cards(
                 else None,
                 policy=policies.get(a.policy_id, a.policy_id) if a.policy_id else None,
                 approvals=sum(1 for d in made if d.decision == "approve"),
-                decisions=made,
+                decisions=[
+                    (emails.get(d.approver_id, d.approver_id), d.decision, d.comment) for d in made
+                ],
                 decidable=a.id in keep,
                 id=a.id,
                 expires_at=as_utc(a.expires_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
