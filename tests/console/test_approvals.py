@@ -240,16 +240,18 @@ def test_one_thousand_pending_render_within_budget(factory: Factory) -> None:
     assert page.status_code == 200
     assert page.text.count('class="approval"') == 1000
     assert len(statements) < 40, len(statements)  # no query per request
-    timings = []
+    # Each render is paired with the machine's slowness measured just before it (load
+    # on a shared machine changes by the second); the best pair must fit the budget.
+    margin = float(os.environ.get("BASTION_PERF_MARGIN", "1"))
+    runs = []
     for _ in range(5):
+        factor = max(_slowness(), margin)
         started = time.perf_counter()
         assert client.get(INBOX).status_code == 200
-        timings.append(time.perf_counter() - started)
-    best = min(timings)
-    factor = max(_slowness(), float(os.environ.get("BASTION_PERF_MARGIN", "1")))
+        runs.append((time.perf_counter() - started, factor))
+    took, factor = min(runs, key=lambda run: run[0] / run[1])
     print(
-        f"approvals inbox, 1,000 pending: best {best * 1000:.0f} ms, "
-        f"{len(statements)} queries, machine slowness x{factor:.1f}, "
-        f"budget {300 * factor:.0f} ms"
+        f"approvals inbox, 1,000 pending: {took * 1000:.0f} ms, {len(statements)} queries, "
+        f"machine slowness x{factor:.1f}, budget {300 * factor:.0f} ms; all runs {runs}"
     )
-    assert best < 0.300 * factor, timings
+    assert took < 0.300 * factor, runs
