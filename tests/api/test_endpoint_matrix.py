@@ -135,6 +135,24 @@ class World:
         body = {"url": "http://127.0.0.1:9/hook", "events": ["approval.*"]}
         return str(self.post("webhook-subscriptions", body)["id"])
 
+    def failed_delivery(self) -> Params:
+        """A subscription with a delivery the delivery loop gave up on."""
+        from sqlalchemy import update
+
+        from bastion.core.db import begin_write
+        from bastion.webhooks import outbound
+        from bastion.webhooks.models import WebhookDelivery
+
+        sub = self.webhook_subscription()
+        db = self.factory.state.write_sessions()
+        begin_write(db)
+        with db:
+            (delivery,) = outbound.enqueue(db, self.org.id, "approval.requested", {"id": "x"})
+            failed = {"status": "failed", "attempts": 8}
+            db.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery).values(failed))
+            db.commit()
+        return {"subscription": sub, "delivery": delivery}
+
     def event(self) -> str:
         events = self.client.get(f"/v1/orgs/{self.org.id}/audit-events", headers=self.org.headers)
         return str(events.json()["data"][0]["id"])
@@ -955,6 +973,13 @@ ROWS: list[Row] = [
         P.WEBHOOKS_READ,
         200,
         params=lambda w: {"subscription": w.webhook_subscription()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/webhook-subscriptions/{subscription}/deliveries/{delivery}/replay",
+        P.WEBHOOKS_MANAGE,
+        200,
+        params=lambda w: w.failed_delivery(),
     ),
     # ^ webhooks rows go above this line
     Row("POST", "/v1/orgs/{org}/agents", P.AGENTS_CREATE, 201, body=lambda w: {"name": "a"}),

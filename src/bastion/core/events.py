@@ -141,6 +141,7 @@ class EventType(StrEnum):
     WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
     WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"
     WEBHOOK_ENDPOINT_SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    WEBHOOK_DELIVERY_REPLAYED = "webhook_delivery.replayed"
     WEBHOOK_EVENT_ACCEPTED = "webhook_event.accepted"
     WEBHOOK_EVENT_REJECTED = "webhook_event.rejected"
     WEBHOOK_SUBSCRIPTION_CREATED = "webhook_subscription.created"

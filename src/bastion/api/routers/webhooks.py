@@ -4,12 +4,13 @@ import base64
 from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
 
 from bastion.api.context import RequestContext
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Ctx, Cursor, Limit, State
 from bastion.api.state import AppState
 from bastion.core.schemas import ListOf
-from bastion.webhooks import gateway
+from bastion.webhooks import gateway, replay
 from bastion.webhooks import service as webhooks
 from bastion.webhooks.models import (
     WebhookAttempt,
@@ -269,3 +270,16 @@ def list_deliveries(
     return ListOf[DeliveryOut](
         data=[_delivery_out(d, attempts[d.id]) for d in page.data], next_cursor=page.next_cursor
     )
+
+
+@subscriptions_router.post(
+    "/{subscription}/deliveries/{delivery}/replay",
+    summary="Queue a failed delivery again (409 unless it failed; audited)",
+)
+def replay_delivery(
+    org: str, subscription: str, delivery: str, principal: Caller, db: DB
+) -> DeliveryOut:
+    replayed = replay.replay_delivery(db, principal, org, subscription, delivery)
+    db.flush()
+    stmt = select(WebhookAttempt).where(WebhookAttempt.delivery_id == replayed.id)
+    return _delivery_out(replayed, list(db.execute(stmt.order_by(WebhookAttempt.number)).scalars()))

@@ -1,0 +1,58 @@
+"""Webhooks: inbound endpoints (never their secrets), outbound subscriptions with their
+delivery log and each attempt, "Enable" after an automatic disable, and "Replay" of a
+failed delivery — through `bastion.webhooks.service`, as
+`/v1/orgs/{org}/webhook-endpoints` and `/v1/orgs/{org}/webhook-subscriptions` do."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from bastion.console.web import SignedIn, SignedInPost, notice, render, see_other
+from bastion.core.pagination import MAX_LIMIT
+from bastion.core.permissions import Permission
+from bastion.webhooks import replay
+from bastion.webhooks import service as webhooks
+
+router = APIRouter()
+PAGE = "/console/webhooks"
+
+ENABLED = notice("sub-enabled", "Subscription enabled: pending deliveries resume.")
+REPLAYED = notice("delivery-replayed", "Delivery queued again.")
+
+
+@router.get("/webhooks")
+def webhooks_page(viewer: SignedIn) -> Response:
+    db, principal, org = viewer.db, viewer.signed_in, viewer.org_id
+    endpoints = webhooks.list_endpoints(db, principal, org, limit=MAX_LIMIT, cursor=None).data
+    versions = webhooks.secret_versions(db, [e.id for e in endpoints])
+    subs = webhooks.list_subscriptions(db, principal, org, limit=MAX_LIMIT, cursor=None).data
+    return render(
+        viewer, "webhooks.html", title="Webhooks", endpoints=endpoints, versions=versions,
+        subscriptions=subs, hook_path=webhooks.hook_path,
+        may_manage=viewer.can(Permission.WEBHOOKS_MANAGE),
+    )  # fmt: skip
+
+
+@router.get("/webhooks/subscriptions/{sub}")
+def subscription_page(sub: str, viewer: SignedIn) -> Response:
+    db, principal, org = viewer.db, viewer.signed_in, viewer.org_id
+    subscription = webhooks.get_subscription(db, principal, org, sub)
+    page, attempts = webhooks.list_deliveries(db, principal, org, sub, limit=MAX_LIMIT, cursor=None)
+    return render(
+        viewer, "webhook_deliveries.html", title="Webhook deliveries", sub=subscription,
+        deliveries=page.data, attempts=attempts,
+        may_manage=viewer.can(Permission.WEBHOOKS_MANAGE),
+    )  # fmt: skip
+
+
+@router.post("/webhooks/subscriptions/{sub}/enable")
+def enable(sub: str, posted: SignedInPost) -> Response:
+    webhooks.enable_subscription(posted.db, posted.principal, posted.org_id, sub)
+    return see_other(f"{PAGE}/subscriptions/{sub}", ENABLED)
+
+
+@router.post("/webhooks/subscriptions/{sub}/deliveries/{delivery}/replay")
+def replay_failed(sub: str, delivery: str, posted: SignedInPost) -> Response:
+    replay.replay_delivery(posted.db, posted.principal, posted.org_id, sub, delivery)
+    return see_other(f"{PAGE}/subscriptions/{sub}", REPLAYED)
