@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8400
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev pyproject.toml
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run
+
+# Retake docs/console/*.png from the console's browser tests (needs Debian's chromium).
+screenshots: $(VENV)/.installed-dev
+	BASTION_CONSOLE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/console/test_browser_pages.py tests/console/test_browser_agent_pages.py tests/console/test_browser_approvals.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -232,3 +232,18 @@ def sign_in(
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+# Screenshots for docs/console.md: written there only when asked, so that a test run
+# leaves the working tree as it found it (the pages show random test data).
+DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+
+
+def screenshot(page: Any, name: str, tmp: Path) -> Path:
+    """Take a full-page screenshot: into docs/console/ with
+    `BASTION_CONSOLE_SCREENSHOTS=1` (`make screenshots`), else under `tmp`."""
+    folder = DOCS_SHOTS if os.environ.get("BASTION_CONSOLE_SCREENSHOTS") == "1" else tmp
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.browser import Watched, sign_in, wait_for_path
+from tests.console.browser import Watched, screenshot, sign_in, wait_for_path
 from tests.factories import Factory, Org
 
 pytestmark = pytest.mark.e2e
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
 def _seed(factory: Factory, org: Org) -> None:
@@ -72,7 +70,7 @@ def test_page_renders_accessibly_and_cleanly(
 
 
 def test_audit_log_search_detail_and_verification(
-    watched: Watched, console_factory: Factory, axe: str
+    watched: Watched, console_factory: Factory, axe: str, tmp_path: Path
 ) -> None:
     org = console_factory.org()
     _seed(console_factory, org)
@@ -88,8 +86,7 @@ def test_audit_log_search_detail_and_verification(
     rows = page.locator("table.events tbody tr")
     assert rows.count() >= 1
     assert "agent.created" in rows.first.inner_text()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "audit-log.png"), full_page=True)
+    screenshot(page, "audit-log", tmp_path)
     assert page.get_by_role("link", name="CSV").get_attribute("href") == (
         "/console/audit/export?q=Refund+bot&format=csv"
     )

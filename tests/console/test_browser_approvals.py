@@ -14,12 +14,11 @@ import pytest
 
 from bastion.client import ActionDenied, Client
 from tests.console.approvals_setup import agent_with_run
-from tests.console.browser import ConsoleServer, Watched, sign_in, wait_for_path
+from tests.console.browser import ConsoleServer, Watched, screenshot, sign_in, wait_for_path
 from tests.factories import Factory
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 LIVE_BUDGET = 1.0  # seconds: a decision shows on every open inbox within this
 
 
@@ -56,7 +55,11 @@ def _inbox(watched: Watched, email: str) -> Any:
 
 
 def test_approve_and_deny_end_to_end_with_the_sdk_waiting(
-    watched: Watched, console_factory: Factory, console_server: ConsoleServer, axe: str
+    watched: Watched,
+    console_factory: Factory,
+    console_server: ConsoleServer,
+    axe: str,
+    tmp_path: Path,
 ) -> None:
     org = console_factory.org()
     member, agent, _run, _token = agent_with_run(console_factory, org)
@@ -72,8 +75,7 @@ def test_approve_and_deny_end_to_end_with_the_sdk_waiting(
     assert '"amount": 250' in card.inner_text()
     assert page.get_by_role("button", name="Deny").is_visible()
     assert watched.axe(axe) == []
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "approvals.png"), full_page=True)
+    screenshot(page, "approvals", tmp_path)
     card.get_by_label("Comment (optional)").fill("refund is fine")
     card.get_by_role("button", name="Approve").click()
     page.get_by_text("Your approval is recorded.").wait_for()

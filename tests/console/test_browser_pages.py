@@ -1,7 +1,7 @@
 """Every console page in Chromium: its heading, no serious or critical axe-core finding,
 no console error, CSP violation or request elsewhere; keyboard use; "Sign in with SSO"
 reaching the identity provider. The main pages' screenshots go to docs/console/ (shown
-in docs/console.md)."""
+in docs/console.md) with `make screenshots`."""
 
 from __future__ import annotations
 
@@ -12,21 +12,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bastion.console.nav import ITEMS
-from tests.console.browser import Watched, sign_in, wait_for_path
+from tests.console.browser import Watched, screenshot, sign_in, wait_for_path
 from tests.console.test_browser_signin import enrol_totp, later
 from tests.factories import Factory, Org
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 # The pages whose screenshots docs/console.md shows.
 MAIN = {"/console/users", "/console/teams", "/console/roles", "/console/api-keys",
-        "/console/settings", "/console/security", "/console/approvals"}  # fmt: skip
+        "/console/settings", "/console/security"}  # fmt: skip
 
 
-def _shot(watched: Watched, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    watched.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def _shot(watched: Watched, name: str, tmp: Path) -> None:
+    screenshot(watched.page, name, tmp)
 
 
 def _populated(factory: Factory) -> Org:
@@ -47,12 +45,14 @@ def _populated(factory: Factory) -> Org:
     return org
 
 
-def test_every_page_renders_cleanly(watched: Watched, console_factory: Factory, axe: str) -> None:
+def test_every_page_renders_cleanly(
+    watched: Watched, console_factory: Factory, axe: str, tmp_path: Path
+) -> None:
     org = _populated(console_factory)
     page = watched.page
     page.set_viewport_size({"width": 1280, "height": 860})
     page.goto("/console/sign-in")
-    _shot(watched, "sign-in")
+    _shot(watched, "sign-in", tmp_path)
     sign_in(watched, org.admin.email)
     wait_for_path(page, "/console/")
     pages = [(item.path, item.heading) for item in ITEMS] + [("/console/security", "Security")]
@@ -61,12 +61,12 @@ def test_every_page_renders_cleanly(watched: Watched, console_factory: Factory, 
         assert page.get_by_role("heading", name=heading, exact=True).is_visible(), path
         assert watched.axe(axe) == [], path
         if path in MAIN:
-            _shot(watched, path.removeprefix("/console/"))
+            _shot(watched, path.removeprefix("/console/"), tmp_path)
     watched.clean()
 
 
 def test_second_factor_page_and_keyboard_only_sign_in(
-    watched: Watched, console_factory: Factory, axe: str
+    watched: Watched, console_factory: Factory, axe: str, tmp_path: Path
 ) -> None:
     """Tab order reaches the skip link first, then the fields; focus is visible; the
     whole sign-in works with the keyboard alone."""
@@ -89,7 +89,7 @@ def test_second_factor_page_and_keyboard_only_sign_in(
     page.keyboard.press("Enter")
     wait_for_path(page, "/console/sign-in/verify")
     assert watched.axe(axe) == []
-    _shot(watched, "verify")
+    _shot(watched, "verify", tmp_path)
     page.keyboard.press("Tab")
     focused = page.evaluate("document.activeElement.id")
     while focused != "code":
