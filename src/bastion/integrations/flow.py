@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
+from bastion.core.redirects import is_allowed_return, with_params
 from bastion.identity import rights
 from bastion.identity.tokens import TokenHasher
 from bastion.integrations import provider, vaulting
@@ -95,27 +96,9 @@ class Redirect:
 
 def check_return_to(value: str, settings: Settings) -> str:
     """A relative path on this server, or a URL on this server's own origin."""
-    if not value or len(value) > 2000 or any(ord(c) < 0x21 or c == "\\" for c in value):
-        raise BadReturnTo()
-    parsed = urlsplit(value)
-    if not parsed.scheme and not parsed.netloc:
-        if value.startswith("/") and not value.startswith("//"):
-            return value
-        raise BadReturnTo()
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BadReturnTo()
-    if parsed.username is not None or parsed.password is not None:
-        raise BadReturnTo()
-    if f"{parsed.scheme}://{parsed.netloc}".lower() != settings.public_url.lower():
+    if not is_allowed_return(value, (settings.public_url,)):
         raise BadReturnTo()
     return value
-
-
-def with_params(return_to: str, **params: str) -> str:
-    parts = urlsplit(return_to)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query.extend(params.items())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def _verifier(env: Env, state: str) -> str:

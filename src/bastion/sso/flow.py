@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -55,6 +55,7 @@ from bastion.core.crypto import digest, random_token
 from bastion.core.errors import InvalidInput, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
+from bastion.core.redirects import is_allowed_return, with_params
 from bastion.identity import service as users
 from bastion.identity import sessions
 from bastion.identity.tokens import TokenHasher
@@ -138,29 +139,9 @@ def register_protocol(kind: str, starter: Starter) -> None:
 def check_return_to(value: str, settings: Settings) -> str:
     """A relative path on this origin, or a URL on an allowed origin; anything else is
     refused before anything is sent anywhere (open redirect)."""
-    if not value or len(value) > 2000 or any(ord(c) < 0x21 or c == "\\" for c in value):
-        raise BadReturnTo()
-    parsed = urlsplit(value)
-    if not parsed.scheme and not parsed.netloc:
-        if value.startswith("/") and not value.startswith("//"):
-            return value
-        raise BadReturnTo()
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BadReturnTo()
-    if parsed.username is not None or parsed.password is not None:
-        raise BadReturnTo()
-    origin = f"{parsed.scheme}://{parsed.netloc}".lower()
-    allowed = {settings.public_url.lower(), *settings.allowed_return_origins}
-    if origin not in allowed:
+    if not is_allowed_return(value, (settings.public_url, *settings.allowed_return_origins)):
         raise BadReturnTo()
     return value
-
-
-def with_params(return_to: str, **params: str) -> str:
-    parts = urlsplit(return_to)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query.extend(params.items())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 # --- start ---------------------------------------------------------------------------------
