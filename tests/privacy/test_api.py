@@ -137,3 +137,15 @@ def test_permissions_and_tenancy(client: TestClient, factory: Factory) -> None:
         f"/v1/orgs/{other.id}/privacy/scan", json={"texts": [TEXT]}, headers=org.headers
     )
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("mode", ["hash", "tokenize"])
+def test_keyed_modes_with_nothing_to_redact_answer_the_texts_unchanged(
+    client: TestClient, factory: Factory, mode: str
+) -> None:
+    """Found by the API fuzzer: with no finding, no key is fetched, and redaction must
+    not ask for one (it answered 500)."""
+    org = factory.org()
+    r = _post(client, org, "redact", {"texts": ["", "nothing here"], "mode": mode})
+    assert r.status_code == 200, r.text
+    assert [x["text"] for x in r.json()["results"]] == ["", "nothing here"]

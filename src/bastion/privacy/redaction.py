@@ -78,7 +78,7 @@ def redact_text(
     text: str, findings: Sequence[Finding], mode: Mode, redactor: Redactor | None = None
 ) -> Redacted:
     keyed: Callable[[EntityType, str], str] | None = None
-    if mode in (Mode.HASH, Mode.TOKENIZE):
+    if mode in (Mode.HASH, Mode.TOKENIZE) and findings:  # nothing found: no key needed
         if redactor is None:
             raise KeyRequired(f"mode {mode} needs the organisation's keys")
         keyed = redactor.hash if mode is Mode.HASH else redactor.tokenize
