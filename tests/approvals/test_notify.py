@@ -116,6 +116,12 @@ def test_email_goes_to_exactly_the_policys_approvers_with_a_safe_summary(
     assert _sent(env, w) == len(w.managers)
 
 
+def _slack_calls(env: Env, approval: str) -> list[Any]:
+    """The Slack calls about `approval`: a round delivers every organisation's due
+    notices, and other tests' may arrive in the same receiver."""
+    return [c for c in env.slack.calls if approval in str(c.body.get("blocks"))]
+
+
 def test_slack_gets_block_kit_with_approve_and_deny_for_linked_approvers(
     env: Env, w: World
 ) -> None:
@@ -131,8 +137,9 @@ def test_slack_gets_block_kit_with_approve_and_deny_for_linked_approvers(
     )
     approval, _, _ = _pending(w, agent)
     env.deliver()
-    assert [c.body["channel"] for c in env.slack.calls] == ["U0LINKED1"]
-    call = env.slack.calls[0]
+    calls = _slack_calls(env, approval)
+    assert [c.body["channel"] for c in calls] == ["U0LINKED1"]
+    call = calls[0]
     assert call.path == "/api/chat.postMessage"
     assert call.authorization == f"Bearer {BOT_TOKEN}"
     blocks = call.body["blocks"]
@@ -167,8 +174,8 @@ def test_failures_are_retried_counted_and_logged_without_secrets(
     env.slack.error = "ratelimited"
     before = deliver.STATS["slack.failed"]
     env.deliver()
-    assert deliver.STATS["slack.failed"] == before + 1
-    assert len(env.slack.calls) == 1
+    assert deliver.STATS["slack.failed"] >= before + 1  # other tests' notices may fail too
+    assert len(_slack_calls(env, approval)) == 1
     with env.state.sessions() as db:
         row = db.query(ApprovalNotice).filter_by(channel="slack", approval_id=approval).one()
         assert row.sent_at is None
@@ -182,7 +189,7 @@ def test_failures_are_retried_counted_and_logged_without_secrets(
         )
         db.commit()
     env.deliver()
-    assert len(env.slack.calls) == 2
+    assert len(_slack_calls(env, approval)) == 2
     assert BOT_TOKEN not in caplog.text
 
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli.common import EXIT_USAGE, fail, out
+from bastion.cli.common import EXIT_USAGE, Json, emit, fail, group
 
-app = typer.Typer(help="Compliance reports.", no_args_is_help=True)
+app = group("Compliance reports (offline: no data directory needed).")
 
 MAX_JWKS_BYTES = 1 << 20
 
@@ -50,6 +50,7 @@ def verify(
             "jwks.json) or a file."
         ),
     ],
+    json_out: Json = False,
 ) -> None:
     """Check a report: its content against its sha256, and its Ed25519 signature against
     the key of its kid. Exit 0 when it verifies, 1 when it does not."""
@@ -70,7 +71,8 @@ def verify(
         kid = verify_report(document, keys)
     except ReportInvalid as exc:
         fail(f"report {document.get('id')} does NOT verify: {exc}")
-    out.print(
+    emit(
+        {"id": document.get("id"), "verified": True, "sha256": document["sha256"], "kid": kid},
+        json_out,
         f"report {document.get('id')} verifies: sha256 {document['sha256']}, signed by {kid}",
-        highlight=False,
     )
