@@ -54,6 +54,28 @@ start_postgres() {
   pg_up
 }
 
+# The suite runs, on each of its two workers, several Bastion apps at once (the session's
+# app, the console's server, per-test apps) and `bastion serve` processes, each with its
+# own connection pool: together they pass PostgreSQL's default of 100 connections
+# ("sorry, too many clients already"). Raise it where we may restart the cluster.
+PG_CONNECTIONS=400
+ensure_pg_connections() {
+  local have version
+  have=$(psql -h "$PG_HOST" -U postgres -d test -Atc 'show max_connections' 2>/dev/null) || return 0
+  [ "${have:-0}" -ge "$PG_CONNECTIONS" ] && return 0
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$version" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "services: PostgreSQL allows $have connections; the suite may need $PG_CONNECTIONS" \
+      "(ALTER SYSTEM SET max_connections = $PG_CONNECTIONS, then restart it)"
+    return 0
+  fi
+  echo "services: raising PostgreSQL max_connections from $have to $PG_CONNECTIONS (restart)"
+  psql -h "$PG_HOST" -U postgres -d test -qc "alter system set max_connections = $PG_CONNECTIONS" \
+    >/dev/null 2>&1 || return 0
+  pg_ctlcluster --skip-systemctl-redirect "$version" main restart >/dev/null 2>&1 || true
+  wait_for PostgreSQL pg_up
+}
+
 start_redis() {
   redis_up && { echo "services: Redis is up"; return 0; }
   if command -v redis-server >/dev/null 2>&1; then
@@ -69,6 +91,7 @@ start_redis() {
 install_missing
 status=0
 start_postgres || { echo "services: PostgreSQL unavailable"; status=1; }
+[ $status -eq 0 ] && { ensure_pg_connections || status=1; }
 start_redis || { echo "services: Redis unavailable"; status=1; }
 if [ $status -ne 0 ] && in_ci; then
   echo "services: CI=true requires PostgreSQL and Redis" >&2
