@@ -47,6 +47,7 @@ Sessions = Callable[[], Session]
 MAX_ATTEMPTS = 8
 LEASE_SECONDS = 120
 BATCH = 100
+MAX_BATCHES = 20  # a round's bound: 2,000 notices
 # Notices sent and failed attempts, by channel, since the process started.
 STATS: Counter[str] = Counter()
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,60}$")
@@ -113,14 +114,21 @@ def deliver_due(sessions: Sessions, channels: Channels) -> int:
     sent = 0
     for _ in range(2):  # a fan-out's notices go out in the same round
         fanned = 0
-        for notice_id, attempts, next_at in _due(sessions, utcnow()):
-            if not _claim(sessions, notice_id, attempts, next_at):
-                continue
-            outcome = _handle(sessions, channels, notice_id)
-            if outcome == FANOUT:
-                fanned += 1
-            elif outcome == "sent":
-                sent += 1
+        # Batch after batch until none is full: a claimed notice is no longer due, so an
+        # organisation's backlog (notices that keep failing) cannot keep another's newer
+        # notices out of the round, up to MAX_BATCHES batches a round.
+        for _batch in range(MAX_BATCHES):
+            due = _due(sessions, utcnow())
+            for notice_id, attempts, next_at in due:
+                if not _claim(sessions, notice_id, attempts, next_at):
+                    continue
+                outcome = _handle(sessions, channels, notice_id)
+                if outcome == FANOUT:
+                    fanned += 1
+                elif outcome == "sent":
+                    sent += 1
+            if len(due) < BATCH:
+                break
         if not fanned:
             break
     return sent
