@@ -91,6 +91,8 @@ def build_state(settings: Settings) -> AppState:
         write_wait=settings.database_write_wait,
         write_hold_limit=settings.database_write_hold_limit,
         sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.database_pool_size,
+        pool_overflow=settings.database_pool_overflow,
     )
     revisions.install()
     direct = DirectReader(engine)  # one per process: its PostgreSQL connections are bounded

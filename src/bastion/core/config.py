@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # (about 0.4 ms less per commit) but may lose the last commits on power loss (never on
     # a process crash). An audit trail promises durability after acknowledgement.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # PostgreSQL connections per server process: the ORM pool's steady size and how many
+    # more it may open under bursts, plus the hot-path readers' own few. A server with N
+    # workers opens at most N x (size + overflow + 4); keep that under PostgreSQL's
+    # max_connections across every replica (or put PgBouncer in front).
+    database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    database_pool_overflow: Annotated[int, Field(ge=0, le=200)] = 20
 
     body_limit_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     # The hot routes (`/v1/me`, authorization checks, the tool-call gate) served without

@@ -77,6 +77,8 @@ def make_engine(
     write_wait: float | None = None,
     write_hold_limit: float | None = None,
     sqlite_synchronous: str = "FULL",
+    pool_size: int = 10,
+    pool_overflow: int = 20,
 ) -> Engine:
     """An engine for `url`. With `write_wait`, a writer waits at most that long for the
     database (SQLite: the writer slot and busy timeout, 10 s without; PostgreSQL: row
@@ -84,7 +86,8 @@ def make_engine(
     `write_hold_limit`, a writer holding its transaction longer is broken (SQLite: by
     the watchdog; PostgreSQL: idle_in_transaction_session_timeout). The server sets
     both; command-line tools and migrations keep the defaults. SQLite commits are
-    `sqlite_synchronous` (FULL, durable across power loss, unless the operator lowers it)."""
+    `sqlite_synchronous` (FULL, durable across power loss, unless the operator lowers it).
+    PostgreSQL: a pool of `pool_size` connections, `pool_overflow` more under bursts."""
     if sqlite_synchronous not in ("FULL", "NORMAL"):
         raise ValueError("sqlite_synchronous is FULL or NORMAL")
     if url.startswith("sqlite"):
@@ -122,8 +125,8 @@ def make_engine(
     engine = create_engine(
         url,
         echo=echo,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
         pool_pre_ping=True,
         pool_timeout=write_wait or 30.0,
         connect_args={"options": " ".join(options)} if options else {},
