@@ -4,6 +4,9 @@ pure-`re` engine equal to the compiled one."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from bastion.privacy import EntityType, redact, scan
@@ -125,3 +128,22 @@ def test_redaction_modes() -> None:
     assert detokenize_text(tokens, keys).text == text
     refused = detokenize_text(tokens, other)  # another org's key turns nothing back
     assert (refused.text, refused.restored) == (tokens, 0)
+
+
+def test_threads_scan_at_once_with_the_same_detector() -> None:
+    """The server scans in worker threads, several at a time, with the process's one
+    detector: each must get its own answer (Hyperscan's scratch space is per scan, and
+    two scans sharing one failed with ScratchInUseError: a 500 under concurrent load)."""
+    texts = [
+        f"Mail user{i}@example.com, card 4111 1111 1111 1111 and more text" for i in range(400)
+    ]
+    expected = scan(texts)
+    start = threading.Barrier(4)
+
+    def work(_: int) -> list[list[object]]:
+        start.wait()
+        return [scan(texts) for _ in range(5)]  # type: ignore[misc]
+
+    with ThreadPoolExecutor(4) as pool:
+        for rounds in pool.map(work, range(4)):
+            assert all(found == expected for found in rounds)

@@ -12,6 +12,7 @@ ADDRESS come from `names`, and overlaps resolve by score. Offsets are in code po
 from __future__ import annotations
 
 import re
+import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ class Detector:
 
     def __init__(self) -> None:
         self._db = _compile() if HAVE_HYPERSCAN else None
+        # Hyperscan's scratch space serves one scan at a time: each thread gets its own
+        # (a shared one fails concurrent scans with ScratchInUseError).
+        self._scratch = threading.local()
         self._compiled = [re.compile(r.pattern, re.IGNORECASE if r.caseless else 0) for r in RULES]
 
     def scan(
@@ -97,7 +101,10 @@ class Detector:
         def on_match(rule: int, start: int, end: int, _flags: int, _ctx: object) -> None:
             hits.append((rule, start, end))
 
-        self._db.scan(_SEPARATOR.join(encoded), match_event_handler=on_match)
+        scratch = getattr(self._scratch, "space", None)
+        if scratch is None:
+            scratch = self._scratch.space = hyperscan.Scratch(self._db)
+        self._db.scan(_SEPARATOR.join(encoded), match_event_handler=on_match, scratch=scratch)
         for rule, start, end in hits:
             i = bisect_right(starts, start) - 1
             base = starts[i]
