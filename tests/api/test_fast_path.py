@@ -472,6 +472,48 @@ def test_secret_reveal_answers_alike(pair: Pair, world: World) -> None:
     assert first.status_code == again.status_code == 200
 
 
+def test_privacy_scan_answers_alike(pair: Pair, world: World) -> None:
+    path = f"/v1/orgs/{world.org.id}/privacy/scan"
+    texts = [
+        "Mail jane.doe@example.com or call +44 20 7946 0958",
+        "card 4111 1111 1111 1111, order 4111 1111 1111 1112",
+        "nothing here",
+        "Ünïcode first: Jean Dupont lives at 12 Rue de Rivoli, 75001 Paris",
+    ]
+    bodies: list[dict[str, Any]] = [
+        {"json": {"texts": texts}},
+        {"json": {"texts": texts, "types": ["EMAIL", "CREDIT_CARD"]}},
+        {"json": {"texts": []}},
+        {"json": {"texts": ["x"], "types": []}},
+        {"json": {"texts": ["x"], "types": ["NOPE"]}},
+        {"json": {"texts": [5]}},
+        {"json": {"texts": ["x"], "extra": 1}},
+        {"json": {"texts": ["x" * 100_001]}},
+        {"json": {"texts": ["x" * 100_000] * 6}},
+        {"json": {}},
+        {"json": ["x"]},
+        {"content": b'{"texts": '},
+        {"content": b""},
+    ]
+    statuses = _every_credential(pair, world, path, bodies)
+    assert {200, 401, 403, 422} <= statuses, statuses
+    found = _post(pair, path, world.org.headers, bodies[0]).json()["results"]
+    assert [f["type"] for f in found[0]["findings"]] == ["EMAIL", "PHONE"], found
+    card = {"type": "CREDIT_CARD", "start": 5, "end": 24, "score": 1.0}
+    assert found[1]["findings"] == [card], found  # the Luhn-invalid number is not a card
+    for org in (world.other.id, "org_missing"):
+        other = f"/v1/orgs/{org}/privacy/scan"
+        answer = pair.same("POST", other, headers=world.org.headers, json={"texts": ["x"]})
+        assert answer.status_code == 404
+    for content_type in _CONTENT_TYPES:
+        headers = {**world.org.headers, **({"content-type": content_type} if content_type else {})}
+        pair.same("POST", path, headers=headers, content=b'{"texts": ["x"]}')
+    near = pair.same(
+        "POST", f"{path}/", headers=world.org.headers, json={"texts": ["x"]}, follow_redirects=False
+    )
+    assert not near.lean
+
+
 def _delivery(secret: str, **changes: Any) -> dict[str, Any]:
     """A GitHub delivery signed with `secret`, distinct from every other."""
     body = json.dumps({"action": "opened", "nonce": uuid.uuid4().hex}).encode()

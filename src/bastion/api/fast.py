@@ -1,6 +1,7 @@
 """The hot routes without the framework: `GET /v1/me`, the authorization questions
-(check, check-batch, filter), the tool-call gate, secret reveal, webhook deliveries and
-team creation (the audited writes of issue 13's goal).
+(check, check-batch, filter), the tool-call gate, secret reveal, webhook deliveries,
+team creation (the audited writes of issue 13's goal) and privacy scans (issue 17's
+texts per second through the API).
 
 Their work takes tens of microseconds; FastAPI's routing and dependency resolution and
 Starlette's middleware stack cost several times that (issue 13: `/v1/me` spent ~37 µs
@@ -39,6 +40,7 @@ from bastion.api.errors import problem_for
 from bastion.api.routers.access import check_many, check_one, filter_allowed
 from bastion.api.routers.agents import ask_gate
 from bastion.api.routers.me import me_out
+from bastion.api.routers.privacy import scan_answer
 from bastion.api.routers.secrets import reveal_answer
 from bastion.api.routers.teams import create_team_answer
 from bastion.api.routers.webhooks import accept_delivery
@@ -46,6 +48,7 @@ from bastion.api.state import AppState
 from bastion.authz.schemas import CheckBatchIn, CheckIn, FilterIn
 from bastion.core.principal import Principal
 from bastion.core.schemas import SecretName
+from bastion.privacy.schemas import ScanIn
 from bastion.secrets.schemas import RevealIn
 from bastion.tenancy.schemas import TeamCreate
 
@@ -55,8 +58,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 # What a route computes once its caller and body are known: (state, ctx, principal,
-# path parameters, body) → the response model.
-Answer = Callable[[AppState, RequestContext, Principal, tuple[str, ...], Any], Awaitable[BaseModel]]
+# path parameters, body) → the response model, or its JSON already serialised.
+Answer = Callable[
+    [AppState, RequestContext, Principal, tuple[str, ...], Any], Awaitable[BaseModel | bytes]
+]
 # A route whose credential is the request itself (a signed delivery): (state, ctx, path
 # parameters, headers, raw body) → the response model.
 PublicAnswer = Callable[
@@ -137,6 +142,12 @@ async def _delivery(
     return await accept_delivery(state, ctx, params[0], headers, body)
 
 
+async def _scan(
+    state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
+) -> bytes:
+    return await scan_answer(principal, params[0], body)
+
+
 async def _team(
     state: AppState, ctx: RequestContext, principal: Principal, params: Params, body: Any
 ) -> BaseModel:
@@ -157,6 +168,7 @@ REVEAL = Route(
 )
 
 TEAM = Route("/v1/orgs/{org}/teams", TeamCreate, 201, _team)
+SCAN = Route("/v1/orgs/{org}/privacy/scan", ScanIn, 200, _scan)
 DELIVERY = PublicRoute("/v1/hooks/{endpoint}", 202, _delivery)
 
 _ORG_ROUTES = {
@@ -164,6 +176,7 @@ _ORG_ROUTES = {
     "authz/check-batch": CHECK_BATCH,
     "authz/filter": FILTER,
     "teams": TEAM,
+    "privacy/scan": SCAN,
 }
 _ORGS = "/v1/orgs/"
 _RUNS = "/v1/runs/"
@@ -211,6 +224,7 @@ async def serve(
 ) -> None:
     """Answer one request to `route`, as the app would (see the module docstring)."""
     ctx: RequestContext = scope[SCOPE_KEY]
+    out: BaseModel | bytes
     try:
         if isinstance(route, PublicRoute):
             body = (await receive()).get("body", b"")  # the whole body (the middleware's)
@@ -226,7 +240,10 @@ async def serve(
         listed.append((b"content-length", str(len(content)).encode("latin-1")))
         await _respond(send, status, listed, content)
         return
-    content = type(out).__pydantic_serializer__.to_json(out, by_alias=True)
+    if isinstance(out, bytes):
+        content = out
+    else:
+        content = type(out).__pydantic_serializer__.to_json(out, by_alias=True)
     await _respond(
         send,
         route.status,
@@ -237,7 +254,7 @@ async def serve(
 
 async def _authenticated(
     state: AppState, route: Route, params: Params, ctx: RequestContext, receive: Receive
-) -> BaseModel:
+) -> BaseModel | bytes:
     parsed: BaseModel | None = None
     raw: Any = _MISSING
     if route.body is not None:
