@@ -77,6 +77,23 @@ def database_url(data_dir: Path) -> Iterator[str]:
     _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+def module_database_url(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this test module's own, for tests whose background rounds serve
+    every organisation in the database (outbound deliveries, notices): other modules'
+    backlogs in the shared one would decide what a round reaches."""
+    base = os.environ.get("BASTION_TEST_DATABASE_URL")
+    if not base:
+        url = f"sqlite:///{tmp_path_factory.mktemp('module-db') / 'bastion.db'}"
+        upgrade(url)
+        yield url
+        return
+    url, name = _postgres_database(base)
+    upgrade(url)
+    yield url
+    _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def backend(database_url: str) -> str:
     return "postgresql" if database_url.startswith("postgresql") else "sqlite"

@@ -36,10 +36,12 @@ LONG = 10_000.0  # past any backoff the tests' policy can choose
 
 
 @pytest.fixture
-def world(data_dir: Path, database_url: str) -> Iterator[tuple[TestClient, Factory, AppState]]:
+def world(
+    data_dir: Path, module_database_url: str
+) -> Iterator[tuple[TestClient, Factory, AppState]]:
     settings = make_settings(
         data_dir,
-        database_url,
+        module_database_url,  # other modules' deliveries never fill this module's rounds
         webhook_poll_interval=60,  # the tests deliver when they choose
         webhook_max_attempts=4,
         webhook_disable_after_failures=6,
@@ -434,9 +436,9 @@ def test_retention_purges_old_events_and_finished_deliveries(
 
 
 def test_the_background_loop_delivers(
-    data_dir: Path, database_url: str, start_http: StartHttp
+    data_dir: Path, module_database_url: str, start_http: StartHttp
 ) -> None:
-    app = create_app(make_settings(data_dir, database_url, webhook_poll_interval=0.1))
+    app = create_app(make_settings(data_dir, module_database_url, webhook_poll_interval=0.1))
     receiver = start_http()
     with TestClient(app, raise_server_exceptions=False) as client:
         state = app.state.bastion
