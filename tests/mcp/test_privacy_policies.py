@@ -58,10 +58,13 @@ def test_results_are_redacted_or_withheld_and_arguments_denied(
         {"name": "ssn", "applies_to": "tool_results", "types": ["US_SSN"], "action": "deny"},
     )
     result = world.call("calc.whois", {"who": "anna"})
-    assert not result.is_error and _text(result) == "anna: mail <EMAIL>"
+    assert not result.is_error
+    assert _text(result) == "anna: mail <EMAIL>"
     withheld = world.call("calc.whois", {"who": "ssn"})
-    assert withheld.is_error and f"privacy_policy:{ssn['id']}" in _text(withheld)
-    assert SSN not in _text(withheld) and EMAIL not in _text(withheld)
+    assert withheld.is_error
+    assert f"privacy_policy:{ssn['id']}" in _text(withheld)
+    assert SSN not in _text(withheld)
+    assert EMAIL not in _text(withheld)
     denied = world.post(
         "privacy/policies",
         {"name": "no mail out", "applies_to": "tool_arguments", "types": ["EMAIL"],
@@ -69,7 +72,8 @@ def test_results_are_redacted_or_withheld_and_arguments_denied(
     )  # fmt: skip
     before = len(personal.calls)
     refused = world.call("calc.whois", {"who": f"someone {EMAIL}"})
-    assert refused.is_error and f"privacy_policy:{denied['id']}" in _text(refused)
+    assert refused.is_error
+    assert f"privacy_policy:{denied['id']}" in _text(refused)
     assert personal.calls[before:] == []  # never reached the upstream
     decided = world.events("tool_call.decided")
     assert EMAIL not in str(decided)

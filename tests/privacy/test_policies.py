@@ -57,8 +57,8 @@ def _call(client: TestClient, run: tuple[str, dict[str, str]], arguments: Any) -
 def _everything_stored(app: Any, org_id: str) -> str:
     """Every audit event of the organisation and every stored tool call and approval, as
     text: what must never hold a redacted value."""
-    from bastion.agents.models import ToolCall  # noqa: PLC0415
-    from bastion.approvals.models import Approval  # noqa: PLC0415
+    from bastion.agents.models import ToolCall
+    from bastion.approvals.models import Approval
 
     with app.state.bastion.sessions() as db:
         events = db.execute(select(AuditEvent).where(AuditEvent.chain == org_id)).scalars()
@@ -76,7 +76,8 @@ def _everything_stored(app: Any, org_id: str) -> str:
 def test_crud_is_audited_and_scoped(client: TestClient, factory: Factory) -> None:
     org, other = factory.org(), factory.org()
     made = _policy(client, org, name="no ssn")
-    assert made["id"].startswith("dpol_") and made["types"] == ["US_SSN"]
+    assert made["id"].startswith("dpol_")
+    assert made["types"] == ["US_SSN"]
     listed = client.get(_url(org), headers=org.headers).json()["data"]
     assert [p["id"] for p in listed] == [made["id"]]
     assert client.get(_url(other), headers=other.headers).json()["data"] == []
@@ -89,7 +90,8 @@ def test_crud_is_audited_and_scoped(client: TestClient, factory: Factory) -> Non
     patched = client.patch(
         _url(org, f"/{made['id']}"), json={"types": ["EMAIL", "US_SSN"]}, headers=org.headers
     )
-    assert patched.status_code == 200 and patched.json()["types"] == ["EMAIL", "US_SSN"]
+    assert patched.status_code == 200
+    assert patched.json()["types"] == ["EMAIL", "US_SSN"]
     assert client.delete(_url(org, f"/{made['id']}"), headers=org.headers).status_code == 204
     assert client.get(_url(org, f"/{made['id']}"), headers=org.headers).status_code == 404
     types = [
@@ -182,9 +184,11 @@ def test_another_orgs_policies_do_not_apply(client: TestClient, factory: Factory
 def test_apply_without_policies_scans_nothing() -> None:
     value = {"q": SSN}
     out = policies.apply(policies.NONE, "tool_arguments", value)
-    assert out.action is None and out.value is value
-    rules = Policies({"tool_results": (Rule("dpol_x", "r", "tool_results",
-                                            frozenset({EntityType.US_SSN}), "redact"),)})  # fmt: skip
+    assert out.action is None
+    assert out.value is value
+    rule = Rule("dpol_x", "r", "tool_results", frozenset({EntityType.US_SSN}), "redact")
+    rules = Policies({"tool_results": (rule,)})
     assert policies.apply(rules, "tool_arguments", value).value is value  # another place
     redacted = policies.apply(rules, "tool_results", {"a": [f"x {SSN}", 1, None]})
-    assert redacted.action == "redact" and redacted.value == {"a": ["x <US_SSN>", 1, None]}
+    assert redacted.action == "redact"
+    assert redacted.value == {"a": ["x <US_SSN>", 1, None]}
