@@ -22,6 +22,7 @@ import bastion.integrations.models
 import bastion.mcp.models
 import bastion.oauth.models
 import bastion.privacy.models
+import bastion.privacy.policies
 import bastion.scim.models
 import bastion.secrets.models
 import bastion.sso.enforcement

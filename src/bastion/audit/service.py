@@ -30,6 +30,7 @@ from bastion.audit.chain import (
     insert_events,
     lock_chain,
     record,
+    register_metadata_filter,
     start_chain,
 )
 from bastion.audit.models import AuditCheckpoint, AuditEvent, AuditHead
@@ -66,6 +67,7 @@ __all__ = [
     "list_checkpoints",
     "lock_chain",
     "record",
+    "register_metadata_filter",
     "search",
     "seq_range",
     "start_chain",

@@ -12,6 +12,8 @@ nothing: no scan.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,6 +151,68 @@ def _rebuild(value: Any, replaced: Any) -> Any:
     return value
 
 
+# --- audit metadata ---------------------------------------------------------------------
+
+# Every audit event passes `_audit_filter` (registered with audit below): it must cost
+# nothing for organisations without an `audit_metadata` policy. The instance's few such
+# policies are read at most every `AUDIT_POLICIES_TTL` seconds per process (a change in
+# this process applies at once; in another, within that time).
+AUDIT_POLICIES_TTL = 2.0
+
+
+class _AuditRules:
+    """The instance's `audit_metadata` rules by organisation, with when they were read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: tuple[float, dict[str, tuple[Rule, ...]]] | None = None
+
+    def forget(self) -> None:
+        with self._lock:
+            self._held = None
+
+    def of(self, db: Session, org_id: str) -> tuple[Rule, ...]:
+        now = time.monotonic()
+        with self._lock:
+            held = self._held
+        if held is None or now - held[0] >= AUDIT_POLICIES_TTL:
+            held = (now, self._read(db))
+            with self._lock:
+                self._held = held
+        return held[1].get(org_id, ())
+
+    @staticmethod
+    def _read(db: Session) -> dict[str, tuple[Rule, ...]]:
+        stmt = select(
+            DataPolicy.id, DataPolicy.org_id, DataPolicy.name, DataPolicy.types, DataPolicy.action
+        ).where(DataPolicy.applies_to == "audit_metadata")
+        found: dict[str, list[Rule]] = {}
+        with db.no_autoflush:  # a read beside the caller's writes, never a flush of them
+            for id_, org_id, name, types, action in db.execute(stmt.order_by(DataPolicy.id)):
+                kinds = frozenset(map(EntityType, types))
+                found.setdefault(org_id, []).append(
+                    Rule(id_, name, "audit_metadata", kinds, action)
+                )
+        return {k: tuple(v) for k, v in found.items()}
+
+
+_audit_rules = _AuditRules()
+_forget_audit_rules = _audit_rules.forget
+
+
+def _audit_filter(db: Session, org_id: str | None, metadata: dict[str, Any]) -> dict[str, Any]:
+    if org_id is None or not metadata:
+        return metadata
+    rules = _audit_rules.of(db, org_id)
+    if not rules:
+        return metadata
+    value = apply(Policies({"audit_metadata": rules}), "audit_metadata", metadata).value
+    return dict(value)
+
+
+audit.register_metadata_filter(_audit_filter)
+
+
 # --- managing policies ------------------------------------------------------------------
 
 
@@ -197,6 +261,7 @@ def create_policy(
     )
     db.add(policy)
     db.flush()
+    _forget_audit_rules()
     audit.record(
         db,
         type=EventType.PRIVACY_POLICY_CREATED,
@@ -249,6 +314,7 @@ def update_policy(
     changes = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
     if changes:
         db.flush()
+        _forget_audit_rules()
         audit.record(
             db,
             type=EventType.PRIVACY_POLICY_UPDATED,
@@ -266,6 +332,7 @@ def delete_policy(db: Session, principal: Principal, org_id: str, policy_id: str
     policy = _find(db, org_id, policy_id)
     db.delete(policy)
     db.flush()
+    _forget_audit_rules()
     audit.record(
         db,
         type=EventType.PRIVACY_POLICY_DELETED,
