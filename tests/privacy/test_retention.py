@@ -5,13 +5,16 @@ recorded, and the audit chain still verifies."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bastion.agents import privacy_hooks
 from bastion.agents.models import ToolCall
+from bastion.approvals import service as approvals
 from bastion.core.clock import clock
 from bastion.privacy import retention
 from tests.factories import Factory, Org, bearer, step_up
@@ -88,6 +91,13 @@ def test_bad_bodies_are_422_naming_the_field(
     assert field in r.text or '"*"' in r.text
 
 
+def _sweep(app: Any) -> int:
+    with app.state.bastion.write_sessions() as db:
+        done = approvals.sweep(db)
+        db.commit()
+        return done
+
+
 def _calls(app: Any, org_id: str) -> list[str]:
     with app.state.bastion.sessions() as db:
         stmt = select(ToolCall.decision).where(ToolCall.org_id == org_id)
@@ -119,21 +129,38 @@ def test_purge_removes_what_outlived_its_period_and_records_it(
             assert made.status_code == 201, made.text
     client.put(_url(org), json={"tool_calls_days": 2}, headers=org.headers)
     clock.advance(3 * DAY)
+    # The held calls' approvals (and runs) have expired: settled first, as the app's
+    # sweeper does, so no background sweep changes them between the purges below.
+    while _sweep(app):
+        pass
     done = retention.purge_all(app.state.bastion.write_sessions)
     purged = {p.org_id: p.counts for p in done}
-    assert purged[org.id] == {"tool_calls": 1}  # the allowed call; the pending one stays
+    assert purged[org.id] == {"tool_calls": 2}
     assert purged[other.id] == {}  # its period (90 days) has not passed
-    assert _calls(app, org.id) == ["pending"]
-    assert _calls(app, other.id) == ["allow", "pending"]
+    assert _calls(app, org.id) == []
+    assert _calls(app, other.id) == ["allow", "deny"]
     events = client.get(
         f"/v1/orgs/{org.id}/audit-events", params={"type": "privacy.purged"}, headers=org.headers
     ).json()["data"]
-    assert events[0]["metadata"]["purged"] == {"tool_calls": 1}
+    assert events[0]["metadata"]["purged"] == {"tool_calls": 2}
     assert events[0]["actor"]["type"] == "system"
     verified = client.post(f"/v1/orgs/{org.id}/audit-events/verify", headers=org.headers)
     assert verified.json()["valid"] is True
     again = retention.purge_all(app.state.bastion.write_sessions)
     assert {p.org_id: p.counts for p in again}[org.id] == {}  # nothing left to purge
+
+
+def test_a_pending_call_is_never_purged(app: Any, client: TestClient, factory: Factory) -> None:
+    org = factory.org()
+    call = factory.pending_tool_call(org)
+    decided = _calls(app, org.id)
+    assert decided == ["pending"]
+    with app.state.bastion.write_sessions() as db:
+        later = clock.now() + timedelta(days=1)  # every call of the org is older than this
+        assert privacy_hooks._purge_calls(db, org.id, later) == 0
+        db.commit()
+    assert _calls(app, org.id) == ["pending"]
+    assert call["approval_id"]
 
 
 def test_a_domain_registers_its_purge_for_a_known_class_only() -> None:

@@ -2,9 +2,11 @@
 
 The gate decides each call in order: the run's budget, a declared tool, a connection
 the agent was given, arguments valid against the tool's JSON Schema
-(`bastion.agents.gate.arguments`), then the approval policies
+(`bastion.agents.gate.arguments`), the organisation's data policies on arguments
+(`bastion.privacy`: deny, or hold for approval), then the approval policies
 (`bastion.approvals.service.evaluate`). Every decision is recorded and audited with
-the arguments' digest, never their values; a pending one opens an approval.
+the arguments' digest, never their values; a pending one opens an approval. What a
+data policy found in the arguments is replaced by `<TYPE>` in everything stored.
 
 The hot path (`Gate`) reads what a decision needs once per revision tuple of the
 organisation, decides outside any transaction, and commits concurrent decisions in
