@@ -185,6 +185,15 @@ class World:
     def workflow(self) -> str:
         return str(self.post("workflows", {"name": unique_name("wf")})["id"])
 
+    def privacy_policy(self) -> str:
+        body = {"name": "p", "applies_to": "tool_arguments", "types": ["EMAIL"], "action": "deny"}
+        return str(self.post("privacy/policies", body)["id"])
+
+    def subject_request(self) -> str:
+        return str(
+            self.post("privacy/subject-requests", {"kind": "access", "user_id": self.user()})["id"]
+        )
+
     def approval_policy(self) -> str:
         body = {"name": "refunds", "match": {"tools": ["refund"]}, "decision": "deny"}
         return str(self.post("approval-policies", body)["id"])
@@ -851,6 +860,71 @@ ROWS: list[Row] = [
         P.PRIVACY_DETOKENIZE,
         200,
         body=lambda w: {"texts": ["no tokens here"]},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/privacy/policies",
+        P.PRIVACY_MANAGE,
+        201,
+        body=lambda w: {
+            "name": "p",
+            "applies_to": "tool_results",
+            "types": ["US_SSN"],
+            "action": "redact",
+        },
+    ),
+    Row("GET", "/v1/orgs/{org}/privacy/policies", P.PRIVACY_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/privacy/policies/{policy}",
+        P.PRIVACY_READ,
+        200,
+        params=lambda w: {"policy": w.privacy_policy()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/privacy/policies/{policy}",
+        P.PRIVACY_MANAGE,
+        200,
+        params=lambda w: {"policy": w.privacy_policy()},
+        body=lambda w: {"name": "renamed"},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/privacy/policies/{policy}",
+        P.PRIVACY_MANAGE,
+        204,
+        params=lambda w: {"policy": w.privacy_policy()},
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{org}/privacy/subject-requests",
+        P.PRIVACY_SUBJECT_REQUESTS,
+        201,
+        body=lambda w: {"kind": "access", "user_id": w.user()},
+    ),
+    Row("GET", "/v1/orgs/{org}/privacy/subject-requests", P.PRIVACY_SUBJECT_REQUESTS, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/privacy/subject-requests/{request}",
+        P.PRIVACY_SUBJECT_REQUESTS,
+        200,
+        params=lambda w: {"request": w.subject_request()},
+    ),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/privacy/subject-requests/{request}/package",
+        P.PRIVACY_SUBJECT_REQUESTS,
+        200,
+        params=lambda w: {"request": w.subject_request()},
+    ),
+    Row("GET", "/v1/orgs/{org}/retention", P.PRIVACY_READ, 200),
+    Row(
+        "PUT",
+        "/v1/orgs/{org}/retention",
+        P.PRIVACY_MANAGE,
+        200,
+        body=lambda w: {"tool_calls_days": 60},
     ),
     Row(
         "POST",

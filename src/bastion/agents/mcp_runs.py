@@ -26,6 +26,7 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.identity import rights
 from bastion.mcp import service as mcp
+from bastion.privacy import service as privacy
 from bastion.secrets.vault import Vault
 
 
@@ -39,6 +40,7 @@ class McpRun:
     tools: dict[str, dict[str, Any]]  # declared tools by name
     upstreams: dict[str, mcp.Upstream] = field(repr=False)  # connected servers that exist
     withheld: frozenset[str] = frozenset()  # connected servers its configurer may not use
+    privacy: privacy.Policies = privacy.NO_POLICIES  # the organisation's data policies
 
 
 def upstream_name(tool: dict[str, Any], server: mcp.Upstream) -> str | None:
@@ -87,4 +89,5 @@ def load(db: Session, vault: Vault, principal: Principal, run_id: str) -> McpRun
         tools={t["name"]: t for t in agent.tools},
         upstreams=upstreams,
         withheld=frozenset() if may_use else connections,
+        privacy=privacy.policies_of(db, run.org_id),
     )

@@ -64,9 +64,9 @@ from bastion.core.signing import SIGNING_KEY_FILE, InstanceSigner
 from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.privacy import retention as privacy_retention
 from bastion.secrets import service as secrets_service
 from bastion.secrets.vault import LocalKeyProvider, Vault
-from bastion.tenancy import service as tenancy
 from bastion.webhooks import outbound as webhook_outbound
 
 DESCRIPTION = """
@@ -115,7 +115,7 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-RETENTION_EVERY_SECONDS = 3600  # webhook and audit retention: about hourly
+RETENTION_EVERY_SECONDS = 3600  # retention of every data class: about hourly
 INTEGRATION_REFRESH_EVERY_SECONDS = 30.0  # tokens are refreshed minutes before expiry
 
 Worker = Coroutine[Any, Any, None]
@@ -132,9 +132,8 @@ def _maintain_audit(state: AppState) -> Worker:
             db.commit()
 
     def purge() -> None:
-        with state.write_sessions() as db:
-            tenancy.apply_audit_retention(db)
-            db.commit()
+        # Each organisation's data classes (`privacy.purged`), then the audit chains.
+        privacy_retention.purge_all(state.write_sessions)
 
     return run_periodically(
         "audit maintenance round",
@@ -415,6 +414,7 @@ def _api_routers() -> tuple[APIRouter, ...]:
         integrations.runs_router,
         privacy.router,
         privacy.types_router,
+        privacy.retention_router,
         compliance.router,
         compliance.reviews_router,
     )

@@ -14,7 +14,10 @@ the `mcp` SDK's server) with its run token, and every tool call passes the gate.
   its approval within the run's time and the approval's expiry. Only an allowed call
   reaches the upstream, with the server's sealed static headers added by the gateway;
   an upstream failure is an MCP error result, audited (`mcp.call_failed`), never a 500.
-- Data policies on arguments and results (a later issue) hook in at `inspect`.
+- Data policies (`bastion.privacy`): on arguments, the gate applies them (deny, hold
+  for approval, store redacted) like on any call; on results, `inspect_results` runs
+  the `tool_results` policies: `deny` withholds the result, `redact` replaces what they
+  find in its text and structured content before the agent sees it.
 
 A composition at the edge: the agents' gate and run view (`bastion.agents`), the MCP
 server registry and client (`bastion.mcp`).
@@ -57,6 +60,7 @@ from bastion.core.principal import Principal
 from bastion.core.schemas import unstorable
 from bastion.mcp.service import Upstream, is_server_id
 from bastion.mcp.upstream import UpstreamError, Upstreams
+from bastion.privacy import service as privacy
 
 log = structlog.get_logger("bastion.mcp")
 
@@ -65,11 +69,36 @@ _CALLER = "bastion.mcp.caller"  # the authenticated run, in the ASGI scope
 MAX_VIEWS = 4096  # runs whose MCP view a worker keeps
 MAX_WAIT_SECONDS = 3600.0  # a pending call waits at most this long (and the run's time)
 
-# Data policies on arguments and results (a later issue): each hook sees the run, the
-# tool and the value, and returns a denial reason or None.
+# Checks of arguments and results: each hook sees the run, the tool and the value, and
+# returns a denial reason or None (a result hook may redact the result in place). Data
+# policies on arguments are the gate's; on results, `_privacy_results` (registered below).
 Inspect = Callable[[mcp_runs.McpRun, str, Any], str | None]
 inspect_arguments: list[Inspect] = []
 inspect_results: list[Inspect] = []
+
+
+def _privacy_results(view: mcp_runs.McpRun, tool: str, result: Any) -> str | None:
+    """The organisation's `tool_results` data policies on an upstream's result: a denial
+    reason naming the policy, or None with what they found replaced in the result."""
+    if not view.privacy.of("tool_results") or not isinstance(result, types.CallToolResult):
+        return None
+    texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
+    applied = privacy.apply_policies(
+        view.privacy, "tool_results", {"texts": texts, "structured": result.structured_content}
+    )
+    if applied.action is None:
+        return None
+    if applied.action == "deny":
+        return applied.reason
+    redacted = iter(applied.value["texts"])
+    for item in result.content:
+        if isinstance(item, types.TextContent):
+            item.text = next(redacted)
+    result.structured_content = applied.value["structured"]
+    return None
+
+
+inspect_results.append(_privacy_results)
 
 
 def _error(text: str, **bastion: Any) -> types.CallToolResult:

@@ -11,7 +11,7 @@ staged events here, on import).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Table, insert, select
@@ -141,6 +141,19 @@ class EventFields(TypedDict, total=False):
 
 STAGED_EVENTS = "audit.events"
 
+# What a domain above may do to an event's metadata before it is chained: (db, org_id,
+# metadata) -> metadata. Privacy's data policies on audit metadata register one (its
+# value replaced by `<TYPE>` before the hash covers it); with none registered, or none
+# for the organisation, an event costs nothing more.
+MetadataFilter = Callable[[Session, str | None, dict[str, Any]], dict[str, Any]]
+_metadata_filters: list[MetadataFilter] = []
+
+
+def register_metadata_filter(keep: MetadataFilter) -> None:
+    """Called at import by the registering domain (idempotent)."""
+    if keep not in _metadata_filters:
+        _metadata_filters.append(keep)
+
 
 def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
     """Append an event to its organisation's chain. In a group-commit unit (see
@@ -152,6 +165,8 @@ def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
         groupcommit.defer(db, lambda writer: record(writer, **fields))
         return None
     values = _event_fields(**fields)
+    for keep in _metadata_filters:
+        values["metadata"] = keep(db, values["org_id"], values["metadata"])
     if groupcommit.stage(db, STAGED_EVENTS, values):
         return None
     _chain(values, _head_state(db, values["chain"]))

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.audit import chainwalk, checkpoints
+from bastion.audit import chainwalk, checkpoints, render
 from bastion.audit.chain import (
     GENESIS,
     STAGED_EVENTS,
@@ -29,6 +30,7 @@ from bastion.audit.chain import (
     insert_events,
     lock_chain,
     record,
+    register_metadata_filter,
     start_chain,
 )
 from bastion.audit.models import AuditCheckpoint, AuditEvent, AuditHead
@@ -57,6 +59,7 @@ __all__ = [
     "canonical",
     "checkpoint_org",
     "compute_hash",
+    "events_naming",
     "filtered",
     "get",
     "insert_events",
@@ -64,6 +67,7 @@ __all__ = [
     "list_checkpoints",
     "lock_chain",
     "record",
+    "register_metadata_filter",
     "search",
     "seq_range",
     "start_chain",
@@ -222,3 +226,18 @@ def list_checkpoints(db: Session, principal: Principal, org_id: str) -> list[Aud
     principal.require_org(org_id)
     principal.require(Permission.AUDIT_READ)
     return list(reversed(checkpoints.for_chain(db, org_id)))
+
+
+def events_naming(db: Session, org_id: str, subject_id: str, limit: int = 100_000) -> list[Any]:
+    """The organisation's events whose actor or resource is `subject_id` (a subject
+    access request's audit file), oldest first, as the export renders them."""
+    stmt = (
+        select(AuditEvent)
+        .where(
+            AuditEvent.chain == org_id,
+            (AuditEvent.actor_id == subject_id) | (AuditEvent.resource_id == subject_id),
+        )
+        .order_by(AuditEvent.seq)
+        .limit(limit)
+    )
+    return [render.as_dict(e) for e in db.execute(stmt).scalars()]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.cli import apikey, audit, compliance, doctor, keys, org, user
+from bastion.cli import apikey, audit, compliance, doctor, keys, org, privacy, user
 from bastion.cli.common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -58,6 +58,7 @@ app.add_typer(apikey.app, name="apikey")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(compliance.app, name="compliance")
+app.add_typer(privacy.app, name="privacy")
 app.command("doctor")(doctor.doctor)
 
 

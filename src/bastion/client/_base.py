@@ -30,6 +30,7 @@ class Req:
     idempotency_key: str | None = None
     expect_body: bool = True
     timeout: float | None = None  # seconds for this request; None: the client's default
+    raw: bool = False  # the body as bytes (a ZIP), not JSON
 
 
 def _p(*parts: str) -> str:
@@ -190,14 +191,19 @@ class Endpoints:
     def update_org(org: str, **changes: Any) -> Req:
         return Req("PATCH", _p("orgs", org), json=_clean(changes))
 
-    # generic collection operations: users, teams, roles, api-keys, service-accounts
+    # generic collection operations: users, teams, roles, api-keys, service-accounts…
+    # (a collection's name is the SDK's own constant: `privacy/policies` is two segments)
     @staticmethod
     def create(org: str, collection: str, body: JSON, idempotency_key: str | None = None) -> Req:
-        return post(_p("orgs", org, collection), _clean(body), idempotency_key)
+        return post(_p("orgs", org, *collection.split("/")), _clean(body), idempotency_key)
 
     @staticmethod
     def list(org: str, collection: str, limit: int | None = None, **filters: Any) -> Req:
-        return Req("GET", _p("orgs", org, collection), params=_clean({"limit": limit, **filters}))
+        return Req(
+            "GET",
+            _p("orgs", org, *collection.split("/")),
+            params=_clean({"limit": limit, **filters}),
+        )
 
     @staticmethod
     def oauth_clients(org: str, account: str) -> Req:
@@ -214,15 +220,35 @@ class Endpoints:
 
     @staticmethod
     def get(org: str, collection: str, item: str) -> Req:
-        return Req("GET", _p("orgs", org, collection, item))
+        return Req("GET", _p("orgs", org, *collection.split("/"), item))
 
     @staticmethod
     def update(org: str, collection: str, item: str, body: JSON) -> Req:
-        return Req("PATCH", _p("orgs", org, collection, item), json=_clean(body))
+        return Req("PATCH", _p("orgs", org, *collection.split("/"), item), json=_clean(body))
 
     @staticmethod
     def delete(org: str, collection: str, item: str) -> Req:
-        return Req("DELETE", _p("orgs", org, collection, item), expect_body=False)
+        return Req("DELETE", _p("orgs", org, *collection.split("/"), item), expect_body=False)
+
+    # privacy
+    @staticmethod
+    def privacy(org: str, op: str, body: JSON) -> Req:
+        """scan, redact, detokenize: no state changes but the audit, so a plain POST."""
+        return Req("POST", _p("orgs", org, "privacy", op), json=_clean(body))
+
+    @staticmethod
+    def retention(org: str) -> Req:
+        return Req("GET", _p("orgs", org, "retention"))
+
+    @staticmethod
+    def set_retention(org: str, changes: JSON) -> Req:
+        return Req("PUT", _p("orgs", org, "retention"), json=_clean(changes))
+
+    @staticmethod
+    def subject_package(org: str, request: str) -> Req:
+        return Req(
+            "GET", _p("orgs", org, "privacy", "subject-requests", request, "package"), raw=True
+        )
 
     # sub-resources
     @staticmethod

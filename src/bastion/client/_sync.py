@@ -76,6 +76,7 @@ class Client:
         self.sso_connections = _Collection(self, "sso-connections")
         self.domains = _Domains(self, "domains")
         self.runs = _Runs(self)
+        self.privacy = _Privacy(self)
 
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
@@ -159,6 +160,8 @@ class Client:
                 self._token.forget()  # revoked or expired early: one new token, once
                 renewed = True
                 continue
+            if req.raw and response.status_code < 400:
+                return response.content
             return decode(
                 response.status_code,
                 response.content,
@@ -635,3 +638,66 @@ class Guard:
 
     async def __aexit__(self, *_: object) -> None:
         return None
+
+
+class _Privacy:
+    """Personal data and secrets: scan and redact texts (`redact_prompt` before a prompt
+    goes to a model, `detokenize` for the answer), data policies, subject requests and
+    retention."""
+
+    def __init__(self, c: Client) -> None:
+        self._c = c
+        self.policies = _Collection(c, "privacy/policies")
+        self.subject_requests = _Collection(c, "privacy/subject-requests")
+
+    def scan(self, org: str, texts: list[str], *, types: list[str] | None = None) -> JSON:
+        """`{"results": [{"findings": [{"type", "start", "end", "score"}]}]}`; offsets in
+        code points. Texts are neither stored nor logged by the server."""
+        return self._c._call(E.privacy(org, "scan", {"texts": texts, "types": types}))
+
+    def redact(
+        self, org: str, texts: list[str], *, mode: str = "replace", types: list[str] | None = None
+    ) -> JSON:
+        """`mode`: mask, replace, hash (keyed) or tokenize (reversible with `detokenize`)."""
+        body = {"texts": texts, "mode": mode, "types": types}
+        return self._c._call(E.privacy(org, "redact", body))
+
+    def redact_prompt(
+        self, org: str, prompt: str, *, mode: str = "tokenize", types: list[str] | None = None
+    ) -> str:
+        """The prompt with its personal data and secrets replaced, to send to a model.
+        With `tokenize` (the default) the model sees stable tokens (`<EMAIL_1f3a…>`) it
+        can refer to, and `detokenize` turns them back in its answer."""
+        done = self.redact(org, [prompt], mode=mode, types=types)
+        return str(done["results"][0]["text"])
+
+    def detokenize(self, org: str, texts: list[str]) -> list[str]:
+        """Tokens of this organisation turned back into values (needs
+        `privacy:detokenize`; audited)."""
+        done = self._c._call(E.privacy(org, "detokenize", {"texts": texts}))
+        return [str(r["text"]) for r in done["results"]]
+
+    def retention(self, org: str) -> JSON:
+        return self._c._call(E.retention(org))
+
+    def set_retention(self, org: str, **periods: int) -> JSON:
+        """Change retention periods (e.g. `tool_calls_days=30`); a person must have
+        stepped up recently."""
+        return self._c._call(E.set_retention(org, periods))
+
+    def access_request(
+        self, org: str, *, user_id: str | None = None, email: str | None = None
+    ) -> JSON:
+        body = {"kind": "access", "user_id": user_id, "email": email}
+        return self.subject_requests.create(org, **body)
+
+    def erasure_request(
+        self, org: str, *, user_id: str | None = None, email: str | None = None
+    ) -> JSON:
+        """Erase the person (cannot be undone; a person must have stepped up recently)."""
+        body = {"kind": "erasure", "user_id": user_id, "email": email}
+        return self.subject_requests.create(org, **body)
+
+    def package(self, org: str, request: str) -> bytes:
+        """An access request's package: a ZIP of JSON files."""
+        return cast(bytes, self._c._run(E.subject_package(org, request)))

@@ -67,6 +67,8 @@ PREFIXES = frozenset(
         "rpt",  # compliance report
         "arv",  # access review campaign
         "ari",  # access review item
+        "dpol",  # privacy data policy
+        "dsr",  # data subject request (access or erasure)
     }
 )
 

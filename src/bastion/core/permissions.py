@@ -34,7 +34,10 @@ class Permission(StrEnum):
     ORG_MANAGE = "org:manage"
     ORG_READ = "org:read"
     PRIVACY_DETOKENIZE = "privacy:detokenize"
+    PRIVACY_MANAGE = "privacy:manage"
+    PRIVACY_READ = "privacy:read"
     PRIVACY_SCAN = "privacy:scan"
+    PRIVACY_SUBJECT_REQUESTS = "privacy:subject_requests"
     ROLES_MANAGE = "roles:manage"
     ROLES_READ = "roles:read"
     SECRETS_MANAGE = "secrets:manage"
@@ -80,7 +83,11 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.ORG_MANAGE: "Change organisation security settings.",
     Permission.ORG_READ: "Read organisation details and settings.",
     Permission.PRIVACY_DETOKENIZE: "Turn privacy tokens back into values (every use is audited).",
+    Permission.PRIVACY_MANAGE: "Create, change and delete data policies; set retention periods.",
+    Permission.PRIVACY_READ: "See data policies and retention periods.",
     Permission.PRIVACY_SCAN: "Scan and redact texts for personal data and secrets.",
+    Permission.PRIVACY_SUBJECT_REQUESTS: "Answer data subjects' access and erasure requests "
+    "(every request is audited; erasure cannot be undone).",
     Permission.ROLES_MANAGE: "Create, change and delete custom roles.",
     Permission.ROLES_READ: "List roles and the permission catalogue.",
     Permission.SECRETS_MANAGE: "Write and delete secrets.",

@@ -21,7 +21,7 @@ from bastion.core.ids import has_prefix, new_id
 from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.identity import passwords, slack
+from bastion.identity import passwords, slack, subjects
 from bastion.identity.mfa import factors
 from bastion.identity.mfa import store as mfa_store
 from bastion.identity.models import ApiKey, ServiceAccount, SetupToken, User, UserSession
@@ -321,6 +321,25 @@ def delete_user(db: Session, principal: Principal, org_id: str, user_id: str) ->
         resource=("user", user_id),
         metadata={"email": email},
     )
+
+
+def subject_records(db: Session, org_id: str, user_id: str) -> dict[str, list[dict[str, Any]]]:
+    """What identity holds of the person (a subject access request's files), or NotFound."""
+    return subjects.records(db, _find_user(db, org_id, user_id))
+
+
+def erase_subject(db: Session, principal: Principal, org_id: str, user_id: str) -> dict[str, int]:
+    """Erase the person (an erasure request): sessions revoked then deleted, keys and
+    factors deleted, the user row deleted. Unlike `delete_user`, nothing of them is
+    written to the audit here (the caller audits the user id only). The organisation's
+    last active admin cannot be erased."""
+    audit.lock_chain(db, org_id)  # first: see the org's admins as they are
+    user = _find_user(db, org_id, user_id)
+    _ensure_may_manage(db, principal, user)
+    if _active_admin(user):
+        _keep_an_admin(db, org_id, user)
+    end_access(db, user)
+    return subjects.erase(db, user)
 
 
 def reset_mfa(db: Session, principal: Principal, org_id: str, user_id: str) -> int:

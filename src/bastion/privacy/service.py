@@ -21,7 +21,7 @@ from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.privacy import detector
+from bastion.privacy import detector, policies
 from bastion.privacy.errors import KeyUnreadable
 from bastion.privacy.models import PrivacyKey
 from bastion.privacy.redaction import Mode, Redacted, Redactor, detokenize_text, redact_text
@@ -153,3 +153,12 @@ def _open(db: Session, vault: Vault, key: PrivacyKey) -> Redactor:
         return Redactor.from_master(sealed.read_current(db, vault, key.secret_id))
     except sealed.Unreadable:
         raise KeyUnreadable() from None
+
+
+# --- data policies (what the gate, the MCP gateway and webhooks call) -------------------
+
+Policies = policies.Policies
+Applied = policies.Applied
+NO_POLICIES = policies.NONE
+policies_of = policies.policies_of
+apply_policies = policies.apply

@@ -301,6 +301,28 @@ def delete_org(
     return shredded
 
 
+def audit_retention_of(db: Session, org_id: str) -> int | None:
+    """The organisation's audit retention period in days (None: no such organisation)."""
+    found = db.execute(select(Organization.audit_retention_days).where(Organization.id == org_id))
+    value = found.scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def set_audit_retention(db: Session, org_id: str, days: int) -> None:
+    """Set it (the caller checked the right, the step-up, and audits the change)."""
+    org = db.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization not found")
+    org.audit_retention_days = days
+    org.updated_at = utcnow()
+
+
+def active_org_ids(db: Session) -> list[str]:
+    """The ids of the organisations not deleted."""
+    stmt = select(Organization.id).where(Organization.status != ORG_DELETED)
+    return list(db.execute(stmt.order_by(Organization.id)).scalars())
+
+
 def apply_audit_retention(db: Session) -> list[retention.Purge]:
     """Purge each organisation's audit events older than its retention period (and the
     instance chain's, by the instance default), always through a signed checkpoint."""

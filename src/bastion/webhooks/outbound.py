@@ -42,6 +42,7 @@ from bastion.core.context import SYSTEM
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.netguard import PLAINTEXT, GuardedTransport, OutboundRefused, deadline
+from bastion.privacy import service as privacy
 from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
@@ -103,8 +104,13 @@ def enqueue(db: Session, org_id: str, event_type: str, payload: Mapping[str, Any
     wanted = [sub_id for sub_id, patterns in subscriptions if matches(patterns, event_type)]
     if not wanted:
         return []
+    # The organisation's `webhook_payloads` data policies: what they find is replaced
+    # before the payload is stored (and sent).
+    data = privacy.apply_policies(
+        privacy.policies_of(db, org_id), "webhook_payloads", dict(payload)
+    ).value
     body = json.dumps(
-        {"type": event_type, "timestamp": rfc3339(utcnow()), "data": dict(payload)},
+        {"type": event_type, "timestamp": rfc3339(utcnow()), "data": data},
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()

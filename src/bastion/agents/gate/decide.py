@@ -2,9 +2,11 @@
 
 The gate decides each call in order: the run's budget, a declared tool, a connection
 the agent was given, arguments valid against the tool's JSON Schema
-(`bastion.agents.gate.arguments`), then the approval policies
+(`bastion.agents.gate.arguments`), the organisation's data policies on arguments
+(`bastion.privacy`: deny, or hold for approval), then the approval policies
 (`bastion.approvals.service.evaluate`). Every decision is recorded and audited with
-the arguments' digest, never their values; a pending one opens an approval.
+the arguments' digest, never their values; a pending one opens an approval. What a
+data policy found in the arguments is replaced by `<TYPE>` in everything stored.
 
 The hot path (`Gate`) reads what a decision needs once per revision tuple of the
 organisation, decides outside any transaction, and commits concurrent decisions in
@@ -39,6 +41,7 @@ from bastion.core.groupcommit import GroupCommit
 from bastion.core.ids import has_prefix, new_id
 from bastion.core.principal import Principal
 from bastion.identity import service as identity
+from bastion.privacy import service as privacy
 from bastion.tenancy import service as tenancy
 
 
@@ -57,8 +60,9 @@ def request_tool_call(
     own_run(principal, run_id)
     view = _load_view(db, run_id, principal.org_id, None, connected)
     now = utcnow()
-    verdict = _verdict(view, tool_name, arguments, connection)
-    return _record(db, principal, view, tool_name, arguments, verdict, now)
+    screened = _screen(view, arguments)
+    verdict = _verdict(view, tool_name, arguments, connection, screened)
+    return _record(db, principal, view, tool_name, screened, verdict, now)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class _View:
     policies: approvals.Policies
     user: dict[str, Any]
     sources: frozenset[str]  # connected sources the agent may still read (`SourceRights`)
+    privacy: privacy.Policies = privacy.NO_POLICIES  # the organisation's data policies
 
 
 def _load_view(
@@ -96,14 +101,31 @@ def _load_view(
         approvals.policies_of(db, run.org_id),
         _user_context(db, run),
         connected(run.org_id, agent.id) if agent.connections else frozenset(),
+        privacy.policies_of(db, run.org_id),
     )
 
 
+def _screen(view: _View, arguments: dict[str, Any]) -> privacy.Applied:
+    """The data policies' answer for the arguments (`tool_arguments`), and the arguments
+    to store: with what they found replaced. Without a policy: no scan, the arguments."""
+    return privacy.apply_policies(view.privacy, "tool_arguments", arguments)
+
+
+def _needs_screen(view: _View) -> bool:
+    return bool(view.privacy.of("tool_arguments"))
+
+
 def _verdict(
-    view: _View, tool_name: str, arguments: dict[str, Any], connection: str | None
+    view: _View,
+    tool_name: str,
+    arguments: dict[str, Any],
+    connection: str | None,
+    screened: privacy.Applied,
 ) -> approvals.Verdict:
     """The decision before the run's budget and pending approvals are counted (which
-    `_record` does, in the writing transaction)."""
+    `_record` does, in the writing transaction). A data policy that denies decides
+    after the schema check; one that requires approval holds a call the approval
+    policies would allow (a stricter approval policy's request is kept)."""
     agent = view.agent
     tool = next((t for t in agent.tools if t["name"] == tool_name), None)
     if tool is None:
@@ -118,7 +140,12 @@ def _verdict(
     error = schema_error(tool, arguments)
     if error is not None:
         return approvals.Verdict("deny", error)
-    return approvals.evaluate(view.policies, agent, tool, arguments, lambda: view.user)
+    if screened.action == "deny":
+        return approvals.Verdict("deny", screened.reason)
+    verdict = approvals.evaluate(view.policies, agent, tool, arguments, lambda: view.user)
+    if screened.action == "require_approval" and verdict.decision == "allow":
+        return approvals.Verdict("pending", screened.reason)
+    return verdict
 
 
 _calls = cast(Table, ToolCall.__table__)
@@ -141,7 +168,7 @@ def _record(
     principal: Principal,
     view: _View,
     tool_name: str,
-    arguments: dict[str, Any],
+    screened: privacy.Applied,
     verdict: approvals.Verdict,
     now: datetime,
 ) -> ToolCall:
@@ -151,6 +178,7 @@ def _record(
     per table when run as a group-commit unit. Safe to run again in a fresh transaction
     (see `GroupCommit`)."""
     run, agent = view.run, view.agent
+    arguments = screened.value  # what a data policy found is never stored
     # The chain head before the run's row: every gate transaction locks in this order
     # (a group sorts its calls by organisation, then run), so none waits on another's
     # locks in the opposite order.
@@ -210,6 +238,7 @@ def _record(
             "policy_id": call.policy_id,
             "approval_id": call.approval_id,
             "arguments_digest": call.arguments_digest,
+            **(_privacy_note(screened) if screened.action else {}),
         },
     )
     if verdict.decision != "pending":
@@ -219,6 +248,17 @@ def _record(
         if not groupcommit.stage(db, _STAGED_CALLS, row):
             _insert_calls(db, [row])
     return call
+
+
+def _privacy_note(screened: privacy.Applied) -> dict[str, Any]:
+    """What the audit event says of the data policies that matched: types, never values."""
+    return {
+        "privacy": {
+            "action": screened.action,
+            "policy_id": screened.rule.id if screened.rule else None,
+            "types": list(screened.types),
+        }
+    }
 
 
 _STAGED_CALLS = "agents.tool_calls"
@@ -295,13 +335,17 @@ class Gate:
         if view is None:
             view = await anyio.to_thread.run_sync(self._view, run_id, org_id)
         now = utcnow()
+        if _needs_screen(view):  # a scan: CPU work, off the event loop
+            screened = await anyio.to_thread.run_sync(_screen, view, arguments)
+        else:
+            screened = privacy.Applied(None, None, arguments)
         verdict = (
             approvals.Verdict("deny", refuse)
             if refuse is not None
-            else _verdict(view, tool_name, arguments, connection)
+            else _verdict(view, tool_name, arguments, connection, screened)
         )
         return await self.writes.run(
-            lambda db: _record(db, principal, view, tool_name, arguments, verdict, now),
+            lambda db: _record(db, principal, view, tool_name, screened, verdict, now),
             order=f"{view.run.org_id}:{run_id}",
         )
 
