@@ -51,8 +51,15 @@ def test_add_and_delete_an_alert_rule(factory: Factory) -> None:
     for fields, named in (
         ({"name": "x", "kind": "no_such_kind"}, "kind"),
         ({"name": "x", "kind": "data_export", "params": "[1"}, "params"),
-        ({"name": "x", "kind": "data_export", "channel_type": "webhook",
-          "channel_url": "https://hooks.example.com/a"}, "secret"),  # fmt: skip
+        (
+            {
+                "name": "x",
+                "kind": "data_export",
+                "channel_type": "webhook",
+                "channel_url": "https://hooks.example.com/a",
+            },
+            "secret",
+        ),
     ):
         refused = _post(client, "/console/alerts/rules", **fields)
         assert refused.status_code == 422, fields

@@ -227,7 +227,7 @@ def test_one_thousand_pending_render_in_a_fixed_number_of_queries(factory: Facto
     assert page.text.count(">Approve</button>") == 1000
     assert 'id="inbox-count">1000<' in page.text
     for i in (0, 500, 998):
-        assert f'&#34;order&#34;: &#34;A-{i}&#34;' in page.text
+        assert f"&#34;order&#34;: &#34;A-{i}&#34;" in page.text
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page.text
     assert "<b>not bold</b>" not in page.text
     assert len(statements) < 40, len(statements)  # no query per request

@@ -14,8 +14,8 @@ from tests.console.helpers import csrf_of, sign_in
 from tests.factories import PASSWORD, Factory, Org
 
 PAGE = "/console/settings"
-SECRET = "slack-signing-secret-0123456789"  # noqa: S105 - a test value
-TOKEN = "xoxb-console-test-token"  # noqa: S105 - a test value
+SECRET = "slack-signing-secret-0123456789"
+TOKEN = "xoxb-console-test-token"
 
 
 def _signed_in(factory: Factory, email: str) -> TestClient:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
@@ -9,7 +7,7 @@ from sqlalchemy.orm import Session
 from bastion.api.deps import DB, Caller, State
 from bastion.approvals.schemas import SlackIn
 from bastion.approvals.slack import settings as slack
-from bastion.core.schemas import In, Out
+from bastion.core.schemas import Out
 from bastion.identity import sessions
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.models import Organization
@@ -63,7 +61,10 @@ def update_org(
         slack.configure(db, state.vault, principal, org, change)
     elif "slack" in body.model_fields_set:  # `"slack": null`: remove the Slack app
         slack.remove(db, principal, org)
-    if "slack" in body.model_fields_set and not body.model_fields_set - {"slack", "confirm_lockout"}:
+    if "slack" in body.model_fields_set and not body.model_fields_set - {
+        "slack",
+        "confirm_lockout",
+    }:
         return _out(db, tenancy.get_org(db, principal, org))
     policy = body.password_policy
     updated = tenancy.update_org(

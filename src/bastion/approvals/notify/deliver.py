@@ -317,7 +317,9 @@ def purge_finished(sessions: Sessions, retention_days: int, batch: int = 1000) -
     many rows were removed."""
     now = utcnow()
     cutoff = now - timedelta(days=retention_days)
-    closed = select(Approval.id).where((Approval.status != "pending") | (Approval.expires_at <= now))
+    closed = select(Approval.id).where(
+        (Approval.status != "pending") | (Approval.expires_at <= now)
+    )
     removed = 0
     while True:
         with sessions() as db:

@@ -42,7 +42,10 @@ def create_review(posted: SignedInPost) -> Response:
         {
             "name": posted.form.get("name", ""),
             "scope": posted.all("scope"),
-            "reviewers": {"users": posted.all("reviewer_users"), "roles": posted.all("reviewer_roles")},
+            "reviewers": {
+                "users": posted.all("reviewer_users"),
+                "roles": posted.all("reviewer_roles"),
+            },
             "due_at": form_time(posted.get("due_at")) or "",
             "on_due": posted.form.get("on_due", ""),
             "recurrence": posted.get("recurrence"),

@@ -25,6 +25,8 @@ from bastion.core.signing import InstanceSigner
 router = APIRouter()
 PAGE = "/console/compliance"
 DEFAULT_FRAMEWORK = "soc2"
+SHORT_NAMES = {"soc2": "SOC 2", "iso27001": "ISO 27001", "gdpr": "GDPR", "ccpa": "CCPA",
+               "hipaa": "HIPAA"}  # fmt: skip
 
 
 class _State(Protocol):
@@ -43,6 +45,7 @@ def compliance_page(viewer: SignedIn, framework: str = DEFAULT_FRAMEWORK) -> Res
         viewer, "compliance.html", title="Compliance", frameworks=frameworks,
         framework=chosen, results=results, tally=Counter(r.status for r in results),
         formats=reports.FORMATS, may_report=viewer.can(Permission.COMPLIANCE_MANAGE),
+        short_names=SHORT_NAMES,
     )  # fmt: skip
 
 

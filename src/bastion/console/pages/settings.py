@@ -50,7 +50,9 @@ def save_slack(posted: SignedInPost) -> Response:
         signing_secret=body.signing_secret.get_secret_value(),
         bot_token=body.bot_token.get_secret_value() if body.bot_token else None,
     )
-    slack.configure(posted.db, posted.viewer.edge.app.vault, posted.principal, posted.org_id, change)
+    slack.configure(
+        posted.db, posted.viewer.edge.app.vault, posted.principal, posted.org_id, change
+    )
     return see_other(PAGE, SLACK_SAVED)
 
 
