@@ -224,3 +224,42 @@ def test_access_reviews_refusals(factory: Factory) -> None:
     )
     assert refused.status_code == 403
     assert json.dumps(_api(factory, org, "/access-reviews")["data"]) == "[]"
+
+
+def test_attesting_a_manual_control(factory: Factory) -> None:
+    org = factory.org()
+    client = _signed_in(factory, org.admin.email)
+    controls = _api(factory, org, "/compliance/controls?framework=gdpr")["data"]
+    manual = next(c for c in controls if c["status"] == "manual" and not c["evidence"])
+    live = next(c for c in controls if c["status"] != "manual")
+    page = client.get("/console/compliance?framework=gdpr").text
+    assert f"Attest {manual['id']}</summary>" in _cell(page, manual["id"])
+    assert "Attest " not in _cell(page, live["id"])
+    done = _post(client, "/console/compliance?framework=gdpr", "/console/compliance/attestations",
+                 framework="gdpr", control=manual["id"], statement="Requests answered in 30 days",
+                 evidence_url="https://wiki.example.com/dsar")  # fmt: skip
+    assert done.status_code == 303, done.text
+    assert done.headers["location"].startswith("/console/compliance?")
+    assert "framework=gdpr" in done.headers["location"]
+    after = {c["id"]: c for c in _api(factory, org, "/compliance/controls?framework=gdpr")["data"]}
+    [evidence] = after[manual["id"]]["evidence"]
+    assert (evidence["type"], evidence["statement"], evidence["attested_by"]) == (
+        "attestation", "Requests answered in 30 days", org.admin.user_id,
+    )  # fmt: skip
+    assert "Requests answered in 30 days" in _cell(
+        client.get("/console/compliance?framework=gdpr").text, manual["id"]
+    )
+    for fields, named in (
+        ({"control": live["id"], "statement": "x"}, "control"),
+        (
+            {"control": manual["id"], "statement": "x", "evidence_url": "http://plain"},
+            "evidence_url",
+        ),
+        ({"control": manual["id"], "statement": ""}, "statement"),
+    ):
+        refused = _post(client, "/console/compliance", "/console/compliance/attestations",
+                        framework="gdpr", **fields)  # fmt: skip
+        assert refused.status_code == 422, fields
+        assert named in refused.text, (fields, refused.text)
+    final = {c["id"]: c for c in _api(factory, org, "/compliance/controls?framework=gdpr")["data"]}
+    assert len(final[manual["id"]]["evidence"]) == 1  # the refusals wrote nothing

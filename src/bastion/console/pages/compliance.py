@@ -17,8 +17,9 @@ from starlette.responses import Response
 
 from bastion.compliance import reports
 from bastion.compliance import service as compliance
-from bastion.compliance.schemas import ReportIn, ReportOut
-from bastion.console.web import SignedIn, SignedInPost, render
+from bastion.compliance.schemas import AttestationIn, ReportIn, ReportOut
+from bastion.console.pages.common import form_time
+from bastion.console.web import SignedIn, SignedInPost, notice, render, see_other
 from bastion.core.permissions import Permission
 from bastion.core.signing import InstanceSigner
 
@@ -27,6 +28,9 @@ PAGE = "/console/compliance"
 DEFAULT_FRAMEWORK = "soc2"
 SHORT_NAMES = {"soc2": "SOC 2", "iso27001": "ISO 27001", "gdpr": "GDPR", "ccpa": "CCPA",
                "hipaa": "HIPAA"}  # fmt: skip
+
+
+ATTESTED = notice("control-attested", "Attestation recorded: it is evidence from now on.")
 
 
 class _State(Protocol):
@@ -73,3 +77,23 @@ def create_report(posted: SignedInPost) -> Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.post("/compliance/attestations")
+def attest(posted: SignedInPost) -> Response:
+    """Who states that a manual control operates is the signed-in person; when is now."""
+    body = AttestationIn.model_validate(
+        {
+            "framework": posted.form.get("framework", ""),
+            "control": posted.form.get("control", ""),
+            "statement": posted.form.get("statement", ""),
+            "evidence_url": posted.get("evidence_url"),
+            "valid_until": form_time(posted.get("valid_until")),
+        }
+    )
+    compliance.attest(
+        posted.db, posted.principal, posted.org_id, body.framework, body.control,
+        statement=body.statement, evidence_url=body.evidence_url,
+        document_sha256=body.document_sha256, valid_until=body.valid_until,
+    )  # fmt: skip
+    return see_other(PAGE, ATTESTED, framework=body.framework)
