@@ -49,7 +49,7 @@ bench: $(VENV)/.installed-bench
 
 # Retake docs/console/*.png from the console's browser tests (needs Debian's chromium).
 screenshots: $(VENV)/.installed-dev
-	BASTION_CONSOLE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/console/test_browser_pages.py tests/console/test_browser_agent_pages.py tests/console/test_browser_approvals.py
+	BASTION_CONSOLE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/console/test_browser_pages.py tests/console/test_browser_agent_pages.py tests/console/test_browser_approvals.py tests/console/test_browser_compliance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

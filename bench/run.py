@@ -27,6 +27,7 @@ SUITES = [
     "agents",
     "mcp",
     "mfa",
+    "console",
     "writes",
     "soak",
 ]

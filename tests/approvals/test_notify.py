@@ -6,14 +6,16 @@ arguments redacted, clipped and escaped."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from bastion.approvals import service as approvals
 from bastion.approvals.models import ApprovalNotice
 from bastion.approvals.notify import deliver
-from bastion.core.clock import clock
+from bastion.core.clock import clock, utcnow
 from tests.agents.test_gate import World
 from tests.approvals.support import (
     BOT_TOKEN,
@@ -227,3 +229,68 @@ def test_escalation_tells_the_escalated_approvers_once(env: Env, w: World) -> No
     env.deliver()
     assert set(_emails(env, w)) == {first.email, escalated.email}
     assert _sent(env, w) == 2  # the first approver is not told again
+
+
+def _notices(env: Env, approval: str) -> list[ApprovalNotice]:
+    with env.state.sessions() as db:
+        return list(
+            db.execute(
+                select(ApprovalNotice).where(ApprovalNotice.approval_id == approval)
+            ).scalars()
+        )
+
+
+def _age(env: Env, approval: str, days: int, **values: Any) -> None:
+    """Date the approval's notices `days` back (and set `values` on them)."""
+    with env.state.write_sessions() as db:
+        db.execute(
+            update(ApprovalNotice)
+            .where(ApprovalNotice.approval_id == approval)
+            .values(created_at=utcnow() - timedelta(days=days), **values)
+        )
+        db.commit()
+
+
+def test_finished_notices_of_closed_approvals_are_purged_after_retention(
+    env: Env, w: World
+) -> None:
+    agent = _agent(w)
+    w.policy(
+        match={"tools": ["issue_credit"]},
+        decision="require_approval",
+        approvers={"users": [w.managers[0].user_id]},
+    )
+    old, _, _ = _pending(w, agent)
+    recent, _, _ = _pending(w, agent)
+    failing, _, _ = _pending(w, agent)
+    env.deliver()
+    assert {n.channel for n in _notices(env, old)} == {"fanout", "email"}
+    assert all(n.sent_at is not None for n in _notices(env, old))
+    days = env.state.settings.approval_notice_retention_days
+    _age(env, old, days + 1)
+    _age(env, failing, days + 1)
+    _age(env, recent, days - 1)
+    purge = lambda: deliver.purge_finished(env.state.write_sessions, days, batch=1)  # noqa: E731
+
+    # Still pending: its notices say who was told, and stay.
+    assert purge() == 0
+    assert len(_notices(env, old)) == 2
+    for approval in (old, recent, failing):
+        assert w.decide(approval, w.managers[0], "deny").status_code == 200
+    # One of `failing`'s notices was never sent and may still be retried: it stays; the
+    # fan-out is done. Notices of `old` go (in batches of one here); `recent` is young.
+    with env.state.write_sessions() as db:
+        db.execute(
+            update(ApprovalNotice)
+            .where(ApprovalNotice.approval_id == failing, ApprovalNotice.channel == "email")
+            .values(sent_at=None, attempts=deliver.MAX_ATTEMPTS - 1)
+        )
+        db.commit()
+    assert purge() == 3
+    assert _notices(env, old) == []
+    assert len(_notices(env, recent)) == 2
+    assert [n.channel for n in _notices(env, failing)] == ["email"]
+    # Given up after the last attempt, it goes too.
+    _age(env, failing, days + 1, attempts=deliver.MAX_ATTEMPTS)
+    assert purge() == 1
+    assert _notices(env, failing) == []

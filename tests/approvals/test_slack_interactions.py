@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from bastion.core.clock import clock
 from bastion.tenancy.models import Organization
 from tests.agents.test_gate import World
 from tests.approvals.support import (
@@ -261,3 +262,60 @@ def test_outside_the_orgs_ip_allowlist_a_click_is_refused(s: Slack) -> None:
         )
         db.commit()
     _untouched(s, approval)
+
+
+def test_removing_the_slack_app_destroys_its_secrets_and_refuses_its_clicks(s: Slack) -> None:
+    from bastion.audit.models import AuditEvent
+    from bastion.secrets.models import Secret
+
+    s.policy()
+    approval, _, _ = s.pending()
+    client, url = s.env.client, f"/v1/orgs/{s.w.org.id}"
+
+    def slack_secrets() -> list[str]:
+        with s.env.state.sessions() as db:
+            return list(
+                db.execute(
+                    select(Secret.name).where(
+                        Secret.org_id == s.w.org.id, Secret.scope_type == "slack"
+                    )
+                ).scalars()
+            )
+
+    assert sorted(slack_secrets()) == ["slack/bot_token", "slack/signing_secret"]
+    # Only who may manage the organisation removes it.
+    refused = client.patch(url, json={"slack": None}, headers=s.approvers[0].headers)
+    assert refused.status_code == 403, refused.text
+    assert client.get(url, headers=s.w.org.headers).json()["slack"]["configured"] is True
+
+    removed = client.patch(url, json={"slack": None}, headers=s.w.org.admin.headers)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["slack"] == {"configured": False, "team_id": None, "bot_token": False}
+    assert slack_secrets() == []
+    with s.env.state.sessions() as db:
+        events = list(
+            db.execute(
+                select(AuditEvent).where(
+                    AuditEvent.chain == s.w.org.id, AuditEvent.type == "org.slack_removed"
+                )
+            ).scalars()
+        )
+    assert [e.event_metadata for e in events] == [{"team_id": s.team}]
+    assert events[0].actor_id == s.w.org.admin.user_id
+    # Clicks from the workspace are refused now, and change nothing.
+    response = s.click(approval, s.approvers[0])
+    assert response.status_code == 401, response.text
+    _untouched(s, approval)
+    # Removing nothing records nothing; the workspace can be connected again.
+    again = client.patch(url, json={"slack": None}, headers=s.w.org.admin.headers)
+    assert again.status_code == 200, again.text
+    body = {"team_id": s.team, "signing_secret": "x" * 32}
+    back = client.patch(url, json={"slack": body}, headers=s.w.org.admin.headers)
+    assert back.status_code == 200, back.text
+    assert back.json()["slack"] == {"configured": True, "team_id": s.team, "bot_token": False}
+    # Removing it, like setting it, needs a recent sign-in of a person.
+    clock.advance(601)  # older than the organisation's step_up_max_age
+    stale = client.patch(url, json={"slack": None}, headers=s.w.org.admin.headers)
+    assert stale.status_code == 401, stale.text
+    assert "insufficient_user_authentication" in stale.headers["www-authenticate"]
+    assert client.get(url, headers=s.w.org.headers).json()["slack"]["configured"] is True

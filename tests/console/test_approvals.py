@@ -6,7 +6,7 @@ requests render within the budget in a fixed number of queries."""
 from __future__ import annotations
 
 import html
-import os
+import json
 import threading
 import time
 from typing import Any
@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from bastion.console.pages import approvals as approvals_page
-from bastion.core.clock import clock
+from bastion.core.clock import clock, utcnow
 from tests.console.approvals_setup import many_pending, pending
 from tests.console.helpers import csrf_of, sign_in
 from tests.factories import PASSWORD, Factory, Org
@@ -203,25 +203,10 @@ def test_stream_reports_a_decision(factory: Factory, monkeypatch: Any) -> None:
     )
 
 
-REFERENCE_SECONDS = 0.03  # `sum(range(10**6))` on one idle core of a CI machine
-
-
-def _slowness() -> float:
-    """How many times slower than the reference this machine runs a fixed pure-Python
-    workload right now (at least 1): the budget scales with it, so a shared, loaded
-    machine does not fail the test, and an idle one holds it to 300 ms."""
-    runs = []
-    for _ in range(5):
-        started = time.perf_counter()
-        sum(range(10**6))
-        runs.append(time.perf_counter() - started)
-    return max(1.0, min(runs) / REFERENCE_SECONDS)
-
-
-def test_one_thousand_pending_render_within_budget(factory: Factory) -> None:
-    """1,000 pending requests: the page lists them all, in a fixed number of queries
-    (none per request), in under 300 ms server time (best of 5, in process), scaled by
-    the machine's measured slowness (`_slowness`) or BASTION_PERF_MARGIN if larger."""
+def test_one_thousand_pending_render_in_a_fixed_number_of_queries(factory: Factory) -> None:
+    """1,000 pending requests: the inbox lists every one, each card whole (its arguments,
+    its buttons), in a fixed number of queries (none per request). The time it takes is
+    a benchmark's figure (`bench/console.py`, docs/benchmarks.md), not this test's."""
     org = factory.org()
     first = pending(factory, org)
     many_pending(factory, first, 999)
@@ -239,19 +224,40 @@ def test_one_thousand_pending_render_within_budget(factory: Factory) -> None:
         event.remove(engine, "before_cursor_execute", count)
     assert page.status_code == 200
     assert page.text.count('class="approval"') == 1000
+    assert page.text.count(">Approve</button>") == 1000
+    assert 'id="inbox-count">1000<' in page.text
+    for i in (0, 500, 998):
+        assert f"&#34;order&#34;: &#34;A-{i}&#34;" in page.text
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page.text
+    assert "<b>not bold</b>" not in page.text
     assert len(statements) < 40, len(statements)  # no query per request
-    # Each render is paired with the machine's slowness measured just before it (load
-    # on a shared machine changes by the second); the best pair must fit the budget.
-    margin = float(os.environ.get("BASTION_PERF_MARGIN", "1"))
-    runs = []
-    for _ in range(5):
-        factor = max(_slowness(), margin)
-        started = time.perf_counter()
-        assert client.get(INBOX).status_code == 200
-        runs.append((time.perf_counter() - started, factor))
-    took, factor = min(runs, key=lambda run: run[0] / run[1])
-    print(
-        f"approvals inbox, 1,000 pending: {took * 1000:.0f} ms, {len(statements)} queries, "
-        f"machine slowness x{factor:.1f}, budget {300 * factor:.0f} ms; all runs {runs}"
-    )
-    assert took < 0.300 * factor, runs
+
+
+def test_pretty_arguments_are_the_standard_encoders_text() -> None:
+    """The cards' fast pretty-printer gives exactly `json.dumps(indent=2, sort_keys=True,
+    ensure_ascii=False, default=str)`, cut at ARGUMENTS_SHOWN characters."""
+    from bastion.console.pages.approvals_data import ARGUMENTS_SHOWN, pretty
+
+    samples: list[Any] = [
+        {"amount": 5, "order": "A-1", "note": "<b>not bold</b>"},
+        {"z": [], "a": {}, "m": [1, 2.5, -0.0, 1e300, True, False, None, "x"]},
+        {"nested": {"b": [{"c": {"d": ["é", "日本", "\u2028", 'quote " and \\ back']}}]}},
+        [],
+        {},
+        "text\nwith newline",
+        42,
+        None,
+        [[[]], [{}], [[1]]],
+        {"when": utcnow()},  # not JSON: default=str, as the standard encoder
+        {2: "int keys", 1: "b"},  # keys JSON turns into text: the standard encoder's order
+        {"big": "x" * 5000},
+        {f"k{i:04}": list(range(i % 7)) for i in range(400)},
+    ]
+    for value in samples:
+        full = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        expected = (
+            (full, False)
+            if len(full) <= ARGUMENTS_SHOWN
+            else (full[:ARGUMENTS_SHOWN] + "\n…", True)
+        )
+        assert pretty(value) == expected, value

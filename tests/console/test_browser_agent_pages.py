@@ -94,3 +94,37 @@ def test_audit_log_search_detail_and_verification(
     assert page.get_by_role("heading", name="Audit event").is_visible()
     assert watched.axe(axe) == []
     watched.clean()
+
+
+def test_alert_rule_added_and_webhook_events_shown(
+    watched: Watched, console_factory: Factory, axe: str
+) -> None:
+    import json
+
+    from tests.webhooks.test_gateway import create_endpoint, new_secret, post_hook, sign
+
+    org = console_factory.org()
+    secret = new_secret("generic")
+    endpoint = create_endpoint(console_factory.client, org, "generic", secret)
+    body = json.dumps({"action": "<b>opened</b>"}).encode()
+    accepted = post_hook(
+        console_factory.client, endpoint["url"], body, sign("generic", secret, body)
+    )
+    assert accepted.status_code == 202, accepted.text
+    sign_in(watched, org.admin.email, start="/console/alerts")
+    wait_for_path(watched.page, "/console/alerts")
+    page = watched.page
+    page.get_by_label("Rule name").fill("Exports by anyone")
+    page.get_by_label("Kind").select_option("data_export")
+    page.get_by_label("Channel type").select_option("email")
+    page.get_by_label("Email addresses (for email)").fill("security@example.com")
+    page.get_by_role("button", name="Add rule").click()
+    page.get_by_role("status").filter(has_text="Alert rule added").wait_for()
+    assert page.get_by_role("button", name="Delete rule Exports by anyone").is_visible()
+    assert watched.axe(axe) == []
+    page.goto("/console/webhooks")
+    page.get_by_role("link", name="Events received by generic hook").click()
+    assert page.get_by_role("heading", name="Webhook events").is_visible()
+    assert page.get_by_text('{"action": "<b>opened</b>"}').is_visible()
+    assert watched.axe(axe) == []
+    watched.clean()

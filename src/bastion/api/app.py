@@ -199,17 +199,23 @@ def approval_channels(state: AppState) -> approval_notify.Channels:
 
 def _notify_approvers(state: AppState) -> Worker:
     """Every `approval_notify_interval` seconds, tell approvers of new and escalated
-    requests by email and Slack (after commit; leases keep workers apart; retried)."""
+    requests by email and Slack (after commit; leases keep workers apart; retried);
+    about hourly, purge finished notices past `approval_notice_retention_days`."""
     channels = approval_channels(state)
 
     def round_() -> int:
         return approval_notify.deliver_due(state.write_sessions, channels)
+
+    def purge() -> int:
+        days = state.settings.approval_notice_retention_days
+        return approval_notify.purge_finished(state.write_sessions, days)
 
     return run_periodically(
         "approval notification round",
         lambda: state.settings.approval_notify_interval,
         round_,
         logger="bastion.approvals",
+        occasionally=Occasional(purge, every=RETENTION_EVERY_SECONDS),
     )
 
 

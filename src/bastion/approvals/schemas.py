@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from bastion.core.schemas import In, Name, Out
 
@@ -134,3 +134,19 @@ class ApprovalOut(Out):
     decisions: list[DecisionOut]
     created_at: datetime
     decided_at: datetime | None
+
+
+class SlackIn(In):
+    """The organisation's Slack app (approvals in Slack); secrets sealed in the vault."""
+
+    team_id: Annotated[str, StringConstraints(pattern=r"^T[A-Z0-9]{2,38}$")] = Field(
+        description="The Slack workspace (`T…`): interactions name it as `team.id`."
+    )
+    signing_secret: Annotated[SecretStr, Field(min_length=16, max_length=200)] = Field(
+        description="The app's signing secret: verifies Slack's interaction requests."
+    )
+    bot_token: Annotated[SecretStr, Field(min_length=8, max_length=300)] | None = Field(
+        default=None,
+        description="The app's bot token (`xoxb-…`, scope `chat:write`): posts approvers' "
+        "messages. Absent: the one saved before is kept.",
+    )

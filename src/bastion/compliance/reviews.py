@@ -293,6 +293,16 @@ def _is_reviewer(review: AccessReview, principal: Principal) -> bool:
     )
 
 
+def is_reviewer(review: AccessReview, principal: Principal) -> bool:
+    """`principal` is one of the campaign's reviewers (by user or by role)."""
+    return _is_reviewer(review, principal)
+
+
+def own_access(item: AccessReviewItem, principal: Principal) -> bool:
+    """The item is `principal`'s own access, which they may never decide."""
+    return principal.user_id in item.holder_ids or principal.credential_id == item.subject_id
+
+
 def _sees_all(principal: Principal) -> bool:
     return principal.can(Permission.ACCESS_REVIEWS_MANAGE) or principal.can(
         Permission.COMPLIANCE_READ
@@ -443,7 +453,7 @@ def decide(
         raise NotFound("access review item not found")
     if not _is_reviewer(review, principal):
         raise Forbidden("only the campaign's reviewers decide its items")
-    if principal.user_id in item.holder_ids or principal.credential_id == item.subject_id:
+    if own_access(item, principal):
         raise Forbidden("nobody reviews their own access")
     if review.status != "open":
         raise Conflict("the access review is completed")

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # Approvals: how often approvers' notifications (email, Slack) are sent (seconds), and
     # the Slack Web API they go to (`chat.postMessage` with the organisation's bot token).
     approval_notify_interval: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Approvals: how long finished notices (sent, or given up) of closed approvals are
+    # kept (days) before the notifier's hourly purge removes them.
+    approval_notice_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
     slack_api_url: str = "https://slack.com/api"
     # Where Slack's `response_url`s point: a click's answer is posted only to a URL under it.
     slack_response_url_prefix: str = "https://hooks.slack.com/"

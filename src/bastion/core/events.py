@@ -91,6 +91,7 @@ class EventType(StrEnum):
     ORG_CREATED = "org.created"
     ORG_DELETED = "org.deleted"
     ORG_IP_ALLOWLIST_CHANGED = "org.ip_allowlist_changed"
+    ORG_SLACK_REMOVED = "org.slack_removed"
     ORG_SLACK_UPDATED = "org.slack_updated"
     ORG_UPDATED = "org.updated"
     PRIVACY_DETOKENIZED = "privacy.detokenized"

@@ -1,36 +1,19 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Response
-from pydantic import Field, SecretStr, StringConstraints
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from bastion.api.deps import DB, Caller, State
+from bastion.approvals.schemas import SlackIn
 from bastion.approvals.slack import settings as slack
-from bastion.core.schemas import In, Out
+from bastion.core.schemas import Out
 from bastion.identity import sessions
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.models import Organization
 from bastion.tenancy.schemas import OrgOut, OrgUpdate
 
 router = APIRouter(prefix="/v1/orgs/{org}", tags=["organizations"])
-
-
-class SlackIn(In):
-    """The organisation's Slack app (approvals in Slack); secrets sealed in the vault."""
-
-    team_id: Annotated[str, StringConstraints(pattern=r"^T[A-Z0-9]{2,38}$")] = Field(
-        description="The Slack workspace (`T…`): interactions name it as `team.id`."
-    )
-    signing_secret: Annotated[SecretStr, Field(min_length=16, max_length=200)] = Field(
-        description="The app's signing secret: verifies Slack's interaction requests."
-    )
-    bot_token: Annotated[SecretStr, Field(min_length=8, max_length=300)] | None = Field(
-        default=None,
-        description="The app's bot token (`xoxb-…`, scope `chat:write`): posts approvers' "
-        "messages. Absent: the one saved before is kept.",
-    )
 
 
 class SlackOut(Out):
@@ -40,7 +23,11 @@ class SlackOut(Out):
 
 
 class OrgUpdateIn(OrgUpdate):
-    slack: SlackIn | None = None
+    slack: SlackIn | None = Field(
+        default=None,
+        description="Set the Slack app of approvals; `null` removes it (its secrets are "
+        "destroyed). Both need a recent sign-in (step-up).",
+    )
 
 
 class OrgWithSlack(OrgOut):
@@ -72,8 +59,13 @@ def update_org(
             bot_token=body.slack.bot_token.get_secret_value() if body.slack.bot_token else None,
         )
         slack.configure(db, state.vault, principal, org, change)
-        if not body.model_fields_set - {"slack", "confirm_lockout"}:
-            return _out(db, tenancy.get_org(db, principal, org))
+    elif "slack" in body.model_fields_set:  # `"slack": null`: remove the Slack app
+        slack.remove(db, principal, org)
+    if "slack" in body.model_fields_set and not body.model_fields_set - {
+        "slack",
+        "confirm_lockout",
+    }:
+        return _out(db, tenancy.get_org(db, principal, org))
     policy = body.password_policy
     updated = tenancy.update_org(
         db,

@@ -10,7 +10,9 @@ lease on its retry time, compare-and-set) so workers and replicas do not send it
 at once, sent outside any transaction, and retried with backoff until sent,
 `MAX_ATTEMPTS` at most. A notice whose approval closed
 meanwhile is dropped. Failures are logged with the channel and a short reason, never a
-token or the message, and counted (`STATS`)."""
+token or the message, and counted (`STATS`). Finished notices (sent, dropped, or given
+up after `MAX_ATTEMPTS`) of closed approvals are purged after the retention period
+(`purge_finished`, about hourly after a round)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bastion.approvals.decisions import effective_status
@@ -302,3 +304,48 @@ def _post_slack(channels: Channels, token: str, body: bytes) -> None:
         code = answer.get("error") if isinstance(answer, dict) else None
         shown = code if isinstance(code, str) and _SLACK_ERROR.match(code) else "refused"
         raise NoticeError(f"Slack: {shown}")
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def purge_finished(sessions: Sessions, retention_days: int, batch: int = 1000) -> int:
+    """Remove the notices older than `retention_days` that will never be sent again —
+    sent (or dropped), or given up after `MAX_ATTEMPTS` — of approvals no longer open
+    (decided, or past their expiry): a pending approval keeps its notices, which say
+    who was already told. In batches of `batch` rows, one transaction each. Returns how
+    many rows were removed."""
+    now = utcnow()
+    cutoff = now - timedelta(days=retention_days)
+    closed = select(Approval.id).where(
+        (Approval.status != "pending") | (Approval.expires_at <= now)
+    )
+    removed = 0
+    while True:
+        with sessions() as db:
+            ids = list(
+                db.execute(
+                    select(ApprovalNotice.id)
+                    .where(
+                        ApprovalNotice.created_at < cutoff,
+                        (ApprovalNotice.sent_at.is_not(None))
+                        | (ApprovalNotice.attempts >= MAX_ATTEMPTS),
+                        ApprovalNotice.approval_id.in_(closed),
+                    )
+                    .order_by(ApprovalNotice.id)
+                    .limit(batch)
+                ).scalars()
+            )
+            if ids:
+                db.execute(
+                    delete(ApprovalNotice)
+                    .where(ApprovalNotice.id.in_(ids))
+                    .execution_options(synchronize_session=False)
+                )
+                db.commit()
+        removed += len(ids)
+        if len(ids) < batch:
+            break
+    if removed:
+        log.info("approval notices purged", count=removed, retention_days=retention_days)
+    return removed

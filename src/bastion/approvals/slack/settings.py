@@ -1,5 +1,5 @@
 """An organisation's Slack app: `PATCH /v1/orgs/{org}` `{"slack": {"team_id",
-"signing_secret", "bot_token"?}}`.
+"signing_secret", "bot_token"?}}`, removed with `{"slack": null}`.
 
 The signing secret (which verifies Slack's interaction requests) and the bot token
 (which posts approvers' messages through `chat.postMessage`) are sealed in the vault
@@ -114,6 +114,32 @@ def configure(
             "signing_secret_changed": True,
             "bot_token_changed": change.bot_token is not None,
         },
+    )
+    return view(db, org_id)
+
+
+def remove(db: Session, principal: Principal, org_id: str) -> SlackView:
+    """Remove the organisation's Slack app (a person steps up first): its sealed signing
+    secret and bot token are destroyed, so clicks from its workspace are refused and no
+    approver is messaged in Slack any more. Audited with the team id; removing none is
+    a no-op (nothing recorded)."""
+    principal.require_org(org_id)
+    principal.require(Permission.ORG_MANAGE)
+    principal.require_recent_auth("org.slack_settings")
+    row = db.get(SlackSettings, org_id, with_for_update=True)
+    if row is None:
+        return view(db, org_id)
+    team_id, secrets = row.team_id, (row.signing_secret_id, row.bot_token_id)
+    db.delete(row)
+    db.flush()
+    sealed.destroy(db, *secrets)
+    audit.record(
+        db,
+        type=EventType.ORG_SLACK_REMOVED,
+        actor=principal.actor,
+        org_id=org_id,
+        resource=("org", org_id),
+        metadata={"team_id": team_id},
     )
     return view(db, org_id)
 

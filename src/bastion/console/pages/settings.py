@@ -2,7 +2,8 @@
 `PATCH /v1/orgs/{org}` of just its fields (so a form changes only what it shows, and
 step-up is asked only where the API asks for it): sessions, sign-in security (MFA
 policy and methods, step-up age), the IP allowlist (with `confirm_lockout`), the
-password policy, audit retention."""
+password policy, audit retention — and the Slack app of approvals (set, or removed: the
+API's `{"slack": {...}}` and `{"slack": null}`; both ask for a step-up)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from bastion.approvals.schemas import SlackIn
+from bastion.approvals.slack import settings as slack
 from bastion.console.pages.common import form_int
 from bastion.console.web import Posted, SignedIn, SignedInPost, notice, render, see_other
 from bastion.core.errors import InvalidInput
@@ -20,12 +23,43 @@ from bastion.tenancy.schemas import OrgOut, OrgUpdate
 router = APIRouter()
 PAGE = "/console/settings"
 SAVED = notice("settings-saved", "Settings saved.")
+SLACK_SAVED = notice("slack-saved", "Slack app saved: approvers linked to Slack get messages.")
+SLACK_REMOVED = notice("slack-removed", "Slack app removed: its secrets are destroyed.")
 
 
 @router.get("/settings")
 def settings_page(viewer: SignedIn) -> Response:
     org = OrgOut.model_validate(tenancy.get_org(viewer.db, viewer.signed_in, viewer.org_id))
-    return render(viewer, "settings.html", title="Settings", org=org, ip=viewer.unit.ip)
+    return render(
+        viewer, "settings.html", title="Settings", org=org, ip=viewer.unit.ip,
+        slack=slack.view(viewer.db, viewer.org_id),
+    )  # fmt: skip
+
+
+@router.post("/settings/slack")
+def save_slack(posted: SignedInPost) -> Response:
+    body = SlackIn.model_validate(
+        {
+            "team_id": posted.form.get("team_id", "").strip(),
+            "signing_secret": posted.form.get("signing_secret", ""),
+            "bot_token": posted.get("bot_token"),
+        }
+    )
+    change = slack.SlackChange(
+        team_id=body.team_id,
+        signing_secret=body.signing_secret.get_secret_value(),
+        bot_token=body.bot_token.get_secret_value() if body.bot_token else None,
+    )
+    slack.configure(
+        posted.db, posted.viewer.edge.app.vault, posted.principal, posted.org_id, change
+    )
+    return see_other(PAGE, SLACK_SAVED)
+
+
+@router.post("/settings/slack/remove")
+def remove_slack(posted: SignedInPost) -> Response:
+    slack.remove(posted.db, posted.principal, posted.org_id)
+    return see_other(PAGE, SLACK_REMOVED)
 
 
 def _values(posted: Posted, section: str) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """Webhooks: inbound endpoints (never their secrets), outbound subscriptions with their
-delivery log and each attempt, "Enable" after an automatic disable, and "Replay" of a
-failed delivery — through `bastion.webhooks.service`, as
+delivery log and each attempt, "Enable" after an automatic disable, "Replay" of a
+failed delivery, and each inbound endpoint's received events (headers and raw body,
+escaped, newest first) — through `bastion.webhooks.service`, as
 `/v1/orgs/{org}/webhook-endpoints` and `/v1/orgs/{org}/webhook-subscriptions` do."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
 from bastion.console.web import SignedIn, SignedInPost, notice, render, see_other
-from bastion.core.pagination import MAX_LIMIT
+from bastion.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from bastion.core.permissions import Permission
 from bastion.webhooks import replay
 from bastion.webhooks import service as webhooks
@@ -31,6 +34,38 @@ def webhooks_page(viewer: SignedIn) -> Response:
         viewer, "webhooks.html", title="Webhooks", endpoints=endpoints, versions=versions,
         subscriptions=subs, hook_path=webhooks.hook_path,
         may_manage=viewer.can(Permission.WEBHOOKS_MANAGE),
+    )  # fmt: skip
+
+
+BODY_SHOWN = 4000  # characters of a received body before truncation
+
+
+def _received(event: Any) -> dict[str, Any]:
+    try:
+        text: str | None = event.body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    cut = text is not None and len(text) > BODY_SHOWN
+    return {
+        "id": event.id,
+        "received_at": event.received_at,
+        "headers": sorted((str(k), str(v)) for k, v in (event.headers or {}).items()),
+        "body": text[:BODY_SHOWN] if text is not None else None,
+        "truncated": cut,
+        "size": len(event.body),
+        "sha256": event.body_sha256,
+    }
+
+
+@router.get("/webhooks/endpoints/{endpoint}")
+def endpoint_events(endpoint: str, viewer: SignedIn, cursor: str | None = None) -> Response:
+    db, principal, org = viewer.db, viewer.signed_in, viewer.org_id
+    found = webhooks.get_endpoint(db, principal, org, endpoint)
+    page = webhooks.list_events(db, principal, org, found.id, limit=DEFAULT_LIMIT, cursor=cursor)
+    return render(
+        viewer, "webhook_events.html", title="Webhook events", endpoint=found,
+        hook_path=webhooks.hook_path, events=[_received(e) for e in page.data],
+        next_cursor=page.next_cursor, older=bool(cursor),
     )  # fmt: skip
 
 
