@@ -1,17 +1,18 @@
 """A real upstream MCP server for the gateway's tests and benchmark: the `mcp` SDK's
 `MCPServer` over Streamable HTTP, served by uvicorn on a free port in a thread of the
 test process, recording every call it receives (the proof that a denied call never
-reached it) and the headers it was sent."""
+reached it), the headers it was sent and the JSON-RPC method of each request."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.e2e.server import free_port
 
@@ -22,6 +23,7 @@ class Upstream:
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
+        self.methods: list[str] = []
         self.token = token
         self.server = MCPServer("upstream")
         self._describe = "Add two numbers."
@@ -57,6 +59,7 @@ class Upstream:
     def _app(self) -> ASGIApp:
         inner = self.server.streamable_http_app(json_response=True, stateless_http=True)
         seen = self.headers
+        methods = self.methods
         token = self.token
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,6 +70,24 @@ class Upstream:
                     await send({"type": "http.response.start", "status": 401, "headers": []})
                     await send({"type": "http.response.body", "body": b""})
                     return
+                messages: list[Message] = []
+                while True:  # the body read here (to record its method), replayed inside
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+                body = b"".join(m.get("body", b"") for m in messages)
+                try:
+                    methods.append(str(json.loads(body).get("method")))
+                except (ValueError, AttributeError):
+                    methods.append(scope["method"])
+                replay = iter(messages)
+
+                async def again() -> Message:
+                    return next(replay, None) or await receive()
+
+                await inner(scope, again, send)
+                return
             await inner(scope, receive, send)
 
         return app
