@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -18,13 +19,18 @@ from tests.e2e.server import free_port
 
 
 class Upstream:
-    def __init__(self, *, token: str | None = None) -> None:
+    def __init__(
+        self, *, token: str | None = None, check: Callable[[str], bool] | None = None
+    ) -> None:
+        """`token`: the one bearer it accepts; `check`: whether it accepts a bearer (as a
+        resource server introspecting it at its OAuth server); else anyone."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
         self.methods: list[str] = []
         self.token = token
+        self.check = check
         self.server = MCPServer("upstream")
         self._describe = "Add two numbers."
         self._install()
@@ -61,12 +67,17 @@ class Upstream:
         seen = self.headers
         methods = self.methods
         token = self.token
+        check = self.check
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 headers = {k.decode(): v.decode() for k, v in scope["headers"]}
                 seen.append(headers)
-                if token is not None and headers.get("authorization") != f"Bearer {token}":
+                given = headers.get("authorization", "")
+                bearer = given[7:] if given.startswith("Bearer ") else ""
+                if (token is not None and given != f"Bearer {token}") or (
+                    check is not None and not (bearer and check(bearer))
+                ):
                     await send({"type": "http.response.start", "status": 401, "headers": []})
                     await send({"type": "http.response.body", "body": b""})
                     return

@@ -10,9 +10,11 @@ the `mcp` SDK's server) with its run token, and every tool call passes the gate.
   given, JSON Schema, approval policies) and audits; the gateway first refuses, through
   the same gate (recorded and audited like any denial), a call to a server that is gone
   or withheld (its configurer lost `mcp_servers:use`), to a tool whose upstream
-  definition changed, or to an upstream that cannot be asked. A pending call waits for
+  definition changed, to an upstream that cannot be asked, or to a server whose OAuth
+  integration has no token to give (`credentials_unavailable`). A pending call waits for
   its approval within the run's time and the approval's expiry. Only an allowed call
-  reaches the upstream, with the server's sealed static headers added by the gateway;
+  reaches the upstream, with the server's sealed static headers (or its integration's
+  access token) added by the gateway;
   an upstream failure is an MCP error result, audited (`mcp.call_failed`), never a 500.
 - Data policies on arguments and results (a later issue) hook in at `inspect`.
 
@@ -89,7 +91,9 @@ class McpGateway:
     def __init__(self, state: AppState) -> None:
         self.state = state
         s = state.settings
-        self.upstreams = Upstreams(s.outbound_allow, s.outbound_plaintext_allow)
+        self.upstreams = Upstreams(
+            s.outbound_allow, s.outbound_plaintext_allow, tokens=state.integration_tokens
+        )
         self.server: Server[Any] = Server(
             "bastion",
             on_list_tools=self._list_tools,
@@ -256,6 +260,8 @@ class McpGateway:
         name = mcp_runs.upstream_name(tool, server)
         if name is None:
             return f"tool_changed_upstream:{tool['name']}", None, None
+        if await self.upstreams.credentials_unavailable(server) is not None:
+            return f"credentials_unavailable:{connection}", None, None
         try:
             defs = await self.upstreams.tools(server)
         except UpstreamError:
