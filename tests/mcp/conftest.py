@@ -55,19 +55,16 @@ class World:
         risks: dict[str, str] | None = None,
         connect: bool = True,
         configurer: str = "member",
+        org: Org | None = None,
+        server_body: dict[str, Any] | None = None,
     ) -> None:
+        """`server_body`: the MCP server's registration instead of its static header."""
         self.url = url
-        self.org: Org = factory.org()
+        self.org: Org = org or factory.org()
         self.user: Member = factory.member(self.org, "member")
         self.manager: Member = factory.member(self.org, "manager")
-        self.server = self.post(
-            "mcp-servers",
-            {
-                "name": "calc",
-                "url": upstream_url,
-                "headers": {"Authorization": f"Bearer {UPSTREAM_TOKEN}"},
-            },
-        )
+        credential = server_body or {"headers": {"Authorization": f"Bearer {UPSTREAM_TOKEN}"}}
+        self.server = self.post("mcp-servers", {"name": "calc", "url": upstream_url, **credential})
         self.tools = self.discover(risks or {})
         body = {
             "name": "calculator",

@@ -4,6 +4,7 @@ upstream (its own record says so), and the upstream's credentials stay with Bast
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -44,6 +45,32 @@ def test_an_allowed_call_reaches_the_upstream_with_its_sealed_headers(
     decided = world.events("tool_call.decided")
     assert decided[0]["metadata"]["tool"] == "calc.add"
     assert decided[0]["metadata"]["decision"] == "allow"
+
+
+def test_a_call_costs_the_upstream_one_request(
+    server: Server, upstream: Upstream, factory: Factory
+) -> None:
+    """The SDK checks a call's `Mcp-Param-*` headers against the tool's input schema; the
+    gateway answers that from the run's kept view, never by listing the upstream's tools
+    again (as it once did on every call: a second upstream round trip per call)."""
+    world = World(server.url, factory, upstream.url)
+
+    async def calls() -> None:
+        async with world.session() as client:
+            assert [t.name for t in (await client.list_tools()).tools] == [
+                "calc.add",
+                "calc.refund",
+            ]
+            first = await client.call_tool("calc.add", {"a": 1, "b": 1})
+            assert not first.is_error, _text(first)
+            before = len(upstream.methods)
+            for i in range(5):
+                result = await client.call_tool("calc.add", {"a": i, "b": 1})
+                assert not result.is_error, _text(result)
+                assert _text(result) == str(i + 1)
+            assert upstream.methods[before:] == ["tools/call"] * 5
+
+    asyncio.run(calls())
 
 
 def test_a_denied_call_never_reaches_the_upstream(

@@ -10,9 +10,11 @@ the `mcp` SDK's server) with its run token, and every tool call passes the gate.
   given, JSON Schema, approval policies) and audits; the gateway first refuses, through
   the same gate (recorded and audited like any denial), a call to a server that is gone
   or withheld (its configurer lost `mcp_servers:use`), to a tool whose upstream
-  definition changed, or to an upstream that cannot be asked. A pending call waits for
+  definition changed, to an upstream that cannot be asked, or to a server whose OAuth
+  integration has no token to give (`credentials_unavailable`). A pending call waits for
   its approval within the run's time and the approval's expiry. Only an allowed call
-  reaches the upstream, with the server's sealed static headers added by the gateway;
+  reaches the upstream, with the server's sealed static headers (or its integration's
+  access token) added by the gateway;
   an upstream failure is an MCP error result, audited (`mcp.call_failed`), never a 500.
 - Data policies (`bastion.privacy`): on arguments, the gate applies them (deny, hold
   for approval, store redacted) like on any call; on results, `inspect_results` runs
@@ -26,6 +28,7 @@ server registry and client (`bastion.mcp`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,6 +69,10 @@ log = structlog.get_logger("bastion.mcp")
 
 ROUTE = "/v1/runs/{run}/mcp"
 _CALLER = "bastion.mcp.caller"  # the authenticated run, in the ASGI scope
+# The same, for what the SDK asks outside a handler's context (`_input_schema`).
+_CALLING: contextvars.ContextVar[tuple[Principal, str] | None] = contextvars.ContextVar(
+    "bastion_mcp_calling", default=None
+)
 MAX_VIEWS = 4096  # runs whose MCP view a worker keeps
 MAX_WAIT_SECONDS = 3600.0  # a pending call waits at most this long (and the run's time)
 
@@ -113,9 +120,14 @@ class McpGateway:
     def __init__(self, state: AppState) -> None:
         self.state = state
         s = state.settings
-        self.upstreams = Upstreams(s.outbound_allow, s.outbound_plaintext_allow)
+        self.upstreams = Upstreams(
+            s.outbound_allow, s.outbound_plaintext_allow, tokens=state.integration_tokens
+        )
         self.server: Server[Any] = Server(
-            "bastion", on_list_tools=self._list_tools, on_call_tool=self._call_tool
+            "bastion",
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            get_tool_input_schema=self._input_schema,
         )
         self._managers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop,
@@ -158,8 +170,12 @@ class McpGateway:
         principal = await authenticate_request(ctx, self.state, token, ROUTE)
         own_run(principal, run_id)
         scope[_CALLER] = (principal, run_id)
-        manager = await self._manager()
-        await manager.handle_request(scope, receive, send)
+        calling = _CALLING.set((principal, run_id))
+        try:
+            manager = await self._manager()
+            await manager.handle_request(scope, receive, send)
+        finally:
+            _CALLING.reset(calling)
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
@@ -175,6 +191,21 @@ class McpGateway:
             raise PermissionError("no run")
         principal, run_id = caller
         return principal, run_id
+
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        """The declared input schema of the calling run's tool `name`, for the SDK's check
+        of `Mcp-Param-*` headers before each `tools/call`. Without it the SDK runs this
+        server's whole `tools/list` (the run's view and every upstream asked again) on
+        every call. From the run's kept view: the same schema `tools/list` advertises;
+        none kept yet (the run's first call), no header check — the call itself is
+        decided, as always, by the gate on the arguments."""
+        caller = _CALLING.get()
+        cached = self._views.get(caller[1]) if caller is not None else None
+        if caller is None or cached is None or cached[1].org_id != caller[0].org_id:
+            return None
+        tool = cached[1].tools.get(name)
+        schema = tool.get("input_schema") if tool is not None else None
+        return schema if isinstance(schema, dict) else None
 
     async def _view(self, principal: Principal, run_id: str) -> mcp_runs.McpRun:
         """The run's MCP view, read once per revision tuple of its organisation (an
@@ -258,6 +289,8 @@ class McpGateway:
         name = mcp_runs.upstream_name(tool, server)
         if name is None:
             return f"tool_changed_upstream:{tool['name']}", None, None
+        if await self.upstreams.credentials_unavailable(server) is not None:
+            return f"credentials_unavailable:{connection}", None, None
         try:
             defs = await self.upstreams.tools(server)
         except UpstreamError:

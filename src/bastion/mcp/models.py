@@ -1,6 +1,7 @@
 """The MCP server registry. No credential is stored here: `headers_secret_id` names a
 vault secret (sealed by `bastion.secrets.sealed`, scope type `mcp_server`) holding the
-static headers the gateway adds to every upstream request."""
+static headers the gateway adds to every upstream request; `integration` names an OAuth
+integration whose tokens stay in that domain's vault."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class McpServer(Base):
     # Names of the sealed static headers (shown); their values only in the vault.
     header_names: Mapped[list[str]] = mapped_column(JSONType, default=list)
     headers_secret_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # An integration of the organisation whose access token the gateway adds as the
+    # bearer header, and who bound it (their `integrations:use` is checked at every use).
+    integration: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    integration_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_by: Mapped[str] = mapped_column(String(40))
     version: Mapped[int] = mapped_column(BigInteger, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

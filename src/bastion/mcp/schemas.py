@@ -19,6 +19,16 @@ HeaderValue = Annotated[
     str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\t\x20-\x7e]+$")
 ]
 Headers = Annotated[dict[HeaderName, HeaderValue], Field(max_length=20)]
+# An integration's name (as `bastion.integrations.schemas.IntegrationName`).
+IntegrationName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+INTEGRATION_DOC = (
+    "An OAuth integration of the organisation (its name) whose current access token the "
+    "gateway adds to every upstream request as `Authorization: Bearer …`, refreshed by "
+    "the integrations service; agents never see it. Needs `integrations:use`; not with "
+    "a static `Authorization` header."
+)
 
 
 class McpServerIn(In):
@@ -30,12 +40,16 @@ class McpServerIn(In):
         description="Static headers the gateway adds to every upstream request (e.g. "
         "`Authorization`): sealed in the vault, never shown again, never seen by agents.",
     )
+    integration: IntegrationName | None = Field(default=None, description=INTEGRATION_DOC)
 
 
 class McpServerPatch(In):
     name: ServerName | None = None
     url: Url | None = None
     headers: Headers | None = Field(default=None, repr=False, description="Replaces every header.")
+    integration: IntegrationName | None = Field(
+        default=None, description=INTEGRATION_DOC + " `null` removes it."
+    )
 
 
 class McpServerOut(Out):
@@ -44,6 +58,9 @@ class McpServerOut(Out):
     name: str
     url: str
     header_names: list[str] = Field(description="Names of the sealed headers (never values).")
+    integration: str | None = Field(
+        default=None, description="The OAuth integration whose access token is the bearer."
+    )
     version: int
     created_at: datetime
     updated_at: datetime

@@ -6,7 +6,10 @@ https:// (http:// only to a destination the operator lists in
 `BASTION_OUTBOUND_PLAINTEXT_ALLOW`), never an internal address unless allowlisted
 (`BASTION_OUTBOUND_ALLOW`); the gateway's client checks every connection again
 (`bastion.mcp.transport`). Static headers are sealed in the vault (`bastion.secrets.sealed`)
-and opened only by the gateway, in memory, while it speaks to the server.
+and opened only by the gateway, in memory, while it speaks to the server. Or the server
+names an OAuth integration (`integration`): the gateway adds its current access token as
+the bearer (`bastion.mcp.upstream`), fetched from `bastion.integrations.service`, which
+refreshes it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from bastion.core.netguard import OutboundRefused, check_plaintext, vetted_addre
 from bastion.core.pagination import Page, newest_first
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
+from bastion.identity import rights
+from bastion.integrations import service as integrations
 from bastion.mcp.models import McpServer
 from bastion.mcp.schemas import McpServerIn, McpServerPatch
 from bastion.secrets import sealed
@@ -50,7 +55,7 @@ class Upstream:
     url: str
     version: int
     headers: dict[str, str] = field(repr=False, default_factory=dict)
-    credential_source: str | None = None
+    credential_source: str | None = None  # an integration's name: its token is the bearer
 
     @property
     def key(self) -> tuple[str, int]:
@@ -115,6 +120,28 @@ def _seal(db: Session, vault: Vault, server: McpServer, headers: dict[str, str])
         )
 
 
+def _bind(
+    db: Session,
+    principal: Principal,
+    server: McpServer,
+    integration: str | None,
+    headers: Iterable[str],
+) -> None:
+    """Make `integration` (or none) the server's bearer credential: an integration of the
+    organisation, bound by someone who may hand it on, never beside a static
+    `Authorization` header."""
+    if integration is not None:
+        principal.require(Permission.INTEGRATIONS_USE)
+        if not integrations.existing_names(db, server.org_id, [integration]):
+            raise InvalidInput.field("integration", "no integration of this name")
+        if any(h.lower() == "authorization" for h in headers):
+            raise InvalidInput.field(
+                "integration", "not with a static Authorization header (one or the other)"
+            )
+    server.integration = integration
+    server.integration_by = (principal.user_id or principal.id) if integration else None
+
+
 def _manager(principal: Principal, org_id: str) -> None:
     principal.require_org(org_id)
     principal.require(Permission.MCP_SERVERS_MANAGE)
@@ -143,6 +170,7 @@ def create_server(
         created_by=principal.user_id or principal.id,
         version=1,
     )
+    _bind(db, principal, server, body.integration, body.headers)
     db.add(server)
     if body.headers:
         _seal(db, vault, server, dict(body.headers))
@@ -156,6 +184,7 @@ def create_server(
             "name": server.name,
             "host": destination(server.url)[0],
             "header_names": server.header_names,
+            "integration": server.integration,
         },
     )
     return server
@@ -198,6 +227,13 @@ def update_server(
         server.url = body.url
     if body.headers is not None:
         _seal(db, vault, server, dict(body.headers))
+    if "integration" in body.model_fields_set:
+        _bind(db, principal, server, body.integration, server.header_names)
+        changed = sorted({*changed, "integration"})
+    elif server.integration is not None and "authorization" in map(str.lower, server.header_names):
+        raise InvalidInput.field(
+            "headers", "not an Authorization header: the integration's token is the bearer"
+        )
     server.version += 1
     audit.record(
         db,
@@ -210,6 +246,7 @@ def update_server(
             "version": server.version,
             "host": destination(server.url)[0],
             "header_names": server.header_names,
+            "integration": server.integration,
         },
     )
     return server
@@ -247,7 +284,9 @@ def existing_server_ids(db: Session, org_id: str, ids: Iterable[str]) -> set[str
 
 def upstreams(db: Session, vault: Vault, org_id: str, ids: Iterable[str]) -> list[Upstream]:
     """The organisation's servers among `ids`, headers opened (unreadable ones: the
-    server is left out, so its tools are refused rather than called without them)."""
+    server is left out, so its tools are refused rather than called without them). A
+    server whose integration's binder no longer holds `integrations:use` is left out
+    too: its token is not handed on."""
     wanted = [i for i in ids if is_server_id(i)]
     if not wanted:
         return []
@@ -260,5 +299,19 @@ def upstreams(db: Session, vault: Vault, org_id: str, ids: Iterable[str]) -> lis
                 headers = json.loads(sealed.read_current(db, vault, server.headers_secret_id))
             except (sealed.Unreadable, ValueError):
                 continue
-        found.append(Upstream(server.id, org_id, server.name, server.url, server.version, headers))
+        if server.integration is not None and not integrations.may_hand_on(
+            rights.current_permissions(db, org_id, server.integration_by or "")
+        ):
+            continue
+        found.append(
+            Upstream(
+                server.id,
+                org_id,
+                server.name,
+                server.url,
+                server.version,
+                headers,
+                credential_source=server.integration,
+            )
+        )
     return found

@@ -64,14 +64,19 @@ class GuardedAsyncTransport(httpx2.AsyncHTTPTransport):
 
 
 def guarded_client(
-    url: str, allow: Sequence[str], plaintext: Sequence[str], headers: dict[str, str]
+    url: str,
+    allow: Sequence[str],
+    plaintext: Sequence[str],
+    headers: dict[str, str],
+    auth: httpx2.Auth | None = None,
 ) -> httpx2.AsyncClient:
     """The httpx2 client the SDK speaks to one upstream through: the guard, the sealed
     static headers, no redirects followed but the SDK's own same-origin ones, no
-    environment proxies."""
+    environment proxies; `auth`, a credential added per request (an integration's token)."""
     return httpx2.AsyncClient(
         transport=GuardedAsyncTransport(url, allow, plaintext),
         headers=headers,
+        auth=auth,
         timeout=httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT),
         follow_redirects=False,
         trust_env=False,

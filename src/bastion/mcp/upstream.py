@@ -8,6 +8,13 @@ one upstream round trip and no handshake. A client that fails is dropped and the
 call opens a new one. Each server's tool list is kept for `list_ttl` seconds; an agent's
 `tools/list` always asks the server again.
 
+A server that names an OAuth integration (`Upstream.credential_source`) gets that
+integration's current access token as its bearer, on every request: asked of the
+integrations service (which refreshes it ahead of expiry, one worker at a time) and kept
+here at most `TOKEN_SECONDS` (and never closer than a minute to its expiry), so a
+refreshed, disconnected or deleted integration is seen within seconds. An upstream that
+answers 401 makes the gateway ask once more, past that cache.
+
 Failures are `UpstreamError`s whose message names the server and the kind of failure,
 never a header or an argument.
 """
@@ -15,21 +22,99 @@ never a header or an argument.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
+import httpx2
 import structlog
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
+from bastion.core.clock import as_utc, utcnow
+from bastion.core.errors import BastionError
+from bastion.integrations import service as integrations
 from bastion.mcp.service import Upstream
 from bastion.mcp.transport import guarded_client
 from mcp import Client
 
 log = structlog.get_logger("bastion.mcp")
+
+TOKEN_SECONDS = 5.0  # an integration's access token kept this long at most
+TOKEN_MIN_VALID = 60.0  # and never when it expires sooner than this
+
+
+class CredentialsUnavailable(Exception):
+    """The server's integration has no token to give (not connected, deleted, its
+    provider unreachable while the token expired). Never carries the token."""
+
+
+class _Credentials:
+    """An integration's access token for the gateway, kept briefly per process."""
+
+    def __init__(self, tokens: integrations.TokenBroker | None) -> None:
+        self._tokens = tokens
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def __repr__(self) -> str:
+        return "_Credentials()"
+
+    async def bearer(self, up: Upstream, *, fresh: bool = False) -> str:
+        name = up.credential_source
+        if name is None or self._tokens is None:
+            raise CredentialsUnavailable("no integration")
+        key = (up.org_id, name)
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is not None and kept[1] > now and not fresh:
+            return kept[0]
+        tokens = self._tokens
+        try:
+            token = await anyio.to_thread.run_sync(
+                integrations.access_token, tokens, up.org_id, name
+            )
+        except BastionError as exc:  # not found, not connected, provider unavailable
+            raise CredentialsUnavailable(exc.code) from None
+        until = now + TOKEN_SECONDS
+        if token.expires_at is not None:
+            until = min(until, now + _seconds_left(token.expires_at) - TOKEN_MIN_VALID)
+        with self._lock:
+            if len(self._kept) > 10_000:
+                self._kept.clear()
+            self._kept[key] = (token.access_token, until)
+        return token.access_token
+
+
+def _seconds_left(expires_at: datetime) -> float:
+    return (as_utc(expires_at) - utcnow()).total_seconds()
+
+
+class _IntegrationBearer(httpx2.Auth):
+    """`Authorization: Bearer <the integration's access token>` on every request; on a
+    401, once more with a token asked for past the cache."""
+
+    def __init__(self, credentials: _Credentials, up: Upstream) -> None:
+        self._credentials, self._up = credentials, up
+
+    def __repr__(self) -> str:
+        return f"_IntegrationBearer(server={self._up.id!r})"
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        request.headers["Authorization"] = "Bearer " + await self._credentials.bearer(self._up)
+        response = yield request
+        if response.status_code == 401:
+            fresh = await self._credentials.bearer(self._up, fresh=True)
+            request.headers["Authorization"] = "Bearer " + fresh
+            yield request
 
 
 class UpstreamError(Exception):
@@ -67,6 +152,8 @@ def _failure(exc: BaseException) -> str:
         return _failure(exc.exceptions[0]) if exc.exceptions else "failed"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, CredentialsUnavailable):
+        return f"credentials unavailable (integration: {exc})"
     from bastion.core.netguard import OutboundRefused
 
     if isinstance(exc, OutboundRefused):
@@ -82,11 +169,13 @@ class Upstreams:
         *,
         timeout: float = 30.0,
         list_ttl: float = 30.0,
+        tokens: integrations.TokenBroker | None = None,
     ) -> None:
         self._allow = tuple(allow)
         self._plaintext = tuple(plaintext)
         self.timeout = timeout
         self._list_ttl = list_ttl
+        self._credentials = _Credentials(tokens)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -105,7 +194,15 @@ class Upstreams:
         async def hold() -> None:
             try:
                 async with (
-                    guarded_client(up.url, self._allow, self._plaintext, up.headers) as http,
+                    guarded_client(
+                        up.url,
+                        self._allow,
+                        self._plaintext,
+                        up.headers,
+                        auth=_IntegrationBearer(self._credentials, up)
+                        if up.credential_source
+                        else None,
+                    ) as http,
                     Client(
                         streamable_http_client(up.url, http_client=http),
                         cache=None,
@@ -147,6 +244,18 @@ class Upstreams:
         live = self._state().live.pop(up.key, None)
         if live is not None:
             live.stop.set()
+
+    async def credentials_unavailable(self, up: Upstream) -> str | None:
+        """Why the server's integration has no token to give (its error code), or None
+        (it has one, or the server has no integration): asked before a call is decided,
+        so a call without its credential is refused rather than tried."""
+        if up.credential_source is None:
+            return None
+        try:
+            await self._credentials.bearer(up)
+        except CredentialsUnavailable as exc:
+            return str(exc)
+        return None
 
     async def tools(self, up: Upstream, *, fresh: bool = False) -> dict[str, ToolDef]:
         """The server's tools by name (every page)."""
