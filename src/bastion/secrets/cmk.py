@@ -204,6 +204,9 @@ class CustomerKeyring:
         self.recheck = recheck
         self._providers: dict[str, tuple[int, CustomerKeyProvider]] = {}
         self._held: dict[tuple[str, int], _Held] = {}
+        # Data keys wrapped by this process, by the generation they were wrapped under:
+        # held once their transaction commits (`hold`), never before.
+        self._wrapped: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -228,13 +231,24 @@ class CustomerKeyring:
         return None if row is None else self.provider(org_id, row)
 
     def wrap(self, db: Session, org_id: str, version: int, key: bytes) -> bytes | None:
-        provider = self.wrapper(db, org_id)
-        if provider is None:
+        """The new data key wrapped by the org's customer key; None: it has none."""
+        row = db.get(OrgEncryptionKey, org_id)
+        if row is None:
             return None
         try:
-            return provider.wrap(key, data_key_context(org_id, version))
+            wrapped = self.provider(org_id, row).wrap(key, data_key_context(org_id, version))
         except KeyUnavailableError as exc:
             raise unavailable(org_id, exc) from None
+        with self._lock:
+            self._wrapped[(org_id, version)] = row.generation
+        return wrapped
+
+    def hold(self, org_id: str, version: int, key: bytes) -> None:
+        """A data key this process wrapped, now committed: held as if just unwrapped."""
+        with self._lock:
+            generation = self._wrapped.pop((org_id, version), None)
+            if generation is not None:
+                self._held[(org_id, version)] = _Held(_monotonic() + self._ttl, generation, key)
 
     def unwrap(self, db: Session, org_id: str, version: int, blob: bytes) -> bytes:
         """The data key `version` of `org_id`, wrapped by its customer key: from this

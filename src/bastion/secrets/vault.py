@@ -254,6 +254,8 @@ class Vault:
             return
         newest: dict[str, int] = {}
         for (org_id, version), key in pending.items():
+            if org_id in self._customer_orgs:
+                self.customer.hold(org_id, version, key)
             self._remember(org_id, version, key)
             newest[org_id] = max(version, newest.get(org_id, 0))
         for org_id, version in newest.items():
