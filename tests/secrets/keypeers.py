@@ -143,7 +143,7 @@ class SoftHsm:
     def _admin(self, script: str, label: str) -> None:
         """The customer's side, in a process of its own (as an HSM admin would be: a
         PKCS#11 login is per process and token)."""
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [
                 sys.executable,
                 "-c",

@@ -10,7 +10,6 @@ instance root key."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,14 +27,14 @@ from bastion.secrets.keys import KeyDestroyedError, KeyUnavailableError
 from bastion.secrets.models import OrgEncryptionKey, OrgKey, SecretVersion
 from tests.conftest import make_settings
 from tests.factories import Factory, Org, bearer, step_up
-from tests.secrets.keypeers import OpenBao, SoftHsm, openbao, softhsm  # noqa: F401
+from tests.secrets.keypeers import OpenBao, SoftHsm
 
 STALE = 601  # past the default step_up_max_age
 VALUE = "Cmk-s3ntinel-value"
 
 
 @pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def later(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Move the vault's monotonic clock forward: `later[0] += seconds`."""
     offset = [0.0]
 
@@ -44,7 +43,7 @@ def later(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
     monkeypatch.setattr(vault_mod, "_monotonic", shifted)
     monkeypatch.setattr(cmk, "_monotonic", shifted)
-    yield offset
+    return offset
 
 
 def _url(org: Org, path: str = "") -> str:
@@ -104,7 +103,7 @@ def _unavailable(answer: Any, status: str = "key_unavailable") -> None:
 def test_configure_needs_step_up_rewraps_and_never_shows_credentials(
     client: TestClient,
     factory: Factory,
-    openbao: OpenBao,  # noqa: F811
+    openbao: OpenBao,
 ) -> None:
     org = factory.org()
     assert _put(client, org, "db").status_code == 200
@@ -169,7 +168,7 @@ def test_configure_needs_step_up_rewraps_and_never_shows_credentials(
 def test_revoked_access_then_lock_then_restored(
     client: TestClient,
     factory: Factory,
-    openbao: OpenBao,  # noqa: F811
+    openbao: OpenBao,
 ) -> None:
     org, bystander = factory.org(), factory.org()
     _put(client, bystander, "db")
@@ -259,7 +258,7 @@ def test_revocation_takes_effect_within_the_cache_lifetime_without_lock(
     client: TestClient,
     factory: Factory,
     openbao: OpenBao,
-    later: list[float],  # noqa: F811
+    later: list[float],
 ) -> None:
     org = factory.org()
     key = openbao.new_key()
@@ -279,7 +278,7 @@ def test_lock_reaches_another_worker_within_a_recheck(
     client: TestClient,
     factory: Factory,
     openbao: OpenBao,
-    later: list[float],  # noqa: F811
+    later: list[float],
 ) -> None:
     org = factory.org()
     key = openbao.new_key()
@@ -300,7 +299,7 @@ def test_lock_reaches_another_worker_within_a_recheck(
 def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key(
     client: TestClient,
     factory: Factory,
-    openbao: OpenBao,  # noqa: F811
+    openbao: OpenBao,
 ) -> None:
     org = factory.org()
     key = openbao.new_key()
@@ -324,7 +323,8 @@ def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key
             db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).scalars().all()
         )
         assert config_row is not None
-        assert len(dump_keys) >= 1 and len(values) >= 2
+        assert len(dump_keys) >= 1
+        assert len(values) >= 2
     root = vault_mod.LocalKeyProvider(factory.state.settings.data_dir / ROOT_KEY_FILE)
     keyring = read_keyring(factory.state.settings.data_dir / ROOT_KEY_FILE)
     config = cmk.open_config(root, org.id, config_row.config_root_version, config_row.config_sealed)
@@ -334,7 +334,7 @@ def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key
         with pytest.raises(KeyDestroyedError):  # … but the key they reach is gone
             provider.unwrap(row.wrapped, cmk.data_key_context(org.id, row.version))
         for version in keyring.versions:  # no root-key version unwraps a data key
-            with pytest.raises(Exception):  # noqa: B017, PT011
+            with pytest.raises(Exception):  # noqa: B017
                 root.unwrap(version, row.wrapped, vault_mod._key_aad(org.id, row.version))
     # Not even the customer's own root token brings it back.
     admin = cmk.build_provider(
@@ -350,7 +350,7 @@ def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key
 def test_switch_to_pkcs11_and_back_to_the_instance_key(
     factory: Factory,
     openbao: OpenBao,
-    softhsm: SoftHsm,  # noqa: F811
+    softhsm: SoftHsm,
 ) -> None:
     settings = make_settings(
         factory.state.settings.data_dir,
@@ -401,7 +401,7 @@ def test_switch_to_pkcs11_and_back_to_the_instance_key(
 def test_a_wrapped_key_moved_to_another_org_never_unwraps(
     client: TestClient,
     factory: Factory,
-    openbao: OpenBao,  # noqa: F811
+    openbao: OpenBao,
 ) -> None:
     key = openbao.new_key()
     token = openbao.token_for(key)

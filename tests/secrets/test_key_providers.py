@@ -20,7 +20,7 @@ from bastion.secrets.keys import (
 )
 from bastion.secrets.keys.local import InstanceKeyProvider
 from bastion.secrets.vault import LocalKeyProvider
-from tests.secrets.keypeers import OpenBao, SoftHsm, openbao, softhsm  # noqa: F401
+from tests.secrets.keypeers import OpenBao, SoftHsm
 
 KEY = bytes(range(32))
 A = KeyContext("org_a", "org-data-key|1")
@@ -45,7 +45,7 @@ def test_instance_root_key(data_dir: Path) -> None:
     _contract(InstanceKeyProvider(LocalKeyProvider(data_dir / ROOT_KEY_FILE)))
 
 
-def test_vault_transit(openbao: OpenBao) -> None:  # noqa: F811
+def test_vault_transit(openbao: OpenBao) -> None:
     key = openbao.new_key()
     provider = build_provider(
         "vault_transit",
@@ -55,7 +55,7 @@ def test_vault_transit(openbao: OpenBao) -> None:  # noqa: F811
     _contract(provider)
 
 
-def test_vault_transit_rewrap_stays_inside_vault(openbao: OpenBao) -> None:  # noqa: F811
+def test_vault_transit_rewrap_stays_inside_vault(openbao: OpenBao) -> None:
     key = openbao.new_key()
     provider = build_provider(
         "vault_transit", openbao.config(key, openbao.token_for(key)), LOOPBACK
@@ -70,7 +70,7 @@ def test_vault_transit_rewrap_stays_inside_vault(openbao: OpenBao) -> None:  # n
         provider.unwrap(moved, B)
 
 
-def test_vault_transit_revoked_token_then_deleted_key(openbao: OpenBao) -> None:  # noqa: F811
+def test_vault_transit_revoked_token_then_deleted_key(openbao: OpenBao) -> None:
     key = openbao.new_key()
     token = openbao.token_for(key)
     provider = build_provider("vault_transit", openbao.config(key, token), LOOPBACK)
@@ -90,8 +90,8 @@ def test_vault_transit_revoked_token_then_deleted_key(openbao: OpenBao) -> None:
         admin.wrap(KEY, A)  # no `create` capability: the key is not silently re-made
 
 
-def test_vault_transit_unreachable_and_refused_destination(openbao: OpenBao) -> None:  # noqa: F811
-    from tests.receivers import free_port  # noqa: PLC0415
+def test_vault_transit_unreachable_and_refused_destination(openbao: OpenBao) -> None:
+    from tests.receivers import free_port
 
     down = build_provider(
         "vault_transit",
@@ -108,7 +108,7 @@ def test_vault_transit_unreachable_and_refused_destination(openbao: OpenBao) -> 
     assert refused.value.reason == "destination_refused"
 
 
-def test_pkcs11_softhsm(softhsm: SoftHsm) -> None:  # noqa: F811
+def test_pkcs11_softhsm(softhsm: SoftHsm) -> None:
     label = softhsm.new_key()
     policy = ProviderPolicy(pkcs11_libraries=(softhsm.library,))
     provider = build_provider("pkcs11", softhsm.config(label), policy)
@@ -122,8 +122,8 @@ def test_pkcs11_softhsm(softhsm: SoftHsm) -> None:  # noqa: F811
     provider.close()
 
 
-def test_pkcs11_library_must_be_allowed_by_the_operator(softhsm: SoftHsm) -> None:  # noqa: F811
-    from bastion.core.errors import InvalidInput  # noqa: PLC0415
+def test_pkcs11_library_must_be_allowed_by_the_operator(softhsm: SoftHsm) -> None:
+    from bastion.core.errors import InvalidInput
 
     with pytest.raises(InvalidInput) as refused:
         build_provider("pkcs11", softhsm.config("k"), ProviderPolicy())
@@ -131,6 +131,6 @@ def test_pkcs11_library_must_be_allowed_by_the_operator(softhsm: SoftHsm) -> Non
     with pytest.raises(InvalidInput):
         build_provider(
             "pkcs11",
-            {**softhsm.config("k"), "library": "/tmp/evil.so"},
+            {**softhsm.config("k"), "library": "/opt/elsewhere/evil.so"},
             ProviderPolicy(pkcs11_libraries=(softhsm.library,)),
         )
