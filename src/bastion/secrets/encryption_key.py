@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from bastion.audit import service as audit
 from bastion.core.clock import utcnow
 from bastion.core.crypto import random_bytes
-from bastion.core.errors import InvalidInput, NotFound
+from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
@@ -154,7 +154,7 @@ def remove(db: Session, vault: Vault, principal: Principal, org_id: str) -> KeyV
     audit.lock_chain(db, org_id)
     row = db.get(OrgEncryptionKey, org_id, with_for_update=True)
     if row is None:
-        raise NotFound("the organisation has no customer-managed key")
+        return LOCAL  # already on the instance root key
     keys = list(db.execute(select(OrgKey).where(OrgKey.org_id == org_id)).scalars())
     for key_row in keys:
         plain = _unwrap_current(vault, db, key_row)
@@ -185,7 +185,8 @@ def lock(db: Session, vault: Vault, principal: Principal, org_id: str) -> KeyVie
     audit.lock_chain(db, org_id)
     row = db.get(OrgEncryptionKey, org_id)
     if row is None:
-        raise NotFound("the organisation has no customer-managed key")
+        vault.forget(org_id)
+        return LOCAL  # no customer key: nothing another worker must ask again
     db.execute(
         update(OrgEncryptionKey)
         .where(OrgEncryptionKey.org_id == org_id)
