@@ -349,6 +349,7 @@ def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key
 
 def test_switch_to_pkcs11_and_back_to_the_instance_key(
     factory: Factory,
+    client: TestClient,
     openbao: OpenBao,
     softhsm: SoftHsm,
 ) -> None:
@@ -357,6 +358,7 @@ def test_switch_to_pkcs11_and_back_to_the_instance_key(
         factory.state.settings.database_url,
         pkcs11_libraries=[softhsm.library],
     )
+    plain = client  # a server whose operator allows no PKCS#11 library
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         local = Factory(client.app.state.bastion, client)  # type: ignore[attr-defined]
         org = local.org()
@@ -393,6 +395,10 @@ def test_switch_to_pkcs11_and_back_to_the_instance_key(
         _put(client, other, "db")
         label2 = softhsm.new_key()
         assert _configure(client, other, softhsm.config(label2), "pkcs11").status_code == 200
+        refused = _reveal(plain, other, "db")  # a library this server may not load: 503
+        _unavailable(refused)
+        assert "configuration_not_allowed" in refused.json()["detail"]
+        assert _reveal(client, other, "db").json()["value"] == VALUE
         softhsm.destroy_key(label2)
         client.post(_url(other, "/lock"), headers=other.headers)
         _unavailable(_reveal(client, other, "db"), "destroyed")

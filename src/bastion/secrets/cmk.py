@@ -177,12 +177,25 @@ def mark(db: Session, org_id: str, status: str, reason: str | None) -> None:
         )
 
 
-def unavailable(org_id: str, exc: KeyUnavailableError) -> KeyUnavailable:
+MARK_EVERY_SECONDS = 10.0  # a worker records the same refusal at most this often
+
+
+def unavailable(
+    org_id: str, exc: KeyUnavailableError, marked: dict[str, tuple[str, float]] | None = None
+) -> KeyUnavailable:
     """The 503 for a provider's refusal, with the status write that outlives the
-    request's rollback (and audits the change)."""
+    request's rollback (and audits a change of status). A burst of refused requests
+    writes once per `MARK_EVERY_SECONDS` per worker (`marked`), not once each."""
     status, reason = exc.status, exc.reason
     log.warning("customer key unavailable", org_id=org_id, status=status, reason=reason)
-    return KeyUnavailable(status, reason).with_write(lambda db: mark(db, org_id, status, reason))
+    error = KeyUnavailable(status, reason)
+    now, seen_as = _monotonic(), f"{status}:{reason}"
+    seen = marked.get(org_id) if marked is not None else None
+    if seen is not None and seen[0] == seen_as and now - seen[1] < MARK_EVERY_SECONDS:
+        return error
+    if marked is not None:
+        marked[org_id] = (seen_as, now)
+    return error.with_write(lambda db: mark(db, org_id, status, reason))
 
 
 class CustomerKeyring:
@@ -207,6 +220,7 @@ class CustomerKeyring:
         # Data keys wrapped by this process, by the generation they were wrapped under:
         # held once their transaction commits (`hold`), never before.
         self._wrapped: dict[tuple[str, int], int] = {}
+        self._marked: dict[str, tuple[str, float]] = {}  # org -> (status:reason, when)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -217,7 +231,12 @@ class CustomerKeyring:
         if hit is not None and hit[0] == row.generation:
             return hit[1]
         config = open_config(self._root, org_id, row.config_root_version, row.config_sealed)
-        built = build_provider(row.provider, config, self.policy)
+        try:
+            built = build_provider(row.provider, config, self.policy)
+        except InvalidInput:
+            # Saved when the operator allowed it (a PKCS#11 library since removed from
+            # BASTION_PKCS11_LIBRARIES): unusable now, not the caller's bad input.
+            raise KeyUnavailableError("configuration_not_allowed") from None
         with self._lock:
             old = self._providers.get(org_id)
             self._providers[org_id] = (row.generation, built)
@@ -238,7 +257,7 @@ class CustomerKeyring:
         try:
             wrapped = self.provider(org_id, row).wrap(key, data_key_context(org_id, version))
         except KeyUnavailableError as exc:
-            raise unavailable(org_id, exc) from None
+            raise unavailable(org_id, exc, self._marked) from None
         with self._lock:
             self._wrapped[(org_id, version)] = row.generation
         return wrapped
@@ -265,11 +284,12 @@ class CustomerKeyring:
             key = self.provider(org_id, row).unwrap(blob, data_key_context(org_id, version))
         except KeyUnavailableError as exc:
             self.forget(org_id)
-            raise unavailable(org_id, exc) from None
+            raise unavailable(org_id, exc, self._marked) from None
         except WrappedValueRejected:
             raise SecretUnreadable("authentication_failed") from None
         with self._lock:
             self._held[(org_id, version)] = _Held(now + self._ttl, row.generation, key)
+            self._marked.pop(org_id, None)
         return key
 
     def forget(self, org_id: str | None = None) -> None:
