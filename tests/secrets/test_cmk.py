@@ -163,6 +163,21 @@ def test_configure_needs_step_up_rewraps_and_never_shows_credentials(
     assert _reveal(client, org, "db").json()["value"] == VALUE  # re-wrapped, still readable
     assert _put(client, org, "db", "second").status_code == 200
     assert _reveal(client, org, "db").json()["value"] == "second"
+    # A data key wrapped by the root key while the key was configured (a racing
+    # rotation) is moved under the customer's key by the background check.
+    vault = factory.state.vault
+    with factory.state.sessions() as db:
+        begin_write(db)
+        stray = db.get(OrgKey, (org.id, after[0][0]))
+        assert stray is not None
+        plain = vault.data_key(db, org.id, stray.version)
+        aad = vault_mod._key_aad(org.id, stray.version)
+        stray.root_version, stray.wrapped = vault.provider.wrap(plain, aad)
+        db.commit()
+    _check_all(factory)
+    assert all(r[1] == cmk.CUSTOMER_WRAPPED for r in _key_rows(factory, org.id))
+    client.post(_url(org, "/lock"), headers=org.headers)
+    assert _reveal(client, org, "db").json()["value"] == "second"
 
 
 def test_revoked_access_then_lock_then_restored(
@@ -349,7 +364,6 @@ def test_a_destroyed_key_leaves_the_secrets_unrecoverable_with_dump_and_root_key
 
 def test_switch_to_pkcs11_and_back_to_the_instance_key(
     factory: Factory,
-    client: TestClient,
     openbao: OpenBao,
     softhsm: SoftHsm,
 ) -> None:
@@ -358,7 +372,7 @@ def test_switch_to_pkcs11_and_back_to_the_instance_key(
         factory.state.settings.database_url,
         pkcs11_libraries=[softhsm.library],
     )
-    plain = client  # a server whose operator allows no PKCS#11 library
+    plain = factory.client  # a server whose operator allows no PKCS#11 library
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         local = Factory(client.app.state.bastion, client)  # type: ignore[attr-defined]
         org = local.org()

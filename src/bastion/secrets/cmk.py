@@ -41,7 +41,7 @@ from bastion.secrets.keys import (
     WrappedValueRejected,
 )
 from bastion.secrets.keys.local import RootKeys
-from bastion.secrets.models import OrgEncryptionKey
+from bastion.secrets.models import OrgEncryptionKey, OrgKey
 
 CUSTOMER_WRAPPED = 0  # `org_keys.root_version` of a data key wrapped by the customer's key
 CMK_RECHECK_SECONDS = 1.0
@@ -51,6 +51,11 @@ _CONFIG_PURPOSE = "org-encryption-key-config"
 _monotonic = time.monotonic
 
 log = structlog.get_logger("bastion.secrets")
+
+
+def root_key_aad(org_id: str, version: int) -> bytes:
+    """The associated data of a data key wrapped by the instance root key."""
+    return f"org-data-key|{org_id}|{version}".encode()
 
 
 def data_key_context(org_id: str, version: int) -> KeyContext:
@@ -312,11 +317,39 @@ class CustomerKeyring:
         return "active", None
 
 
+def settle(db: Session, keyring: CustomerKeyring, org_id: str) -> int:
+    """Wrap under the organisation's customer key any of its data keys still wrapped by
+    the root key (a rotation that raced the key's configuration), in the caller's
+    transaction; returns how many. Raises `KeyUnavailable` when the key refuses."""
+    row = db.get(OrgEncryptionKey, org_id)
+    if row is None:
+        return 0
+    stray = list(
+        db.execute(
+            select(OrgKey).where(OrgKey.org_id == org_id, OrgKey.root_version != CUSTOMER_WRAPPED)
+        ).scalars()
+    )
+    for key_row in stray:
+        plain = keyring._root.unwrap(
+            key_row.root_version, key_row.wrapped, root_key_aad(org_id, key_row.version)
+        )
+        try:
+            key_row.wrapped = keyring.provider(org_id, row).wrap(
+                plain, data_key_context(org_id, key_row.version)
+            )
+        except KeyUnavailableError as exc:
+            raise unavailable(org_id, exc) from None
+        key_row.root_version = CUSTOMER_WRAPPED
+        del plain
+    return len(stray)
+
+
 def check_all(
     sessions: Callable[[], Session], write_sessions: Callable[[], Session], keyring: CustomerKeyring
 ) -> int:
     """Probe every organisation's customer key once and record what is seen (status
-    changes audited); returns how many were probed. Runs in the background of every
+    changes audited), and wrap under it any data key a racing rotation wrapped by the
+    root key (`settle`); returns how many were probed. Runs in the background of every
     server (`CHECK_EVERY_SECONDS`), so a revocation raises its alert even when no
     secret is read, and a restored key shows `active` again."""
     with sessions() as db:
@@ -329,4 +362,11 @@ def check_all(
         with write_sessions() as db:
             mark(db, org_id, status, reason)
             db.commit()
+        if status == "active":
+            with write_sessions() as db:
+                try:
+                    settle(db, keyring, org_id)
+                    db.commit()
+                except KeyUnavailable:
+                    db.rollback()  # the next round tries again
     return len(orgs)

@@ -37,7 +37,7 @@ from bastion.core.crypto import (
     random_bytes,
 )
 from bastion.core.keyring import Keyring, read_keyring
-from bastion.secrets.cmk import CUSTOMER_WRAPPED, CustomerKeyring, ProviderPolicy
+from bastion.secrets.cmk import CUSTOMER_WRAPPED, CustomerKeyring, ProviderPolicy, root_key_aad
 from bastion.secrets.errors import DataKeyChanged, SecretUnreadable
 from bastion.secrets.models import OrgEncryptionKey, OrgKey, SecretVersion
 
@@ -111,8 +111,7 @@ _PENDING = "bastion.vault.pending_keys"
 _LISTENING = "bastion.vault.listening"
 
 
-def _key_aad(org_id: str, version: int) -> bytes:
-    return f"org-data-key|{org_id}|{version}".encode()
+_key_aad = root_key_aad  # the associated data of a root-wrapped data key
 
 
 def value_aad(org_id: str, secret_id: str, version: int) -> bytes:
