@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.audit import service as audit
-from bastion.core.clock import utcnow
+from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType, Outcome
@@ -151,8 +151,14 @@ class _Held:
 def mark(db: Session, org_id: str, status: str, reason: str | None) -> None:
     """Record the key's status as just observed (in the caller's transaction); a change
     of status is audited (`unavailable` feeds the `encryption_key_unavailable` alert)."""
-    audit.lock_chain(db, org_id)
-    row = db.get(OrgEncryptionKey, org_id, with_for_update=True)
+    row = db.get(OrgEncryptionKey, org_id)
+    if row is None:
+        return
+    if row.status == status and (status == "active" or row.reason == reason):
+        row.last_checked_at = utcnow()  # no change: no audit event, no chain lock
+        return
+    audit.lock_chain(db, org_id)  # before the row, as every writer does
+    row = db.get(OrgEncryptionKey, org_id, with_for_update=True, populate_existing=True)
     if row is None:
         return
     previous = row.status
@@ -357,12 +363,31 @@ def check_all(
     for org_id in orgs:
         with sessions() as db:
             status, reason = keyring.probe(db, org_id)
+            seen = db.execute(
+                select(
+                    OrgEncryptionKey.status,
+                    OrgEncryptionKey.reason,
+                    OrgEncryptionKey.last_checked_at,
+                ).where(OrgEncryptionKey.org_id == org_id)
+            ).first()
+            strays = db.execute(
+                select(func.count())
+                .select_from(OrgKey)
+                .where(OrgKey.org_id == org_id, OrgKey.root_version != CUSTOMER_WRAPPED)
+            ).scalar_one()
         if status != "active":
             keyring.forget(org_id)
-        with write_sessions() as db:
-            mark(db, org_id, status, reason)
-            db.commit()
-        if status == "active":
+        if seen is None:
+            continue
+        unchanged = seen[0] == status and (status == "active" or seen[1] == reason)
+        recent = seen[2] is not None and (
+            (utcnow() - as_utc(seen[2])).total_seconds() < CHECK_EVERY_SECONDS / 2
+        )
+        if not (unchanged and recent):  # another worker just recorded the same
+            with write_sessions() as db:
+                mark(db, org_id, status, reason)
+                db.commit()
+        if status == "active" and strays:
             with write_sessions() as db:
                 try:
                     settle(db, keyring, org_id)
