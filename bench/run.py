@@ -22,6 +22,7 @@ SUITES = [
     "authz",
     "conditions",
     "secrets",
+    "cmk",
     "privacy",
     "webhooks",
     "agents",

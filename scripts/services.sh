@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make PostgreSQL and Redis reachable for the test suite.
 # Starts them when installed but stopped; under CI=true installs them (and wrk, the load
-# generator of the benchmarks' smoke run, tests/test_benchmarks.py, and Chromium for the
+# generator of the benchmarks' smoke run, tests/test_benchmarks.py, SoftHSM2 for the
+# customer-managed-key tests, and Chromium for the
 # console's browser tests, tests/console) when missing and
 # fails if they still cannot be reached. Outside CI it only reports: the tests that need
 # an absent service skip with a message saying how to enable it.
@@ -28,6 +29,8 @@ install_missing() {
   command -v pg_ctlcluster >/dev/null 2>&1 || pkgs+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
   command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
+  # SoftHSM2: the PKCS#11 token of the customer-managed-key tests (tests/secrets/keypeers.py).
+  command -v softhsm2-util >/dev/null 2>&1 || pkgs+=(softhsm2)
   # Debian's Chromium, for the console's browser tests (tests/console; Playwright drives it).
   [ -x /usr/bin/chromium ] || pkgs+=(chromium)
   if [ ${#pkgs[@]} -gt 0 ] && in_ci; then

@@ -20,6 +20,7 @@ from bastion.api.app import notifier
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.core.permissions import Permission
 from tests.factories import PASSWORD, Factory, Org, bearer, unique_email
+from tests.secrets.keypeers import shared_openbao
 
 P = Permission
 Params = dict[str, str]
@@ -268,6 +269,13 @@ def _INTEGRATION() -> dict[str, Any]:  # noqa: N802 - a fresh body each call
         "client_id": "matrix",
         "client_secret": "matrix-secret",
     }
+
+
+def _cmk() -> dict[str, Any]:
+    """A customer-managed key in the test process's OpenBao dev server (a real peer)."""
+    bao = shared_openbao()
+    key = bao.new_key()
+    return {"provider": "vault_transit", "config": bao.config(key, bao.token_for(key))}
 
 
 def _user_and_grant(w: World) -> Params:
@@ -934,6 +942,10 @@ ROWS: list[Row] = [
         body=lambda w: {"subject": w.user()},
     ),
     Row("GET", "/v1/orgs/{org}/secrets-key", P.SECRETS_READ, 200),
+    Row("GET", "/v1/orgs/{org}/encryption-key", P.ORG_READ, 200),
+    Row("PUT", "/v1/orgs/{org}/encryption-key", P.ORG_MANAGE, 200, body=lambda w: _cmk()),
+    Row("POST", "/v1/orgs/{org}/encryption-key/lock", P.ORG_MANAGE, 200),
+    Row("DELETE", "/v1/orgs/{org}/encryption-key", P.ORG_MANAGE, 200),
     Row("POST", "/v1/orgs/{org}/secrets-key/rotate", P.SECRETS_MANAGE, 202),
     Row("DELETE", "/v1/orgs/{org}", P.ORG_MANAGE, 204),  # a fresh org per case: safe to delete
     Row(

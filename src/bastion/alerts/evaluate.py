@@ -54,6 +54,7 @@ MFA_CHANGES = frozenset(
 STEP_UP_REFUSALS = ("auth.step_up_required",)
 SSO_FAILURES = ("sso.signin_failed",)
 CONTROL_EVENTS = ("compliance_control.failing", "compliance_control.passing")
+KEY_EVENTS = ("org.encryption_key.unavailable", "org.encryption_key.restored")
 
 
 class Event(Protocol):
@@ -274,6 +275,27 @@ def _control_failing(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     return Finding(key, summary, 0, details=details)
 
 
+def _key_unavailable(db: Session, rule: AlertRule, e: Event) -> Finding | None:
+    """The organisation's customer-managed key stopped answering: one alert until it
+    answers again (the `restored` event resolves it)."""
+    if e.type not in KEY_EVENTS:
+        return None
+    key = f"encryption-key:{e.resource_id}"
+    if e.type == "org.encryption_key.restored":
+        for alert in db.execute(
+            select(Alert).where(Alert.rule_id == rule.id, Alert.key == key, Alert.status == "open")
+        ).scalars():
+            alert.status, alert.resolved_at = "resolved", as_utc(e.time)
+        return None
+    metadata = e.event_metadata or {}
+    summary = (
+        f"the organisation's {metadata.get('provider')} key is {metadata.get('status')}"
+        f" ({metadata.get('reason')}): secrets cannot be revealed or written"
+    )
+    details = {k: metadata.get(k) for k in ("provider", "status", "reason")}
+    return Finding(key, summary, 0, details=details)
+
+
 def _review_due(db: Session, rule: AlertRule, e: Event) -> Finding | None:
     """Reviewers of an open access review reminded: one alert per reminder."""
     if e.type != "access_review.reminder":
@@ -330,6 +352,7 @@ _MATCHERS: dict[str, Callable[[Session, AlertRule, Event], Finding | None]] = {
     "integration_disconnected": _integration_disconnected,
     "control_failing": _control_failing,
     "access_review_due": _review_due,
+    "encryption_key_unavailable": _key_unavailable,
 }
 
 

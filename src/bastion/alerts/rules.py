@@ -41,6 +41,9 @@ Rule kinds (parameters, defaults):
   alert per control, resolved when it passes again.
 - `access_review_due` — reviewers of an open access review are reminded
   (`access_review.reminder`, once a day until its due date); one alert per reminder.
+- `encryption_key_unavailable` — the organisation's customer-managed key refused, could
+  not be reached or was destroyed (`org.encryption_key.unavailable`): one alert until
+  the key answers again (`org.encryption_key.restored` resolves it).
 
 Webhook and Slack destinations pass the SSRF guard when the rule is saved; plain
 http:// only to destinations in `BASTION_OUTBOUND_PLAINTEXT_ALLOW` (checked again for
@@ -83,6 +86,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "integration_disconnected": {},
     "control_failing": {"frameworks": []},
     "access_review_due": {},
+    "encryption_key_unavailable": {},
 }
 
 _PURPOSE = "alert-channel-secrets:v1"

@@ -37,6 +37,7 @@ class AlertRuleIn(In):
         "integration_disconnected",
         "control_failing",
         "access_review_due",
+        "encryption_key_unavailable",
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)

@@ -28,6 +28,7 @@ from bastion.api.routers import (
     audit,
     auth,
     compliance,
+    encryption_key,
     integrations,
     me,
     meta,
@@ -65,7 +66,9 @@ from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.privacy import retention as privacy_retention
+from bastion.secrets import cmk
 from bastion.secrets import service as secrets_service
+from bastion.secrets.cmk import ProviderPolicy
 from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.webhooks import outbound as webhook_outbound
 
@@ -110,7 +113,14 @@ def build_state(settings: Settings) -> AppState:
         signer=InstanceSigner(read_keyring(settings.data_dir / SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
         authz=AuthzEngine(direct),
-        vault=Vault(LocalKeyProvider(settings.data_dir / ROOT_KEY_FILE)),
+        vault=Vault(
+            LocalKeyProvider(settings.data_dir / ROOT_KEY_FILE),
+            policy=ProviderPolicy(
+                allow=tuple(settings.outbound_allow),
+                plaintext=tuple(settings.outbound_plaintext_allow),
+                pkcs11_libraries=tuple(settings.pkcs11_libraries),
+            ),
+        ),
         direct=direct,
     )
 
@@ -292,6 +302,22 @@ def _reencrypt_secrets(state: AppState) -> Worker:
     )
 
 
+def _check_customer_keys(state: AppState) -> Worker:
+    """Every `CHECK_EVERY_SECONDS`, probe each organisation's customer-managed key (one
+    unwrap of its canary) and record what is seen: a revocation is audited and alerted
+    on even when no secret is read, and a restored key shows `active` again."""
+
+    def round_() -> int:
+        return cmk.check_all(state.sessions, state.write_sessions, state.vault.customer)
+
+    return run_periodically(
+        "customer key check",
+        lambda: cmk.CHECK_EVERY_SECONDS,
+        round_,
+        logger="bastion.secrets",
+    )
+
+
 def _deliver_webhooks(state: AppState) -> Worker:
     """Every `webhook_poll_interval` seconds, send due outbound webhook deliveries (leases
     keep workers and replicas from sending one twice at once); about hourly, purge
@@ -340,6 +366,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_evaluate_alerts(state)),
             asyncio.create_task(_deliver_webhooks(state)),
             asyncio.create_task(_reencrypt_secrets(state)),
+            asyncio.create_task(_check_customer_keys(state)),
             asyncio.create_task(_refresh_integrations(state)),
             asyncio.create_task(_maintain_compliance(state)),
         ]
@@ -401,6 +428,7 @@ def _api_routers() -> tuple[APIRouter, ...]:
         access.sources_router,
         secrets.router,
         secrets.key_router,
+        encryption_key.router,
         agents.router,
         agents.hub_router,
         agents.org_runs_router,

@@ -49,7 +49,8 @@ from bastion.core.keyring import (
 from bastion.core.signing import SIGNING_KEY_FILE, InstanceSigner
 from bastion.identity import pepper as peppers
 from bastion.secrets import service as secrets
-from bastion.secrets.models import OrgKey
+from bastion.secrets.cmk import CUSTOMER_WRAPPED
+from bastion.secrets.models import OrgEncryptionKey, OrgKey
 from bastion.secrets.vault import LocalKeyProvider, Vault, rewrap
 
 app = group("Instance keys: vault root key, pepper, instance signing key.")
@@ -77,7 +78,10 @@ def rewrap_keys(json: Json = False) -> None:
             total = db.execute(
                 select(func.count())
                 .select_from(OrgKey)
-                .where(OrgKey.root_version != provider.active_version())
+                .where(
+                    OrgKey.root_version != provider.active_version(),
+                    OrgKey.root_version != CUSTOMER_WRAPPED,
+                )
             ).scalar_one()
         with Progress(
             TextColumn("{task.description}"),
@@ -174,9 +178,16 @@ def retire(
     engine = make_engine(cfg.resolved_database_url)
     try:
         with make_sessionmaker(engine)() as db:
-            wrapped = db.execute(
-                select(func.count()).select_from(OrgKey).where(OrgKey.root_version == version)
-            ).scalar_one()
+            wrapped = (
+                db.execute(
+                    select(func.count()).select_from(OrgKey).where(OrgKey.root_version == version)
+                ).scalar_one()
+                + db.execute(
+                    select(func.count())
+                    .select_from(OrgEncryptionKey)
+                    .where(OrgEncryptionKey.config_root_version == version)
+                ).scalar_one()
+            )
     finally:
         engine.dispose()
     if wrapped:

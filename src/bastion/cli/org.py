@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from bastion.cli import encryption_key
 from bastion.cli.common import (
     CLI_ACTOR,
     Json,
@@ -22,6 +23,7 @@ from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
 
 app = group("Organisations.")
+app.add_typer(encryption_key.app, name="encryption-key")
 
 
 @app.command("list")
@@ -99,3 +101,12 @@ def delete(
         json,
         f"organisation {org_id} deleted; {shredded} data keys destroyed",
     )
+
+
+def _encryption_key() -> None:
+    from bastion.cli import encryption_key
+
+    app.add_typer(encryption_key.app, name="encryption-key")
+
+
+_encryption_key()

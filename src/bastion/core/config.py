@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # plain TCP, SMTP without TLS): host names, host:port, addresses or CIDRs, e.g.
     # '["127.0.0.0/8", "syslog.internal:514"]'. Everything else needs verified TLS.
     outbound_plaintext_allow: list[str] = Field(default_factory=list)
+    # PKCS#11 libraries an organisation's customer-managed key may name (loading one runs
+    # its code in the server: the operator decides), e.g.
+    # '["/usr/lib/softhsm/libsofthsm2.so"]'. Empty: the `pkcs11` provider is refused.
+    pkcs11_libraries: list[str] = Field(default_factory=list)
     # A proxy all outbound HTTP goes through (webhooks, SIEM HTTP sinks, Slack and
     # webhook alerts), e.g. http://user:pass@proxy.internal:3128. HTTP(S)_PROXY from the
     # environment is never used. Destinations are still vetted against the SSRF policy.

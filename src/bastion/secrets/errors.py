@@ -2,8 +2,10 @@
 
     BastionError
     ├── SecretUnreadable   500  secret_unreadable   a stored value fails to decrypt
-    └── DataKeyChanged     503  data_key_changed    a write raced a data-key destruction
-                                                    (Retry-After: 1; nothing was written)
+    ├── DataKeyChanged     503  data_key_changed    a write raced a data-key destruction
+    │                                               (Retry-After: 1; nothing was written)
+    └── KeyUnavailable     503  key_unavailable     the organisation's customer-managed key
+                                                    refused, is unreachable or destroyed
 
 A value that fails to decrypt has been tampered with, moved to another row, or its
 data key has been destroyed. It is a server-side integrity failure the caller cannot
@@ -47,3 +49,25 @@ class DataKeyChanged(BastionError):
             " was stored, retry the request"
         )
         self.retry_after = 1
+
+
+class KeyUnavailable(BastionError):
+    """The organisation's customer-managed key cannot be used: its owner revoked
+    Bastion's access, disabled or destroyed the key, or their key service is
+    unreachable. Nothing was revealed or written. `status` is `key_unavailable` or
+    `destroyed`; `reason` a short code (`access_denied`, `key_not_found`,
+    `unreachable`, …) that names no credential."""
+
+    status = 503
+    code = "key_unavailable"
+    title = "Encryption key unavailable"
+
+    def __init__(self, key_status: str, reason: str) -> None:
+        what = (
+            "has been destroyed: its secrets cannot be recovered"
+            if key_status == "destroyed"
+            else "cannot be used now (access revoked, key disabled or unreachable)"
+        )
+        super().__init__(f"the organisation's customer-managed key {what} ({reason})")
+        self.key_status = key_status
+        self.reason = reason

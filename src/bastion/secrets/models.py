@@ -71,3 +71,29 @@ class SecretVersion(Base):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, info={"secret": True})
     key_version: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OrgEncryptionKey(Base):
+    """An organisation's customer-managed key: which provider holds it, and the sealed
+    configuration (credentials included) to reach it, sealed under the instance root key
+    bound to the organisation. While this row exists, the organisation's `org_keys`
+    rows are wrapped by that key (`root_version` = `CUSTOMER_WRAPPED`), not the root key.
+    `generation` advances on every change and on "lock now": each worker re-checks it
+    at least every `CMK_RECHECK_SECONDS` before using a cached data key."""
+
+    __tablename__ = "org_encryption_keys"
+
+    org_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(30))
+    config_sealed: Mapped[bytes] = mapped_column(LargeBinary, info={"secret": True})
+    config_root_version: Mapped[int] = mapped_column(BigInteger)
+    # A random value wrapped by the customer's key: unwrapping it is the probe.
+    canary: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    reason: Mapped[str | None] = mapped_column(String(60), default=None)
+    generation: Mapped[int] = mapped_column(BigInteger, default=1)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -91,3 +91,39 @@ class DataKeyOut(Out):
     status: Literal["current", "reencrypting"] = Field(
         description="`reencrypting` while an older data key is still kept."
     )
+
+
+ProviderName = Literal["vault_transit", "pkcs11", "kmip", "aws_kms", "gcp_kms", "azure_key_vault"]
+
+
+class EncryptionKeyIn(In):
+    """`PUT /v1/orgs/{org}/encryption-key`: the organisation's own key (step-up)."""
+
+    provider: ProviderName = Field(
+        description="Where the key lives. This release ships `vault_transit` (Vault or "
+        "OpenBao Transit) and `pkcs11` (an HSM); the others are refused with 422."
+    )
+    config: dict[str, Annotated[SecretStr, Field(max_length=4000)]] = Field(
+        max_length=20,
+        description="How to reach the key, credentials included: sealed, never shown "
+        'again. `vault_transit`: `{"address", "token", "key_name", "mount"?: "transit", '
+        '"namespace"?}`; `pkcs11`: `{"library", "token_label", "pin", "key_label"}` '
+        "(`library` must be listed in `BASTION_PKCS11_LIBRARIES`).",
+    )
+
+
+class EncryptionKeyOut(Out):
+    """The organisation's key (`/v1/orgs/{org}/encryption-key`): never its settings."""
+
+    provider: str = Field(description="`local` (the instance root key) or the customer's provider.")
+    status: Literal["active", "key_unavailable", "destroyed"] = Field(
+        description="As last seen: `key_unavailable` while the key refuses or cannot be "
+        "reached (reveals and secret writes answer 503 `key_unavailable`); `destroyed` "
+        "when it no longer exists (the secrets are unrecoverable)."
+    )
+    reason: str | None = Field(
+        default=None, description="Why it is not active (`access_denied`, `key_not_found`, …)."
+    )
+    last_checked_at: datetime | None = Field(
+        description="When a server last used or probed the key (null for `local`)."
+    )

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bastion.core.errors import BastionError
 from bastion.core.ids import new_id
+from bastion.secrets.errors import KeyUnavailable
 from bastion.secrets.models import Secret, SecretVersion
 from bastion.secrets.service import decrypt_stored, decrypt_version
 from bastion.secrets.vault import Vault
@@ -26,7 +27,11 @@ from bastion.secrets.vault import add_version as store_version
 
 
 class Unreadable(Exception):
-    """A sealed value is missing or cannot be decrypted (altered, or its key is gone)."""
+    """A sealed value is missing or cannot be decrypted (altered, or its key is gone).
+    Not raised while the organisation's customer-managed key refuses or cannot be
+    reached: that is `KeyUnavailable` (503), passed on as it is, so no feature takes a
+    temporary refusal for a value gone for good (marks a delivery undeliverable, an
+    integration disconnected)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ def add_version(db: Session, vault: Vault, secret_id: str, value: bytes) -> int:
 def _open(db: Session, vault: Vault, row: SecretVersion) -> bytes:
     try:
         return decrypt_version(db, vault, row)
+    except KeyUnavailable:
+        raise  # the customer's key refuses for now: nothing is unreadable for good
     except (BastionError, LookupError, ValueError):  # the vault's "cannot decrypt" errors
         raise Unreadable("the sealed secret cannot be decrypted") from None
 
@@ -96,6 +103,8 @@ def open_stored(
     for version, key_version, ciphertext in rows:
         try:
             value = decrypt_stored(db, vault, org_id, secret_id, version, (key_version, ciphertext))
+        except KeyUnavailable:
+            raise
         except (BastionError, LookupError, ValueError):  # as `_open`
             opened.append(Opened(version, None))
         else:

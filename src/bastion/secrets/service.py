@@ -20,7 +20,7 @@ from bastion.core.ids import new_id
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.secrets import vault as vaults
-from bastion.secrets.errors import SecretUnreadable
+from bastion.secrets.errors import KeyUnavailable, SecretUnreadable
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from bastion.secrets.vault import KeyState, Vault
 
@@ -231,6 +231,16 @@ def reveal_granted(
             outcome=Outcome.FAILURE,
             resource=("secret", secret_id),
             reason="secret_unreadable",
+            metadata={"name": name, "version": wanted, "scope": scope.type, "cause": exc.reason},
+        ) from None
+    except KeyUnavailable as exc:
+        raise exc.with_audit(
+            type=EventType.SECRET_REVEALED,
+            actor=actor,
+            org_id=org_id,
+            outcome=Outcome.FAILURE,
+            resource=("secret", secret_id),
+            reason="key_unavailable",
             metadata={"name": name, "version": wanted, "scope": scope.type, "cause": exc.reason},
         ) from None
     audit.record(
@@ -473,7 +483,15 @@ def reencrypt_round(
     with read() as db:
         orgs = vaults.orgs_rotating(db)
     size = batch or REENCRYPT_BATCH
-    return sum(reencrypt_org(write, vault, org_id, batch=size, wait=False).moved for org_id in orgs)
+    moved = 0
+    for org_id in orgs:
+        try:
+            moved += reencrypt_org(write, vault, org_id, batch=size, wait=False).moved
+        except KeyUnavailable:
+            # Its customer-managed key refuses for now: the rotation waits for it,
+            # every other organisation's goes on.
+            log.warning("re-encryption waits for the organisation's key", org_id=org_id)
+    return moved
 
 
 def shred_org(db: Session, vault: Vault | None, org_id: str) -> int:

@@ -37,8 +37,9 @@ from bastion.core.crypto import (
     random_bytes,
 )
 from bastion.core.keyring import Keyring, read_keyring
+from bastion.secrets.cmk import CUSTOMER_WRAPPED, CustomerKeyring, ProviderPolicy, root_key_aad
 from bastion.secrets.errors import DataKeyChanged, SecretUnreadable
-from bastion.secrets.models import OrgKey, SecretVersion
+from bastion.secrets.models import OrgEncryptionKey, OrgKey, SecretVersion
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -110,8 +111,7 @@ _PENDING = "bastion.vault.pending_keys"
 _LISTENING = "bastion.vault.listening"
 
 
-def _key_aad(org_id: str, version: int) -> bytes:
-    return f"org-data-key|{org_id}|{version}".encode()
+_key_aad = root_key_aad  # the associated data of a root-wrapped data key
 
 
 def value_aad(org_id: str, secret_id: str, version: int) -> bytes:
@@ -136,10 +136,16 @@ class Vault:
         provider: KeyProvider,
         ttl: float = DATA_KEY_TTL_SECONDS,
         active_ttl: float = ACTIVE_VERSION_TTL_SECONDS,
+        policy: ProviderPolicy | None = None,
     ) -> None:
         self.provider = provider
         self._ttl = ttl
         self.active_ttl = active_ttl
+        # Organisations' own keys (`bastion.secrets.cmk`): their data keys are cached
+        # here too, but each entry lives only `customer.recheck` seconds before the
+        # organisation's generation is read again (the key itself is held up to `ttl`).
+        self.customer = CustomerKeyring(provider, policy or ProviderPolicy(), ttl)
+        self._customer_orgs: set[str] = set()
         # (org, version) -> (expires, key, AESGCM): every cached data key;
         # org -> (expires, version, AESGCM.decrypt): the org's last cached data key, so a
         # reveal finds it with one lookup on the org id (no tuple key to build and hash);
@@ -163,7 +169,8 @@ class Vault:
 
     def _remember(self, org_id: str, version: int, key: bytes) -> AESGCM:
         cipher = aes256_gcm(key)
-        expires = _monotonic() + self._ttl
+        customer = org_id in self._customer_orgs
+        expires = _monotonic() + (self.customer.recheck if customer else self._ttl)
         with self._lock:
             self._cache[(org_id, version)] = (expires, key, cipher)
             self._recent[org_id] = (expires, version, cipher.decrypt)
@@ -180,6 +187,7 @@ class Vault:
             else:
                 self._recent.pop(org_id, None)
                 self._active.pop(org_id, None)
+        self.customer.forget(org_id)
 
     def forget_version(self, org_id: str, version: int) -> None:
         with self._lock:
@@ -205,7 +213,11 @@ class Vault:
         row = db.get(OrgKey, (org_id, version))
         if row is None:
             raise SecretUnreadable("data_key_destroyed")
-        key = self.provider.unwrap(row.root_version, row.wrapped, _key_aad(org_id, version))
+        if row.root_version == CUSTOMER_WRAPPED:
+            key = self.customer.unwrap(db, org_id, version, row.wrapped)
+            self._customer_orgs.add(org_id)
+        else:
+            key = self.provider.unwrap(row.root_version, row.wrapped, _key_aad(org_id, version))
         return key, self._remember(org_id, version, key)
 
     def data_key(self, db: Session, org_id: str, version: int) -> bytes:
@@ -220,7 +232,12 @@ class Vault:
         other transactions (cached) only once this one commits: a rolled-back key must
         never be used, nor confused with the same version created by someone else."""
         key = random_bytes(32)
-        root_version, wrapped = self.provider.wrap(key, _key_aad(org_id, version))
+        by_customer = self.customer.wrap(db, org_id, version, key)
+        if by_customer is not None:
+            self._customer_orgs.add(org_id)
+            root_version, wrapped = CUSTOMER_WRAPPED, by_customer
+        else:
+            root_version, wrapped = self.provider.wrap(key, _key_aad(org_id, version))
         db.add(OrgKey(org_id=org_id, version=version, wrapped=wrapped, root_version=root_version))
         db.flush()
         if _LISTENING not in db.info:
@@ -236,14 +253,19 @@ class Vault:
             return
         newest: dict[str, int] = {}
         for (org_id, version), key in pending.items():
+            if org_id in self._customer_orgs:
+                self.customer.hold(org_id, version, key)
             self._remember(org_id, version, key)
             newest[org_id] = max(version, newest.get(org_id, 0))
         for org_id, version in newest.items():
             self._set_active(org_id, version, self._cache[(org_id, version)][2])
 
     def _set_active(self, org_id: str, version: int, cipher: AESGCM) -> None:
+        ttl = self.active_ttl
+        if org_id in self._customer_orgs:
+            ttl = min(ttl, self.customer.recheck)
         with self._lock:
-            self._active[org_id] = (_monotonic() + self.active_ttl, version, cipher)
+            self._active[org_id] = (_monotonic() + ttl, version, cipher)
 
     def _newest(self, db: Session, org_id: str) -> tuple[int, AESGCM]:
         """The org's newest data key, read from the database (created on first use)."""
@@ -562,7 +584,9 @@ def rewrap(
     with sessions() as db:
         pending = list(
             db.execute(
-                select(OrgKey.org_id, OrgKey.version).where(OrgKey.root_version != active)
+                select(OrgKey.org_id, OrgKey.version).where(
+                    OrgKey.root_version != active, OrgKey.root_version != CUSTOMER_WRAPPED
+                )
             ).all()
         )
     done = 0
@@ -577,6 +601,23 @@ def rewrap(
                 done += 1
         if progress is not None:
             progress(1)
+    # The sealed configurations of customer-managed keys are under the root key too.
+    with sessions() as db:
+        configs = list(
+            db.execute(
+                select(OrgEncryptionKey.org_id).where(
+                    OrgEncryptionKey.config_root_version != active
+                )
+            ).scalars()
+        )
+    for org_id in configs:
+        with sessions() as db:
+            found = db.get(OrgEncryptionKey, org_id)
+            if found is not None and found.config_root_version != active:
+                aad = f"org-encryption-key-config|{org_id}".encode()
+                plain = provider.unwrap(found.config_root_version, found.config_sealed, aad)
+                found.config_root_version, found.config_sealed = provider.wrap(plain, aad)
+                db.commit()
     return done
 
 

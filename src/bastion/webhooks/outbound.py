@@ -44,6 +44,7 @@ from bastion.core.ids import new_id
 from bastion.core.netguard import PLAINTEXT, GuardedTransport, OutboundRefused, deadline
 from bastion.privacy import service as privacy
 from bastion.secrets import sealed
+from bastion.secrets.errors import KeyUnavailable
 from bastion.secrets.vault import Vault
 from bastion.webhooks import sealing
 from bastion.webhooks.models import (
@@ -468,6 +469,11 @@ def deliver_one(
         # every round's batch and stall every other organisation's deliveries.
         log.error("webhook delivery abandoned", delivery_id=delivery_id, reason=str(gone))
         _abandon(sessions, delivery_id, str(gone))
+        return False
+    except KeyUnavailable:
+        # The organisation's customer-managed key refuses for now: the delivery keeps
+        # its lease and is tried again once that runs out, nothing about it changed.
+        log.warning("webhook delivery waits for its organisation's key", delivery_id=delivery_id)
         return False
     if message is None:
         _release(sessions, delivery_id)
