@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bastion.api import fast, problems
+from bastion.api import fast, problems, residency
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.metrics import observe
@@ -161,6 +161,8 @@ class BastionMiddleware:
         )
         client = scope.get("client")
         path: str = scope["path"]
+        if self.state.regions is not None:  # residency: the region of this request
+            await residency.route(self.state.regions, path, headers)
         ctx = RequestContext(
             request_id=request_id,
             ip=self.state.proxies.client(
@@ -261,6 +263,8 @@ class BastionMiddleware:
                 )
                 return None
             receive = _replay(body)
+            if self.state.regions is not None and body and path.startswith("/v1/auth/"):
+                await residency.route_sign_in(self.state.regions, body)
 
         # Requests without a credential count against their address here; requests with
         # one count against the credential once it is verified, or against the address
