@@ -161,8 +161,6 @@ class BastionMiddleware:
         )
         client = scope.get("client")
         path: str = scope["path"]
-        if self.state.regions is not None:  # residency: the region of this request
-            await residency.route(self.state.regions, path, headers)
         ctx = RequestContext(
             request_id=request_id,
             ip=self.state.proxies.client(
@@ -179,6 +177,11 @@ class BastionMiddleware:
         scope[SCOPE_KEY] = ctx
         is_api = path.startswith(("/v1/", "/scim/v2/"))
         respond = Responder(self, ctx, send, is_api)
+        if self.state.regions is not None and not await residency.route(
+            self.state.regions, path, headers
+        ):  # residency: the region of this request, or 503 when it cannot be known
+            await respond.problem(*residency.unavailable(request_id))
+            return
 
         original = receive
         prepared = await self._prepare(scope, receive, ctx, respond, is_api)
@@ -263,8 +266,14 @@ class BastionMiddleware:
                 )
                 return None
             receive = _replay(body)
-            if self.state.regions is not None and body and path.startswith("/v1/auth/"):
-                await residency.route_sign_in(self.state.regions, body)
+            if (
+                self.state.regions is not None
+                and body
+                and path.startswith("/v1/auth/")
+                and not await residency.route_sign_in(self.state.regions, body)
+            ):
+                await respond.problem(*residency.unavailable(ctx.request_id))
+                return None
 
         # Requests without a credential count against their address here; requests with
         # one count against the credential once it is verified, or against the address

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import re
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
-from bastion.core.db.regions import CURRENT, Regions
+from bastion.api.problems import BUSY_RETRY_AFTER, encode, problem_body, problem_headers
+from bastion.core.db.regions import CURRENT, RegionUnavailable, Regions
 from bastion.identity.tokens import parse
 
 _ORG_IN_PATH = re.compile(r"/v1/orgs/(org_[0-9A-Z]{26})(?:/|$)")
@@ -38,7 +41,26 @@ def _credential_region(regions: Regions, token: str) -> str | None:
     return regions.region_of_credential(parsed.row_id) if parsed is not None else None
 
 
-async def route(regions: Regions, path: str, headers: dict[bytes, str]) -> None:
+async def route(regions: Regions, path: str, headers: dict[bytes, str]) -> bool:
+    """`_route`; False when the region cannot be known now (a database down)."""
+    try:
+        await _route(regions, path, headers)
+    except (RegionUnavailable, OperationalError, PoolTimeout):
+        return False
+    return True
+
+
+def unavailable(request_id: str) -> tuple[int, dict[str, str], bytes]:
+    """503 for a request whose region (or the directory) does not answer: nothing was
+    done; other regions' organisations are served as usual."""
+    detail = "the database of this organisation's region is unavailable; retry shortly"
+    body = problem_body(503, "region_unavailable", "Service unavailable", detail, request_id)
+    headers = problem_headers(None, 503)
+    headers["retry-after"] = str(BUSY_RETRY_AFTER)
+    return 503, headers, encode(body)
+
+
+async def _route(regions: Regions, path: str, headers: dict[bytes, str]) -> None:
     """Set the request's region (`CURRENT`): the caller's first, since a caller acts only
     in its own organisation (another's in the path is 404 there, as with one region),
     else the organisation in the path (sign-in flows, SCIM, SSO callbacks)."""
@@ -57,7 +79,16 @@ async def route(regions: Regions, path: str, headers: dict[bytes, str]) -> None:
     CURRENT.set(region)
 
 
-async def route_sign_in(regions: Regions, body: bytes) -> None:
+async def route_sign_in(regions: Regions, body: bytes) -> bool:
+    """`_route_sign_in`; False when the region cannot be known now (a database down)."""
+    try:
+        await _route_sign_in(regions, body)
+    except (RegionUnavailable, OperationalError, PoolTimeout):
+        return False
+    return True
+
+
+async def _route_sign_in(regions: Regions, body: bytes) -> None:
     """For `/v1/auth/…` bodies: the region of the email signing in, or of the one-time
     token (setup, password reset, second factor) presented. Unknown: unchanged."""
     try:

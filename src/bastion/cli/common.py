@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from sqlalchemy.orm import Session
@@ -27,6 +26,11 @@ from bastion.core.pagination import Page
 from bastion.core.permissions import ALL_PERMISSIONS, CredentialKind
 from bastion.core.principal import Principal
 from bastion.identity.tokens import TokenHasher
+
+try:  # typer (>= 0.22) runs commands on a click of its own
+    from typer._click.globals import get_current_context as _current_command
+except ImportError:  # pragma: no cover - older typer
+    from click import get_current_context as _current_command
 
 T = TypeVar("T")
 
@@ -117,7 +121,7 @@ def database_url(cfg: Settings) -> str:
         return cfg.resolved_database_url
     region = regions.CURRENT.get()
     if region is None:
-        click_ctx = click.get_current_context(silent=True)
+        click_ctx = _current_command(silent=True)
         params = click_ctx.params if click_ctx is not None else {}
         org_id = params.get("org") or params.get("org_id")
         if isinstance(org_id, str):

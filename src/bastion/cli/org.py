@@ -180,7 +180,7 @@ def import_(
         was = found.region_of(org_id)
         if was == region:
             fail(f"{org_id} is in {region} already")
-        written = regions.import_org(found.engines[region], document)
+        written = regions.import_org(found.engines[region], document, region)
         found.move_org(org_id, region)
         removed = regions.delete_org_rows(found.engines[was], org_id) if was else 0
         left = regions.count_org_rows(found.engines[was], org_id) if was else 0

@@ -93,6 +93,11 @@ class RegionUnknown(LookupError):
     """A region name not in `BASTION_REGIONS`."""
 
 
+class RegionUnavailable(Exception):
+    """Routing could not be decided: the directory, or a region that might hold the
+    answer, did not answer. The request is refused (503), never sent elsewhere."""
+
+
 def tenant_tables(metadata: MetaData | None = None) -> list[tuple[Table, str]]:
     """Every table whose rows name their organisation, with the column naming it."""
     found = []
@@ -247,14 +252,24 @@ class Regions:
         table = CREDENTIAL_TABLES.get(credential_id.partition("_")[0])
         if table is None:
             return None
+        sql = f'SELECT org_id FROM "{table}" WHERE id = :v'  # noqa: S608 - a fixed name
+        return self._ask_regions(sql, credential_id)
+
+    def _ask_regions(self, sql: str, value: str) -> str | None:
+        """The first region's answer to a one-value lookup; RegionUnavailable when none
+        answered it and a region did not answer at all (it may hold it)."""
+        down = False
         for name in self.names:
-            with contextlib.suppress(Exception):  # a region down knows nothing now
+            try:
                 with self.engines[name].connect() as conn:
-                    org_id = conn.execute(
-                        text(f'SELECT org_id FROM "{table}" WHERE id = :id'), {"id": credential_id}
-                    ).scalar()
-                if org_id is not None:
-                    return str(org_id)
+                    found = conn.execute(text(sql), {"v": value}).scalar()
+            except Exception:  # noqa: BLE001 - a region down: maybe the one that knows
+                down = True
+                continue
+            if found is not None:
+                return str(found)
+        if down:
+            raise RegionUnavailable("a region's database did not answer")
         return None
 
     def region_of_email(self, email: str) -> str | None:
@@ -269,16 +284,10 @@ class Regions:
                 select(directory_emails.c.org_id).where(directory_emails.c.email_hash == digest)
             ).scalar()
         if org_id is None:
-            for name in self.names:
-                with contextlib.suppress(Exception):
-                    with self.engines[name].connect() as conn:
-                        org_id = conn.execute(
-                            text("SELECT org_id FROM users WHERE email_normalized = :e"),
-                            {"e": normalized},
-                        ).scalar()
-                if org_id is not None:
-                    self._record(directory_emails, email_hash=digest, org_id=str(org_id))
-                    break
+            sql = "SELECT org_id FROM users WHERE email_normalized = :v"
+            org_id = self._ask_regions(sql, normalized)
+            if org_id is not None:
+                self._record(directory_emails, email_hash=digest, org_id=org_id)
         return self.region_of(str(org_id)) if org_id is not None else None
 
     def _record(self, table: Table, **values: str) -> None:
@@ -454,11 +463,13 @@ def _org_tables(metadata: MetaData) -> list[tuple[Table, Any]]:
     of (org_id) -> the WHERE clause selecting them: its organisation column, or its
     parent's (tables without one, e.g. webhook attempts under their delivery)."""
     direct = {table.name: column for table, column in tenant_tables(metadata)}
-    found: list[tuple[Table, Any]] = []
+    orgs = metadata.tables["organizations"]
+    # The organisation first: the residency guards refuse any row of it before.
+    found: list[tuple[Table, Any]] = [(orgs, lambda org_id: orgs.c.id == org_id)]
     for table in metadata.sorted_tables:
         if table.name == "organizations":
-            found.append((table, lambda org_id, t=table: t.c.id == org_id))
-        elif table.name in direct:
+            continue
+        if table.name in direct:
             found.append((table, lambda org_id, t=table, c=direct[table.name]: t.c[c] == org_id))
         else:
             for fk in table.foreign_keys:
@@ -514,18 +525,21 @@ def export_org(engine: Engine, org_id: str) -> dict[str, Any]:
     return {"format": EXPORT_FORMAT, "org_id": org_id, "tables": tables}
 
 
-def import_org(engine: Engine, document: Mapping[str, Any]) -> int:
-    """Write an `export_org` document into `engine`'s database in one transaction (all or
-    nothing); returns the number of rows written."""
+def import_org(engine: Engine, document: Mapping[str, Any], region: str) -> int:
+    """Write an `export_org` document into `engine`'s database, the organisation's region
+    now `region`, in one transaction (all or nothing); returns the number of rows
+    written."""
     if document.get("format") != EXPORT_FORMAT:
         raise ValueError(f"not a {EXPORT_FORMAT} document")
     tables = document["tables"]
     written = 0
     with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
+        for table, _ in _org_tables(Base.metadata):
             rows = tables.get(table.name)
             if rows:
                 decoded = [{k: _decode(v) for k, v in row.items()} for row in rows]
+                if table.name == "organizations":
+                    decoded = [{**row, "region": region} for row in decoded]
                 conn.execute(table.insert(), decoded)
                 written += len(decoded)
     return written
