@@ -177,11 +177,6 @@ class BastionMiddleware:
         scope[SCOPE_KEY] = ctx
         is_api = path.startswith(("/v1/", "/scim/v2/"))
         respond = Responder(self, ctx, send, is_api)
-        if self.state.regions is not None and not await residency.route(
-            self.state.regions, path, headers
-        ):  # residency: the region of this request, or 503 when it cannot be known
-            await respond.problem(*residency.unavailable(request_id))
-            return
 
         original = receive
         prepared = await self._prepare(scope, receive, ctx, respond, is_api)
@@ -266,14 +261,9 @@ class BastionMiddleware:
                 )
                 return None
             receive = _replay(body)
-            if (
-                self.state.regions is not None
-                and body
-                and path.startswith("/v1/auth/")
-                and not await residency.route_sign_in(self.state.regions, body)
-            ):
-                await respond.problem(*residency.unavailable(ctx.request_id))
-                return None
+        if not await self._route(ctx, body):  # residency: 503 when the region is unknowable
+            await respond.problem(*residency.unavailable(ctx.request_id))
+            return None
 
         # Requests without a credential count against their address here; requests with
         # one count against the credential once it is verified, or against the address
@@ -317,6 +307,18 @@ class BastionMiddleware:
                     return None
         respond.idempotency = scope_idem
         return receive
+
+    async def _route(self, ctx: RequestContext, body: bytes) -> bool:
+        """Residency (`BASTION_REGIONS`): name the request's region before any database
+        work (`bastion.api.residency`); False when it cannot be known now."""
+        regions = self.state.regions
+        if regions is None:
+            return True
+        if not await residency.route(regions, ctx.path, ctx.headers):
+            return False
+        if body and ctx.path.startswith("/v1/auth/"):
+            return await residency.route_sign_in(regions, body)
+        return True
 
     async def _read_body(self, ctx: RequestContext, receive: Receive) -> bytes:
         limit = self.state.settings.body_limit_bytes

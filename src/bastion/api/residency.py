@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.problems import BUSY_RETRY_AFTER, encode, problem_body, problem_headers
-from bastion.core.db.regions import CURRENT, RegionUnavailable, Regions
+from bastion.core.db.regions import CURRENT, Regions, RegionUnavailable
 from bastion.identity.tokens import parse
 
 _ORG_IN_PATH = re.compile(r"/v1/orgs/(org_[0-9A-Z]{26})(?:/|$)")

@@ -30,7 +30,7 @@ from bastion.identity.tokens import TokenHasher
 try:  # typer (>= 0.22) runs commands on a click of its own
     from typer._click.globals import get_current_context as _current_command
 except ImportError:  # pragma: no cover - older typer
-    from click import get_current_context as _current_command
+    from click import get_current_context as _current_command  # type: ignore[no-redef]
 
 T = TypeVar("T")
 

@@ -137,7 +137,7 @@ def install_guards(engine: Engine) -> int:
                     )
             else:
                 check = (
-                    f'WHEN NEW."{column}" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM'
+                    f'WHEN NEW."{column}" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM'  # noqa: S608
                     f' organizations WHERE id = NEW."{column}") BEGIN SELECT RAISE(ABORT,'
                     " 'FOREIGN KEY constraint failed: organisation not in this region'); END"
                 )
@@ -214,8 +214,8 @@ class Regions:
             ).scalar()
         if found is not None and found in self.engines:
             with self._lock:
-                self._orgs[org_id] = found
-            return found
+                self._orgs[org_id] = str(found)
+            return str(found)
         return None
 
     def cached_region_of(self, org_id: str) -> str | None:
@@ -263,7 +263,7 @@ class Regions:
             try:
                 with self.engines[name].connect() as conn:
                     found = conn.execute(text(sql), {"v": value}).scalar()
-            except Exception:  # noqa: BLE001 - a region down: maybe the one that knows
+            except Exception:
                 down = True
                 continue
             if found is not None:
@@ -434,12 +434,12 @@ class RoutedGroupCommit(GroupCommit):
     def __repr__(self) -> str:
         return f"RoutedGroupCommit({', '.join(self._writers)})"
 
-    @property  # type: ignore[override]
-    def batches(self) -> int:
+    @property  # the sums over the regions' writers
+    def batches(self) -> int:  # type: ignore[override]
         return sum(w.batches for w in self._writers.values())
 
-    @property  # type: ignore[override]
-    def units(self) -> int:
+    @property
+    def units(self) -> int:  # type: ignore[override]
         return sum(w.units for w in self._writers.values())
 
     async def run(self, work: Work[T], *, order: str = "") -> T:
