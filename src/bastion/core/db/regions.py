@@ -386,16 +386,11 @@ class RoutedDirectReader(DirectReader):
     def __init__(self, readers: Mapping[str, DirectReader], regions: Regions) -> None:
         self._readers = dict(readers)
         self._regions = regions
-        first = next(iter(self._readers.values()))
-        self._sqlite = first.local
-        self.size = first.size
+        self._sqlite = all(reader.local for reader in self._readers.values())  # `local`
+        self.size = next(iter(self._readers.values())).size
 
     def __repr__(self) -> str:
         return f"RoutedDirectReader({', '.join(self._readers)})"
-
-    @property
-    def local(self) -> bool:
-        return all(reader.local for reader in self._readers.values())
 
     def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._readers[self._regions.current()].fetchall(sql, params)
