@@ -63,9 +63,60 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# `BASTION_TEST_REGIONS=2`: the suite with data residency on, two regions (two SQLite
+# files, or two PostgreSQL databases under BASTION_TEST_DATABASE_URL) and a directory;
+# the factory creates organisations in the regions in turn (docs/residency.md).
+TEST_REGIONS = int(os.environ.get("BASTION_TEST_REGIONS") or 0)
+REGION_NAMES = ("eu", "us", "ap", "sa")
+# Directory URL -> its regions: every app a test builds on the session's database
+# (`make_settings(data_dir, database_url)`) is a regional one too.
+REGION_SETS: dict[str, dict[str, str]] = {}
+
+
+def _fresh_database(data_dir: Path, name: str) -> tuple[str, str | None]:
+    """A new empty database: (url, PostgreSQL database name to drop, or None)."""
+    base = os.environ.get("BASTION_TEST_DATABASE_URL")
+    if not base:
+        return f"sqlite:///{data_dir / name}.db", None
+    return _postgres_database(base)
+
+
+def prepare_regions(directory: str, regional: dict[str, str]) -> None:
+    """Each region's database at head with its residency guards; the directory's tables."""
+    from bastion.core.db import make_engine
+    from bastion.core.db.regions import DIRECTORY, install_guards
+
+    for url in regional.values():
+        upgrade(url)
+        engine = make_engine(url)
+        install_guards(engine)
+        engine.dispose()
+    engine = make_engine(directory)
+    DIRECTORY.create_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def region_urls(database_url: str) -> dict[str, str]:
+    """The regions' databases under `BASTION_TEST_REGIONS` (made with the directory by
+    `database_url`); empty without."""
+    return REGION_SETS.get(database_url, {})
+
+
 @pytest.fixture(scope="session")
 def database_url(data_dir: Path) -> Iterator[str]:
     base = os.environ.get("BASTION_TEST_DATABASE_URL")
+    if TEST_REGIONS:  # the directory (routing tables only) and the regions' databases
+        names = ("directory", *REGION_NAMES[:TEST_REGIONS])
+        made = {n: _fresh_database(data_dir, n) for n in names}
+        url = made["directory"][0]
+        REGION_SETS[url] = {n: u for n, (u, _) in made.items() if n != "directory"}
+        prepare_regions(url, REGION_SETS[url])
+        yield url
+        for _, name in made.values():
+            if base and name:
+                _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
     if not base:
         url = f"sqlite:///{data_dir / 'bastion.db'}"
         upgrade(url)
@@ -124,12 +175,14 @@ def make_settings(data_dir: Path, database_url: str, **overrides: object) -> Set
         # Each app gets its own rate-limit counters, even when they share one Redis.
         "rate_limit_namespace": f"test-{uuid.uuid4().hex}",
     }
+    if database_url in REGION_SETS:
+        values["regions"] = REGION_SETS[database_url]
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path, database_url: str) -> Settings:
+def settings(data_dir: Path, database_url: str, region_urls: dict[str, str]) -> Settings:
     return make_settings(data_dir, database_url)
 
 

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from bastion.api.state import AppState
 from bastion.core.context import Actor
 from bastion.core.db import begin_write
+from bastion.core.db.regions import in_region
+from bastion.core.ids import new_id
 from bastion.identity import apikeys
 from bastion.identity import service as users
 from bastion.tenancy import service as tenancy
@@ -72,10 +74,24 @@ class Factory:
         begin_write(db)
         return db
 
-    def org(self, name: str = "Acme") -> Org:
+    def org(self, name: str = "Acme", region: str | None = None) -> Org:
+        regions = self.state.regions
+        if regions is None:
+            return self._org(name, "default")
+        # Data residency on (BASTION_TEST_REGIONS): the regions in turn, routed first.
+        Factory._turn += 1
+        chosen = region or regions.names[Factory._turn % len(regions.names)]
+        org_id = new_id("org")
+        regions.register_org(org_id, chosen)
+        with in_region(chosen):
+            return self._org(name, chosen, org_id)
+
+    _turn = 0
+
+    def _org(self, name: str, region: str, org_id: str | None = None) -> Org:
         email = unique_email("admin")
         with self._tx() as db:
-            org = tenancy.create_org(db, ACTOR, name=name)
+            org = tenancy.create_org(db, ACTOR, name=name, region=region, org_id=org_id)
             created = users.create_user(
                 db,
                 ACTOR,

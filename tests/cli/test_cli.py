@@ -57,7 +57,8 @@ def test_bootstrap_flow(env: Path) -> None:
             stdin="a-long-admin-password\n",
         )
     )
-    assert set(created) == {"org_id", "user_id"}
+    assert set(created) == {"org_id", "user_id", "region"}
+    assert created["region"] == "default"
     key = json.loads(
         _ok(
             [

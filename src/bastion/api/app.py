@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before the first request
@@ -58,6 +61,13 @@ from bastion.console import build_app as build_console
 from bastion.core import revisions
 from bastion.core.config import Settings, load_settings
 from bastion.core.db import AsyncDirectReader, DirectReader, make_engine, make_sessionmaker
+from bastion.core.db.regions import (
+    CURRENT,
+    EMAIL_PURPOSE,
+    Regions,
+    RoutedAsyncDirectReader,
+    RoutedDirectReader,
+)
 from bastion.core.keyring import ROOT_KEY_FILE, load_pepper, read_keyring
 from bastion.core.logging import configure_logging
 from bastion.core.ratelimit import RateLimiter
@@ -84,31 +94,54 @@ and `cursor` and return `{"data": [...], "next_cursor": ...}`. POST accepts an
 """
 
 
-def build_state(settings: Settings) -> AppState:
-    pepper = load_pepper(settings)
-    passwords.configure(
-        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
-    )
-    engine = make_engine(
-        settings.resolved_database_url,
+def _engine(settings: Settings, url: str) -> Engine:
+    return make_engine(
+        url,
         write_wait=settings.database_write_wait,
         write_hold_limit=settings.database_write_hold_limit,
         sqlite_synchronous=settings.sqlite_synchronous,
         pool_size=settings.database_pool_size,
         pool_overflow=settings.database_pool_overflow,
     )
+
+
+def build_state(settings: Settings) -> AppState:
+    pepper = load_pepper(settings)
+    passwords.configure(
+        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+    )
+    hasher = TokenHasher(pepper)
     revisions.install()
-    direct = DirectReader(engine)  # one per process: its PostgreSQL connections are bounded
+    regions = build_regions(settings, hasher) if settings.regions else None
+    sessions: sessionmaker[Session]
+    write_sessions: sessionmaker[Session]
+    if regions is None:
+        engine = _engine(settings, settings.resolved_database_url)
+        direct = DirectReader(engine)  # one per process: its PostgreSQL connections are bounded
+        async_direct = AsyncDirectReader(engine) if engine.dialect.name == "postgresql" else None
+        sessions = make_sessionmaker(engine)
+        write_sessions = make_sessionmaker(engine, write=True)
+    else:  # data residency: everything follows the request's (or worker's) region
+        engine = regions.engines[regions.home]
+        direct = RoutedDirectReader(
+            {n: DirectReader(e) for n, e in regions.engines.items()}, regions
+        )
+        async_direct = (
+            RoutedAsyncDirectReader(
+                {n: AsyncDirectReader(e) for n, e in regions.engines.items()}, regions
+            )
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+        sessions = regions.routed()
+        write_sessions = regions.routed(write=True)
     return AppState(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
-        write_sessions=make_sessionmaker(engine, write=True),
-        hasher=TokenHasher(pepper),
-        auth_cache=AuthCache(
-            direct,
-            AsyncDirectReader(engine) if engine.dialect.name == "postgresql" else None,
-        ),
+        sessions=sessions,
+        write_sessions=write_sessions,
+        hasher=hasher,
+        auth_cache=AuthCache(direct, async_direct),
         limiter=RateLimiter(settings.redis_url_value, settings.rate_limit_namespace),
         signer=InstanceSigner(read_keyring(settings.data_dir / SIGNING_KEY_FILE)),
         root_keys=read_keyring(settings.data_dir / ROOT_KEY_FILE),
@@ -122,6 +155,19 @@ def build_state(settings: Settings) -> AppState:
             ),
         ),
         direct=direct,
+        regions=regions,
+    )
+
+
+def build_regions(settings: Settings, hasher: TokenHasher) -> Regions:
+    """The directory (`BASTION_DATABASE_URL`) and each region's engine."""
+    return Regions(
+        _engine(settings, settings.resolved_database_url),
+        {
+            name: _engine(settings, region.resolved_database_url)
+            for name, region in settings.regions.items()
+        },
+        hasher=lambda email: hasher.keyed(EMAIL_PURPOSE, email)[0],
     )
 
 
@@ -351,6 +397,20 @@ def _refresh_integrations(state: AppState) -> Worker:
     )
 
 
+def _region_contexts(state: AppState) -> list[contextvars.Context]:
+    """Where background workers run: once per region, each with its region set (its
+    rounds' threads inherit it), so one region's database down stops only its own
+    rounds; once, as before, with a single region."""
+    if state.regions is None:
+        return [contextvars.copy_context()]
+    contexts = []
+    for name in state.regions.names:
+        context = contextvars.copy_context()
+        context.run(CURRENT.set, name)
+        contexts.append(context)
+    return contexts
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_as_json)
@@ -358,17 +418,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        workers = (
+            _maintain_audit,
+            _sweep_approvals,
+            _notify_approvers,
+            _deliver_audit_sinks,
+            _evaluate_alerts,
+            _deliver_webhooks,
+            _reencrypt_secrets,
+            _check_customer_keys,
+            _refresh_integrations,
+            _maintain_compliance,
+        )
         tasks = [
-            asyncio.create_task(_maintain_audit(state)),
-            asyncio.create_task(_sweep_approvals(state)),
-            asyncio.create_task(_notify_approvers(state)),
-            asyncio.create_task(_deliver_audit_sinks(state)),
-            asyncio.create_task(_evaluate_alerts(state)),
-            asyncio.create_task(_deliver_webhooks(state)),
-            asyncio.create_task(_reencrypt_secrets(state)),
-            asyncio.create_task(_check_customer_keys(state)),
-            asyncio.create_task(_refresh_integrations(state)),
-            asyncio.create_task(_maintain_compliance(state)),
+            asyncio.create_task(worker(state), context=context)
+            for context in _region_contexts(state)
+            for worker in workers
         ]
         try:
             yield
@@ -380,7 +445,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(state.mailer.close)
             state.direct.close()
             await state.auth_cache.aclose()
-            state.engine.dispose()
+            if state.regions is not None:
+                state.regions.dispose()
+            else:
+                state.engine.dispose()
 
     app = BastionAPI(
         lifespan=lifespan,

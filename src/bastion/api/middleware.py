@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bastion.api import fast, problems
+from bastion.api import fast, problems, residency
 from bastion.api.context import SCOPE_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.metrics import observe
@@ -261,6 +261,9 @@ class BastionMiddleware:
                 )
                 return None
             receive = _replay(body)
+        if not await self._route(ctx, body):  # residency: 503 when the region is unknowable
+            await respond.problem(*residency.unavailable(ctx.request_id))
+            return None
 
         # Requests without a credential count against their address here; requests with
         # one count against the credential once it is verified, or against the address
@@ -304,6 +307,18 @@ class BastionMiddleware:
                     return None
         respond.idempotency = scope_idem
         return receive
+
+    async def _route(self, ctx: RequestContext, body: bytes) -> bool:
+        """Residency (`BASTION_REGIONS`): name the request's region before any database
+        work (`bastion.api.residency`); False when it cannot be known now."""
+        regions = self.state.regions
+        if regions is None:
+            return True
+        if not await residency.route(regions, ctx.path, ctx.headers):
+            return False
+        if body and ctx.path.startswith("/v1/auth/"):
+            return await residency.route_sign_in(regions, body)
+        return True
 
     async def _read_body(self, ctx: RequestContext, receive: Receive) -> bytes:
         limit = self.state.settings.body_limit_bytes

@@ -18,6 +18,7 @@ from bastion.authz.engine import Engine as AuthzEngine
 from bastion.core.clientip import TrustedProxies
 from bastion.core.config import Settings
 from bastion.core.db import DirectReader
+from bastion.core.db.regions import Regions, RoutedGroupCommit
 from bastion.core.groupcommit import GroupCommit
 from bastion.core.keyring import Keyring
 from bastion.core.mail import Mailer, SmtpConfig
@@ -51,6 +52,9 @@ class AppState:
     authz: AuthzEngine = field(repr=False)
     vault: Vault = field(repr=False)
     direct: DirectReader = field(repr=False)  # hot-path reads outside the ORM pool
+    # Data residency (`BASTION_REGIONS`): the directory and each region's database;
+    # None with one region (then everything is in `engine`).
+    regions: Regions | None = field(default=None, repr=False)
     api_quota: RateLimitItem = field(init=False)
     ip_quota: RateLimitItem = field(init=False)
     waiters: Waiters = field(init=False, repr=False)
@@ -76,7 +80,13 @@ class AppState:
         per_minute = self.settings.api_requests_per_minute
         self.api_quota = per_window(per_minute, 60)
         self.waiters = Waiters(self.sessions)
-        self.writer = GroupCommit(self.write_sessions)
+        if self.regions is None:
+            self.writer = GroupCommit(self.write_sessions)
+        else:  # one writer thread per region: a batch never spans two databases
+            regions = self.regions
+            self.writer = RoutedGroupCommit(
+                {n: GroupCommit(regions.sessions(n, write=True)) for n in regions.names}, regions
+            )
         self.source_rights = access.SourceRights(self.authz, self.sessions)
         self.gate = Gate(
             self.sessions,

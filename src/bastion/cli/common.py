@@ -19,13 +19,18 @@ import bastion.registry  # noqa: F401 - every domain's registrations, before any
 from bastion.core import revisions
 from bastion.core.config import ConfigError, Settings, load_settings
 from bastion.core.context import Actor
-from bastion.core.db import begin_write, make_engine, make_sessionmaker
+from bastion.core.db import begin_write, make_engine, make_sessionmaker, regions
 from bastion.core.errors import BastionError
 from bastion.core.keyring import load_pepper
 from bastion.core.pagination import Page
 from bastion.core.permissions import ALL_PERMISSIONS, CredentialKind
 from bastion.core.principal import Principal
 from bastion.identity.tokens import TokenHasher
+
+try:  # typer (>= 0.22) runs commands on a click of its own
+    from typer._click.globals import get_current_context as _current_command
+except ImportError:  # pragma: no cover - older typer
+    from click import get_current_context as _current_command  # type: ignore[no-redef]
 
 T = TypeVar("T")
 
@@ -108,10 +113,44 @@ def host_principal(org_id: str) -> Principal:
     )
 
 
+def database_url(cfg: Settings) -> str:
+    """The database a command works in: the only one, or (`BASTION_REGIONS`) the region
+    of the organisation the command names (`--org`, an `ORG_ID` argument), of the region
+    set (`regions.CURRENT`, e.g. `org create --region`), else the first region."""
+    if not cfg.regions:
+        return cfg.resolved_database_url
+    region = regions.CURRENT.get()
+    if region is None:
+        click_ctx = _current_command(silent=True)
+        params = click_ctx.params if click_ctx is not None else {}
+        org_id = params.get("org") or params.get("org_id")
+        if isinstance(org_id, str):
+            with directory(cfg) as found:
+                region = found.region_of(org_id)
+    name = region or next(iter(cfg.regions))
+    if name not in cfg.regions:
+        fail(f"no region {name!r} in BASTION_REGIONS", EXIT_USAGE)
+    return cfg.regions[name].resolved_database_url
+
+
+@contextmanager
+def directory(cfg: Settings) -> Iterator[regions.Regions]:
+    """The routing directory and each region's engine, for a command (disposed after)."""
+    found = regions.Regions(
+        make_engine(cfg.resolved_database_url),
+        {n: make_engine(r.resolved_database_url) for n, r in cfg.regions.items()},
+        hasher=lambda email: hasher(cfg).keyed(regions.EMAIL_PURPOSE, email)[0],
+    )
+    try:
+        yield found
+    finally:
+        found.dispose()
+
+
 @contextmanager
 def unit_of_work(cfg: Settings) -> Iterator[Session]:
     """One transaction; committed only if the block finishes without error."""
-    engine = make_engine(cfg.resolved_database_url)
+    engine = make_engine(database_url(cfg))
     revisions.install()  # servers' cached credentials see what the CLI changes
     try:
         with make_sessionmaker(engine)() as db:

@@ -114,6 +114,30 @@ def _upgrade(url: str, json: bool) -> int:
     return len(todo)
 
 
+def _upgrade_all(cfg: Settings, json: bool) -> int:
+    """`_upgrade` the database; with `BASTION_REGIONS`, each region's (then its residency
+    guards) and the directory's routing tables instead."""
+    if not cfg.regions:
+        return _upgrade(cfg.resolved_database_url, json)
+    from bastion.core.db import make_engine
+    from bastion.core.db.regions import DIRECTORY, install_guards
+
+    applied = 0
+    for region in cfg.regions.values():
+        applied += _upgrade(region.resolved_database_url, json)
+        engine = make_engine(region.resolved_database_url)
+        try:
+            install_guards(engine)
+        finally:
+            engine.dispose()
+    engine = make_engine(cfg.resolved_database_url)
+    try:
+        DIRECTORY.create_all(engine)
+    finally:
+        engine.dispose()
+    return applied
+
+
 @app.command()
 def init(json: Json = False) -> None:
     """Create the data directory, key files (mode 0600) and the database at schema head.
@@ -129,7 +153,7 @@ def init(json: Json = False) -> None:
         load_pepper(cfg)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
-    applied = _upgrade(cfg.resolved_database_url, json)
+    applied = _upgrade_all(cfg, json)
     where = str(cfg.data_dir.resolve())
     emit(
         {"data_dir": where, "created": created, "migrations_applied": applied},
@@ -143,7 +167,7 @@ def init(json: Json = False) -> None:
 @app.command()
 def migrate(json: Json = False) -> None:
     """Upgrade the database schema to head, with a progress bar."""
-    applied = _upgrade(settings().resolved_database_url, json)
+    applied = _upgrade_all(settings(), json)
     emit({"migrations_applied": applied}, json, f"database at schema head ({applied} applied)")
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_WORDS = ("changeme", "change-me", "placeholder", "secret", "password", "example", "xxx")
@@ -31,6 +32,29 @@ def check_secret(name: str, value: str) -> None:
         raise ConfigError(f"{name} looks like a placeholder: generate a random value")
 
 
+REGION_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+DEFAULT_REGION = "default"
+
+
+class RegionConfig(BaseModel):
+    """One region of `BASTION_REGIONS`: its database and, optionally, its Redis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = Field(repr=False)
+    redis_url: SecretStr | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return _driver_url(self.database_url)
+
+
+def _driver_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BASTION_", env_file=os.environ.get("BASTION_CONFIG_FILE"), extra="ignore"
@@ -39,6 +63,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".bastion")
     database_url: str | None = Field(default=None, repr=False)
     redis_url: SecretStr | None = None
+    # Data residency (docs/residency.md): region name -> its database URL, or
+    # {"database_url": ..., "redis_url": ...}. Set, `database_url` is the global
+    # directory (routing data only) and every organisation's rows live in its region's
+    # database. Unset: one region, `default`, in `database_url` (today's shape).
+    regions: dict[str, RegionConfig] = Field(default_factory=dict, repr=False)
     # Prefix of rate-limit keys in Redis, so several instances can share one server.
     rate_limit_namespace: str = "bastion"
     host: str = "127.0.0.1"
@@ -195,6 +224,29 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _regions_shape(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                name: {"database_url": entry} if isinstance(entry, str) else entry
+                for name, entry in value.items()
+            }
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: dict[str, RegionConfig]) -> dict[str, RegionConfig]:
+        for name, entry in value.items():
+            if not re.match(REGION_NAME, name):
+                raise ValueError("region names are lowercase letters, digits and '-' (<= 32)")
+            if not entry.database_url.strip():
+                raise ValueError(f"region {name} needs a database URL")
+        urls = [entry.resolved_database_url for entry in value.values()]
+        if len(set(urls)) != len(urls):
+            raise ValueError("each region needs a database of its own")
+        return value
+
     @field_validator("metrics_token")
     @classmethod
     def _metrics_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
@@ -286,12 +338,15 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
+        """The database: of everything (one region), or the directory (`regions` set)."""
         if self.database_url:
-            url = self.database_url
-            if url.startswith("postgresql://") or url.startswith("postgres://"):
-                url = "postgresql+psycopg://" + url.split("://", 1)[1]
-            return url
+            return _driver_url(self.database_url)
         return f"sqlite:///{(self.data_dir / 'bastion.db').resolve()}"
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """The regions organisations may be created in (`default` with one region)."""
+        return tuple(self.regions) or (DEFAULT_REGION,)
 
     @property
     def log_as_json(self) -> bool:

@@ -30,6 +30,9 @@ class Organization(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # Data residency: the region whose database holds every row of the organisation,
+    # fixed at creation (`BASTION_REGIONS`; `default` with one region).
+    region: Mapped[str] = mapped_column(String(32), default="default", server_default="default")
     # Per-org overrides of the instance defaults (seconds); NULL means "use the default".
     session_idle_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     session_absolute_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)

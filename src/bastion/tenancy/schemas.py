@@ -36,6 +36,10 @@ class OrgOut(Out):
     id: str
     name: str
     status: str
+    region: str = Field(
+        description="The region whose database holds every row of the organisation "
+        "(data residency), fixed at creation; `default` with one region."
+    )
     session_idle_timeout: int | None = Field(description="Seconds; null uses the instance default.")
     session_absolute_timeout: int | None
     audit_retention_days: int = Field(description="Audit events older than this are purged.")
@@ -71,6 +75,10 @@ class OrgOut(Out):
 
 class OrgUpdate(In):
     name: Name | None = None
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")] | None = Field(
+        default=None,
+        description="Fixed at creation: the same region is accepted, another is 409.",
+    )
     session_idle_timeout: Seconds | None = None
     session_absolute_timeout: Seconds | None = None
     audit_retention_days: Annotated[int, Field(ge=30, le=3650)] | None = None

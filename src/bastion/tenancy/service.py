@@ -31,11 +31,15 @@ from bastion.tenancy.models import DEFAULT_AUDIT_RETENTION_DAYS, Organization, T
 ORG_DELETED = "deleted"  # Organization.status: credentials refused, data keys destroyed
 
 
-def create_org(db: Session, actor: Actor, *, name: str) -> Organization:
-    """Instance bootstrap only (the CLI): organisations are not created over the API."""
+def create_org(
+    db: Session, actor: Actor, *, name: str, region: str = "default", org_id: str | None = None
+) -> Organization:
+    """Instance bootstrap only (the CLI): organisations are not created over the API.
+    `region` is fixed for good (data residency); `org_id` when the directory already
+    routes it (`bastion org create --region`)."""
     if not name.strip():
         raise InvalidInput.field("name", "must not be empty")
-    org = Organization(id=new_id("org"), name=name.strip())
+    org = Organization(id=org_id or new_id("org"), name=name.strip(), region=region)
     db.add(org)
     db.flush()
     audit.start_chain(db, org.id)
@@ -45,7 +49,7 @@ def create_org(db: Session, actor: Actor, *, name: str) -> Organization:
         actor=actor,
         org_id=org.id,
         resource=("org", org.id),
-        metadata={"name": org.name},
+        metadata={"name": org.name, "region": region},
     )
     return org
 
@@ -135,12 +139,18 @@ def update_org(
     confirm_lockout: bool = False,
     sso_enforced: bool | None = None,
     sso_break_glass: bool | None = None,
+    region: str | None = None,
 ) -> Organization:
     principal.require_org(org_id)
     principal.require(Permission.ORG_MANAGE)
     org = db.get(Organization, org_id)
     if org is None:
         raise NotFound("organization not found")
+    if region is not None and region != org.region:
+        raise Conflict(
+            "an organisation's region is fixed at creation; move it with"
+            " `bastion org export` and `bastion org import --region`"
+        )
     mfa_changes = {
         "mfa_policy": mfa_policy,
         "mfa_methods": sorted(set(mfa_methods)) if mfa_methods is not None else None,

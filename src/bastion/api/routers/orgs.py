@@ -87,6 +87,7 @@ def update_org(
         confirm_lockout=body.confirm_lockout,
         sso_enforced=body.sso_enforced,
         sso_break_glass=body.sso_break_glass,
+        region=body.region,
     )
     return _out(db, updated)
 

@@ -53,7 +53,9 @@ def database_busy(exc: BaseException) -> bool:
     if exc.connection_invalidated or type(exc.orig).__module__.startswith("psycopg"):
         return True
     message = str(exc.orig).lower()
-    return any(word in message for word in ("locked", "busy", "interrupted", "is full"))
+    # "unable to open": the database file cannot be reached (a region's volume gone).
+    words = ("locked", "busy", "interrupted", "is full", "unable to open")
+    return any(word in message for word in words)
 
 
 def configure_sqlite(engine: Engine, writers: WriterLock | None, synchronous: str) -> None:
