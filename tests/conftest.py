@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,12 +104,15 @@ def region_urls(database_url: str) -> dict[str, str]:
     return REGION_SETS.get(database_url, {})
 
 
-@pytest.fixture(scope="session")
-def database_url(data_dir: Path) -> Iterator[str]:
+@contextmanager
+def _test_database(where: Path) -> Iterator[str]:
+    """A fresh database at head (SQLite files under `where`, or PostgreSQL databases
+    under BASTION_TEST_DATABASE_URL), dropped afterwards; under BASTION_TEST_REGIONS the
+    directory's URL, with its regions' databases made alongside (`REGION_SETS`)."""
     base = os.environ.get("BASTION_TEST_DATABASE_URL")
     if TEST_REGIONS:  # the directory (routing tables only) and the regions' databases
         names = ("directory", *REGION_NAMES[:TEST_REGIONS])
-        made = {n: _fresh_database(data_dir, n) for n in names}
+        made = {n: _fresh_database(where, n) for n in names}
         url = made["directory"][0]
         REGION_SETS[url] = {n: u for n, (u, _) in made.items() if n != "directory"}
         prepare_regions(url, REGION_SETS[url])
@@ -118,7 +122,7 @@ def database_url(data_dir: Path) -> Iterator[str]:
                 _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         return
     if not base:
-        url = f"sqlite:///{data_dir / 'bastion.db'}"
+        url = f"sqlite:///{where / 'bastion.db'}"
         upgrade(url)
         yield url
         return
@@ -126,23 +130,21 @@ def database_url(data_dir: Path) -> Iterator[str]:
     upgrade(url)
     yield url
     _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    with _test_database(data_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def module_database_url(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def module_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database of this test module's own, for tests whose background rounds serve
     every organisation in the database (outbound deliveries, notices): other modules'
     backlogs in the shared one would decide what a round reaches."""
-    base = os.environ.get("BASTION_TEST_DATABASE_URL")
-    if not base:
-        url = f"sqlite:///{tmp_path_factory.mktemp('module-db') / 'bastion.db'}"
-        upgrade(url)
+    with _test_database(tmp_path_factory.mktemp("module-db")) as url:
         yield url
-        return
-    url, name = _postgres_database(base)
-    upgrade(url)
-    yield url
-    _admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -65,9 +65,12 @@ class Org:
 
 
 class Factory:
-    def __init__(self, state: AppState, client: TestClient) -> None:
+    def __init__(self, state: AppState, client: TestClient, *, region: str | None = None) -> None:
+        """`region`: every organisation in that region (under data residency), for tests
+        that run rounds or read rows outside a request (those are the home region's)."""
         self.state = state
         self.client = client
+        self.region = region
 
     def _tx(self) -> Any:
         db = self.state.sessions()
@@ -80,7 +83,7 @@ class Factory:
             return self._org(name, "default")
         # Data residency on (BASTION_TEST_REGIONS): the regions in turn, routed first.
         Factory._turn += 1
-        chosen = region or regions.names[Factory._turn % len(regions.names)]
+        chosen = region or self.region or regions.names[Factory._turn % len(regions.names)]
         org_id = new_id("org")
         regions.register_org(org_id, chosen)
         with in_region(chosen):

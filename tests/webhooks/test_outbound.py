@@ -50,8 +50,11 @@ def world(
         webhook_timeout_seconds=2,
     )
     app = create_app(settings)
+    state = app.state.bastion
+    # Rounds and direct reads run outside a request, in the home region: so do its orgs.
+    home = state.regions.home if state.regions else None
     with TestClient(app, raise_server_exceptions=False) as c:
-        yield c, Factory(app.state.bastion, c), app.state.bastion
+        yield c, Factory(state, c, region=home), state
         # The database lives for the session: what a test left pending (a retry to a
         # receiver that has since closed) must not become due in a later test's round.
         with app.state.bastion.sessions() as db:
@@ -442,7 +445,8 @@ def test_the_background_loop_delivers(
     receiver = start_http()
     with TestClient(app, raise_server_exceptions=False) as client:
         state = app.state.bastion
-        org = Factory(state, client).org()
+        home = state.regions.home if state.regions else None  # where `enqueue` writes
+        org = Factory(state, client, region=home).org()
         subscribe(client, org, receiver.url("/loop"))
         enqueue(state, org.id, "approval.requested", {"id": "apr_7"})
         deadline = threading.Event()

@@ -5,7 +5,7 @@ directory's tables (`bastion.core.db.regions.DIRECTORY`) live only in a multi-re
 install's directory database and are created there by `bastion db upgrade`.
 
 Revision ID: 0032_residency
-Revises: 0029_mcp
+Revises: 0031_org_keys
 Create Date: 2026-12-07 14:40:00.000000
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0032_residency"
-down_revision: str | None = "0029_mcp"
+down_revision: str | None = "0031_org_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Privacy operations: data policies, retention settings, subject requests
 
 Revision ID: 0033_privacy_ops
-Revises: 0029_mcp
+Revises: 0032_residency
 Create Date: 2026-12-07 14:40:00.000000
 """
 
@@ -18,7 +18,7 @@ import bastion.core.db
 _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 revision: str = "0033_privacy_ops"
-down_revision: str | None = "0029_mcp"
+down_revision: str | None = "0032_residency"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

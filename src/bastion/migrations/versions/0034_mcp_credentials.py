@@ -3,7 +3,7 @@ the gateway adds as a bearer header, and who bound it (whose right to hand it on
 checked at every use)
 
 Revision ID: 0034_mcp_credentials
-Revises: 0029_mcp
+Revises: 0033_privacy_ops
 Create Date: 2026-12-07 15:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0034_mcp_credentials"
-down_revision: str | None = "0029_mcp"
+down_revision: str | None = "0033_privacy_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
