@@ -20,6 +20,7 @@ import bastion.integrations.models
 import bastion.mcp.models
 import bastion.oauth.models
 import bastion.privacy.models
+import bastion.sandboxes.models
 import bastion.scim.models
 import bastion.secrets.models
 import bastion.sso.enforcement

@@ -36,6 +36,7 @@ from bastion.api.routers import (
     orgs,
     privacy,
     roles,
+    sandboxes,
     scim,
     secrets,
     service_accounts,
@@ -64,6 +65,7 @@ from bastion.core.signing import SIGNING_KEY_FILE, InstanceSigner
 from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
+from bastion.sandboxes import execs as sandbox_execs
 from bastion.secrets import service as secrets_service
 from bastion.secrets.vault import LocalKeyProvider, Vault
 from bastion.tenancy import service as tenancy
@@ -117,6 +119,7 @@ RETENTION_EVERY_SECONDS = 3600  # webhook and audit retention: about hourly
 INTEGRATION_REFRESH_EVERY_SECONDS = 30.0  # tokens are refreshed minutes before expiry
 
 Worker = Coroutine[Any, Any, None]
+SANDBOX_SWEEP_EVERY_SECONDS = 5.0
 
 
 def _maintain_audit(state: AppState) -> Worker:
@@ -318,6 +321,26 @@ def _refresh_integrations(state: AppState) -> Worker:
     )
 
 
+def _sweep_sandboxes(state: AppState) -> Worker:
+    """Every `SANDBOX_SWEEP_EVERY_SECONDS`, destroy the forks of runs that ended (their
+    diff kept), forget old diffs and remove deleted workspaces' files; nothing when
+    this instance's sandbox backend cannot run."""
+
+    def round_() -> None:
+        if state.sandboxes.unavailable() is not None:
+            return
+        with state.write_sessions() as db:
+            sandbox_execs.sweep(db, state.sandboxes)
+            db.commit()
+
+    return run_periodically(
+        "sandbox sweep",
+        lambda: SANDBOX_SWEEP_EVERY_SECONDS,
+        round_,
+        logger="bastion.sandboxes",
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_as_json)
@@ -335,6 +358,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_reencrypt_secrets(state)),
             asyncio.create_task(_refresh_integrations(state)),
             asyncio.create_task(_maintain_compliance(state)),
+            asyncio.create_task(_sweep_sandboxes(state)),
         ]
         try:
             yield
@@ -415,6 +439,8 @@ def _api_routers() -> tuple[APIRouter, ...]:
         privacy.types_router,
         compliance.router,
         compliance.reviews_router,
+        sandboxes.router,
+        sandboxes.runs_router,
     )
 
 

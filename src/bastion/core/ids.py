@@ -67,6 +67,8 @@ PREFIXES = frozenset(
         "rpt",  # compliance report
         "arv",  # access review campaign
         "ari",  # access review item
+        "wks",  # sandbox workspace
+        "sbf",  # a run's fork of a sandbox workspace
     }
 )
 

@@ -236,6 +236,20 @@ class BwrapProvider(SandboxProvider):
 
     # --- workspaces and forks --------------------------------------------------------
 
+    def staging(self) -> Path:
+        path = self.store.root / "staging" / secrets.token_hex(12)
+        path.mkdir(parents=True, mode=0o700)
+        return path
+
+    def proxy_dir(self) -> Path:
+        path = self.run_dir / "proxies"
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o711)  # noqa: S103 (searchable, not listable)
+        return path
+
+    def workspace_ids(self) -> list[str]:
+        return sorted(p.name for p in self.store.bases.iterdir())
+
     def prepare_workspace(self, workspace_id: str, digest: str, tree: Path) -> None:
         self.store.install(workspace_id, digest, tree)
 

@@ -107,6 +107,10 @@ class SandboxProvider(abc.ABC):
         """Why this backend cannot execute here, or None when it can."""
 
     @abc.abstractmethod
+    def staging(self) -> Path:
+        """A new empty directory to build a base in, for `prepare_workspace`."""
+
+    @abc.abstractmethod
     def prepare_workspace(self, workspace_id: str, digest: str, tree: Path) -> None:
         """Make `tree` (a directory this call takes over) the workspace's read-only base."""
 
@@ -126,6 +130,14 @@ class SandboxProvider(abc.ABC):
 
     @abc.abstractmethod
     def diff(self, fork: Fork) -> list[Change]: ...
+
+    @abc.abstractmethod
+    def proxy_dir(self) -> Path:
+        """Where egress proxies' sockets are made: searchable by the sandbox's user."""
+
+    @abc.abstractmethod
+    def workspace_ids(self) -> list[str]:
+        """The workspaces this backend holds a base of."""
 
     @abc.abstractmethod
     def destroy(self, fork_id: str) -> None:
