@@ -208,8 +208,10 @@ def record(
     prepared: Prepared,
     call_id: str,
     outcome: ExecOutcome,
-    secret_names: list[str],
+    uses: dict[str, list[str]],
 ) -> None:
+    """`uses`: the names of the secrets given to the exec, by how (`file`, `proxy`).
+    (A metadata key naming secrets would be masked: names are not values.)"""
     result = outcome.result
     fork = db.get(SandboxFork, prepared.fork_id)
     if fork is not None:
@@ -244,7 +246,7 @@ def record(
             "duration_ms": result.duration_ms,
             "limits": asdict(prepared.limits),
             "usage": asdict(result.usage),
-            "secrets": secret_names,
+            "given": uses,
         },
     )
 

@@ -196,7 +196,7 @@ class _Handler(socketserver.BaseRequestHandler):
         kept = _forwarded_headers(headers, injection)
         if injection is not None:
             proxy.on_event(
-                {"kind": "secret_injected", "secret": injection.name, "host": injection.host}
+                {"kind": "secret_injected", "name": injection.name, "host": injection.host}
             )
         out = f"{method} {path} {version}\r\n" + "\r\n".join(kept) + "\r\n\r\n"
         try:

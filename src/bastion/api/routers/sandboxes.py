@@ -197,7 +197,10 @@ async def exec_command(run: str, body: ExecIn, principal: Caller, request: Reque
 
     def record() -> None:
         with state.write_sessions() as db:
-            execs.record(db, principal, prepared, call_id, outcome, [s.name for s in body.secrets])
+            uses = {
+                how: [s.name for s in body.secrets if s.as_ == how] for how in ("file", "proxy")
+            }
+            execs.record(db, principal, prepared, call_id, outcome, uses)
             db.commit()
 
     await run_in_threadpool(record)
