@@ -26,6 +26,7 @@ SUITES = [
     "webhooks",
     "agents",
     "mcp",
+    "sandboxes",
     "mfa",
     "writes",
     "soak",
