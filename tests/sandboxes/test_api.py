@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bastion.core.context import Actor
+from bastion.core.permissions import CredentialKind
+from bastion.core.principal import Principal
 from bastion.sandboxes import execs
 from bastion.sandboxes.bwrap import BwrapProvider
+from bastion.sandboxes.provider import ExecResult, Limits, Usage
 from tests.factories import Factory, Member, Org, bearer
 from tests.sandboxes.conftest import need_bwrap
 
@@ -346,3 +350,40 @@ def test_the_fork_is_destroyed_when_the_run_ends_and_its_diff_kept(
     assert all(bwrap.store.meta(f)["workspace"] != w.workspace for f in forks)  # type: ignore[index]
     # The ended run executes nothing more.
     assert w.exec(run, "/bin/true").status_code in (401, 404)
+
+
+def test_every_egress_attempt_and_injection_is_audited(
+    client: TestClient, factory: Factory
+) -> None:
+    w = World(client, factory)
+    run_id = w.run()[0]
+    prepared = execs.Prepared(
+        run_id=run_id, org_id=w.org.id, agent_id=w.agent, workspace_id=w.workspace,
+        fork_id="sbf_none", digest="d", limits=Limits(), domains=("api.example.com",),
+        files={}, injections=(),
+    )  # fmt: skip
+    events = [
+        {"kind": "egress", "host": "api.example.com", "port": 80, "method": "http",
+         "decision": "allowed", "reason": None},
+        {"kind": "secret_injected", "name": "API_TOKEN", "host": "api.example.com"},
+        {"kind": "egress", "host": "evil.example", "port": 443, "method": "connect",
+         "decision": "denied", "reason": "not_allowlisted"},
+    ]  # fmt: skip
+    result = ExecResult(0, b"", b"", False, False, 5, None, Usage())
+    principal = Principal(
+        principal_type="agent_run", id=run_id, org_id=w.org.id, role="",
+        credential=CredentialKind.AGENT_RUN, role_permissions=frozenset(),
+        actor=Actor(type="agent_run", id=run_id),
+    )  # fmt: skip
+    state = client.app.state.bastion  # type: ignore[attr-defined]
+    with state.write_sessions() as db:
+        execs.record(db, principal, prepared, "call_x", execs.ExecOutcome(result, events), {})
+        db.commit()
+    egress = w.audit("sandbox.egress")
+    assert sorted((e["metadata"]["host"], e["outcome"]) for e in egress) == [
+        ("api.example.com", "success"),
+        ("evil.example", "denied"),
+    ]
+    (injected,) = w.audit("sandbox.secret_injected")
+    assert injected["metadata"]["name"] == "API_TOKEN"
+    assert injected["metadata"]["host"] == "api.example.com"
