@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -95,11 +96,13 @@ class World:
 
 
 @pytest.fixture
-def bwrap(client: TestClient) -> BwrapProvider:
+def bwrap(client: TestClient) -> Iterator[BwrapProvider]:
     provider = client.app.state.bastion.sandboxes  # type: ignore[attr-defined]
     assert isinstance(provider, BwrapProvider)
     need_bwrap(provider)
-    return provider
+    yield provider
+    for fork_id in provider.store.fork_ids():  # no mount outlives the test
+        provider.destroy(fork_id)
 
 
 def test_workspace_crud_defaults_and_tenant_scoping(client: TestClient, factory: Factory) -> None:

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -258,7 +258,7 @@ def record(
 class Diff:
     run_id: str
     workspace: str
-    status: str  # live | destroyed
+    status: Literal["none", "live", "destroyed"]
     changes: list[Change]
 
 
@@ -276,7 +276,8 @@ def diff(
         )
     ).scalar_one_or_none()
     if fork is None:
-        raise NotFound("this run has no fork of this workspace")
+        workspaces.find(db, run.org_id, workspace_id)  # 404 for no such workspace
+        return Diff(run.id, workspace_id, "none", [])
     if fork.destroyed_at is None:
         return Diff(run.id, workspace_id, "live", provider.diff(_fork(fork)))
     if fork.diff is None:

@@ -187,7 +187,10 @@ class ChangeOut(Out):
 class DiffOut(Out):
     run_id: str
     workspace: str
-    status: Literal["live", "destroyed"]
+    status: Literal["none", "live", "destroyed"] = Field(
+        description="`none`: the run has not executed in this workspace (yet); `live`: "
+        "its fork exists; `destroyed`: the run ended, its diff is kept."
+    )
     changes: list[ChangeOut]
 
 

@@ -105,6 +105,11 @@ def list_(
     return newest_first(db, stmt, Workspace.id, limit=limit, cursor=cursor)
 
 
+def get_to_manage(db: Session, principal: Principal, org_id: str, workspace_id: str) -> Workspace:
+    _manager(principal, org_id)
+    return find(db, org_id, workspace_id)
+
+
 def get(db: Session, principal: Principal, org_id: str, workspace_id: str) -> Workspace:
     _reader(principal, org_id)
     return find(db, org_id, workspace_id)

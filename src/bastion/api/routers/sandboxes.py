@@ -115,15 +115,16 @@ def delete_workspace(org: str, wks: str, principal: Caller, db: DB) -> Response:
 async def put_files(org: str, wks: str, principal: Caller, request: Request) -> WorkspaceOut:
     state: AppState = request.app.state.bastion
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in GZIP_TYPES:
-        raise UnsupportedMediaType(
-            "send the base as a gzip tar with Content-Type: application/gzip"
-        )
     body = await request.body()
     settings = state.settings
 
     def put() -> WorkspaceOut:
         with state.write_sessions() as db:
+            workspaces.get_to_manage(db, principal, org, wks)  # 403/404 before the body
+            if kind not in GZIP_TYPES:
+                raise UnsupportedMediaType(
+                    "send the base as a gzip tar with Content-Type: application/gzip"
+                )
             workspace = workspaces.set_base(
                 db, state.sandboxes, principal, org, wks, body,
                 max_bytes=settings.sandbox_base_max_bytes,
@@ -174,14 +175,14 @@ async def _decided(state: AppState, principal: Principal, run: str, body: ExecIn
 )
 async def exec_command(run: str, body: ExecIn, principal: Caller, request: Request) -> ExecOut:
     state: AppState = request.app.state.bastion
-    reason = state.sandboxes.unavailable()
-    if reason is not None:
-        raise SandboxUnavailable(f"sandboxes cannot run on this instance: {reason}")
     call_id = await _decided(state, principal, run, body)
 
     def prepare() -> execs.Prepared:
         with state.write_sessions() as db:
             prepared = execs.prepare(db, state.vault, principal, run, body)
+            reason = state.sandboxes.unavailable()
+            if reason is not None:  # nothing kept: the fork's row, the reveals
+                raise SandboxUnavailable(f"sandboxes cannot run on this instance: {reason}")
             db.commit()
             return prepared
 
@@ -234,6 +235,6 @@ def get_diff(run: str, wks: str, principal: Caller, db: DB, state: State) -> Dif
     return DiffOut(
         run_id=found.run_id,
         workspace=found.workspace,
-        status="live" if found.status == "live" else "destroyed",
+        status=found.status,
         changes=[ChangeOut(path=c.path, kind=c.kind, size=c.size) for c in found.changes],
     )
