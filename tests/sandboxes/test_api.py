@@ -186,6 +186,7 @@ def _member(name: str, kind: bytes, **attrs: Any) -> tarfile.TarInfo:
         tar_gz({}, [_member("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)]),
         b"not a tar at all",
     ],
+    ids=["dotdot", "absolute", "symlink-up", "symlink-absolute", "hardlink-up", "device", "junk"],
 )
 def test_a_base_that_escapes_is_refused_and_the_old_one_kept(
     client: TestClient, factory: Factory, bad: bytes
