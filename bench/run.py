@@ -27,6 +27,7 @@ SUITES = [
     "webhooks",
     "agents",
     "mcp",
+    "sandboxes",
     "mfa",
     "console",
     "writes",

@@ -33,6 +33,8 @@ install_missing() {
   command -v softhsm2-util >/dev/null 2>&1 || pkgs+=(softhsm2)
   # Debian's Chromium, for the console's browser tests (tests/console; Playwright drives it).
   [ -x /usr/bin/chromium ] || pkgs+=(chromium)
+  # bubblewrap, the sandboxes' default backend (tests/sandboxes; bastion.sandboxes.bwrap).
+  command -v bwrap >/dev/null 2>&1 || pkgs+=(bubblewrap)
   if [ ${#pkgs[@]} -gt 0 ] && in_ci; then
     echo "services: installing ${pkgs[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null

@@ -23,6 +23,7 @@ import bastion.mcp.models
 import bastion.oauth.models
 import bastion.privacy.models
 import bastion.privacy.policies
+import bastion.sandboxes.models
 import bastion.scim.models
 import bastion.secrets.models
 import bastion.sso.enforcement

@@ -34,6 +34,7 @@ class World:
     factory: Factory
     org: Org
     run_token: str = ""
+    last_workspace: str = ""  # the workspace of the latest `sandbox_run`
     reviewer: dict[str, str] = field(default_factory=dict)  # an access review's reviewer
 
     def user(self) -> str:
@@ -61,6 +62,29 @@ class World:
 
     def key(self) -> str:
         return str(self.post("api-keys", {"name": "k", "role": "viewer"})["id"])
+
+    def workspace(self) -> str:
+        return str(self.post("workspaces", {"name": unique_name("wks")})["id"])
+
+    def sandbox_run(self) -> Params:
+        """A run (started by the admin) of an agent given a workspace that has no files
+        yet: the permitted exec passes the gate and stops at the missing base (409;
+        tests/sandboxes execute for real)."""
+        wks = self.workspace()
+        body = {
+            "name": unique_name("agent"),
+            "visibility": "org",
+            "tools": [{"name": "sandbox.exec", "connection": wks}],
+            "connections": [wks],
+        }
+        agent = str(self.post("agents", body)["id"])
+        started = self.client.post(
+            f"/v1/orgs/{self.org.id}/agents/{agent}/runs", json={}, headers=self.org.admin.headers
+        )
+        assert started.status_code == 201, started.text
+        self.run_token = str(started.json()["token"])
+        self.last_workspace = wks
+        return {"run": str(started.json()["run_id"]), "wks": wks}
 
     def mcp_server(self) -> str:
         body = {"name": unique_name("mcp"), "url": "http://127.0.0.1:9/mcp"}
@@ -1395,6 +1419,64 @@ ROWS: list[Row] = [
         body=lambda w: {"decision": "keep"},
         caller=lambda w: w.reviewer,
     ),
+    # Sandboxes (tests/sandboxes): workspaces, and a run's execs and diffs.
+    Row(
+        "POST",
+        "/v1/orgs/{org}/workspaces",
+        P.WORKSPACES_MANAGE,
+        201,
+        body=lambda w: {"name": unique_name("wks")},
+    ),
+    Row("GET", "/v1/orgs/{org}/workspaces", P.WORKSPACES_READ, 200),
+    Row(
+        "GET",
+        "/v1/orgs/{org}/workspaces/{wks}",
+        P.WORKSPACES_READ,
+        200,
+        params=lambda w: {"wks": w.workspace()},
+    ),
+    Row(
+        "PATCH",
+        "/v1/orgs/{org}/workspaces/{wks}",
+        P.WORKSPACES_MANAGE,
+        200,
+        params=lambda w: {"wks": w.workspace()},
+        body=lambda w: {"limits": {"pids": 64}},
+    ),
+    Row(
+        "DELETE",
+        "/v1/orgs/{org}/workspaces/{wks}",
+        P.WORKSPACES_MANAGE,
+        204,
+        params=lambda w: {"wks": w.workspace()},
+    ),
+    # The matrix sends JSON: the permitted caller reaches the content check (415), after
+    # the right and the workspace were checked (tests/sandboxes upload real tars).
+    Row(
+        "PUT",
+        "/v1/orgs/{org}/workspaces/{wks}/files",
+        P.WORKSPACES_MANAGE,
+        415,
+        params=lambda w: {"wks": w.workspace()},
+        body=lambda w: {"not": "a tar"},
+    ),
+    Row(
+        "POST",
+        "/v1/runs/{run}/sandbox/exec",
+        None,
+        409,
+        params=lambda w: w.sandbox_run(),
+        body=lambda w: {"workspace": w.last_workspace, "argv": ["/bin/true"]},
+        caller=lambda w: bearer(w.run_token),
+    ),
+    Row(
+        "GET",
+        "/v1/runs/{run}/sandbox/{wks}/diff",
+        None,
+        200,
+        params=lambda w: w.sandbox_run(),
+        caller=lambda w: bearer(w.run_token),
+    ),
 ]
 
 # Reachable without a credential by design.
@@ -1536,6 +1618,8 @@ _RUN_TOKEN_OPERATIONS = {
     ("GET", "/v1/runs/{run}/tool-calls/{call}/stream"),
     ("POST", "/v1/orgs/{org}/secrets/{name}/reveal"),
     ("POST", "/v1/runs/{run}/integrations/{name}/token"),
+    ("POST", "/v1/runs/{run}/sandbox/exec"),
+    ("GET", "/v1/runs/{run}/sandbox/{wks}/diff"),
 }
 
 

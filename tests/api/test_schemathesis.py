@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.factories import Factory, Org
 
@@ -27,6 +28,12 @@ OAUTH_ERRORS = {
     "invalid_scope",
 }
 EXAMPLES = 30
+
+# A sandbox workspace's base is a gzip tar (`PUT …/workspaces/{wks}/files`): any bytes,
+# sometimes a gzip header in front.
+schemathesis.openapi.media_type(
+    "application/gzip", st.one_of(st.binary(max_size=512), st.binary().map(b"\x1f\x8b\x08".__add__))
+)
 ORG_DELETE = "DELETE /v1/orgs/{org}"
 
 

@@ -40,6 +40,7 @@ from bastion.api.routers import (
     orgs,
     privacy,
     roles,
+    sandboxes,
     scim,
     secrets,
     service_accounts,
@@ -76,6 +77,7 @@ from bastion.identity import passwords
 from bastion.identity.authcache import AuthCache
 from bastion.identity.tokens import TokenHasher
 from bastion.privacy import retention as privacy_retention
+from bastion.sandboxes import execs as sandbox_execs
 from bastion.secrets import cmk
 from bastion.secrets import service as secrets_service
 from bastion.secrets.cmk import ProviderPolicy
@@ -175,6 +177,7 @@ RETENTION_EVERY_SECONDS = 3600  # retention of every data class: about hourly
 INTEGRATION_REFRESH_EVERY_SECONDS = 30.0  # tokens are refreshed minutes before expiry
 
 Worker = Coroutine[Any, Any, None]
+SANDBOX_SWEEP_EVERY_SECONDS = 5.0
 
 
 def _maintain_audit(state: AppState) -> Worker:
@@ -411,6 +414,26 @@ def _region_contexts(state: AppState) -> list[contextvars.Context]:
     return contexts
 
 
+def _sweep_sandboxes(state: AppState) -> Worker:
+    """Every `SANDBOX_SWEEP_EVERY_SECONDS`, destroy the forks of runs that ended (their
+    diff kept), forget old diffs and remove deleted workspaces' files; nothing when
+    this instance's sandbox backend cannot run."""
+
+    def round_() -> None:
+        if state.sandboxes.unavailable() is not None:
+            return
+        with state.write_sessions() as db:
+            sandbox_execs.sweep(db, state.sandboxes)
+            db.commit()
+
+    return run_periodically(
+        "sandbox sweep",
+        lambda: SANDBOX_SWEEP_EVERY_SECONDS,
+        round_,
+        logger="bastion.sandboxes",
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_as_json)
@@ -429,6 +452,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _check_customer_keys,
             _refresh_integrations,
             _maintain_compliance,
+            _sweep_sandboxes,
         )
         tasks = [
             asyncio.create_task(worker(state), context=context)
@@ -519,6 +543,8 @@ def _api_routers() -> tuple[APIRouter, ...]:
         privacy.retention_router,
         compliance.router,
         compliance.reviews_router,
+        sandboxes.router,
+        sandboxes.runs_router,
     )
 
 

@@ -140,6 +140,8 @@ RUN_TOKEN_ROUTES = frozenset(
         "/v1/runs/{run}/integrations/{name}/token",
         "/v1/runs/{run}/mcp",  # the MCP gateway (bastion.api.mcp_gateway)
         "/v1/orgs/{org}/secrets/{name}/reveal",
+        "/v1/runs/{run}/sandbox/exec",  # bastion.api.routers.sandboxes
+        "/v1/runs/{run}/sandbox/{wks}/diff",
     }
 )
 

@@ -62,6 +62,8 @@ OAUTH_FORM_PATHS = frozenset({"/v1/oauth/token", "/v1/oauth/introspect", "/v1/oa
 # Form posts by protocol: a SAML IdP posts the browser to the ACS (HTTP-POST binding);
 # its answer (a redirect with a one-time code) is never stored for idempotent replay.
 _SAML_FORM_PATHS = re.compile(r"/v1/auth/sso/[^/]+/saml/acs")
+# A sandbox workspace's base: a gzip tar (`application/gzip`), up to its own size limit.
+WORKSPACE_FILES_PATH = re.compile(r"/v1/orgs/[^/]+/workspaces/[^/]+/files")
 # Slack posts its interactions form-encoded (the signature covers the raw body).
 SLACK_INTERACTIONS_PATH = "/v1/integrations/slack/interactions"
 _DOCS_PREFIXES = ("/docs", "/redoc")
@@ -238,7 +240,7 @@ class BastionMiddleware:
                 await respond.problem(
                     *problems.generic(
                         413,
-                        f"request body exceeds {self.state.settings.body_limit_bytes} bytes",
+                        f"request body exceeds {self._body_limit(path)} bytes",
                         ctx.request_id,
                     )
                 )
@@ -249,6 +251,7 @@ class BastionMiddleware:
                 and path not in OAUTH_FORM_PATHS
                 and not _is_json(ctx)
                 and not (_SAML_FORM_PATHS.fullmatch(path) and _is_form(ctx))
+                and not WORKSPACE_FILES_PATH.fullmatch(path)
                 and not (
                     (path == SLACK_INTERACTIONS_PATH or path.startswith(_CONSOLE_PREFIX))
                     and _is_form(ctx)
@@ -320,8 +323,14 @@ class BastionMiddleware:
             return await residency.route_sign_in(regions, body)
         return True
 
+    def _body_limit(self, path: str) -> int:
+        settings = self.state.settings
+        if WORKSPACE_FILES_PATH.fullmatch(path):
+            return max(settings.body_limit_bytes, settings.sandbox_upload_limit_bytes)
+        return settings.body_limit_bytes
+
     async def _read_body(self, ctx: RequestContext, receive: Receive) -> bytes:
-        limit = self.state.settings.body_limit_bytes
+        limit = self._body_limit(ctx.path)
         declared = ctx.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge

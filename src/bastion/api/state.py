@@ -30,6 +30,8 @@ from bastion.integrations import flow as integration_flow
 from bastion.integrations.service import TokenBroker
 from bastion.oauth.service import AccessTokenVerifier
 from bastion.oauth.tokens import Audience
+from bastion.sandboxes import backends as sandbox_backends
+from bastion.sandboxes.provider import SandboxProvider
 from bastion.secrets.vault import Vault
 from bastion.sso.oidc import RelyingParty
 
@@ -75,6 +77,8 @@ class AppState:
     sso_rp: RelyingParty = field(init=False, repr=False)
     # OAuth integrations' access tokens: handed out, cached briefly, refreshed under a lease.
     integration_tokens: TokenBroker = field(init=False, repr=False)
+    # The sandbox backend runs execute in (`BASTION_SANDBOX_BACKEND`, bastion.sandboxes).
+    sandboxes: SandboxProvider = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         per_minute = self.settings.api_requests_per_minute
@@ -115,6 +119,7 @@ class AppState:
         self.oauth_audience = Audience(s.public_url)
         self.access_tokens = AccessTokenVerifier(self.signer, self.oauth_audience)
         self.sso_rp = RelyingParty(s)
+        self.sandboxes = sandbox_backends.make(s)
         self.integration_tokens = TokenBroker(
             self.sessions, self.write_sessions, self.vault, integration_flow.outbound(s)
         )

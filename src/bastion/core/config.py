@@ -113,6 +113,18 @@ class Settings(BaseSettings):
     database_pool_overflow: Annotated[int, Field(ge=0, le=200)] = 20
 
     body_limit_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+
+    # Sandboxes (bastion.sandboxes, docs/sandboxes.md): the backend executing runs'
+    # commands; where workspaces' bases are kept (default: DATA_DIR/sandboxes); the
+    # largest gzip tar a workspace's base may be uploaded as, and what it may unpack to.
+    sandbox_backend: Literal["bwrap", "gvisor", "kubernetes"] = "bwrap"
+    sandbox_dir: Path | None = None
+    sandbox_upload_limit_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    sandbox_base_max_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
+    sandbox_base_max_files: Annotated[int, Field(ge=1)] = 100_000
+    # Kubernetes backend: namespace and runtime class of the rendered SandboxClaims.
+    sandbox_k8s_namespace: str = "bastion-sandboxes"
+    sandbox_k8s_runtime_class: str = "gvisor"
     # The hot routes (`/v1/me`, authorization checks, the tool-call gate) served without
     # the framework's routing and dependencies, to the same answers (`bastion.api.fast`);
     # off, they take the framework's path like every other route.

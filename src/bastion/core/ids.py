@@ -69,6 +69,8 @@ PREFIXES = frozenset(
         "ari",  # access review item
         "dpol",  # privacy data policy
         "dsr",  # data subject request (access or erasure)
+        "wks",  # sandbox workspace
+        "sbf",  # a run's fork of a sandbox workspace
     }
 )
 

@@ -55,6 +55,8 @@ class Permission(StrEnum):
     WEBHOOKS_READ = "webhooks:read"
     WORKFLOWS_MANAGE = "workflows:manage"
     WORKFLOWS_READ = "workflows:read"
+    WORKSPACES_MANAGE = "workspaces:manage"
+    WORKSPACES_READ = "workspaces:read"
 
 
 DESCRIPTIONS: dict[Permission, str] = {
@@ -105,6 +107,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.WEBHOOKS_READ: "List webhook endpoints.",
     Permission.WORKFLOWS_MANAGE: "Create, change and delete workflows and the agents they admit.",
     Permission.WORKFLOWS_READ: "See workflows and bind runs of the agents they admit to them.",
+    Permission.WORKSPACES_MANAGE: "Create, change and delete sandbox workspaces and their files.",
+    Permission.WORKSPACES_READ: "See sandbox workspaces (their limits, network and base digest).",
 }
 
 ALL_PERMISSIONS: frozenset[Permission] = frozenset(Permission)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
@@ -9,6 +11,8 @@ from bastion.approvals.schemas import SlackIn
 from bastion.approvals.slack import settings as slack
 from bastion.core.schemas import Out
 from bastion.identity import sessions
+from bastion.sandboxes import limits as sandbox_limits
+from bastion.sandboxes.schemas import LimitsOut, SandboxLimitsIn
 from bastion.tenancy import service as tenancy
 from bastion.tenancy.models import Organization
 from bastion.tenancy.schemas import OrgOut, OrgUpdate
@@ -28,18 +32,28 @@ class OrgUpdateIn(OrgUpdate):
         description="Set the Slack app of approvals; `null` removes it (its secrets are "
         "destroyed). Both need a recent sign-in (step-up).",
     )
+    sandbox_limits: SandboxLimitsIn | None = Field(
+        default=None,
+        description="The maxima of sandbox workspaces' limits (fields given change; "
+        "needs org:manage). A workspace asking more is refused (422).",
+    )
 
 
 class OrgWithSlack(OrgOut):
     slack: SlackOut = Field(description="The Slack app of approvals; its secrets never shown.")
+    sandbox_limits: LimitsOut = Field(
+        description="The maxima of sandbox workspaces' limits, and new workspaces' defaults."
+    )
 
 
 def _out(db: Session, org: Organization) -> OrgWithSlack:
     view = slack.view(db, org.id)
     out = OrgOut.model_validate(org)
+    maxima = sandbox_limits.org_maxima(db, org.id)
     return OrgWithSlack(
         **out.model_dump(),
         slack=SlackOut(configured=view.configured, team_id=view.team_id, bot_token=view.bot_token),
+        sandbox_limits=LimitsOut(**asdict(maxima)),
     )
 
 
@@ -61,10 +75,10 @@ def update_org(
         slack.configure(db, state.vault, principal, org, change)
     elif "slack" in body.model_fields_set:  # `"slack": null`: remove the Slack app
         slack.remove(db, principal, org)
-    if "slack" in body.model_fields_set and not body.model_fields_set - {
-        "slack",
-        "confirm_lockout",
-    }:
+    if body.sandbox_limits is not None:
+        sandbox_limits.set_org_maxima(db, principal, org, body.sandbox_limits)
+    only_these = not body.model_fields_set - {"slack", "sandbox_limits", "confirm_lockout"}
+    if body.model_fields_set & {"slack", "sandbox_limits"} and only_these:
         return _out(db, tenancy.get_org(db, principal, org))
     policy = body.password_policy
     updated = tenancy.update_org(

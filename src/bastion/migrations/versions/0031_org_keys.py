@@ -2,7 +2,7 @@
 under the root key), status and lock generation
 
 Revision ID: 0031_org_keys
-Revises: 0029_mcp
+Revises: 0030_sandboxes
 Create Date: 2026-12-07 14:30:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import bastion.core.db
 
 revision: str = "0031_org_keys"
-down_revision: str | None = "0029_mcp"
+down_revision: str | None = "0030_sandboxes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
