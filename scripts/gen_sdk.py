@@ -68,8 +68,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/auth/passkey"): ("auth", "passkey"),
     ("POST", "/v1/auth/sso/exchange"): ("auth", "sso_exchange"),
     # the caller
-    ("GET", "/v1/me"): ("me", "get"),
-    ("PATCH", "/v1/me"): ("me", "update"),
+    ("GET", "/v1/me"): ("profile", "get"),
+    ("PATCH", "/v1/me"): ("profile", "update"),
     ("GET", "/v1/me/sessions"): ("sessions", "list"),
     ("DELETE", "/v1/me/sessions"): ("sessions", "revoke_others"),
     ("DELETE", "/v1/me/sessions/{session_id}"): ("sessions", "revoke"),
@@ -310,7 +310,7 @@ PARAM_NAMES = {
 RESOURCES: dict[str, str] = {
     "meta": "Instance-wide reads: health and the permission catalogue.",
     "auth": "Sign-in, second factors, step-up, password change and reset.",
-    "me": "The caller: who they are and their own profile.",
+    "profile": "The caller: who they are (`client.me()`), and changes to their own profile.",
     "sessions": "The signed-in user's own sessions.",
     "mfa": "The signed-in user's second factors.",
     "orgs": "Organisations: settings, deletion, ending every session.",
@@ -568,7 +568,8 @@ def _sig_params(op: Operation) -> tuple[list[str], list[str], list[tuple[str, st
             attr = py_name(field)
             annotation = op.types.py(fs, request=True, prefix="m.")
             annotation = annotation.replace("m.", "m.")
-            if _ref(fs) or any(_ref(s) for s in fs.get("anyOf", [])):
+            refs = [_ref(fs), *(_ref(s) for s in fs.get("anyOf", []))]
+            if any(r and not op.types.is_enum(r) for r in refs):
                 annotation = union([annotation, "Mapping[str, Any]"])
             if field in required:
                 kw_required.append(f"{attr}: {annotation}")

@@ -68,7 +68,7 @@ class AsyncClient:
         self.retry = retry or RetryPolicy(max_retries=max_retries)
         self.meta = g.AsyncMetaAPI(self)
         self.auth = _Auth(self)
-        self.profile = g.AsyncMeAPI(self)  # the caller's own profile: get(), update(...)
+        self.profile = g.AsyncProfileAPI(self)  # the caller's own profile: get(), update(...)
         self.sessions = g.AsyncSessionsAPI(self)
         self.mfa = g.AsyncMfaAPI(self)
         self.orgs = g.AsyncOrgsAPI(self)

@@ -39,13 +39,13 @@ __all__ = [
     "AsyncDomainsAPI",
     "AsyncIntegrationsAPI",
     "AsyncMcpServersAPI",
-    "AsyncMeAPI",
     "AsyncMetaAPI",
     "AsyncMfaAPI",
     "AsyncOauthAPI",
     "AsyncOauthClientsAPI",
     "AsyncOrgsAPI",
     "AsyncPrivacyAPI",
+    "AsyncProfileAPI",
     "AsyncRolesAPI",
     "AsyncRunsAPI",
     "AsyncScimTokensAPI",
@@ -69,13 +69,13 @@ __all__ = [
     "DomainsAPI",
     "IntegrationsAPI",
     "McpServersAPI",
-    "MeAPI",
     "MetaAPI",
     "MfaAPI",
     "OauthAPI",
     "OauthClientsAPI",
     "OrgsAPI",
     "PrivacyAPI",
+    "ProfileAPI",
     "RolesAPI",
     "RunsAPI",
     "ScimTokensAPI",
@@ -130,8 +130,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/auth/passkey/options"): ("auth", "passkey_options"),
     ("POST", "/v1/auth/passkey"): ("auth", "passkey"),
     ("POST", "/v1/auth/sso/exchange"): ("auth", "sso_exchange"),
-    ("GET", "/v1/me"): ("me", "get"),
-    ("PATCH", "/v1/me"): ("me", "update"),
+    ("GET", "/v1/me"): ("profile", "get"),
+    ("PATCH", "/v1/me"): ("profile", "update"),
     ("GET", "/v1/me/sessions"): ("sessions", "list"),
     ("DELETE", "/v1/me/sessions"): ("sessions", "revoke_others"),
     ("DELETE", "/v1/me/sessions/{session_id}"): ("sessions", "revoke"),
@@ -633,8 +633,8 @@ class AuthAPI:
         )
 
 
-class MeAPI:
-    """The caller: who they are and their own profile."""
+class ProfileAPI:
+    """The caller: who they are (`client.me()`), and changes to their own profile."""
 
     def __init__(self, c: SyncTransport) -> None:
         self._c = c
@@ -3542,8 +3542,7 @@ class WebhookEndpointsAPI:
         org: str,
         *,
         name: str,
-        provider: Literal["github", "slack", "stripe", "linear", "standard", "generic"]
-        | Mapping[str, Any],
+        provider: Literal["github", "slack", "stripe", "linear", "standard", "generic"],
         secret: str,
         tolerance_seconds: int | None = None,
         forward_url: str | None = None,
@@ -4341,7 +4340,7 @@ class PrivacyAPI:
         org: str,
         *,
         texts: builtins.list[str],
-        mode: Literal["hash", "mask", "replace", "tokenize"] | Mapping[str, Any],
+        mode: Literal["hash", "mask", "replace", "tokenize"],
         types: builtins.list[
             Literal[
                 "ADDRESS",
@@ -5045,8 +5044,8 @@ class AsyncAuthAPI:
         )
 
 
-class AsyncMeAPI:
-    """The caller: who they are and their own profile."""
+class AsyncProfileAPI:
+    """The caller: who they are (`client.me()`), and changes to their own profile."""
 
     def __init__(self, c: AsyncTransport) -> None:
         self._c = c
@@ -7990,8 +7989,7 @@ class AsyncWebhookEndpointsAPI:
         org: str,
         *,
         name: str,
-        provider: Literal["github", "slack", "stripe", "linear", "standard", "generic"]
-        | Mapping[str, Any],
+        provider: Literal["github", "slack", "stripe", "linear", "standard", "generic"],
         secret: str,
         tolerance_seconds: int | None = None,
         forward_url: str | None = None,
@@ -8795,7 +8793,7 @@ class AsyncPrivacyAPI:
         org: str,
         *,
         texts: builtins.list[str],
-        mode: Literal["hash", "mask", "replace", "tokenize"] | Mapping[str, Any],
+        mode: Literal["hash", "mask", "replace", "tokenize"],
         types: builtins.list[
             Literal[
                 "ADDRESS",

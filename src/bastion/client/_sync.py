@@ -69,7 +69,7 @@ class Client:
         self.retry = retry or RetryPolicy(max_retries=max_retries)
         self.meta = g.MetaAPI(self)
         self.auth = _Auth(self)
-        self.profile = g.MeAPI(self)  # the caller's own profile: get(), update(...)
+        self.profile = g.ProfileAPI(self)  # the caller's own profile: get(), update(...)
         self.sessions = g.SessionsAPI(self)
         self.mfa = g.MfaAPI(self)
         self.orgs = g.OrgsAPI(self)
