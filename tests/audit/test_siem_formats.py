@@ -368,6 +368,14 @@ def test_cef_omits_unset_values() -> None:
 # --- OCSF ---------------------------------------------------------------------------
 
 
+_NAMES: dict[str, dict[str, Any]] = {
+    "team.member_added": {"user_id": "usr_2"},
+    "team.member_removed": {"user_id": "usr_2"},
+    "role.created": {"name": "support", "permissions": ["users:read"]},
+    "role.updated": {"permissions": ["users:read"]},
+}
+
+
 @pytest.mark.parametrize(
     ("event_type", "outcome", "class_uid", "category_uid", "activity_id"),
     [
@@ -384,8 +392,11 @@ def test_cef_omits_unset_values() -> None:
         ("api_key.created", "success", 3001, 3, 1),
         ("api_key.revoked", "success", 3001, 3, 6),
         ("api_key.rotated", "success", 3001, 3, 99),
-        ("team.created", "success", 3006, 3, 6),
-        ("team.deleted", "success", 3006, 3, 5),
+        # A team or role event is Group Management when it names a member or privileges
+        # (the class requires one of them); otherwise it is an operation on the API.
+        ("team.created", "success", 6003, 6, 1),
+        ("team.deleted", "success", 6003, 6, 4),
+        ("role.deleted", "success", 6003, 6, 4),
         ("team.member_added", "success", 3006, 3, 3),
         ("team.member_removed", "success", 3006, 3, 4),
         ("role.created", "success", 3006, 3, 6),
@@ -407,7 +418,7 @@ def test_cef_omits_unset_values() -> None:
 def test_ocsf_class_and_activity(
     event_type: str, outcome: str, class_uid: int, category_uid: int, activity_id: int
 ) -> None:
-    out = ocsf(make_event(type=event_type, outcome=outcome))
+    out = ocsf(make_event(type=event_type, outcome=outcome, metadata=_NAMES.get(event_type, {})))
     assert out["class_uid"] == class_uid
     assert out["category_uid"] == category_uid
     assert out["activity_id"] == activity_id
@@ -492,7 +503,7 @@ def test_ocsf_common_fields() -> None:
 
 def test_ocsf_class_objects() -> None:
     account = ocsf(make_event(type="user.deleted"))
-    assert account["user"] == {"uid": "usr_new"}
+    assert account["user"] == {"uid": "usr_new", "type": "user"}
 
     group = ocsf(
         make_event(
@@ -504,9 +515,15 @@ def test_ocsf_class_objects() -> None:
     )
     assert group["group"] == {"uid": "tm_1", "type": "team"}
     assert group["user"] == {"uid": "usr_2"}
+    assert "src_endpoint" not in group  # not attributes of Group Management …
+    assert "http_request" not in group
+    assert group["unmapped"]["src_endpoint"] == {"ip": "203.0.113.7"}  # … kept here
+    assert group["metadata"]["profiles"] == ["host"]  # `actor` comes with the host profile
 
     grant = ocsf(make_event(type="role_grant.created", metadata={"role": "admin"}))
     assert grant["privileges"] == ["admin"]
+    assert grant["group"] == {"name": "admin", "type": "role"}
+    assert grant["user"] == {"uid": "usr_new"}
 
     api = ocsf(make_event(type="secret.revealed", resource_type="secret", resource_id="sec_1"))
     assert api["api"] == {"operation": "secret.revealed"}
@@ -517,7 +534,9 @@ def test_ocsf_class_objects() -> None:
             type="auth.login_failed", outcome="failure", actor_type="anonymous", actor_id=None
         )
     )
-    assert login["user"] == {"uid": "usr_new"}
+    assert login["user"] == {"uid": "usr_new", "type": "user"}
+    assert login["actor"]["user"]["name"] == "anonymous"  # User needs account, name or uid
+    assert login["service"] == {"name": "Bastion"}
     unknown = ocsf(
         make_event(
             type="auth.login_failed",

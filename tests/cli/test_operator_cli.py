@@ -326,3 +326,29 @@ def test_doctor_on_an_empty_host_and_in_production(
     monkeypatch.setenv("BASTION_SMTP_PORT", "1")
     checks = {c["name"]: c for c in _json(["doctor"], code=1)["checks"]}
     assert checks["smtp"]["status"] == "fail"
+
+
+# --- identity provisioning from the host: SSO, SCIM, OAuth ------------------------------
+
+
+def test_scim_sso_and_oauth_from_the_host(env: Path) -> None:
+    _run(["init"])
+    org_id = _org()["org_id"]
+    token = _json(["scim", "create", "--org", org_id, "--name", "okta"])
+    assert token["id"].startswith("sct_")
+    assert token["token"]
+    listed = _json(["scim", "list", "--org", org_id])["data"]
+    assert [t["id"] for t in listed] == [token["id"]]
+    assert token["token"] not in json.dumps(listed)
+    assert _json(["scim", "revoke", token["id"], "--org", org_id])["status"] == "revoked"
+    assert _json(["sso", "list", "--org", org_id]) == {"data": []}
+    assert _json(["sso", "domains", "--org", org_id]) == {"data": []}
+    missing = runner.invoke(
+        app, ["sso", "show", "ssoc_01ZZZZZZZZZZZZZZZZZZZZZZZZ", "--org", org_id]
+    )
+    assert missing.exit_code != 0
+    assert "Traceback" not in missing.output
+    gone = runner.invoke(app, ["oauth", "list", "--org", org_id, "--account", "sa_x", "--json"])
+    assert gone.exit_code != 0
+    assert "Traceback" not in gone.output
+    assert "not found" in gone.stderr

@@ -153,6 +153,16 @@ async def test_async_client_against_the_app(app, factory: Factory) -> None:  # t
         await sdk.auth.request_password_reset(unique_email("ghost"))
 
 
+TEAM = {
+    "id": "team_1",
+    "org_id": "org_1",
+    "name": "a",
+    "description": "",
+    "created_at": "2030-01-01T00:00:00Z",
+    "member_ids": [],
+}
+
+
 def test_mock_transport_retries_429_and_503_reusing_the_idempotency_key() -> None:
     mock = MockBastion()
     mock.add(
@@ -168,7 +178,7 @@ def test_mock_transport_retries_429_and_503_reusing_the_idempotency_key() -> Non
         {"status": 503, "code": "unavailable", "detail": "x"},
         status=503,
     )
-    mock.add("POST", "/v1/orgs/org_1/teams", {"id": "team_1", "name": "a"}, status=201)
+    mock.add("POST", "/v1/orgs/org_1/teams", TEAM, status=201)
     sdk = Client(
         "http://bastion.test",
         token="bsk_secret_value",
@@ -185,7 +195,7 @@ def test_an_idempotency_key_in_use_is_retried_and_other_conflicts_are_not() -> N
     in_use = {"status": 409, "code": "idempotency_key_in_use", "detail": "answered meanwhile"}
     mock = MockBastion()
     mock.add("POST", "/v1/orgs/org_1/teams", in_use, status=409)
-    mock.add("POST", "/v1/orgs/org_1/teams", {"id": "team_1", "name": "a"}, status=201)
+    mock.add("POST", "/v1/orgs/org_1/teams", TEAM, status=201)
     mock.add("POST", "/v1/orgs/org_1/teams", {"status": 409, "code": "conflict"}, status=409)
     sdk = Client(
         "http://bastion.test",

@@ -497,7 +497,16 @@ def test_wait_long_polls_in_chunks_of_at_most_60_seconds() -> None:
     mock = MockBastion()
     started = {"run_id": "run_1", "token": "bat_run_secret", "expires_at": "2030-01-01T00:00:00Z"}
     mock.add("POST", "/v1/orgs/org_1/agents/agt_1/runs", started, status=201)
-    pending = {"id": "call_1", "decision": "pending", "approval_id": "apr_1", "reason": "x"}
+    pending = {
+        "id": "call_1",
+        "run_id": "run_1",
+        "tool": "refund_payment",
+        "decision": "pending",
+        "approval_id": "apr_1",
+        "reason": "x",
+        "arguments_digest": "sha256:0",
+        "created_at": "2030-01-01T00:00:00Z",
+    }
     mock.add("POST", "/v1/runs/run_1/tool-calls", pending, status=201)
     path = "/v1/runs/run_1/tool-calls/call_1"
     mock.add("GET", path, pending).add("GET", path, pending)

@@ -37,7 +37,7 @@ def test_sync_privacy(client: TestClient, factory: Factory) -> None:
     policy = sdk.privacy.policies.create(
         org.id, name="p", applies_to="tool_arguments", types=["EMAIL"], action="deny"
     )
-    assert [p["id"] for p in sdk.privacy.policies.list(org.id)] == [policy["id"]]
+    assert [p["id"] for p in sdk.privacy.policies.list(org.id).data] == [policy["id"]]
     assert sdk.privacy.policies.update(org.id, policy["id"], action="redact")["action"] == "redact"
     sdk.privacy.policies.delete(org.id, policy["id"])
     with pytest.raises(ValidationError):

@@ -38,7 +38,7 @@ from bastion.api.responder import Responder
 from bastion.api.state import AppState
 from bastion.audit import service as audit
 from bastion.console.security import CSP
-from bastion.core import groupcommit, idempotency
+from bastion.core import groupcommit, idempotency, tracing
 from bastion.core.crypto import label_base32
 from bastion.core.db import client_gone, database_busy
 from bastion.core.errors import BastionError, FieldError
@@ -135,12 +135,16 @@ class BastionMiddleware:
         self.fast = state.settings.fast_path
         self.requests = RequestLog(json=state.settings.log_as_json)
         self.metrics = state.settings.metrics_token is not None
+        self.traces = state.settings.otel_traces
+        if self.traces:
+            tracing.configure()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             await self._serve(scope, receive, send)
         finally:
@@ -152,6 +156,27 @@ class BastionMiddleware:
                     self.requests.emit(ctx, route_template(scope), status, started)
                 if self.metrics:
                     observe(ctx, route_template(scope), status, started)
+                if self.traces:
+                    self._trace(ctx, scope, status, started_ns)
+
+    @staticmethod
+    def _trace(ctx: RequestContext, scope: Scope, status: int, started_ns: int) -> None:
+        principal = ctx.principal
+        incoming = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", [])
+            if k in (b"traceparent", b"tracestate")
+        }
+        tracing.record_request(
+            method=ctx.method,
+            route=route_template(scope),
+            status=status,
+            started_ns=started_ns,
+            request_id=ctx.request_id,
+            principal_id=principal.id if principal is not None else None,
+            org_id=principal.org_id if principal is not None else None,
+            headers=incoming,
+        )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _read_headers(scope)

@@ -14,6 +14,7 @@ sink may retry a delivery or de-duplicate on the output.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -437,8 +438,11 @@ class _OcsfClass:
     activity_id: int
 
 
-def _ocsf_class(event_type: str) -> _OcsfClass:
-    """The OCSF category, class and activity for an event type."""
+def _ocsf_class(event_type: str, members_or_privileges: bool = False) -> _OcsfClass:
+    """The OCSF category, class and activity for an event type. A team or role event is
+    Group Management only when it names a member or privileges (the class requires one
+    of `user` and `privileges`); creating, renaming or deleting a team otherwise is an
+    operation on Bastion's API (API Activity)."""
     domain, verb = _domain(event_type), _verb(event_type)
     if domain == "auth":
         if verb.startswith("login"):
@@ -451,9 +455,9 @@ def _ocsf_class(event_type: str) -> _OcsfClass:
     if domain in _ACCOUNT_DOMAINS:
         # Rotating an API key is not an OCSF "Password Change" of an account; it stays Other.
         return _OcsfClass(_IAM, _ACCOUNT_CHANGE, _ACCOUNT_VERBS.get(verb, _OTHER))
-    if domain == "role_grant":
+    if domain == "role_grant" and members_or_privileges:
         return _OcsfClass(_IAM, _GROUP_MANAGEMENT, _GRANT_VERBS.get(verb, _OTHER))
-    if domain in _GROUP_DOMAINS:
+    if domain in _GROUP_DOMAINS and members_or_privileges:
         return _OcsfClass(_IAM, _GROUP_MANAGEMENT, _GROUP_VERBS.get(verb, _OTHER))
     if domain == "authz":
         # OCSF's Authorize Session (3003) reports the privileges granted to a new session,
@@ -465,25 +469,33 @@ def _ocsf_class(event_type: str) -> _OcsfClass:
     return _OcsfClass(_APPLICATION, _API_ACTIVITY, _API_VERBS.get(verb, _OTHER))
 
 
-def _ocsf_actor(event: SiemEvent) -> dict[str, Any]:
-    user = _drop_none(
+def _ocsf_user(uid: str | None, kind: str) -> dict[str, Any]:
+    """An OCSF User object; it must carry one of account, name and uid, so a principal
+    without an id (an anonymous caller, a sign-in for an unknown email) is named by its
+    kind."""
+    return _drop_none(
         {
-            "uid": event.actor_id,
-            "type": event.actor_type,
-            "type_id": _USER_TYPE_IDS.get(event.actor_type, _OTHER),
+            "uid": uid,
+            "name": kind if uid is None else None,
+            "type": kind,
+            "type_id": _USER_TYPE_IDS.get(kind, _OTHER),
         }
     )
-    return {"user": user}
+
+
+def _ocsf_actor(event: SiemEvent) -> dict[str, Any]:
+    return {"user": _ocsf_user(event.actor_id, event.actor_type)}
 
 
 def _ocsf_target_user(event: SiemEvent) -> dict[str, Any]:
-    """The user an authentication event is about: the resource when it is a user (a
-    failed sign-in for a known account), else the acting user."""
-    if event.resource_type == "user" and event.resource_id is not None:
-        return {"uid": event.resource_id}
+    """The user an authentication or account event is about: the resource when it is a
+    user or account (a failed sign-in for a known account), else the acting user, else
+    an unknown user (a sign-in for an unknown email)."""
+    if event.resource_id is not None and event.resource_type in (None, *_ACCOUNT_DOMAINS):
+        return {"uid": event.resource_id, "type": event.resource_type or "user"}
     if event.actor_type == "user" and event.actor_id is not None:
-        return {"uid": event.actor_id}
-    return {"type_id": 0, "type": "Unknown"}  # e.g. a sign-in for an unknown email
+        return {"uid": event.actor_id, "type": "user", "type_id": 1}
+    return {"name": "unknown", "type": "Unknown", "type_id": 0}
 
 
 def ocsf(event: SiemEvent) -> dict[str, Any]:
@@ -491,13 +503,20 @@ def ocsf(event: SiemEvent) -> dict[str, Any]:
 
     Class by event domain: auth.* is Authentication (3002); user.*, service_account.* and
     api_key.* are Account Change (3001); team.*, role.* and role_grant.* are Group
-    Management (3006); authz.* and everything else are API Activity (6003). The activity
+    Management (3006) when they name a member or privileges (the class requires one),
+    else API Activity; authz.* and everything else are API Activity (6003). Every
+    event validates against OCSF 1.1.0 (tests/audit/test_ocsf_schema.py). The activity
     comes from the verb of the type (created, deleted, member_added, ...), 99 (Other) when
     none fits, and `type_uid` is `class_uid * 100 + activity_id`. A success is severity 1
     (Informational) with status Success; a failure or denial is severity 3 (Medium) with
     status Failure. The event's own metadata travels in `unmapped`.
     """
-    mapped = _ocsf_class(event.type)
+    metadata = _jsonable(event.metadata)
+    member = metadata.get("user_id") if isinstance(metadata.get("user_id"), str) else None
+    if member is None and _domain(event.type) == "role_grant" and event.resource_type == "user":
+        member = event.resource_id  # a role grant's resource is the grantee
+    privileges = _privileges(event, metadata)
+    mapped = _ocsf_class(event.type, member is not None or bool(privileges))
     category_uid, category_name = mapped.category
     class_uid, class_name = mapped.event_class
     activity_name = _ACTIVITY_NAMES[class_uid][mapped.activity_id]
@@ -505,6 +524,7 @@ def ocsf(event: SiemEvent) -> dict[str, Any]:
     status_detail = event.reason
     if status_detail is None and event.outcome == "denied":
         status_detail = "denied"  # OCSF has no Denied status; keep it apart from Failure
+    group_management = class_uid == _GROUP_MANAGEMENT[0]
 
     result: dict[str, Any] = {
         "category_uid": category_uid,
@@ -526,6 +546,8 @@ def ocsf(event: SiemEvent) -> dict[str, Any]:
                 "version": OCSF_VERSION,
                 "uid": event.id,
                 "product": {"name": "Bastion", "vendor_name": "Bastion"},
+                # Group Management has `actor` only through the host profile.
+                "profiles": ["host"] if group_management else None,
                 "event_code": event.type,
                 "sequence": event.seq,
                 "correlation_uid": event.request_id,
@@ -536,32 +558,98 @@ def ocsf(event: SiemEvent) -> dict[str, Any]:
     }
     if status_detail is not None:
         result["status_detail"] = status_detail
+    # Where the call came from. Group Management has neither attribute: there they
+    # travel in `unmapped`, as they are.
+    origin: dict[str, Any] = {}
     if event.actor_ip is not None:
-        result["src_endpoint"] = {"ip": event.actor_ip}
+        origin["src_endpoint"] = _endpoint(event.actor_ip)
     if event.actor_user_agent is not None:
-        result["http_request"] = {"user_agent": event.actor_user_agent}
+        origin["http_request"] = {"user_agent": event.actor_user_agent}
+    if not group_management:
+        result.update(origin)
 
-    metadata = _jsonable(event.metadata)
-    if class_uid == _AUTHENTICATION[0]:
-        result["user"] = _ocsf_target_user(event)
-    elif class_uid == _ACCOUNT_CHANGE[0]:
-        result["user"] = _drop_none({"uid": event.resource_id})
-    elif class_uid == _GROUP_MANAGEMENT[0]:
-        result["group"] = _drop_none({"uid": event.resource_id, "type": event.resource_type})
-        member = metadata.get("user_id")
-        if isinstance(member, str):  # team.member_added / team.member_removed
-            result["user"] = {"uid": member}
-        role = metadata.get("role")
-        if isinstance(role, str):  # role_grant.*: the role whose privileges moved
-            result["privileges"] = [role]
-    else:
-        result["api"] = {"operation": event.type}
-        resource = _drop_none({"uid": event.resource_id, "type": event.resource_type})
-        if resource:
-            result["resources"] = [resource]
-    if metadata:
-        result["unmapped"] = metadata
+    result.update(_class_attributes(event, class_uid, member, privileges, metadata))
+    if class_uid == _API_ACTIVITY[0]:
+        # API Activity requires the source; an event without a client address began
+        # inside Bastion (a scheduled job, a host command).
+        result.setdefault("src_endpoint", {"svc_name": "bastion"})
+    unmapped = dict(metadata)
+    if group_management:
+        unmapped.update(origin)
+    if unmapped:
+        result["unmapped"] = unmapped
     return result
+
+
+def _class_attributes(
+    event: SiemEvent,
+    class_uid: int,
+    member: str | None,
+    privileges: list[str],
+    metadata: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The attributes of the event's class: who the event is about, or which API call."""
+    if class_uid == _AUTHENTICATION[0]:
+        # the class needs service or dst_endpoint: the service signed in to is Bastion
+        return {"user": _ocsf_target_user(event), "service": {"name": "Bastion"}}
+    if class_uid == _ACCOUNT_CHANGE[0]:
+        return {"user": _ocsf_target_user(event)}
+    if class_uid == _GROUP_MANAGEMENT[0]:
+        out: dict[str, Any] = {"group": _ocsf_group(event, metadata)}
+        if member is not None:  # the member added or removed, or a role grant's grantee
+            out["user"] = {"uid": member}
+        if privileges:
+            out["privileges"] = privileges
+        return out
+    out = {"api": {"operation": event.type}}
+    resource = _drop_none({"uid": event.resource_id, "type": event.resource_type})
+    if resource:
+        out["resources"] = [resource]
+    return out
+
+
+def _endpoint(address: str) -> dict[str, str]:
+    """`ip` must be an IP address in OCSF; anything else a server recorded as the peer
+    (a Unix socket, a test client's name) is the endpoint's name."""
+    try:
+        return {"ip": str(ipaddress.ip_address(address))}
+    except ValueError:
+        return {"name": address}
+
+
+def _privileges(event: SiemEvent, metadata: Mapping[str, Any]) -> list[str]:
+    """The privileges a team or role event moves: a role grant's role, or the
+    permissions a role was created or updated with."""
+    role = metadata.get("role")
+    if _domain(event.type) == "role_grant" and isinstance(role, str):
+        return [role]
+    permissions = metadata.get("permissions")
+    if _domain(event.type) == "role" and isinstance(permissions, list):
+        return [str(p) for p in permissions]
+    return []
+
+
+def _ocsf_group(event: SiemEvent, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The group: the team or role itself; for a role grant, the role granted (its name
+    when known) rather than the grantee."""
+    if _domain(event.type) == "role_grant":
+        role = metadata.get("role")
+        grant = metadata.get("grant_id")
+        return _drop_none(
+            {
+                "name": role if isinstance(role, str) else None,
+                "uid": grant if isinstance(grant, str) and not isinstance(role, str) else None,
+                "type": "role",
+            }
+        ) | ({} if isinstance(role, str) or isinstance(grant, str) else {"name": "role"})
+    name = metadata.get("name")
+    return _drop_none(
+        {
+            "uid": event.resource_id,
+            "name": name if isinstance(name, str) else None,
+            "type": _domain(event.type),
+        }
+    ) | ({} if event.resource_id or isinstance(name, str) else {"name": _domain(event.type)})
 
 
 # --- Splunk HEC ---------------------------------------------------------------------

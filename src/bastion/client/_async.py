@@ -6,19 +6,27 @@ import asyncio
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast, overload
+from datetime import datetime
+from typing import Any, Literal, cast, overload
 
 import httpx
 
+from bastion.client import _generated as g
 from bastion.client import _runs
+from bastion.client import models as m
 from bastion.client._base import (
     JSON,
     Endpoints,
     Req,
     RetryPolicy,
+    T,
+    _path,
+    _query,
     decode,
     headers_for,
     may_retry,
+    parse,
+    parse_list,
     retryable,
 )
 from bastion.client._errors import BastionError, TransportError
@@ -58,24 +66,47 @@ class AsyncClient:
             base_url=base_url, timeout=timeout, transport=transport
         )
         self.retry = retry or RetryPolicy(max_retries=max_retries)
+        self.meta = g.AsyncMetaAPI(self)
         self.auth = _Auth(self)
-        self.sessions = _Sessions(self)
-        self.orgs = _Orgs(self)
-        self.users = _Users(self, "users")
-        self.teams = _Teams(self, "teams")
-        self.roles = _Collection(self, "roles")
-        self.api_keys = _ApiKeys(self, "api-keys")
-        self.service_accounts = _Collection(self, "service-accounts")
-        self.oauth_clients = _OAuthClients(self)
-        self.audit_events = _Audit(self, "audit-events")
-        self.agents = _Agents(self, "agents")
-        self.workflows = _Collection(self, "workflows")
-        self.approval_policies = _Policies(self, "approval-policies")
+        self.profile = g.AsyncProfileAPI(self)  # the caller's own profile: get(), update(...)
+        self.sessions = g.AsyncSessionsAPI(self)
+        self.mfa = g.AsyncMfaAPI(self)
+        self.orgs = g.AsyncOrgsAPI(self)
+        self.users = _Users(self)
+        self.teams = g.AsyncTeamsAPI(self)
+        self.roles = g.AsyncRolesAPI(self)
+        self.api_keys = _ApiKeys(self)
+        self.service_accounts = g.AsyncServiceAccountsAPI(self)
+        self.oauth_clients = g.AsyncOauthClientsAPI(self)
+        self.oauth = g.AsyncOauthAPI(self)
+        self.audit_events = _Audit(self)
+        self.audit_checkpoints = g.AsyncAuditCheckpointsAPI(self)
+        self.audit_sinks = g.AsyncAuditSinksAPI(self)
+        self.alert_rules = g.AsyncAlertRulesAPI(self)
+        self.alerts = g.AsyncAlertsAPI(self)
+        self.authz = g.AsyncAuthzAPI(self)
+        self.sources = g.AsyncSourcesAPI(self)
+        self.documents = g.AsyncDocumentsAPI(self)
+        self.secrets = g.AsyncSecretsAPI(self)
+        self.agents = g.AsyncAgentsAPI(self)
+        self.workflows = g.AsyncWorkflowsAPI(self)
+        self.approval_policies = g.AsyncApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
-        self.sso_connections = _Collection(self, "sso-connections")
-        self.domains = _Domains(self, "domains")
         self.runs = _Runs(self)
+        self.mcp_servers = g.AsyncMcpServersAPI(self)
+        self.webhook_endpoints = g.AsyncWebhookEndpointsAPI(self)
+        self.webhook_subscriptions = g.AsyncWebhookSubscriptionsAPI(self)
+        self.sso_connections = g.AsyncSsoConnectionsAPI(self)
+        self.domains = g.AsyncDomainsAPI(self)
+        self.scim_tokens = g.AsyncScimTokensAPI(self)
+        self.integrations = g.AsyncIntegrationsAPI(self)
         self.privacy = _Privacy(self)
+        self.privacy_policies = self.privacy.policies
+        self.subject_requests = self.privacy.subject_requests
+        self.encryption_key = g.AsyncEncryptionKeyAPI(self)
+        self.workspaces = g.AsyncWorkspacesAPI(self)
+        self.compliance = g.AsyncComplianceAPI(self)
+        self.access_reviews = g.AsyncAccessReviewsAPI(self)
 
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
@@ -94,15 +125,27 @@ class AsyncClient:
     def set_token(self, token: str | ClientCredentials | None) -> None:
         self._token = token
 
-    async def me(self) -> JSON:
-        return await self._call(E.me())
+    async def me(self) -> m.MeOut:
+        """The caller: principal type, id, organisation, role and permissions."""
+        return await self.profile.get()
 
-    async def permissions(self) -> list[JSON]:
-        return list((await self._call(E.permissions()))["data"])
+    async def permissions(self) -> list[m.PermissionOut]:
+        """Every permission there is, with its description."""
+        return await self.meta.permissions()
 
     # --- plumbing --------------------------------------------------------------
     async def _call(self, req: Req) -> JSON:
         return cast(JSON, await self._run(req))
+
+    async def _request(self, req: Req, result: Any) -> Any:
+        return parse(result, await self._run(req))
+
+    async def _request_list(self, req: Req, item: type[T]) -> list[T]:
+        return parse_list(item, await self._run(req))
+
+    async def _iterate(self, req: Req, item: type[T]) -> AsyncIterator[T]:
+        async for raw in self._pages(req):
+            yield item.model_validate(raw)
 
     async def _bearer(self) -> str | None:
         """The bearer token: the one given, or a current access token of the OAuth
@@ -132,6 +175,7 @@ class AsyncClient:
                     req.path,
                     params=req.params,
                     json=req.json,
+                    data=req.form,
                     headers=headers_for(await self._bearer(), req),
                     # Omitted, not httpx's USE_CLIENT_DEFAULT: a test's Starlette TestClient
                     # may be an httpx2 client (installed with the `mcp` SDK).
@@ -197,234 +241,130 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class _Auth:
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
-    async def login(self, email: str, password: str, *, use: bool = True) -> JSON:
+class _Auth(g.AsyncAuthAPI):
+    async def login(  # type: ignore[override]
+        self, email: str, password: str, *, use: bool = True
+    ) -> m.LoginOut | m.MfaRequiredOut | m.MfaEnrolmentOut:
         """Sign in; with `use=True` the client sends the new session token from now on.
-        When a second factor is owed the answer has `mfa_required` (or
-        `mfa_enrolment_required`) and an `mfa_token` instead: finish with `mfa(...)`."""
-        result = await self._c._call(E.login(email, password))
-        if use and "token" in result:
-            self._c.set_token(result["token"])
+        When a second factor is owed the answer is `MfaRequiredOut` (or
+        `MfaEnrolmentOut`) with an `mfa_token` instead: finish with `mfa(...)`."""
+        result = await super().login(email=email, password=password)
+        if use and isinstance(result, m.LoginOut):
+            self._c.set_token(result.token)
         return result
 
-    async def mfa(self, mfa_token: str, method: str, code: str, *, use: bool = True) -> JSON:
+    async def mfa(  # type: ignore[override]
+        self, mfa_token: str, method: str, code: str, *, use: bool = True
+    ) -> m.LoginOut:
         """Finish a sign-in with a second factor (`method`: "totp" or "recovery_code")."""
-        result = await self._c._call(E.mfa(mfa_token, method, code))
+        result = await super().mfa(mfa_token=mfa_token, method=method, code=code)  # type: ignore[arg-type]
         if use:
-            self._c.set_token(result["token"])
+            self._c.set_token(result.token)
         return result
 
-    async def step_up(
+    async def step_up(  # type: ignore[override]
         self, method: str, *, code: str | None = None, password: str | None = None
-    ) -> JSON:
-        """Verify again (RFC 9470) after a `StepUpRequired`: `{"auth_time", "amr"}`."""
-        return await self._c._call(E.step_up(method, code, password))
+    ) -> m.StepUpOut:
+        """Verify again (RFC 9470) after a `StepUpRequired`: `auth_time` and `amr`."""
+        return await super().step_up(method=method, code=code, password=password)  # type: ignore[arg-type]
 
-    async def sso_exchange(self, code: str, *, use: bool = True) -> JSON:
-        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session
-        (`{"token", "expires_at", "user_id"}`); with `use=True` the client uses it."""
-        result = await self._c._call(E.sso_exchange(code))
+    async def sso_exchange(self, code: str, *, use: bool = True) -> m.LoginOut:  # type: ignore[override]
+        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session;
+        with `use=True` the client uses it."""
+        result = await super().sso_exchange(code=code)
         if use:
-            self._c.set_token(result["token"])
+            self._c.set_token(result.token)
         return result
 
-    async def logout(self) -> None:
-        await self._c._run(E.logout())
+    async def setup(self, token: str, password: str) -> m.SetupOut:  # type: ignore[override]
+        """Set the first password of an invited user with the emailed setup token."""
+        return await super().setup(token=token, password=password)
 
-    async def setup(self, token: str, password: str) -> JSON:
-        return await self._c._call(E.setup(token, password))
-
-    async def change_password(self, current_password: str, new_password: str) -> None:
+    async def change_password(self, current_password: str, new_password: str) -> None:  # type: ignore[override]
         """Change the signed-in user's password; their other sessions end."""
-        await self._c._run(E.change_password(current_password, new_password))
+        await super().change_password(current_password=current_password, new_password=new_password)
 
-    async def request_password_reset(self, email: str) -> None:
+    async def request_password_reset(self, email: str) -> None:  # type: ignore[override]
         """Ask for a reset link by email (the same answer whether the email is known)."""
-        await self._c._run(E.request_password_reset(email))
+        await super().request_password_reset(email=email)
 
-    async def confirm_password_reset(self, token: str, password: str) -> None:
+    async def confirm_password_reset(self, token: str, password: str) -> None:  # type: ignore[override]
         """Set a new password with the emailed token; every session of the user ends."""
-        await self._c._run(E.confirm_password_reset(token, password))
+        await super().confirm_password_reset(token=token, password=password)
 
 
-class _Sessions:
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
-    def list(self) -> AsyncIterator[JSON]:
-        return self._c._pages(E.sessions())
-
-    async def revoke(self, session_id: str) -> None:
-        await self._c._run(E.revoke_session(session_id))
-
-    async def revoke_others(self) -> None:
-        await self._c._run(E.revoke_other_sessions())
-
-
-class _Orgs:
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
-    async def get(self, org: str) -> JSON:
-        return await self._c._call(E.get_org(org))
-
-    async def update(self, org: str, **changes: Any) -> JSON:
-        return await self._c._call(E.update_org(org, **changes))
-
-    async def end_sessions(self, org: str) -> None:
-        """End every session of every user of the organisation now but the caller's."""
-        await self._c._run(E.end_org_sessions(org))
-
-
-class _Collection:
-    def __init__(self, c: AsyncClient, name: str) -> None:
-        self._c = c
-        self._name = name
-
-    async def create(self, org: str, *, idempotency_key: str | None = None, **fields: Any) -> JSON:
-        return await self._c._call(E.create(org, self._name, fields, idempotency_key))
-
-    def list(
-        self, org: str, *, page_size: int | None = None, **filters: Any
-    ) -> AsyncIterator[JSON]:
-        """Every item, newest first, fetching pages lazily (`async for`)."""
-        return self._c._pages(E.list(org, self._name, page_size, **filters))
-
-    async def page(
-        self, org: str, *, limit: int | None = None, cursor: str | None = None, **filters: Any
-    ) -> JSON:
-        """One page: `{"data": [...], "next_cursor": ...}`."""
-        return await self._c._call(E.list(org, self._name, limit, cursor=cursor, **filters))
-
-    async def get(self, org: str, item: str) -> JSON:
-        return await self._c._call(E.get(org, self._name, item))
-
-    async def update(self, org: str, item: str, **changes: Any) -> JSON:
-        return await self._c._call(E.update(org, self._name, item, changes))
-
-    async def delete(self, org: str, item: str) -> None:
-        await self._c._run(E.delete(org, self._name, item))
-
-
-class _Users(_Collection):
-    async def grant_role(
-        self, org: str, user: str, *, role: str, expires_at: str, reason: str
-    ) -> JSON:
-        body = {"role": role, "expires_at": expires_at, "reason": reason}
-        return await self._c._call(E.grant_role(org, user, body))
-
-    def list_grants(self, org: str, user: str) -> AsyncIterator[JSON]:
-        return self._c._pages(E.list_grants(org, user))
-
-    async def revoke_grant(self, org: str, user: str, grant: str) -> None:
-        await self._c._run(E.revoke_grant(org, user, grant))
-
-    def sessions(self, org: str, user: str) -> AsyncIterator[JSON]:
-        """A user's active sessions, newest first."""
-        return self._c._pages(E.user_sessions(org, user))
-
+class _Users(g.AsyncUsersAPI):
     async def end_sessions(self, org: str, user: str, session: str | None = None) -> None:
         """End every session of the user now, or only `session`."""
-        await self._c._run(E.end_user_sessions(org, user, session))
+        if session is None:
+            await self.end_all_sessions(org, user)
+        else:
+            await self.end_session(org, user, session)
 
 
-class _Teams(_Collection):
-    async def add_member(self, org: str, team: str, user: str) -> None:
-        await self._c._run(E.add_member(org, team, user))
-
-    async def remove_member(self, org: str, team: str, user: str) -> None:
-        await self._c._run(E.remove_member(org, team, user))
+class _ApiKeys(g.AsyncApiKeysAPI):
+    async def delete(self, org: str, key: str) -> None:
+        """The same as `revoke`."""
+        await self.revoke(org, key)
 
 
-class _ApiKeys(_Collection):
-    async def rotate(self, org: str, key: str, *, overlap_seconds: int = 0) -> JSON:
-        return await self._c._call(E.rotate_key(org, key, overlap_seconds))
-
-    async def revoke(self, org: str, key: str) -> None:
-        await self.delete(org, key)
-
-
-class _OAuthClients:
-    """A service account's OAuth clients: `create` shows the `client_secret` once."""
-
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
-    async def create(
-        self, org: str, account: str, *, name: str, scopes: list[str] | None = None
-    ) -> JSON:
-        body: JSON = {"name": name}
-        if scopes is not None:
-            body["scopes"] = scopes
-        return await self._c._call(E.create_oauth_client(org, account, body))
-
-    def list(self, org: str, account: str) -> AsyncIterator[JSON]:
-        return self._c._pages(E.oauth_clients(org, account))
-
-    async def delete(self, org: str, account: str, client: str) -> None:
-        """Delete the client: every token it obtained stops working at once."""
-        await self._c._run(E.delete_oauth_client(org, account, client))
-
-
-class _Domains(_Collection):
-    async def verify(self, org: str, domain: str) -> JSON:
-        """Look the domain's TXT record up; 422 `domain_not_verified` while it is absent."""
-        return await self._c._call(E.verify_domain(org, domain))
-
-
-class _Audit(_Collection):
-    async def verify(self, org: str) -> JSON:
-        return await self._c._call(E.verify_audit(org))
-
-
-class _Agents(_Collection):
-    def hub(self, *, page_size: int | None = None) -> AsyncIterator[JSON]:
-        """Public agents of every organisation (their published definitions)."""
-        return self._c._pages(E.hub_agents(page_size))
-
-
-class _Policies(_Collection):
-    async def reapprove(self, org: str, policy: str) -> JSON:
-        """Re-pin an `allow` policy to the current definitions of the tools it matches."""
-        return await self._c._call(E.reapprove_policy(org, policy))
-
-
-class _Approvals:
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
-    def list(
+class _Audit(g.AsyncAuditEventsAPI):
+    async def export(
         self,
         org: str,
         *,
-        status: str | None = None,
-        mine: bool | None = None,
-        page_size: int | None = None,
-    ) -> AsyncIterator[JSON]:
-        """Approvals, newest first; `mine=True` is the caller's inbox (those they may
-        decide now), `status` one of pending, approved, denied, expired."""
-        return self._c._pages(E.list(org, "approvals", page_size, status=status, mine=mine))
+        format: Literal["jsonl", "csv"] = "jsonl",
+        type: str | None = None,
+        actor: str | None = None,
+        resource: str | None = None,
+        outcome: Literal["success", "failure", "denied"] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        q: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        """GET /v1/orgs/{org}/audit-events/export: every matching event, streamed as
+        JSON Lines or CSV (the same filters as `list`), in chunks of bytes."""
+        params = _query(
+            {
+                "format": format,
+                "type": type,
+                "actor": actor,
+                "resource": resource,
+                "outcome": outcome,
+                "since": since,
+                "until": until,
+                "q": q,
+            }
+        )
+        req = Req("GET", _path("v1", "orgs", org, "audit-events", "export"), params=params)
+        c = cast(AsyncClient, self._c)
+        async with c._http.stream(
+            "GET", req.path, params=params, headers=headers_for(await c._bearer(), req)
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                decode(
+                    response.status_code,
+                    response.content,
+                    _json(response),
+                    response.headers.get("retry-after"),
+                )
+            async for chunk in response.aiter_bytes():
+                yield chunk
 
-    async def get(self, org: str, approval: str) -> JSON:
-        return await self._c._call(E.get(org, "approvals", approval))
 
-    async def approve(self, org: str, approval: str, *, comment: str = "") -> JSON:
-        return await self._c._call(E.decide_approval(org, approval, "approve", comment))
+class _Approvals(g.AsyncApprovalsAPI):
+    async def approve(self, org: str, approval: str, *, comment: str = "") -> m.ApprovalOut:
+        return await self.decide(org, approval, decision="approve", comment=comment)
 
-    async def deny(self, org: str, approval: str, *, comment: str = "") -> JSON:
-        return await self._c._call(E.decide_approval(org, approval, "deny", comment))
+    async def deny(self, org: str, approval: str, *, comment: str = "") -> m.ApprovalOut:
+        return await self.decide(org, approval, decision="deny", comment=comment)
 
 
-class _Runs:
-    def __init__(self, c: AsyncClient) -> None:
-        self._c = c
-
+class _Runs(g.AsyncRunsAPI):
     async def start(
         self,
-        agent: str | Mapping[str, Any],
+        agent: str | Mapping[str, Any] | m.AgentOut,
         *,
         on_behalf_of: str | None = None,
         org: str | None = None,
@@ -436,23 +376,16 @@ class _Runs:
     ) -> AsyncRun:
         """Start a run of `agent` (its id, or the agent object) acting for `on_behalf_of`
         (default: the caller). `org` defaults to the agent object's, else the caller's."""
+        c = cast(AsyncClient, self._c)
         org_id, agent_id = _runs.org_and_agent(agent, org)
         if org_id is None:
-            org_id = str((await self._c.me())["org_id"])
+            org_id = (await c.me()).org_id
         body = _runs.run_body(
             on_behalf_of, workflow_id, ttl_seconds, max_tool_calls, max_pending_approvals
         )
-        started = await self._c._call(E.start_run(org_id, agent_id, body, idempotency_key))
-        return AsyncRun(self._c, org_id, agent_id, started)
-
-    async def get(self, run: str) -> JSON:
-        return await self._c._call(E.get_run(run))
-
-    def list(self, org: str, agent: str, *, page_size: int | None = None) -> AsyncIterator[JSON]:
-        return self._c._pages(E.list_runs(org, agent, page_size))
-
-    async def revoke(self, org: str, run: str) -> JSON:
-        return await self._c._call(E.revoke_run(org, run))
+        req = E.start_run(org_id, agent_id, body, idempotency_key)
+        started = await c._request(req, m.RunStarted)
+        return AsyncRun(c, org_id, agent_id, started)
 
 
 class AsyncRun:
@@ -469,7 +402,9 @@ class AsyncRun:
     As an async context manager (`async with run:`) the run is revoked on exit.
     """
 
-    def __init__(self, parent: AsyncClient, org_id: str, agent_id: str, started: JSON) -> None:
+    def __init__(
+        self, parent: AsyncClient, org_id: str, agent_id: str, started: m.RunStarted | JSON
+    ) -> None:
         self.id: str = started["run_id"]
         self.token: str = started["token"]
         self.expires_at = _runs.parse_time(started["expires_at"])
@@ -491,13 +426,13 @@ class AsyncRun:
             if exc_type is None:
                 raise
 
-    async def status(self) -> JSON:
+    async def status(self) -> m.RunOut:
         """The run as the server sees it: `status` (active, expired, revoked), counts…"""
-        return await self._c._call(E.get_run(self.id))
+        return await self._c.runs.get(self.id)
 
-    async def revoke(self) -> JSON:
+    async def revoke(self) -> m.RunOut:
         """End the run (with the parent client's credentials)."""
-        return await self._parent._call(E.revoke_run(self.org_id, self.id))
+        return await self._parent.runs.revoke(self.org_id, self.id)
 
     async def tool_call(
         self,
@@ -506,18 +441,20 @@ class AsyncRun:
         *,
         connection: str | None = None,
         idempotency_key: str | None = None,
-    ) -> JSON:
+    ) -> m.ToolCallOut:
         """Ask the gate once: the call with `decision` allow, deny or pending."""
         body = {"tool": tool, "arguments": dict(arguments or {}), "connection": connection}
-        return await self._c._call(E.tool_call(self.id, body, idempotency_key))
+        req = E.tool_call(self.id, body, idempotency_key)
+        call: m.ToolCallOut = await self._c._request(req, m.ToolCallOut)
+        return call
 
-    async def wait(self, call_id: str, timeout: float | None = 60.0) -> JSON:  # noqa: ASYNC109 - the server waits, not a cancellation
+    async def wait(self, call_id: str, timeout: float | None = 60.0) -> m.ToolCallOut:  # noqa: ASYNC109 - the server waits, not a cancellation
         """The call once decided, or still pending after `timeout` seconds (None: until
         decided; an approval's expiry bounds that). Long-polls in chunks of ≤ 60 s."""
         deadline = _runs.deadline_of(timeout)
         while True:
             req = E.get_tool_call(self.id, call_id, _runs.next_wait(deadline))
-            call = await self._c._call(req)
+            call: m.ToolCallOut = await self._c._request(req, m.ToolCallOut)
             if _runs.waited_enough(call, deadline):
                 return call
 
@@ -529,15 +466,15 @@ class AsyncRun:
         timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - how long to wait for people
         connection: str | None = None,
         on_pending: OnPending = None,
-    ) -> JSON:
+    ) -> m.ToolCallOut:
         """Ask the gate and wait for a pending approval: the allowed call, or
         `ActionDenied` (denied, or still pending after `timeout` seconds). `on_pending`
         is called with the pending call (its `approval_id`) before waiting."""
         call = await self.tool_call(tool, arguments, connection=connection)
-        if call["decision"] == "pending":
+        if call.decision == "pending":
             if on_pending is not None:
                 await _runs.maybe_await(on_pending(call))
-            call = await self.wait(call["id"], timeout)
+            call = await self.wait(call.id, timeout)
         return _runs.settle(tool, call)
 
     @overload
@@ -593,9 +530,9 @@ class AsyncGuard:
         self._timeout = timeout
         self._arguments = arguments
         self._connection = connection
-        self.call: JSON | None = None  # the allowed call, once entered as a context manager
+        self.call: m.ToolCallOut | None = None  # the allowed call, once entered with `with`
 
-    async def _authorize(self, tool: str, arguments: dict[str, Any]) -> JSON:
+    async def _authorize(self, tool: str, arguments: dict[str, Any]) -> m.ToolCallOut:
         return await self._run.authorize(
             tool,
             arguments,
@@ -620,13 +557,13 @@ class AsyncGuard:
 
         return cast(F, guarded)
 
-    def __enter__(self) -> JSON:
+    def __enter__(self) -> m.ToolCallOut:
         raise TypeError("use `async with run.guard(...)` with an AsyncRun")
 
     def __exit__(self, *_: object) -> None:
         return None
 
-    async def __aenter__(self) -> JSON:
+    async def __aenter__(self) -> m.ToolCallOut:
         tool = _runs.tool_name(self._tool)
         self.call = await self._authorize(tool, _runs.fixed_arguments(tool, self._arguments))
         return self.call
@@ -642,8 +579,12 @@ class _Privacy:
 
     def __init__(self, c: AsyncClient) -> None:
         self._c = c
-        self.policies = _Collection(c, "privacy/policies")
-        self.subject_requests = _Collection(c, "privacy/subject-requests")
+        self.policies = g.AsyncPrivacyPoliciesAPI(c)
+        self.subject_requests = g.AsyncSubjectRequestsAPI(c)
+
+    async def types(self) -> m.TypesOut:
+        """The entity types the detector knows, with a description of each."""
+        return await g.AsyncPrivacyAPI(self._c).types()
 
     async def scan(self, org: str, texts: list[str], *, types: list[str] | None = None) -> JSON:
         """`{"results": [{"findings": [{"type", "start", "end", "score"}]}]}`; offsets in
@@ -682,16 +623,14 @@ class _Privacy:
 
     async def access_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
-    ) -> JSON:
-        body = {"kind": "access", "user_id": user_id, "email": email}
-        return await self.subject_requests.create(org, **body)
+    ) -> m.SubjectRequestOut:
+        return await self.subject_requests.create(org, kind="access", user_id=user_id, email=email)
 
     async def erasure_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
-    ) -> JSON:
+    ) -> m.SubjectRequestOut:
         """Erase the person (cannot be undone; a person must have stepped up recently)."""
-        body = {"kind": "erasure", "user_id": user_id, "email": email}
-        return await self.subject_requests.create(org, **body)
+        return await self.subject_requests.create(org, kind="erasure", user_id=user_id, email=email)
 
     async def package(self, org: str, request: str) -> bytes:
         """An access request's package: a ZIP of JSON files."""

@@ -8,12 +8,16 @@ import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from urllib.parse import quote
+
+from pydantic import BaseModel, TypeAdapter
 
 from bastion.client._errors import APIError, from_response
 
 JSON = dict[str, Any]
+T = TypeVar("T", bound=BaseModel)
 MAX_WAIT_SECONDS = 60.0  # the server's longest long-poll
 LONG_POLL_MARGIN = 15.0  # read timeout beyond the long-poll's own wait
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -31,6 +35,7 @@ class Req:
     expect_body: bool = True
     timeout: float | None = None  # seconds for this request; None: the client's default
     raw: bool = False  # the body as bytes (a ZIP), not JSON
+    form: Mapping[str, Any] | None = None  # an application/x-www-form-urlencoded body
 
 
 def _p(*parts: str) -> str:
@@ -344,3 +349,67 @@ class Endpoints:
             {"decision": decision, "comment": comment},
             idempotency_key,
         )
+
+
+# --- helpers of the generated layer (bastion.client._generated) ---------------------
+
+
+def _path(*parts: str) -> str:
+    """`/v1/orgs/{org}/…` with every part percent-encoded (ids never break the path)."""
+    return "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+def _wire(value: Any) -> Any:
+    """A request value as JSON: models by their API names, times as RFC 3339."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _wire(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _body(values: Mapping[str, Any]) -> JSON:
+    """A request body: the parameters given (None means "not given")."""
+    return {k: _wire(v) for k, v in values.items() if v is not None}
+
+
+def _query(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
+    return out
+
+
+def _key(idempotency_key: str | None) -> str:
+    return idempotency_key or str(uuid.uuid4())
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def parse(result: Any, body: Any) -> Any:
+    """The answer as the operation's type: a model, a union of models, a list, a dict."""
+    if result is None:
+        return None
+    if isinstance(result, type) and issubclass(result, BaseModel):
+        return result.model_validate(body)
+    adapter = _ADAPTERS.get(result)
+    if adapter is None:
+        adapter = _ADAPTERS[result] = TypeAdapter(result)
+    return adapter.validate_python(body)
+
+
+def parse_list(item: type[T], body: Any) -> list[T]:
+    """A `{"data": [...]}` answer (not paginated) as a list of models."""
+    return [item.model_validate(x) for x in body["data"]]

@@ -13,14 +13,16 @@ from typing import Any, TypeVar
 
 from bastion.client._base import JSON, MAX_WAIT_SECONDS
 from bastion.client._errors import ActionDenied
+from bastion.client._model import Model
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=Model | JSON)
 
 Arguments = Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any]] | None
 """What a guard sends as the call's arguments: the function's own bound arguments
 (None), a fixed object, or a function of the bound arguments returning the object."""
 
-OnPending = Callable[[dict[str, Any]], Any] | None
+OnPending = Callable[[Any], Any] | None
 """Called with the pending call (its `approval_id`) before a guard waits for people;
 with `AsyncRun` it may be a coroutine function."""
 
@@ -92,13 +94,13 @@ def next_wait(deadline: float | None) -> float:
     return max(0.0, min(MAX_WAIT_SECONDS, deadline - time.monotonic()))
 
 
-def waited_enough(call: JSON, deadline: float | None) -> bool:
+def waited_enough(call: Model | JSON, deadline: float | None) -> bool:
     if call.get("decision") != "pending":
         return True
     return deadline is not None and time.monotonic() >= deadline
 
 
-def settle(tool: str, call: JSON) -> JSON:
+def settle(tool: str, call: T) -> T:
     """The allowed call, or `ActionDenied` for a denied or still-pending one."""
     decision = str(call.get("decision", ""))
     if decision == "allow":
@@ -122,10 +124,12 @@ def parse_time(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def org_and_agent(agent: str | Mapping[str, Any], org: str | None) -> tuple[str | None, str]:
+def org_and_agent(
+    agent: str | Mapping[str, Any] | Model, org: str | None
+) -> tuple[str | None, str]:
     """An agent given by id (`agt_…`) or as the API's agent object (its `org_id` then
     serves as the default organisation)."""
-    if isinstance(agent, Mapping):
+    if isinstance(agent, Mapping | Model):
         return org or agent.get("org_id"), str(agent["id"])
     return org, agent
 

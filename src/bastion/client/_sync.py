@@ -7,19 +7,27 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, cast, overload
+from datetime import datetime
+from typing import Any, Literal, cast, overload
 
 import httpx
 
+from bastion.client import _generated as g
 from bastion.client import _runs
+from bastion.client import models as m
 from bastion.client._base import (
     JSON,
     Endpoints,
     Req,
     RetryPolicy,
+    T,
+    _path,
+    _query,
     decode,
     headers_for,
     may_retry,
+    parse,
+    parse_list,
     retryable,
 )
 from bastion.client._errors import BastionError, TransportError
@@ -59,24 +67,47 @@ class Client:
             base_url=base_url, timeout=timeout, transport=transport
         )
         self.retry = retry or RetryPolicy(max_retries=max_retries)
+        self.meta = g.MetaAPI(self)
         self.auth = _Auth(self)
-        self.sessions = _Sessions(self)
-        self.orgs = _Orgs(self)
-        self.users = _Users(self, "users")
-        self.teams = _Teams(self, "teams")
-        self.roles = _Collection(self, "roles")
-        self.api_keys = _ApiKeys(self, "api-keys")
-        self.service_accounts = _Collection(self, "service-accounts")
-        self.oauth_clients = _OAuthClients(self)
-        self.audit_events = _Audit(self, "audit-events")
-        self.agents = _Agents(self, "agents")
-        self.workflows = _Collection(self, "workflows")
-        self.approval_policies = _Policies(self, "approval-policies")
+        self.profile = g.ProfileAPI(self)  # the caller's own profile: get(), update(...)
+        self.sessions = g.SessionsAPI(self)
+        self.mfa = g.MfaAPI(self)
+        self.orgs = g.OrgsAPI(self)
+        self.users = _Users(self)
+        self.teams = g.TeamsAPI(self)
+        self.roles = g.RolesAPI(self)
+        self.api_keys = _ApiKeys(self)
+        self.service_accounts = g.ServiceAccountsAPI(self)
+        self.oauth_clients = g.OauthClientsAPI(self)
+        self.oauth = g.OauthAPI(self)
+        self.audit_events = _Audit(self)
+        self.audit_checkpoints = g.AuditCheckpointsAPI(self)
+        self.audit_sinks = g.AuditSinksAPI(self)
+        self.alert_rules = g.AlertRulesAPI(self)
+        self.alerts = g.AlertsAPI(self)
+        self.authz = g.AuthzAPI(self)
+        self.sources = g.SourcesAPI(self)
+        self.documents = g.DocumentsAPI(self)
+        self.secrets = g.SecretsAPI(self)
+        self.agents = g.AgentsAPI(self)
+        self.workflows = g.WorkflowsAPI(self)
+        self.approval_policies = g.ApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
-        self.sso_connections = _Collection(self, "sso-connections")
-        self.domains = _Domains(self, "domains")
         self.runs = _Runs(self)
+        self.mcp_servers = g.McpServersAPI(self)
+        self.webhook_endpoints = g.WebhookEndpointsAPI(self)
+        self.webhook_subscriptions = g.WebhookSubscriptionsAPI(self)
+        self.sso_connections = g.SsoConnectionsAPI(self)
+        self.domains = g.DomainsAPI(self)
+        self.scim_tokens = g.ScimTokensAPI(self)
+        self.integrations = g.IntegrationsAPI(self)
         self.privacy = _Privacy(self)
+        self.privacy_policies = self.privacy.policies
+        self.subject_requests = self.privacy.subject_requests
+        self.encryption_key = g.EncryptionKeyAPI(self)
+        self.workspaces = g.WorkspacesAPI(self)
+        self.compliance = g.ComplianceAPI(self)
+        self.access_reviews = g.AccessReviewsAPI(self)
 
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
@@ -95,15 +126,27 @@ class Client:
     def set_token(self, token: str | ClientCredentials | None) -> None:
         self._token = token
 
-    def me(self) -> JSON:
-        return self._call(E.me())
+    def me(self) -> m.MeOut:
+        """The caller: principal type, id, organisation, role and permissions."""
+        return self.profile.get()
 
-    def permissions(self) -> list[JSON]:
-        return list(self._call(E.permissions())["data"])
+    def permissions(self) -> list[m.PermissionOut]:
+        """Every permission there is, with its description."""
+        return self.meta.permissions()
 
     # --- plumbing --------------------------------------------------------------
     def _call(self, req: Req) -> JSON:
         return cast(JSON, self._run(req))
+
+    def _request(self, req: Req, result: Any) -> Any:
+        return parse(result, self._run(req))
+
+    def _request_list(self, req: Req, item: type[T]) -> list[T]:
+        return parse_list(item, self._run(req))
+
+    def _iterate(self, req: Req, item: type[T]) -> Iterator[T]:
+        for raw in self._pages(req):
+            yield item.model_validate(raw)
 
     def _bearer(self) -> str | None:
         """The bearer token: the one given, or a current access token of the OAuth
@@ -133,6 +176,7 @@ class Client:
                     req.path,
                     params=req.params,
                     json=req.json,
+                    data=req.form,
                     headers=headers_for(self._bearer(), req),
                     # Omitted, not httpx's USE_CLIENT_DEFAULT: a test's Starlette TestClient
                     # may be an httpx2 client (installed with the `mcp` SDK).
@@ -197,226 +241,134 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class _Auth:
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def login(self, email: str, password: str, *, use: bool = True) -> JSON:
+class _Auth(g.AuthAPI):
+    def login(  # type: ignore[override]
+        self, email: str, password: str, *, use: bool = True
+    ) -> m.LoginOut | m.MfaRequiredOut | m.MfaEnrolmentOut:
         """Sign in; with `use=True` the client sends the new session token from now on.
-        When a second factor is owed the answer has `mfa_required` (or
-        `mfa_enrolment_required`) and an `mfa_token` instead: finish with `mfa(...)`."""
-        result = self._c._call(E.login(email, password))
-        if use and "token" in result:
-            self._c.set_token(result["token"])
+        When a second factor is owed the answer is `MfaRequiredOut` (or
+        `MfaEnrolmentOut`) with an `mfa_token` instead: finish with `mfa(...)`."""
+        result = super().login(email=email, password=password)
+        if use and isinstance(result, m.LoginOut):
+            self._c.set_token(result.token)
         return result
 
-    def mfa(self, mfa_token: str, method: str, code: str, *, use: bool = True) -> JSON:
+    def mfa(  # type: ignore[override]
+        self, mfa_token: str, method: str, code: str, *, use: bool = True
+    ) -> m.LoginOut:
         """Finish a sign-in with a second factor (`method`: "totp" or "recovery_code")."""
-        result = self._c._call(E.mfa(mfa_token, method, code))
+        result = super().mfa(mfa_token=mfa_token, method=method, code=code)  # type: ignore[arg-type]
         if use:
-            self._c.set_token(result["token"])
+            self._c.set_token(result.token)
         return result
 
-    def step_up(self, method: str, *, code: str | None = None, password: str | None = None) -> JSON:
-        """Verify again (RFC 9470) after a `StepUpRequired`: `{"auth_time", "amr"}`."""
-        return self._c._call(E.step_up(method, code, password))
+    def step_up(  # type: ignore[override]
+        self, method: str, *, code: str | None = None, password: str | None = None
+    ) -> m.StepUpOut:
+        """Verify again (RFC 9470) after a `StepUpRequired`: `auth_time` and `amr`."""
+        return super().step_up(method=method, code=code, password=password)  # type: ignore[arg-type]
 
-    def sso_exchange(self, code: str, *, use: bool = True) -> JSON:
-        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session
-        (`{"token", "expires_at", "user_id"}`); with `use=True` the client uses it."""
-        result = self._c._call(E.sso_exchange(code))
+    def sso_exchange(self, code: str, *, use: bool = True) -> m.LoginOut:  # type: ignore[override]
+        """Exchange the one-time `code` an SSO sign-in sent to `return_to` for a session;
+        with `use=True` the client uses it."""
+        result = super().sso_exchange(code=code)
         if use:
-            self._c.set_token(result["token"])
+            self._c.set_token(result.token)
         return result
 
-    def logout(self) -> None:
-        self._c._run(E.logout())
+    def setup(self, token: str, password: str) -> m.SetupOut:  # type: ignore[override]
+        """Set the first password of an invited user with the emailed setup token."""
+        return super().setup(token=token, password=password)
 
-    def setup(self, token: str, password: str) -> JSON:
-        return self._c._call(E.setup(token, password))
-
-    def change_password(self, current_password: str, new_password: str) -> None:
+    def change_password(self, current_password: str, new_password: str) -> None:  # type: ignore[override]
         """Change the signed-in user's password; their other sessions end."""
-        self._c._run(E.change_password(current_password, new_password))
+        super().change_password(current_password=current_password, new_password=new_password)
 
-    def request_password_reset(self, email: str) -> None:
+    def request_password_reset(self, email: str) -> None:  # type: ignore[override]
         """Ask for a reset link by email (the same answer whether the email is known)."""
-        self._c._run(E.request_password_reset(email))
+        super().request_password_reset(email=email)
 
-    def confirm_password_reset(self, token: str, password: str) -> None:
+    def confirm_password_reset(self, token: str, password: str) -> None:  # type: ignore[override]
         """Set a new password with the emailed token; every session of the user ends."""
-        self._c._run(E.confirm_password_reset(token, password))
+        super().confirm_password_reset(token=token, password=password)
 
 
-class _Sessions:
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def list(self) -> Iterator[JSON]:
-        return self._c._pages(E.sessions())
-
-    def revoke(self, session_id: str) -> None:
-        self._c._run(E.revoke_session(session_id))
-
-    def revoke_others(self) -> None:
-        self._c._run(E.revoke_other_sessions())
-
-
-class _Orgs:
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def get(self, org: str) -> JSON:
-        return self._c._call(E.get_org(org))
-
-    def update(self, org: str, **changes: Any) -> JSON:
-        return self._c._call(E.update_org(org, **changes))
-
-    def end_sessions(self, org: str) -> None:
-        """End every session of every user of the organisation now but the caller's."""
-        self._c._run(E.end_org_sessions(org))
-
-
-class _Collection:
-    def __init__(self, c: Client, name: str) -> None:
-        self._c = c
-        self._name = name
-
-    def create(self, org: str, *, idempotency_key: str | None = None, **fields: Any) -> JSON:
-        return self._c._call(E.create(org, self._name, fields, idempotency_key))
-
-    def list(self, org: str, *, page_size: int | None = None, **filters: Any) -> Iterator[JSON]:
-        """Every item, newest first, fetching pages lazily."""
-        return self._c._pages(E.list(org, self._name, page_size, **filters))
-
-    def page(
-        self, org: str, *, limit: int | None = None, cursor: str | None = None, **filters: Any
-    ) -> JSON:
-        """One page: `{"data": [...], "next_cursor": ...}`."""
-        return self._c._call(E.list(org, self._name, limit, cursor=cursor, **filters))
-
-    def get(self, org: str, item: str) -> JSON:
-        return self._c._call(E.get(org, self._name, item))
-
-    def update(self, org: str, item: str, **changes: Any) -> JSON:
-        return self._c._call(E.update(org, self._name, item, changes))
-
-    def delete(self, org: str, item: str) -> None:
-        self._c._run(E.delete(org, self._name, item))
-
-
-class _Users(_Collection):
-    def grant_role(self, org: str, user: str, *, role: str, expires_at: str, reason: str) -> JSON:
-        body = {"role": role, "expires_at": expires_at, "reason": reason}
-        return self._c._call(E.grant_role(org, user, body))
-
-    def list_grants(self, org: str, user: str) -> Iterator[JSON]:
-        return self._c._pages(E.list_grants(org, user))
-
-    def revoke_grant(self, org: str, user: str, grant: str) -> None:
-        self._c._run(E.revoke_grant(org, user, grant))
-
-    def sessions(self, org: str, user: str) -> Iterator[JSON]:
-        """A user's active sessions, newest first."""
-        return self._c._pages(E.user_sessions(org, user))
-
+class _Users(g.UsersAPI):
     def end_sessions(self, org: str, user: str, session: str | None = None) -> None:
         """End every session of the user now, or only `session`."""
-        self._c._run(E.end_user_sessions(org, user, session))
+        if session is None:
+            self.end_all_sessions(org, user)
+        else:
+            self.end_session(org, user, session)
 
 
-class _Teams(_Collection):
-    def add_member(self, org: str, team: str, user: str) -> None:
-        self._c._run(E.add_member(org, team, user))
-
-    def remove_member(self, org: str, team: str, user: str) -> None:
-        self._c._run(E.remove_member(org, team, user))
+class _ApiKeys(g.ApiKeysAPI):
+    def delete(self, org: str, key: str) -> None:
+        """The same as `revoke`."""
+        self.revoke(org, key)
 
 
-class _ApiKeys(_Collection):
-    def rotate(self, org: str, key: str, *, overlap_seconds: int = 0) -> JSON:
-        return self._c._call(E.rotate_key(org, key, overlap_seconds))
-
-    def revoke(self, org: str, key: str) -> None:
-        self.delete(org, key)
-
-
-class _OAuthClients:
-    """A service account's OAuth clients: `create` shows the `client_secret` once."""
-
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def create(self, org: str, account: str, *, name: str, scopes: list[str] | None = None) -> JSON:
-        body: JSON = {"name": name}
-        if scopes is not None:
-            body["scopes"] = scopes
-        return self._c._call(E.create_oauth_client(org, account, body))
-
-    def list(self, org: str, account: str) -> Iterator[JSON]:
-        return self._c._pages(E.oauth_clients(org, account))
-
-    def delete(self, org: str, account: str, client: str) -> None:
-        """Delete the client: every token it obtained stops working at once."""
-        self._c._run(E.delete_oauth_client(org, account, client))
-
-
-class _Domains(_Collection):
-    def verify(self, org: str, domain: str) -> JSON:
-        """Look the domain's TXT record up; 422 `domain_not_verified` while it is absent."""
-        return self._c._call(E.verify_domain(org, domain))
-
-
-class _Audit(_Collection):
-    def verify(self, org: str) -> JSON:
-        return self._c._call(E.verify_audit(org))
-
-
-class _Agents(_Collection):
-    def hub(self, *, page_size: int | None = None) -> Iterator[JSON]:
-        """Public agents of every organisation (their published definitions)."""
-        return self._c._pages(E.hub_agents(page_size))
-
-
-class _Policies(_Collection):
-    def reapprove(self, org: str, policy: str) -> JSON:
-        """Re-pin an `allow` policy to the current definitions of the tools it matches."""
-        return self._c._call(E.reapprove_policy(org, policy))
-
-
-class _Approvals:
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
-    def list(
+class _Audit(g.AuditEventsAPI):
+    def export(
         self,
         org: str,
         *,
-        status: str | None = None,
-        mine: bool | None = None,
-        page_size: int | None = None,
-    ) -> Iterator[JSON]:
-        """Approvals, newest first; `mine=True` is the caller's inbox (those they may
-        decide now), `status` one of pending, approved, denied, expired."""
-        return self._c._pages(E.list(org, "approvals", page_size, status=status, mine=mine))
+        format: Literal["jsonl", "csv"] = "jsonl",
+        type: str | None = None,
+        actor: str | None = None,
+        resource: str | None = None,
+        outcome: Literal["success", "failure", "denied"] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        q: str | None = None,
+    ) -> Iterator[bytes]:
+        """GET /v1/orgs/{org}/audit-events/export: every matching event, streamed as
+        JSON Lines or CSV (the same filters as `list`), in chunks of bytes:
 
-    def get(self, org: str, approval: str) -> JSON:
-        return self._c._call(E.get(org, "approvals", approval))
+            with open("audit.jsonl", "wb") as out:
+                for chunk in client.audit_events.export(org, since="2026-01-01T00:00:00Z"):
+                    out.write(chunk)
+        """
+        params = _query(
+            {
+                "format": format,
+                "type": type,
+                "actor": actor,
+                "resource": resource,
+                "outcome": outcome,
+                "since": since,
+                "until": until,
+                "q": q,
+            }
+        )
+        req = Req("GET", _path("v1", "orgs", org, "audit-events", "export"), params=params)
+        c = cast(Client, self._c)
+        with c._http.stream(
+            "GET", req.path, params=params, headers=headers_for(c._bearer(), req)
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                decode(
+                    response.status_code,
+                    response.content,
+                    _json(response),
+                    response.headers.get("retry-after"),
+                )
+            yield from response.iter_bytes()
 
-    def approve(self, org: str, approval: str, *, comment: str = "") -> JSON:
-        return self._c._call(E.decide_approval(org, approval, "approve", comment))
 
-    def deny(self, org: str, approval: str, *, comment: str = "") -> JSON:
-        return self._c._call(E.decide_approval(org, approval, "deny", comment))
+class _Approvals(g.ApprovalsAPI):
+    def approve(self, org: str, approval: str, *, comment: str = "") -> m.ApprovalOut:
+        return self.decide(org, approval, decision="approve", comment=comment)
+
+    def deny(self, org: str, approval: str, *, comment: str = "") -> m.ApprovalOut:
+        return self.decide(org, approval, decision="deny", comment=comment)
 
 
-class _Runs:
-    def __init__(self, c: Client) -> None:
-        self._c = c
-
+class _Runs(g.RunsAPI):
     def start(
         self,
-        agent: str | Mapping[str, Any],
+        agent: str | Mapping[str, Any] | m.AgentOut,
         *,
         on_behalf_of: str | None = None,
         org: str | None = None,
@@ -428,23 +380,15 @@ class _Runs:
     ) -> Run:
         """Start a run of `agent` (its id, or the agent object) acting for `on_behalf_of`
         (default: the caller). `org` defaults to the agent object's, else the caller's."""
+        c = cast(Client, self._c)
         org_id, agent_id = _runs.org_and_agent(agent, org)
         if org_id is None:
-            org_id = str(self._c.me()["org_id"])
+            org_id = c.me().org_id
         body = _runs.run_body(
             on_behalf_of, workflow_id, ttl_seconds, max_tool_calls, max_pending_approvals
         )
-        started = self._c._call(E.start_run(org_id, agent_id, body, idempotency_key))
-        return Run(self._c, org_id, agent_id, started)
-
-    def get(self, run: str) -> JSON:
-        return self._c._call(E.get_run(run))
-
-    def list(self, org: str, agent: str, *, page_size: int | None = None) -> Iterator[JSON]:
-        return self._c._pages(E.list_runs(org, agent, page_size))
-
-    def revoke(self, org: str, run: str) -> JSON:
-        return self._c._call(E.revoke_run(org, run))
+        started = c._request(E.start_run(org_id, agent_id, body, idempotency_key), m.RunStarted)
+        return Run(c, org_id, agent_id, started)
 
 
 class Run:
@@ -462,7 +406,9 @@ class Run:
     exit, so its token stops working at once.
     """
 
-    def __init__(self, parent: Client, org_id: str, agent_id: str, started: JSON) -> None:
+    def __init__(
+        self, parent: Client, org_id: str, agent_id: str, started: m.RunStarted | JSON
+    ) -> None:
         self.id: str = started["run_id"]
         self.token: str = started["token"]
         self.expires_at = _runs.parse_time(started["expires_at"])
@@ -484,13 +430,13 @@ class Run:
             if exc_type is None:
                 raise
 
-    def status(self) -> JSON:
+    def status(self) -> m.RunOut:
         """The run as the server sees it: `status` (active, expired, revoked), counts…"""
-        return self._c._call(E.get_run(self.id))
+        return self._c.runs.get(self.id)
 
-    def revoke(self) -> JSON:
+    def revoke(self) -> m.RunOut:
         """End the run (with the parent client's credentials)."""
-        return self._parent._call(E.revoke_run(self.org_id, self.id))
+        return self._parent.runs.revoke(self.org_id, self.id)
 
     def tool_call(
         self,
@@ -499,17 +445,20 @@ class Run:
         *,
         connection: str | None = None,
         idempotency_key: str | None = None,
-    ) -> JSON:
+    ) -> m.ToolCallOut:
         """Ask the gate once: the call with `decision` allow, deny or pending."""
         body = {"tool": tool, "arguments": dict(arguments or {}), "connection": connection}
-        return self._c._call(E.tool_call(self.id, body, idempotency_key))
+        req = E.tool_call(self.id, body, idempotency_key)
+        call: m.ToolCallOut = self._c._request(req, m.ToolCallOut)
+        return call
 
-    def wait(self, call_id: str, timeout: float | None = 60.0) -> JSON:
+    def wait(self, call_id: str, timeout: float | None = 60.0) -> m.ToolCallOut:
         """The call once decided, or still pending after `timeout` seconds (None: until
         decided; an approval's expiry bounds that). Long-polls in chunks of ≤ 60 s."""
         deadline = _runs.deadline_of(timeout)
         while True:
-            call = self._c._call(E.get_tool_call(self.id, call_id, _runs.next_wait(deadline)))
+            req = E.get_tool_call(self.id, call_id, _runs.next_wait(deadline))
+            call: m.ToolCallOut = self._c._request(req, m.ToolCallOut)
             if _runs.waited_enough(call, deadline):
                 return call
 
@@ -521,15 +470,15 @@ class Run:
         timeout: float | None = DEFAULT_TIMEOUT,
         connection: str | None = None,
         on_pending: OnPending = None,
-    ) -> JSON:
+    ) -> m.ToolCallOut:
         """Ask the gate and wait for a pending approval: the allowed call, or
         `ActionDenied` (denied, or still pending after `timeout` seconds). `on_pending`
         is called with the pending call (its `approval_id`) before waiting."""
         call = self.tool_call(tool, arguments, connection=connection)
-        if call["decision"] == "pending":
+        if call.decision == "pending":
             if on_pending is not None:
                 on_pending(call)
-            call = self.wait(call["id"], timeout)
+            call = self.wait(call.id, timeout)
         return _runs.settle(tool, call)
 
     @overload
@@ -585,9 +534,9 @@ class Guard:
         self._timeout = timeout
         self._arguments = arguments
         self._connection = connection
-        self.call: JSON | None = None  # the allowed call, once entered as a context manager
+        self.call: m.ToolCallOut | None = None  # the allowed call, once entered with `with`
 
-    def _authorize(self, tool: str, arguments: dict[str, Any]) -> JSON:
+    def _authorize(self, tool: str, arguments: dict[str, Any]) -> m.ToolCallOut:
         return self._run.authorize(
             tool,
             arguments,
@@ -622,7 +571,7 @@ class Guard:
 
         return cast(F, guarded)
 
-    def __enter__(self) -> JSON:
+    def __enter__(self) -> m.ToolCallOut:
         tool = _runs.tool_name(self._tool)
         self.call = self._authorize(tool, _runs.fixed_arguments(tool, self._arguments))
         return self.call
@@ -630,7 +579,7 @@ class Guard:
     def __exit__(self, *_: object) -> None:
         return None
 
-    async def __aenter__(self) -> JSON:
+    async def __aenter__(self) -> m.ToolCallOut:
         tool = _runs.tool_name(self._tool)
         arguments = _runs.fixed_arguments(tool, self._arguments)
         self.call = await asyncio.to_thread(self._authorize, tool, arguments)
@@ -647,8 +596,12 @@ class _Privacy:
 
     def __init__(self, c: Client) -> None:
         self._c = c
-        self.policies = _Collection(c, "privacy/policies")
-        self.subject_requests = _Collection(c, "privacy/subject-requests")
+        self.policies = g.PrivacyPoliciesAPI(c)
+        self.subject_requests = g.SubjectRequestsAPI(c)
+
+    def types(self) -> m.TypesOut:
+        """The entity types the detector knows, with a description of each."""
+        return g.PrivacyAPI(self._c).types()
 
     def scan(self, org: str, texts: list[str], *, types: list[str] | None = None) -> JSON:
         """`{"results": [{"findings": [{"type", "start", "end", "score"}]}]}`; offsets in
@@ -687,16 +640,14 @@ class _Privacy:
 
     def access_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
-    ) -> JSON:
-        body = {"kind": "access", "user_id": user_id, "email": email}
-        return self.subject_requests.create(org, **body)
+    ) -> m.SubjectRequestOut:
+        return self.subject_requests.create(org, kind="access", user_id=user_id, email=email)
 
     def erasure_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
-    ) -> JSON:
+    ) -> m.SubjectRequestOut:
         """Erase the person (cannot be undone; a person must have stepped up recently)."""
-        body = {"kind": "erasure", "user_id": user_id, "email": email}
-        return self.subject_requests.create(org, **body)
+        return self.subject_requests.create(org, kind="erasure", user_id=user_id, email=email)
 
     def package(self, org: str, request: str) -> bytes:
         """An access request's package: a ZIP of JSON files."""

@@ -225,6 +225,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = None
     # GET /metrics (Prometheus) answers a scraper sending this bearer token; unset: off.
     metrics_token: SecretStr | None = None
+    # OpenTelemetry: a span per request (the `otel` extra; exporter by OTEL_* variables).
+    otel_traces: bool = False
 
     @field_validator("pepper")
     @classmethod
