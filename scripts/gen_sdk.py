@@ -319,7 +319,7 @@ NOT_IN_SDK: dict[tuple[str, str], str] = {
         "a ZIP, not JSON: privacy.package(org, request)"
     ),
     ("PUT", "/v1/orgs/{org}/workspaces/{wks}/files"): (
-        "a gzip tar body: workspaces.upload(org, workspace, archive)"
+        "a gzip tar body, not JSON: PUT it with any HTTP client (docs/sandboxes.md)"
     ),
 }
 
