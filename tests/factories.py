@@ -162,3 +162,10 @@ class Factory:
         ).json()
         assert call["decision"] == "pending", call
         return dict(call)
+
+
+def home_factory(state: AppState, client: TestClient) -> Factory:
+    """A factory whose organisations live in the home region (under data residency): for
+    tests that read or change rows directly, outside a request, where the home region is
+    what an unrouted session reaches."""
+    return Factory(state, client, region=state.regions.home if state.regions else None)

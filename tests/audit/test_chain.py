@@ -7,7 +7,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from bastion.audit import service as audit
-from tests.factories import Factory, Org, unique_email
+from tests.factories import Factory, Org, home_factory, unique_email
+
+
+@pytest.fixture
+def factory(app, client: TestClient) -> Factory:  # type: ignore[no-untyped-def]
+    """Organisations in the home region: these tests read and change rows directly."""
+    return home_factory(app.state.bastion, client)
 
 
 def _events(client: TestClient, org: Org, **params: object) -> list[dict[str, object]]:

@@ -106,6 +106,6 @@ def test_every_domain_declared_its_tables() -> None:
         "oauth_revoked_tokens",
     }
     authz = {"teams", "team_members", "sources", "documents", "acl_entries", "authz_rules"}
-    authz |= {"approval_policies", "agents", "mcp_servers"}
+    authz |= {"approval_policies", "agents", "mcp_servers", "privacy_policies"}
     assert {t for t, w in revisions._WATCHED.items() if AuthRevision in w.counters} == auth
     assert {t for t, w in revisions._WATCHED.items() if AuthzRevision in w.counters} == authz

@@ -10,7 +10,13 @@ from fastapi.testclient import TestClient
 
 from bastion.core.clock import clock
 from bastion.identity.models import ApiKey
-from tests.factories import Factory, bearer, unique_email
+from tests.factories import Factory, bearer, home_factory, unique_email
+
+
+@pytest.fixture
+def factory(app, client: TestClient) -> Factory:  # type: ignore[no-untyped-def]
+    """Organisations in the home region: these tests read and change rows directly."""
+    return home_factory(app.state.bastion, client)
 
 
 def _me(client: TestClient, key: str) -> int:

@@ -13,7 +13,13 @@ from bastion.api.app import create_app
 from bastion.identity import passwords
 from bastion.identity.models import User
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, Factory, unique_email
+from tests.factories import PASSWORD, Factory, home_factory, unique_email
+
+
+@pytest.fixture
+def factory(app, client: TestClient) -> Factory:  # type: ignore[no-untyped-def]
+    """Organisations in the home region: these tests read and change rows directly."""
+    return home_factory(app.state.bastion, client)
 
 
 def _login(client: TestClient, email: str, password: str):  # type: ignore[no-untyped-def]

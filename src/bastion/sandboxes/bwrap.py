@@ -170,6 +170,10 @@ class BwrapExecution(Execution):
             return self._reason
         if self.cgroup is not None and self.cgroup.oom_killed():
             return "memory"
+        if self.cgroup is not None and self.cgroup.pids_hit():
+            # The pids limit refused a fork, and the programs gave up before the watch saw
+            # it (a fork bomb whose shell exits when fork fails): the limit stopped it.
+            return "pids"
         if exit_code == 128 + signal.SIGXFSZ:
             return "disk"
         if exit_code == 128 + signal.SIGXCPU:  # only RLIMIT_CPU sends it
