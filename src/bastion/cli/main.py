@@ -244,7 +244,7 @@ def serve(
     trusted = cfg.tls_terminated_by_proxy and bool(cfg.forwarded_allow_ips)
     _metrics_dir(cfg, workers or cfg.workers)
     uvicorn.run(
-        "bastion.api.app:create_app",
+        "bastion.api.app:create_served_app",
         factory=True,
         host=bind_host,
         port=bind_port,
