@@ -16,7 +16,8 @@ expires or a revision changes (a revocation, a change to its client or service
 account). Without a verifier every JWT is refused.
 
 Every credential of an organisation with an IP allowlist is refused (403
-`ip_not_allowed`) from an address outside it, before the request does anything. The
+`ip_not_allowed`, see `networks`) from an address outside it, before the request does
+anything. The
 allowlist is read once with the credential and cached parsed beside it; a change to it
 bumps the organisation's auth revision, so the next request everywhere reads it anew.
 """
@@ -29,19 +30,14 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from bastion.audit import service as audit
 from bastion.authz import service as authz
-from bastion.core import clientip, mfa, revisions
+from bastion.core import mfa, revisions
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.context import Actor
 from bastion.core.crypto import sha256_hex
 from bastion.core.errors import Unauthenticated
-from bastion.core.events import EventType, Outcome
-from bastion.core.netguard import network_of
 from bastion.core.permissions import CredentialKind, Permission
 from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE, Principal
 from bastion.identity import credentials
@@ -54,8 +50,13 @@ from bastion.identity.credentials import (
     labelled,
     rejected,
 )
-from bastion.identity.errors import IpNotAllowed
-from bastion.identity.models import ApiKey, ApiKeyNetwork, ServiceAccount, User, UserSession
+from bastion.identity.models import ApiKey, ServiceAccount, User, UserSession
+from bastion.identity.networks import (
+    check_address,
+    key_networks,
+    parse_allowlist,
+    watch_network,
+)
 from bastion.identity.tokens import TokenHasher, TokenKind, looks_like_jwt, parse
 from bastion.tenancy import service as tenancy
 
@@ -196,7 +197,7 @@ def authenticate(
         loaded = _session(db, parsed.row_id, parsed.secret, actor, hasher)
     elif parsed.kind is TokenKind.API_KEY:
         loaded = _api_key(db, parsed.row_id, parsed.secret, actor, hasher)
-        networks = _key_networks(db, parsed.row_id)
+        networks = key_networks(db, parsed.row_id)
     elif foreign is not None:
         loaded = foreign.resolve(db, parsed.row_id, parsed.secret, actor, hasher)
     else:  # unregistered meanwhile: never an allow
@@ -235,8 +236,8 @@ def authenticate(
                 allowlist=allowlist,
             ),
         )
-    _check_address(allowlist, loaded.result.principal, actor)
-    return _watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
+    check_address(allowlist, loaded.result.principal, actor)
+    return watch_network(loaded.result, parsed.kind, parsed.row_id, networks, actor, cache)
 
 
 JWT_KIND = "jwt"  # the cache's kind of a verified JWT, kept under `_jwt_key`
@@ -283,111 +284,8 @@ def _jwt(
                 allowlist=allowlist,
             ),
         )
-    _check_address(allowlist, loaded.result.principal, actor)
+    check_address(allowlist, loaded.result.principal, actor)
     return loaded.result
-
-
-def parse_allowlist(entries: list[str] | None) -> tuple[clientip.Network, ...] | None:
-    """An organisation's IP allowlist, parsed; None when it has none (any address). An
-    entry that does not parse (never saved so: the API validates them) matches nothing."""
-    if not entries:
-        return None
-    parsed: list[clientip.Network] = []
-    for entry in entries:
-        try:
-            parsed.extend(clientip.parse_networks([entry]))
-        except clientip.BadNetwork:
-            continue
-    return tuple(parsed)
-
-
-def refuse_outside(
-    allowlist: tuple[clientip.Network, ...] | None,
-    org_id: str,
-    actor: Actor,
-    resource: tuple[str, str],
-) -> None:
-    """Raise 403 `ip_not_allowed` (audited, sampled) when `actor.ip` is outside the
-    organisation's allowlist."""
-    if allowlist is None or clientip.contains(allowlist, clientip.parse_address(actor.ip)):
-        return
-    raise IpNotAllowed().with_audit(
-        type=EventType.AUTH_IP_NOT_ALLOWED,
-        actor=actor,
-        org_id=org_id,
-        outcome=Outcome.DENIED,
-        resource=resource,
-        metadata={"ip": actor.ip},
-    )
-
-
-def _check_address(
-    allowlist: tuple[clientip.Network, ...] | None, principal: Principal, actor: Actor
-) -> None:
-    if allowlist is None:
-        return
-    who = principal.actor
-    refuse_outside(
-        allowlist,
-        principal.org_id,
-        Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id),
-        (_RESOURCE.get(principal.credential, "credential"), principal.credential_id or ""),
-    )
-
-
-_RESOURCE = {
-    CredentialKind.SESSION: "session",
-    CredentialKind.API_KEY: "api_key",
-    CredentialKind.AGENT_RUN: "run",
-    CredentialKind.OAUTH_TOKEN: "oauth_client",
-}
-
-
-def _key_networks(db: Session, key_id: str) -> frozenset[str]:
-    stmt = select(ApiKeyNetwork.network).where(ApiKeyNetwork.key_id == key_id)
-    return frozenset(db.execute(stmt).scalars())
-
-
-def _watch_network(
-    result: Authenticated,
-    kind: TokenKind | None,
-    key_id: str,
-    networks: frozenset[str],
-    actor: Actor,
-    cache: AuthCache | None,
-) -> Authenticated:
-    """An API key used from a network it was not used from before: record it (and audit
-    it) after the request commits."""
-    network = network_of(actor.ip) if kind is TokenKind.API_KEY else None
-    if network is None or network in networks:
-        return result
-    if cache is not None:
-        cache.update(key_id, lambda e: replace(e, networks=e.networks | {network}))
-    action = _record_network(result.principal, key_id, network, actor.ip, first=not networks)
-    return replace(result, extra=(*result.extra, action))
-
-
-def _record_network(
-    principal: Principal, key_id: str, network: str, ip: str | None, *, first: bool
-) -> Touch:
-    def run(db: Session) -> None:
-        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-        stmt = (
-            insert(ApiKeyNetwork)
-            .values(key_id=key_id, network=network, org_id=principal.org_id, first_seen=utcnow())
-            .on_conflict_do_nothing()
-        )
-        if getattr(db.execute(stmt), "rowcount", 0):  # another worker may have won
-            audit.record(
-                db,
-                type=EventType.API_KEY_NEW_NETWORK,
-                actor=principal.actor,
-                org_id=principal.org_id,
-                resource=("api_key", key_id),
-                metadata={"network": network, "ip": ip, "first": first},
-            )
-
-    return run
 
 
 @dataclass(frozen=True)
@@ -448,7 +346,7 @@ def _confirm(
         cache.misses += 1
         return None
     cache.hits += 1
-    _check_address(entry.allowlist, entry.principal, actor)
+    check_address(entry.allowlist, entry.principal, actor)
     who = entry.principal.actor
     principal = entry.principal.acting_as(
         Actor(who.type, who.id, actor.ip, actor.user_agent, actor.request_id)
@@ -469,7 +367,7 @@ def _confirm(
         old = (entry.stored_hash, entry.pepper_version)
         extra = (_rehash(found.kind, row_id, old, found.upgraded),)
     hit = Authenticated(principal, touch, extra)
-    return _watch_network(hit, found.kind, row_id, entry.networks, actor, cache)
+    return watch_network(hit, found.kind, row_id, entry.networks, actor, cache)
 
 
 def authenticate_cached(

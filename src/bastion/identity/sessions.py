@@ -24,10 +24,10 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.identity import passwords, signin_policy
-from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.errors import SsoRequired
 from bastion.identity.mfa import challenges
 from bastion.identity.models import User, UserSession
+from bastion.identity.networks import parse_allowlist, refuse_outside
 from bastion.identity.service import normalize_email, require_user_in_org
 from bastion.identity.tokens import TokenHasher, TokenKind
 from bastion.tenancy import service as tenancy

@@ -19,8 +19,8 @@ from bastion.core.context import Actor
 from bastion.core.errors import Conflict
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
-from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.models import User
+from bastion.identity.networks import parse_allowlist, refuse_outside
 from bastion.tenancy import service as tenancy
 
 

@@ -45,7 +45,6 @@ from bastion.core.ratelimit import RateLimiter, per_window
 from bastion.core.revisions import REHASH_OPTION, instance_revision, org_revision
 from bastion.core.signing import InstanceSigner
 from bastion.identity import apikeys
-from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.credentials import (
     Authenticated,
     Loaded,
@@ -53,6 +52,7 @@ from bastion.identity.credentials import (
     rejected,
     service_account_column,
 )
+from bastion.identity.networks import parse_allowlist, refuse_outside
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.oauth import errors, tokens
 from bastion.oauth.errors import OAuthError

@@ -30,8 +30,8 @@ from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.permissions import CredentialKind
 from bastion.core.principal import Principal
-from bastion.identity.authenticate import parse_allowlist, refuse_outside
 from bastion.identity.models import MfaChallenge, MfaFactor, RecoveryCode, User
+from bastion.identity.networks import parse_allowlist, refuse_outside
 from bastion.identity.tokens import TokenHasher, TokenKind, parse
 from bastion.tenancy import service as tenancy
 
