@@ -1,6 +1,7 @@
 """Imports every model so `Base.metadata` knows the whole schema (Alembic, tests), and
 with them every domain's registrations with the layers below (the tables that bump
-revision counters, credential kinds, privacy's purgers and subject sources): a process
+revision counters, credential kinds, privacy's purgers and subject sources, the SSO
+protocols): a process
 that writes or authenticates (the app, the CLI) imports this first."""
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import bastion.scim.models
 import bastion.secrets.models
 import bastion.sso.enforcement
 import bastion.sso.models
+import bastion.sso.oidc_flow
+import bastion.sso.saml_flow
 import bastion.tenancy.models
 import bastion.webhooks.models
 import bastion.webhooks.privacy_hooks  # noqa: F401

@@ -1,11 +1,11 @@
 """The SSO sign-in flow, by connection type.
 
     GET  /v1/auth/sso/start         `start`: a request in flight, 302 to the provider
-    GET  /v1/auth/sso/oidc/callback `oidc_callback`: the provider's answer
+    GET  /v1/auth/sso/oidc/callback `oidc_flow.oidc_callback`: the provider's answer
     POST /v1/auth/sso/exchange      `exchange`: the one-time code for a session
 
-`start` dispatches on the connection's type to a registered protocol (`oidc` here;
-SAML registers its own with `register_protocol`, in `bastion.sso.saml_flow`). The
+`start` dispatches on the connection's type to a registered protocol (each registers
+its own with `register_protocol`: `bastion.sso.oidc_flow`, `bastion.sso.saml_flow`). The
 provider's answer goes through `answer` (claim the request once, from its browser;
 verify; complete; or fail back to `return_to`). Whatever the protocol, once the
 provider has proven who the person is, `complete_sign_in` takes the connection and the
@@ -32,13 +32,11 @@ issued is a 400 problem (there is nowhere known to be safe to send the browser).
 
 from __future__ import annotations
 
-import base64
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -51,7 +49,7 @@ from bastion.core import mfa
 from bastion.core.clock import as_utc, utcnow
 from bastion.core.config import Settings
 from bastion.core.context import Actor
-from bastion.core.crypto import digest, random_token
+from bastion.core.crypto import random_token
 from bastion.core.errors import InvalidInput, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
@@ -59,7 +57,6 @@ from bastion.core.redirects import is_allowed_return, with_params
 from bastion.identity import service as users
 from bastion.identity import sessions
 from bastion.identity.tokens import TokenHasher
-from bastion.secrets import sealed
 from bastion.secrets.vault import Vault
 from bastion.sso import connections, domains, oidc
 from bastion.sso.errors import BadReturnTo, BadState, SsoFailure
@@ -128,7 +125,7 @@ _registering = threading.Lock()
 
 
 def register_protocol(kind: str, starter: Starter) -> None:
-    """A connection type's first step (`oidc` here; `saml` by its own module)."""
+    """A connection type's first step (registered by `oidc_flow` and `saml_flow`)."""
     with _registering:
         _PROTOCOLS[kind] = starter
 
@@ -151,10 +148,6 @@ def derive(env: Env, purpose: str, state: str) -> str:
     """A value only this server can compute from a sign-in's state, per purpose (the
     PKCE verifier, the nonce; SAML: its AuthnRequest ID): nothing of it is stored."""
     return env.hasher.keyed(f"sso-{purpose}", state)[0]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _browser_value(cookie: str | None) -> str:
@@ -251,36 +244,6 @@ def _prune(db: Session) -> None:
         ids = list(db.execute(stale).scalars())
         if ids:
             db.execute(delete(model).where(model.id.in_(ids)))
-
-
-def _oidc_start(
-    db: Session, env: Env, conn: SsoConnection, state: str, login_hint: str | None
-) -> str:
-    if not conn.issuer or not conn.client_id:
-        raise SsoFailure("connection_incomplete", "issuer or client_id missing")
-    provider = env.rp.metadata(conn.issuer)
-    if provider.code_challenge_methods and "S256" not in provider.code_challenge_methods:
-        raise SsoFailure("provider_invalid", "provider does not support PKCE S256")
-    verifier = derive(env, "pkce", state)
-    params = {
-        "response_type": "code",
-        "client_id": conn.client_id,
-        "redirect_uri": env.redirect_uri,
-        "scope": " ".join(conn.scopes or ["openid", "email", "profile"]),
-        "state": state,
-        "nonce": derive(env, "nonce", state),
-        "code_challenge": _b64(digest("sha256", verifier)),
-        "code_challenge_method": "S256",
-    }
-    if "openid" not in params["scope"].split():
-        params["scope"] = "openid " + params["scope"]
-    if login_hint:
-        params["login_hint"] = login_hint
-    sep = "&" if "?" in provider.authorization_endpoint else "?"
-    return provider.authorization_endpoint + sep + urlencode(params)
-
-
-register_protocol("oidc", _oidc_start)
 
 
 # --- the provider's answer -----------------------------------------------------------------
@@ -426,17 +389,6 @@ def refuse(
     return Redirect(with_params(return_to, error=failure.code))
 
 
-def oidc_callback(db: Session, env: Env, params: dict[str, str], cookie: str | None) -> Redirect:
-    """The OpenID provider's redirect back: 302 to `return_to` with a code or an error."""
-
-    def verify(request: SsoRequest, conn: SsoConnection) -> VerifiedIdentity:
-        if conn.type != "oidc":
-            raise SsoFailure("protocol_mismatch", "an OIDC answer for a non-OIDC connection")
-        return _oidc_identity(db, env, conn, request, params)
-
-    return answer(db, env, params.get("state"), cookie, verify)
-
-
 T = TypeVar("T")
 
 
@@ -451,59 +403,6 @@ def _guarded(work: Callable[[], T]) -> T:
     except Exception as exc:
         log.warning("sso provider answer refused", error=type(exc).__name__)
         raise SsoFailure("provider_invalid", f"unexpected answer: {type(exc).__name__}") from None
-
-
-def _oidc_identity(
-    db: Session, env: Env, conn: SsoConnection, request: SsoRequest, params: dict[str, str]
-) -> VerifiedIdentity:
-    if params.get("error"):
-        word = params["error"]
-        word = word if word.replace("_", "").isalnum() and len(word) < 50 else "error"
-        raise SsoFailure("idp_error", f"provider answered {word}")
-    if not conn.issuer or not conn.client_id:
-        raise SsoFailure("connection_incomplete", "issuer or client_id missing")
-    if "iss" in params and params["iss"] != conn.issuer:  # RFC 9207: mix-up defence
-        raise SsoFailure("issuer_mismatch", "authorization response from another issuer")
-    code = params.get("code")
-    if not code:
-        raise SsoFailure("code_missing", "no authorization code")
-    provider = env.rp.metadata(conn.issuer)
-    try:
-        secret = connections.client_secret(db, env.vault, conn)
-    except sealed.Unreadable:
-        raise SsoFailure("connection_incomplete", "client secret unreadable") from None
-    state = params["state"]
-    tokens = env.rp.exchange_code(
-        provider,
-        code=code,
-        redirect_uri=env.redirect_uri,
-        client_id=conn.client_id,
-        client_secret=secret,
-        code_verifier=derive(env, "pkce", state),
-    )
-    id_token, access_token = tokens.get("id_token"), tokens.get("access_token")
-    if not isinstance(id_token, str):
-        raise SsoFailure("token_invalid", "no id_token in the token response")
-    claims = env.rp.validate_id_token(
-        provider,
-        id_token,
-        client_id=conn.client_id,
-        nonce=derive(env, "nonce", state),
-        access_token=access_token if isinstance(access_token, str) else None,
-        groups_attribute=conn.groups_attribute,
-    )
-    if claims.email is None and isinstance(access_token, str):
-        info = env.rp.userinfo(provider, access_token)
-        if info:
-            claims = oidc.merge_userinfo(claims, info, conn.groups_attribute)
-    return VerifiedIdentity(
-        subject=claims.subject,
-        email=claims.email,
-        email_verified=claims.email_verified,
-        groups=claims.groups,
-        name=claims.name,
-        amr=claims.amr,
-    )
 
 
 def fail(

@@ -16,7 +16,7 @@ from bastion.core.db import begin_write
 from bastion.core.errors import InvalidInput, UnsupportedMediaType
 from bastion.core.schemas import ListOf
 from bastion.identity.schemas import LoginOut
-from bastion.sso import connections, domains, flow, saml_flow, saml_sp
+from bastion.sso import connections, domains, flow, oidc_flow, saml_flow, saml_sp
 from bastion.sso.models import SsoConnection, SsoDomain
 from bastion.sso.schemas import (
     ConnectionIn,
@@ -261,7 +261,7 @@ def oidc_callback(
         for k, v in (("code", code), ("state", state_), ("error", error), ("iss", iss))
         if v is not None
     }
-    target = flow.oidc_callback(db, env, params, request.cookies.get(env.cookie_name))
+    target = oidc_flow.oidc_callback(db, env, params, request.cookies.get(env.cookie_name))
     return _redirect(env, target)
 
 
