@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -211,6 +212,54 @@ def test_0016_keeps_configurers_and_turns_free_text_workflows_into_objects(
         ]
         assert all(row[3] in ([], "[]") for row in workflows)
         command.downgrade(config, "0015")
+    finally:
+        engine.dispose()
+        if pg_name is not None:
+            _admin_sql(
+                os.environ["BASTION_TEST_DATABASE_URL"], f'DROP DATABASE "{pg_name}" WITH (FORCE)'
+            )
+
+
+def test_0035_gives_new_orgs_90_days_and_keeps_existing_ones(tmp_path: Path) -> None:
+    """Only the server default changes: an organisation made before 0035 keeps its period
+    (365 by the old default, or what it set); one made after gets 90."""
+    url, pg_name = _fresh_url(tmp_path)
+    engine = make_engine(url)
+
+    def add(conn: Any, org_id: str, days: int | None = None) -> None:
+        values: dict[str, Any] = {"id": org_id, "name": org_id, "status": "active"}
+        if days is not None:
+            values["audit_retention_days"] = days
+        conn.execute(
+            insert(_ORGS_AT_0012).values(**values, created_at=utcnow(), updated_at=utcnow())
+        )
+
+    def days_of(org_id: str) -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT audit_retention_days FROM organizations WHERE id = :id"),
+                    {"id": org_id},
+                ).scalar_one()
+            )
+
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "0034_mcp_credentials")
+        with engine.begin() as conn:
+            add(conn, "org_old_default")
+            add(conn, "org_old_set", 730)
+        command.upgrade(config, "0035_retention_default")
+        with engine.begin() as conn:
+            add(conn, "org_new")
+        assert days_of("org_old_default") == 365
+        assert days_of("org_old_set") == 730
+        assert days_of("org_new") == 90
+        command.downgrade(config, "0034_mcp_credentials")
+        with engine.begin() as conn:
+            add(conn, "org_after_downgrade")
+        assert days_of("org_after_downgrade") == 365
+        assert days_of("org_new") == 90
     finally:
         engine.dispose()
         if pg_name is not None:

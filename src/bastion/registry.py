@@ -25,6 +25,7 @@ import bastion.oauth.models
 import bastion.privacy.models
 import bastion.privacy.policies
 import bastion.sandboxes.models
+import bastion.sandboxes.privacy_hooks
 import bastion.scim.models
 import bastion.secrets.models
 import bastion.sso.enforcement

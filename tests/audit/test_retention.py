@@ -101,4 +101,4 @@ def test_retention_period_is_validated(client: TestClient, factory: Factory) -> 
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "audit_retention_days"
     got = client.get(f"/v1/orgs/{org.id}", headers=org.headers).json()
-    assert got["audit_retention_days"] == 365
+    assert got["audit_retention_days"] == 90  # the default for new organisations

@@ -250,8 +250,19 @@ def test_alert_rules_present(factory: Factory, check: Check) -> None:
 
 def test_retention_configured(factory: Factory, check: Check) -> None:
     org = factory.org()
-    assert check(org.id, "retention_configured").status == "passing"  # 365 by default
+    # A new organisation keeps 90 days (the retention default): below the default
+    # minimum of a year, and the detail says what to set.
+    result = check(org.id, "retention_configured")
+    assert result.status == "failing"
+    assert "kept 90 days" in result.detail
+    assert "set audit_events_days to at least 365" in result.detail
+    assert check(org.id, "retention_configured", min_days=30).status == "passing"  # GDPR
+    _org_set(factory, org.id, audit_retention_days=365)
+    assert check(org.id, "retention_configured").status == "passing"
     assert check(org.id, "retention_configured", min_days=2190).status == "failing"  # HIPAA
+    result = check(org.id, "retention_configured", min_days=30, max_days=300)
+    assert result.status == "failing"
+    assert "set audit_events_days to at most 300" in result.detail
     _org_set(factory, org.id, audit_retention_days=30)
     result = check(org.id, "retention_configured")
     assert result.status == "failing"

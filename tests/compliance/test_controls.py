@@ -241,7 +241,7 @@ def test_record_of_processing(factory: Factory) -> None:
     record = response.json()
     assert record["controller"] == {"organisation_id": org.id, "name": "Record <Keepers>"}
     audit_trail = record["processing_activities"][1]
-    assert audit_trail["retention"] == {"audit_retention_days": 365}
+    assert audit_trail["retention"] == {"audit_retention_days": 90}
     assert record["processing_activities"][0]["data_subjects"]["members"] == 2
     gdpr = _controls(factory, org, "gdpr")
     assert {

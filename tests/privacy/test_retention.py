@@ -31,7 +31,7 @@ def test_defaults_changes_and_scope(client: TestClient, factory: Factory) -> Non
     got = client.get(_url(org), headers=org.headers)
     assert got.status_code == 200, got.text
     assert got.json() == {
-        "audit_events_days": 365,  # the organisation's audit_retention_days (its default)
+        "audit_events_days": 90,  # the organisation's audit_retention_days (its default)
         "tool_calls_days": 90,
         "webhook_events_days": 30,
         "deleted_objects_days": 30,

@@ -187,3 +187,62 @@ def test_bad_bodies_are_4xx_naming_the_field(
     r = client.post(_url(org), json=body, headers=org.headers)
     assert r.status_code == 422, r.text
     assert field in r.text
+
+
+def _events_about(client: TestClient, org: Org, user_id: str) -> list[dict[str, Any]]:
+    r = client.get(
+        f"/v1/orgs/{org.id}/audit-events", params={"resource": user_id}, headers=org.headers
+    )
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
+def _export(client: TestClient, org: Org, fmt: str) -> str:
+    r = client.get(
+        f"/v1/orgs/{org.id}/audit-events/export", params={"format": fmt}, headers=org.headers
+    )
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_erasure_pseudonymises_the_email_in_the_audit_trail_and_it_still_verifies(
+    client: TestClient, factory: Factory
+) -> None:
+    org, other_org = factory.org(), factory.org()
+    person, bystander = factory.member(org), factory.member(org)
+    stranger = factory.member(other_org)
+    (created,) = [
+        e for e in _events_about(client, org, person.user_id) if e["type"] == "user.created"
+    ]
+    # Before: the email reads as it was, its commitment beside it (what the hash covers).
+    assert created["metadata"]["email"] == person.email
+    commitment = created["metadata"]["_pii"]["email"]["c"]
+    made = _request(client, org, {"kind": "erasure", "user_id": person.user_id})
+    assert made["result"]["erased"]["audit_events"] >= 1
+    verified = client.post(f"/v1/orgs/{org.id}/audit-events/verify", headers=org.headers)
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["valid"] is True, verified.json()
+    # After: a pseudonym, the commitment kept, no salt; nowhere in search or export.
+    (after,) = [
+        e for e in _events_about(client, org, person.user_id) if e["type"] == "user.created"
+    ]
+    assert after["metadata"]["email"] == "pii_" + commitment[:16]
+    assert after["metadata"]["_pii"] == {"email": {"c": commitment}}
+    assert after["hash"] == created["hash"]
+    for fmt in ("jsonl", "csv"):
+        exported = _export(client, org, fmt)
+        assert person.email not in exported
+        assert "pii_" + commitment[:16] in exported
+        assert bystander.email in exported  # other users' events untouched
+    # Another organisation's events are untouched, and its chain verifies.
+    theirs = _events_about(client, other_org, stranger.user_id)
+    assert stranger.email in json.dumps(theirs)
+    verified = client.post(
+        f"/v1/orgs/{other_org.id}/audit-events/verify", headers=other_org.headers
+    )
+    assert verified.json()["valid"] is True
+    # A second erasure request for the same id finds no one (the person is gone).
+    again = client.post(
+        _url(org), json={"kind": "erasure", "user_id": person.user_id}, headers=org.headers
+    )
+    assert again.status_code == 404

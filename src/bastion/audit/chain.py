@@ -18,7 +18,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bastion.audit import chainwalk
+from bastion.audit import chainwalk, pii
 from bastion.audit.models import INSTANCE_CHAIN, AuditEvent, AuditHead
 from bastion.core import groupcommit
 from bastion.core.clock import rfc3339, utcnow
@@ -36,7 +36,9 @@ def canonical(event: AuditEvent) -> bytes:
     `chain`, `id`, `metadata`, `org_id`, `outcome`, `prev_hash`, `reason`,
     `request_id`, `resource`, `seq`, `time`, `type`) with sorted keys, no spaces and
     UTF-8 text, as `json.dumps(body, sort_keys=True, separators=(",", ":"),
-    ensure_ascii=False)` writes it."""
+    ensure_ascii=False)` writes it. Of `metadata` it covers what `pii.hashed` keeps:
+    a personal value committed to under `_pii` is hashed as its commitment, so erasure
+    can replace the value by a pseudonym without changing these bytes."""
     return chainwalk.canonical_bytes(
         event.id,
         event.chain,
@@ -53,7 +55,7 @@ def canonical(event: AuditEvent) -> bytes:
         event.outcome,
         event.reason,
         event.request_id,
-        chainwalk.encode_json(event.event_metadata),
+        chainwalk.metadata_json(event.event_metadata),
         event.prev_hash,
     )
 
@@ -167,6 +169,9 @@ def record(db: Session, **fields: Unpack[EventFields]) -> AuditEvent | None:
     values = _event_fields(**fields)
     for keep in _metadata_filters:
         values["metadata"] = keep(db, values["org_id"], values["metadata"])
+    if values["resource_type"] == "user" and values["org_id"] is not None:
+        # A person's email: readable, but hashed as a commitment that erasure keeps.
+        values["metadata"] = pii.protect(values["metadata"])
     if groupcommit.stage(db, STAGED_EVENTS, values):
         return None
     _chain(values, _head_state(db, values["chain"]))
@@ -234,7 +239,7 @@ def _chain(values: dict[str, Any], head: AuditHead) -> None:
             values["actor_type"], values["actor_id"], values["actor_ip"],
             values["actor_user_agent"], values["resource_type"], values["resource_id"],
             values["outcome"], values["reason"], values["request_id"],
-            chainwalk.encode_json(values["metadata"]), head.hash,
+            chainwalk.metadata_json(values["metadata"]), head.hash,
         )
     )  # fmt: skip
     values["seq"], values["prev_hash"], values["hash"] = seq, head.hash, hash_

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
+from bastion.audit import pii
 from bastion.core.crypto import sha256_hex
 
 
@@ -97,6 +98,12 @@ def load_json(text: str) -> Any:
 def encode_json(value: Any) -> str:
     """`json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`."""
     return "".join(_encode_value(value, 0))
+
+
+def metadata_json(value: Any) -> str:
+    """What the hash covers of an event's metadata: `encode_json` of it, less the
+    personal values it commits to (`pii.hashed`)."""
+    return "".join(_encode_value(pii.hashed(value), 0))
 
 
 def rfc3339_text(value: datetime | None) -> str | None:
@@ -248,7 +255,7 @@ def _metadata_json(text: str | None) -> str:
     """The canonical encoding of metadata stored as JSON text (NULL: null)."""
     if text == "{}":
         return "{}"
-    return encode_json(None if text is None else load_json(text))
+    return metadata_json(None if text is None else load_json(text))
 
 
 # --- checking a range ---------------------------------------------------------------
@@ -309,6 +316,11 @@ def check_range(
             if digest(body) != hash_:
                 problem = (id_, "event content was altered", prev if checked else None)
                 return Segment(first, expected - 1, prev, checked, problem)
+            if type(metadata) is str and '"_pii"' in metadata:  # values beside the hash
+                altered = pii.problem(load_json(metadata))
+                if altered is not None:
+                    problem = (id_, altered, prev if checked else None)
+                    return Segment(first, expected - 1, prev, checked, problem)
             cp = signed.get(seq)
             if cp is not None and cp[1] != hash_:
                 problem = (id_, f"differs from checkpoint {cp[0]}", prev if checked else None)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.audit import chainwalk, checkpoints, render
+from bastion.audit import chainwalk, checkpoints, pii, render
 from bastion.audit.chain import (
     GENESIS,
     STAGED_EVENTS,
@@ -66,6 +66,7 @@ __all__ = [
     "iter_chain",
     "list_checkpoints",
     "lock_chain",
+    "pseudonymise_subject",
     "record",
     "register_metadata_filter",
     "search",
@@ -241,3 +242,25 @@ def events_naming(db: Session, org_id: str, subject_id: str, limit: int = 100_00
         .limit(limit)
     )
     return [render.as_dict(e) for e in db.execute(stmt).scalars()]
+
+
+def pseudonymise_subject(db: Session, org_id: str, user_id: str) -> int:
+    """Erase the personal values the organisation's events about the user hold beside
+    their hashes (`pii`): each becomes its pseudonym and its salt is deleted, so the
+    chain still verifies and the value cannot be recovered. Returns the events changed.
+    Events recorded before these values were kept apart (their email hashed as it is)
+    stay as they are until audit retention removes them."""
+    stmt = select(AuditEvent).where(
+        AuditEvent.chain == org_id,
+        AuditEvent.resource_type == "user",
+        AuditEvent.resource_id == user_id,
+    )
+    changed = 0
+    for event in db.execute(stmt).scalars():
+        metadata = event.event_metadata
+        after = pii.erased(metadata) if isinstance(metadata, dict) else None
+        if after is not None:
+            event.event_metadata = after
+            changed += 1
+    db.flush()
+    return changed

@@ -4765,8 +4765,8 @@ class SubjectRequestsAPI:
         and cannot be undone. The subject is named by `user_id` or `email` (exactly one).
         Access: `GET …/{id}/package` gives the ZIP. Erasure: the person is deleted
         (sessions, keys, factors, memberships), their tool calls' arguments emptied; audit
-        events keep their user id as a pseudonym and the chain still verifies
-        (docs/privacy.md).
+        events keep their user id as a pseudonym, their email in events about them becomes a
+        pseudonym (`pii_…`), and the chain still verifies (docs/privacy.md).
 
         Args:
             kind: Kind
@@ -9767,8 +9767,8 @@ class AsyncSubjectRequestsAPI:
         and cannot be undone. The subject is named by `user_id` or `email` (exactly one).
         Access: `GET …/{id}/package` gives the ZIP. Erasure: the person is deleted
         (sessions, keys, factors, memberships), their tool calls' arguments emptied; audit
-        events keep their user id as a pseudonym and the chain still verifies
-        (docs/privacy.md).
+        events keep their user id as a pseudonym, their email in events about them becomes a
+        pseudonym (`pii_…`), and the chain still verifies (docs/privacy.md).
 
         Args:
             kind: Kind

@@ -197,10 +197,17 @@ def retention_configured(f: Facts, p: Mapping[str, Any]) -> CheckResult:
     low, high = int(p["min_days"]), p.get("max_days")
     ok = days >= low and (high is None or days <= int(high))
     bound = f"at least {low}" + (f" and at most {high}" if high is not None else "")
+    # A new organisation keeps 90 days (the retention default), below most frameworks'
+    # minimum: the detail says what to set rather than only that it falls short.
+    fix = ""
+    if days < low:
+        fix = f"; set audit_events_days to at least {low} (PUT /v1/orgs/{{org}}/retention)"
+    elif high is not None and days > int(high):
+        fix = f"; set audit_events_days to at most {high} (PUT /v1/orgs/{{org}}/retention)"
     return _result(
         "retention_configured",
         ok,
-        f"audit events kept {days} days (policy: {bound})",
+        f"audit events kept {days} days (policy: {bound}){fix}",
     )
 
 

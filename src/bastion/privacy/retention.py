@@ -70,6 +70,14 @@ def _settings(db: Session, org_id: str) -> dict[str, int]:
     return values
 
 
+def period_of(db: Session, org_id: str, setting: str) -> int:
+    """One period of the organisation other than its audit events' (the default when
+    never set): what a domain holding that data class keeps it for."""
+    if setting not in DEFAULTS:
+        raise ValueError(f"unknown retention setting {setting!r}")
+    return _settings(db, org_id)[setting]
+
+
 def settings_of(db: Session, org_id: str) -> dict[str, int]:
     """Every period of the organisation (the defaults where never set)."""
     days = tenancy.audit_retention_of(db, org_id)

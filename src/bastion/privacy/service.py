@@ -21,7 +21,7 @@ from bastion.core.errors import InvalidInput
 from bastion.core.events import EventType
 from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
-from bastion.privacy import detector, policies
+from bastion.privacy import detector, policies, retention
 from bastion.privacy.errors import KeyUnreadable
 from bastion.privacy.models import PrivacyKey
 from bastion.privacy.redaction import Mode, Redacted, Redactor, detokenize_text, redact_text
@@ -162,3 +162,9 @@ Applied = policies.Applied
 NO_POLICIES = policies.NONE
 policies_of = policies.policies_of
 apply_policies = policies.apply
+
+
+def run_artifacts_hours(db: Session, org_id: str) -> int:
+    """How long the organisation keeps run artifacts (a destroyed sandbox fork's diff):
+    its `run_artifacts_hours` retention setting (24 unless set)."""
+    return retention.period_of(db, org_id, "run_artifacts_hours")

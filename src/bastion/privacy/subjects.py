@@ -142,6 +142,9 @@ def _erase(db: Session, principal: Principal, org_id: str, user_id: str) -> dict
         if source.erase is not None:
             counts[source.name] = source.erase(db, org_id, user_id)
     counts.update(identity.erase_subject(db, principal, org_id, user_id))
+    # Their email in the audit events about them (`user.created`, `user.deleted` …):
+    # pseudonymised, the hashed commitment kept (bastion.audit.pii).
+    counts["audit_events"] = audit.pseudonymise_subject(db, org_id, user_id)
     return dict(sorted(counts.items()))
 
 

@@ -30,6 +30,7 @@ from bastion.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import new_id
 from bastion.core.principal import Principal
+from bastion.privacy import service as privacy
 from bastion.sandboxes import limits as limits_
 from bastion.sandboxes import service as workspaces
 from bastion.sandboxes.models import SandboxFork, Workspace
@@ -39,7 +40,6 @@ from bastion.sandboxes.schemas import ExecIn
 from bastion.secrets.vault import Vault
 
 TOOL = "sandbox.exec"
-RUN_ARTIFACTS_HOURS = 24  # how long a destroyed fork's diff is kept
 DEFAULT_HEADER = "Authorization"
 
 
@@ -266,7 +266,7 @@ def diff(
     db: Session, provider: SandboxProvider, principal: Principal, run_id: str, workspace_id: str
 ) -> Diff:
     """The fork's changed files: to the run's own token, or a member who may read its
-    agent. Live while the run is; kept `RUN_ARTIFACTS_HOURS` after."""
+    agent. Live while the run is; kept the organisation's `run_artifacts_hours` after."""
     run = gate.get_run(db, principal, run_id)
     fork = db.execute(
         select(SandboxFork).where(
@@ -296,6 +296,7 @@ def sweep(db: Session, provider: SandboxProvider, now: datetime | None = None) -
     live = list(db.execute(select(SandboxFork).where(SandboxFork.destroyed_at.is_(None))).scalars())
     ended = run_grants.ended_runs(db, {f.run_id for f in live})
     destroyed = 0
+    hours: dict[str, int] = {}  # each organisation's run_artifacts_hours, read once
     for fork in live:
         if fork.run_id not in ended:
             continue
@@ -303,7 +304,9 @@ def sweep(db: Session, provider: SandboxProvider, now: datetime | None = None) -
         provider.destroy(fork.id)
         fork.diff = [asdict(c) for c in changes]
         fork.destroyed_at = now
-        fork.diff_expires_at = now + timedelta(hours=RUN_ARTIFACTS_HOURS)
+        if fork.org_id not in hours:
+            hours[fork.org_id] = privacy.run_artifacts_hours(db, fork.org_id)
+        fork.diff_expires_at = now + timedelta(hours=hours[fork.org_id])
         destroyed += 1
         audit.record(
             db,

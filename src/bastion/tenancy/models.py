@@ -20,7 +20,10 @@ from bastion.core.clock import utcnow
 from bastion.core.db import Base, JSONType, UTCDateTime
 from bastion.core.principal import DEFAULT_STEP_UP_MAX_AGE
 
-DEFAULT_AUDIT_RETENTION_DAYS = 365
+# New organisations' audit retention (the contract's default; revision 0035). Existing
+# organisations keep theirs. The instance chain (events of no organisation) keeps 365.
+DEFAULT_AUDIT_RETENTION_DAYS = 90
+INSTANCE_AUDIT_RETENTION_DAYS = 365
 DEFAULT_PASSWORD_MIN_LENGTH = 12
 
 

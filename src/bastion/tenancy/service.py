@@ -26,7 +26,7 @@ from bastion.core.permissions import Permission
 from bastion.core.principal import Principal
 from bastion.secrets import service as secrets
 from bastion.secrets.vault import Vault
-from bastion.tenancy.models import DEFAULT_AUDIT_RETENTION_DAYS, Organization, Team, TeamMember
+from bastion.tenancy.models import INSTANCE_AUDIT_RETENTION_DAYS, Organization, Team, TeamMember
 
 ORG_DELETED = "deleted"  # Organization.status: credentials refused, data keys destroyed
 
@@ -341,7 +341,7 @@ def apply_audit_retention(db: Session) -> list[retention.Purge]:
         select(Organization.id, Organization.audit_retention_days)
     ).all():
         results.append(retention.purge_chain(db, org_id, days))
-    results.append(retention.purge_instance_chain(db, DEFAULT_AUDIT_RETENTION_DAYS))
+    results.append(retention.purge_instance_chain(db, INSTANCE_AUDIT_RETENTION_DAYS))
     return results
 
 

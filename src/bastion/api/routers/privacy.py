@@ -182,7 +182,8 @@ def delete_policy(org: str, policy: str, principal: Caller, db: DB) -> Response:
     "(step-up) and cannot be undone. The subject is named by `user_id` or `email` (exactly "
     "one). Access: `GET …/{id}/package` gives the ZIP. Erasure: the person is deleted "
     "(sessions, keys, factors, memberships), their tool calls' arguments emptied; audit "
-    "events keep their user id as a pseudonym and the chain still verifies (docs/privacy.md).",
+    "events keep their user id as a pseudonym, their email in events about them becomes a "
+    "pseudonym (`pii_…`), and the chain still verifies (docs/privacy.md).",
 )
 def create_subject_request(
     org: str, body: SubjectRequestIn, principal: Caller, db: DB
