@@ -35,6 +35,7 @@ from bastion.client._base import (
 from bastion.client._errors import BastionError, TransportError
 from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
+from bastion.client.integrations import AsyncIntegrations, AsyncMcpServers
 
 E = Endpoints
 
@@ -96,13 +97,13 @@ class AsyncClient:
         self.approval_policies = g.AsyncApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
         self.runs = _Runs(self)
-        self.mcp_servers = g.AsyncMcpServersAPI(self)
+        self.mcp_servers = AsyncMcpServers(self)
         self.webhook_endpoints = g.AsyncWebhookEndpointsAPI(self)
         self.webhook_subscriptions = g.AsyncWebhookSubscriptionsAPI(self)
         self.sso_connections = g.AsyncSsoConnectionsAPI(self)
         self.domains = g.AsyncDomainsAPI(self)
         self.scim_tokens = g.AsyncScimTokensAPI(self)
-        self.integrations = g.AsyncIntegrationsAPI(self)
+        self.integrations = AsyncIntegrations(self)
         self.privacy = _Privacy(self)
         self.privacy_policies = self.privacy.policies
         self.subject_requests = self.privacy.subject_requests

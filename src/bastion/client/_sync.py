@@ -36,6 +36,7 @@ from bastion.client._base import (
 from bastion.client._errors import BastionError, TransportError
 from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
+from bastion.client.integrations import Integrations, McpServers
 
 E = Endpoints
 
@@ -97,13 +98,13 @@ class Client:
         self.approval_policies = g.ApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
         self.runs = _Runs(self)
-        self.mcp_servers = g.McpServersAPI(self)
+        self.mcp_servers = McpServers(self)
         self.webhook_endpoints = g.WebhookEndpointsAPI(self)
         self.webhook_subscriptions = g.WebhookSubscriptionsAPI(self)
         self.sso_connections = g.SsoConnectionsAPI(self)
         self.domains = g.DomainsAPI(self)
         self.scim_tokens = g.ScimTokensAPI(self)
-        self.integrations = g.IntegrationsAPI(self)
+        self.integrations = Integrations(self)
         self.privacy = _Privacy(self)
         self.privacy_policies = self.privacy.policies
         self.subject_requests = self.privacy.subject_requests
