@@ -152,6 +152,7 @@ def sso_create(
     from bastion.sso import connections, saml_sp
     from bastion.sso.schemas import ConnectionIn
 
+    cfg = settings()  # no data directory: say so before anything else
     body: dict[str, Any] = {
         "type": type,
         "name": name,
@@ -180,7 +181,6 @@ def sso_create(
         field = ".".join(str(p) for p in first["loc"]) or "body"
         fail(f"{field}: {first['msg']}", EXIT_USAGE)
     secret = valid.client_secret.get_secret_value() if valid.client_secret else None
-    cfg = settings()
     with unit_of_work(cfg) as db:
         conn = connections.create(
             db,
