@@ -11,8 +11,9 @@ The script plays both sides of a small deployment (no LLM):
    the server's tools as `GET …/mcp-servers/{mcs}/tools` lists them (pinned by digest),
    and a run of it.
 3. The agent, holding only its run token: it fetches the integration's access token for
-   its own use (`POST /v1/runs/{run}/integrations/NAME/token`, as it would to call the
-   provider's API), then speaks MCP to `/v1/runs/{run}/mcp`: `tools/list`, `notes.note`
+   its own use (`runs.integration_token`, `POST /v1/runs/{run}/integrations/NAME/token`,
+   as it would to call the provider's API), then speaks MCP to the run's gateway URL
+   (`mcp_servers.gateway_url(run)`, `/v1/runs/{run}/mcp`): `tools/list`, `notes.note`
    and `notes.whoami`. The upstream's answer proves it received the same integration
    token, added by the gateway: the agent never sent it.
 
@@ -43,13 +44,14 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import httpx2
 import uvicorn
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
 
-from mcp import Client
+from bastion.client import AsyncClient, BastionError, Client, Run
+from bastion.client.models import ToolIn
+from mcp import Client as MCPClient
 
 
 def _fingerprint(token: str) -> str:
@@ -87,76 +89,43 @@ def start_upstream() -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-class Api:
-    def __init__(self, url: str, key: str) -> None:
-        self.http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-        )
-        self.org = self.http.get("/v1/me").raise_for_status().json()["org_id"]
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, f"/v1/orgs/{self.org}/{path}", **kwargs)
-        if response.status_code >= 400:
-            raise SystemExit(f"{method} {path}: {response.status_code} {response.text}")
-        return response.json()
-
-
-def setup(api: Api, integration: str, upstream_url: str) -> tuple[str, str]:
+def setup(bastion: Client, integration: str, upstream_url: str) -> Run:
     """The MCP server (bearer: the integration's token), an agent connected to both, and a
-    run of it: (run id, run token)."""
+    run of it, with the SDK and an admin API key."""
+    org = bastion.me().org_id
     suffix = uuid.uuid4().hex[:8]
-    if _named(api, "notes") is None:
-        body = {"name": "notes", "url": upstream_url, "integration": integration}
-        server = api.call("POST", "mcp-servers", json=body)
-    else:
-        server = _update(api, upstream_url, integration)
-    tools = api.call("GET", f"mcp-servers/{server['id']}/tools")["data"]
-    keys = ("name", "description", "input_schema", "risk", "connection")
-    agent = api.call(
-        "POST",
-        "agents",
-        json={
-            "name": f"mcp-notes-{suffix}",
-            "visibility": "org",
-            "tools": [{k: t[k] for k in keys} for t in tools],
-            "connections": [server["id"], integration],
-        },
+    found = next((s for s in bastion.mcp_servers.list(org) if s.name == "notes"), None)
+    if found is None:
+        server = bastion.mcp_servers.create(
+            org, name="notes", url=upstream_url, integration=integration
+        )
+    else:  # a run before this one registered `notes`: point it at this run's upstream
+        server = bastion.mcp_servers.update(
+            org, found.id, url=upstream_url, integration=integration, headers={}
+        )
+    tools = bastion.mcp_servers.tools(org, server.id).data  # pinned by digest
+    agent = bastion.agents.create(
+        org,
+        name=f"mcp-notes-{suffix}",
+        visibility="org",
+        tools=[ToolIn.model_validate(t.model_dump(exclude={"digest"})) for t in tools],
+        connections=[server.id, integration],
     )
     # An API key is not a person: the run acts for one (the organisation's first admin).
-    people = api.call("GET", "users", params={"limit": 200})["data"]
-    admin = next(p for p in people if p.get("role") == "admin")
-    body = {"ttl_seconds": 600, "on_behalf_of": admin["id"]}
-    run = api.call("POST", f"agents/{agent['id']}/runs", json=body)
-    return run["run_id"], run["token"]
+    admin = next(u for u in bastion.users.list(org) if u.role == "admin")
+    return bastion.runs.start(agent, on_behalf_of=admin.id, ttl_seconds=600)
 
 
-def _named(api: Api, name: str) -> dict[str, Any] | None:
-    for server in api.call("GET", "mcp-servers", params={"limit": 200})["data"]:
-        if server["name"] == name:
-            return dict(server)
-    return None
-
-
-def _update(api: Api, upstream_url: str, integration: str) -> Any:
-    """A run before this one registered `notes`: point it at this run's upstream."""
-    found = _named(api, "notes")
-    if found is None:
-        raise SystemExit("the MCP server `notes` went away")
-    body = {"url": upstream_url, "integration": integration, "headers": {}}
-    return api.call("PATCH", f"mcp-servers/{found['id']}", json=body)
-
-
-async def agent(url: str, run_id: str, run_token: str, integration: str) -> bool:
+async def agent(url: str, gateway_url: str, run_id: str, run_token: str, integration: str) -> bool:
     """What the agent's own code does, with its run token and nothing else."""
+    async with AsyncClient(url, token=run_token) as own:
+        fetched = await own.runs.integration_token(run_id, integration)
+    print(f"integration {integration}: an access token until {fetched.expires_at}")
+
     auth = {"Authorization": f"Bearer {run_token}"}
     http = httpx2.AsyncClient(headers=auth, timeout=httpx2.Timeout(120.0))
-    fetched = await http.post(f"{url}/v1/runs/{run_id}/integrations/{integration}/token")
-    fetched.raise_for_status()
-    access_token = fetched.json()["access_token"]
-    print(f"integration {integration}: an access token until {fetched.json()['expires_at']}")
-
-    gateway = streamable_http_client(f"{url}/v1/runs/{run_id}/mcp", http_client=http)
-    async with Client(gateway, cache=None) as bastion:
+    gateway = streamable_http_client(gateway_url, http_client=http)
+    async with MCPClient(gateway, cache=None) as bastion:
         names = sorted(t.name for t in (await bastion.list_tools()).tools)
         print("tools through the gateway:", names)
         noted = await bastion.call_tool("notes.note", {"text": "hello through Bastion"})
@@ -165,7 +134,7 @@ async def agent(url: str, run_id: str, run_token: str, integration: str) -> bool
         print("notes.whoami ->", _text(who))
     ok = names == ["notes.note", "notes.whoami"] and not noted.is_error and not who.is_error
     # The upstream saw the integration's token, which the gateway added.
-    return ok and _text(who) == _fingerprint(access_token)
+    return ok and _text(who) == _fingerprint(fetched.access_token)
 
 
 def _text(result: Any) -> str:
@@ -180,10 +149,15 @@ def main() -> int:
     args = parser.parse_args()
     if not args.api_key:
         parser.error("an admin API key: --api-key or BASTION_API_KEY")
-    api = Api(args.url, args.api_key)
     upstream_url = start_upstream()
-    run_id, run_token = setup(api, args.integration, upstream_url)
-    ok = asyncio.run(agent(args.url, run_id, run_token, args.integration))
+    try:
+        with Client(args.url, token=args.api_key, timeout=60) as bastion:
+            run = setup(bastion, args.integration, upstream_url)
+            gateway_url = bastion.mcp_servers.gateway_url(run)
+        ok = asyncio.run(agent(args.url, gateway_url, run.id, run.token, args.integration))
+    except BastionError as exc:
+        print(f"FAILED: {exc}")
+        return 1
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -312,7 +312,9 @@ NOT_IN_SDK: dict[tuple[str, str], str] = {
     ("GET", "/v1/auth/sso/oidc/callback"): "browser redirect",
     ("GET", "/v1/auth/sso/{conn}/saml/metadata"): "XML for the identity provider",
     ("POST", "/v1/auth/sso/{conn}/saml/acs"): "browser POST from the identity provider",
-    ("GET", "/v1/orgs/{org}/integrations/{integration}/connect"): "browser redirect",
+    ("GET", "/v1/orgs/{org}/integrations/{integration}/connect"): (
+        "browser redirect: integrations.connect_url(org, integration) gives its target"
+    ),
     ("GET", "/v1/integrations/oauth/callback"): "browser redirect",
     ("POST", "/v1/oauth/token"): "ClientCredentials fetches and renews tokens itself",
     ("GET", "/v1/orgs/{org}/privacy/subject-requests/{request}/package"): (

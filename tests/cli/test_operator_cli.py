@@ -352,3 +352,119 @@ def test_scim_sso_and_oauth_from_the_host(env: Path) -> None:
     assert gone.exit_code != 0
     assert "Traceback" not in gone.output
     assert "not found" in gone.stderr
+
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def _idp_metadata() -> str:
+    from bastion.sso.saml import new_sp_credentials
+
+    cert = "".join(new_sp_credentials("cli idp").cert_pem.strip().splitlines()[1:-1])
+    return (
+        f'<md:EntityDescriptor xmlns:md="{MD}" xmlns:ds="{DS}" entityID="https://idp.test/md">'
+        '<md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
+        '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
+        f"{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"
+        '<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" '
+        'Location="https://idp.test/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>'
+    )
+
+
+def test_sso_create_from_the_host(env: Path, tmp_path: Path) -> None:
+    from bastion.cli.common import host_principal, settings, unit_of_work, vault
+    from bastion.sso import connections
+
+    _run(["init"])
+    org_id = _org()["org_id"]
+    secret = "oidc-client-secret-0123456789"
+    oidc_args = ["sso", "create", "--org", org_id, "--type", "oidc", "--name", "Okta"]
+    oidc_args += ["--issuer", "https://idp.example.com", "--client-id", "cid"]
+    oidc_args += ["--role-mapping", "admins=admin", "--scope", "openid", "--scope", "email"]
+    raw = _run([*oidc_args, "--client-secret-stdin", "--json"], stdin=secret + "\n")
+    assert secret not in raw
+    oidc = json.loads(raw)
+    assert oidc["id"].startswith("ssoc_")
+    assert oidc["client_secret_set"] is True
+    assert oidc["scopes"] == ["openid", "email"]
+    assert oidc["redirect_uri"].endswith("/v1/auth/sso/oidc/callback")
+    cfg = settings()
+    with unit_of_work(cfg) as db:  # sealed in the vault, readable by the sign-in flow
+        conn = connections.get(db, host_principal(org_id), org_id, oidc["id"])
+        assert connections.client_secret(db, vault(cfg), conn) == secret
+        assert conn.role_mapping[0]["group"] == "admins"
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-a-file-0123\n")
+    from_file = _json([*oidc_args[:-6], "--name", "Two", "--client-secret-file", str(secret_file)])
+    assert from_file["client_secret_set"] is True
+
+    metadata = tmp_path / "idp.xml"
+    metadata.write_text(_idp_metadata())
+    saml = _json(
+        [
+            "sso",
+            "create",
+            "--org",
+            org_id,
+            "--type",
+            "saml",
+            "--name",
+            "Entra SAML",
+            "--idp-metadata-file",
+            str(metadata),
+            "--no-jit",
+            "--allow-idp-initiated",
+        ]
+    )
+    assert saml["type"] == "saml"
+    assert saml["client_secret_set"] is False
+    assert saml["jit"] is False
+    assert saml["acs_url"].endswith(f"/v1/auth/sso/{saml['id']}/saml/acs")
+    listed = {c["id"] for c in _json(["sso", "list", "--org", org_id])["data"]}
+    assert listed == {oidc["id"], from_file["id"], saml["id"]}
+    human = _run(
+        [
+            "sso",
+            "create",
+            "--org",
+            org_id,
+            "--type",
+            "saml",
+            "--name",
+            "Human",
+            "--idp-metadata-file",
+            str(metadata),
+        ]
+    )
+    assert "/saml/acs" in human
+
+    # the secret never on the command line; bad input names the field, no traceback
+    for args, code, words in [
+        ([*oidc_args, "--client-secret", secret], 2, "No such option"),
+        (
+            [*oidc_args, "--client-secret-stdin", "--client-secret-file", str(secret_file)],
+            2,
+            "not both",
+        ),
+        ([*oidc_args[:4], "--type", "ldap", "--name", "x"], 2, "type"),
+        (["sso", "create", "--org", org_id, "--type", "oidc", "--name", "x"], 1, "issuer"),
+        ([*oidc_args, "--role-mapping", "admins"], 2, "--role-mapping"),
+        (
+            [*oidc_args, "--client-secret-file", str(tmp_path / "missing")],
+            2,
+            "--client-secret-file",
+        ),
+        (
+            ["sso", "create", "--org", org_id, "--type", "saml", "--name", "x"],
+            1,
+            "idp_metadata_xml",
+        ),
+    ]:
+        result = runner.invoke(app, [*args, "--json"], input="")
+        assert result.exit_code == code, (args, result.output)
+        assert words in result.output, result.output
+        assert "Traceback" not in result.output
+        assert secret not in result.output
+    assert len(_json(["sso", "list", "--org", org_id])["data"]) == 4

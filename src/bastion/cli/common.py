@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,11 +21,14 @@ from bastion.core.config import ConfigError, Settings, load_settings
 from bastion.core.context import Actor
 from bastion.core.db import begin_write, make_engine, make_sessionmaker, regions
 from bastion.core.errors import BastionError
-from bastion.core.keyring import load_pepper
+from bastion.core.keyring import ROOT_KEY_FILE, load_pepper
 from bastion.core.pagination import Page
 from bastion.core.permissions import ALL_PERMISSIONS, CredentialKind
 from bastion.core.principal import Principal
 from bastion.identity.tokens import TokenHasher
+
+if TYPE_CHECKING:
+    from bastion.secrets.vault import Vault
 
 try:  # typer (>= 0.22) runs commands on a click of its own
     from typer._click.globals import get_current_context as _current_command
@@ -163,6 +166,27 @@ def unit_of_work(cfg: Settings) -> Iterator[Session]:
                 fail(exc.detail)
     finally:
         engine.dispose()
+
+
+def vault(cfg: Settings) -> Vault:
+    """The instance's vault as the server opens it (root key, outbound policy of the
+    customer-managed key providers)."""
+    from bastion.secrets.cmk import ProviderPolicy
+    from bastion.secrets.vault import LocalKeyProvider, Vault
+
+    return Vault(
+        LocalKeyProvider(cfg.data_dir / ROOT_KEY_FILE),
+        policy=ProviderPolicy(
+            allow=tuple(cfg.outbound_allow),
+            plaintext=tuple(cfg.outbound_plaintext_allow),
+            pkcs11_libraries=tuple(cfg.pkcs11_libraries),
+        ),
+    )
+
+
+def iso(value: Any) -> str | None:
+    """A time as RFC 3339 for `--json`, or None."""
+    return value.isoformat() if value is not None else None
 
 
 def emit(data: dict[str, Any], as_json: bool, human: str) -> None:

@@ -11,26 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli.common import Json, emit, fail, group, host_principal, settings, unit_of_work
-from bastion.core.config import Settings
-from bastion.core.keyring import ROOT_KEY_FILE
+from bastion.cli.common import (
+    Json,
+    emit,
+    fail,
+    group,
+    host_principal,
+    settings,
+    unit_of_work,
+    vault,
+)
 from bastion.secrets import encryption_key as cmk
-from bastion.secrets.cmk import ProviderPolicy
-from bastion.secrets.vault import LocalKeyProvider, Vault
 
 app = group("An organisation's customer-managed key.")
 Org = Annotated[str, typer.Argument(help="Organisation id (org_...).")]
-
-
-def _vault(cfg: Settings) -> Vault:
-    return Vault(
-        LocalKeyProvider(cfg.data_dir / ROOT_KEY_FILE),
-        policy=ProviderPolicy(
-            allow=tuple(cfg.outbound_allow),
-            plaintext=tuple(cfg.outbound_plaintext_allow),
-            pkcs11_libraries=tuple(cfg.pkcs11_libraries),
-        ),
-    )
 
 
 def _emit(view: cmk.KeyView, as_json: bool) -> None:
@@ -69,9 +63,9 @@ def set_key(
         fail("stdin is not a JSON object")
     if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
         fail("stdin must be a JSON object of strings")
-    vault = _vault(cfg)
+    opened = vault(cfg)
     with unit_of_work(cfg) as db:
-        view = cmk.configure(db, vault, host_principal(org_id), org_id, provider, config)
+        view = cmk.configure(db, opened, host_principal(org_id), org_id, provider, config)
     _emit(view, json)
 
 
@@ -80,7 +74,7 @@ def lock(org_id: Org, json: Json = False) -> None:
     """Make every server drop the organisation's cached data keys (within 2 s)."""
     cfg = settings()
     with unit_of_work(cfg) as db:
-        view = cmk.lock(db, _vault(cfg), host_principal(org_id), org_id)
+        view = cmk.lock(db, vault(cfg), host_principal(org_id), org_id)
     _emit(view, json)
 
 
@@ -89,5 +83,5 @@ def remove(org_id: Org, json: Json = False) -> None:
     """Go back to the instance root key (the customer's key must still answer)."""
     cfg = settings()
     with unit_of_work(cfg) as db:
-        view = cmk.remove(db, _vault(cfg), host_principal(org_id), org_id)
+        view = cmk.remove(db, vault(cfg), host_principal(org_id), org_id)
     _emit(view, json)

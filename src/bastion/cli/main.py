@@ -16,7 +16,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bastion.cli import apikey, audit, compliance, doctor, keys, org, privacy, provisioning, user
+from bastion.cli import (
+    apikey,
+    audit,
+    compliance,
+    doctor,
+    keys,
+    org,
+    privacy,
+    provisioning,
+    sso,
+    user,
+)
 from bastion.cli.common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -59,7 +70,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(compliance.app, name="compliance")
 app.add_typer(privacy.app, name="privacy")
-app.add_typer(provisioning.sso, name="sso")
+app.add_typer(sso.app, name="sso")
 app.add_typer(provisioning.scim, name="scim")
 app.add_typer(provisioning.oauth, name="oauth")
 app.command("doctor")(doctor.doctor)

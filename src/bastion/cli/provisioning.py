@@ -1,11 +1,9 @@
-"""`bastion sso …`, `bastion scim …`, `bastion oauth …`: an organisation's identity
-provisioning from the host — SSO connections and domains, SCIM tokens, service
-accounts' OAuth clients. Creating an SSO connection (many provider settings) is done in
-the console or the API; from the host it can be listed, shown and removed."""
+"""`bastion scim …`, `bastion oauth …`: an organisation's identity provisioning from the
+host — SCIM tokens and service accounts' OAuth clients (`bastion sso …`: cli/sso.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,6 +14,7 @@ from bastion.cli.common import (
     group,
     hasher,
     host_principal,
+    iso,
     settings,
     table,
     unit_of_work,
@@ -24,92 +23,8 @@ from bastion.cli.common import (
 Org = Annotated[str, typer.Option("--org", help="Organisation id (org_…).")]
 Account = Annotated[str, typer.Option("--account", help="Service account id (sa_…).")]
 
-sso = group("SSO connections and verified domains.")
 scim = group("SCIM provisioning tokens.")
 oauth = group("Service accounts' OAuth clients (client-credentials grant).")
-
-
-def _when(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _connection(conn: Any) -> dict[str, Any]:
-    return {
-        "id": conn.id,
-        "type": conn.type,
-        "name": conn.name,
-        "preset": conn.preset,
-        "issuer": conn.issuer,
-        "client_id": conn.client_id,
-        "enabled": getattr(conn, "enabled", None),
-        "created_at": _when(getattr(conn, "created_at", None)),
-    }
-
-
-@sso.command("list")
-def sso_list(org: Org, json: Json = False) -> None:
-    """List the organisation's SSO connections (never their secrets)."""
-    from bastion.sso import connections
-
-    with unit_of_work(settings()) as db:
-        principal = host_principal(org)
-        rows = [
-            _connection(c)
-            for c in all_pages(
-                lambda cursor: connections.list_page(db, principal, org, limit=100, cursor=cursor)
-            )
-        ]
-    emit({"data": rows}, json, table(rows, ("id", "type", "name", "issuer", "enabled")))
-
-
-@sso.command("show")
-def sso_show(
-    connection: Annotated[str, typer.Argument(metavar="CONNECTION_ID", help="ssoc_… id.")],
-    org: Org,
-    json: Json = False,
-) -> None:
-    """Show one SSO connection."""
-    from bastion.sso import connections
-
-    with unit_of_work(settings()) as db:
-        row = _connection(connections.get(db, host_principal(org), org, connection))
-    emit(row, json, "\n".join(f"{k}: {v}" for k, v in row.items()))
-
-
-@sso.command("delete")
-def sso_delete(
-    connection: Annotated[str, typer.Argument(metavar="CONNECTION_ID", help="ssoc_… id.")],
-    org: Org,
-    json: Json = False,
-) -> None:
-    """Delete an SSO connection (audited); its users sign in with a password or not at
-    all, as the organisation's policy says."""
-    from bastion.sso import connections
-
-    with unit_of_work(settings()) as db:
-        connections.delete(db, host_principal(org), org, connection)
-    emit({"id": connection, "status": "deleted"}, json, f"SSO connection {connection} deleted")
-
-
-@sso.command("domains")
-def sso_domains(org: Org, json: Json = False) -> None:
-    """List the organisation's email domains and whether each is verified."""
-    from bastion.sso import domains
-
-    with unit_of_work(settings()) as db:
-        principal = host_principal(org)
-        rows = [
-            {
-                "id": d.id,
-                "domain": d.domain,
-                "verified_at": _when(getattr(d, "verified_at", None)),
-                "txt_record": domains.txt_record(d),
-            }
-            for d in all_pages(
-                lambda cursor: domains.list_page(db, principal, org, limit=100, cursor=cursor)
-            )
-        ]
-    emit({"data": rows}, json, table(rows, ("id", "domain", "verified_at")))
 
 
 @scim.command("create")
@@ -143,9 +58,9 @@ def scim_list(org: Org, json: Json = False) -> None:
             {
                 "id": t.id,
                 "name": t.name,
-                "created_at": _when(t.created_at),
-                "revoked_at": _when(getattr(t, "revoked_at", None)),
-                "last_used_at": _when(getattr(t, "last_used_at", None)),
+                "created_at": iso(t.created_at),
+                "revoked_at": iso(getattr(t, "revoked_at", None)),
+                "last_used_at": iso(getattr(t, "last_used_at", None)),
             }
             for t in all_pages(
                 lambda cursor: service.list_tokens(db, principal, org, limit=100, cursor=cursor)
@@ -208,7 +123,7 @@ def oauth_list(org: Org, account: Account, json: Json = False) -> None:
                 "id": c.id,
                 "name": c.name,
                 "scopes": list(c.scopes or []),
-                "created_at": _when(c.created_at),
+                "created_at": iso(c.created_at),
             }
             for c in all_pages(
                 lambda cursor: service.list_clients(

@@ -17,9 +17,11 @@ from bastion.client import models as m
 from bastion.client._base import (
     JSON,
     Endpoints,
+    RedactMode,
     Req,
     RetryPolicy,
     T,
+    Types,
     _path,
     _query,
     decode,
@@ -28,10 +30,12 @@ from bastion.client._base import (
     parse,
     parse_list,
     retryable,
+    subject_package,
 )
 from bastion.client._errors import BastionError, TransportError
 from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
+from bastion.client.integrations import AsyncIntegrations, AsyncMcpServers
 
 E = Endpoints
 
@@ -93,13 +97,13 @@ class AsyncClient:
         self.approval_policies = g.AsyncApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
         self.runs = _Runs(self)
-        self.mcp_servers = g.AsyncMcpServersAPI(self)
+        self.mcp_servers = AsyncMcpServers(self)
         self.webhook_endpoints = g.AsyncWebhookEndpointsAPI(self)
         self.webhook_subscriptions = g.AsyncWebhookSubscriptionsAPI(self)
         self.sso_connections = g.AsyncSsoConnectionsAPI(self)
         self.domains = g.AsyncDomainsAPI(self)
         self.scim_tokens = g.AsyncScimTokensAPI(self)
-        self.integrations = g.AsyncIntegrationsAPI(self)
+        self.integrations = AsyncIntegrations(self)
         self.privacy = _Privacy(self)
         self.privacy_policies = self.privacy.policies
         self.subject_requests = self.privacy.subject_requests
@@ -572,54 +576,25 @@ class AsyncGuard:
         return None
 
 
-class _Privacy:
-    """Personal data and secrets: scan and redact texts (`redact_prompt` before a prompt
-    goes to a model, `detokenize` for the answer), data policies, subject requests and
-    retention."""
+class _Privacy(g.AsyncPrivacyAPI):
+    """Personal data and secrets: the generated `scan`, `redact`, `detokenize`,
+    `retention`, `set_retention` and `types`, plus `redact_prompt` (before a prompt goes
+    to a model; `detokenize` for the answer), data policies, subject requests and their
+    packages."""
 
     def __init__(self, c: AsyncClient) -> None:
-        self._c = c
+        super().__init__(c)
         self.policies = g.AsyncPrivacyPoliciesAPI(c)
         self.subject_requests = g.AsyncSubjectRequestsAPI(c)
 
-    async def types(self) -> m.TypesOut:
-        """The entity types the detector knows, with a description of each."""
-        return await g.AsyncPrivacyAPI(self._c).types()
-
-    async def scan(self, org: str, texts: list[str], *, types: list[str] | None = None) -> JSON:
-        """`{"results": [{"findings": [{"type", "start", "end", "score"}]}]}`; offsets in
-        code points. Texts are neither stored nor logged by the server."""
-        return await self._c._call(E.privacy(org, "scan", {"texts": texts, "types": types}))
-
-    async def redact(
-        self, org: str, texts: list[str], *, mode: str = "replace", types: list[str] | None = None
-    ) -> JSON:
-        """`mode`: mask, replace, hash (keyed) or tokenize (reversible with `detokenize`)."""
-        body = {"texts": texts, "mode": mode, "types": types}
-        return await self._c._call(E.privacy(org, "redact", body))
-
     async def redact_prompt(
-        self, org: str, prompt: str, *, mode: str = "tokenize", types: list[str] | None = None
+        self, org: str, prompt: str, *, mode: RedactMode = "tokenize", types: Types = None
     ) -> str:
         """The prompt with its personal data and secrets replaced, to send to a model.
         With `tokenize` (the default) the model sees stable tokens (`<EMAIL_1f3a…>`) it
         can refer to, and `detokenize` turns them back in its answer."""
-        done = await self.redact(org, [prompt], mode=mode, types=types)
-        return str(done["results"][0]["text"])
-
-    async def detokenize(self, org: str, texts: list[str]) -> list[str]:
-        """Tokens of this organisation turned back into values (needs
-        `privacy:detokenize`; audited)."""
-        done = await self._c._call(E.privacy(org, "detokenize", {"texts": texts}))
-        return [str(r["text"]) for r in done["results"]]
-
-    async def retention(self, org: str) -> JSON:
-        return await self._c._call(E.retention(org))
-
-    async def set_retention(self, org: str, **periods: int) -> JSON:
-        """Change retention periods (e.g. `tool_calls_days=30`); a person must have
-        stepped up recently."""
-        return await self._c._call(E.set_retention(org, periods))
+        done = await self.redact(org, texts=[prompt], mode=mode, types=types)
+        return done.results[0].text
 
     async def access_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
@@ -634,4 +609,4 @@ class _Privacy:
 
     async def package(self, org: str, request: str) -> bytes:
         """An access request's package: a ZIP of JSON files."""
-        return cast(bytes, await self._c._run(E.subject_package(org, request)))
+        return cast(bytes, await cast(AsyncClient, self._c)._run(subject_package(org, request)))

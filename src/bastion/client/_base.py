@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, TypeAdapter
@@ -23,6 +23,25 @@ LONG_POLL_MARGIN = 15.0  # read timeout beyond the long-poll's own wait
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IN_USE = "idempotency_key_in_use"
 USER_AGENT = "bastion-python"
+
+# What the privacy detector finds, and how `redact` replaces it (`redact_prompt`'s types).
+EntityType = Literal[
+    "ADDRESS",
+    "API_KEY",
+    "AWS_ACCESS_KEY",
+    "CREDIT_CARD",
+    "EMAIL",
+    "GITHUB_TOKEN",
+    "IBAN",
+    "IP_ADDRESS",
+    "JWT",
+    "PERSON",
+    "PHONE",
+    "PRIVATE_KEY",
+    "US_SSN",
+]
+RedactMode = Literal["hash", "mask", "replace", "tokenize"]
+Types = list[EntityType] | None
 
 
 @dataclass(frozen=True)
@@ -235,26 +254,6 @@ class Endpoints:
     def delete(org: str, collection: str, item: str) -> Req:
         return Req("DELETE", _p("orgs", org, *collection.split("/"), item), expect_body=False)
 
-    # privacy
-    @staticmethod
-    def privacy(org: str, op: str, body: JSON) -> Req:
-        """scan, redact, detokenize: no state changes but the audit, so a plain POST."""
-        return Req("POST", _p("orgs", org, "privacy", op), json=_clean(body))
-
-    @staticmethod
-    def retention(org: str) -> Req:
-        return Req("GET", _p("orgs", org, "retention"))
-
-    @staticmethod
-    def set_retention(org: str, changes: JSON) -> Req:
-        return Req("PUT", _p("orgs", org, "retention"), json=_clean(changes))
-
-    @staticmethod
-    def subject_package(org: str, request: str) -> Req:
-        return Req(
-            "GET", _p("orgs", org, "privacy", "subject-requests", request, "package"), raw=True
-        )
-
     # sub-resources
     @staticmethod
     def add_member(org: str, team: str, user: str) -> Req:
@@ -349,6 +348,12 @@ class Endpoints:
             {"decision": decision, "comment": comment},
             idempotency_key,
         )
+
+
+def subject_package(org: str, request: str) -> Req:
+    """An access request's package: a ZIP (bytes), which the generator does not speak."""
+    path = _p("orgs", org, "privacy", "subject-requests", request, "package")
+    return Req("GET", path, raw=True)
 
 
 # --- helpers of the generated layer (bastion.client._generated) ---------------------

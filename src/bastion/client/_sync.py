@@ -18,9 +18,11 @@ from bastion.client import models as m
 from bastion.client._base import (
     JSON,
     Endpoints,
+    RedactMode,
     Req,
     RetryPolicy,
     T,
+    Types,
     _path,
     _query,
     decode,
@@ -29,10 +31,12 @@ from bastion.client._base import (
     parse,
     parse_list,
     retryable,
+    subject_package,
 )
 from bastion.client._errors import BastionError, TransportError
 from bastion.client._oauth import ClientCredentials
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments, F, OnPending
+from bastion.client.integrations import Integrations, McpServers
 
 E = Endpoints
 
@@ -94,13 +98,13 @@ class Client:
         self.approval_policies = g.ApprovalPoliciesAPI(self)
         self.approvals = _Approvals(self)
         self.runs = _Runs(self)
-        self.mcp_servers = g.McpServersAPI(self)
+        self.mcp_servers = McpServers(self)
         self.webhook_endpoints = g.WebhookEndpointsAPI(self)
         self.webhook_subscriptions = g.WebhookSubscriptionsAPI(self)
         self.sso_connections = g.SsoConnectionsAPI(self)
         self.domains = g.DomainsAPI(self)
         self.scim_tokens = g.ScimTokensAPI(self)
-        self.integrations = g.IntegrationsAPI(self)
+        self.integrations = Integrations(self)
         self.privacy = _Privacy(self)
         self.privacy_policies = self.privacy.policies
         self.subject_requests = self.privacy.subject_requests
@@ -589,54 +593,24 @@ class Guard:
         return None
 
 
-class _Privacy:
-    """Personal data and secrets: scan and redact texts (`redact_prompt` before a prompt
-    goes to a model, `detokenize` for the answer), data policies, subject requests and
-    retention."""
+class _Privacy(g.PrivacyAPI):
+    """Personal data and secrets: the generated `scan`, `redact`, `detokenize`,
+    `retention`, `set_retention` and `types`, plus `redact_prompt` (before a prompt goes
+    to a model; `detokenize` for the answer), data policies, subject requests and their
+    packages."""
 
     def __init__(self, c: Client) -> None:
-        self._c = c
+        super().__init__(c)
         self.policies = g.PrivacyPoliciesAPI(c)
         self.subject_requests = g.SubjectRequestsAPI(c)
 
-    def types(self) -> m.TypesOut:
-        """The entity types the detector knows, with a description of each."""
-        return g.PrivacyAPI(self._c).types()
-
-    def scan(self, org: str, texts: list[str], *, types: list[str] | None = None) -> JSON:
-        """`{"results": [{"findings": [{"type", "start", "end", "score"}]}]}`; offsets in
-        code points. Texts are neither stored nor logged by the server."""
-        return self._c._call(E.privacy(org, "scan", {"texts": texts, "types": types}))
-
-    def redact(
-        self, org: str, texts: list[str], *, mode: str = "replace", types: list[str] | None = None
-    ) -> JSON:
-        """`mode`: mask, replace, hash (keyed) or tokenize (reversible with `detokenize`)."""
-        body = {"texts": texts, "mode": mode, "types": types}
-        return self._c._call(E.privacy(org, "redact", body))
-
     def redact_prompt(
-        self, org: str, prompt: str, *, mode: str = "tokenize", types: list[str] | None = None
+        self, org: str, prompt: str, *, mode: RedactMode = "tokenize", types: Types = None
     ) -> str:
         """The prompt with its personal data and secrets replaced, to send to a model.
         With `tokenize` (the default) the model sees stable tokens (`<EMAIL_1f3a…>`) it
         can refer to, and `detokenize` turns them back in its answer."""
-        done = self.redact(org, [prompt], mode=mode, types=types)
-        return str(done["results"][0]["text"])
-
-    def detokenize(self, org: str, texts: list[str]) -> list[str]:
-        """Tokens of this organisation turned back into values (needs
-        `privacy:detokenize`; audited)."""
-        done = self._c._call(E.privacy(org, "detokenize", {"texts": texts}))
-        return [str(r["text"]) for r in done["results"]]
-
-    def retention(self, org: str) -> JSON:
-        return self._c._call(E.retention(org))
-
-    def set_retention(self, org: str, **periods: int) -> JSON:
-        """Change retention periods (e.g. `tool_calls_days=30`); a person must have
-        stepped up recently."""
-        return self._c._call(E.set_retention(org, periods))
+        return self.redact(org, texts=[prompt], mode=mode, types=types).results[0].text
 
     def access_request(
         self, org: str, *, user_id: str | None = None, email: str | None = None
@@ -651,4 +625,4 @@ class _Privacy:
 
     def package(self, org: str, request: str) -> bytes:
         """An access request's package: a ZIP of JSON files."""
-        return cast(bytes, self._c._run(E.subject_package(org, request)))
+        return cast(bytes, cast(Client, self._c)._run(subject_package(org, request)))

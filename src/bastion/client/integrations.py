@@ -1,164 +1,138 @@
-"""OAuth integrations and MCP servers with the SDK (sync), beside `bastion.client.Client`:
+"""OAuth integrations and MCP servers: the generated APIs (`client.integrations`,
+`client.mcp_servers`, sync and async) plus what the generator cannot make — the consent
+URL (a browser redirect), a run's integration token with the run's own token, the run's
+gateway URL, and removing an MCP server's integration (a JSON `null`):
 
     from bastion.client import Client
-    from bastion.client.integrations import Integrations, McpServers
 
     with Client(url, token="bsk_…") as bastion:
-        integrations, mcp = Integrations(bastion), McpServers(bastion)
-        github = integrations.create(org, name="github", provider="github",
-                                     client_id="…", client_secret="…")
-        print(integrations.connect_url(org, github["id"]))   # a person consents there
-        server = mcp.create(org, name="gh", url="https://mcp.example/mcp",
-                            integration="github")
-        tools = mcp.tools(org, server["id"])                  # as agents declare them
+        github = bastion.integrations.create(org, name="github", provider="github",
+                                             client_id="…", client_secret="…")
+        print(bastion.integrations.connect_url(org, github.id))   # a person consents there
+        server = bastion.mcp_servers.create(org, name="gh", url="https://mcp.example/mcp",
+                                            integration="github")
+        tools = bastion.mcp_servers.tools(org, server.id).data    # as agents declare them
 
         run = bastion.runs.start(agent_id, on_behalf_of=user_id)
-        token = integrations.token(run, "github")             # {"access_token", "expires_at"}
-        gateway = mcp.gateway_url(run)                         # speak MCP there, run token
+        token = bastion.integrations.token(run, "github")         # .access_token, .expires_at
+        gateway = bastion.mcp_servers.gateway_url(run)             # speak MCP there, run token
 
-Docs: docs/integrations.md, docs/mcp.md.
+`Integrations(client)` and `McpServers(client)` (and the `Async…` pair) are the classes
+the clients use. Docs: docs/integrations.md, docs/mcp.md.
 """
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from bastion.client._base import Req, _clean, _p, headers_for, post
+import httpx
+
+from bastion.client import _generated as g
+from bastion.client import models as m
+from bastion.client._base import Req, _p, headers_for
 from bastion.client._errors import TransportError, from_response
-from bastion.client._sync import Client, Run
 
-JSON = dict[str, Any]
-
-
-def _org(org: str, *parts: str) -> str:
-    return _p("orgs", org, *parts)
+if TYPE_CHECKING:
+    from bastion.client._async import AsyncClient, AsyncRun
+    from bastion.client._sync import Client, Run
 
 
-class Integrations:
-    """`/v1/orgs/{org}/integrations` and a run's `…/integrations/{name}/token`."""
+def _connect(org: str, integration: str) -> Req:
+    return Req("GET", _p("orgs", org, "integrations", integration, "connect"))
 
-    def __init__(self, client: Client) -> None:
-        self._c = client
 
-    def __repr__(self) -> str:
-        return f"Integrations({self._c!r})"
+def _location(response: httpx.Response) -> str:
+    """The provider's authorize URL from the 302, else the problem as a typed error."""
+    if response.status_code == 302 and "location" in response.headers:
+        return str(response.headers["location"])
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = None
+    raise from_response(response.status_code, body, response.headers.get("retry-after"))
 
-    def create(
-        self,
-        org: str,
-        *,
-        name: str,
-        provider: str,
-        client_id: str,
-        client_secret: str,
-        scopes: list[str] | None = None,
-        authorize_url: str | None = None,
-        token_url: str | None = None,
-        revoke_url: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSON:
-        body = _clean(
-            {
-                "name": name,
-                "provider": provider,
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "scopes": scopes,
-                "authorize_url": authorize_url,
-                "token_url": token_url,
-                "revoke_url": revoke_url,
-            }
-        )
-        return self._c._call(post(_org(org, "integrations"), body, idempotency_key))
 
-    def list(self, org: str, *, page_size: int | None = None) -> Iterator[JSON]:
-        params = _clean({"limit": page_size})
-        return self._c._pages(Req("GET", _org(org, "integrations"), params=params))
+def _gateway(base_url: httpx.URL, run_id: str) -> str:
+    return f"{str(base_url).rstrip('/')}/v1/runs/{run_id}/mcp"
 
-    def get(self, org: str, integration: str) -> JSON:
-        return self._c._call(Req("GET", _org(org, "integrations", integration)))
 
-    def delete(self, org: str, integration: str) -> None:
-        """Revoked at the provider, then deleted with its sealed tokens."""
-        self._c._run(Req("DELETE", _org(org, "integrations", integration), expect_body=False))
+def _no_integration(org: str, server: str) -> Req:
+    return Req("PATCH", _p("orgs", org, "mcp-servers", server), json={"integration": None})
+
+
+class Integrations(g.IntegrationsAPI):
+    """`client.integrations`: the generated operations, the consent URL and a run's
+    access token."""
 
     def connect_url(self, org: str, integration: str, return_to: str = "/console/") -> str:
         """Where to send the person who consents (the provider's authorize URL, with
         state and PKCE). The flow is bound to the browser that follows it: open it in
-        the browser of the person whose credentials this client holds."""
-        req = Req("GET", _org(org, "integrations", integration, "connect"))
-        headers = headers_for(self._c._bearer(), req)
+        the browser of the person whose credentials this client holds (an API key is
+        refused: 403)."""
+        c = cast("Client", self._c)
+        req = _connect(org, integration)
         try:
-            response = self._c._http.get(
-                req.path, params={"return_to": return_to}, headers=headers, follow_redirects=False
+            response = c._http.get(
+                req.path,
+                params={"return_to": return_to},
+                headers=headers_for(c._bearer(), req),
+                follow_redirects=False,
             )
         except Exception as exc:  # the transport's own errors: typed as the SDK's
             raise TransportError(f"GET {req.path}: {type(exc).__name__}") from None
-        if response.status_code != 302 or "location" not in response.headers:
-            body = response.json() if response.content else None
-            raise from_response(response.status_code, body, response.headers.get("retry-after"))
-        return str(response.headers["location"])
+        return _location(response)
 
-    def token(self, run: Run, name: str) -> JSON:
+    def token(self, run: Run, name: str) -> m.IntegrationsTokenOut:
         """The integration's short-lived access token for `run` (its agent must be
-        connected to it), with the run's own token: `{"access_token", "expires_at"}`."""
-        return run._c._call(post(_p("runs", run.id, "integrations", name, "token"), {}, None))
+        connected to it), asked with the run's own token."""
+        return run._c.runs.integration_token(run.id, name)
 
 
-class McpServers:
-    """`/v1/orgs/{org}/mcp-servers` and a run's gateway, `/v1/runs/{run}/mcp`."""
-
-    def __init__(self, client: Client) -> None:
-        self._c = client
-
-    def __repr__(self) -> str:
-        return f"McpServers({self._c!r})"
-
-    def create(
-        self,
-        org: str,
-        *,
-        name: str,
-        url: str,
-        headers: Mapping[str, str] | None = None,
-        integration: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSON:
-        """`headers` are sealed and never shown again; `integration` makes that OAuth
-        integration's access token the bearer the gateway adds."""
-        body = _clean(
-            {
-                "name": name,
-                "url": url,
-                "headers": dict(headers) if headers is not None else None,
-                "integration": integration,
-            }
-        )
-        return self._c._call(post(_org(org, "mcp-servers"), body, idempotency_key))
-
-    def list(self, org: str, *, page_size: int | None = None) -> Iterator[JSON]:
-        params = _clean({"limit": page_size})
-        return self._c._pages(Req("GET", _org(org, "mcp-servers"), params=params))
-
-    def get(self, org: str, server: str) -> JSON:
-        return self._c._call(Req("GET", _org(org, "mcp-servers", server)))
-
-    def update(self, org: str, server: str, **changes: Any) -> JSON:
-        """`name`, `url`, `headers` (replaces them all), `integration` (None removes it)."""
-        return self._c._call(Req("PATCH", _org(org, "mcp-servers", server), json=changes))
-
-    def delete(self, org: str, server: str) -> None:
-        self._c._run(Req("DELETE", _org(org, "mcp-servers", server), expect_body=False))
-
-    def tools(self, org: str, server: str, *, risk: str = "low") -> builtins.list[JSON]:
-        """The server's tools now, as an agent declares them (with the digest that pins
-        each): copy the ones an agent may use into its `tools`."""
-        req = Req("GET", _org(org, "mcp-servers", server, "tools"), params={"risk": risk})
-        return list(self._c._call(req)["data"])
+class McpServers(g.McpServersAPI):
+    """`client.mcp_servers`: the generated operations, a run's gateway URL and removing
+    a server's integration."""
 
     def gateway_url(self, run: Run) -> str:
         """The run's MCP endpoint (Streamable HTTP; authenticate with `run.token`)."""
-        base = str(self._c._http.base_url).rstrip("/")
-        return f"{base}/v1/runs/{run.id}/mcp"
+        return _gateway(cast("Client", self._c)._http.base_url, run.id)
+
+    def remove_integration(self, org: str, server: str) -> m.McpServerOut:
+        """The server stops authenticating with an integration's token (`update` cannot
+        send `"integration": null`: its None means "unchanged")."""
+        return cast(m.McpServerOut, self._c._request(_no_integration(org, server), m.McpServerOut))
+
+
+class AsyncIntegrations(g.AsyncIntegrationsAPI):
+    """`AsyncClient.integrations`: as `Integrations`, awaited."""
+
+    async def connect_url(self, org: str, integration: str, return_to: str = "/console/") -> str:
+        """As `Integrations.connect_url`."""
+        c = cast("AsyncClient", self._c)
+        req = _connect(org, integration)
+        try:
+            response = await c._http.get(
+                req.path,
+                params={"return_to": return_to},
+                headers=headers_for(await c._bearer(), req),
+                follow_redirects=False,
+            )
+        except Exception as exc:
+            raise TransportError(f"GET {req.path}: {type(exc).__name__}") from None
+        return _location(response)
+
+    async def token(self, run: AsyncRun, name: str) -> m.IntegrationsTokenOut:
+        """As `Integrations.token`."""
+        return await run._c.runs.integration_token(run.id, name)
+
+
+class AsyncMcpServers(g.AsyncMcpServersAPI):
+    """`AsyncClient.mcp_servers`: as `McpServers`, awaited."""
+
+    def gateway_url(self, run: AsyncRun) -> str:
+        """The run's MCP endpoint (Streamable HTTP; authenticate with `run.token`)."""
+        return _gateway(cast("AsyncClient", self._c)._http.base_url, run.id)
+
+    async def remove_integration(self, org: str, server: str) -> m.McpServerOut:
+        """As `McpServers.remove_integration`."""
+        done: Any = await self._c._request(_no_integration(org, server), m.McpServerOut)
+        return cast(m.McpServerOut, done)

@@ -10,6 +10,10 @@ context, and denials the model reads as a final answer.
     with use_run(run):                     # per run: the guard asks this run's gate
         refund_payment("A-1", 25)          # allowed: runs; denied: a final denial text
 
+With `AsyncClient` the run is an `AsyncRun`: bound the same way, it guards `async def`
+tools without a thread (LangChain `ainvoke`, the Agents SDK's async tools, async
+LangGraph nodes); a sync `Run` guards them too, asking the gate in a worker thread.
+
 `use_run` binds the run to the current context (a `contextvars.ContextVar`, so each
 thread and asyncio task sees its own). A guarded tool called outside `use_run` is
 denied (default deny), as is one the gate denies or nobody approves in time; the
@@ -20,11 +24,13 @@ function does not run and the tool's result is a final, non-retryable denial
 Framework integrations, each behind its extra (`pip install 'bastion[langchain]'`, …):
 `bastion.client.adapters.langchain` (LangChain `@tool`, `handle_tool_error`),
 `bastion.client.adapters.openai_agents` (`@function_tool`, `needs_approval`) and
-`bastion.client.adapters.langgraph` (`interrupt()` while people decide).
+`bastion.client.adapters.langgraph` (`interrupt()` while people decide), each for sync
+and `async def` tools.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import hashlib
@@ -35,21 +41,25 @@ from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast, overload
 
 from bastion.client import _runs
+from bastion.client._async import AsyncRun
 from bastion.client._errors import ActionDenied
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments
 from bastion.client._sync import Run
 
-__all__ = ["NO_RUN", "current_run", "denial_text", "guard", "use_run"]
+__all__ = ["NO_RUN", "AnyRun", "current_run", "denial_text", "guard", "use_run"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 OnDenied = Literal["result", "raise"]
 NO_RUN = "no_run_in_context"
 
-_RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("bastion_run", default=None)
+AnyRun = Run | AsyncRun
+_RUN: contextvars.ContextVar[AnyRun | None] = contextvars.ContextVar("bastion_run", default=None)
+
+R = TypeVar("R", Run, AsyncRun)
 
 
 @contextmanager
-def use_run(run: Run) -> Iterator[Run]:
+def use_run(run: R) -> Iterator[R]:
     """Bind `run` to the current context for guarded tools; restored on exit."""
     token = _RUN.set(run)
     try:
@@ -58,7 +68,7 @@ def use_run(run: Run) -> Iterator[Run]:
         _RUN.reset(token)
 
 
-def current_run() -> Run | None:
+def current_run() -> AnyRun | None:
     """The run bound by `use_run` in this context, if any."""
     return _RUN.get()
 
@@ -79,7 +89,7 @@ def denial_text(denied: ActionDenied) -> str:
     )
 
 
-def idempotency_key(run: Run, tool: str, arguments: dict[str, Any], scope: str = "") -> str:
+def idempotency_key(run: AnyRun, tool: str, arguments: dict[str, Any], scope: str = "") -> str:
     """A stable key for one tool call of a run: asking again (a framework re-running a
     step after an interrupt) replays the same gate call instead of opening a new
     approval."""
@@ -108,7 +118,7 @@ def _digest(tool: str, arguments: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def hand_over(run: Run, tool: str, arguments: dict[str, Any], call_id: str) -> None:
+def hand_over(run: AnyRun, tool: str, arguments: dict[str, Any], call_id: str) -> None:
     """A framework hook asked the gate already: the guard takes this call over instead
     of asking again (so people see one approval, not two)."""
     _HANDOFF.setdefault((run.id, _digest(tool, arguments)), []).append(call_id)
@@ -123,14 +133,45 @@ def authorize(
 ) -> Any:
     """Ask the gate of the run in context (or take over the call a framework hook
     asked): the allowed call, or `ActionDenied`."""
-    run = _RUN.get()
-    if run is None:
-        raise ActionDenied(tool, call_id=None, approval_id=None, decision="deny", reason=NO_RUN)
+    run = _run_in_context(tool)
+    if isinstance(run, AsyncRun):
+        raise TypeError(
+            f"`{tool}` is a sync tool and the run in context an AsyncRun: guard an "
+            "`async def` tool, or bind a Run of the sync Client"
+        )
     waiting = _HANDOFF.get((run.id, _digest(tool, arguments)))
     if waiting:
         call_id = waiting.pop(0)
         return _runs.settle(tool, run.wait(call_id, timeout))
     return run.authorize(tool, arguments, timeout=timeout, connection=connection)
+
+
+async def aauthorize(
+    tool: str,
+    arguments: dict[str, Any],
+    *,
+    timeout: float | None,  # noqa: ASYNC109 - the server waits, not a cancellation
+    connection: str | None = None,
+) -> Any:
+    """`authorize` awaited: an `AsyncRun` in context is asked on the event loop; a sync
+    `Run` in a worker thread (its calls block)."""
+    run = _run_in_context(tool)
+    if isinstance(run, Run):
+        context = contextvars.copy_context()
+        ask = functools.partial(authorize, tool, arguments, timeout=timeout, connection=connection)
+        return await asyncio.to_thread(context.run, ask)
+    waiting = _HANDOFF.get((run.id, _digest(tool, arguments)))
+    if waiting:
+        call_id = waiting.pop(0)
+        return _runs.settle(tool, await run.wait(call_id, timeout))
+    return await run.authorize(tool, arguments, timeout=timeout, connection=connection)
+
+
+def _run_in_context(tool: str) -> AnyRun:
+    run = _RUN.get()
+    if run is None:  # default deny
+        raise ActionDenied(tool, call_id=None, approval_id=None, decision="deny", reason=NO_RUN)
+    return run
 
 
 @overload
@@ -164,25 +205,29 @@ def guard(
     def decorate(fn: F) -> F:
         name = _runs.tool_name(tool if isinstance(tool, str) else None, fn)
 
+        def refusal(denied: ActionDenied) -> str:
+            if on_denied == "raise":
+                raise denied
+            return denial_text(denied)
+
         def ask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
             bound = _runs.arguments_of(name, arguments, _runs.bind(fn, args, kwargs))
             try:
                 authorize(name, bound, timeout=timeout, connection=connection)
             except ActionDenied as denied:
-                if on_denied == "raise":
-                    raise
-                return denial_text(denied)
+                return refusal(denied)
             return None
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-                import asyncio
-
-                context = contextvars.copy_context()
-                refused = await asyncio.to_thread(context.run, ask, args, kwargs)
-                return refused if refused is not None else await fn(*args, **kwargs)
+                bound = _runs.arguments_of(name, arguments, _runs.bind(fn, args, kwargs))
+                try:
+                    await aauthorize(name, bound, timeout=timeout, connection=connection)
+                except ActionDenied as denied:
+                    return refusal(denied)
+                return await fn(*args, **kwargs)
 
             return cast(F, guarded_async)
 

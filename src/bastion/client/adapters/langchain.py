@@ -14,6 +14,17 @@
     with use_run(run):
         refund_payment.invoke({"order": "A-1", "amount": 25})
 
+Async: guard an `async def` tool and call `await refund_payment.ainvoke(...)` (LangChain's
+`_arun` awaits the coroutine); bound to an `AsyncRun` of `AsyncClient` the guard asks the
+gate on the event loop, no thread:
+
+    @tool
+    @guard
+    async def refund_payment(order: str, amount: float) -> str: ...
+
+    with use_run(await bastion.runs.start(agent_id, on_behalf_of=user_id)):
+        await refund_payment.ainvoke({"order": "A-1", "amount": 25})
+
 A denial raises `ToolDenied`, which is both Bastion's `ActionDenied` and LangChain's
 `ToolException`, so LangChain's `handle_tool_error` path catches it (the agent loop
 goes on) and `handle_denied` turns it into a final, non-retryable answer. Needs the

@@ -15,8 +15,19 @@ and denials as a final tool result (not "An error occurred… try again").
 allowed or denied, the SDK goes on (a denied tool returns its final denial without
 running); pending, the SDK pauses the run with an approval interruption while people
 decide in Bastion. The guard then takes over the call the hook made, so the gate and
-the approvers see one call, not two. Needs the
-`openai-agents` extra.
+the approvers see one call, not two. `async def` tools work the same (the SDK awaits
+them); bound to an `AsyncRun` (`AsyncClient`) the hook and the guard ask the gate on the
+event loop, without a thread:
+
+    @function_tool(timeout=120)
+    async def refund_payment(order: str, amount: float) -> str: ...
+
+    async with AsyncClient(url, token=key) as bastion:
+        run = await bastion.runs.start(agent_id, on_behalf_of=user_id)
+        with use_run(run):
+            result = await Runner.run(agent, "refund A-1")
+
+Needs the `openai-agents` extra.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Any
 import agents
 from agents import FunctionTool, RunContextWrapper
 from bastion.client import _runs
+from bastion.client._async import AsyncRun
 from bastion.client._errors import ActionDenied
 from bastion.client._runs import DEFAULT_TIMEOUT, Arguments
 from bastion.client.adapters import current_run, denial_text, guard, hand_over
@@ -79,7 +91,10 @@ def needs_approval(
         if run is None:
             return False  # the guard denies it (default deny) without running the tool
         sent = _runs.arguments_of(tool, arguments, dict(params))
-        call = await asyncio.to_thread(run.tool_call, tool, sent)
+        if isinstance(run, AsyncRun):  # AsyncClient: on the event loop
+            call = await run.tool_call(tool, sent)
+        else:  # the sync Client blocks: in a worker thread
+            call = await asyncio.to_thread(run.tool_call, tool, sent)
         hand_over(run, tool, sent, call.id)  # the guard waits on this call, not a new one
         return call.decision == "pending"
 
