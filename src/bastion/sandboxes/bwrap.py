@@ -25,12 +25,13 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from bastion.sandboxes import seccomp
 from bastion.sandboxes.cgroups import Cgroups, ExecCgroup, Layout
 from bastion.sandboxes.forks import Store
-from bastion.sandboxes.launch import Rlimits, launch
+from bastion.sandboxes.launch import Rlimits, launch, unsupported
 from bastion.sandboxes.memfile import MemFile
 from bastion.sandboxes.provider import (
     Change,
@@ -116,6 +117,9 @@ class BwrapProvider(SandboxProvider):
         missing = [t for t in TOOLS if not shutil.which(t, path=HOST_PATH)]
         if missing:
             return "missing " + ", ".join(missing) + " (apt-get install bubblewrap mount)"
+        arch = unsupported()
+        if arch is not None:
+            return arch
         if os.geteuid() != 0:
             return "the bwrap backend mounts forks and creates cgroups: run Bastion as root"
         if "overlay" not in Path("/proc/filesystems").read_text():
@@ -185,7 +189,9 @@ class BwrapProvider(SandboxProvider):
         if self.store.meta(fork.id) is None:
             raise FileNotFoundError("the fork does not exist")
         limits = spec.limits
+        began = time.perf_counter()
         cgroup = ExecCgroup(layout, "bastion-sbx-" + secrets.token_hex(8), limits)
+        made = time.perf_counter()
         fds: list[int] = []
         try:
             argv = self._argv(fork_dir, spec, fds)
@@ -206,7 +212,8 @@ class BwrapProvider(SandboxProvider):
         finally:
             for fd in fds:  # the child holds its own copies
                 os.close(fd)
-        return BwrapExecution(proc, cgroup, spec, self.store, fork.id)
+        timings = {"cgroup": (made - began) * 1000, "spawn": (time.perf_counter() - made) * 1000}
+        return BwrapExecution(proc, cgroup, spec, self.store, fork.id, timings)
 
     def _static_argv(self) -> list[str]:
         """What every exec's command line starts with: the namespaces, `/usr` and the

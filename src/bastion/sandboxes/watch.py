@@ -39,8 +39,10 @@ class BwrapExecution(Execution):
         spec: RunSpec,
         store: Store,
         fork_id: str,
+        timings: dict[str, float] | None = None,
     ) -> None:
         self.proc = proc
+        self.timings = timings if timings is not None else {}
         self.cgroup = cgroup
         self.spec = spec
         self.store = store
@@ -105,7 +107,9 @@ class BwrapExecution(Execution):
         try:
             self._loop(pipes)
             code = proc.wait()
-            duration_ms = int((time.monotonic() - self.started) * 1000)
+            ended = time.monotonic()
+            duration_ms = int((ended - self.started) * 1000)
+            self.timings["run"] = (ended - self.started) * 1000
             usage = self.cgroup.usage() if self.cgroup is not None else Usage()
             usage = Usage(
                 cpu_ms=usage.cpu_ms,
@@ -114,6 +118,11 @@ class BwrapExecution(Execution):
                 disk_bytes=self.store.disk_bytes(self.fork_id),
             )
             exit_code = code if code >= 0 else 128 - code
+            killed_by = self._killed_by(exit_code, usage)
+            if self.cgroup is not None:
+                self.cgroup.remove()
+                self.cgroup = None
+            self.timings["teardown"] = (time.monotonic() - ended) * 1000
             return ExecResult(
                 exit_code=exit_code,
                 stdout=self.stdout.value(),
@@ -121,8 +130,9 @@ class BwrapExecution(Execution):
                 stdout_truncated=self.stdout.truncated,
                 stderr_truncated=self.stderr.truncated,
                 duration_ms=duration_ms,
-                killed_by=self._killed_by(exit_code, usage),
+                killed_by=killed_by,
                 usage=usage,
+                timings=dict(self.timings),
             )
         finally:
             pipes.close()
