@@ -1,20 +1,22 @@
 """Starting bubblewrap for one exec with a single program on the exec path.
 
-The calling thread — only it: a network namespace is per thread — enters a new network
-namespace (owned by the host's user namespace, its loopback down: no `unshare`
-program), starts bubblewrap as the sandbox's host user with its groups cleared
-(`Popen(user=…)`: no `setpriv`), and returns to the host's namespace at once. The
-calls are made directly (`unshare(2)`, `setns(2)`).
+The calling thread — only it — enters a new network namespace (owned by the host's
+user namespace, its loopback down: no `unshare` program), becomes the sandbox's host
+user with no supplementary groups (root kept as its saved user only; no `setpriv`),
+starts bubblewrap (Python uses vfork: nothing of Bastion is copied), and comes back to
+root and to the host's namespace at once. bubblewrap thus runs as that user alone,
+without any capability (`execve` with no root id). The calls are made directly on the
+thread — `unshare(2)`, `setns(2)`, and the raw `setgroups`/`setresgid`/`setresuid`
+system calls: libc's would change every thread of Bastion.
 
 bubblewrap gets `--info-fd` and `--block-fd`: it reports the sandbox's first process,
 which then waits, its namespaces and mounts set up, before it loads the seccomp filter
 and runs anything of the command. Meanwhile its rlimits are set with `prlimit(2)` (no
 `prlimit` program; without CAP_SYS_RESOURCE that needs the caller's *real* user and
-group to be the sandbox's: the thread takes them for those calls only, through the raw
-`setresuid`/`setresgid` system calls — libc's would change every thread of Bastion —
-keeping its effective root) and it is written into the exec's cgroup (direct file
-writes); then it is let go: every process of the command is created inside the cgroup,
-under the rlimits. Anything failing on the way kills bubblewrap (fail closed).
+group to be the sandbox's: the thread takes them for those calls only) and its cgroup
+is checked (`bastion.sandboxes.cgroups`: on v1 it was born there); then it is let go:
+every process of the command is created inside the cgroup, under the rlimits. Anything
+failing on the way kills bubblewrap (fail closed).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from bastion.sandboxes.cgroups import ExecCgroup
 
 CLONE_NEWNET = 0x40000000
 INFO_LIMIT = 4096
-# setresgid, setresuid: the system calls' numbers, by architecture.
-SETID_CALLS = {"x86_64": (119, 117), "aarch64": (149, 147)}
+# setgroups, setresgid, setresuid: the system calls' numbers, by architecture.
+SETID_CALLS = {"x86_64": (116, 119, 117), "aarch64": (159, 149, 147)}
 UNCHANGED = -1
 
 
@@ -101,7 +103,7 @@ def _new_netns() -> Iterator[None]:
 @contextlib.contextmanager
 def _real_ids(uid: int) -> Iterator[None]:
     """The calling thread's real user and group are `uid` (effective stay root)."""
-    setresgid, setresuid = SETID_CALLS[platform.machine()]
+    _, setresgid, setresuid = SETID_CALLS[platform.machine()]
     ruid, rgid = os.getuid(), os.getgid()
     _Libc.call("setresgid", "syscall", setresgid, uid, UNCHANGED, UNCHANGED)
     try:
@@ -112,6 +114,33 @@ def _real_ids(uid: int) -> Iterator[None]:
             _Libc.call("setresuid", "syscall", setresuid, ruid, UNCHANGED, UNCHANGED)
     finally:
         _Libc.call("setresgid", "syscall", setresgid, rgid, UNCHANGED, UNCHANGED)
+
+
+@contextlib.contextmanager
+def _as_user(uid: int) -> Iterator[None]:
+    """The calling thread — only it — is `uid` (real and effective; group `uid`, no
+    supplementary groups) meanwhile, keeping root as its saved user to come back to. A
+    program it starts runs as `uid` alone: `execve` makes the saved ids the effective
+    ones and, none being root, drops every capability. (Unlike `Popen(user=…)`, this
+    lets Python start it with vfork: no copy of Bastion's page tables per exec.)"""
+    setgroups, setresgid, setresuid = SETID_CALLS[platform.machine()]
+    groups = os.getgroups()
+    ruid, euid, suid = os.getresuid()
+    rgid, egid, sgid = os.getresgid()
+    _Libc.call("setgroups", "syscall", setgroups, 0, 0)
+    try:
+        _Libc.call("setresgid", "syscall", setresgid, uid, uid, UNCHANGED)
+        try:
+            _Libc.call("setresuid", "syscall", setresuid, uid, uid, UNCHANGED)
+            try:
+                yield
+            finally:
+                _Libc.call("setresuid", "syscall", setresuid, ruid, euid, suid)
+        finally:
+            _Libc.call("setresgid", "syscall", setresgid, rgid, egid, sgid)
+    finally:
+        array = (ctypes.c_uint * max(1, len(groups)))(*groups)
+        _Libc.call("setgroups", "syscall", setgroups, len(groups), ctypes.addressof(array))
 
 
 def _child_pid(fd: int, proc: subprocess.Popen[bytes]) -> int:
@@ -163,7 +192,7 @@ def launch(
 
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with _new_netns(), cgroup.born_inside():
+        with _new_netns(), cgroup.born_inside(), _as_user(uid):
             proc = subprocess.Popen(
                 [argv[0], "--info-fd", str(info_w), "--block-fd", str(block_r), *argv[1:]],
                 stdin=subprocess.PIPE,
@@ -172,9 +201,6 @@ def launch(
                 env=dict(env),
                 pass_fds=(*pass_fds, info_w, block_r),
                 start_new_session=True,
-                user=uid,
-                group=uid,
-                extra_groups=[],
             )
         close("info_w")  # so that the read ends if bubblewrap exits first
         close("block_r")
