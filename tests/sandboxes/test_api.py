@@ -222,6 +222,11 @@ def test_execs_share_the_runs_fork_never_another_runs(
     assert body["killed_by"] is None
     assert body["truncated"] == {"stdout": False, "stderr": False}
     assert body["call_id"].startswith("call_")
+    # Where the server's time went: the route's steps and the exec's parts.
+    timing = dict(item.strip().split(";dur=") for item in first.headers["server-timing"].split(","))
+    steps = ("gate", "prepare", "exec", "record", "exec.fork", "exec.cgroup", "exec.spawn")
+    assert {*steps, "exec.run", "exec.teardown", "total"} <= set(timing)
+    assert float(timing["total"]) >= sum(float(timing[s]) for s in steps[:4])
     again = w.exec(run, "/bin/cat", "note.txt").json()
     assert again["stdout"] == "mine\n"
     other = w.run()

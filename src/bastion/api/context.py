@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bastion.core.principal import Principal
 
 SCOPE_KEY = "bastion.ctx"
+STARTED_KEY = "bastion.started"  # perf_counter() when the middleware took the request
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bastion.api import fast, problems, residency
-from bastion.api.context import SCOPE_KEY, RequestContext
+from bastion.api.context import SCOPE_KEY, STARTED_KEY, RequestContext
 from bastion.api.failures import note
 from bastion.api.metrics import observe
 from bastion.api.reqlog import LEAN_ROUTE_KEY, RequestLog, route_template
@@ -145,6 +145,7 @@ class BastionMiddleware:
             return
         started = time.perf_counter()
         started_ns = time.time_ns()
+        scope[STARTED_KEY] = started
         try:
             await self._serve(scope, receive, send)
         finally:

@@ -9,39 +9,40 @@ its fork of the workspace at `/workspace` and the fork's `/tmp`; nothing else of
 host. A monitor kills the whole cgroup at the wall-clock or CPU-time limit, or when
 the pids limit is hit (a fork bomb ends at once).
 
+bubblewrap is the only program started per exec (`bastion.sandboxes.launch`: the
+network namespace, the cgroup and the rlimits are set up from here, before the command
+may run); the seccomp filter and `/etc` are made once per process, the fork once per
+run (`bastion.sandboxes.forks`), and the exec is watched without a thread of its own
+(`bastion.sandboxes.watch`).
+
 Bastion must run as root to mount forks and create cgroups; `unavailable()` says what
 is missing otherwise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 from bastion.sandboxes import seccomp
 from bastion.sandboxes.cgroups import Cgroups, ExecCgroup, Layout
 from bastion.sandboxes.forks import Store
-from bastion.sandboxes.output import Capped, feed
+from bastion.sandboxes.launch import Rlimits, launch, unsupported
+from bastion.sandboxes.memfile import MemFile
 from bastion.sandboxes.provider import (
     Change,
-    ExecResult,
     Execution,
     Fork,
-    KilledBy,
     Limits,
     RunSpec,
     SandboxProvider,
     Unavailable,
-    Usage,
 )
+from bastion.sandboxes.watch import BwrapExecution
 
 SANDBOX_UID = 65534
 WORKDIR = "/workspace"
@@ -53,8 +54,7 @@ BASE_ENV = {
 }
 PROXY_DIR = "/run/bastion"
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-# The first process joins the exec's cgroup before running anything of the sandbox.
-JOIN = 'for f in $BASTION_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"'
+TOOLS = ("bwrap", "mount", "umount")
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 ETC_FROM_HOST = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
 
@@ -73,116 +73,13 @@ def _etc(uid: int) -> dict[str, bytes]:
 
 
 def _memfd(data: bytes) -> int:
-    fd = os.memfd_create("bastion-sandbox", 0)
-    os.write(fd, data)
+    """A `file` secret's bytes for one exec (never on disk; gone with the exec)."""
+    fd = os.memfd_create("bastion-secret", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-class BwrapExecution(Execution):
-    POLL = 0.02
-
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        cgroup: ExecCgroup | None,
-        spec: RunSpec,
-        store: Store,
-        fork_id: str,
-    ) -> None:
-        self.proc = proc
-        self.cgroup = cgroup
-        self.spec = spec
-        self.store = store
-        self.fork_id = fork_id
-        self.started = time.monotonic()
-        self._reason: KilledBy | None = None
-        self._lock = threading.Lock()
-        if proc.stdout is None or proc.stderr is None:
-            raise ValueError("the exec's output must be piped")
-        self.stdout = Capped(proc.stdout, spec.output_limit)
-        self.stderr = Capped(proc.stderr, spec.output_limit)
-        feed(proc.stdin, spec.stdin)
-
-    def kill(self, reason: KilledBy = "wall") -> None:
-        with self._lock:
-            if self._reason is None:
-                self._reason = reason
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def _watch(self) -> None:
-        deadline = self.started + self.spec.deadline_seconds
-        cpu_ms = self.spec.limits.cpu_seconds * 1000
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.kill("wall")
-                return
-            try:
-                self.proc.wait(timeout=min(self.POLL, left))
-                return
-            except subprocess.TimeoutExpired:
-                pass
-            if self.cgroup is not None:
-                if self.cgroup.pids_hit():
-                    self.kill("pids")
-                    return
-                if self.cgroup.cpu_ms() >= cpu_ms:
-                    self.kill("cpu")
-                    return
-
-    def wait(self) -> ExecResult:
-        try:
-            self._watch()
-            code = self.proc.wait()
-            if self.cgroup is not None:
-                self.cgroup.kill()  # anything left behind goes with the exec
-            duration_ms = int((time.monotonic() - self.started) * 1000)
-            stdout = self.stdout.join(5)
-            stderr = self.stderr.join(5)
-            usage = self.cgroup.usage() if self.cgroup is not None else Usage()
-            usage = Usage(
-                cpu_ms=usage.cpu_ms,
-                memory_peak_bytes=usage.memory_peak_bytes,
-                pids_peak=usage.pids_peak,
-                disk_bytes=self.store.disk_bytes(self.fork_id),
-            )
-            exit_code = code if code >= 0 else 128 - code
-            return ExecResult(
-                exit_code=exit_code,
-                stdout=stdout,
-                stderr=stderr,
-                stdout_truncated=self.stdout.truncated,
-                stderr_truncated=self.stderr.truncated,
-                duration_ms=duration_ms,
-                killed_by=self._killed_by(exit_code, usage),
-                usage=usage,
-            )
-        finally:
-            if self.cgroup is not None:
-                self.cgroup.remove()
-
-    def _killed_by(self, exit_code: int, usage: Usage) -> KilledBy | None:
-        if self._reason is not None:
-            return self._reason
-        if self.cgroup is not None and self.cgroup.oom_killed():
-            return "memory"
-        if self.cgroup is not None and self.cgroup.pids_hit():
-            # The pids limit refused a fork, and the programs gave up before the watch saw
-            # it (a fork bomb whose shell exits when fork fails): the limit stopped it.
-            return "pids"
-        if exit_code == 128 + signal.SIGXFSZ:
-            return "disk"
-        if exit_code == 128 + signal.SIGXCPU:  # only RLIMIT_CPU sends it
-            return "cpu"
-        if exit_code == 128 + signal.SIGKILL and (
-            usage.cpu_ms >= self.spec.limits.cpu_seconds * 900  # the rlimit's hard kill
-        ):
-            return "cpu"
-        return None
 
 
 class BwrapProvider(SandboxProvider):
@@ -197,6 +94,9 @@ class BwrapProvider(SandboxProvider):
         self.uid = uid
         self._store: Store | None = None
         self._layout: Layout | str | None = None
+        self._bwrap: str | None = None  # its path, once every check passed
+        self._static: list[str] | None = None
+        self._etc: dict[str, MemFile] | None = None
 
     @property
     def store(self) -> Store:
@@ -210,11 +110,16 @@ class BwrapProvider(SandboxProvider):
         return self._layout
 
     def unavailable(self) -> str | None:
-        missing = [
-            t for t in ("bwrap", "unshare", "setpriv", "prlimit", "mount") if not shutil.which(t)
-        ]
+        """Why execs cannot run here. Checked until it first passes, then known (a tool
+        removed later fails the exec that needs it: 503)."""
+        if self._bwrap is not None:
+            return None
+        missing = [t for t in TOOLS if not shutil.which(t, path=HOST_PATH)]
         if missing:
-            return "missing " + ", ".join(missing) + " (apt-get install bubblewrap util-linux)"
+            return "missing " + ", ".join(missing) + " (apt-get install bubblewrap mount)"
+        arch = unsupported()
+        if arch is not None:
+            return arch
         if os.geteuid() != 0:
             return "the bwrap backend mounts forks and creates cgroups: run Bastion as root"
         if "overlay" not in Path("/proc/filesystems").read_text():
@@ -227,6 +132,7 @@ class BwrapProvider(SandboxProvider):
         layout = self.layout()
         if isinstance(layout, str):
             return layout
+        self._bwrap = shutil.which("bwrap", path=HOST_PATH)
         return None
 
     def _require(self) -> Layout:
@@ -282,96 +188,99 @@ class BwrapProvider(SandboxProvider):
         fork_dir = self.store.fork_dir(fork.id)
         if self.store.meta(fork.id) is None:
             raise FileNotFoundError("the fork does not exist")
-        cgroup = ExecCgroup(layout, "bastion-sbx-" + secrets.token_hex(8), spec.limits)
+        limits = spec.limits
+        began = time.perf_counter()
+        cgroup = ExecCgroup(layout, "bastion-sbx-" + secrets.token_hex(8), limits)
+        made = time.perf_counter()
         fds: list[int] = []
         try:
             argv = self._argv(fork_dir, spec, fds)
-            proc = subprocess.Popen(
+            proc = launch(
                 argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={
-                    "BASTION_CGROUP_PROCS": " ".join(str(p) for p in cgroup.procs),
-                    "PATH": HOST_PATH,
-                },
+                uid=self.uid,
+                env={"PATH": HOST_PATH},
                 pass_fds=fds,
-                start_new_session=True,
+                cgroup=cgroup,
+                rlimits=Rlimits(cpu_seconds=limits.cpu_seconds, file_bytes=limits.disk_mb << 20),
             )
+        except FileNotFoundError as exc:  # bubblewrap went away since the check
+            cgroup.remove()
+            raise Unavailable(f"cannot start bubblewrap: {exc.strerror}") from None
         except BaseException:
             cgroup.remove()
             raise
         finally:
             for fd in fds:  # the child holds its own copies
                 os.close(fd)
-        return BwrapExecution(proc, cgroup, spec, self.store, fork.id)
+        timings = {"cgroup": (made - began) * 1000, "spawn": (time.perf_counter() - made) * 1000}
+        return BwrapExecution(proc, cgroup, spec, self.store, fork.id, timings)
+
+    def _static_argv(self) -> list[str]:
+        """What every exec's command line starts with: the namespaces, `/usr` and the
+        system directories (looked at once)."""
+        if self._static is None:
+            cmd = [
+                self._bwrap or "bwrap",
+                "--unshare-user",
+                "--unshare-ipc",
+                "--unshare-pid",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--disable-userns",
+                "--hostname",
+                "sandbox",
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+                "--clearenv",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+            ]
+            for path in SYSTEM_DIRS:
+                if os.path.islink(path):
+                    cmd += ["--symlink", os.readlink(path), path]
+                elif os.path.isdir(path):
+                    cmd += ["--ro-bind", path, path]
+            for path in ETC_FROM_HOST:
+                if os.path.exists(path):
+                    cmd += ["--ro-bind", path, path]
+            cmd += ["--proc", "/proc", "--dev", "/dev"]
+            self._static = cmd
+        return list(self._static)
+
+    def _etc_files(self) -> dict[str, MemFile]:
+        if self._etc is None:
+            self._etc = {target: MemFile(data) for target, data in _etc(self.uid).items()}
+        return self._etc
 
     def _argv(self, fork_dir: Path, spec: RunSpec, fds: list[int]) -> list[str]:
-        def keep(fd: int) -> int:
-            fds.append(fd)
-            return fd
+        """bubblewrap's command line for one exec; the descriptors it reads are appended
+        to `fds` (the caller closes them)."""
 
-        limits = spec.limits
-        disk = limits.disk_mb << 20
-        cmd = ["/bin/sh", "-c", JOIN, "sh", "unshare", "--net", "--"]
-        cmd += [
-            "prlimit",
-            "--core=0",
-            "--nofile=1024",
-            f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",
-            f"--fsize={disk}",
-            "--memlock=65536",
-            "--",
-        ]
-        cmd += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--"]
-        cmd += [
-            "bwrap",
-            "--unshare-user",
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--disable-userns",
-            "--hostname",
-            "sandbox",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-            "--clearenv",
-        ]
+        def keep(fd: int) -> str:
+            fds.append(fd)
+            return str(fd)
+
+        cmd = self._static_argv()
         env = {**BASE_ENV, **spec.env}
         if spec.proxy_socket is not None:
             env["BASTION_PROXY_SOCKET"] = f"{PROXY_DIR}/proxy.sock"
         for key, value in env.items():
             cmd += ["--setenv", key, value]
-        cmd += ["--ro-bind", "/usr", "/usr"]
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                cmd += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                cmd += ["--ro-bind", path, path]
-        for path in ETC_FROM_HOST:
-            if os.path.exists(path):
-                cmd += ["--ro-bind", path, path]
-        for target, data in _etc(self.uid).items():
-            cmd += ["--ro-bind-data", str(keep(_memfd(data))), target]
-        cmd += ["--proc", "/proc", "--dev", "/dev"]
-        cmd += ["--bind-fd", str(keep(os.open(fork_dir / "merged", os.O_PATH))), WORKDIR]
-        cmd += ["--bind-fd", str(keep(os.open(fork_dir / "tmp", os.O_PATH))), "/tmp"]
+        for target, blob in self._etc_files().items():
+            cmd += ["--ro-bind-data", keep(blob.open()), target]
+        cmd += ["--bind-fd", keep(os.open(fork_dir / "merged", os.O_PATH)), WORKDIR]
+        cmd += ["--bind-fd", keep(os.open(fork_dir / "tmp", os.O_PATH)), "/tmp"]
         if spec.files:
             cmd += ["--perms", "0755", "--dir", "/run/secrets"]
             for name, secret in spec.files.items():
-                cmd += [
-                    "--perms",
-                    "0400",
-                    "--ro-bind-data",
-                    str(keep(_memfd(secret))),
-                    f"/run/secrets/{name}",
-                ]
+                fd = keep(_memfd(secret))
+                cmd += ["--perms", "0400", "--ro-bind-data", fd, f"/run/secrets/{name}"]
         if spec.proxy_socket is not None:
             proxy_dir = os.open(spec.proxy_socket.parent, os.O_PATH)
-            cmd += ["--bind-fd", str(keep(proxy_dir)), PROXY_DIR]
-        cmd += ["--seccomp", str(keep(_memfd(seccomp.program())))]
+            cmd += ["--bind-fd", keep(proxy_dir), PROXY_DIR]
+        cmd += ["--seccomp", keep(seccomp.program_file().open())]
         cmd += ["--chdir", WORKDIR, "--", *spec.argv]
         return cmd

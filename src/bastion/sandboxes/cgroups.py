@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from bastion.sandboxes.provider import Limits, Usage
 
 CONTROLLERS_V1 = ("memory", "pids", "cpu", "cpuacct")
 CFS_PERIOD_US = 100_000
+# Written to a v1 `tasks` file, "0" moves the writing thread itself: the kernel then
+# skips the global lock (and its RCU grace period) that moving any other process takes.
+SELF = "0"
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -110,8 +114,9 @@ class Cgroups:
 
 
 class ExecCgroup:
-    """One exec's cgroup: `procs` are the files the exec's first process writes its pid
-    to (before it executes anything of the sandbox), `usage()` and the limit events,
+    """One exec's cgroup: the exec's first process is created in it (`born_inside`)
+    or moved to it (`adopt`) before it executes anything of the sandbox, `usage()` and
+    the limit events,
     `kill()` kills every process in it, `remove()` deletes it."""
 
     def __init__(self, layout: Layout, name: str, limits: Limits) -> None:
@@ -156,6 +161,36 @@ class ExecCgroup:
         cpu = self.dirs["cpu"]
         _write(cpu / "cpu.cfs_period_us", str(CFS_PERIOD_US))
         _write(cpu / "cpu.cfs_quota_us", str(quota))
+
+    @contextlib.contextmanager
+    def born_inside(self) -> Iterator[None]:
+        """On cgroup v1, the calling thread — only it — in the group meanwhile, so that a
+        process it starts is created in the group. Moving the calling thread itself
+        takes no global lock; moving another process waits for an RCU grace period
+        (about 10 ms on a loaded host). On v2, where a thread cannot move alone,
+        nothing (`adopt` moves the process)."""
+        if self.layout.version == 2:
+            yield
+            return
+        moved: list[str] = []
+        try:
+            for controller, path in self.dirs.items():
+                _write(path / "tasks", SELF)
+                moved.append(controller)
+            yield
+        finally:
+            for controller in moved:  # back where Bastion runs
+                _write(self.layout.parents[controller] / "tasks", SELF)
+
+    def adopt(self, pid: int) -> None:
+        """Make sure process `pid` (not yet running anything of the sandbox) is in the
+        group: on v2 it is moved now; on v1 it was born inside (checked)."""
+        if self.layout.version == 2:
+            _write(self.dirs[""] / "cgroup.procs", str(pid))
+            return
+        for path in self.dirs.values():
+            if str(pid) not in (path / "cgroup.procs").read_text().split():
+                raise OSError(f"process {pid} is not in its exec's cgroup")
 
     @property
     def procs(self) -> list[Path]:

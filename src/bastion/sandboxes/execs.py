@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import secrets as pysecrets
 import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -158,9 +159,12 @@ def execute(
     *,
     outbound_allow: Sequence[str] = (),
 ) -> ExecOutcome:
-    """Fork (or find the fork), run, and collect the proxy's events. No transaction."""
+    """Fork (or find the run's fork), run, and collect the proxy's events. No
+    transaction. The result's `timings` add `fork` (and `proxy`) to the backend's."""
     timeout = body.timeout_seconds
+    began = time.perf_counter()
     fork = provider.fork(prepared.fork_id, prepared.workspace_id, prepared.digest, prepared.limits)
+    timings = {"fork": (time.perf_counter() - began) * 1000}
     events: list[dict[str, Any]] = []
     spec = RunSpec(
         argv=tuple(body.argv),
@@ -171,10 +175,19 @@ def execute(
         timeout_seconds=float(timeout) if timeout else None,
     )
     if not prepared.domains:
-        return ExecOutcome(provider.run(fork, spec), events)
+        return ExecOutcome(_timed(provider.run(fork, spec), timings), events)
+    began = time.perf_counter()
     with _proxy(provider, prepared, events, outbound_allow) as socket_path:
         spec = RunSpec(**{**_fields(spec), "proxy_socket": socket_path})
-        return ExecOutcome(provider.run(fork, spec), events)
+        ran = time.perf_counter()
+        result = provider.run(fork, spec)
+        ran = time.perf_counter() - ran
+    timings["proxy"] = (time.perf_counter() - began - ran) * 1000  # started and stopped
+    return ExecOutcome(_timed(result, timings), events)
+
+
+def _timed(result: ExecResult, timings: dict[str, float]) -> ExecResult:
+    return replace(result, timings={**timings, **result.timings})
 
 
 def _fields(spec: RunSpec) -> dict[str, Any]:

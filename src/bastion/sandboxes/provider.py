@@ -68,6 +68,8 @@ class ExecResult:
     duration_ms: int
     killed_by: KilledBy | None
     usage: Usage
+    # Where the time went, in milliseconds, by step (`Server-Timing` of the exec).
+    timings: Mapping[str, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -90,10 +90,22 @@ class EgressProxy:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:  # serving: stop the loop first
+                self._shutdown(self._server)
             self._server.server_close()
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
+
+    def _shutdown(self, server: _Server) -> None:
+        """Stop serving now: `shutdown()` waits for the serving loop's next round (half a
+        second apart), so the loop is woken by empty connections until it has stopped
+        (an empty connection is closed unread)."""
+        stopping = threading.Thread(target=server.shutdown, daemon=True)
+        stopping.start()
+        while stopping.is_alive():
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as poke:
+                poke.connect(str(self.socket_path))
+            stopping.join(0.005)
 
     def __enter__(self) -> EgressProxy:
         self.start()

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from bastion.agents import gate
+from bastion.api.context import STARTED_KEY
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
 from bastion.api.state import AppState
 from bastion.core.errors import BastionError, Forbidden
@@ -173,9 +176,13 @@ async def _decided(state: AppState, principal: Principal, run: str, body: ExecIn
     summary="Execute a command in the run's fork of a workspace (run token; gate tool "
     "`sandbox.exec`)",
 )
-async def exec_command(run: str, body: ExecIn, principal: Caller, request: Request) -> ExecOut:
+async def exec_command(
+    run: str, body: ExecIn, principal: Caller, request: Request, response: Response
+) -> ExecOut:
     state: AppState = request.app.state.bastion
+    marks = [("gate", time.perf_counter())]
     call_id = await _decided(state, principal, run, body)
+    marks.append(("prepare", time.perf_counter()))
 
     def prepare() -> execs.Prepared:
         with state.write_sessions() as db:
@@ -187,6 +194,7 @@ async def exec_command(run: str, body: ExecIn, principal: Caller, request: Reque
             return prepared
 
     prepared = await run_in_threadpool(prepare)
+    marks.append(("exec", time.perf_counter()))
     try:
         outcome = await run_in_threadpool(
             lambda: execs.execute(
@@ -204,8 +212,13 @@ async def exec_command(run: str, body: ExecIn, principal: Caller, request: Reque
             execs.record(db, principal, prepared, call_id, outcome, uses)
             db.commit()
 
+    marks.append(("record", time.perf_counter()))
     await run_in_threadpool(record)
+    marks.append(("", time.perf_counter()))
     result = outcome.result
+    response.headers["Server-Timing"] = _server_timing(
+        request.scope.get(STARTED_KEY), marks, result.timings
+    )
     return ExecOut(
         call_id=call_id,
         exit_code=result.exit_code,
@@ -217,6 +230,18 @@ async def exec_command(run: str, body: ExecIn, principal: Caller, request: Reque
         usage=UsageOut(**_usage(result.usage)),
         limits=LimitsOut(**_limits(prepared.limits)),
     )
+
+
+def _server_timing(
+    started: float | None, marks: list[tuple[str, float]], parts: Mapping[str, float]
+) -> str:
+    """`Server-Timing` of an exec (milliseconds): the route's steps (`gate`, `prepare`,
+    `exec`, `record`), the exec's parts (`fork`, `proxy`, `cgroup`, `spawn`, `run`,
+    `teardown`), and `total`, from the request's arrival to the answer."""
+    steps = {name: (marks[i + 1][1] - at) * 1000 for i, (name, at) in enumerate(marks[:-1])}
+    steps.update({f"exec.{name}": ms for name, ms in parts.items()})
+    steps["total"] = (marks[-1][1] - (started if started is not None else marks[0][1])) * 1000
+    return ", ".join(f"{name};dur={ms:.3f}" for name, ms in steps.items())
 
 
 def _usage(usage: Any) -> dict[str, Any]:
