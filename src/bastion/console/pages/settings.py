@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import ValidationError
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from bastion.approvals.schemas import SlackIn
 from bastion.approvals.slack import settings as slack
@@ -73,13 +73,13 @@ def _page(
     status: int = 200,
     typed: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
-) -> Response:
+) -> HTMLResponse:
     """The page; after a refused retention form, with what was typed and the errors by
     field (shown next to each)."""
     org = OrgOut.model_validate(tenancy.get_org(viewer.db, viewer.signed_in, viewer.org_id))
-    periods: dict[str, Any] | None = None
+    periods: dict[str, int | str] | None = None
     if viewer.can(Permission.PRIVACY_READ):
-        periods = retention.get_retention(viewer.db, viewer.signed_in, viewer.org_id)
+        periods = {**retention.get_retention(viewer.db, viewer.signed_in, viewer.org_id)}
         periods.update(typed or {})
     return render(
         # `path`: where the forms come back to (step-up included), also when this is the
