@@ -146,6 +146,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/orgs/{org}/alert-rules"): ("alert_rules", "create"),
     ("GET", "/v1/orgs/{org}/alert-rules"): ("alert_rules", "list"),
     ("GET", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "get"),
+    ("PATCH", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "update"),
     ("DELETE", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "delete"),
     ("GET", "/v1/orgs/{org}/alerts"): ("alerts", "list"),
     ("GET", "/v1/orgs/{org}/alerts/{alert}"): ("alerts", "get"),

@@ -694,6 +694,14 @@ ROWS: list[Row] = [
         params=lambda w: {"rule": w.rule()},
     ),
     Row(
+        "PATCH",
+        "/v1/orgs/{org}/alert-rules/{rule}",
+        P.ORG_MANAGE,
+        200,
+        params=lambda w: {"rule": w.rule()},
+        body=lambda w: {"name": "renamed", "params": {"window_seconds": 120}},
+    ),
+    Row(
         "DELETE",
         "/v1/orgs/{org}/alert-rules/{rule}",
         P.ORG_MANAGE,

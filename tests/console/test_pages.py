@@ -192,16 +192,35 @@ def test_settings_sections(factory: Factory) -> None:
     assert settings["session_idle_timeout"] == 900
     assert settings["max_sessions_per_user"] == 5
     assert settings["session_absolute_timeout"] is None
-    bad = _post(client, "/console/settings", "/console/settings/retention",
-                audit_retention_days="zq-bogus")  # fmt: skip
+    periods = {"audit_events_days": "90", "tool_calls_days": "90", "webhook_events_days": "30",
+               "deleted_objects_days": "30", "run_artifacts_hours": "24"}  # fmt: skip
+    wrong = {**periods, "audit_events_days": "zq-bogus", "run_artifacts_hours": "0"}
+    bad = _post(client, "/console/settings", "/console/settings/retention", **wrong)
     assert bad.status_code == 422
-    assert "audit_retention_days" in bad.text
-    problem = bad.text.split('class="problem"', 1)[1].split("</div>", 1)[0]
-    assert "zq-bogus" not in problem  # never echoes the input
-    kept = _post(client, "/console/settings", "/console/settings/retention",
-                 audit_retention_days="400")  # fmt: skip
+    # The page again, each message next to its field (and never what was typed in it).
+    assert (
+        'id="ret-audit_events_days-error">Audit events must be a whole number from 30 to 3650'
+        in bad.text
+    )
+    assert (
+        'id="ret-run_artifacts_hours-error">Run artifacts must be a whole number from 1 to 8760'
+        in bad.text
+    )
+    assert 'aria-describedby="ret-tool_calls_days-error"' not in bad.text
+    assert (
+        "must be a whole number"
+        not in bad.text.split('id="ret-tool_calls_days"')[1].split("</div>")[0]
+    )
+    assert 'name="back" value="/console/settings"' in bad.text  # step-up returns there
+    assert _api(factory, org, "/retention")["run_artifacts_hours"] == 24
+    right = {**periods, "audit_events_days": "400", "run_artifacts_hours": "48"}
+    kept = _post(client, "/console/settings", "/console/settings/retention", **right)
     assert kept.status_code == 303
     assert _api(factory, org, "")["audit_retention_days"] == 400
+    assert _api(factory, org, "/retention") == {
+        "audit_events_days": 400, "tool_calls_days": 90, "webhook_events_days": 30,
+        "deleted_objects_days": 30, "run_artifacts_hours": 48,
+    }  # fmt: skip
     policy = _post(client, "/console/settings", "/console/settings/passwords",
                    min_length="14", breached_check="yes")  # fmt: skip
     assert policy.status_code == 303

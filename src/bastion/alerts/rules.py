@@ -139,6 +139,29 @@ def validate_params(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+def keep_secrets(
+    given: Sequence[Mapping[str, Any]],
+    current: Sequence[Mapping[str, Any]],
+    secrets: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """`given` channels (an update), where a webhook channel without a `secret` takes the
+    saved secret of the current webhook channel with the same URL (none: it stays
+    without one, and `validate_channels` refuses it)."""
+    saved = {
+        str(c.get("url")): secrets[str(i)]
+        for i, c in enumerate(current)
+        if c.get("type") == "webhook" and str(i) in secrets
+    }
+    channels: list[dict[str, Any]] = []
+    for channel in given:
+        entry = dict(channel)
+        url = entry.get("url")
+        if entry.get("type") == "webhook" and "secret" not in entry and str(url) in saved:
+            entry["secret"] = saved[str(url)]
+        channels.append(entry)
+    return channels
+
+
 def validate_channels(
     channels: Sequence[Mapping[str, Any]], allow: Sequence[str], plaintext: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -10,6 +10,30 @@ from pydantic import Field
 
 from bastion.core.schemas import In, Name, Out
 
+RuleKind = Literal[
+    "failed_signins_account",
+    "failed_signins_ip",
+    "new_network_signin",
+    "not_found_burst",
+    "access_spike",
+    "permission_change",
+    "data_export",
+    "sink_failing",
+    "api_key_new_network",
+    "approval_pending",
+    "approval_requested",
+    "mfa_failures",
+    "mfa_change",
+    "step_up_refused",
+    "sso_failures",
+    "scim_admin_deprovisioned",
+    "integration_disconnected",
+    "control_failing",
+    "access_review_due",
+    "encryption_key_unavailable",
+]
+Channels = Annotated[list[dict[str, Any]], Field(max_length=10)]
+
 
 class AlertRuleIn(In):
     """An alert rule. `kind` and its `params` are described in docs/alerts.md; channels
@@ -17,31 +41,24 @@ class AlertRuleIn(In):
     `{"type": "slack", "url"}` (incoming webhook) or `{"type": "email", "to": [...]}`."""
 
     name: Name
-    kind: Literal[
-        "failed_signins_account",
-        "failed_signins_ip",
-        "new_network_signin",
-        "not_found_burst",
-        "access_spike",
-        "permission_change",
-        "data_export",
-        "sink_failing",
-        "api_key_new_network",
-        "approval_pending",
-        "approval_requested",
-        "mfa_failures",
-        "mfa_change",
-        "step_up_refused",
-        "sso_failures",
-        "scim_admin_deprovisioned",
-        "integration_disconnected",
-        "control_failing",
-        "access_review_due",
-        "encryption_key_unavailable",
-    ]
+    kind: RuleKind
     params: dict[str, Any] = Field(default_factory=dict)
-    channels: Annotated[list[dict[str, Any]], Field(max_length=10)] = Field(default_factory=list)
+    channels: Channels = Field(default_factory=list)
     enabled: bool = True
+
+
+class AlertRulePatch(In):
+    """The fields to change, checked as on create. `params` replaces the rule's
+    parameters (those left out take the kind's defaults); `channels` replaces its
+    channels, where a webhook channel without `secret` keeps the signing secret of the
+    rule's current webhook channel with the same `url`. `kind` cannot change (its open
+    alerts belong to it): give the rule's own kind or leave it out. None may be null."""
+
+    name: Name | None = None
+    kind: RuleKind | None = None
+    params: dict[str, Any] | None = None
+    channels: Channels | None = None
+    enabled: bool | None = None
 
 
 class AlertChannelOut(Out):

@@ -213,6 +213,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/orgs/{org}/alert-rules"): ("alert_rules", "create"),
     ("GET", "/v1/orgs/{org}/alert-rules"): ("alert_rules", "list"),
     ("GET", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "get"),
+    ("PATCH", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "update"),
     ("DELETE", "/v1/orgs/{org}/alert-rules/{rule}"): ("alert_rules", "delete"),
     ("GET", "/v1/orgs/{org}/alerts"): ("alerts", "list"),
     ("GET", "/v1/orgs/{org}/alerts/{alert}"): ("alerts", "get"),
@@ -2139,6 +2140,75 @@ class AlertRulesAPI:
         """GET /v1/orgs/{org}/alert-rules: Alert rules (channel secrets are never shown)."""
         return self._c._request_list(
             Req("GET", _path("v1", "orgs", org, "alert-rules")), m.AlertRuleOut
+        )
+
+    def update(
+        self,
+        org: str,
+        rule: str,
+        *,
+        name: str | None = None,
+        kind: Literal[
+            "failed_signins_account",
+            "failed_signins_ip",
+            "new_network_signin",
+            "not_found_burst",
+            "access_spike",
+            "permission_change",
+            "data_export",
+            "sink_failing",
+            "api_key_new_network",
+            "approval_pending",
+            "approval_requested",
+            "mfa_failures",
+            "mfa_change",
+            "step_up_refused",
+            "sso_failures",
+            "scim_admin_deprovisioned",
+            "integration_disconnected",
+            "control_failing",
+            "access_review_due",
+            "encryption_key_unavailable",
+        ]
+        | None = None,
+        params: dict[str, Any] | None = None,
+        channels: builtins.list[dict[str, Any]] | None = None,
+        enabled: bool | None = None,
+    ) -> m.AlertRuleOut:
+        """PATCH /v1/orgs/{org}/alert-rules/{rule}: Change an alert rule (validated as on
+        create).
+
+        Needs `org:manage`, as adding a rule does. Only the fields given change; `params`
+        replaces the rule's parameters (those left out take the kind's defaults) and
+        `channels` its channels, where a webhook channel without `secret` keeps the secret
+        of the rule's webhook channel with the same `url`. `kind` cannot change (422).
+        Audited as `alert_rule.updated` with the names of the fields that changed.
+
+        Args:
+            name: Name
+            kind: Kind
+            params: Params
+            channels: Channels
+            enabled: Enabled
+        """
+        return cast(
+            m.AlertRuleOut,
+            self._c._request(
+                Req(
+                    "PATCH",
+                    _path("v1", "orgs", org, "alert-rules", rule),
+                    json=_body(
+                        {
+                            "name": name,
+                            "kind": kind,
+                            "params": params,
+                            "channels": channels,
+                            "enabled": enabled,
+                        }
+                    ),
+                ),
+                m.AlertRuleOut,
+            ),
         )
 
 
@@ -7106,6 +7176,75 @@ class AsyncAlertRulesAPI:
         """GET /v1/orgs/{org}/alert-rules: Alert rules (channel secrets are never shown)."""
         return await self._c._request_list(
             Req("GET", _path("v1", "orgs", org, "alert-rules")), m.AlertRuleOut
+        )
+
+    async def update(
+        self,
+        org: str,
+        rule: str,
+        *,
+        name: str | None = None,
+        kind: Literal[
+            "failed_signins_account",
+            "failed_signins_ip",
+            "new_network_signin",
+            "not_found_burst",
+            "access_spike",
+            "permission_change",
+            "data_export",
+            "sink_failing",
+            "api_key_new_network",
+            "approval_pending",
+            "approval_requested",
+            "mfa_failures",
+            "mfa_change",
+            "step_up_refused",
+            "sso_failures",
+            "scim_admin_deprovisioned",
+            "integration_disconnected",
+            "control_failing",
+            "access_review_due",
+            "encryption_key_unavailable",
+        ]
+        | None = None,
+        params: dict[str, Any] | None = None,
+        channels: builtins.list[dict[str, Any]] | None = None,
+        enabled: bool | None = None,
+    ) -> m.AlertRuleOut:
+        """PATCH /v1/orgs/{org}/alert-rules/{rule}: Change an alert rule (validated as on
+        create).
+
+        Needs `org:manage`, as adding a rule does. Only the fields given change; `params`
+        replaces the rule's parameters (those left out take the kind's defaults) and
+        `channels` its channels, where a webhook channel without `secret` keeps the secret
+        of the rule's webhook channel with the same `url`. `kind` cannot change (422).
+        Audited as `alert_rule.updated` with the names of the fields that changed.
+
+        Args:
+            name: Name
+            kind: Kind
+            params: Params
+            channels: Channels
+            enabled: Enabled
+        """
+        return cast(
+            m.AlertRuleOut,
+            await self._c._request(
+                Req(
+                    "PATCH",
+                    _path("v1", "orgs", org, "alert-rules", rule),
+                    json=_body(
+                        {
+                            "name": name,
+                            "kind": kind,
+                            "params": params,
+                            "channels": channels,
+                            "enabled": enabled,
+                        }
+                    ),
+                ),
+                m.AlertRuleOut,
+            ),
         )
 
 

@@ -217,6 +217,16 @@ class AlertRuleOut(Model):
     created_at: datetime
 
 
+class AlertRulePatch(Model):
+    """The fields to change, checked as on create. `params` replaces the rule's parameters (those left out take the kind's defaults); `channels` replaces its channels, where a webhook channel without `secret` keeps the signing secret of the rule's current webhook channel with the same `url`. `kind` cannot change (its open alerts belong to it): give the rule's own kind or leave it out. None may be null."""
+
+    name: str | None = Field(default=None)
+    kind: str | None = Field(default=None)
+    params: dict[str, Any] | None = Field(default=None)
+    channels: list[dict[str, Any]] | None = Field(default=None)
+    enabled: bool | None = Field(default=None)
+
+
 class ApiKeyCreate(Model):
     """ApiKeyCreate"""
 
@@ -2636,6 +2646,7 @@ __all__ += [
     "AlertOutPage",
     "AlertRuleIn",
     "AlertRuleOut",
+    "AlertRulePatch",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyOut",
@@ -2881,6 +2892,7 @@ AlertOut.model_rebuild()
 AlertOutPage.model_rebuild()
 AlertRuleIn.model_rebuild()
 AlertRuleOut.model_rebuild()
+AlertRulePatch.model_rebuild()
 ApiKeyCreate.model_rebuild()
 ApiKeyCreated.model_rebuild()
 ApiKeyOut.model_rebuild()

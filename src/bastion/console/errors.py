@@ -17,6 +17,7 @@ from bastion.console.web import (
     SIGN_IN,
     CsrfRefused,
     EnrolmentOwed,
+    FormRefused,
     SignInNeeded,
     Viewer,
     edge_of,
@@ -118,6 +119,8 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
         raise exc
     edge = edge_of(request)
     await edge.refused(request, exc)
+    if isinstance(exc, FormRefused):
+        return exc.page
     if isinstance(exc, StepUpRequired):
         back = await _back(request)
         return render(

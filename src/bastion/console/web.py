@@ -42,6 +42,7 @@ from bastion.console.edge import Edge, Unit
 from bastion.core.config import Settings
 from bastion.core.errors import (
     BastionError,
+    FieldError,
     InvalidInput,
     MfaEnrolmentRequired,
     Unauthenticated,
@@ -62,6 +63,20 @@ class SignInNeeded(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing request without the right CSRF token: 403, nothing ran."""
+
+
+class FormRefused(InvalidInput):
+    """A form's values refused (422), answered with the form's own page, rendered by the
+    route with what was typed and each message next to its field. The console's handler
+    queues the refusal's trace as for any 422, then sends `page` (the status makes the
+    unit of work roll back)."""
+
+    def __init__(self, page: HTMLResponse, errors: Mapping[str, str]) -> None:
+        super().__init__(
+            "invalid fields: " + ", ".join(sorted(errors)),
+            errors=[FieldError(name, message) for name, message in sorted(errors.items())],
+        )
+        self.page = page
 
 
 class EnrolmentOwed(Exception):

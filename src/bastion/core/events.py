@@ -19,6 +19,7 @@ class EventType(StrEnum):
     ALERT_RESOLVED = "alert.resolved"
     ALERT_RULE_CREATED = "alert_rule.created"
     ALERT_RULE_DELETED = "alert_rule.deleted"
+    ALERT_RULE_UPDATED = "alert_rule.updated"
     API_KEY_CREATED = "api_key.created"
     API_KEY_NEW_NETWORK = "api_key.new_network"
     API_KEY_REVOKED = "api_key.revoked"

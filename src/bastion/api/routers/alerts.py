@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from bastion.alerts import service as alerts
-from bastion.alerts.schemas import AlertOut, AlertRuleIn, AlertRuleOut
+from bastion.alerts.schemas import AlertOut, AlertRuleIn, AlertRuleOut, AlertRulePatch
 from bastion.api.deps import DB, DEFAULT_PAGE, Caller, Cursor, Limit, State
 from bastion.core.schemas import ListOf
 
@@ -44,6 +44,31 @@ def list_alert_rules(org: str, principal: Caller, db: DB) -> dict[str, list[Aler
 @alert_rules_router.get("/{rule}", summary="One alert rule")
 def get_alert_rule(org: str, rule: str, principal: Caller, db: DB) -> AlertRuleOut:
     return AlertRuleOut.model_validate(alerts.get_rule(db, principal, org, rule))
+
+
+@alert_rules_router.patch(
+    "/{rule}",
+    summary="Change an alert rule (validated as on create)",
+    description="Needs `org:manage`, as adding a rule does. Only the fields given change; "
+    "`params` replaces the rule's parameters (those left out take the kind's defaults) and "
+    "`channels` its channels, where a webhook channel without `secret` keeps the secret of "
+    "the rule's webhook channel with the same `url`. `kind` cannot change (422). Audited as "
+    "`alert_rule.updated` with the names of the fields that changed.",
+)
+def update_alert_rule(
+    org: str, rule: str, body: AlertRulePatch, principal: Caller, db: DB, state: State
+) -> AlertRuleOut:
+    updated = alerts.update_rule(
+        db,
+        principal,
+        org,
+        rule,
+        body,
+        keys=state.root_keys,
+        allow=state.settings.outbound_allow,
+        plaintext=state.settings.outbound_plaintext_allow,
+    )
+    return AlertRuleOut.model_validate(updated)
 
 
 @alert_rules_router.delete("/{rule}", status_code=204, summary="Remove an alert rule")

@@ -1,6 +1,7 @@
 """Alerts: the rules over the event stream with their channels (secrets never shown:
-the API's own `AlertRuleOut` view), a new rule with its channel and "Delete", open
-alerts with "Resolve", and recent resolved ones — through `bastion.alerts.service`, as
+the API's own `AlertRuleOut` view), a new rule with its channel, "Edit" (a rule's own
+page, saved as `PATCH …/alert-rules/{id}`) and "Delete", open alerts with "Resolve",
+and recent resolved ones — through `bastion.alerts.service`, as
 `/v1/orgs/{org}/alert-rules` and `/v1/orgs/{org}/alerts` do."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from bastion.alerts import service as alerts
-from bastion.alerts.schemas import AlertOut, AlertRuleIn, AlertRuleOut
+from bastion.alerts.schemas import AlertOut, AlertRuleIn, AlertRuleOut, AlertRulePatch
 from bastion.console.web import SignedIn, SignedInPost, notice, render, see_other
 from bastion.core.errors import InvalidInput
 from bastion.core.keyring import Keyring
@@ -26,6 +27,8 @@ PAGE = "/console/alerts"
 RESOLVED = notice("alert-resolved", "Alert resolved.")
 RULE_CREATED = notice("rule-created", "Alert rule added: it watches events from now on.")
 RULE_DELETED = notice("rule-deleted", "Alert rule deleted.")
+RULE_SAVED = notice("rule-saved", "Alert rule saved.")
+KEEP = "keep"  # the edit form's channel choice that leaves the rule's channels as they are
 KINDS: tuple[str, ...] = get_args(AlertRuleIn.model_fields["kind"].annotation)
 CHANNEL_TYPES = ("email", "slack", "webhook")
 
@@ -81,6 +84,15 @@ def _channel(posted: SignedInPost) -> list[dict[str, Any]]:
     return [channel]
 
 
+def _outbound(posted: SignedInPost) -> dict[str, Any]:
+    settings = posted.viewer.settings
+    return {
+        "keys": cast(_State, posted.viewer.edge.app).root_keys,
+        "allow": settings.outbound_allow,
+        "plaintext": settings.outbound_plaintext_allow,
+    }
+
+
 @router.post("/alerts/rules")
 def create_rule(posted: SignedInPost) -> Response:
     body = AlertRuleIn.model_validate(
@@ -92,14 +104,43 @@ def create_rule(posted: SignedInPost) -> Response:
             "enabled": posted.get("enabled") is not None,
         }
     )
-    settings = posted.viewer.settings
     alerts.create_rule(
         posted.db, posted.principal, posted.org_id, name=body.name, kind=body.kind,
-        params=body.params, channels=body.channels, enabled=body.enabled,
-        keys=cast(_State, posted.viewer.edge.app).root_keys, allow=settings.outbound_allow,
-        plaintext=settings.outbound_plaintext_allow,
+        params=body.params, channels=body.channels, enabled=body.enabled, **_outbound(posted),
     )  # fmt: skip
     return see_other(PAGE, RULE_CREATED)
+
+
+@router.get("/alerts/rules/{rule}")
+def edit_rule_page(rule: str, viewer: SignedIn) -> Response:
+    """One rule's edit form (org:manage, as saving it needs)."""
+    viewer.signed_in.require(Permission.ORG_MANAGE)
+    found = AlertRuleOut.model_validate(
+        alerts.get_rule(viewer.db, viewer.signed_in, viewer.org_id, rule)
+    )
+    first = found.channels[0] if found.channels else None
+    return render(
+        viewer, "alert_rule.html", title=f"Edit alert rule {found.name}", rule=found,
+        params=json.dumps(found.params, sort_keys=True), first=first,
+        channel_types=CHANNEL_TYPES, keep=KEEP,
+    )  # fmt: skip
+
+
+@router.post("/alerts/rules/{rule}/edit")
+def edit_rule(rule: str, posted: SignedInPost) -> Response:
+    values: dict[str, Any] = {
+        "name": posted.form.get("name", ""),
+        "params": _params(posted.get("params")),
+        "enabled": posted.get("enabled") is not None,
+    }
+    if posted.form.get("channel_type", KEEP) != KEEP:
+        channels = _channel(posted)
+        if channels and channels[0]["type"] == "webhook" and not channels[0]["secret"]:
+            del channels[0]["secret"]  # empty: keep the saved secret if the URL stays
+        values["channels"] = channels
+    body = AlertRulePatch.model_validate(values)
+    alerts.update_rule(posted.db, posted.principal, posted.org_id, rule, body, **_outbound(posted))
+    return see_other(PAGE, RULE_SAVED)
 
 
 @router.post("/alerts/rules/{rule}/delete")
