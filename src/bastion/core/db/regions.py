@@ -65,8 +65,9 @@ directory_credentials = Table(
     Column("org_id", String(40), nullable=False),
 )
 # The routing revision: one counter (`scope` "routing"), bumped in the directory's own
-# transaction whenever an organisation's region changes (`bastion org import`). Every process re-reads it at least every `ROUTING_RECHECK_SECONDS`
-# and drops its routing caches when it moved, as the CMK generation does for data keys.
+# transaction whenever an organisation's region changes (`bastion org import`). Every
+# process re-reads it at least every `ROUTING_RECHECK_SECONDS` and drops its routing
+# caches when it moved, as the CMK generation does for data keys.
 directory_revisions = Table(
     "directory_revisions",
     DIRECTORY,
