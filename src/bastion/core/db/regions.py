@@ -27,11 +27,13 @@ import structlog
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.core.db.base import NAMING, Base
 from bastion.core.db.direct import AsyncDirectReader, DirectReader
 from bastion.core.db.writers import WRITE_OPTION
+from bastion.core.errors import BastionError
 from bastion.core.groupcommit import GroupCommit, Work
 
 T = TypeVar("T")
@@ -112,6 +114,19 @@ class RegionUnknown(LookupError):
 class RegionUnavailable(Exception):
     """Routing could not be decided: the directory, or a region that might hold the
     answer, did not answer. The request is refused (503), never sent elsewhere."""
+
+
+class RegionUnreachable(BastionError):
+    """A check across regions (an email's uniqueness) could not be made: a region's
+    database or the directory did not answer. Nothing was done; retry shortly."""
+
+    status = 503
+    code = "region_unavailable"
+    title = "Service unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("a region's database did not answer; retry shortly")
+        self.retry_after = 1
 
 
 def tenant_tables(metadata: MetaData | None = None) -> list[tuple[Table, str]]:
@@ -318,6 +333,67 @@ class Regions:
                 self._record(directory_emails, email_hash=digest, org_id=org_id)
         return self.region_of(str(org_id)) if org_id is not None else None
 
+    # -- one email per instance, across regions -----------------------------------------
+    def claim_email(self, email: str, org_id: str) -> bool:
+        """Claim a sign-in email for a user of `org_id` being created (or given that
+        email): True when it is the organisation's now, False when a user of another
+        organisation, in any region, holds it. The directory's keyed hash is the claim
+        (its primary key refuses a second); a claim whose user is gone or renamed (its
+        organisation's region holds no such user) passes to the new owner. Raises
+        RegionUnavailable (nothing claimed) when a region that may hold it is down."""
+        normalized = email.strip().lower()
+        if not normalized or self._email_hash is None:
+            return True
+        digest = self._email_hash(normalized)
+        owner = self._email_owner(digest)
+        if owner == org_id:
+            return True
+        if owner is not None and self._holds_email(owner, normalized):
+            return False
+        # A user created before the directory knew its email (residency turned on later).
+        sql = "SELECT org_id FROM users WHERE email_normalized = :v"
+        held = self._ask_regions(sql, normalized)
+        if held is not None and held != org_id:
+            return False
+        with self.directory.begin() as conn:
+            if owner is None:
+                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                conn.execute(
+                    insert(directory_emails)
+                    .values(email_hash=digest, org_id=org_id)
+                    .on_conflict_do_nothing()
+                )
+            else:  # a stale claim, taken over only as it was read (not a concurrent one)
+                conn.execute(
+                    directory_emails.update()
+                    .where(directory_emails.c.email_hash == digest)
+                    .where(directory_emails.c.org_id == owner)
+                    .values(org_id=org_id)
+                )
+        return self._email_owner(digest) == org_id
+
+    def _email_owner(self, digest: str) -> str | None:
+        with self.directory.connect() as conn:
+            found = conn.execute(
+                select(directory_emails.c.org_id).where(directory_emails.c.email_hash == digest)
+            ).scalar()
+        return str(found) if found is not None else None
+
+    def _holds_email(self, org_id: str, normalized: str) -> bool:
+        """Whether the organisation (in its region) has a user with this email."""
+        region = self.region_of(org_id)
+        if region is None:
+            return False  # the organisation is gone: its claims with it
+        try:
+            with self.engines[region].connect() as conn:
+                found = conn.execute(
+                    text("SELECT 1 FROM users WHERE email_normalized = :v AND org_id = :o"),
+                    {"v": normalized, "o": org_id},
+                ).first()
+        except Exception as exc:
+            raise RegionUnavailable(f"region {region} did not answer") from exc
+        return found is not None
+
     def _record(self, table: Table, **values: str) -> None:
         with self.directory.begin() as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -429,6 +505,31 @@ class Regions:
         self.directory.dispose()
 
 
+# Where a session that is not a `RoutedSession` (a command's) finds the directory.
+REGIONS_INFO = "bastion.regions"
+
+
+def directory_of(db: Session) -> Regions | None:
+    """The routing directory behind a session: None with a single region."""
+    if isinstance(db, RoutedSession):
+        return db.regions
+    found = db.info.get(REGIONS_INFO)
+    return found if isinstance(found, Regions) else None
+
+
+def claim_email(db: Session, email: str, org_id: str) -> bool:
+    """`Regions.claim_email` for the session's install: True with a single region (the
+    database's unique email decides alone); a region or the directory not answering is
+    `RegionUnreachable` (503), never a user created unchecked."""
+    regions = directory_of(db)
+    if regions is None:
+        return True
+    try:
+        return regions.claim_email(email, org_id)
+    except (RegionUnavailable, OperationalError) as exc:
+        raise RegionUnreachable() from exc
+
+
 @contextlib.contextmanager
 def in_region(region: str) -> Iterator[None]:
     """Run the block's database work in `region` (commands, workers, tests)."""
@@ -445,6 +546,7 @@ class RoutedSession(Session):
 
     def __init__(self, *, regions: Regions, write: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.regions = regions
         self._regions = regions
         self._write = write
         self._region: str | None = None
