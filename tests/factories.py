@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,3 +171,16 @@ def home_factory(state: AppState, client: TestClient) -> Factory:
     tests that read or change rows directly, outside a request, where the home region is
     what an unrouted session reaches."""
     return Factory(state, client, region=state.regions.home if state.regions else None)
+
+
+@contextlib.contextmanager
+def in_org_region(state: AppState, org_id: str) -> Iterator[None]:
+    """Run the block's database work (a round, a direct read or write, outside a
+    request) in the organisation's region, as a request or a region's worker would;
+    nothing changes without data residency."""
+    regions = state.regions
+    if regions is None:
+        yield
+        return
+    with in_region(regions.region_of(org_id) or regions.home):
+        yield

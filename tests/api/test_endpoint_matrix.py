@@ -19,7 +19,7 @@ from bastion.alerts import service as alerts
 from bastion.api.app import notifier
 from bastion.authz.roles import BUILTIN_PERMISSIONS, BuiltinRole
 from bastion.core.permissions import Permission
-from tests.factories import PASSWORD, Factory, Org, bearer, unique_email
+from tests.factories import PASSWORD, Factory, Org, bearer, in_org_region, unique_email
 from tests.secrets.keypeers import shared_openbao
 
 P = Permission
@@ -118,7 +118,8 @@ class World:
         export = f"/v1/orgs/{self.org.id}/audit-events/export"
         assert self.client.get(export, headers=self.org.headers).status_code == 200
         state = self.factory.state
-        alerts.run_round(state.sessions, state.write_sessions, notifier(state), self.org.id)
+        with in_org_region(state, self.org.id):
+            alerts.run_round(state.sessions, state.write_sessions, notifier(state), self.org.id)
         found = self.client.get(f"/v1/orgs/{self.org.id}/alerts", headers=self.org.headers)
         return str(found.json()["data"][0]["id"])
 
@@ -169,13 +170,16 @@ class World:
         from bastion.webhooks.models import WebhookDelivery
 
         sub = self.webhook_subscription()
-        db = self.factory.state.write_sessions()
-        begin_write(db)
-        with db:
-            (delivery,) = outbound.enqueue(db, self.org.id, "approval.requested", {"id": "x"})
-            failed = {"status": "failed", "attempts": 8}
-            db.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery).values(failed))
-            db.commit()
+        with in_org_region(self.factory.state, self.org.id):
+            db = self.factory.state.write_sessions()
+            begin_write(db)
+            with db:
+                (delivery,) = outbound.enqueue(db, self.org.id, "approval.requested", {"id": "x"})
+                failed = {"status": "failed", "attempts": 8}
+                db.execute(
+                    update(WebhookDelivery).where(WebhookDelivery.id == delivery).values(failed)
+                )
+                db.commit()
         return {"subscription": sub, "delivery": delivery}
 
     def event(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from bastion.core.revisions import AuthzRevision
-from tests.factories import Factory, Org
+from tests.factories import Factory, Org, in_org_region
 from tests.webhooks.test_gateway import (
     audit_events,
     body_for,
@@ -165,7 +165,7 @@ def test_a_batch_advances_an_orgs_revision_once_and_caches_still_see_each_change
     state = app.state.bastion
 
     def revision() -> int:
-        with state.sessions() as db:
+        with in_org_region(state, org.id), state.sessions() as db:
             found = db.get(AuthzRevision, org.id)
             return found.revision if found is not None else 0
 

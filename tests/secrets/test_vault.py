@@ -25,7 +25,7 @@ from bastion.secrets.errors import SecretUnreadable
 from bastion.secrets.models import OrgKey, Secret, SecretVersion
 from tests.conftest import _admin_sql, _postgres_database, make_settings
 from tests.e2e.server import BIN, server_env
-from tests.factories import Factory, Org
+from tests.factories import Factory, Org, in_org_region
 from tests.secrets.seeding import seed_secrets
 
 SENTINEL = "Vlt5ntnl"
@@ -88,7 +88,7 @@ def test_a_ciphertext_moved_to_another_row_or_org_does_not_decrypt(
     state = app.state.bastion
 
     def version_row(org: Org, name: str) -> SecretVersion:
-        with state.sessions() as db:
+        with in_org_region(state, org.id), state.sessions() as db:
             secret = db.execute(
                 select(Secret).where(Secret.org_id == org.id, Secret.name == name)
             ).scalar_one()
@@ -99,7 +99,7 @@ def test_a_ciphertext_moved_to_another_row_or_org_does_not_decrypt(
     source = version_row(a, "one")
     for target_org, target_name in ((a, "two"), (b, "one")):
         target = version_row(target_org, target_name)
-        with state.sessions() as db:
+        with in_org_region(state, target_org.id), state.sessions() as db:
             begin_write(db)
             db.execute(
                 update(SecretVersion)
@@ -201,14 +201,14 @@ def test_crypto_shredding(client: TestClient, factory: Factory, app) -> None:  #
     org = factory.org()
     _put(client, org, "gone", "soon")
     state = app.state.bastion
-    with state.sessions() as db:
+    with in_org_region(state, org.id), state.sessions() as db:
         row = db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).scalar_one()
         db.expunge(row)  # a copy of the ciphertext taken before the shredding
-    with state.sessions() as db:
+    with in_org_region(state, org.id), state.sessions() as db:
         begin_write(db)
         assert vault_mod.shred_org(db, org.id, state.vault) == 1
         db.commit()
-    with state.sessions() as db:
+    with in_org_region(state, org.id), state.sessions() as db:
         left = db.execute(select(SecretVersion).where(SecretVersion.org_id == org.id)).all()
         assert left == []  # the versions go first: they hold their keys by foreign key
         with pytest.raises(SecretUnreadable):
@@ -236,7 +236,7 @@ def test_no_value_or_key_in_the_database_or_data_dir(tmp_path: Path) -> None:
         assert _reveal(client, org, "token").json()["value"] == value
         with app.state.bastion.sessions() as db:
             data_key = app.state.bastion.vault.data_key(db, org.id, 1)
-    for path in data_dir.iterdir():
+    for path in (p for p in data_dir.rglob("*") if p.is_file()):  # sandboxes/ is a folder
         blob = path.read_bytes()
         assert value.encode() not in blob, path.name
         assert SENTINEL.encode() not in blob, path.name

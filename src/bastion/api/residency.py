@@ -1,7 +1,8 @@
 """The region of a request (data residency, `bastion.core.db.regions`): named once at the
 edge, before any database work, from the organisation in the path, else the credential
 (the row id every Bastion token carries), else the sign-in's email or token in the body.
-Cached lookups: a region is fixed at an organisation's creation. A request nothing routes
+Cached lookups, dropped on every worker within about a second of an organisation's move
+(the directory's routing revision, re-read here when due). A request nothing routes
 runs in the first region, where another region's organisation has no row: it finds
 nothing (404), and a write for one is refused by the database (the residency guards).
 Only installs with `BASTION_REGIONS` come here."""
@@ -64,6 +65,8 @@ async def _route(regions: Regions, path: str, headers: dict[bytes, str]) -> None
     """Set the request's region (`CURRENT`): the caller's first, since a caller acts only
     in its own organisation (another's in the path is 404 there, as with one region),
     else the organisation in the path (sign-in flows, SCIM, SSO callbacks)."""
+    if regions.recheck_due():  # an organisation moved: drop the cached routes
+        await run_in_threadpool(regions.recheck)
     region = None
     token = _bearer(headers.get(b"authorization"))
     if token is not None:

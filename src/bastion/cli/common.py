@@ -6,6 +6,7 @@ option, no data directory, a missing or unsafe key); 130 interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -156,7 +157,9 @@ def unit_of_work(cfg: Settings) -> Iterator[Session]:
     engine = make_engine(database_url(cfg))
     revisions.install()  # servers' cached credentials see what the CLI changes
     try:
-        with make_sessionmaker(engine)() as db:
+        with contextlib.ExitStack() as stack, make_sessionmaker(engine)() as db:
+            if cfg.regions:  # an email claimed across regions (`regions.claim_email`)
+                db.info[regions.REGIONS_INFO] = stack.enter_context(directory(cfg))
             begin_write(db)
             try:
                 yield db

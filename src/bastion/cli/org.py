@@ -24,7 +24,7 @@ from bastion.cli.common import (
     unit_of_work,
 )
 from bastion.core.config import Settings
-from bastion.core.db import regions
+from bastion.core.db import orgmove, regions
 from bastion.core.ids import new_id
 from bastion.core.keyring import ROOT_KEY_FILE
 from bastion.identity import service as users
@@ -160,7 +160,7 @@ def export(
 
     engine = create_engine(database_url(cfg))
     try:
-        document = regions.export_org(engine, org_id)
+        document = orgmove.export_org(engine, org_id)
     except LookupError:
         fail(f"no organisation {org_id}")
     finally:
@@ -191,10 +191,10 @@ def import_(
         was = found.region_of(org_id)
         if was == region:
             fail(f"{org_id} is in {region} already")
-        written = regions.import_org(found.engines[region], document, region)
+        written = orgmove.import_org(found.engines[region], document, region)
         found.move_org(org_id, region)
-        removed = regions.delete_org_rows(found.engines[was], org_id) if was else 0
-        left = regions.count_org_rows(found.engines[was], org_id) if was else 0
+        removed = orgmove.delete_org_rows(found.engines[was], org_id) if was else 0
+        left = orgmove.count_org_rows(found.engines[was], org_id) if was else 0
     emit(
         {"org_id": org_id, "region": region, "from": was, "rows": written, "left_behind": left},
         json,

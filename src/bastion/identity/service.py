@@ -14,7 +14,7 @@ from bastion.audit import service as audit
 from bastion.authz import service as authz
 from bastion.core.clock import utcnow
 from bastion.core.context import Actor
-from bastion.core.db import org_scoped
+from bastion.core.db import org_scoped, regions
 from bastion.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from bastion.core.events import EventType, Outcome
 from bastion.core.ids import has_prefix, new_id
@@ -76,6 +76,8 @@ def create_user(
         authz.ensure_can_confer(principal, granted, until=None)
     normalized = normalize_email(email)
     if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
+        raise Conflict("a user with this email already exists")
+    if not regions.claim_email(db, normalized, org_id):  # another region's user has it
         raise Conflict("a user with this email already exists")
     if password is not None:
         check_new_password(db, org_id, password, email=email, name=name)
@@ -483,6 +485,8 @@ def _create_without_password(
     normalized = normalize_email(email)
     if db.execute(select(User.id).where(User.email_normalized == normalized)).first():
         raise Conflict("a user with this email already exists")
+    if not regions.claim_email(db, normalized, org_id):  # another region's user has it
+        raise Conflict("a user with this email already exists")
     user = User(
         id=new_id("usr"),
         org_id=org_id,
@@ -650,7 +654,7 @@ def update_provisioned_user(
         taken = db.execute(
             select(User.id).where(User.email_normalized == normalized, User.id != user.id)
         ).first()
-        if taken:
+        if taken or not regions.claim_email(db, normalized, org_id):
             raise Conflict("a user with this email already exists")
         changes["email"] = {"from": user.email, "to": email.strip()}
         user.email, user.email_normalized = email.strip(), normalized

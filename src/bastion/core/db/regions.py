@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Engine, MetaData, String, Table, inspect, select, text
+import structlog
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.core.db.base import NAMING, Base
 from bastion.core.db.direct import AsyncDirectReader, DirectReader
 from bastion.core.db.writers import WRITE_OPTION
+from bastion.core.errors import BastionError
 from bastion.core.groupcommit import GroupCommit, Work
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 # The region of the work in hand: set by the request edge, a background worker's loop
 # or a command; None: the first region (the home of anything not yet routed).
@@ -61,11 +66,24 @@ directory_credentials = Table(
     Column("credential_id", String(40), primary_key=True),
     Column("org_id", String(40), nullable=False),
 )
+# The routing revision: one counter (`scope` "routing"), bumped in the directory's own
+# transaction whenever an organisation's region changes (`bastion org import`). Every
+# process re-reads it at least every `ROUTING_RECHECK_SECONDS` and drops its routing
+# caches when it moved, as the CMK generation does for data keys.
+directory_revisions = Table(
+    "directory_revisions",
+    DIRECTORY,
+    Column("scope", String(16), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+ROUTING_SCOPE = "routing"
+ROUTING_RECHECK_SECONDS = 1.0
 # Everything the directory may hold, column by column (tests check the live schema).
 ALLOWED_DIRECTORY_COLUMNS: Mapping[str, frozenset[str]] = {
     "directory_orgs": frozenset({"org_id", "region"}),
     "directory_emails": frozenset({"email_hash", "org_id"}),
     "directory_credentials": frozenset({"credential_id", "org_id"}),
+    "directory_revisions": frozenset({"scope", "revision"}),
 }
 
 # Credential row-id prefixes and the table holding each (all carry `org_id`).
@@ -96,6 +114,19 @@ class RegionUnknown(LookupError):
 class RegionUnavailable(Exception):
     """Routing could not be decided: the directory, or a region that might hold the
     answer, did not answer. The request is refused (503), never sent elsewhere."""
+
+
+class RegionUnreachable(BastionError):
+    """A check across regions (an email's uniqueness) could not be made: a region's
+    database or the directory did not answer. Nothing was done; retry shortly."""
+
+    status = 503
+    code = "region_unavailable"
+    title = "Service unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("a region's database did not answer; retry shortly")
+        self.retry_after = 1
 
 
 def tenant_tables(metadata: MetaData | None = None) -> list[tuple[Table, str]]:
@@ -156,9 +187,12 @@ def install_guards(engine: Engine) -> int:
 class Regions:
     """The directory and each region's engines, and the cached routing lookups.
 
-    A region is fixed at an organisation's creation, so an organisation's (and a
-    credential's) region is cached for the life of the process once found; `forget`
-    drops an entry (an organisation moved by export/import)."""
+    An organisation's (and a credential's) region is cached once found. It changes only
+    when an operator moves the organisation (`bastion org import --region`), which bumps
+    the directory's routing revision: `recheck` (due every `recheck_seconds`, called by
+    the request edge) re-reads it and drops every cached lookup when it moved, so every
+    process and worker routes to the new region within about a second; `forget` drops
+    an entry in the process that made the change at once."""
 
     def __init__(
         self,
@@ -166,6 +200,7 @@ class Regions:
         engines: Mapping[str, Engine],
         *,
         hasher: Callable[[str], str] | None = None,
+        recheck_seconds: float = ROUTING_RECHECK_SECONDS,
     ) -> None:
         if not engines:
             raise ValueError("at least one region")
@@ -178,6 +213,10 @@ class Regions:
         self._credentials: dict[str, str] = {}
         self._lock = threading.Lock()
         self._email_hash = hasher
+        self.recheck_seconds = recheck_seconds
+        self._revision: int | None = None  # the routing revision the caches are of
+        self._next_check = 0.0  # monotonic time of the next routing-revision read
+        self._epoch = 0  # +1 whenever the caches are dropped: a lookup read before is not kept
 
     def __repr__(self) -> str:
         return f"Regions({', '.join(self.names)})"
@@ -208,13 +247,15 @@ class Regions:
         found = self._orgs.get(org_id)
         if found is not None:
             return found
+        epoch = self._epoch
         with self.directory.connect() as conn:
             found = conn.execute(
                 select(directory_orgs.c.region).where(directory_orgs.c.org_id == org_id)
             ).scalar()
         if found is not None and found in self.engines:
             with self._lock:
-                self._orgs[org_id] = str(found)
+                if epoch == self._epoch:  # not read across a move's invalidation
+                    self._orgs[org_id] = str(found)
             return str(found)
         return None
 
@@ -231,6 +272,7 @@ class Regions:
         found = self._credentials.get(credential_id)
         if found is not None:
             return found
+        epoch = self._epoch
         with self.directory.connect() as conn:
             org_id = conn.execute(
                 select(directory_credentials.c.org_id).where(
@@ -245,7 +287,8 @@ class Regions:
         region = self.region_of(org_id)
         if region is not None:
             with self._lock:
-                self._credentials[credential_id] = region
+                if epoch == self._epoch:
+                    self._credentials[credential_id] = region
         return region
 
     def _find_credential(self, credential_id: str) -> str | None:
@@ -290,10 +333,121 @@ class Regions:
                 self._record(directory_emails, email_hash=digest, org_id=org_id)
         return self.region_of(str(org_id)) if org_id is not None else None
 
+    # -- one email per instance, across regions -----------------------------------------
+    def claim_email(self, email: str, org_id: str) -> bool:
+        """Claim a sign-in email for a user of `org_id` being created (or given that
+        email): True when it is the organisation's now, False when a user of another
+        organisation, in any region, holds it. The directory's keyed hash is the claim
+        (its primary key refuses a second); a claim whose user is gone or renamed (its
+        organisation's region holds no such user) passes to the new owner. Raises
+        RegionUnavailable (nothing claimed) when a region that may hold it is down."""
+        normalized = email.strip().lower()
+        if not normalized or self._email_hash is None:
+            return True
+        digest = self._email_hash(normalized)
+        owner = self._email_owner(digest)
+        if owner == org_id:
+            return True
+        if owner is not None and self._holds_email(owner, normalized):
+            return False
+        # A user created before the directory knew its email (residency turned on later).
+        sql = "SELECT org_id FROM users WHERE email_normalized = :v"
+        held = self._ask_regions(sql, normalized)
+        if held is not None and held != org_id:
+            return False
+        with self.directory.begin() as conn:
+            if owner is None:
+                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+                conn.execute(
+                    insert(directory_emails)
+                    .values(email_hash=digest, org_id=org_id)
+                    .on_conflict_do_nothing()
+                )
+            else:  # a stale claim, taken over only as it was read (not a concurrent one)
+                conn.execute(
+                    directory_emails.update()
+                    .where(directory_emails.c.email_hash == digest)
+                    .where(directory_emails.c.org_id == owner)
+                    .values(org_id=org_id)
+                )
+        return self._email_owner(digest) == org_id
+
+    def _email_owner(self, digest: str) -> str | None:
+        with self.directory.connect() as conn:
+            found = conn.execute(
+                select(directory_emails.c.org_id).where(directory_emails.c.email_hash == digest)
+            ).scalar()
+        return str(found) if found is not None else None
+
+    def _holds_email(self, org_id: str, normalized: str) -> bool:
+        """Whether the organisation (in its region) has a user with this email."""
+        region = self.region_of(org_id)
+        if region is None:
+            return False  # the organisation is gone: its claims with it
+        try:
+            with self.engines[region].connect() as conn:
+                found = conn.execute(
+                    text("SELECT 1 FROM users WHERE email_normalized = :v AND org_id = :o"),
+                    {"v": normalized, "o": org_id},
+                ).first()
+        except Exception as exc:
+            raise RegionUnavailable(f"region {region} did not answer") from exc
+        return found is not None
+
     def _record(self, table: Table, **values: str) -> None:
         with self.directory.begin() as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+    # -- the routing revision (cache invalidation across processes) -------------------
+    def recheck_due(self) -> bool:
+        """Whether the routing revision is due for a read (one clock read)."""
+        return time.monotonic() >= self._next_check
+
+    def recheck(self) -> bool:
+        """Read the directory's routing revision (one primary-key read) and drop every
+        cached routing lookup when it moved since the caches were filled; True when they
+        were dropped. A directory that does not answer leaves the caches as they are
+        (routing them needed the directory too) and is asked again at the next check."""
+        self._next_check = time.monotonic() + self.recheck_seconds
+        try:
+            with self.directory.connect() as conn:
+                found = conn.execute(
+                    select(directory_revisions.c.revision).where(
+                        directory_revisions.c.scope == ROUTING_SCOPE
+                    )
+                ).scalar()
+        except Exception as exc:  # the directory down: routing lookups answer 503 anyway
+            log.warning("routing_revision_unreadable", error=type(exc).__name__)
+            return False
+        current = int(found or 0)
+        with self._lock:
+            if self._revision == current:
+                return False
+            first = self._revision is None
+            self._revision = current
+            if first:
+                return False  # filled before the first read: nothing moved since start
+            self._drop_all()
+        return True
+
+    def _drop_all(self) -> None:  # under self._lock
+        self._orgs.clear()
+        self._credentials.clear()
+        self._epoch += 1
+
+    @staticmethod
+    def _bump(conn: Any) -> None:
+        """Advance the routing revision in the caller's directory transaction."""
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            insert(directory_revisions)
+            .values(scope=ROUTING_SCOPE, revision=1)
+            .on_conflict_do_update(
+                index_elements=[directory_revisions.c.scope],
+                set_={"revision": directory_revisions.c.revision + 1},
+            )
+        )
 
     # -- the directory's writes ------------------------------------------------------
     def register_org(self, org_id: str, region: str) -> None:
@@ -317,6 +471,7 @@ class Regions:
             ).rowcount
             if not changed:
                 conn.execute(directory_orgs.insert().values(org_id=org_id, region=region))
+            self._bump(conn)  # every process drops its cached routes (`recheck`)
         self.forget(org_id)
 
     def unregister_if_absent(self, org_id: str) -> None:
@@ -338,14 +493,41 @@ class Regions:
         self.forget(org_id)
 
     def forget(self, org_id: str) -> None:
+        """Drop the cached routes of an organisation (this process; others `recheck`)."""
         with self._lock:
             self._orgs.pop(org_id, None)
             self._credentials.clear()  # rebuilt on demand: which were its is not kept
+            self._epoch += 1
 
     def dispose(self) -> None:
         for engine in self.engines.values():
             engine.dispose()
         self.directory.dispose()
+
+
+# Where a session that is not a `RoutedSession` (a command's) finds the directory.
+REGIONS_INFO = "bastion.regions"
+
+
+def directory_of(db: Session) -> Regions | None:
+    """The routing directory behind a session: None with a single region."""
+    if isinstance(db, RoutedSession):
+        return db.regions
+    found = db.info.get(REGIONS_INFO)
+    return found if isinstance(found, Regions) else None
+
+
+def claim_email(db: Session, email: str, org_id: str) -> bool:
+    """`Regions.claim_email` for the session's install: True with a single region (the
+    database's unique email decides alone); a region or the directory not answering is
+    `RegionUnreachable` (503), never a user created unchecked."""
+    regions = directory_of(db)
+    if regions is None:
+        return True
+    try:
+        return regions.claim_email(email, org_id)
+    except (RegionUnavailable, OperationalError) as exc:
+        raise RegionUnreachable() from exc
 
 
 @contextlib.contextmanager
@@ -364,6 +546,7 @@ class RoutedSession(Session):
 
     def __init__(self, *, regions: Regions, write: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.regions = regions
         self._regions = regions
         self._write = write
         self._region: str | None = None
@@ -446,118 +629,3 @@ class RoutedGroupCommit(GroupCommit):
     def close(self, timeout: float = 10.0) -> None:
         for writer in self._writers.values():
             writer.close(timeout)
-
-
-# -- moving an organisation between regions (`bastion org export` / `import`) ------------
-
-EXPORT_FORMAT = "bastion-org-export/1"
-
-
-def _org_tables(metadata: MetaData) -> list[tuple[Table, Any]]:
-    """Every table holding rows of one organisation, in insertion order, with a function
-    of (org_id) -> the WHERE clause selecting them: its organisation column, or its
-    parent's (tables without one, e.g. webhook attempts under their delivery)."""
-    direct = {table.name: column for table, column in tenant_tables(metadata)}
-    orgs = metadata.tables["organizations"]
-    # The organisation first: the residency guards refuse any row of it before.
-    found: list[tuple[Table, Any]] = [(orgs, lambda org_id: orgs.c.id == org_id)]
-    for table in metadata.sorted_tables:
-        if table.name == "organizations":
-            continue
-        if table.name in direct:
-            found.append((table, lambda org_id, t=table, c=direct[table.name]: t.c[c] == org_id))
-        else:
-            for fk in table.foreign_keys:
-                parent = fk.column.table
-                if parent.name in direct:
-                    column = parent.c[direct[parent.name]]
-                    found.append(
-                        (
-                            table,
-                            lambda org_id, p=parent, k=fk, c=column: k.parent.in_(
-                                select(k.column).where(c == org_id)
-                            ),
-                        )
-                    )
-                    break
-    return found
-
-
-def _encode(value: Any) -> Any:
-    import base64
-    from datetime import datetime
-
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$b64": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, datetime):
-        return {"$dt": value.isoformat()}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    import base64
-    from datetime import datetime
-
-    if isinstance(value, dict) and len(value) == 1:
-        if "$b64" in value:
-            return base64.b64decode(value["$b64"])
-        if "$dt" in value:
-            return datetime.fromisoformat(value["$dt"])
-    return value
-
-
-def export_org(engine: Engine, org_id: str) -> dict[str, Any]:
-    """Every row of the organisation in `engine`'s database, as one JSON-able document
-    (one read transaction: a consistent snapshot)."""
-    tables: dict[str, list[dict[str, Any]]] = {}
-    with engine.connect() as conn:
-        for table, where in _org_tables(Base.metadata):
-            rows = conn.execute(select(table).where(where(org_id))).mappings().all()
-            if rows:
-                tables[table.name] = [{k: _encode(v) for k, v in row.items()} for row in rows]
-    if "organizations" not in tables:
-        raise LookupError(f"no organisation {org_id} in this database")
-    return {"format": EXPORT_FORMAT, "org_id": org_id, "tables": tables}
-
-
-def import_org(engine: Engine, document: Mapping[str, Any], region: str) -> int:
-    """Write an `export_org` document into `engine`'s database, the organisation's region
-    now `region`, in one transaction (all or nothing); returns the number of rows
-    written."""
-    if document.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"not a {EXPORT_FORMAT} document")
-    tables = document["tables"]
-    written = 0
-    with engine.begin() as conn:
-        for table, _ in _org_tables(Base.metadata):
-            rows = tables.get(table.name)
-            if rows:
-                decoded = [{k: _decode(v) for k, v in row.items()} for row in rows]
-                if table.name == "organizations":
-                    decoded = [{**row, "region": region} for row in decoded]
-                conn.execute(table.insert(), decoded)
-                written += len(decoded)
-    return written
-
-
-def delete_org_rows(engine: Engine, org_id: str) -> int:
-    """Delete every row of the organisation from `engine`'s database in one transaction,
-    children first; returns the number deleted."""
-    deleted = 0
-    with engine.begin() as conn:
-        for table, where in reversed(_org_tables(Base.metadata)):
-            deleted += conn.execute(table.delete().where(where(org_id))).rowcount or 0
-    return deleted
-
-
-def count_org_rows(engine: Engine, org_id: str) -> int:
-    """How many rows of the organisation `engine`'s database holds (0 after a move)."""
-    from sqlalchemy import func
-
-    total = 0
-    with engine.connect() as conn:
-        for table, where in _org_tables(Base.metadata):
-            total += conn.execute(
-                select(func.count()).select_from(table).where(where(org_id))
-            ).scalar_one()
-    return total
