@@ -758,3 +758,38 @@ def test_a_false_subschema_is_named_false() -> None:
     assert _checker({"properties": {"x": False}})({"x": 1}) == "invalid_arguments at $.x (false)"
     typed = {"properties": {"properties": {"type": "string"}}}
     assert _checker(typed)({"properties": 1}) == "invalid_arguments at $.properties (type)"
+
+
+def test_a_batch_of_concurrent_calls_spends_a_runs_budget_exactly(w: World) -> None:
+    """Calls committed in one group-commit batch count the run's budget together (one
+    read of the run and one UPDATE per batch): exactly the budget is allowed."""
+    state = w.client.app.state.bastion  # type: ignore[attr-defined]
+    run = w.run(max_tool_calls=5)
+    answers: list[Any] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        answer = w.call(run, "lookup_order")
+        with lock:
+            answers.append(answer)
+
+    writer = state.writer
+    batches_before, linger = writer.batches, writer._linger
+    writer._linger = 0.2  # the calls join one batch
+    try:
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        writer._linger = linger
+    assert len(answers) == 8
+    assert writer.batches - batches_before < 8  # some calls shared a batch
+    decisions = [a["decision"] for a in answers]
+    assert decisions.count("allow") == 5, answers
+    denied = [a["reason"] for a in answers if a["decision"] == "deny"]
+    assert denied == ["budget_exhausted"] * 3, answers
+    status = w.client.get(f"/v1/runs/{run[0]}", headers=run[1]).json()
+    assert status["tool_calls"] == 5
+    assert w.call(run, "lookup_order")["reason"] == "budget_exhausted"

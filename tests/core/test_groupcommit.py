@@ -311,3 +311,42 @@ def test_past_its_queue_bound_a_unit_is_refused_at_once(engine: Engine) -> None:
     assert database_busy(refused.value)
     group.close()
     assert _stored(engine) == []
+
+
+def test_a_unit_sees_what_the_units_before_it_staged_but_not_a_failed_ones(
+    engine: Engine,
+) -> None:
+    """`staged`: the rows of a kind the batch holds when a unit runs, its own included;
+    in a batch run unit by unit, a failed unit's rows are gone from what the next sees
+    (the gate counts a run's spent budget this way)."""
+    group = GroupCommit(make_sessionmaker(engine, write=True), linger=0.05)
+    seen: dict[str, list[str]] = {}
+
+    def unit(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        def work(db: Session) -> str:
+            assert groupcommit.in_batch(db)
+            groupcommit.stage(db, "test.seen", name)
+            seen[name] = list(groupcommit.staged(db, "test.seen"))
+            if fail:
+                raise ValueError("fails after staging")
+            return name
+
+        return work
+
+    async def main() -> list[object]:
+        units = [group.run(unit("a"), order="1"), group.run(unit("b", fail=True), order="2")]
+        units.append(group.run(unit("c"), order="3"))
+        return await asyncio.gather(*units, return_exceptions=True)
+
+    groupcommit.on_flush("test.seen", lambda db, staged: None)
+    results = asyncio.run(main())
+    group.close()
+    assert results[0] == "a"
+    assert results[2] == "c"
+    assert isinstance(results[1], ValueError)
+    assert group.batches == 1
+    # The batch's last run (contained): "b" failed, so "c" sees only "a" before it.
+    assert seen == {"a": ["a"], "b": ["a", "b"], "c": ["a", "c"]}
+    with make_sessionmaker(engine)() as db:
+        assert not groupcommit.in_batch(db)
+        assert groupcommit.staged(db, "test.seen") == []

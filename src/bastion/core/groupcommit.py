@@ -61,6 +61,9 @@ Work = Callable[[Session], T]
 log = structlog.get_logger(__name__)
 
 _UNIT = "bastion.groupcommit.unit"  # session.info: the running unit's rows by kind
+# session.info, in a batch run unit by unit: the rows of the units before that committed
+# to their savepoints (otherwise the batch's rows are the running unit's: one dict).
+_BATCH = "bastion.groupcommit.batch"
 _DEFERRED = "bastion.groupcommit.deferred"  # session.info: a deferring session's writes
 _FLUSHERS: dict[str, Callable[[Session, list[Any]], None]] = {}
 _BEGIN_HOOKS: list[Callable[[Session, list[str]], None]] = []
@@ -94,6 +97,25 @@ def stage(db: Session, kind: str, row: Any) -> bool:
         return False
     unit.setdefault(kind, []).append(row)
     return True
+
+
+def in_batch(db: Session) -> bool:
+    """Whether `db` is running a group-commit unit (`stage` would stage)."""
+    return db.info.get(_UNIT) is not None
+
+
+def staged(db: Session, kind: str) -> list[Any]:
+    """The rows of `kind` the batch holds so far for its insert: the running unit's and
+    those of the units before it that did not fail (a failed unit's are gone with its
+    savepoint). Empty outside a batch."""
+    unit: dict[str, list[Any]] | None = db.info.get(_UNIT)
+    if unit is None:
+        return []
+    rows = unit.get(kind, [])
+    batch: dict[str, list[Any]] | None = db.info.get(_BATCH)
+    if batch is not None and batch is not unit and batch.get(kind):
+        return batch[kind] + rows
+    return rows
 
 
 def deferring(db: Session) -> None:
@@ -386,9 +408,11 @@ class GroupCommit:
             with db, _undone_on_error(db):
                 _begun(db, batch)
                 staged: dict[str, list[Any]] = {}
+                db.info[_BATCH] = staged
                 for unit in batch:
                     outcomes.append((unit, *self._run_unit(db, unit, staged)))
                 db.info.pop(_UNIT, None)
+                db.info.pop(_BATCH, None)
                 self._finish(db, staged)
         except Exception as error:
             if len(batch) == 1:

@@ -11,7 +11,8 @@ data policy found in the arguments is replaced by `<TYPE>` in everything stored.
 The hot path (`Gate`) reads what a decision needs once per revision tuple of the
 organisation, decides outside any transaction, and commits concurrent decisions in
 groups (`bastion.core.groupcommit`); the budget and the pending-approval limit are
-counted in the writing transaction, so they stay exact.
+counted in the writing transaction, so they stay exact (`bastion.agents.gate.record`
+writes a decision).
 """
 
 from __future__ import annotations
@@ -21,24 +22,21 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import String, Table, bindparam, insert, select, update
-from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bastion.agents.gate.arguments import arguments_digest, schema_error
+from bastion.agents.gate.arguments import schema_error
+from bastion.agents.gate.record import Call, record
 from bastion.agents.gate.runs import get_run, own_run
 from bastion.agents.models import Agent, Run, ToolCall
 from bastion.approvals import service as approvals
-from bastion.audit import service as audit
-from bastion.core import groupcommit
 from bastion.core.clock import utcnow
 from bastion.core.errors import NotFound
-from bastion.core.events import EventType, Outcome
 from bastion.core.groupcommit import GroupCommit
-from bastion.core.ids import has_prefix, new_id
+from bastion.core.ids import has_prefix
 from bastion.core.principal import Principal
 from bastion.identity import service as identity
 from bastion.privacy import service as privacy
@@ -54,7 +52,7 @@ def request_tool_call(
     arguments: dict[str, Any],
     connection: str | None,
     connected: Callable[[str, str], frozenset[str]],
-) -> ToolCall:
+) -> Call:
     """Decide and record one call in the caller's transaction (see `Gate.request` for
     the hot path, which decides the same way)."""
     own_run(principal, run_id)
@@ -62,7 +60,7 @@ def request_tool_call(
     now = utcnow()
     screened = _screen(view, arguments)
     verdict = _verdict(view, tool_name, arguments, connection, screened)
-    return _record(db, principal, view, tool_name, screened, verdict, now)
+    return record(db, principal, view.run, view.agent, tool_name, screened, verdict, now)
 
 
 @dataclass(frozen=True)
@@ -148,133 +146,6 @@ def _verdict(
     return verdict
 
 
-_calls = cast(Table, ToolCall.__table__)
-# The longest reason a call can store: the column's length.
-REASON_MAX = int(cast(String, _calls.c.reason.type).length)  # type: ignore[arg-type]
-
-# A Core statement on the session's connection: no ORM bookkeeping, and no autoflush,
-# so a batch's rows are inserted together at commit (`tool_calls` is a counter that
-# never changes what the run's token may do: no revision to bump).
-_runs = cast(Table, Run.__table__)
-_SPEND = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("run_id"), _runs.c.tool_calls < _runs.c.max_tool_calls)
-    .values(tool_calls=_runs.c.tool_calls + 1)
-)
-
-
-def _record(
-    db: Session,
-    principal: Principal,
-    view: _View,
-    tool_name: str,
-    screened: privacy.Applied,
-    verdict: approvals.Verdict,
-    now: datetime,
-) -> ToolCall:
-    """Spend the run's budget (every call does, whatever its decision), hold a pending
-    call to the run's limit of open approvals, write a pending call, its approval and
-    its audit event; a decided call and its event are staged for the batch's one insert
-    per table when run as a group-commit unit. Safe to run again in a fresh transaction
-    (see `GroupCommit`)."""
-    run, agent = view.run, view.agent
-    arguments = screened.value  # what a data policy found is never stored
-    # The chain head before the run's row: every gate transaction locks in this order
-    # (a group sorts its calls by organisation, then run), so none waits on another's
-    # locks in the opposite order.
-    audit.lock_chain(db, run.org_id)
-    spent = db.connection().execute(_SPEND, {"run_id": run.id})
-    if not getattr(spent, "rowcount", 0):
-        verdict = approvals.Verdict("deny", "budget_exhausted")
-    elif (
-        verdict.decision == "pending"
-        and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals
-    ):
-        verdict = approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)
-    call = ToolCall(
-        id=new_id("call"),
-        org_id=run.org_id,
-        run_id=run.id,
-        agent_id=agent.id,
-        tool=tool_name,
-        arguments=arguments,
-        arguments_digest=arguments_digest(arguments),
-        decision=verdict.decision,
-        reason=verdict.reason[:REASON_MAX],
-        policy_id=verdict.policy_id,
-        approval_id=None,
-        created_at=now,
-        decided_at=None if verdict.decision == "pending" else now,
-    )
-    if verdict.decision == "pending":
-        db.add(call)
-        db.flush()
-        call.approval_id = approvals.open_approval(
-            db,
-            org_id=call.org_id,
-            run_id=run.id,
-            call_id=call.id,
-            agent_id=call.agent_id,
-            tool=call.tool,
-            arguments_digest=call.arguments_digest,
-            requested_for=run.on_behalf_of,
-            run_expires_at=run.expires_at,
-            policy=verdict.policy,
-            now=now,
-        )
-    audit.record(
-        db,
-        type=EventType.TOOL_CALL_DECIDED,
-        actor=principal.actor,
-        org_id=run.org_id,
-        resource=("tool_call", call.id),
-        outcome=Outcome.DENIED if verdict.decision == "deny" else Outcome.SUCCESS,
-        reason=call.reason,
-        metadata={
-            "run_id": run.id,
-            "agent_id": agent.id,
-            "tool": tool_name,
-            "decision": verdict.decision,
-            "policy_id": call.policy_id,
-            "approval_id": call.approval_id,
-            "arguments_digest": call.arguments_digest,
-            **(_privacy_note(screened) if screened.action else {}),
-        },
-    )
-    if verdict.decision != "pending":
-        # Written with the batch's other decided calls, one statement for them all:
-        # nothing in the transaction reads it before.
-        row = {column: getattr(call, attr) for attr, column in _CALL_COLUMNS}
-        if not groupcommit.stage(db, _STAGED_CALLS, row):
-            _insert_calls(db, [row])
-    return call
-
-
-def _privacy_note(screened: privacy.Applied) -> dict[str, Any]:
-    """What the audit event says of the data policies that matched: types, never values."""
-    return {
-        "privacy": {
-            "action": screened.action,
-            "policy_id": screened.rule.id if screened.rule else None,
-            "types": list(screened.types),
-        }
-    }
-
-
-_STAGED_CALLS = "agents.tool_calls"
-_CALL_COLUMNS = tuple(  # (attribute, column): a row from the mapped object
-    (prop.key, prop.columns[0].key) for prop in sa_inspect(ToolCall).column_attrs
-)
-_INSERT_CALLS = insert(_calls)
-
-
-def _insert_calls(db: Session, rows: list[dict[str, Any]]) -> None:
-    db.connection().execute(_INSERT_CALLS, rows)
-
-
-groupcommit.on_flush(_STAGED_CALLS, _insert_calls)
-
-
 def _user_context(db: Session, run: Run) -> dict[str, Any]:
     if run.on_behalf_of is None:
         return {"id": None, "role": None, "teams": []}
@@ -325,7 +196,7 @@ class Gate:
         arguments: dict[str, Any],
         connection: str | None,
         refuse: str | None = None,
-    ) -> ToolCall:
+    ) -> Call:
         """`refuse`: a reason the caller (the MCP gateway) already found to deny the call
         (an upstream definition that changed, a withheld server): it is recorded,
         audited and counted like any other denial."""
@@ -344,8 +215,9 @@ class Gate:
             if refuse is not None
             else _verdict(view, tool_name, arguments, connection, screened)
         )
+        run, agent = view.run, view.agent
         return await self.writes.run(
-            lambda db: _record(db, principal, view, tool_name, screened, verdict, now),
+            lambda db: record(db, principal, run, agent, tool_name, screened, verdict, now),
             order=f"{view.run.org_id}:{run_id}",
         )
 
@@ -390,7 +262,7 @@ class Gate:
 
 @dataclass(frozen=True)
 class CallState:
-    call: ToolCall
+    call: Call
     decision: str  # allow | deny | pending, with expiry applied
     reason: str
 
