@@ -147,12 +147,19 @@ def _pair(data_dir: Path, database_url: str, **overrides: Any) -> Iterator[Pair]
         served.append(scope["path"])
         await original(state, route, param, scope, receive, send)
 
+    original_gateway = fast.serve_gateway
+
+    async def counting_gateway(state, gateway, run, scope, receive, send):  # type: ignore[no-untyped-def]
+        served.append(scope["path"])
+        await original_gateway(state, gateway, run, scope, receive, send)
+
     # Mid-minute, and standing still: windows and tallies never end between two sends.
     frozen = (time.time() // 60) * 60 + 30
     fast_app = create_app(make_settings(data_dir, database_url, **overrides))
     slow_app = create_app(make_settings(data_dir, database_url, fast_path=False, **overrides))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fast, "serve", counting)
+        patch.setattr(fast, "serve_gateway", counting_gateway)
         patch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: frozen))
         patch.setattr(failures, "utcnow", lambda: datetime.fromtimestamp(frozen, UTC))
         with (
@@ -655,6 +662,43 @@ def test_tool_call_gate_answers_alike(pair: Pair, world: World) -> None:
     check = f"/v1/orgs/{world.org.id}/authz/check"
     response = pair.same("POST", check, headers=world.run_token, json=_check(world))
     assert response.status_code == 403
+
+
+_MCP_HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+}
+
+
+def test_mcp_gateway_answers_alike(pair: Pair, world: World) -> None:
+    """The MCP gateway, handed its requests by the middleware: the same refusals (as
+    problem documents) and the same MCP answers as through the framework's route."""
+    path = f"/v1/runs/{world.run}/mcp"
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    statuses = set()
+    for name, headers in _credentials(world).items():
+        response = pair.same("POST", path, headers={**_MCP_HEADERS, **headers}, json=listing)
+        assert response.lean, name
+        statuses.add(response.status_code)
+    assert {200, 401, 404} <= statuses, statuses
+    token = {**_MCP_HEADERS, **world.run_token}
+    for run in (world.other_run, world.revoked_run, "run_missing"):
+        response = pair.same("POST", f"/v1/runs/{run}/mcp", headers=token, json=listing)
+        assert response.lean
+        assert response.status_code == 404
+    revoked = {**_MCP_HEADERS, **world.revoked_run_token}
+    response = pair.same("POST", f"/v1/runs/{world.revoked_run}/mcp", headers=revoked, json=listing)
+    assert response.lean
+    assert response.status_code == 401
+    # GET and DELETE are the gateway's too (refused here: a run's GET opens a stream).
+    for method in ("GET", "DELETE"):
+        response = pair.same(method, path, headers=_MCP_HEADERS)
+        assert response.lean
+        assert response.status_code == 401
+    # Methods the route does not serve, and paths that are not the gateway's: the app.
+    assert not pair.same("PUT", path, headers=token, json=listing).lean
+    for other in (f"/v1/runs/{world.run}/mcp/x", "/v1/runs//mcp"):
+        assert not pair.same("POST", other, headers=token, json=listing).lean
 
 
 def _gate_twice(

@@ -514,7 +514,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.mount("/scim/v2", scim.build_app(state))
     app.mount("/console", build_console(console_edge.build(state)))
-    app.front = BastionMiddleware(app.framework, state=state)
+    app.front = BastionMiddleware(app.framework, state=state, gateway=gateway)
     return app
 
 

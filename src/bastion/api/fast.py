@@ -1,7 +1,8 @@
 """The hot routes without the framework: `GET /v1/me`, the authorization questions
 (check, check-batch, filter), the tool-call gate, secret reveal, webhook deliveries,
-team creation (the audited writes of issue 13's goal) and privacy scans (issue 17's
-texts per second through the API).
+team creation (the audited writes of issue 13's goal), privacy scans (issue 17's
+texts per second through the API) and the MCP gateway (`/v1/runs/{run}/mcp`, issue 18:
+handed to its own ASGI app, `serve_gateway`).
 
 Their work takes tens of microseconds; FastAPI's routing and dependency resolution and
 Starlette's middleware stack cost several times that (issue 13: `/v1/me` spent ~37 µs
@@ -56,6 +57,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # What a route computes once its caller and body are known: (state, ctx, principal,
 # path parameters, body) → the response model, or its JSON already serialised.
@@ -185,6 +187,21 @@ _SECRETS = "secrets/"
 _REVEAL = "/reveal"
 
 
+MCP_GATEWAY = "/v1/runs/{run}/mcp"  # served by the MCP gateway's own ASGI app
+_MCP = "/mcp"
+_GATEWAY_METHODS = frozenset({"GET", "POST", "DELETE"})  # its route's; others: the app's 405
+
+
+def match_gateway(method: str, path: str) -> str | None:
+    """The run of a request to the MCP gateway (`MCP_GATEWAY`, a method its route
+    serves), else None: the gateway speaks MCP through its own ASGI app, so only the
+    framework's routing and its middleware stack are skipped."""
+    if method not in _GATEWAY_METHODS or not path.startswith(_RUNS) or not path.endswith(_MCP):
+        return None
+    run = path[len(_RUNS) : -len(_MCP)]
+    return run if run and "/" not in run else None
+
+
 def match(method: str, path: str) -> tuple[Route | PublicRoute, Params] | None:
     """The lean route for a request and its path parameters, by plain string tests (a
     parameter is one non-empty segment, as Starlette's `{name}` matches); None for
@@ -232,13 +249,7 @@ async def serve(
         else:
             out = await _authenticated(state, route, params, ctx, receive)
     except Exception as exc:
-        problem = await problem_for(ctx, state.limiter, exc)
-        if problem is None:
-            raise  # the middleware's 500, as for the app
-        status, headers, content = problem
-        listed = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        listed.append((b"content-length", str(len(content)).encode("latin-1")))
-        await _respond(send, status, listed, content)
+        await _problem(state, ctx, exc, send)
         return
     if isinstance(out, bytes):
         content = out
@@ -250,6 +261,40 @@ async def serve(
         [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")],
         content,
     )
+
+
+async def serve_gateway(
+    state: AppState, gateway: ASGIApp, run: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Hand a request of `MCP_GATEWAY` to the gateway's own ASGI app, as the framework's
+    route would (its path parameter in the scope), and answer an error it raises before
+    answering (a missing or wrong run token) as the app's exception handlers do."""
+    ctx: RequestContext = scope[SCOPE_KEY]
+    scope["path_params"] = {"run": run}
+    started = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await gateway(scope, receive, tracked)
+    except Exception as exc:
+        if started:
+            raise  # the middleware's handling, as for the app
+        await _problem(state, ctx, exc, send)
+
+
+async def _problem(state: AppState, ctx: RequestContext, exc: Exception, send: Send) -> None:
+    """The problem document the app's exception handlers answer for `exc`."""
+    problem = await problem_for(ctx, state.limiter, exc)
+    if problem is None:
+        raise exc  # the middleware's 500, as for the app
+    status, headers, content = problem
+    listed = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    listed.append((b"content-length", str(len(content)).encode("latin-1")))
+    await _respond(send, status, listed, content)
 
 
 async def _authenticated(

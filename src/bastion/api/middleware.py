@@ -118,8 +118,9 @@ def _read_headers(scope: Scope) -> dict[bytes, str]:
 
 
 class BastionMiddleware:
-    def __init__(self, app: ASGIApp, state: AppState) -> None:
+    def __init__(self, app: ASGIApp, state: AppState, gateway: ASGIApp | None = None) -> None:
         self.app = app
+        self.gateway = gateway  # the MCP gateway (`fast.MCP_GATEWAY`), served past the app
         self.state = state
         self._static = [
             (b"x-content-type-options", b"nosniff"),
@@ -222,14 +223,9 @@ class BastionMiddleware:
             has_left = left
         gone = client_gone.set(has_left)
         # The hot routes skip the framework, not this middleware (see `bastion.api.fast`).
-        lean = fast.match(ctx.method, path) if self.fast and not scope.get("root_path") else None
-        if lean is not None:
-            scope[LEAN_ROUTE_KEY] = lean[0].template
+        serve = self._handler(scope, ctx.method, path)
         try:
-            if lean is None:
-                await self.app(scope, receive, respond.send)
-            else:
-                await fast.serve(self.state, lean[0], lean[1], scope, receive, respond.send)
+            await serve(scope, receive, respond.send)
         except Exception:
             log.exception("unhandled error", request_id=request_id, path=path)
             await anyio.to_thread.run_sync(self._discard, ctx, limiter=self.finishing)
@@ -246,6 +242,21 @@ class BastionMiddleware:
                 else:
                     with anyio.CancelScope(shield=True):  # a cancelled request closes it too
                         await anyio.to_thread.run_sync(ctx.db_opened.close, limiter=self.finishing)
+
+    def _handler(self, scope: Scope, method: str, path: str) -> ASGIApp:
+        """What serves the request: a lean route, the MCP gateway (their templates noted
+        in the scope), or the app."""
+        if not self.fast or scope.get("root_path"):
+            return self.app
+        lean = fast.match(method, path)
+        if lean is not None:
+            scope[LEAN_ROUTE_KEY] = lean[0].template
+            return partial(fast.serve, self.state, lean[0], lean[1])
+        run = fast.match_gateway(method, path) if self.gateway is not None else None
+        if run is not None and self.gateway is not None:
+            scope[LEAN_ROUTE_KEY] = fast.MCP_GATEWAY
+            return partial(fast.serve_gateway, self.state, self.gateway, run)
+        return self.app
 
     async def _prepare(
         self, scope: Scope, receive: Receive, ctx: RequestContext, respond: Responder, is_api: bool
