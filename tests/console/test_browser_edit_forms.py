@@ -101,7 +101,7 @@ def test_retention_settings_validate_by_field_and_ask_for_step_up(
     calls = section.get_by_label("Agents' tool calls (days, 1 to 3650)")
     assert runs.input_value() == "24"
     assert calls.input_value() == "90"
-    assert section.get_by_label("Audit events (days, 30 to 3650)").input_value() == "365"
+    assert section.get_by_label("Audit events (days, 30 to 3650)").input_value() == "90"
 
     # A value the browser lets through (as one that does not check `min` would) is
     # refused by the server: the page again, the message next to the field.
@@ -137,7 +137,7 @@ def test_retention_settings_validate_by_field_and_ask_for_step_up(
     section.get_by_role("button", name="Save retention").press("Enter")
     page.get_by_text("Retention saved: the hourly purge applies it.").wait_for()
     assert _api(console_factory, org, "/retention") == {
-        "audit_events_days": 365, "tool_calls_days": 45, "webhook_events_days": 30,
+        "audit_events_days": 90, "tool_calls_days": 45, "webhook_events_days": 30,
         "deleted_objects_days": 30, "run_artifacts_hours": 48,
     }  # fmt: skip
     assert section.get_by_label("Run artifacts (hours, 1 to 8760)").input_value() == "48"
