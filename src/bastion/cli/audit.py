@@ -20,6 +20,7 @@ from bastion.cli.common import (
     err,
     fail,
     group,
+    progress_bar,
     settings,
     unit_of_work,
 )
@@ -58,14 +59,7 @@ def verify(
         ]
         if org:
             heads = [h for h in heads if h[0] == org] or [(org, 0)]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err,
-            transient=True,
-            disable=json,
-        ) as bar:
+        with progress_bar(json) as bar:
             for chain, total in heads:
                 task = bar.add_task(f"verifying {chain}", total=total or None)
 

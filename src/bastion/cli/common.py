@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy.orm import Session
 
 import bastion.registry  # noqa: F401 - every domain's registrations, before any command
@@ -220,3 +221,16 @@ def all_pages(fetch: Callable[[str | None], Page[T]]) -> list[T]:
         cursor = page.next_cursor
         if not cursor:
             return items
+
+
+def progress_bar(json: bool) -> Progress:
+    """A progress bar for long work on standard error (n of m), gone when done; none
+    with --json, whose answer is the whole output."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=json,
+    )

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import func, select
 
 from bastion.audit.schemas import SigningKeyOut
@@ -27,9 +26,9 @@ from bastion.cli.common import (
     EXIT_USAGE,
     Json,
     emit,
-    err,
     fail,
     group,
+    progress_bar,
     settings,
     unit_of_work,
 )
@@ -83,14 +82,7 @@ def rewrap_keys(json: Json = False) -> None:
                     OrgKey.root_version != CUSTOMER_WRAPPED,
                 )
             ).scalar_one()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err,
-            transient=True,
-            disable=json,
-        ) as bar:
+        with progress_bar(json) as bar:
             task = bar.add_task("re-wrapping data keys", total=total)
             done = rewrap(sessions, provider, progress=lambda n: bar.advance(task, n))
     finally:
@@ -100,17 +92,6 @@ def rewrap_keys(json: Json = False) -> None:
         {"rewrapped": done, "active_version": active},
         json,
         f"{done} organisation data keys now wrapped by root key version {active}",
-    )
-
-
-def _bar(json: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-        disable=json,
     )
 
 
@@ -137,7 +118,7 @@ def rotate_org(
         return
     engine = make_engine(cfg.resolved_database_url)
     try:
-        with _bar(json) as bar:
+        with progress_bar(json) as bar:
             task = bar.add_task("re-encrypting secrets", total=state.pending)
             done = secrets.reencrypt_org(
                 make_sessionmaker(engine, write=True),

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.common import EXIT_USAGE, Json, emit, fail, group, host_principal, settings
+from bastion.cli.common import (
+    EXIT_USAGE,
+    Json,
+    emit,
+    fail,
+    group,
+    host_principal,
+    progress_bar,
+    settings,
+)
 from bastion.cli.common import unit_of_work as _unit
 
 app = group("Privacy: retention and its purge, data policies, subject requests.")
@@ -32,9 +41,12 @@ def purge(
     with _unit(cfg) as db:
         orgs = [org] if org else retention.org_ids(db)
     done = []
-    for org_id in orgs:
-        with _unit(cfg) as db:
-            done.append(retention.purge_org(db, org_id))
+    with progress_bar(json) as bar:
+        task = bar.add_task("purging", total=len(orgs))
+        for org_id in orgs:
+            with _unit(cfg) as db:
+                done.append(retention.purge_org(db, org_id))
+            bar.advance(task)
     rows = [{"org_id": p.org_id, "purged": p.counts} for p in done if p.total]
     human = "\n".join(
         f"{p.org_id}: " + ", ".join(f"{k} {v}" for k, v in p.counts.items())
