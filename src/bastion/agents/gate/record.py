@@ -140,23 +140,23 @@ def record(
         and approvals.pending_count(db, run.id, now) >= run.max_pending_approvals
     ):
         verdict = approvals.Verdict("deny", "too_many_pending_approvals", verdict.policy)
+    fields: dict[str, Any] = {
+        "id": new_id("call"),
+        "org_id": run.org_id,
+        "run_id": run.id,
+        "agent_id": agent.id,
+        "tool": tool_name,
+        "arguments": arguments,
+        "arguments_digest": arguments_digest(arguments),
+        "decision": verdict.decision,
+        "reason": verdict.reason[:REASON_MAX],
+        "policy_id": verdict.policy_id,
+        "approval_id": None,
+        "created_at": now,
+    }
     call: Call
     if verdict.decision == "pending":
-        call = ToolCall(
-            id=new_id("call"),
-            org_id=run.org_id,
-            run_id=run.id,
-            agent_id=agent.id,
-            tool=tool_name,
-            arguments=arguments,
-            arguments_digest=arguments_digest(arguments),
-            decision=verdict.decision,
-            reason=verdict.reason[:REASON_MAX],
-            policy_id=verdict.policy_id,
-            approval_id=None,
-            created_at=now,
-            decided_at=None,
-        )
+        call = ToolCall(**fields, decided_at=None)
         db.add(call)
         db.flush()
         call.approval_id = approvals.open_approval(
@@ -173,21 +173,7 @@ def record(
             now=now,
         )
     else:
-        call = Decided(
-            id=new_id("call"),
-            org_id=run.org_id,
-            run_id=run.id,
-            agent_id=agent.id,
-            tool=tool_name,
-            arguments=arguments,
-            arguments_digest=arguments_digest(arguments),
-            decision=verdict.decision,
-            reason=verdict.reason[:REASON_MAX],
-            policy_id=verdict.policy_id,
-            approval_id=None,
-            created_at=now,
-            decided_at=now,
-        )
+        call = Decided(**fields, decided_at=now)
     audit.record(
         db,
         type=EventType.TOOL_CALL_DECIDED,
